@@ -1,0 +1,1 @@
+//! MySQL/MariaDB engine plugin (in progress).

@@ -1,0 +1,253 @@
+//! The interface between Lessor and the database engines it manages.
+//!
+//! Lessor's core (leases, the reaper, rotation, the API) knows databases only through the
+//! [`DatabasePlugin`] trait defined here; each engine lives in its own crate
+//! (`lessor-postgres`, `lessor-mysql`) and knows nothing of the store, the API or the other engines.
+//!
+//! - [`template`]: statement templates (`{{name}}`, `{{password}}`, `{{expiration}}`), checked when a
+//!   role is written so that an unknown placeholder never reaches credential issuance.
+//! - [`credentials`]: username and password generation from OS randomness over alphabets that are
+//!   safe in SQL literals, URLs, `.pgpass` and MySQL option files.
+//! - [`Secret`]: the wrapper every password travels in, whose `Debug` and `Display` never print it.
+//! - [`PluginError`]: one error type that tells a transient failure (retry later) from a permanent one.
+
+#![forbid(unsafe_code)]
+
+pub mod credentials;
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use credentials::{check_password, check_username, generate_password, generate_username, UsernameContext, UsernameTemplate};
+pub use template::{render_statements, split_statements, StatementTemplate, TemplateValues};
+
+/// A secret string (password, token, password-bearing URL) that redacts itself in `Debug` and
+/// `Display`, so that a stray `{:?}` in a log line or an error message cannot leak it.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself. Call sites are few and greppable: each one hands the value to a
+    /// database driver, a sealing routine or the one response that returns it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+/// Every way an engine operation can fail. [`PluginError::is_transient`] tells the reaper and the
+/// rotator whether to retry later or to record a permanent failure.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The database could not be reached or the connection broke: retry later.
+    #[error("cannot reach the database: {0}")]
+    Unavailable(String),
+    /// The database refused for a reason that may pass (lock timeout, too many connections, shutdown).
+    #[error("the database is busy: {0}")]
+    Busy(String),
+    /// The database rejected a statement (syntax, permission, missing object).
+    #[error("the database rejected a statement: {0}")]
+    Rejected(String),
+    /// The connection configuration is unusable (bad URL, unknown option).
+    #[error("invalid connection configuration: {0}")]
+    Config(String),
+    /// A value that would be substituted into SQL failed the strict alphabet check.
+    #[error("invalid {field}: {reason}")]
+    InvalidValue { field: &'static str, reason: String },
+    /// A statement template uses a placeholder the engine does not know, or is malformed.
+    #[error("invalid statement template: {0}")]
+    Template(String),
+    /// A login with the given credentials was refused (used to test a rotated password).
+    #[error("login refused for {username}: {reason}")]
+    LoginRefused { username: String, reason: String },
+}
+
+impl PluginError {
+    /// Whether the same operation may succeed if tried again later without any change.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Busy(_))
+    }
+
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidValue {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How to reach a target database, as an operator configured it.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// Vault-style URL template with `{{username}}` and `{{password}}` placeholders, or a URL with
+    /// the credentials inline. Kept as a [`Secret`] because operators sometimes inline the password.
+    pub connection_url: Secret,
+    /// The admin user Lessor connects as.
+    pub username: String,
+    /// The admin password, unsealed only in memory.
+    pub password: Secret,
+    /// Upper bound on pooled connections to this target.
+    pub max_open_connections: u32,
+    /// How long to wait for a connection before calling the target unavailable.
+    pub connect_timeout: std::time::Duration,
+}
+
+/// Engine-specific role options (for example the MySQL host part); validated by the plugin when the
+/// role is written.
+pub type RoleOptions = BTreeMap<String, String>;
+
+/// The statements an engine uses where a role leaves a list empty. Each entry is a template.
+#[derive(Debug, Clone, Default)]
+pub struct DefaultStatements {
+    pub creation: Vec<String>,
+    pub renew: Vec<String>,
+    pub revocation: Vec<String>,
+    pub rollback: Vec<String>,
+    pub rotation: Vec<String>,
+}
+
+/// A user to create on the target.
+#[derive(Debug)]
+pub struct NewUser<'a> {
+    /// Already generated and checked against the username alphabet.
+    pub username: &'a str,
+    pub password: &'a Secret,
+    /// When the login must stop working; engines that can enforce it themselves do.
+    pub expiration: DateTime<Utc>,
+    /// Creation statement templates; empty means the engine's default.
+    pub statements: &'a [String],
+    /// Engine-specific role options, already validated by [`DatabasePlugin::validate_role`].
+    pub options: &'a RoleOptions,
+}
+
+/// One database engine, connected to one target. Implementations hold their own connection pool.
+#[async_trait]
+pub trait DatabasePlugin: Send + Sync {
+    /// Short engine name: `"postgres"`, `"mysql"`.
+    fn engine(&self) -> &'static str;
+
+    /// Longest username the target accepts.
+    fn max_username_len(&self) -> usize;
+
+    /// Whether the engine itself refuses a login after the expiration given at creation (PostgreSQL
+    /// `VALID UNTIL`), or only Lessor's reaper enforces it.
+    fn enforces_expiration(&self) -> bool;
+
+    fn default_statements(&self) -> DefaultStatements;
+
+    /// Checks a role's engine-specific options and statement templates when the role is written, so
+    /// that nothing invalid is found later when credentials are asked for.
+    fn validate_role(&self, options: &RoleOptions, statements: &[&[String]]) -> Result<(), PluginError> {
+        let _ = options;
+        for list in statements {
+            for stmt in list.iter() {
+                StatementTemplate::parse(stmt)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects and runs a trivial query.
+    async fn verify(&self) -> Result<(), PluginError>;
+
+    /// Creates the user; all creation statements run in one transaction where the engine allows.
+    async fn create_user(&self, user: &NewUser<'_>) -> Result<(), PluginError>;
+
+    /// Moves the user's expiry (where the engine enforces one) to `expires`.
+    async fn renew_user(&self, username: &str, expires: DateTime<Utc>, statements: &[String]) -> Result<(), PluginError>;
+
+    /// Removes the user and ends its sessions. Idempotent: revoking a user that does not exist succeeds.
+    async fn revoke_user(&self, username: &str, statements: &[String]) -> Result<(), PluginError>;
+
+    /// Sets the password of an existing user (static roles, admin rotation).
+    async fn set_password(&self, username: &str, password: &Secret, statements: &[String]) -> Result<(), PluginError>;
+
+    /// Opens a fresh connection as `username` and runs a trivial query; used to prove a rotated
+    /// password works before it is promoted.
+    async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError>;
+
+    /// Users whose name starts with `prefix`, for reconciliation.
+    async fn list_users(&self, prefix: &str) -> Result<Vec<String>, PluginError>;
+
+    /// Closes pooled connections; called when the connection is reset, rewritten or deleted.
+    async fn close(&self);
+}
+
+/// Substitutes the admin credentials into a Vault-style connection URL template. Values are
+/// percent-encoded so a password with `@` or `/` cannot change the URL's meaning.
+pub fn render_connection_url(template: &Secret, username: &str, password: &Secret) -> Secret {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let user = utf8_percent_encode(username, NON_ALPHANUMERIC).to_string();
+    let pass = utf8_percent_encode(password.expose(), NON_ALPHANUMERIC).to_string();
+    Secret::new(
+        template
+            .expose()
+            .replace("{{username}}", &user)
+            .replace("{{password}}", &pass),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_and_display_are_redacted() {
+        let secret = Secret::new("hunter2-very-secret");
+        assert!(!format!("{secret:?}").contains("hunter2"));
+        assert!(!format!("{secret}").contains("hunter2"));
+        assert_eq!(secret.expose(), "hunter2-very-secret");
+    }
+
+    #[test]
+    fn connection_url_encodes_credentials() {
+        let url = render_connection_url(
+            &Secret::new("postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres"),
+            "admin",
+            &Secret::new("p@ss/word"),
+        );
+        assert_eq!(url.expose(), "postgresql://admin:p%40ss%2Fword@127.0.0.1:5432/postgres");
+    }
+
+    #[test]
+    fn transient_errors_are_told_apart() {
+        assert!(PluginError::Unavailable("refused".into()).is_transient());
+        assert!(PluginError::Busy("lock".into()).is_transient());
+        assert!(!PluginError::Rejected("syntax".into()).is_transient());
+    }
+}

@@ -1,0 +1,1 @@
+//! PostgreSQL engine plugin (in progress).
