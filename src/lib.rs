@@ -1,1 +1,150 @@
-//! Lessor.
+//! Lessor: a dynamic database credentials broker with a Vault-compatible API.
+//!
+//! A service asks for a database login; Lessor creates a short-lived user through an engine plugin,
+//! records a lease, and drops the user when the lease ends. The crate is laid out as follows:
+//!
+//! - [`api`]: axum handlers on Vault's paths, one error type rendered as `{"errors": [...]}`.
+//! - [`lease`]: the lease manager (issue, renew, revoke, revoke-prefix) and the [`lease::reaper`].
+//! - [`catalog`]: connections and roles, validated before they are stored.
+//! - [`engines`]: the compile-time registry of engine plugins and the cache of connected ones.
+//! - [`store`]: the SQLite lease store and its migrations.
+//! - [`auth`]: tokens, stored as hashes.
+//! - [`seal`]: AES-256-GCM for secrets at rest.
+//! - [`config`]: defaults < TOML < `LESSOR_*` env < flags.
+//! - [`dev`]: what `lessor dev` registers on a fresh machine.
+//!
+//! [`app`] builds the HTTP service and [`serve`] runs it with the reaper until a shutdown future
+//! completes, so `main` passes a signal and tests pass whatever they like.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod dev;
+pub mod engines;
+pub mod error;
+pub mod lease;
+pub mod seal;
+pub mod store;
+pub mod telemetry;
+pub mod ttl;
+
+use std::future::Future;
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use lessor_plugin::Secret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Layer;
+
+pub use error::{Error, Result};
+
+use crate::auth::Auth;
+use crate::catalog::Catalog;
+use crate::config::Settings;
+use crate::engines::Engines;
+use crate::lease::LeaseManager;
+use crate::seal::Sealer;
+use crate::store::Store;
+
+/// Key in the store's meta table of a value sealed at first start; opening it proves the
+/// configured seal key is the one the store's secrets were sealed with.
+const SEAL_CHECK_KEY: &str = "seal_check";
+const SEAL_CHECK_CONTEXT: &str = "meta/seal_check";
+
+/// Everything the handlers and background tasks share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub auth: Auth,
+    pub catalog: Catalog,
+    pub leases: LeaseManager,
+    pub engines: Engines,
+}
+
+impl AppState {
+    /// Opens the store (running migrations), checks the seal key against it and wires the parts.
+    pub async fn open(settings: &Settings) -> Result<Self> {
+        let sealer = match (&settings.seal_key, &settings.seal_key_file) {
+            (Some(key), _) => Sealer::from_encoded_key(key)?,
+            (None, Some(path)) => Sealer::from_key_file(path, settings.create_seal_key_file)?,
+            (None, None) => {
+                return Err(Error::Config(
+                    "no seal key: set LESSOR_SEAL_KEY, or seal_key_file in the config file".into(),
+                ))
+            }
+        };
+        let store = Store::open(&settings.store_url).await?;
+        match store.meta_get(SEAL_CHECK_KEY).await? {
+            Some(sealed) => {
+                sealer.open(SEAL_CHECK_CONTEXT, &sealed).map_err(|_| {
+                    Error::Config("the seal key does not match the one this store was sealed with".into())
+                })?;
+            }
+            None => {
+                let sealed = sealer.seal(SEAL_CHECK_CONTEXT, &Secret::new("lessor"))?;
+                store.meta_set(SEAL_CHECK_KEY, &sealed).await?;
+            }
+        }
+        let engines = Engines::new(store.clone(), sealer.clone());
+        let catalog = Catalog::new(store.clone(), sealer, engines.clone(), settings.lease_limits());
+        let leases = LeaseManager::new(store.clone(), engines.clone(), catalog.clone());
+        Ok(Self {
+            auth: Auth::new(store.clone()),
+            store,
+            catalog,
+            leases,
+            engines,
+        })
+    }
+}
+
+/// Logs one line per request: method, path, status, latency. Paths hold no secrets (lease ids
+/// are not secrets); bodies and headers are never logged.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+/// The HTTP application: the router behind the `LIST` rewrite and the request log. Kept apart from
+/// [`serve`] so tests can drive it any way they like.
+pub fn app(state: AppState) -> axum::Router {
+    let routes = api::router(state).layer(axum::middleware::from_fn(log_request));
+    // The rewrite must run before routing, so it wraps the whole router rather than its routes.
+    let rewritten = tower::util::MapRequestLayer::new(api::rewrite_list).layer(routes);
+    axum::Router::new().fallback_service(rewritten)
+}
+
+/// Serves the API on `listener` and runs the reaper until `shutdown` completes; then stops taking
+/// requests, lets in-flight ones finish, stops the reaper and closes database pools.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(lease::reaper::run(state.leases.clone(), cancel.clone()));
+    tasks.close();
+
+    let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    cancel.cancel();
+    tasks.wait().await;
+    state.engines.close_all().await;
+    served.map_err(|e| Error::Internal(format!("HTTP server failed: {e}")))
+}

@@ -1,1 +1,433 @@
-fn main() {}
+//! The `lessor` command: `server` and `dev` run the broker; the other subcommands are a small
+//! client of its HTTP API for people (`creds`, `lease`, `role`, `connection`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use lessor::config::{self, LogFormat, Overrides, Settings};
+use lessor::{dev, telemetry, AppState};
+use lessor_plugin::Secret;
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(name = "lessor", version, about = "Dynamic database credentials broker with a Vault-compatible API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the server with a config file.
+    Server(ServerArgs),
+    /// Runs a development server: temporary store, printed root token, local databases registered.
+    Dev(DevArgs),
+    /// Asks for a dynamic credential of ROLE.
+    Creds {
+        role: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Looks up, renews or revokes a lease.
+    Lease {
+        #[command(subcommand)]
+        action: LeaseAction,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Writes, reads, lists or deletes roles.
+    Role {
+        #[command(subcommand)]
+        action: RoleAction,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Writes, reads, lists or deletes connections.
+    Connection {
+        #[command(subcommand)]
+        action: ConnectionAction,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// TOML config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides the config file and LESSOR_LISTEN).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Store URL or SQLite path (overrides LESSOR_STORE_URL).
+    #[arg(long)]
+    store_url: Option<String>,
+    /// File holding the seal key (overrides LESSOR_SEAL_KEY_FILE).
+    #[arg(long)]
+    seal_key_file: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+#[derive(Args)]
+struct DevArgs {
+    #[arg(long, default_value = "127.0.0.1:8200")]
+    listen: SocketAddr,
+    /// Root token to use instead of a generated one.
+    #[arg(long)]
+    root_token: Option<String>,
+    /// Keep the store and seal key in DIR across restarts instead of a temporary directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// Server address; defaults to LESSOR_ADDR, then VAULT_ADDR, then http://127.0.0.1:8200.
+    #[arg(long, global = true)]
+    addr: Option<String>,
+    /// Token; defaults to LESSOR_TOKEN, then VAULT_TOKEN.
+    #[arg(long, global = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum LeaseAction {
+    Lookup { lease_id: String },
+    Renew {
+        lease_id: String,
+        /// Requested TTL from now, e.g. 1h.
+        #[arg(long)]
+        increment: Option<String>,
+    },
+    Revoke { lease_id: String },
+    /// Revokes every lease under a prefix, e.g. database/creds/app-ro.
+    RevokePrefix { prefix: String },
+}
+
+#[derive(Subcommand)]
+enum RoleAction {
+    Write {
+        name: String,
+        /// Connection the role issues credentials on.
+        #[arg(long)]
+        connection: String,
+        /// A creation statement (repeatable); empty means the engine's default.
+        #[arg(long = "creation-statement")]
+        creation_statements: Vec<String>,
+        #[arg(long = "revocation-statement")]
+        revocation_statements: Vec<String>,
+        #[arg(long = "renew-statement")]
+        renew_statements: Vec<String>,
+        #[arg(long)]
+        default_ttl: Option<String>,
+        #[arg(long)]
+        max_ttl: Option<String>,
+        #[arg(long)]
+        username_template: Option<String>,
+    },
+    Read { name: String },
+    List,
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+enum ConnectionAction {
+    Write {
+        name: String,
+        /// Plugin name, e.g. postgresql-database-plugin or mysql-database-plugin.
+        #[arg(long)]
+        plugin: String,
+        /// Connection URL, e.g. postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres.
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        username: Option<String>,
+        /// Admin password; read from LESSOR_CONNECTION_PASSWORD when not given, so it stays out
+        /// of shell history.
+        #[arg(long, env = "LESSOR_CONNECTION_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Comma-separated role names allowed to use this connection, or "*".
+        #[arg(long)]
+        allowed_roles: Option<String>,
+        /// Save without checking that the database answers.
+        #[arg(long)]
+        no_verify: bool,
+    },
+    Read { name: String },
+    List,
+    Delete { name: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => run_server(args).await,
+        Command::Dev(args) => run_dev(args).await,
+        Command::Creds { role, client } => Client::new(&client)?.call("GET", &format!("database/creds/{role}"), None).await,
+        Command::Lease { action, client } => {
+            let client = Client::new(&client)?;
+            match action {
+                LeaseAction::Lookup { lease_id } => client.call("PUT", "sys/leases/lookup", Some(json!({ "lease_id": lease_id }))).await,
+                LeaseAction::Renew { lease_id, increment } => {
+                    let mut body = json!({ "lease_id": lease_id });
+                    if let Some(increment) = increment {
+                        body["increment"] = json!(increment);
+                    }
+                    client.call("PUT", "sys/leases/renew", Some(body)).await
+                }
+                LeaseAction::Revoke { lease_id } => client.call("PUT", "sys/leases/revoke", Some(json!({ "lease_id": lease_id }))).await,
+                LeaseAction::RevokePrefix { prefix } => client.call("PUT", &format!("sys/leases/revoke-prefix/{prefix}"), None).await,
+            }
+        }
+        Command::Role { action, client } => {
+            let client = Client::new(&client)?;
+            match action {
+                RoleAction::Write {
+                    name,
+                    connection,
+                    creation_statements,
+                    revocation_statements,
+                    renew_statements,
+                    default_ttl,
+                    max_ttl,
+                    username_template,
+                } => {
+                    let mut body = json!({
+                        "db_name": connection,
+                        "creation_statements": creation_statements,
+                        "revocation_statements": revocation_statements,
+                        "renew_statements": renew_statements,
+                    });
+                    if let Some(v) = default_ttl {
+                        body["default_ttl"] = json!(v);
+                    }
+                    if let Some(v) = max_ttl {
+                        body["max_ttl"] = json!(v);
+                    }
+                    if let Some(v) = username_template {
+                        body["username_template"] = json!(v);
+                    }
+                    client.call("POST", &format!("database/roles/{name}"), Some(body)).await
+                }
+                RoleAction::Read { name } => client.call("GET", &format!("database/roles/{name}"), None).await,
+                RoleAction::List => client.call("LIST", "database/roles", None).await,
+                RoleAction::Delete { name } => client.call("DELETE", &format!("database/roles/{name}"), None).await,
+            }
+        }
+        Command::Connection { action, client } => {
+            let client = Client::new(&client)?;
+            match action {
+                ConnectionAction::Write {
+                    name,
+                    plugin,
+                    url,
+                    username,
+                    password,
+                    allowed_roles,
+                    no_verify,
+                } => {
+                    let mut body = json!({
+                        "plugin_name": plugin,
+                        "connection_url": url,
+                        "verify_connection": !no_verify,
+                    });
+                    if let Some(v) = username {
+                        body["username"] = json!(v);
+                    }
+                    if let Some(v) = password {
+                        body["password"] = json!(v);
+                    }
+                    if let Some(v) = allowed_roles {
+                        body["allowed_roles"] = json!(v);
+                    }
+                    client.call("POST", &format!("database/config/{name}"), Some(body)).await
+                }
+                ConnectionAction::Read { name } => client.call("GET", &format!("database/config/{name}"), None).await,
+                ConnectionAction::List => client.call("LIST", "database/config", None).await,
+                ConnectionAction::Delete { name } => client.call("DELETE", &format!("database/config/{name}"), None).await,
+            }
+        }
+    }
+}
+
+fn process_env() -> Vec<(String, String)> {
+    std::env::vars().collect()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown signal received; finishing in-flight work");
+}
+
+async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        listen: args.listen,
+        store_url: args.store_url,
+        seal_key_file: args.seal_key_file,
+        log_format: args.log_format,
+        log_level: args.log_level,
+    };
+    let settings = config::load(args.config.as_deref(), &process_env(), &overrides)?;
+    telemetry::init(settings.log_format, &settings.log_level);
+    let state = AppState::open(&settings).await?;
+    if let Some(token) = state.auth.bootstrap_root_token().await? {
+        // Shown once, on standard output rather than the log, as `vault operator init` does.
+        println!("Root token (shown once; store it safely): {}", token.expose());
+    }
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    tracing::info!(listen = %settings.listen, "lessor server listening");
+    lessor::serve(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format, &args.log_level);
+    // The temporary directory lives until run_dev returns, then is removed with the store.
+    let (data_dir, _temporary) = match &args.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            (dir.clone(), None)
+        }
+        None => {
+            let temporary = tempfile::Builder::new().prefix("lessor-dev-").tempdir()?;
+            (temporary.path().to_path_buf(), Some(temporary))
+        }
+    };
+    let settings = Settings {
+        listen: args.listen,
+        store_url: data_dir.join("lessor.db").display().to_string(),
+        seal_key_file: Some(data_dir.join("seal.key")),
+        create_seal_key_file: true,
+        log_format: args.log_format,
+        log_level: args.log_level.clone(),
+        ..Settings::default()
+    };
+    let state = AppState::open(&settings).await?;
+    let root_token = match args.root_token {
+        Some(token) => {
+            let token = Secret::new(token);
+            state.auth.install_root_token(&token).await?;
+            token
+        }
+        None => match state.auth.bootstrap_root_token().await? {
+            Some(token) => token,
+            None => bail!(
+                "{} already has tokens; pass --root-token with one of them",
+                data_dir.display()
+            ),
+        },
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let postgres_url = std::env::var("LESSOR_DEV_POSTGRES_URL").unwrap_or_else(|_| dev::DEFAULT_POSTGRES_URL.into());
+    let mysql_url = std::env::var("LESSOR_DEV_MYSQL_URL").unwrap_or_else(|_| dev::DEFAULT_MYSQL_URL.into());
+    let registration = dev::register_local_databases(&state, &postgres_url, &mysql_url).await;
+
+    let addr = format!("http://{}", listener.local_addr()?);
+    println!("Lessor dev server listening on {addr} (store in {})", data_dir.display());
+    println!("  export LESSOR_ADDR={addr} VAULT_ADDR={addr}");
+    println!("  export LESSOR_TOKEN={0} VAULT_TOKEN={0}", root_token.expose());
+    for registered in &registration.registered {
+        println!("  registered {registered}");
+    }
+    for skipped in &registration.skipped {
+        println!("  skipped {skipped}");
+    }
+    if let Some(first) = registration.registered.first() {
+        let role = if first.starts_with("dev-postgres") { "readonly" } else { "mysql-readonly" };
+        println!("  try: cargo run -- creds {role}");
+    }
+    lessor::serve(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// A minimal client of the HTTP API for the people-facing subcommands.
+struct Client {
+    http: reqwest::Client,
+    addr: String,
+    token: Option<Secret>,
+}
+
+impl Client {
+    fn new(args: &ClientArgs) -> anyhow::Result<Self> {
+        let addr = args
+            .addr
+            .clone()
+            .or_else(|| std::env::var("LESSOR_ADDR").ok())
+            .or_else(|| std::env::var("VAULT_ADDR").ok())
+            .unwrap_or_else(|| "http://127.0.0.1:8200".into());
+        if !addr.starts_with("http://") {
+            bail!("--addr: only http:// addresses are supported by this client, got {addr}");
+        }
+        let token = args
+            .token
+            .clone()
+            .or_else(|| std::env::var("LESSOR_TOKEN").ok())
+            .or_else(|| std::env::var("VAULT_TOKEN").ok())
+            .map(Secret::new);
+        Ok(Self {
+            http: reqwest::Client::new(),
+            addr: addr.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    /// Sends one request and prints the JSON answer; a non-2xx answer is an error with its messages.
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<()> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut request = self.http.request(method, format!("{}/v1/{path}", self.addr));
+        if let Some(token) = &self.token {
+            request = request.header("X-Vault-Token", token.expose());
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| format!("cannot reach {}", self.addr))?;
+        let status = response.status();
+        let text = response.text().await?;
+        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        if !status.is_success() {
+            let errors = parsed
+                .as_ref()
+                .and_then(|v| v.get("errors"))
+                .map(|e| e.to_string())
+                .unwrap_or(text);
+            bail!("{status}: {errors}");
+        }
+        match parsed {
+            Some(value) => println!("{}", serde_json::to_string_pretty(&value)?),
+            None if status == reqwest::StatusCode::NO_CONTENT => println!("ok"),
+            None => println!("{text}"),
+        }
+        Ok(())
+    }
+}

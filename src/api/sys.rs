@@ -1,0 +1,123 @@
+//! Handlers for `sys/health`, `sys/leases/*` and `auth/token/lookup-self`.
+
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde_json::json;
+
+use super::{listing, respond, written, ApiError, ApiResult, Body, Caller, Envelope};
+use crate::auth::Auth;
+use crate::AppState;
+
+/// `sys/health`: unauthenticated, as in Vault; load balancers poll it.
+pub async fn health() -> Response {
+    Json(json!({
+        "initialized": true,
+        "sealed": false,
+        "standby": false,
+        "performance_standby": false,
+        "replication_performance_mode": "disabled",
+        "replication_dr_mode": "disabled",
+        "server_time_utc": Utc::now().timestamp(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "cluster_name": "lessor",
+    }))
+    .into_response()
+}
+
+pub async fn lookup_self(caller: Caller) -> Response {
+    respond(Auth::describe(&caller.identity, &caller.token))
+}
+
+fn required_lease_id(body: &mut Body) -> Result<String, ApiError> {
+    body.string("lease_id")?
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ApiError::bad_request("lease_id: required"))
+}
+
+pub async fn lookup_lease(State(state): State<AppState>, caller: Caller, mut body: Body) -> ApiResult {
+    Auth::require_root(&caller.identity)?;
+    let lease_id = required_lease_id(&mut body)?;
+    Ok(respond(state.leases.lookup(&lease_id).await?))
+}
+
+pub async fn list_leases_root(
+    State(state): State<AppState>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+) -> ApiResult {
+    Auth::require_root(&caller.identity)?;
+    if !super::wants_list(&uri) {
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "use LIST (or GET ?list=true) to list leases"));
+    }
+    listing(state.leases.list("").await?)
+}
+
+pub async fn list_leases(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(prefix): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> ApiResult {
+    Auth::require_root(&caller.identity)?;
+    if !super::wants_list(&uri) {
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "use LIST (or GET ?list=true) to list leases"));
+    }
+    listing(state.leases.list(&prefix).await?)
+}
+
+async fn renew(state: &AppState, lease_id: &str, body: &mut Body) -> ApiResult {
+    let increment = body.duration("increment")?;
+    let renewed = state.leases.renew(lease_id, increment).await?;
+    let mut envelope = Envelope::<()>::new(()).with_warnings(renewed.warnings);
+    envelope.data = None;
+    envelope.lease_id = renewed.lease_id;
+    envelope.renewable = true;
+    envelope.lease_duration = renewed.lease_duration.as_secs();
+    Ok(Json(envelope).into_response())
+}
+
+pub async fn renew_lease(State(state): State<AppState>, caller: Caller, mut body: Body) -> ApiResult {
+    Auth::require_root(&caller.identity)?;
+    let lease_id = required_lease_id(&mut body)?;
+    renew(&state, &lease_id, &mut body).await
+}
+
+pub async fn renew_lease_path(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(lease_id): Path<String>,
+    mut body: Body,
+) -> ApiResult {
+    Auth::require_root(&caller.identity)?;
+    renew(&state, &lease_id, &mut body).await
+}
+
+pub async fn revoke_lease(State(state): State<AppState>, caller: Caller, mut body: Body) -> ApiResult {
+    Auth::require_root(&caller.identity)?;
+    let lease_id = required_lease_id(&mut body)?;
+    state.leases.revoke(&lease_id).await?;
+    Ok(written(vec![]))
+}
+
+pub async fn revoke_lease_path(State(state): State<AppState>, caller: Caller, Path(lease_id): Path<String>) -> ApiResult {
+    Auth::require_root(&caller.identity)?;
+    state.leases.revoke(&lease_id).await?;
+    Ok(written(vec![]))
+}
+
+pub async fn revoke_prefix(State(state): State<AppState>, caller: Caller, Path(prefix): Path<String>) -> ApiResult {
+    Auth::require_root(&caller.identity)?;
+    state.leases.revoke_prefix(&prefix, false).await?;
+    Ok(written(vec![]))
+}
+
+/// Revokes every lease under the prefix even where the database refuses; the leases are
+/// marked revoked with the error noted. Needs root (Vault: sudo).
+pub async fn revoke_force(State(state): State<AppState>, caller: Caller, Path(prefix): Path<String>) -> ApiResult {
+    Auth::require_root(&caller.identity)?;
+    state.leases.revoke_prefix(&prefix, true).await?;
+    Ok(written(vec![]))
+}

@@ -1,0 +1,562 @@
+//! Connections and roles: checking what an operator writes and keeping it in the store.
+//!
+//! Everything is validated here, before anything is stored or run: names against a strict alphabet,
+//! statement templates and username templates through the engine's plugin, TTLs against the system
+//! maximum. A connection is verified against its database before it is saved (unless
+//! `verify_connection` is false), so a typo in a URL is a 400 at write time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use lessor_plugin::{DatabasePlugin, RoleOptions, Secret, UsernameContext, UsernameTemplate};
+use serde::Serialize;
+
+use crate::engines::{self, EngineKind, Engines};
+use crate::error::{Error, Result};
+use crate::seal::Sealer;
+use crate::store::{ConnectionRow, RoleRow, Store};
+
+/// The longest name of a connection, role or static role.
+const MAX_NAME_LEN: usize = 64;
+
+/// Checks an object name (role, connection): 1 to 64 of `A-Z a-z 0-9 _ - .`, starting with a letter
+/// or digit. Names end up in lease ids, usernames and log lines, so nothing else is let through.
+pub fn check_name(kind: &str, name: &str) -> Result<()> {
+    let valid_start = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !valid_start || !valid_chars {
+        return Err(Error::invalid(format!(
+            "invalid {kind} {:?}: use 1 to {MAX_NAME_LEN} letters, digits, '_', '-' or '.', starting with a letter or digit",
+            name.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+/// What an operator may write to `database/config/:name`. `None` keeps the stored value on update.
+#[derive(Debug, Default)]
+pub struct ConnectionInput {
+    pub plugin_name: Option<String>,
+    pub connection_url: Option<Secret>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub allowed_roles: Option<Vec<String>>,
+    pub verify_connection: Option<bool>,
+    pub max_open_connections: Option<u32>,
+    pub root_rotation_statements: Option<Vec<String>>,
+}
+
+/// A connection as the API shows it: never the password, and the URL only as a template.
+#[derive(Debug, Serialize)]
+pub struct ConnectionView {
+    pub plugin_name: String,
+    pub connection_details: ConnectionDetails,
+    pub allowed_roles: Vec<String>,
+    pub root_credentials_rotate_statements: Vec<String>,
+    pub verify_connection: bool,
+    pub password_policy: String,
+    pub plugin_version: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnectionDetails {
+    pub connection_url: String,
+    pub username: String,
+    pub max_open_connections: i64,
+}
+
+/// What an operator may write to `database/roles/:name`. `None` keeps the stored value on update.
+#[derive(Debug, Default)]
+pub struct RoleInput {
+    pub db_name: Option<String>,
+    pub creation_statements: Option<Vec<String>>,
+    pub revocation_statements: Option<Vec<String>>,
+    pub rollback_statements: Option<Vec<String>>,
+    pub renew_statements: Option<Vec<String>>,
+    pub default_ttl: Option<Duration>,
+    pub max_ttl: Option<Duration>,
+    pub username_template: Option<String>,
+    pub options: Option<RoleOptions>,
+}
+
+/// A role as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct RoleView {
+    pub db_name: String,
+    pub creation_statements: Vec<String>,
+    pub revocation_statements: Vec<String>,
+    pub rollback_statements: Vec<String>,
+    pub renew_statements: Vec<String>,
+    pub default_ttl: i64,
+    pub max_ttl: i64,
+    pub username_template: String,
+    pub options: RoleOptions,
+    pub credential_type: &'static str,
+}
+
+/// A role decoded from its row.
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub name: String,
+    pub db_name: String,
+    pub creation_statements: Vec<String>,
+    pub revocation_statements: Vec<String>,
+    pub rollback_statements: Vec<String>,
+    pub renew_statements: Vec<String>,
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+    pub username_template: Option<String>,
+    pub options: RoleOptions,
+}
+
+pub(crate) fn decode_list(column: &str, text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| Error::Internal(format!("stored {column} is not a JSON list: {e}")))
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> String {
+    // Serializing plain lists and string maps cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
+}
+
+impl Role {
+    fn from_row(row: RoleRow) -> Result<Self> {
+        Ok(Self {
+            creation_statements: decode_list("creation_statements", &row.creation_statements)?,
+            revocation_statements: decode_list("revocation_statements", &row.revocation_statements)?,
+            rollback_statements: decode_list("rollback_statements", &row.rollback_statements)?,
+            renew_statements: decode_list("renew_statements", &row.renew_statements)?,
+            default_ttl: Duration::from_secs(row.default_ttl_secs.max(0) as u64),
+            max_ttl: Duration::from_secs(row.max_ttl_secs.max(0) as u64),
+            username_template: row.username_template,
+            options: serde_json::from_str(&row.options)
+                .map_err(|e| Error::Internal(format!("stored role options are not a JSON map: {e}")))?,
+            name: row.name,
+            db_name: row.db_name,
+        })
+    }
+}
+
+/// System-wide lease limits.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseLimits {
+    /// TTL of a credential whose role sets none.
+    pub default_ttl: Duration,
+    /// Longest life of any credential, renewals included.
+    pub max_ttl: Duration,
+}
+
+/// Connections and roles, with the checks that guard them.
+#[derive(Clone)]
+pub struct Catalog {
+    store: Store,
+    sealer: Sealer,
+    engines: Engines,
+    limits: LeaseLimits,
+}
+
+impl Catalog {
+    pub fn new(store: Store, sealer: Sealer, engines: Engines, limits: LeaseLimits) -> Self {
+        Self {
+            store,
+            sealer,
+            engines,
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> LeaseLimits {
+        self.limits
+    }
+
+    /// Creates or updates a connection; verifies it against the database first unless told not to.
+    /// Returns warnings for the response.
+    #[tracing::instrument(skip_all, fields(connection = %name), err)]
+    pub async fn write_connection(&self, name: &str, input: ConnectionInput) -> Result<Vec<String>> {
+        check_name("connection name", name)?;
+        let existing = self.store.get_connection(name).await?;
+        let old_settings = match &existing {
+            Some(row) => Some(self.engines.settings_for(row)?),
+            None => None,
+        };
+        let plugin_name = input
+            .plugin_name
+            .or_else(|| existing.as_ref().map(|r| r.plugin_name.clone()))
+            .ok_or_else(|| Error::invalid("plugin_name: required when creating a connection"))?;
+        let kind = EngineKind::from_plugin_name(&plugin_name).ok_or_else(|| {
+            Error::invalid(format!(
+                "plugin_name: unknown plugin {:?}; known plugins are {}",
+                plugin_name.chars().take(64).collect::<String>(),
+                EngineKind::known_plugin_names().join(", ")
+            ))
+        })?;
+        let connection_url = input
+            .connection_url
+            .or_else(|| old_settings.as_ref().map(|s| s.connection_url.clone()))
+            .ok_or_else(|| Error::invalid("connection_url: required when creating a connection"))?;
+        if connection_url.is_empty() {
+            return Err(Error::invalid("connection_url: must not be empty"));
+        }
+        let username = input
+            .username
+            .or_else(|| existing.as_ref().map(|r| r.username.clone()))
+            .unwrap_or_default();
+        if username.chars().any(char::is_control) || username.len() > 128 {
+            return Err(Error::invalid("username: must be at most 128 characters without control characters"));
+        }
+        let password = input
+            .password
+            .or_else(|| old_settings.as_ref().map(|s| s.password.clone()))
+            .unwrap_or_default();
+        let allowed_roles = match input.allowed_roles {
+            Some(roles) => {
+                for role in &roles {
+                    if role != "*" {
+                        check_name("allowed_roles entry", role)?;
+                    }
+                }
+                roles
+            }
+            None => match &existing {
+                Some(row) => decode_list("allowed_roles", &row.allowed_roles)?,
+                None => Vec::new(),
+            },
+        };
+        let verify = input
+            .verify_connection
+            .or_else(|| existing.as_ref().map(|r| r.verify_connection))
+            .unwrap_or(true);
+        let max_open = input
+            .max_open_connections
+            .or_else(|| existing.as_ref().map(|r| r.max_open_connections as u32))
+            .unwrap_or(4);
+        if !(1..=100).contains(&max_open) {
+            return Err(Error::invalid("max_open_connections: must be between 1 and 100"));
+        }
+        let root_rotation_statements = match input.root_rotation_statements {
+            Some(list) => list,
+            None => match &existing {
+                Some(row) => decode_list("root_rotation_statements", &row.root_rotation_statements)?,
+                None => Vec::new(),
+            },
+        };
+
+        let plugin = kind
+            .connect(engines::new_settings(connection_url.clone(), username.clone(), password.clone(), max_open))
+            .await
+            .map_err(|e| Error::invalid(format!("connection_url: {e}")))?;
+        if verify {
+            if let Err(e) = plugin.verify().await {
+                plugin.close().await;
+                return Err(Error::invalid(format!("error verifying connection {name}: {e}")));
+            }
+        }
+        plugin
+            .validate_role(&RoleOptions::new(), &[&root_rotation_statements])
+            .map_err(|e| Error::invalid(format!("root_rotation_statements: {e}")))?;
+
+        let now = Utc::now().timestamp_millis();
+        let row = ConnectionRow {
+            name: name.to_owned(),
+            plugin_name,
+            connection_url_sealed: self.sealer.seal(&engines::url_seal_context(name), &connection_url)?,
+            username,
+            password_sealed: self.sealer.seal(&engines::password_seal_context(name), &password)?,
+            allowed_roles: encode(&allowed_roles),
+            verify_connection: verify,
+            max_open_connections: i64::from(max_open),
+            root_rotation_statements: encode(&root_rotation_statements),
+            created_at: existing.as_ref().map_or(now, |r| r.created_at),
+            updated_at: now,
+        };
+        self.store.upsert_connection(&row).await?;
+        self.engines.replace(name, plugin).await;
+        let mut warnings = Vec::new();
+        if !verify {
+            warnings.push(format!("connection {name} was saved without verifying it"));
+        }
+        if allowed_roles.is_empty() {
+            warnings.push(format!(
+                "connection {name} has no allowed_roles, so no role can issue credentials through it yet"
+            ));
+        }
+        Ok(warnings)
+    }
+
+    pub async fn read_connection(&self, name: &str) -> Result<ConnectionView> {
+        check_name("connection name", name)?;
+        let row = self
+            .store
+            .get_connection(name)
+            .await?
+            .ok_or_else(|| Error::not_found("connection", name))?;
+        let settings = self.engines.settings_for(&row)?;
+        Ok(ConnectionView {
+            plugin_name: row.plugin_name,
+            connection_details: ConnectionDetails {
+                connection_url: redact_url(&settings.connection_url),
+                username: row.username,
+                max_open_connections: row.max_open_connections,
+            },
+            allowed_roles: decode_list("allowed_roles", &row.allowed_roles)?,
+            root_credentials_rotate_statements: decode_list("root_rotation_statements", &row.root_rotation_statements)?,
+            verify_connection: row.verify_connection,
+            password_policy: String::new(),
+            plugin_version: String::new(),
+        })
+    }
+
+    pub async fn list_connections(&self) -> Result<Vec<String>> {
+        self.store.list_connections().await
+    }
+
+    pub async fn delete_connection(&self, name: &str) -> Result<()> {
+        check_name("connection name", name)?;
+        self.store.delete_connection(name).await?;
+        self.engines.invalidate(name).await;
+        Ok(())
+    }
+
+    /// Closes and reopens the connection's pool with the stored settings (`database/reset`).
+    pub async fn reset_connection(&self, name: &str) -> Result<()> {
+        check_name("connection name", name)?;
+        if self.store.get_connection(name).await?.is_none() {
+            return Err(Error::not_found("connection", name));
+        }
+        self.engines.invalidate(name).await;
+        self.engines.get(name).await?;
+        Ok(())
+    }
+
+    /// Whether `role` may use `connection`, by the connection's `allowed_roles`.
+    pub async fn check_allowed(&self, connection: &str, role: &str) -> Result<()> {
+        let row = self
+            .store
+            .get_connection(connection)
+            .await?
+            .ok_or_else(|| Error::not_found("connection", connection))?;
+        let allowed = decode_list("allowed_roles", &row.allowed_roles)?;
+        if allowed.iter().any(|r| r == "*" || r == role) {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "role {role} is not in the allowed_roles of connection {connection}"
+            )))
+        }
+    }
+
+    /// Creates or updates a role after checking its templates and TTLs against its connection.
+    #[tracing::instrument(skip_all, fields(role = %name), err)]
+    pub async fn write_role(&self, name: &str, input: RoleInput) -> Result<Vec<String>> {
+        check_name("role name", name)?;
+        let existing = match self.store.get_role(name).await? {
+            Some(row) => Some(Role::from_row(row)?),
+            None => None,
+        };
+        let db_name = input
+            .db_name
+            .or_else(|| existing.as_ref().map(|r| r.db_name.clone()))
+            .ok_or_else(|| Error::invalid("db_name: required when creating a role"))?;
+        check_name("db_name", &db_name)?;
+        let pick = |given: Option<Vec<String>>, old: fn(&Role) -> &Vec<String>| {
+            given
+                .or_else(|| existing.as_ref().map(|r| old(r).clone()))
+                .unwrap_or_default()
+        };
+        let creation = pick(input.creation_statements, |r| &r.creation_statements);
+        let revocation = pick(input.revocation_statements, |r| &r.revocation_statements);
+        let rollback = pick(input.rollback_statements, |r| &r.rollback_statements);
+        let renew = pick(input.renew_statements, |r| &r.renew_statements);
+        let default_ttl = input
+            .default_ttl
+            .or_else(|| existing.as_ref().map(|r| r.default_ttl))
+            .unwrap_or_default();
+        let max_ttl = input
+            .max_ttl
+            .or_else(|| existing.as_ref().map(|r| r.max_ttl))
+            .unwrap_or_default();
+        if max_ttl > self.limits.max_ttl {
+            return Err(Error::invalid(format!(
+                "max_ttl: {}s exceeds the system maximum of {}s",
+                max_ttl.as_secs(),
+                self.limits.max_ttl.as_secs()
+            )));
+        }
+        if default_ttl > self.limits.max_ttl {
+            return Err(Error::invalid(format!(
+                "default_ttl: {}s exceeds the system maximum of {}s",
+                default_ttl.as_secs(),
+                self.limits.max_ttl.as_secs()
+            )));
+        }
+        if !max_ttl.is_zero() && default_ttl > max_ttl {
+            return Err(Error::invalid(format!(
+                "default_ttl: {}s is longer than max_ttl {}s",
+                default_ttl.as_secs(),
+                max_ttl.as_secs()
+            )));
+        }
+        let username_template = input
+            .username_template
+            .or_else(|| existing.as_ref().and_then(|r| r.username_template.clone()))
+            .filter(|t| !t.trim().is_empty());
+        let options = input
+            .options
+            .or_else(|| existing.as_ref().map(|r| r.options.clone()))
+            .unwrap_or_default();
+
+        // Statements and the username template are checked by the engine that will run them, so a
+        // role that could never issue a credential is refused now.
+        let plugin: Arc<dyn DatabasePlugin> = self.engines.get(&db_name).await.map_err(|e| match e {
+            Error::NotFound { .. } => Error::invalid(format!("db_name: connection {db_name} does not exist")),
+            other => other,
+        })?;
+        for (field, list) in [
+            ("creation_statements", &creation),
+            ("revocation_statements", &revocation),
+            ("rollback_statements", &rollback),
+            ("renew_statements", &renew),
+        ] {
+            plugin
+                .validate_role(&RoleOptions::new(), &[list])
+                .map_err(|e| Error::invalid(format!("{field}: {e}")))?;
+        }
+        plugin
+            .validate_role(&options, &[])
+            .map_err(|e| Error::invalid(format!("options: {e}")))?;
+        let template = UsernameTemplate::parse(
+            username_template
+                .as_deref()
+                .unwrap_or(lessor_plugin::credentials::DEFAULT_USERNAME_TEMPLATE),
+        )
+        .map_err(|e| Error::invalid(e.to_string()))?;
+        template
+            .check_fits(
+                plugin.max_username_len(),
+                UsernameContext {
+                    role: name,
+                    display_name: "token",
+                },
+            )
+            .map_err(|e| Error::invalid(e.to_string()))?;
+
+        let now = Utc::now().timestamp_millis();
+        let row = RoleRow {
+            name: name.to_owned(),
+            db_name: db_name.clone(),
+            creation_statements: encode(&creation),
+            revocation_statements: encode(&revocation),
+            rollback_statements: encode(&rollback),
+            renew_statements: encode(&renew),
+            default_ttl_secs: default_ttl.as_secs() as i64,
+            max_ttl_secs: max_ttl.as_secs() as i64,
+            username_template,
+            options: encode(&options),
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.upsert_role(&row).await?;
+        let mut warnings = Vec::new();
+        if self.check_allowed(&db_name, name).await.is_err() {
+            warnings.push(format!(
+                "role {name} is not in the allowed_roles of connection {db_name}; credentials will be refused until it is"
+            ));
+        }
+        Ok(warnings)
+    }
+
+    pub async fn role(&self, name: &str) -> Result<Role> {
+        check_name("role name", name)?;
+        let row = self
+            .store
+            .get_role(name)
+            .await?
+            .ok_or_else(|| Error::not_found("role", name))?;
+        Role::from_row(row)
+    }
+
+    pub async fn read_role(&self, name: &str) -> Result<RoleView> {
+        let role = self.role(name).await?;
+        Ok(RoleView {
+            db_name: role.db_name,
+            creation_statements: role.creation_statements,
+            revocation_statements: role.revocation_statements,
+            rollback_statements: role.rollback_statements,
+            renew_statements: role.renew_statements,
+            default_ttl: role.default_ttl.as_secs() as i64,
+            max_ttl: role.max_ttl.as_secs() as i64,
+            username_template: role.username_template.unwrap_or_default(),
+            options: role.options,
+            credential_type: "password",
+        })
+    }
+
+    pub async fn list_roles(&self) -> Result<Vec<String>> {
+        self.store.list_roles().await
+    }
+
+    /// Deletes a role. Its live leases keep what they need and are revoked on schedule.
+    pub async fn delete_role(&self, name: &str) -> Result<()> {
+        check_name("role name", name)?;
+        self.store.delete_role(name).await?;
+        Ok(())
+    }
+}
+
+/// Shows a connection URL without any inline password: a `{{password}}` template is shown as is,
+/// `scheme://user:secret@host` becomes `scheme://user:*****@host`.
+pub fn redact_url(url: &Secret) -> String {
+    let text = url.expose();
+    let Some(at) = text.rfind('@') else {
+        return text.to_owned();
+    };
+    let (credentials, rest) = text.split_at(at);
+    let scheme_end = credentials.find("://").map_or(0, |i| i + 3);
+    let (scheme, userinfo) = credentials.split_at(scheme_end);
+    match userinfo.split_once(':') {
+        Some((user, pass)) if pass != "{{password}}" => format!("{scheme}{user}:*****{rest}"),
+        _ => text.to_owned(),
+    }
+}
+
+/// Role option maps arrive as JSON objects of strings.
+pub fn options_from_json(value: &serde_json::Value) -> Result<RoleOptions> {
+    let object = value
+        .as_object()
+        .ok_or_else(|| Error::invalid("options: expected an object of string values"))?;
+    let mut options = BTreeMap::new();
+    for (key, value) in object {
+        let text = value
+            .as_str()
+            .ok_or_else(|| Error::invalid(format!("options.{key}: expected a string")))?;
+        options.insert(key.clone(), text.to_owned());
+    }
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_sql_or_path_characters_are_refused() {
+        for bad in ["", "a\"b", "a'b", "a;b", "a/b", "ünï", "-lead", "a b", &"x".repeat(65)] {
+            let err = check_name("role name", bad).unwrap_err();
+            assert!(err.to_string().starts_with("invalid role name"), "{bad:?}: {err}");
+        }
+        check_name("role name", "app-ro_1.v2").unwrap();
+    }
+
+    #[test]
+    fn redact_url_hides_inline_passwords_only() {
+        let template = Secret::new("postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres");
+        assert_eq!(redact_url(&template), template.expose());
+        let inline = Secret::new("postgres://admin:hunter2@db:5432/app");
+        assert_eq!(redact_url(&inline), "postgres://admin:*****@db:5432/app");
+        let vault_mysql = Secret::new("root:pw@tcp(127.0.0.1:3306)/");
+        assert_eq!(redact_url(&vault_mysql), "root:*****@tcp(127.0.0.1:3306)/");
+    }
+}

@@ -1,0 +1,254 @@
+//! Server configuration, layered: built-in defaults < TOML file < `LESSOR_*` environment variables <
+//! command-line flags. Unknown `LESSOR_*` variables are warned about, since a typo there would
+//! otherwise silently fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lessor_plugin::Secret;
+use serde::Deserialize;
+
+use crate::catalog::LeaseLimits;
+use crate::error::{Error, Result};
+use crate::ttl::parse_duration_value;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Everything a server needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Where the store lives: `sqlite:///path/lessor.db` or a plain file path.
+    pub store_url: String,
+    /// The seal key itself (64 hex digits or base64 of 32 bytes); wins over `seal_key_file`.
+    pub seal_key: Option<Secret>,
+    /// A file holding the seal key.
+    pub seal_key_file: Option<PathBuf>,
+    /// Create `seal_key_file` with a fresh key when it is missing (dev mode only: a server that
+    /// silently made a new key would fail to open its existing secrets).
+    pub create_seal_key_file: bool,
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `lessor=debug,info`.
+    pub log_level: String,
+    /// TTL of credentials whose role sets none.
+    pub default_lease_ttl: Duration,
+    /// Longest life of any credential.
+    pub max_lease_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8200)),
+            store_url: "lessor.db".into(),
+            seal_key: None,
+            seal_key_file: None,
+            create_seal_key_file: false,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            default_lease_ttl: Duration::from_secs(3600),
+            max_lease_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl Settings {
+    pub fn lease_limits(&self) -> LeaseLimits {
+        LeaseLimits {
+            default_ttl: self.default_lease_ttl,
+            max_ttl: self.max_lease_ttl,
+        }
+    }
+}
+
+/// The TOML file's shape; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    store_url: Option<String>,
+    seal_key: Option<String>,
+    seal_key_file: Option<PathBuf>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+    default_lease_ttl: Option<serde_json::Value>,
+    max_lease_ttl: Option<serde_json::Value>,
+}
+
+/// Flags given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub store_url: Option<String>,
+    pub seal_key_file: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+}
+
+/// Environment variables Lessor reads (server and client); others with the prefix get a warning.
+const KNOWN_ENV: &[&str] = &[
+    "LESSOR_LISTEN",
+    "LESSOR_STORE_URL",
+    "LESSOR_SEAL_KEY",
+    "LESSOR_SEAL_KEY_FILE",
+    "LESSOR_LOG_FORMAT",
+    "LESSOR_LOG_LEVEL",
+    "LESSOR_DEFAULT_LEASE_TTL",
+    "LESSOR_MAX_LEASE_TTL",
+    "LESSOR_ADDR",
+    "LESSOR_TOKEN",
+    "LESSOR_DEV_POSTGRES_URL",
+    "LESSOR_DEV_MYSQL_URL",
+    "LESSOR_TEST_POSTGRES_URL",
+    "LESSOR_TEST_MYSQL_URL",
+    "LESSOR_CONNECTION_PASSWORD",
+];
+
+fn parse_log_format(source: &str, value: &str) -> Result<LogFormat> {
+    match value {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(Error::Config(format!("{source}: log format must be \"text\" or \"json\", not {other:?}"))),
+    }
+}
+
+fn parse_listen(source: &str, value: &str) -> Result<SocketAddr> {
+    value
+        .parse()
+        .map_err(|_| Error::Config(format!("{source}: {value:?} is not an address such as 127.0.0.1:8200")))
+}
+
+fn parse_ttl(source: &str, value: &serde_json::Value) -> Result<Duration> {
+    parse_duration_value(source, value).map_err(|e| Error::Config(e.to_string()))
+}
+
+/// Builds settings from the layers. `env` is passed in so tests need not touch the process
+/// environment.
+pub fn load(file: Option<&Path>, env: &[(String, String)], overrides: &Overrides) -> Result<Settings> {
+    let mut settings = Settings::default();
+
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        let parsed: FileConfig =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let source = path.display().to_string();
+        if let Some(v) = parsed.listen {
+            settings.listen = parse_listen(&format!("{source}: listen"), &v)?;
+        }
+        if let Some(v) = parsed.store_url {
+            settings.store_url = v;
+        }
+        if let Some(v) = parsed.seal_key {
+            settings.seal_key = Some(Secret::new(v));
+        }
+        if let Some(v) = parsed.seal_key_file {
+            settings.seal_key_file = Some(v);
+        }
+        if let Some(v) = parsed.log_format {
+            settings.log_format = parse_log_format(&format!("{source}: log_format"), &v)?;
+        }
+        if let Some(v) = parsed.log_level {
+            settings.log_level = v;
+        }
+        if let Some(v) = parsed.default_lease_ttl {
+            settings.default_lease_ttl = parse_ttl("default_lease_ttl", &v)?;
+        }
+        if let Some(v) = parsed.max_lease_ttl {
+            settings.max_lease_ttl = parse_ttl("max_lease_ttl", &v)?;
+        }
+    }
+
+    for (key, value) in env {
+        match key.as_str() {
+            "LESSOR_LISTEN" => settings.listen = parse_listen(key, value)?,
+            "LESSOR_STORE_URL" => settings.store_url = value.clone(),
+            "LESSOR_SEAL_KEY" => settings.seal_key = Some(Secret::new(value.clone())),
+            "LESSOR_SEAL_KEY_FILE" => settings.seal_key_file = Some(PathBuf::from(value)),
+            "LESSOR_LOG_FORMAT" => settings.log_format = parse_log_format(key, value)?,
+            "LESSOR_LOG_LEVEL" => settings.log_level = value.clone(),
+            "LESSOR_DEFAULT_LEASE_TTL" => {
+                settings.default_lease_ttl = parse_ttl(key, &serde_json::Value::String(value.clone()))?
+            }
+            "LESSOR_MAX_LEASE_TTL" => {
+                settings.max_lease_ttl = parse_ttl(key, &serde_json::Value::String(value.clone()))?
+            }
+            other if other.starts_with("LESSOR_") && !KNOWN_ENV.contains(&other) => {
+                eprintln!("warning: ignoring unknown environment variable {other}");
+            }
+            _ => {}
+        }
+    }
+
+    if let Some(v) = overrides.listen {
+        settings.listen = v;
+    }
+    if let Some(v) = &overrides.store_url {
+        settings.store_url = v.clone();
+    }
+    if let Some(v) = &overrides.seal_key_file {
+        settings.seal_key_file = Some(v.clone());
+    }
+    if let Some(v) = overrides.log_format {
+        settings.log_format = v;
+    }
+    if let Some(v) = &overrides.log_level {
+        settings.log_level = v.clone();
+    }
+
+    if settings.max_lease_ttl.is_zero() {
+        return Err(Error::Config("max_lease_ttl must be greater than zero".into()));
+    }
+    if settings.default_lease_ttl.is_zero() || settings.default_lease_ttl > settings.max_lease_ttl {
+        return Err(Error::Config(
+            "default_lease_ttl must be greater than zero and at most max_lease_ttl".into(),
+        ));
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lessor.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nstore_url = \"/tmp/a.db\"\ndefault_lease_ttl = \"30m\"\nmax_lease_ttl = 7200\n",
+        )
+        .unwrap();
+        let env = vec![("LESSOR_STORE_URL".to_owned(), "/tmp/b.db".to_owned())];
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Default::default()
+        };
+        let settings = load(Some(&path), &env, &overrides).unwrap();
+        assert_eq!(settings.listen.port(), 9100, "flag beats file");
+        assert_eq!(settings.store_url, "/tmp/b.db", "env beats file");
+        assert_eq!(settings.default_lease_ttl, Duration::from_secs(1800));
+        assert_eq!(settings.max_lease_ttl, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        let env = vec![("LESSOR_LOG_FORMAT".to_owned(), "xml".to_owned())];
+        let err = load(None, &env, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("LESSOR_LOG_FORMAT"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lessor.toml");
+        std::fs::write(&path, "listn = \"x\"\n").unwrap();
+        let err = load(Some(&path), &[], &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+}

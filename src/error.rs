@@ -1,0 +1,65 @@
+//! The one error type of the `lessor` library. The API turns each variant into an HTTP status in a
+//! single exhaustive `match` (`api::error`), so a new variant forces a decision about its status.
+
+use lessor_plugin::PluginError;
+
+/// Everything the broker's operations can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is missing or wrong; the message names the field.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The named object (role, connection, lease) does not exist.
+    #[error("{kind} not found: {name}")]
+    NotFound { kind: &'static str, name: String },
+    /// The caller may not do this.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// The request conflicts with the current state (for example renewing a revoked lease).
+    #[error("{0}")]
+    Conflict(String),
+    /// The target database failed; `context` says what Lessor was doing.
+    #[error("{context}: {source}")]
+    Database {
+        context: String,
+        #[source]
+        source: PluginError,
+    },
+    /// The lease store failed.
+    #[error("store error: {0}")]
+    Store(#[from] sqlx::Error),
+    /// A migration of the lease store failed at start-up.
+    #[error("store migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A sealed value could not be opened (wrong key, corrupt data) or the key is unusable.
+    #[error("seal error: {0}")]
+    Seal(String),
+    /// The configuration is unusable; the message names the setting.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// An invariant broke; opaque to API clients.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidInput(message.into())
+    }
+
+    pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
+        Self::NotFound {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    pub fn database(context: impl Into<String>, source: PluginError) -> Self {
+        Self::Database {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

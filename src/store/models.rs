@@ -1,0 +1,99 @@
+//! Row types of the store, one per table. JSON columns (statement lists, option maps) are kept as
+//! text here and decoded by the modules that own their meaning.
+
+use sqlx::FromRow;
+
+/// A configured target database.
+#[derive(Debug, Clone, FromRow)]
+pub struct ConnectionRow {
+    pub name: String,
+    pub plugin_name: String,
+    /// Sealed, since operators sometimes inline the password in the URL.
+    pub connection_url_sealed: String,
+    pub username: String,
+    pub password_sealed: String,
+    /// JSON array of role names; `"*"` allows every role.
+    pub allowed_roles: String,
+    pub verify_connection: bool,
+    pub max_open_connections: i64,
+    pub root_rotation_statements: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A template for dynamic credentials.
+#[derive(Debug, Clone, FromRow)]
+pub struct RoleRow {
+    pub name: String,
+    pub db_name: String,
+    pub creation_statements: String,
+    pub revocation_statements: String,
+    pub rollback_statements: String,
+    pub renew_statements: String,
+    /// 0 means the system default.
+    pub default_ttl_secs: i64,
+    /// 0 means the system maximum.
+    pub max_ttl_secs: i64,
+    pub username_template: Option<String>,
+    pub options: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Where a lease is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "TEXT", rename_all = "lowercase")]
+pub enum LeaseState {
+    /// The credential is live (or being created).
+    Active,
+    /// Revocation has begun and not yet succeeded; the reaper retries it.
+    Revoking,
+    /// The user is gone; the row stays as a tombstone for lookups and audit until tidied.
+    Revoked,
+}
+
+impl LeaseState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoking => "revoking",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// One issued credential.
+#[derive(Debug, Clone, FromRow)]
+pub struct LeaseRow {
+    pub id: String,
+    pub role_name: String,
+    pub connection_name: String,
+    pub username: String,
+    /// The revocation statements the user was created under (JSON array), so revocation works
+    /// after the role changed or was deleted.
+    pub revocation_statements: String,
+    pub rollback_statements: String,
+    pub renew_statements: String,
+    pub issued_at: i64,
+    pub last_renewed_at: Option<i64>,
+    pub expires_at: i64,
+    pub max_expires_at: i64,
+    pub state: LeaseState,
+    pub next_action_at: i64,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub revoked_at: Option<i64>,
+    /// The accessor of the token that asked for the credential.
+    pub owner: String,
+}
+
+/// A client token; only its SHA-256 hash is kept.
+#[derive(Debug, Clone, FromRow)]
+pub struct TokenRow {
+    pub token_hash: String,
+    pub accessor: String,
+    pub display_name: String,
+    pub policies: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
