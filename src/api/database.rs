@@ -1,7 +1,7 @@
 //! Handlers for the database secrets engine paths: `database/config`, `database/roles`,
 //! `database/creds` and `database/reset`.
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -21,7 +21,7 @@ pub async fn read_connection(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    OriginalUri(uri): OriginalUri,
+    uri: axum::http::Uri,
 ) -> ApiResult {
     Auth::require_root(&caller.identity)?;
     if super::wants_list(&uri) {
@@ -79,7 +79,7 @@ pub async fn read_role(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    OriginalUri(uri): OriginalUri,
+    uri: axum::http::Uri,
 ) -> ApiResult {
     Auth::require_root(&caller.identity)?;
     if super::wants_list(&uri) {

@@ -1,6 +1,6 @@
 //! Handlers for `sys/health`, `sys/leases/*` and `auth/token/lookup-self`.
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -46,7 +46,7 @@ pub async fn lookup_lease(State(state): State<AppState>, caller: Caller, mut bod
 pub async fn list_leases_root(
     State(state): State<AppState>,
     caller: Caller,
-    OriginalUri(uri): OriginalUri,
+    uri: axum::http::Uri,
 ) -> ApiResult {
     Auth::require_root(&caller.identity)?;
     if !super::wants_list(&uri) {
@@ -59,7 +59,7 @@ pub async fn list_leases(
     State(state): State<AppState>,
     caller: Caller,
     Path(prefix): Path<String>,
-    OriginalUri(uri): OriginalUri,
+    uri: axum::http::Uri,
 ) -> ApiResult {
     Auth::require_root(&caller.identity)?;
     if !super::wants_list(&uri) {

@@ -1,1 +1,586 @@
-//! MySQL/MariaDB engine plugin (in progress).
+//! The MySQL and MariaDB engine of Lessor: creates, rotates and drops database accounts through
+//! a `mysql_async` connection pool.
+//!
+//! - `dsn`: the two connection URL forms (Vault's `user:pass@tcp(host:port)/` and `mysql://`).
+//! - `sql`: the SQL this plugin writes itself, and the alphabet checks that make it safe.
+//! - `error`: server and driver errors turned into transient or permanent [`PluginError`]s.
+//!
+//! # What the admin account needs
+//! `CREATE USER` (create, alter, drop accounts), `SELECT` on `mysql.user` (find an account's hosts),
+//! `PROCESS` (see other accounts' sessions in `information_schema.PROCESSLIST`; without it a
+//! revocation cannot see, and so cannot end, the sessions it must end), `CONNECTION ADMIN` or
+//! `SUPER` (`KILL` them), plus `GRANT OPTION` on whatever the roles' creation statements grant.
+//!
+//! # Semantics worth knowing
+//! - MySQL has no per-account expiry timestamp, so [`DatabasePlugin::enforces_expiration`] is false:
+//!   a login stops working when Lessor's reaper revokes it, not before.
+//! - DDL commits implicitly, so creation statements cannot share a transaction. Instead, when one
+//!   fails, the account is dropped on every host before the error is returned.
+//! - Revocation locks the account first (no new logins), then kills its sessions, then drops it:
+//!   `DROP USER` alone leaves open sessions working.
+//! - A role's `host` option sets the host part of the accounts it creates (default `%`).
+//! - Connections never use TLS: this build carries no TLS stack, and a connection URL that asks for
+//!   TLS is refused rather than silently downgraded.
+
+#![forbid(unsafe_code)]
+
+mod dsn;
+mod error;
+mod sql;
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lessor_plugin::{
+    check_password, check_username, render_statements, split_statements, ConnectionSettings,
+    DatabasePlugin, DefaultStatements, NewUser, PluginError, RoleOptions, Secret,
+    StatementTemplate, TemplateValues,
+};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+
+pub use sql::{DEFAULT_HOST, HOST_OPTION};
+
+/// Plugin names under which connections may refer to this engine: Vault's MySQL plugin names (so
+/// Vault configurations carry over) and the short forms.
+pub const PLUGIN_NAMES: &[&str] = &[
+    "mysql-database-plugin",
+    "mysql",
+    "mariadb",
+    "mysql-aurora-database-plugin",
+    "mysql-rds-database-plugin",
+    "mysql-legacy-database-plugin",
+];
+
+/// Username limit assumed until the server has told its version: MySQL 8's, which MariaDB
+/// (80) also accepts, so names generated under it work on either.
+const CONSERVATIVE_USERNAME_LIMIT: usize = 32;
+
+/// Seconds a statement of this plugin waits for a metadata or table lock before failing with
+/// ER_LOCK_WAIT_TIMEOUT (a transient error, retried later). The server default is a year, so a
+/// `GRANT` stuck behind a long application transaction would otherwise hang the caller.
+const LOCK_WAIT_TIMEOUT_SECS: u32 = 30;
+
+/// Used when the connection settings carry a zero connect timeout, which would fail every call.
+const FALLBACK_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One MySQL or MariaDB server, reached through a pool of admin connections.
+pub struct MySqlPlugin {
+    pool: Pool,
+    target: dsn::Target,
+    connect_timeout: Duration,
+    /// Longest username the server accepts; starts conservative and is raised once the server
+    /// reports its version, so the synchronous [`DatabasePlugin::max_username_len`] can read it.
+    username_limit: AtomicUsize,
+}
+
+impl fmt::Debug for MySqlPlugin {
+    // Hand-written: the pool's own Debug prints its options, password included.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MySqlPlugin")
+            .field("target", &self.target)
+            .field("connect_timeout", &self.connect_timeout)
+            .field(
+                "username_limit",
+                &self.username_limit.load(Ordering::Relaxed),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the pool for `settings` and asks the server its version to learn the username limit.
+///
+/// Fails only when the configuration is unusable (bad URL, bad option). An unreachable server or
+/// refused admin login is logged and left to [`DatabasePlugin::verify`], which also retries the
+/// version detection; until then the limit is the conservative 32.
+#[tracing::instrument(skip_all, err)]
+pub async fn connect(settings: ConnectionSettings) -> Result<MySqlPlugin, PluginError> {
+    let target = dsn::parse(&settings)?;
+    let max = usize::try_from(settings.max_open_connections)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let constraints = PoolConstraints::new(0, max)
+        .ok_or_else(|| PluginError::Config("max_open_connections must be at least 1".into()))?;
+    let opts = base_opts(
+        &target,
+        target.db_name.clone(),
+        &target.user,
+        &target.password,
+    )
+    // `setup` rather than `init`: the pool resets sessions between uses, and `setup` is run
+    // again after every reset.
+    .setup(vec![format!(
+        "SET SESSION lock_wait_timeout = {LOCK_WAIT_TIMEOUT_SECS}"
+    )])
+    .pool_opts(PoolOpts::default().with_constraints(constraints));
+    let connect_timeout = if settings.connect_timeout.is_zero() {
+        FALLBACK_CONNECT_TIMEOUT
+    } else {
+        settings.connect_timeout
+    };
+    let plugin = MySqlPlugin {
+        pool: Pool::new(Opts::from(opts)),
+        target,
+        connect_timeout,
+        username_limit: AtomicUsize::new(CONSERVATIVE_USERNAME_LIMIT),
+    };
+    match plugin.detect_username_limit().await {
+        Ok(limit) => {
+            tracing::debug!(limit, host = %plugin.target.host, "detected the username limit")
+        }
+        Err(err) => tracing::warn!(
+            error = %err,
+            host = %plugin.target.host,
+            port = plugin.target.port,
+            "could not ask the server its version; assuming the 32-character username limit until verify()"
+        ),
+    }
+    Ok(plugin)
+}
+
+/// Options shared by the admin pool and one-off login checks. TCP only: the driver would
+/// otherwise switch a loopback address to the Unix socket, where the server sees the client as
+/// `localhost` rather than `127.0.0.1` and picks a different account.
+fn base_opts(
+    target: &dsn::Target,
+    db_name: Option<String>,
+    user: &str,
+    password: &Secret,
+) -> OptsBuilder {
+    OptsBuilder::default()
+        .ip_or_hostname(target.host.clone())
+        .tcp_port(target.port)
+        .user(Some(user.to_owned()))
+        // An empty password means "no password" to the server; sending an empty scramble instead
+        // would be refused by some authentication plugins.
+        .pass((!password.is_empty()).then(|| password.expose().to_owned()))
+        .db_name(db_name)
+        .prefer_socket(false)
+        .enable_cleartext_plugin(target.cleartext_auth)
+}
+
+/// Whether a role's statement list means "use the engine's default": empty, only blank, or equal
+/// to the defaults this plugin advertises (a caller that filled them in from
+/// [`DatabasePlugin::default_statements`] must still get per-host behaviour).
+fn uses_default(statements: &[String], default: &[String]) -> bool {
+    statements.iter().all(|s| split_statements(s).is_empty()) || statements == default
+}
+
+/// The role's `host` option, checked.
+fn role_host(options: &RoleOptions) -> Result<&str, PluginError> {
+    let host = options
+        .get(HOST_OPTION)
+        .map_or(DEFAULT_HOST, String::as_str);
+    sql::check_role_host(host)?;
+    Ok(host)
+}
+
+impl MySqlPlugin {
+    /// A pooled admin connection, or `Unavailable` after the connect timeout.
+    async fn conn(&self) -> Result<Conn, PluginError> {
+        match tokio::time::timeout(self.connect_timeout, self.pool.get_conn()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(err)) => Err(error::classify(
+                &err,
+                &format!("connecting to {}:{}", self.target.host, self.target.port),
+                Some(&self.target.password),
+            )),
+            Err(_) => Err(PluginError::Unavailable(format!(
+                "no connection to {}:{} within {:?} (server unreachable, or all pooled connections busy)",
+                self.target.host, self.target.port, self.connect_timeout
+            ))),
+        }
+    }
+
+    /// Asks the server its version and stores the username limit that follows from it.
+    async fn detect_username_limit(&self) -> Result<usize, PluginError> {
+        let mut conn = self.conn().await?;
+        let version: Option<String> = conn
+            .query_first("SELECT VERSION()")
+            .await
+            .map_err(|e| error::classify(&e, "asking the server version", None))?;
+        let version = version
+            .ok_or_else(|| PluginError::Rejected("SELECT VERSION() returned no row".into()))?;
+        let limit = sql::username_limit(&version);
+        self.username_limit.store(limit, Ordering::Relaxed);
+        Ok(limit)
+    }
+
+    /// Drops the account on every host, for cleaning up after a failed creation.
+    async fn drop_everywhere(&self, username: &str) -> Result<(), PluginError> {
+        let mut conn = self.conn().await?;
+        for host in user_hosts(&mut conn, username).await? {
+            let account = sql::account(username, &host);
+            conn.query_drop(format!("DROP USER IF EXISTS {account}"))
+                .await
+                .map_err(|e| error::classify(&e, "dropping the partly created user", None))?;
+        }
+        Ok(())
+    }
+}
+
+/// The host parts of every account named `username`, each checked to be safe to splice into SQL.
+async fn user_hosts(conn: &mut Conn, username: &str) -> Result<Vec<String>, PluginError> {
+    let hosts: Vec<String> = conn
+        .exec("SELECT Host FROM mysql.user WHERE User = ?", (username,))
+        .await
+        .map_err(|e| error::classify(&e, "looking up the user's hosts in mysql.user", None))?;
+    for host in &hosts {
+        sql::check_server_host(host)?;
+    }
+    Ok(hosts)
+}
+
+/// Kills every session of `username`; returns how many were killed. A session that ends on its
+/// own between the listing and the `KILL` is not an error.
+async fn kill_sessions(conn: &mut Conn, username: &str) -> Result<usize, PluginError> {
+    let ids: Vec<u64> = conn
+        .exec(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?",
+            (username,),
+        )
+        .await
+        .map_err(|e| error::classify(&e, "listing the user's sessions", None))?;
+    let mut killed = 0;
+    for id in ids {
+        // `id` is an integer the server gave us, so formatting it into the statement is safe.
+        match conn.query_drop(format!("KILL CONNECTION {id}")).await {
+            Ok(()) => killed += 1,
+            Err(e) if error::server_code(&e) == Some(error::code::NO_SUCH_THREAD) => {}
+            Err(e) => return Err(error::classify(&e, "killing a session of the user", None)),
+        }
+    }
+    Ok(killed)
+}
+
+/// Runs rendered statements one by one; errors name the statement by position only.
+async fn run_statements(
+    conn: &mut Conn,
+    statements: &[Secret],
+    what: &str,
+    password: Option<&Secret>,
+) -> Result<(), PluginError> {
+    let total = statements.len();
+    for (index, statement) in statements.iter().enumerate() {
+        conn.query_drop(statement.expose()).await.map_err(|e| {
+            error::classify(
+                &e,
+                &format!("{what} statement {} of {total}", index + 1),
+                password,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl DatabasePlugin for MySqlPlugin {
+    fn engine(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn max_username_len(&self) -> usize {
+        self.username_limit.load(Ordering::Relaxed)
+    }
+
+    fn enforces_expiration(&self) -> bool {
+        // MySQL and MariaDB can expire a password after N days, but not at an instant; the reaper
+        // enforces the lease's expiry.
+        false
+    }
+
+    /// Creation grants nothing beyond `USAGE` (log in); the actual host part comes from the
+    /// role's `host` option at creation time, `%` shown here. Revocation is empty: the built-in
+    /// lock, kill and drop on every host. Renew is empty: there is no expiry to move.
+    fn default_statements(&self) -> DefaultStatements {
+        DefaultStatements {
+            creation: vec![sql::default_creation(DEFAULT_HOST)],
+            renew: vec![],
+            revocation: vec![],
+            rollback: vec![],
+            rotation: vec![sql::default_rotation(DEFAULT_HOST)],
+        }
+    }
+
+    fn validate_role(
+        &self,
+        options: &RoleOptions,
+        statements: &[&[String]],
+    ) -> Result<(), PluginError> {
+        if let Some(unknown) = options.keys().find(|k| k.as_str() != HOST_OPTION) {
+            return Err(PluginError::invalid(
+                "options",
+                format!(
+                    "unknown option `{}` for the mysql engine; known: `{HOST_OPTION}`",
+                    unknown.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+        role_host(options)?;
+        for list in statements {
+            for statement in list.iter() {
+                StatementTemplate::parse(statement)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn verify(&self) -> Result<(), PluginError> {
+        let limit = self.detect_username_limit().await?;
+        tracing::debug!(limit, "server reachable");
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(username = %user.username), err)]
+    async fn create_user(&self, user: &NewUser<'_>) -> Result<(), PluginError> {
+        check_username(user.username)?;
+        check_password(user.password)?;
+        let host = role_host(user.options)?;
+        let templates = if uses_default(user.statements, &self.default_statements().creation) {
+            vec![sql::default_creation(host)]
+        } else {
+            user.statements.to_vec()
+        };
+        // Everything is rendered before anything runs, so a template error touches nothing.
+        let rendered = render_statements(
+            &templates,
+            &TemplateValues {
+                username: user.username,
+                password: Some(user.password),
+                expiration: Some(user.expiration),
+            },
+        )?;
+
+        let mut conn = self.conn().await?;
+        // The cleanup below drops the account on every host; that must never hit an account
+        // someone else made, so an existing name is refused up front.
+        if !user_hosts(&mut conn, user.username).await?.is_empty() {
+            return Err(PluginError::Rejected(format!(
+                "user {} already exists; refusing to take over an account Lessor did not create",
+                user.username
+            )));
+        }
+        if let Err(err) =
+            run_statements(&mut conn, &rendered, "creation", Some(user.password)).await
+        {
+            // DDL has auto-committed whatever ran, so undo by dropping the account. A fresh
+            // connection, since the failure may have broken this one.
+            drop(conn);
+            match self.drop_everywhere(user.username).await {
+                Ok(()) => tracing::info!(
+                    "dropped the partly created user after a failed creation statement"
+                ),
+                Err(cleanup) => tracing::warn!(
+                    error = %cleanup,
+                    "could not drop the partly created user; revoking the lease will retry"
+                ),
+            }
+            return Err(err);
+        }
+        tracing::info!(statements = rendered.len(), "created user");
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(username = %username), err)]
+    async fn renew_user(
+        &self,
+        username: &str,
+        expires: DateTime<Utc>,
+        statements: &[String],
+    ) -> Result<(), PluginError> {
+        check_username(username)?;
+        if uses_default(statements, &[]) {
+            return Ok(());
+        }
+        let rendered = render_statements(
+            statements,
+            &TemplateValues {
+                username,
+                password: None,
+                expiration: Some(expires),
+            },
+        )?;
+        let mut conn = self.conn().await?;
+        run_statements(&mut conn, &rendered, "renew", None).await
+    }
+
+    #[tracing::instrument(skip_all, fields(username = %username), err)]
+    async fn revoke_user(&self, username: &str, statements: &[String]) -> Result<(), PluginError> {
+        check_username(username)?;
+        let custom = if uses_default(statements, &[]) {
+            None
+        } else {
+            Some(render_statements(
+                statements,
+                &TemplateValues {
+                    username,
+                    password: None,
+                    expiration: None,
+                },
+            )?)
+        };
+
+        let mut conn = self.conn().await?;
+        let hosts = user_hosts(&mut conn, username).await?;
+        // Lock before killing, so a killed client cannot simply log in again before the drop.
+        for host in &hosts {
+            let account = sql::account(username, host);
+            match conn
+                .query_drop(format!("ALTER USER {account} ACCOUNT LOCK"))
+                .await
+            {
+                Ok(()) => {}
+                // Gone since the listing: a concurrent revocation got there first.
+                Err(e) if error::server_code(&e) == Some(error::code::CANNOT_USER) => {}
+                // MySQL before 5.7.6 has no ACCOUNT LOCK; the kill and drop still end access.
+                Err(e) if error::server_code(&e) == Some(error::code::PARSE_ERROR) => {
+                    tracing::warn!("the server does not support ACCOUNT LOCK; killing sessions and dropping without it");
+                }
+                Err(e) => return Err(error::classify(&e, "locking the user", None)),
+            }
+        }
+        // Sessions survive DROP USER in MySQL, so they are killed explicitly. Done even when the
+        // account is already gone, in case an earlier attempt dropped it before its sessions ended.
+        let killed = kill_sessions(&mut conn, username).await?;
+
+        if hosts.is_empty() {
+            // Custom statements are skipped too: they are written for an existing account, and
+            // an earlier attempt already removed it.
+            tracing::info!(killed, "user already gone");
+            return Ok(());
+        }
+        match custom {
+            Some(rendered) => run_statements(&mut conn, &rendered, "revocation", None).await?,
+            None => {
+                for host in &hosts {
+                    let account = sql::account(username, host);
+                    conn.query_drop(format!("DROP USER IF EXISTS {account}"))
+                        .await
+                        .map_err(|e| error::classify(&e, "dropping the user", None))?;
+                }
+            }
+        }
+        tracing::info!(hosts = hosts.len(), killed, "revoked user");
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(username = %username), err)]
+    async fn set_password(
+        &self,
+        username: &str,
+        password: &Secret,
+        statements: &[String],
+    ) -> Result<(), PluginError> {
+        check_username(username)?;
+        check_password(password)?;
+        let mut conn = self.conn().await?;
+        let templates = if uses_default(statements, &self.default_statements().rotation) {
+            // Built-in: every host of the account, since a password differing by client host
+            // would make logins work from some places and not others.
+            let hosts = user_hosts(&mut conn, username).await?;
+            if hosts.is_empty() {
+                return Err(PluginError::Rejected(format!(
+                    "user {username} does not exist"
+                )));
+            }
+            hosts.iter().map(|h| sql::default_rotation(h)).collect()
+        } else {
+            statements.to_vec()
+        };
+        let rendered = render_statements(
+            &templates,
+            &TemplateValues {
+                username,
+                password: Some(password),
+                expiration: None,
+            },
+        )?;
+        run_statements(&mut conn, &rendered, "rotation", Some(password)).await?;
+        tracing::info!(statements = rendered.len(), "password set");
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(username = %username), err)]
+    async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError> {
+        check_username(username)?;
+        // A fresh, unpooled connection: the point is to prove the server accepts these
+        // credentials now. No database is named, since the user may have no rights on the
+        // admin's default database.
+        let opts = Opts::from(base_opts(&self.target, None, username, password));
+        let attempt = async {
+            let mut conn = Conn::new(opts).await?;
+            let result = conn.query_drop("SELECT 1").await;
+            // A failed goodbye does not make the login less proven.
+            let _ = conn.disconnect().await;
+            result
+        };
+        match tokio::time::timeout(self.connect_timeout, attempt).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(mysql_async::Error::Server(server))) if error::is_login_refusal(server.code) => {
+                Err(PluginError::LoginRefused {
+                    username: username.to_owned(),
+                    reason: format!("ERROR {}: {}", server.code, server.message),
+                })
+            }
+            Ok(Err(e)) => Err(error::classify(
+                &e,
+                "logging in as the user",
+                Some(password),
+            )),
+            Err(_) => Err(PluginError::Unavailable(format!(
+                "no answer from {}:{} within {:?} while logging in as the user",
+                self.target.host, self.target.port, self.connect_timeout
+            ))),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(prefix = %prefix), err)]
+    async fn list_users(&self, prefix: &str) -> Result<Vec<String>, PluginError> {
+        let mut conn = self.conn().await?;
+        let mut users: Vec<String> = conn
+            .exec(
+                "SELECT DISTINCT User FROM mysql.user WHERE User LIKE ? ESCAPE '!' ORDER BY User",
+                (sql::like_prefix(prefix),),
+            )
+            .await
+            .map_err(|e| error::classify(&e, "listing users", None))?;
+        // LIKE follows the column's collation; the exact prefix test keeps the contract exact.
+        users.retain(|u| u.starts_with(prefix));
+        Ok(users)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn close(&self) {
+        // Pool is a handle; disconnecting a clone closes the shared pool.
+        if let Err(err) = self.pool.clone().disconnect().await {
+            tracing::debug!(error = %err, "error while closing the pool");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_statement_detection() {
+        let defaults = vec![sql::default_creation(DEFAULT_HOST)];
+        assert!(uses_default(&[], &defaults));
+        assert!(uses_default(&[" ; ".to_owned()], &defaults));
+        assert!(uses_default(&defaults, &defaults));
+        assert!(!uses_default(
+            &["GRANT SELECT ON db.* TO '{{name}}'@'%'".to_owned()],
+            &defaults
+        ));
+    }
+
+    #[test]
+    fn plugin_names_include_vaults() {
+        assert!(PLUGIN_NAMES.contains(&"mysql-database-plugin"));
+        assert!(PLUGIN_NAMES.contains(&"mariadb"));
+    }
+}

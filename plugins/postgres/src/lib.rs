@@ -1,1 +1,462 @@
-//! PostgreSQL engine plugin (in progress).
+//! PostgreSQL engine plugin for Lessor.
+//!
+//! [`PostgresPlugin`] implements [`DatabasePlugin`] over a lazily filled `deadpool-postgres` pool
+//! of admin connections, so a target that is down when Lessor starts does not stop Lessor:
+//! [`DatabasePlugin::verify`] is what checks that the target answers.
+//!
+//! What PostgreSQL gives us and this plugin relies on:
+//! - DDL is transactional, so a role's creation statements run in one transaction and a failing
+//!   statement leaves no half-made role behind.
+//! - `VALID UNTIL` makes the server refuse a login after the lease's expiry even while Lessor is
+//!   down; [`DatabasePlugin::create_user`] and [`DatabasePlugin::renew_user`] always set it.
+//! - Revocation first commits `NOLOGIN`, then terminates the role's sessions, then drops it, so no
+//!   session survives and no new one starts in between.
+//!
+//! Modules: `config` parses connection settings, `error` maps driver failures onto
+//! [`PluginError`].
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod error;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use lessor_plugin::template::format_expiration;
+use lessor_plugin::{
+    check_username, render_statements, ConnectionSettings, DatabasePlugin, DefaultStatements,
+    NewUser, PluginError, RoleOptions, Secret, StatementTemplate, TemplateValues,
+};
+use tokio_postgres::NoTls;
+
+use crate::error::{classify, is_undefined_object, login_error, pool_error};
+
+/// Names under which the plugin is registered; `postgresql-database-plugin` is Vault's, so Vault
+/// connection configs work unchanged.
+pub const PLUGIN_NAMES: &[&str] = &["postgresql-database-plugin", "postgres", "postgresql"];
+
+/// PostgreSQL limits identifiers to 63 bytes (NAMEDATALEN - 1); longer names are silently cut,
+/// which would make the role Lessor revokes differ from the one it created.
+const MAX_USERNAME_LEN: usize = 63;
+
+/// How long a statement waits for a lock before giving up with SQLSTATE 55P03 (mapped to
+/// [`PluginError::Busy`], so the reaper retries later). Without it, `DROP OWNED` queued behind a
+/// long-running query on one of the role's tables would hold a reaper task and a pooled connection
+/// indefinitely. Set per transaction (`SET LOCAL`) rather than as a startup option, because
+/// poolers such as PgBouncer refuse the `options` startup parameter.
+const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '10s'";
+
+const DEFAULT_CREATION: &str =
+    r#"CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"#;
+const DEFAULT_RENEW: &str = r#"ALTER ROLE "{{name}}" VALID UNTIL '{{expiration}}';"#;
+const DEFAULT_ROTATION: &str = r#"ALTER ROLE "{{name}}" WITH PASSWORD '{{password}}';"#;
+
+const ROLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)";
+
+/// Ends every session of the role except our own (in case an operator revokes the admin itself).
+const TERMINATE_SESSIONS: &str =
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()";
+
+/// Whether the role owns objects or holds privileges in this database or on shared objects
+/// (databases, tablespaces). Only then are `REASSIGN OWNED`/`DROP OWNED` needed; skipping them
+/// otherwise matters because on PostgreSQL 16+ they need the privileges *of* the role, which a
+/// non-superuser CREATEROLE admin does not have by default, while a plain `DROP ROLE` works.
+/// Role memberships (`IN ROLE app_readonly`) live in pg_auth_members and are dropped with the role.
+const HAS_DEPENDENCIES: &str = "SELECT EXISTS (
+    SELECT 1 FROM pg_shdepend d
+    WHERE d.refclassid = 'pg_authid'::regclass
+      AND d.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $1)
+      AND d.dbid IN (0, (SELECT oid FROM pg_database WHERE datname = current_database())))";
+
+/// Lists roles for reconciliation; `starts_with` (PostgreSQL 11+) avoids LIKE's `_` and `%`
+/// wildcards, which generated usernames contain.
+const LIST_USERS: &str =
+    "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY rolname";
+
+/// One PostgreSQL target: a pool of admin connections plus what is needed to open a separate
+/// connection as another user ([`DatabasePlugin::check_login`]).
+pub struct PostgresPlugin {
+    pool: Pool,
+    /// The admin connection configuration; cloned with other credentials for `check_login`.
+    config: tokio_postgres::Config,
+    max_size: usize,
+    timeout: Duration,
+}
+
+impl fmt::Debug for PostgresPlugin {
+    // Written by hand so that nothing derived from the connection URL (which may hold the admin
+    // password) can reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresPlugin")
+            .field("user", &self.config.get_user())
+            .field("dbname", &self.config.get_dbname())
+            .field("ports", &self.config.get_ports())
+            .field("max_size", &self.max_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the plugin for one target. Connections are opened lazily, so this succeeds while the
+/// database is down; call [`DatabasePlugin::verify`] to check connectivity.
+///
+/// The URL is `render_connection_url(connection_url, username, password)`; `postgresql://` and
+/// `postgres://` URLs are accepted, with credentials from the template, inline, or from the
+/// settings. An unusable URL is a [`PluginError::Config`] whose message never contains the URL.
+pub async fn connect(settings: ConnectionSettings) -> Result<PostgresPlugin, PluginError> {
+    let pg_config = config::admin_config(&settings)?;
+    let timeout = config::effective_timeout(settings.connect_timeout);
+    // A pool of zero would make every operation wait for a slot that never frees.
+    let max_size = usize::try_from(settings.max_open_connections.max(1)).unwrap_or(usize::MAX);
+    // `Verified` runs an empty query before handing out a pooled connection: one extra round trip
+    // on rare operations, in exchange for not failing the first operation after a server restart.
+    let manager = Manager::from_config(
+        pg_config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Verified,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .build()
+        .map_err(|err| PluginError::Config(format!("cannot build the connection pool: {err}")))?;
+    Ok(PostgresPlugin {
+        pool,
+        config: pg_config,
+        max_size,
+        timeout,
+    })
+}
+
+/// Quotes an identifier. Usernames have passed [`check_username`] (no quotes possible), so the
+/// doubling is defence in depth, not the safety mechanism.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl PostgresPlugin {
+    async fn client(&self) -> Result<deadpool_postgres::Client, PluginError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|err| pool_error(err, self.max_size, self.timeout))
+    }
+
+    /// Runs `statements` and then `trailer` (if any) in one transaction with a lock timeout.
+    /// `secrets` are redacted from any server message. On error the transaction is dropped
+    /// uncommitted, which makes the driver send `ROLLBACK` before the connection's next use.
+    async fn run_in_transaction(
+        &self,
+        statements: &[Secret],
+        trailer: Option<&str>,
+        secrets: &[&str],
+    ) -> Result<(), PluginError> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| classify(&e, secrets))?;
+        tx.batch_execute(LOCK_TIMEOUT)
+            .await
+            .map_err(|e| classify(&e, secrets))?;
+        for statement in statements {
+            tx.batch_execute(statement.expose())
+                .await
+                .map_err(|e| classify(&e, secrets))?;
+        }
+        if let Some(trailer) = trailer {
+            tx.batch_execute(trailer)
+                .await
+                .map_err(|e| classify(&e, secrets))?;
+        }
+        tx.commit().await.map_err(|e| classify(&e, secrets))
+    }
+
+    async fn role_exists(
+        &self,
+        client: &deadpool_postgres::Client,
+        username: &str,
+    ) -> Result<bool, PluginError> {
+        let row = client
+            .query_one(ROLE_EXISTS, &[&username])
+            .await
+            .map_err(|e| classify(&e, &[]))?;
+        Ok(row.get(0))
+    }
+
+    /// The revocation proper, after the existence check. A concurrent revocation (another replica,
+    /// an operator) may drop the role half-way; the caller treats "undefined object" as done.
+    async fn revoke_existing(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        username: &str,
+        custom: &[Secret],
+    ) -> Result<(), tokio_postgres::Error> {
+        let ident = quote_ident(username);
+
+        // Committed on its own first, so no new session can start while we end the current ones.
+        let tx = client.transaction().await?;
+        tx.batch_execute(LOCK_TIMEOUT).await?;
+        tx.batch_execute(&format!("ALTER ROLE {ident} NOLOGIN"))
+            .await?;
+        tx.commit().await?;
+
+        // The username is bound as a parameter, never formatted into this query.
+        client.execute(TERMINATE_SESSIONS, &[&username]).await?;
+
+        let tx = client.transaction().await?;
+        tx.batch_execute(LOCK_TIMEOUT).await?;
+        if custom.is_empty() {
+            // REASSIGN OWNED and DROP OWNED act only in the database this connection is in (plus
+            // shared objects). Objects the role owns or privileges it holds in *other* databases
+            // make DROP ROLE fail with SQLSTATE 2BP01 (Rejected, with the server's detail naming
+            // the database); such roles need custom revocation statements or an operator.
+            let row = tx.query_one(HAS_DEPENDENCIES, &[&username]).await?;
+            if row.get::<_, bool>(0) {
+                tx.batch_execute(&format!(
+                    "REASSIGN OWNED BY {ident} TO CURRENT_USER; DROP OWNED BY {ident}"
+                ))
+                .await?;
+            }
+            tx.batch_execute(&format!("DROP ROLE IF EXISTS {ident}"))
+                .await?;
+        } else {
+            for statement in custom {
+                tx.batch_execute(statement.expose()).await?;
+            }
+        }
+        tx.commit().await
+    }
+}
+
+#[async_trait]
+impl DatabasePlugin for PostgresPlugin {
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn max_username_len(&self) -> usize {
+        MAX_USERNAME_LEN
+    }
+
+    fn enforces_expiration(&self) -> bool {
+        true
+    }
+
+    fn default_statements(&self) -> DefaultStatements {
+        DefaultStatements {
+            creation: vec![DEFAULT_CREATION.to_owned()],
+            renew: vec![DEFAULT_RENEW.to_owned()],
+            // Empty: the built-in revocation (NOLOGIN, terminate sessions, REASSIGN/DROP OWNED,
+            // DROP ROLE) cannot be written as templates, because it needs the existence check and
+            // a commit between steps.
+            revocation: Vec::new(),
+            rollback: Vec::new(),
+            rotation: vec![DEFAULT_ROTATION.to_owned()],
+        }
+    }
+
+    /// PostgreSQL roles take no engine options, so any option is a mistake (probably one meant for
+    /// another engine) and is refused when the role is written.
+    fn validate_role(
+        &self,
+        options: &RoleOptions,
+        statements: &[&[String]],
+    ) -> Result<(), PluginError> {
+        if let Some(name) = options.keys().next() {
+            return Err(PluginError::invalid(
+                "options",
+                format!(
+                    "the PostgreSQL plugin takes no role options, got '{}'",
+                    name.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+        for list in statements {
+            for text in list.iter() {
+                for statement in lessor_plugin::split_statements(text) {
+                    StatementTemplate::parse(&statement)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(engine = "postgres"), err)]
+    async fn verify(&self) -> Result<(), PluginError> {
+        let client = self.client().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| classify(&e, &[]))?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(engine = "postgres", username = %user.username), err)]
+    async fn create_user(&self, user: &NewUser<'_>) -> Result<(), PluginError> {
+        let defaults;
+        let templates = if user.statements.is_empty() {
+            defaults = self.default_statements().creation;
+            &defaults
+        } else {
+            user.statements
+        };
+        // Rendering checks the username and password alphabets, before anything reaches SQL.
+        let statements = render_statements(
+            templates,
+            &TemplateValues {
+                username: user.username,
+                password: Some(user.password),
+                expiration: Some(user.expiration),
+            },
+        )?;
+        // Always set, so the server refuses the login after expiry even if the role's own
+        // statements forgot VALID UNTIL and Lessor is down when the lease ends.
+        let valid_until = format!(
+            "ALTER ROLE {} VALID UNTIL '{}'",
+            quote_ident(user.username),
+            format_expiration(user.expiration)
+        );
+        self.run_in_transaction(&statements, Some(&valid_until), &[user.password.expose()])
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err)]
+    async fn renew_user(
+        &self,
+        username: &str,
+        expires: DateTime<Utc>,
+        statements: &[String],
+    ) -> Result<(), PluginError> {
+        let defaults;
+        let templates = if statements.is_empty() {
+            defaults = self.default_statements().renew;
+            &defaults
+        } else {
+            statements
+        };
+        let statements = render_statements(
+            templates,
+            &TemplateValues {
+                username,
+                password: None,
+                expiration: Some(expires),
+            },
+        )?;
+        // As in create_user: custom renew statements that forget VALID UNTIL would otherwise let
+        // the server lock the user out at the old expiry while the lease says it is still valid.
+        let valid_until = format!(
+            "ALTER ROLE {} VALID UNTIL '{}'",
+            quote_ident(username),
+            format_expiration(expires)
+        );
+        self.run_in_transaction(&statements, Some(&valid_until), &[])
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err)]
+    async fn revoke_user(&self, username: &str, statements: &[String]) -> Result<(), PluginError> {
+        // Our own statements format the name as an identifier, so it is checked here too.
+        check_username(username)?;
+        // Rendered before anything changes, so a broken template cannot leave a half-revoked role.
+        let custom = render_statements(
+            statements,
+            &TemplateValues {
+                username,
+                password: None,
+                expiration: None,
+            },
+        )?;
+        let mut client = self.client().await?;
+        if !self.role_exists(&client, username).await? {
+            return Ok(());
+        }
+        match self.revoke_existing(&mut client, username, &custom).await {
+            Ok(()) => Ok(()),
+            Err(err) if is_undefined_object(&err) => {
+                // Dropped under us by a concurrent revocation: done, if it is really gone. The
+                // failed transaction's ROLLBACK is queued ahead of this query on the connection.
+                if self.role_exists(&client, username).await? {
+                    Err(classify(&err, &[]))
+                } else {
+                    Ok(())
+                }
+            }
+            Err(err) => Err(classify(&err, &[])),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err)]
+    async fn set_password(
+        &self,
+        username: &str,
+        password: &Secret,
+        statements: &[String],
+    ) -> Result<(), PluginError> {
+        let defaults;
+        let templates = if statements.is_empty() {
+            defaults = self.default_statements().rotation;
+            &defaults
+        } else {
+            statements
+        };
+        let statements = render_statements(
+            templates,
+            &TemplateValues {
+                username,
+                password: Some(password),
+                expiration: None,
+            },
+        )?;
+        self.run_in_transaction(&statements, None, &[password.expose()])
+            .await
+    }
+
+    // A refused login is an expected answer (resolving a pending rotation), hence warn, not error.
+    #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err(level = "warn"))]
+    async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError> {
+        // A fresh connection, not a pooled one: the point is to prove these credentials open a
+        // session now. Same host, port, database and options as the admin connection.
+        let mut config = self.config.clone();
+        config.user(username).password(password.expose());
+        let secrets = [password.expose()];
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| login_error(username, &e, &secrets))?;
+        let driver = tokio::spawn(connection);
+        let result = client
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(|e| login_error(username, &e, &secrets));
+        // Dropping the client sends Terminate; waiting for the driver task closes the socket
+        // before we return. Its own result adds nothing to `result`.
+        drop(client);
+        let _ = driver.await;
+        result
+    }
+
+    #[tracing::instrument(skip_all, fields(engine = "postgres", prefix = %prefix), err)]
+    async fn list_users(&self, prefix: &str) -> Result<Vec<String>, PluginError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(LIST_USERS, &[&prefix])
+            .await
+            .map_err(|e| classify(&e, &[]))?;
+        Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect())
+    }
+
+    async fn close(&self) {
+        // Idle connections are dropped now; ones in use are dropped when returned.
+        self.pool.close();
+    }
+}

@@ -1,0 +1,532 @@
+//! Tests of the MySQL plugin against a real MariaDB (or MySQL) server.
+//!
+//! The admin URL comes from `LESSOR_TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/`, the
+//! MariaDB that `scripts/services.sh` starts). An unreachable server fails the tests: a skipped
+//! test would prove nothing. Every test uses its own random usernames, so they run in parallel.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use lessor_mysql::{connect, MySqlPlugin, PLUGIN_NAMES};
+use lessor_plugin::{
+    generate_password, generate_username, ConnectionSettings, DatabasePlugin, NewUser, PluginError,
+    RoleOptions, Secret, UsernameContext,
+};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder};
+
+fn admin_url() -> String {
+    std::env::var("LESSOR_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/".to_owned())
+}
+
+fn settings(url: &str) -> ConnectionSettings {
+    ConnectionSettings {
+        connection_url: Secret::new(url),
+        username: "root".to_owned(),
+        password: Secret::new(""),
+        max_open_connections: 4,
+        connect_timeout: Duration::from_secs(5),
+    }
+}
+
+/// The admin options, for the test's own checks (TCP, never the socket).
+fn admin_opts() -> OptsBuilder {
+    let opts = Opts::from_url(&admin_url()).expect("LESSOR_TEST_MYSQL_URL must be a mysql:// URL");
+    OptsBuilder::from_opts(opts).prefer_socket(false)
+}
+
+/// A plugin connected to the test server; fails loudly when the server is down.
+async fn plugin() -> MySqlPlugin {
+    let plugin = connect(settings(&admin_url()))
+        .await
+        .expect("connect() with the test URL");
+    if let Err(err) = plugin.verify().await {
+        panic!(
+            "MariaDB/MySQL is not reachable at {} ({err}); start it with scripts/services.sh or set LESSOR_TEST_MYSQL_URL",
+            admin_url()
+        );
+    }
+    plugin
+}
+
+/// A fresh username `lt-<tag>-<random>` of at most `max_len` characters.
+fn username(tag: &str, max_len: usize) -> String {
+    generate_username(
+        Some("lt-{{role}}-{{random}}"),
+        max_len,
+        UsernameContext {
+            role: tag,
+            display_name: "test",
+        },
+    )
+    .unwrap()
+}
+
+/// Logs in as `user` over TCP to the test server's host and port and returns the session.
+async fn login(user: &str, password: &Secret) -> Result<Conn, mysql_async::Error> {
+    let opts = admin_opts()
+        .user(Some(user))
+        .pass(Some(password.expose()))
+        .db_name(None::<String>);
+    Conn::new(opts).await
+}
+
+/// The host parts of `user` in mysql.user, asked independently of the plugin.
+async fn hosts_of(user: &str) -> Vec<String> {
+    let mut conn = Conn::new(admin_opts())
+        .await
+        .expect("admin login for checks");
+    let hosts: Vec<String> = conn
+        .exec(
+            "SELECT Host FROM mysql.user WHERE User = ? ORDER BY Host",
+            (user,),
+        )
+        .await
+        .unwrap();
+    conn.disconnect().await.unwrap();
+    hosts
+}
+
+fn server_code(err: &mysql_async::Error) -> Option<u16> {
+    match err {
+        mysql_async::Error::Server(server) => Some(server.code),
+        _ => None,
+    }
+}
+
+async fn create(
+    plugin: &MySqlPlugin,
+    user: &str,
+    password: &Secret,
+    statements: &[String],
+    options: &RoleOptions,
+) {
+    plugin
+        .create_user(&NewUser {
+            username: user,
+            password,
+            expiration: Utc::now() + chrono::Duration::hours(1),
+            statements,
+            options,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create_user({user}): {e}"));
+}
+
+#[tokio::test]
+async fn created_user_logs_in_until_revoked() {
+    let plugin = plugin().await;
+    let user = username("life", plugin.max_username_len());
+    let password = generate_password(32);
+    create(&plugin, &user, &password, &[], &RoleOptions::new()).await;
+    assert_eq!(hosts_of(&user).await, vec!["%".to_owned()]);
+
+    let mut conn = login(&user, &password)
+        .await
+        .expect("the new user logs in over TCP");
+    let who: Option<String> = conn.query_first("SELECT CURRENT_USER()").await.unwrap();
+    assert_eq!(who.as_deref(), Some(format!("{user}@%").as_str()));
+    conn.disconnect().await.unwrap();
+    plugin
+        .check_login(&user, &password)
+        .await
+        .expect("check_login with the right password");
+
+    let wrong = generate_password(32);
+    let err = login(&user, &wrong)
+        .await
+        .expect_err("a wrong password is refused");
+    assert_eq!(server_code(&err), Some(1045), "{err}");
+    let err = plugin.check_login(&user, &wrong).await.unwrap_err();
+    assert!(matches!(err, PluginError::LoginRefused { .. }), "{err:?}");
+    assert!(!err.to_string().contains(wrong.expose()));
+
+    plugin.revoke_user(&user, &[]).await.expect("revoke");
+    let err = login(&user, &password)
+        .await
+        .expect_err("login after revocation");
+    // MariaDB answers a login as a just-dropped account with 1045 or 1698, both "access denied".
+    assert!(matches!(server_code(&err), Some(1045 | 1698)), "{err}");
+    assert!(matches!(
+        plugin.check_login(&user, &password).await,
+        Err(PluginError::LoginRefused { .. })
+    ));
+    assert!(
+        hosts_of(&user).await.is_empty(),
+        "the user is still in mysql.user"
+    );
+
+    plugin
+        .revoke_user(&user, &[])
+        .await
+        .expect("revoking again is Ok");
+    plugin.close().await;
+}
+
+#[tokio::test]
+async fn open_session_is_killed_at_revocation() {
+    let plugin = plugin().await;
+    let user = username("kill", plugin.max_username_len());
+    let password = generate_password(32);
+    create(&plugin, &user, &password, &[], &RoleOptions::new()).await;
+
+    let mut session = login(&user, &password).await.unwrap();
+    session
+        .query_drop("SELECT 1")
+        .await
+        .expect("the session works before revocation");
+    let mut second = login(&user, &password).await.unwrap();
+
+    plugin.revoke_user(&user, &[]).await.expect("revoke");
+
+    assert!(
+        session.query_drop("SELECT 1").await.is_err(),
+        "a session survived revocation"
+    );
+    assert!(
+        second.query_drop("SELECT 1").await.is_err(),
+        "a second session survived revocation"
+    );
+    assert!(hosts_of(&user).await.is_empty());
+    plugin.close().await;
+}
+
+#[tokio::test]
+async fn custom_revocation_statements_run_after_the_sessions_end() {
+    let plugin = plugin().await;
+    let user = username("crev", plugin.max_username_len());
+    let password = generate_password(32);
+    create(&plugin, &user, &password, &[], &RoleOptions::new()).await;
+    let mut session = login(&user, &password).await.unwrap();
+
+    let revocation = vec!["DROP USER IF EXISTS '{{name}}'@'%'".to_owned()];
+    plugin
+        .revoke_user(&user, &revocation)
+        .await
+        .expect("revoke with custom statements");
+    assert!(
+        session.query_drop("SELECT 1").await.is_err(),
+        "the session survived revocation"
+    );
+    assert!(hosts_of(&user).await.is_empty());
+    plugin
+        .revoke_user(&user, &revocation)
+        .await
+        .expect("revoking again with custom statements is Ok");
+    plugin.close().await;
+}
+
+#[tokio::test]
+async fn mariadb_usernames_of_80_characters_and_a_custom_host() {
+    let plugin = plugin().await;
+    assert_eq!(plugin.max_username_len(), 80, "MariaDB's username limit");
+    let user = username(
+        "a-long-role-name-to-fill-the-whole-username-up-to-the-engine-limit",
+        80,
+    );
+    assert_eq!(user.len(), 80);
+    let password = generate_password(32);
+    let options: RoleOptions = BTreeMap::from([("host".to_owned(), "127.0.0.1".to_owned())]);
+    create(&plugin, &user, &password, &[], &options).await;
+    assert_eq!(hosts_of(&user).await, vec!["127.0.0.1".to_owned()]);
+
+    let mut conn = login(&user, &password)
+        .await
+        .expect("an 80-character user logs in from 127.0.0.1");
+    let who: Option<String> = conn.query_first("SELECT CURRENT_USER()").await.unwrap();
+    assert_eq!(who.as_deref(), Some(format!("{user}@127.0.0.1").as_str()));
+    conn.disconnect().await.unwrap();
+
+    plugin.revoke_user(&user, &[]).await.unwrap();
+    assert!(hosts_of(&user).await.is_empty());
+    plugin.close().await;
+}
+
+#[tokio::test]
+async fn set_password_replaces_the_old_one() {
+    let plugin = plugin().await;
+    let user = username("rot", plugin.max_username_len());
+    let old = generate_password(32);
+    // Two hosts, so the built-in rotation must change both.
+    let statements = vec![
+        "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'".to_owned(),
+        "CREATE USER '{{name}}'@'127.0.0.1' IDENTIFIED BY '{{password}}'".to_owned(),
+    ];
+    create(&plugin, &user, &old, &statements, &RoleOptions::new()).await;
+
+    let new = generate_password(32);
+    plugin
+        .set_password(&user, &new, &[])
+        .await
+        .expect("set_password");
+    plugin
+        .check_login(&user, &new)
+        .await
+        .expect("the new password works");
+    let err = plugin.check_login(&user, &old).await.unwrap_err();
+    assert!(matches!(err, PluginError::LoginRefused { .. }), "{err:?}");
+    assert!(!err.to_string().contains(old.expose()));
+
+    // Custom rotation statements are honoured too.
+    let newer = generate_password(32);
+    let rotation = vec![
+        "ALTER USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'".to_owned(),
+        "ALTER USER '{{name}}'@'127.0.0.1' IDENTIFIED BY '{{password}}'".to_owned(),
+    ];
+    plugin
+        .set_password(&user, &newer, &rotation)
+        .await
+        .expect("custom rotation");
+    plugin
+        .check_login(&user, &newer)
+        .await
+        .expect("the newer password works");
+    assert!(matches!(
+        plugin.check_login(&user, &new).await,
+        Err(PluginError::LoginRefused { .. })
+    ));
+
+    plugin.revoke_user(&user, &[]).await.unwrap();
+    assert!(hosts_of(&user).await.is_empty(), "both hosts are dropped");
+    let err = plugin.set_password(&user, &newer, &[]).await.unwrap_err();
+    assert!(matches!(err, PluginError::Rejected(_)), "{err:?}");
+    plugin.close().await;
+}
+
+#[tokio::test]
+async fn generated_passwords_are_accepted_by_the_server() {
+    let plugin = plugin().await;
+    let user = username("pw", plugin.max_username_len());
+    let first = generate_password(32);
+    create(&plugin, &user, &first, &[], &RoleOptions::new()).await;
+    plugin.check_login(&user, &first).await.unwrap();
+    // Include passwords heavy in '-' and '_' alongside random ones.
+    let mut passwords: Vec<Secret> = (0..20).map(|_| generate_password(32)).collect();
+    passwords.push(Secret::new("A1-_-_-_-_-_-_-_-_-_-_-_-_-_-_-z"));
+    passwords.push(Secret::new("_leadingUnderscore9-and-dashes--"));
+    for password in &passwords {
+        plugin.set_password(&user, password, &[]).await.unwrap();
+        plugin
+            .check_login(&user, password)
+            .await
+            .unwrap_or_else(|e| panic!("a generated password was not accepted: {e}"));
+    }
+    plugin.revoke_user(&user, &[]).await.unwrap();
+    plugin.close().await;
+}
+
+#[tokio::test]
+async fn list_users_by_prefix() {
+    let plugin = plugin().await;
+    // The '_' in the prefix must match only '_', not any character.
+    let base = username("ls", 40);
+    let prefix = format!("{base}_");
+    let a = format!("{prefix}a");
+    let b = format!("{prefix}b");
+    let other = format!("{base}xc");
+    let password = generate_password(32);
+    for user in [&a, &b, &other] {
+        create(&plugin, user, &password, &[], &RoleOptions::new()).await;
+    }
+    let listed = plugin.list_users(&prefix).await.unwrap();
+    assert_eq!(listed, vec![a.clone(), b.clone()]);
+    let listed = plugin.list_users(&base).await.unwrap();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    for user in [&a, &b, &other] {
+        plugin.revoke_user(user, &[]).await.unwrap();
+    }
+    assert!(plugin.list_users(&base).await.unwrap().is_empty());
+    plugin.close().await;
+}
+
+#[tokio::test]
+async fn failed_creation_leaves_no_user_behind() {
+    let plugin = plugin().await;
+    let password = generate_password(32);
+
+    // The second statement is a syntax error whose message would quote the password.
+    let user = username("fail", plugin.max_username_len());
+    let statements = vec![
+        "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'".to_owned(),
+        "ALTER USER '{{name}}'@'%' IDENTIFIED BYY '{{password}}'".to_owned(),
+    ];
+    let err = plugin
+        .create_user(&NewUser {
+            username: &user,
+            password: &password,
+            expiration: Utc::now(),
+            statements: &statements,
+            options: &RoleOptions::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PluginError::Rejected(_)), "{err:?}");
+    assert!(!err.to_string().contains(password.expose()), "{err}");
+    assert!(err.to_string().contains("statement 2 of 2"), "{err}");
+    assert!(hosts_of(&user).await.is_empty(), "the user was left behind");
+
+    // A grant on a missing table, after accounts on two hosts were made.
+    let user = username("fail", plugin.max_username_len());
+    let statements = vec![
+        "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'; CREATE USER '{{name}}'@'localhost' IDENTIFIED BY '{{password}}'".to_owned(),
+        "GRANT SELECT ON lessor_no_such_db.no_such_table TO '{{name}}'@'%'".to_owned(),
+    ];
+    let err = plugin
+        .create_user(&NewUser {
+            username: &user,
+            password: &password,
+            expiration: Utc::now(),
+            statements: &statements,
+            options: &RoleOptions::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PluginError::Rejected(_)), "{err:?}");
+    assert!(err.to_string().contains("statement 3 of 3"), "{err}");
+    assert!(hosts_of(&user).await.is_empty(), "the user was left behind");
+    plugin.close().await;
+}
+
+#[tokio::test]
+async fn existing_user_is_not_taken_over() {
+    let plugin = plugin().await;
+    let user = username("dup", plugin.max_username_len());
+    let password = generate_password(32);
+    create(&plugin, &user, &password, &[], &RoleOptions::new()).await;
+    let err = plugin
+        .create_user(&NewUser {
+            username: &user,
+            password: &generate_password(32),
+            expiration: Utc::now(),
+            statements: &[],
+            options: &RoleOptions::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PluginError::Rejected(_)), "{err:?}");
+    plugin
+        .check_login(&user, &password)
+        .await
+        .expect("the first user is untouched");
+    plugin.revoke_user(&user, &[]).await.unwrap();
+    plugin.close().await;
+}
+
+#[tokio::test]
+async fn renew_without_statements_is_a_no_op_and_with_statements_runs_them() {
+    let plugin = plugin().await;
+    let user = username("renew", plugin.max_username_len());
+    let password = generate_password(32);
+    create(&plugin, &user, &password, &[], &RoleOptions::new()).await;
+    let expires = Utc::now() + chrono::Duration::hours(2);
+    plugin.renew_user(&user, expires, &[]).await.unwrap();
+    let renew = vec![
+        "ALTER USER '{{name}}'@'%' WITH MAX_USER_CONNECTIONS 7".to_owned(),
+        "DO '{{expiration}}'".to_owned(),
+    ];
+    plugin.renew_user(&user, expires, &renew).await.unwrap();
+    let mut conn = Conn::new(admin_opts()).await.unwrap();
+    let limit: Option<u64> = conn
+        .exec_first(
+            "SELECT max_user_connections FROM mysql.user WHERE User = ?",
+            (&user,),
+        )
+        .await
+        .unwrap();
+    conn.disconnect().await.unwrap();
+    assert_eq!(limit, Some(7), "the renew statements ran");
+    plugin.check_login(&user, &password).await.unwrap();
+    plugin.revoke_user(&user, &[]).await.unwrap();
+    plugin.close().await;
+}
+
+#[tokio::test]
+async fn vault_style_url_connects() {
+    let opts = Opts::from_url(&admin_url()).unwrap();
+    let url = format!(
+        "{{{{username}}}}:{{{{password}}}}@tcp({}:{})/",
+        opts.ip_or_hostname(),
+        opts.tcp_port()
+    );
+    let mut settings = settings(&url);
+    settings.username = opts.user().unwrap_or("root").to_owned();
+    settings.password = Secret::new(opts.pass().unwrap_or(""));
+    let plugin = connect(settings).await.unwrap();
+    plugin
+        .verify()
+        .await
+        .expect("the Vault-style URL reaches the server");
+    assert_eq!(plugin.engine(), "mysql");
+    assert!(!plugin.enforces_expiration());
+    assert!(PLUGIN_NAMES.contains(&"mysql-database-plugin"));
+    plugin.close().await;
+}
+
+#[tokio::test]
+async fn bad_url_is_a_config_error_without_the_password() {
+    let mut bad = settings("{{username}}:{{password}}@tcp(127.0.0.1:3306/");
+    bad.password = Secret::new("TopSecretAdminPassw0rd");
+    let err = connect(bad).await.unwrap_err();
+    assert!(matches!(err, PluginError::Config(_)), "{err:?}");
+    assert!(!err.to_string().contains("TopSecretAdminPassw0rd"), "{err}");
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_transient_error() {
+    let mut settings = settings("mysql://{{username}}:{{password}}@127.0.0.1:1/");
+    settings.connect_timeout = Duration::from_secs(2);
+    let plugin = connect(settings)
+        .await
+        .expect("connect() succeeds while the server is down");
+    assert_eq!(
+        plugin.max_username_len(),
+        32,
+        "the conservative limit until the server answers"
+    );
+    let err = plugin.verify().await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    let err = plugin
+        .check_login("someone", &Secret::new("Password1"))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    let err = plugin.revoke_user("someone", &[]).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    plugin.close().await;
+}
+
+#[tokio::test]
+async fn validate_role_checks_options_and_templates() {
+    let plugin = plugin().await;
+    let good = vec!["CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'".to_owned()];
+    let host = |h: &str| RoleOptions::from([("host".to_owned(), h.to_owned())]);
+    plugin.validate_role(&RoleOptions::new(), &[&good]).unwrap();
+    plugin.validate_role(&host("10.0.%"), &[&good]).unwrap();
+    plugin.validate_role(&host("::1"), &[]).unwrap();
+
+    let err = plugin
+        .validate_role(
+            &RoleOptions::from([("hots".to_owned(), "%".to_owned())]),
+            &[],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("hots"), "{err}");
+    for bad in ["", "%'; DROP USER root; --", "a b", "x\\"] {
+        assert!(
+            plugin.validate_role(&host(bad), &[]).is_err(),
+            "{bad:?} accepted"
+        );
+    }
+    let unknown = vec!["CREATE USER '{{nmae}}'@'%'".to_owned()];
+    assert!(matches!(
+        plugin.validate_role(&RoleOptions::new(), &[&good, &unknown]),
+        Err(PluginError::Template(_))
+    ));
+
+    let defaults = plugin.default_statements();
+    assert_eq!(defaults.creation, good);
+    assert!(defaults.revocation.is_empty() && defaults.renew.is_empty());
+    plugin.close().await;
+}

@@ -1,0 +1,529 @@
+//! Tests of the PostgreSQL plugin against a real server.
+//!
+//! The admin URL comes from `LESSOR_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`). The server must ask non-admin TCP users for
+//! their password (`scripts/services.sh` sets that up); under `trust` a wrong password would log in
+//! and the revocation and rotation tests would prove nothing, so [`admin`] checks for it. An
+//! unreachable server fails the tests: it is never a reason to skip them.
+//!
+//! Every test uses its own randomly named roles (`lt-<test>-<random>`) so the tests can run in
+//! parallel and against a shared server.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Duration as ChronoDuration, SubsecRound, Utc};
+use lessor_plugin::{
+    generate_password, generate_username, ConnectionSettings, DatabasePlugin, NewUser, PluginError,
+    RoleOptions, Secret, UsernameContext,
+};
+use lessor_postgres::{connect, PostgresPlugin, PLUGIN_NAMES};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn admin_url() -> String {
+    std::env::var("LESSOR_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+fn settings(url: &str) -> ConnectionSettings {
+    ConnectionSettings {
+        connection_url: Secret::new(url),
+        username: String::new(),
+        password: Secret::default(),
+        max_open_connections: 4,
+        connect_timeout: Duration::from_secs(5),
+    }
+}
+
+/// The plugin, connected and verified. Panics with a clear message if the server is unreachable.
+async fn admin() -> PostgresPlugin {
+    let plugin = connect(settings(&admin_url()))
+        .await
+        .unwrap_or_else(|err| panic!("LESSOR_TEST_POSTGRES_URL is unusable: {err}"));
+    if let Err(err) = plugin.verify().await {
+        panic!(
+            "PostgreSQL (LESSOR_TEST_POSTGRES_URL, default {DEFAULT_URL}) is not reachable: {err}. \
+             Start it with scripts/services.sh."
+        );
+    }
+    plugin
+}
+
+/// A plain admin connection for the test's own checks, independent of the plugin under test.
+async fn admin_client() -> Client {
+    let (client, connection) = tokio_postgres::connect(&admin_url(), NoTls)
+        .await
+        .unwrap_or_else(|err| {
+            panic!("cannot connect to PostgreSQL as admin: {err}; run scripts/services.sh")
+        });
+    tokio::spawn(connection);
+    client
+}
+
+/// A fresh connection as `username`, as a service holding the credentials would open it.
+async fn login(username: &str, password: &Secret) -> Result<Client, tokio_postgres::Error> {
+    let mut config: tokio_postgres::Config = admin_url().parse().expect("admin URL parses");
+    config
+        .user(username)
+        .password(password.expose())
+        .connect_timeout(Duration::from_secs(5));
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+fn unique_name(tag: &str) -> String {
+    generate_username(
+        Some(&format!("lt-{tag}-{{{{random}}}}")),
+        63,
+        UsernameContext {
+            role: tag,
+            display_name: "test",
+        },
+    )
+    .expect("username template renders")
+}
+
+async fn role_exists(admin: &Client, username: &str) -> bool {
+    admin
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+            &[&username],
+        )
+        .await
+        .expect("pg_roles query")
+        .get(0)
+}
+
+async fn valid_until(admin: &Client, username: &str) -> Option<DateTime<Utc>> {
+    admin
+        .query_one(
+            "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1",
+            &[&username],
+        )
+        .await
+        .expect("pg_roles query")
+        .get(0)
+}
+
+fn in_one_hour() -> DateTime<Utc> {
+    Utc::now() + ChronoDuration::hours(1)
+}
+
+async fn create(
+    plugin: &PostgresPlugin,
+    username: &str,
+    password: &Secret,
+    expiration: DateTime<Utc>,
+    statements: &[String],
+) {
+    let options = RoleOptions::new();
+    plugin
+        .create_user(&NewUser {
+            username,
+            password,
+            expiration,
+            statements,
+            options: &options,
+        })
+        .await
+        .unwrap_or_else(|err| panic!("create_user({username}) failed: {err}"));
+}
+
+/// Guards against a server that trusts every login, where none of the refusals below would mean
+/// anything: a role that does not exist must not be able to log in with any password.
+async fn assert_passwords_are_checked() {
+    // With a password rule the server answers a missing role as a wrong password (28P01); under
+    // `trust` it says the role does not exist (28000) without asking for a password.
+    let name = unique_name("nobody");
+    let err = match login(&name, &Secret::new("whatever")).await {
+        Ok(_) => panic!("PostgreSQL accepted a login for a role that does not exist"),
+        Err(err) => err,
+    };
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INVALID_PASSWORD),
+        "PostgreSQL does not ask non-admin TCP users for a password ({err}); run scripts/services.sh"
+    );
+}
+
+#[test]
+fn plugin_names_and_limits() {
+    assert!(PLUGIN_NAMES.contains(&"postgresql-database-plugin"));
+    assert!(PLUGIN_NAMES.contains(&"postgres"));
+}
+
+#[tokio::test]
+async fn created_user_logs_in_until_revoked_and_revocation_is_idempotent() {
+    let plugin = admin().await;
+    assert_eq!(plugin.engine(), "postgres");
+    assert_eq!(plugin.max_username_len(), 63);
+    assert!(plugin.enforces_expiration());
+    let admin = admin_client().await;
+    assert_passwords_are_checked().await;
+
+    let name = unique_name("life");
+    let password = generate_password(32);
+    create(&plugin, &name, &password, in_one_hour(), &[]).await;
+
+    let user = login(&name, &password)
+        .await
+        .expect("the new user logs in with its password");
+    let row = user
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .expect("query as the new user");
+    assert_eq!(row.get::<_, String>(0), name);
+    drop(user);
+
+    assert!(
+        login(&name, &Secret::new("WrongPassword123"))
+            .await
+            .is_err(),
+        "a wrong password must be refused"
+    );
+
+    plugin.revoke_user(&name, &[]).await.expect("revoke_user");
+    assert!(
+        login(&name, &password).await.is_err(),
+        "login must fail after revocation"
+    );
+    assert!(
+        !role_exists(&admin, &name).await,
+        "the role must be gone from pg_roles"
+    );
+
+    plugin
+        .revoke_user(&name, &[])
+        .await
+        .expect("revoking again succeeds");
+    plugin
+        .revoke_user(&unique_name("never"), &[])
+        .await
+        .expect("revoking a role that never existed succeeds");
+}
+
+#[tokio::test]
+async fn valid_until_is_always_set_and_renew_moves_it() {
+    let plugin = admin().await;
+    let admin = admin_client().await;
+    assert_passwords_are_checked().await;
+
+    // Custom creation statements that forget VALID UNTIL.
+    let name = unique_name("expiry");
+    let password = generate_password(32);
+    let expiration = in_one_hour();
+    let statements =
+        vec![r#"CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}';"#.to_owned()];
+    create(&plugin, &name, &password, expiration, &statements).await;
+    let set = valid_until(&admin, &name)
+        .await
+        .expect("VALID UNTIL is set");
+    assert_eq!(
+        set,
+        expiration.trunc_subsecs(0),
+        "VALID UNTIL is the lease's expiration"
+    );
+
+    // Default renew statements.
+    let later = expiration + ChronoDuration::hours(2);
+    plugin
+        .renew_user(&name, later, &[])
+        .await
+        .expect("renew_user");
+    assert_eq!(
+        valid_until(&admin, &name).await,
+        Some(later.trunc_subsecs(0))
+    );
+
+    // Custom renew statements that forget VALID UNTIL still move it.
+    let even_later = later + ChronoDuration::hours(2);
+    let renew = vec![r#"COMMENT ON ROLE "{{name}}" IS 'renewed by lessor test'"#.to_owned()];
+    plugin
+        .renew_user(&name, even_later, &renew)
+        .await
+        .expect("renew_user with custom statements");
+    assert_eq!(
+        valid_until(&admin, &name).await,
+        Some(even_later.trunc_subsecs(0))
+    );
+    assert!(
+        login(&name, &password).await.is_ok(),
+        "login works before expiry"
+    );
+    plugin.revoke_user(&name, &[]).await.expect("revoke");
+
+    // The server itself refuses a login once VALID UNTIL has passed, with the right password.
+    let expired = unique_name("expired");
+    let password = generate_password(32);
+    create(
+        &plugin,
+        &expired,
+        &password,
+        Utc::now() - ChronoDuration::minutes(1),
+        &statements,
+    )
+    .await;
+    assert!(
+        login(&expired, &password).await.is_err(),
+        "an expired user must not log in"
+    );
+    let refused = plugin.check_login(&expired, &password).await;
+    assert!(
+        matches!(refused, Err(PluginError::LoginRefused { .. })),
+        "{refused:?}"
+    );
+    plugin.revoke_user(&expired, &[]).await.expect("revoke");
+
+    // Renewing a user that is gone is a permanent error, not a silent success.
+    let err = plugin
+        .renew_user(&expired, later, &[])
+        .await
+        .expect_err("renew of a dropped role");
+    assert!(matches!(err, PluginError::Rejected(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn revocation_terminates_open_sessions() {
+    let plugin = admin().await;
+    let name = unique_name("session");
+    let password = generate_password(32);
+    create(&plugin, &name, &password, in_one_hour(), &[]).await;
+
+    let held = login(&name, &password).await.expect("login");
+    held.simple_query("SELECT 1")
+        .await
+        .expect("query before revocation");
+
+    plugin.revoke_user(&name, &[]).await.expect("revoke_user");
+
+    // The backend exits on the signal promptly; allow it a moment rather than race it.
+    let mut ended = false;
+    for _ in 0..50 {
+        if held.simple_query("SELECT 1").await.is_err() {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ended, "a session open at revocation must be terminated");
+}
+
+#[tokio::test]
+async fn revocation_drops_a_role_that_owns_objects() {
+    let plugin = admin().await;
+    let admin = admin_client().await;
+    let name = unique_name("owner");
+    let password = generate_password(32);
+    create(&plugin, &name, &password, in_one_hour(), &[]).await;
+
+    // PostgreSQL 15+ no longer lets PUBLIC create in schema public.
+    admin
+        .batch_execute(&format!(r#"GRANT CREATE ON SCHEMA public TO "{name}""#))
+        .await
+        .expect("grant");
+    let table = format!("tbl_{name}");
+    let user = login(&name, &password).await.expect("login");
+    user.batch_execute(&format!(r#"CREATE TABLE public."{table}" (id int)"#))
+        .await
+        .expect("the user creates a table");
+    drop(user);
+
+    plugin
+        .revoke_user(&name, &[])
+        .await
+        .expect("revoke of a role owning a table");
+    assert!(
+        !role_exists(&admin, &name).await,
+        "the role must be dropped"
+    );
+
+    // The table was reassigned to the admin, not lost with the role.
+    let owner: String = admin
+        .query_one(
+            "SELECT tableowner::text FROM pg_tables WHERE schemaname = 'public' AND tablename = $1",
+            &[&table],
+        )
+        .await
+        .expect("the table still exists")
+        .get(0);
+    assert_eq!(
+        owner,
+        admin
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    );
+    admin
+        .batch_execute(&format!(r#"DROP TABLE public."{table}""#))
+        .await
+        .expect("cleanup");
+}
+
+#[tokio::test]
+async fn set_password_replaces_the_old_one() {
+    let plugin = admin().await;
+    assert_passwords_are_checked().await;
+    let name = unique_name("rotate");
+    let old = generate_password(32);
+    create(&plugin, &name, &old, in_one_hour(), &[]).await;
+    plugin
+        .check_login(&name, &old)
+        .await
+        .expect("the first password works");
+
+    let new = generate_password(32);
+    plugin
+        .set_password(&name, &new, &[])
+        .await
+        .expect("set_password");
+    plugin
+        .check_login(&name, &new)
+        .await
+        .expect("the new password works");
+
+    match plugin.check_login(&name, &old).await {
+        Err(PluginError::LoginRefused { username, reason }) => {
+            assert_eq!(username, name);
+            assert!(
+                !reason.contains(old.expose()),
+                "the reason must not hold the password"
+            );
+        }
+        other => panic!("the old password must be refused, got {other:?}"),
+    }
+    plugin.revoke_user(&name, &[]).await.expect("revoke");
+    let refused = plugin.check_login(&name, &new).await;
+    assert!(
+        matches!(refused, Err(PluginError::LoginRefused { .. })),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn list_users_finds_users_by_prefix() {
+    let plugin = admin().await;
+    let prefix = format!("{}-", unique_name("list"));
+    let names = [format!("{prefix}a"), format!("{prefix}b")];
+    for name in &names {
+        create(&plugin, name, &generate_password(32), in_one_hour(), &[]).await;
+    }
+    let found = plugin.list_users(&prefix).await.expect("list_users");
+    assert_eq!(found, names.to_vec());
+    // `_` is not a wildcard: a prefix differing only there matches nothing.
+    assert!(plugin
+        .list_users(&prefix.replace('-', "_"))
+        .await
+        .expect("list_users")
+        .is_empty());
+    for name in &names {
+        plugin.revoke_user(name, &[]).await.expect("revoke");
+    }
+    assert!(plugin
+        .list_users(&prefix)
+        .await
+        .expect("list_users")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn failed_creation_is_rejected_and_leaves_no_role() {
+    let plugin = admin().await;
+    let admin = admin_client().await;
+    let options = RoleOptions::new();
+
+    // The second statement fails after the first created the role: the transaction undoes it.
+    let name = unique_name("broken");
+    let password = generate_password(32);
+    let statements = vec![
+        r#"CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}';"#.to_owned(),
+        "THIS IS NOT SQL".to_owned(),
+    ];
+    let err = plugin
+        .create_user(&NewUser {
+            username: &name,
+            password: &password,
+            expiration: in_one_hour(),
+            statements: &statements,
+            options: &options,
+        })
+        .await
+        .expect_err("a syntax error must fail creation");
+    assert!(matches!(err, PluginError::Rejected(_)), "{err:?}");
+    assert!(!err.is_transient());
+    assert!(
+        !role_exists(&admin, &name).await,
+        "the transaction must leave no role behind"
+    );
+
+    // A syntax error right at the password makes the server quote it; it must not reach the error.
+    let statements = vec![r#"CREATE ROLE "{{name}}" LOGIN '{{password}}'"#.to_owned()];
+    let err = plugin
+        .create_user(&NewUser {
+            username: &name,
+            password: &password,
+            expiration: in_one_hour(),
+            statements: &statements,
+            options: &options,
+        })
+        .await
+        .expect_err("a syntax error must fail creation");
+    let message = err.to_string();
+    assert!(matches!(err, PluginError::Rejected(_)), "{err:?}");
+    assert!(message.contains("syntax error"), "{message}");
+    assert!(
+        !message.contains(password.expose()),
+        "the password leaked into: {message}"
+    );
+    assert!(!role_exists(&admin, &name).await);
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_transient_error_not_a_connect_failure() {
+    let mut s = settings("postgresql://{{username}}:{{password}}@127.0.0.1:1/postgres");
+    s.username = "admin".into();
+    s.password = Secret::new("NotUsed123");
+    s.connect_timeout = Duration::from_secs(2);
+    let plugin = connect(s)
+        .await
+        .expect("connect is lazy and succeeds while the server is down");
+    let err = plugin
+        .verify()
+        .await
+        .expect_err("verify must fail on a closed port");
+    assert!(err.is_transient(), "{err:?}");
+    assert!(!err.to_string().contains("NotUsed123"));
+    plugin.close().await;
+}
+
+#[tokio::test]
+async fn invalid_url_is_a_config_error_without_the_password() {
+    let mut s = settings("postgresql://{{username}}:{{password}}@127.0.0.1:port/postgres");
+    s.username = "admin".into();
+    s.password = Secret::new("SuperSecret123");
+    match connect(s).await {
+        Err(PluginError::Config(message)) => {
+            assert!(!message.contains("SuperSecret123"), "{message}")
+        }
+        other => panic!("expected a config error, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn unknown_role_options_are_refused() {
+    let plugin = admin().await;
+    let mut options = RoleOptions::new();
+    options.insert("host".into(), "%".into());
+    assert!(plugin.validate_role(&options, &[]).is_err());
+    let bad = vec![r#"CREATE ROLE "{{nmae}}""#.to_owned()];
+    assert!(plugin.validate_role(&RoleOptions::new(), &[&bad]).is_err());
+    let good = plugin.default_statements();
+    assert!(plugin
+        .validate_role(
+            &RoleOptions::new(),
+            &[&good.creation, &good.renew, &good.rotation]
+        )
+        .is_ok());
+}

@@ -1,0 +1,275 @@
+//! Shared harness of the integration tests: an in-process Lessor on `127.0.0.1:0` with its own
+//! temporary store, a captured log, an HTTP client, and admin connections to the real PostgreSQL and
+//! MariaDB on this machine (never a mock). A database that cannot be reached fails the test with a
+//! message saying how to start it.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use lessor::config::{LogFormat, Settings};
+use lessor::AppState;
+use lessor_plugin::Secret;
+use rand::Rng;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+pub const ROOT_TOKEN: &str = "test-root-token-0123456789";
+
+pub fn postgres_url() -> String {
+    std::env::var("LESSOR_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn mysql_url() -> String {
+    std::env::var("LESSOR_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/".into())
+}
+
+/// Everything the server logged in this test process.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The process-wide log capture, at debug level so that even debug lines are checked for secrets.
+pub fn logs() -> CapturedLogs {
+    static LOGS: OnceLock<CapturedLogs> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = CapturedLogs::default();
+        let writer = logs.clone();
+        lessor::telemetry::init_with_writer(LogFormat::Text, "debug,sqlx=warn,hyper=info,tokio_postgres=info", move || writer.clone());
+        logs
+    })
+    .clone()
+}
+
+/// A random lower-case suffix, so parallel tests never share a name.
+pub fn unique(prefix: &str) -> String {
+    let suffix: String = (0..8)
+        .map(|_| (b'a' + rand::thread_rng().gen_range(0..26)) as char)
+        .collect();
+    format!("{prefix}-{suffix}")
+}
+
+/// A running in-process Lessor.
+pub struct TestServer {
+    pub base: String,
+    pub state: AppState,
+    pub http: reqwest::Client,
+    pub logs: CapturedLogs,
+    _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        let logs = logs();
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings {
+            store_url: dir.path().join("lessor.db").display().to_string(),
+            seal_key_file: Some(dir.path().join("seal.key")),
+            create_seal_key_file: true,
+            ..Settings::default()
+        };
+        configure(&mut settings);
+        let state = AppState::open(&settings).await.expect("open state");
+        state.auth.install_root_token(&Secret::new(ROOT_TOKEN)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serve_state = state.clone();
+        let task = tokio::spawn(async move {
+            lessor::serve(listener, serve_state, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve");
+        });
+        Self {
+            base,
+            state,
+            http: reqwest::Client::new(),
+            logs,
+            _dir: dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn store_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("lessor.db")
+    }
+
+    /// Sends a request with the root token; returns the status and the parsed body (Null if none).
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as(Some(ROOT_TOKEN), method, path, body).await
+    }
+
+    pub async fn call_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(Method::from_bytes(method.as_bytes()).unwrap(), format!("{}/v1/{path}", self.base));
+        if let Some(token) = token {
+            request = request.header("X-Vault-Token", token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, value)
+    }
+
+    /// Registers the local PostgreSQL as `connection`, allowing every role.
+    pub async fn add_postgres(&self, connection: &str) {
+        let (status, body) = self
+            .call(
+                "POST",
+                &format!("database/config/{connection}"),
+                Some(json!({
+                    "plugin_name": "postgresql-database-plugin",
+                    "connection_url": postgres_url(),
+                    "allowed_roles": "*",
+                })),
+            )
+            .await;
+        assert!(status.is_success(), "cannot register PostgreSQL ({status}: {body}); is it running? run scripts/services.sh");
+    }
+
+    pub async fn add_mysql(&self, connection: &str) {
+        let (status, body) = self
+            .call(
+                "POST",
+                &format!("database/config/{connection}"),
+                Some(json!({
+                    "plugin_name": "mysql-database-plugin",
+                    "connection_url": mysql_url(),
+                    "allowed_roles": "*",
+                })),
+            )
+            .await;
+        assert!(status.is_success(), "cannot register MariaDB/MySQL ({status}: {body}); is it running? run scripts/services.sh");
+    }
+
+    /// Writes a role and asserts it was accepted.
+    pub async fn write_role(&self, name: &str, body: Value) {
+        let (status, answer) = self.call("POST", &format!("database/roles/{name}"), Some(body)).await;
+        assert!(status.is_success(), "role {name} refused: {status} {answer}");
+    }
+
+    /// Asks for credentials and returns (lease_id, username, password).
+    pub async fn creds(&self, role: &str) -> (String, String, String) {
+        let (status, body) = self.call("GET", &format!("database/creds/{role}"), None).await;
+        assert_eq!(status, StatusCode::OK, "creds for {role}: {body}");
+        (
+            body["lease_id"].as_str().unwrap().to_owned(),
+            body["data"]["username"].as_str().unwrap().to_owned(),
+            body["data"]["password"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Fails if any of `secrets` appears in the captured log.
+    pub fn assert_logs_free_of(&self, secrets: &[&str]) {
+        let text = self.logs.text();
+        assert!(!text.is_empty(), "no log was captured; the check would prove nothing");
+        for secret in secrets {
+            assert!(!text.contains(secret), "a secret appeared in the log");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// An admin connection to the real PostgreSQL.
+pub async fn pg_admin() -> tokio_postgres::Client {
+    let url = postgres_url();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} cannot be reached ({e}); start it with scripts/services.sh"));
+    tokio::spawn(connection);
+    client
+}
+
+/// Logs in to PostgreSQL as `user` over TCP (where the set-up requires a password) and runs a query.
+pub async fn pg_login(user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let config = format!("host=127.0.0.1 port=5432 dbname=postgres user={user} password={password} connect_timeout=5");
+    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client.simple_query("SELECT 1").await?;
+    Ok(client)
+}
+
+pub async fn pg_role_exists(admin: &tokio_postgres::Client, user: &str) -> bool {
+    admin
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
+        .await
+        .unwrap()
+        .is_some()
+}
+
+/// Waits up to `limit` for `condition` to hold, polling every 100 ms; returns the time it took.
+pub async fn eventually<F, Fut>(limit: Duration, mut condition: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if condition().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Proves the machine's PostgreSQL checks passwords for non-admin TCP logins, without which a test
+/// of "login refused" would prove nothing.
+pub async fn assert_postgres_checks_passwords() {
+    let admin = pg_admin().await;
+    let user = unique("lessor_pwcheck").replace('-', "_");
+    admin
+        .batch_execute(&format!("CREATE ROLE {user} LOGIN PASSWORD 'right-password-123'"))
+        .await
+        .unwrap();
+    let wrong = pg_login(&user, "wrong-password-456").await;
+    let right = pg_login(&user, "right-password-123").await;
+    admin.batch_execute(&format!("DROP ROLE {user}")).await.unwrap();
+    assert!(right.is_ok(), "the right password was refused: {:?}", right.err());
+    assert!(
+        wrong.is_err(),
+        "PostgreSQL accepted a wrong password: pg_hba.conf trusts TCP logins; run scripts/services.sh"
+    );
+}
