@@ -1,0 +1,82 @@
+"""Drives Lessor with the unmodified hvac 2.x client, as a Vault user would.
+
+Called by tests/hvac.rs with LESSOR_ADDR, LESSOR_TOKEN, PG_URL and ROLE in the environment. Prints
+one JSON object on stdout for the Rust side to check against the real database.
+"""
+import json
+import os
+import sys
+
+import hvac
+import hvac.exceptions
+
+addr = os.environ["LESSOR_ADDR"]
+token = os.environ["LESSOR_TOKEN"]
+role = os.environ["ROLE"]
+
+client = hvac.Client(url=addr, token=token)
+assert client.is_authenticated(), "the root token is accepted"
+assert not hvac.Client(url=addr, token="wrong-token").is_authenticated(), "a bad token is refused"
+health = client.sys.read_health_status(method="GET")
+assert health["initialized"] and not health["sealed"], health
+
+db = client.secrets.database
+db.configure(
+    name="hvac-pg",
+    plugin_name="postgresql-database-plugin",
+    connection_url=os.environ["PG_URL"],
+    allowed_roles=[role, "scratch"],
+)
+assert "hvac-pg" in db.list_connections()["data"]["keys"]
+connection = db.read_connection("hvac-pg")["data"]
+assert connection["plugin_name"] == "postgresql-database-plugin", connection
+assert "password" not in json.dumps(connection).lower().replace("password_policy", ""), connection
+db.reset_connection("hvac-pg")
+
+db.create_role(
+    name=role,
+    db_name="hvac-pg",
+    creation_statements=[
+        "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE pg_read_all_data;"
+    ],
+    default_ttl="1h",
+    max_ttl="2h",
+)
+db.create_role(name="scratch", db_name="hvac-pg", creation_statements=[], default_ttl=60)
+assert set(db.list_roles()["data"]["keys"]) >= {role, "scratch"}
+assert db.read_role(role)["data"]["default_ttl"] == 3600
+db.delete_role("scratch")
+try:
+    db.read_role("scratch")
+    raise AssertionError("a deleted role can still be read")
+except hvac.exceptions.InvalidPath:
+    pass
+
+# A bad field is a 400 (InvalidRequest) naming it.
+try:
+    db.create_role(name=role + "-bad", db_name="hvac-pg", creation_statements=["CREATE ROLE \"{{nmae}}\""])
+    raise AssertionError("an unknown placeholder was accepted")
+except hvac.exceptions.InvalidRequest as error:
+    assert "nmae" in str(error), error
+
+first = db.generate_credentials(role)
+lease_id = first["lease_id"]
+assert first["renewable"] and first["lease_duration"] == 3600, first
+lease = client.sys.read_lease(lease_id)["data"]
+assert lease["id"] == lease_id and lease["ttl"] > 3500, lease
+renewed = client.sys.renew_lease(lease_id, increment=1800)
+assert renewed["lease_duration"] == 1800, renewed
+client.sys.revoke_lease(lease_id)
+
+second = db.generate_credentials(role)
+keys = client.sys.list_leases(f"database/creds/{role}/")["data"]["keys"]
+assert second["lease_id"].rsplit("/", 1)[1] in keys, keys
+
+json.dump(
+    {
+        "revoked": first["data"],
+        "live": second["data"],
+        "live_lease_id": second["lease_id"],
+    },
+    sys.stdout,
+)
