@@ -20,6 +20,8 @@
 mod config;
 mod error;
 
+pub mod baseline;
+
 use std::fmt;
 use std::time::Duration;
 

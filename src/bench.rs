@@ -1,0 +1,386 @@
+//! `lessor bench`: what Lessor costs over the same SQL run directly on the database, in one run.
+//!
+//! Three measurements against the real PostgreSQL:
+//! 1. Latency of issuing and of revoking one credential, through Lessor's HTTP API (token check,
+//!    lease write, pool, plugin) and directly (the plugin's own statements on one plain connection),
+//!    interleaved iteration by iteration so drift in the database affects both alike.
+//! 2. Throughput of issue-then-revoke pairs with several workers, both ways.
+//! 3. Reaper promptness: how long after its expiry an expired lease's role is gone.
+//!
+//! The report is Markdown, with ratios Lessor / direct, for `docs/benchmarks.md`.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use lessor_plugin::credentials::DEFAULT_PASSWORD_LEN;
+use lessor_plugin::{generate_password, generate_username, Secret, UsernameContext};
+use lessor_postgres::baseline::DirectSession;
+use serde_json::{json, Value};
+
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::AppState;
+
+/// The creation statement both sides run: membership in a read-only role, as recommended.
+const CREATION: &str = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE pg_read_all_data;";
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Sequential issue/revoke iterations per side.
+    pub iterations: usize,
+    /// Workers for the throughput measurement.
+    pub concurrency: usize,
+    /// Issue/revoke pairs per worker in the throughput measurement.
+    pub pairs_per_worker: usize,
+    /// Leases used to measure reaper promptness.
+    pub expiring_leases: usize,
+    /// Admin URL of the PostgreSQL to measure against.
+    pub postgres_url: String,
+}
+
+/// Latency summary of one series.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    p50: Duration,
+    p95: Duration,
+    mean: Duration,
+}
+
+fn summarize(samples: &mut [Duration]) -> Summary {
+    samples.sort();
+    let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    let total: Duration = samples.iter().sum();
+    Summary {
+        p50: pick(0.50),
+        p95: pick(0.95),
+        mean: total / samples.len().max(1) as u32,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn ratio(lessor: Duration, direct: Duration) -> String {
+    format!("{:.2}x", lessor.as_secs_f64() / direct.as_secs_f64().max(1e-9))
+}
+
+fn bench_error(context: &str, detail: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("bench: {context}: {detail}"))
+}
+
+/// A Lessor instance on loopback with a throwaway store, driven over HTTP.
+struct Target {
+    base: String,
+    http: reqwest::Client,
+    token: Secret,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Target {
+    async fn start() -> Result<Self> {
+        let dir = tempfile::tempdir().map_err(|e| bench_error("temporary directory", e))?;
+        let settings = Settings {
+            store_url: dir.path().join("bench.db").display().to_string(),
+            seal_key_file: Some(dir.path().join("seal.key")),
+            create_seal_key_file: true,
+            ..Settings::default()
+        };
+        let state = AppState::open(&settings).await?;
+        let token = crate::auth::generate_token();
+        state.auth.install_root_token(&token).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| bench_error("listen", e))?;
+        let base = format!("http://{}", listener.local_addr().map_err(|e| bench_error("listen", e))?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(crate::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            base,
+            http: reqwest::Client::new(),
+            token,
+            stop: Some(stop),
+            _dir: dir,
+        })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let mut request = self
+            .http
+            .request(method, format!("{}/v1/{path}", self.base))
+            .header("X-Vault-Token", self.token.expose());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| bench_error(path, e))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| bench_error(path, e))?;
+        if !status.is_success() {
+            return Err(bench_error(path, format!("{status}: {text}")));
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn issue(&self) -> Result<(String, String)> {
+        let answer = self.call(reqwest::Method::GET, "database/creds/bench", None).await?;
+        let lease = answer["lease_id"].as_str().unwrap_or_default().to_owned();
+        let username = answer["data"]["username"].as_str().unwrap_or_default().to_owned();
+        Ok((lease, username))
+    }
+
+    async fn revoke(&self, lease_id: &str) -> Result<()> {
+        self.call(reqwest::Method::PUT, "sys/leases/revoke", Some(json!({ "lease_id": lease_id })))
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn direct_username() -> Result<String> {
+    generate_username(None, 63, UsernameContext { role: "bench", display_name: "direct" })
+        .map_err(|e| bench_error("username", e))
+}
+
+async fn direct_pair(session: &mut DirectSession, statements: &[String]) -> Result<(Duration, Duration)> {
+    let username = direct_username()?;
+    let password = generate_password(DEFAULT_PASSWORD_LEN);
+    let expiration = Utc::now() + chrono::Duration::hours(1);
+    let started = Instant::now();
+    session
+        .create_user(&username, &password, expiration, statements)
+        .await
+        .map_err(|e| bench_error("direct create", e))?;
+    let created = started.elapsed();
+    let started = Instant::now();
+    session
+        .revoke_user(&username)
+        .await
+        .map_err(|e| bench_error("direct revoke", e))?;
+    Ok((created, started.elapsed()))
+}
+
+async fn lessor_pair(target: &Target) -> Result<(Duration, Duration)> {
+    let started = Instant::now();
+    let (lease, _) = target.issue().await?;
+    let issued = started.elapsed();
+    let started = Instant::now();
+    target.revoke(&lease).await?;
+    Ok((issued, started.elapsed()))
+}
+
+/// Runs every measurement and returns the Markdown report.
+pub async fn run(options: &BenchOptions) -> Result<String> {
+    let url = Secret::new(options.postgres_url.clone());
+    let target = Target::start().await?;
+    target
+        .call(
+            reqwest::Method::POST,
+            "database/config/bench-pg",
+            Some(json!({
+                "plugin_name": "postgresql-database-plugin",
+                "connection_url": options.postgres_url,
+                "allowed_roles": "*",
+                "max_open_connections": options.concurrency.max(4),
+            })),
+        )
+        .await?;
+    target
+        .call(
+            reqwest::Method::POST,
+            "database/roles/bench",
+            Some(json!({ "db_name": "bench-pg", "creation_statements": [CREATION], "default_ttl": "1h" })),
+        )
+        .await?;
+    let statements = vec![CREATION.to_owned()];
+    let mut direct = DirectSession::connect(&url)
+        .await
+        .map_err(|e| bench_error("connect to PostgreSQL", e))?;
+    let server_version = direct.server_version().await.map_err(|e| bench_error("version", e))?;
+
+    // Warm both paths (pools, prepared catalog caches) before measuring.
+    for _ in 0..10 {
+        lessor_pair(&target).await?;
+        direct_pair(&mut direct, &statements).await?;
+    }
+
+    let (mut lessor_issue, mut lessor_revoke, mut direct_create, mut direct_revoke) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..options.iterations {
+        let (issue, revoke) = lessor_pair(&target).await?;
+        lessor_issue.push(issue);
+        lessor_revoke.push(revoke);
+        let (create, revoke) = direct_pair(&mut direct, &statements).await?;
+        direct_create.push(create);
+        direct_revoke.push(revoke);
+    }
+
+    // Throughput with concurrent workers.
+    let pairs = options.concurrency * options.pairs_per_worker;
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..options.concurrency {
+        let target_base = target.base.clone();
+        let token = target.token.clone();
+        let per_worker = options.pairs_per_worker;
+        workers.push(tokio::spawn(async move {
+            let worker = WorkerTarget { base: target_base, token, http: reqwest::Client::new() };
+            for _ in 0..per_worker {
+                worker.pair().await?;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for worker in workers {
+        worker.await.map_err(|e| bench_error("worker", e))??;
+    }
+    let lessor_throughput = pairs as f64 / started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..options.concurrency {
+        let url = url.clone();
+        let statements = statements.clone();
+        let per_worker = options.pairs_per_worker;
+        workers.push(tokio::spawn(async move {
+            let mut session = DirectSession::connect(&url).await.map_err(|e| bench_error("connect", e))?;
+            for _ in 0..per_worker {
+                direct_pair(&mut session, &statements).await?;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for worker in workers {
+        worker.await.map_err(|e| bench_error("worker", e))??;
+    }
+    let direct_throughput = pairs as f64 / started.elapsed().as_secs_f64();
+
+    // Reaper promptness: leases of one second, polled on the database every 10 ms.
+    target
+        .call(
+            reqwest::Method::POST,
+            "database/roles/bench-expiring",
+            Some(json!({ "db_name": "bench-pg", "creation_statements": [CREATION], "default_ttl": 1, "max_ttl": 1 })),
+        )
+        .await?;
+    let watcher = DirectSession::connect(&url)
+        .await
+        .map_err(|e| bench_error("connect", e))?;
+    let mut reaper_delays = Vec::new();
+    for _ in 0..options.expiring_leases {
+        let issued_at = Instant::now();
+        let answer = target.call(reqwest::Method::GET, "database/creds/bench-expiring", None).await?;
+        let username = answer["data"]["username"].as_str().unwrap_or_default().to_owned();
+        let ttl = Duration::from_secs(answer["lease_duration"].as_u64().unwrap_or(1));
+        loop {
+            let gone = !watcher.role_exists(&username).await.map_err(|e| bench_error("poll", e))?;
+            if gone {
+                break;
+            }
+            if issued_at.elapsed() > ttl + Duration::from_secs(30) {
+                return Err(bench_error("reaper", "an expired role was still there 30 s after expiry"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        reaper_delays.push(issued_at.elapsed().saturating_sub(ttl));
+    }
+
+    let issue = (summarize(&mut lessor_issue), summarize(&mut direct_create));
+    let revoke = (summarize(&mut lessor_revoke), summarize(&mut direct_revoke));
+    let reaper = summarize(&mut reaper_delays);
+    let reaper_max = reaper_delays.iter().max().copied().unwrap_or_default();
+
+    let mut report = String::new();
+    let _ = writeln!(report, "## Run of {} UTC\n", Utc::now().format("%Y-%m-%d %H:%M"));
+    let _ = writeln!(
+        report,
+        "PostgreSQL {server_version} on 127.0.0.1, {} cores; {} sequential iterations per side (interleaved), \
+         {} workers x {} pairs for throughput, {} expiring leases. Lessor: debug={}, SQLite store in a temporary directory.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        options.iterations,
+        options.concurrency,
+        options.pairs_per_worker,
+        options.expiring_leases,
+        cfg!(debug_assertions),
+    );
+    let _ = writeln!(report, "| operation | Lessor p50 ms | direct p50 ms | ratio p50 | Lessor p95 ms | direct p95 ms | ratio p95 | ratio mean |");
+    let _ = writeln!(report, "|---|---|---|---|---|---|---|---|");
+    for (name, (l, d)) in [("issue (create user)", issue), ("revoke (drop user)", revoke)] {
+        let _ = writeln!(
+            report,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+            ms(l.p50),
+            ms(d.p50),
+            ratio(l.p50, d.p50),
+            ms(l.p95),
+            ms(d.p95),
+            ratio(l.p95, d.p95),
+            ratio(l.mean, d.mean)
+        );
+    }
+    let _ = writeln!(
+        report,
+        "\n| throughput | Lessor pairs/s | direct pairs/s | ratio (direct / Lessor) |\n|---|---|---|---|\n| issue+revoke, {} workers | {:.1} | {:.1} | {:.2}x |",
+        options.concurrency,
+        lessor_throughput,
+        direct_throughput,
+        direct_throughput / lessor_throughput.max(1e-9)
+    );
+    let _ = writeln!(
+        report,
+        "\nReaper: an expired lease's role was gone {} ms after expiry at p50, {} ms at p95, {} ms at worst \
+         (polled every 10 ms; includes the poll interval).",
+        ms(reaper.p50),
+        ms(reaper.p95),
+        ms(reaper_max)
+    );
+    Ok(report)
+}
+
+/// A worker's own HTTP client for the throughput measurement.
+struct WorkerTarget {
+    base: String,
+    token: Secret,
+    http: reqwest::Client,
+}
+
+impl WorkerTarget {
+    async fn pair(&self) -> Result<()> {
+        let answer: Value = self
+            .http
+            .get(format!("{}/v1/database/creds/bench", self.base))
+            .header("X-Vault-Token", self.token.expose())
+            .send()
+            .await
+            .map_err(|e| bench_error("creds", e))?
+            .json()
+            .await
+            .map_err(|e| bench_error("creds", e))?;
+        let lease = answer["lease_id"]
+            .as_str()
+            .ok_or_else(|| bench_error("creds", answer["errors"].to_string()))?;
+        let response = self
+            .http
+            .put(format!("{}/v1/sys/leases/revoke", self.base))
+            .header("X-Vault-Token", self.token.expose())
+            .json(&json!({ "lease_id": lease }))
+            .send()
+            .await
+            .map_err(|e| bench_error("revoke", e))?;
+        if !response.status().is_success() {
+            return Err(bench_error("revoke", response.status()));
+        }
+        Ok(())
+    }
+}
