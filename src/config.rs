@@ -42,6 +42,8 @@ pub struct Settings {
     pub default_lease_ttl: Duration,
     /// Longest life of any credential.
     pub max_lease_ttl: Duration,
+    /// Anomaly rules (`[monitor]`); `sys/monitor/rules` changes them at run time.
+    pub monitor: crate::audit::anomaly::MonitorRules,
 }
 
 impl Default for Settings {
@@ -56,6 +58,7 @@ impl Default for Settings {
             log_level: "info".into(),
             default_lease_ttl: Duration::from_secs(3600),
             max_lease_ttl: Duration::from_secs(24 * 3600),
+            monitor: Default::default(),
         }
     }
 }
@@ -81,6 +84,7 @@ struct FileConfig {
     log_level: Option<String>,
     default_lease_ttl: Option<serde_json::Value>,
     max_lease_ttl: Option<serde_json::Value>,
+    monitor: Option<crate::audit::anomaly::MonitorRules>,
 }
 
 /// Flags given on the command line; `None` leaves the lower layers' value.
@@ -164,6 +168,10 @@ pub fn load(file: Option<&Path>, env: &[(String, String)], overrides: &Overrides
         }
         if let Some(v) = parsed.max_lease_ttl {
             settings.max_lease_ttl = parse_ttl("max_lease_ttl", &v)?;
+        }
+        if let Some(v) = parsed.monitor {
+            v.validate().map_err(|e| Error::Config(format!("{source}: [monitor]: {e}")))?;
+            settings.monitor = v;
         }
     }
 

@@ -15,6 +15,13 @@ pub enum Error {
     /// The caller may not do this.
     #[error("permission denied")]
     PermissionDenied,
+    /// A login was refused (a JWT expired, wrongly signed, for another audience or issuer); the
+    /// reason is safe to show and helps the workload's operator, and it never quotes the token.
+    #[error("permission denied: {0}")]
+    LoginRefused(String),
+    /// An enabled audit device could not record the request, so it is refused (fail closed).
+    #[error("audit log unavailable: {0}")]
+    AuditFailed(String),
     /// The request conflicts with the current state (for example renewing a revoked lease).
     #[error("{0}")]
     Conflict(String),

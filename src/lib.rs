@@ -8,7 +8,9 @@
 //! - [`catalog`]: connections and roles, validated before they are stored.
 //! - [`engines`]: the compile-time registry of engine plugins and the cache of connected ones.
 //! - [`store`]: the SQLite lease store and its migrations.
-//! - [`auth`]: tokens, stored as hashes.
+//! - [`auth`]: tokens (stored as hashes), ACL policies, workload identity (JWT login).
+//! - [`audit`]: audit devices with HMAC'd secrets, and the anomaly rules that raise alerts.
+//! - [`metrics`]: Prometheus counters and the request latency histogram.
 //! - [`seal`]: AES-256-GCM for secrets at rest.
 //! - [`config`]: defaults < TOML < `LESSOR_*` env < flags.
 //! - [`dev`]: what `lessor dev` registers on a fresh machine.
@@ -19,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod config;
@@ -26,6 +29,7 @@ pub mod dev;
 pub mod engines;
 pub mod error;
 pub mod lease;
+pub mod metrics;
 pub mod seal;
 pub mod store;
 pub mod telemetry;
@@ -45,6 +49,10 @@ use tower::Layer;
 
 pub use error::{Error, Result};
 
+use crate::audit::anomaly::Monitor;
+use crate::audit::Audit;
+use crate::auth::jwt::JwtAuth;
+use crate::auth::policy::Policies;
 use crate::auth::Auth;
 use crate::catalog::Catalog;
 use crate::config::Settings;
@@ -66,6 +74,14 @@ pub struct AppState {
     pub catalog: Catalog,
     pub leases: LeaseManager,
     pub engines: Engines,
+    /// ACL policies, checked by the API gate on every request.
+    pub policies: Policies,
+    /// Workload identity: JWT login.
+    pub jwt: JwtAuth,
+    /// Audit devices; with any enabled, unrecorded requests are refused.
+    pub audit: Audit,
+    /// Anomaly rules and alerts.
+    pub monitor: Monitor,
 }
 
 impl AppState {
@@ -93,10 +109,18 @@ impl AppState {
             }
         }
         let engines = Engines::new(store.clone(), sealer.clone());
+        let audit = Audit::open(store.clone(), &sealer).await?;
+        let monitor = Monitor::open(store.clone(), settings.monitor.clone()).await?;
+        let policies = Policies::new(store.clone());
+        policies.ensure_default().await?;
         let catalog = Catalog::new(store.clone(), sealer, engines.clone(), settings.lease_limits());
         let leases = LeaseManager::new(store.clone(), engines.clone(), catalog.clone());
         Ok(Self {
-            auth: Auth::new(store.clone()),
+            auth: Auth::with_limits(store.clone(), settings.lease_limits()),
+            jwt: JwtAuth::new(store.clone()),
+            policies,
+            audit,
+            monitor,
             store,
             catalog,
             leases,

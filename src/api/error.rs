@@ -50,6 +50,12 @@ impl From<Error> for ApiError {
             Error::InvalidInput(message) => Self::bad_request(message.clone()),
             Error::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, error.to_string()),
             Error::PermissionDenied => Self::new(StatusCode::FORBIDDEN, "permission denied"),
+            Error::LoginRefused(_) => Self::new(StatusCode::FORBIDDEN, error.to_string()),
+            // The device's error (a path, an errno) is for the operator's log, not the client.
+            Error::AuditFailed(_) => {
+                tracing::error!(%error, "request refused: no audit device could record it");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "audit log unavailable; the request was not performed")
+            }
             Error::Conflict(message) => Self::new(StatusCode::CONFLICT, message.clone()),
             // Plugin messages never carry rendered statements or passwords, so the operator gets
             // the database's own words.

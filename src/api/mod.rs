@@ -3,14 +3,20 @@
 //!
 //! - [`router`] builds the routes; `LIST` requests are rewritten to `GET ?list=true` before routing,
 //!   so both spellings reach the same handler.
-//! - [`Caller`] resolves the token (`X-Vault-Token` or `Authorization: Bearer`); a missing or bad one
-//!   is a 403 before any handler runs.
+//! - [`gate`] authenticates, checks the caller's policies, audits every request and response
+//!   and feeds the anomaly rules, before and after every routed handler; a missing or bad token,
+//!   or a path the policies do not allow, is a 403 before any handler runs.
+//! - [`Caller`] is the authenticated caller, as the gate resolved it.
 //! - [`Body`] parses request bodies as JSON objects, turning malformed JSON into a 400.
 //! - [`respond`] wraps data in Vault's envelope `{request_id, lease_id, renewable, lease_duration,
 //!   data, warnings}`.
 
+mod audit;
+mod auth;
 mod database;
 pub mod error;
+pub mod gate;
+mod policies;
 mod sys;
 
 use std::collections::BTreeMap;
@@ -66,10 +72,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sys/leases/revoke/{*lease_id}", post(sys::revoke_lease_path).put(sys::revoke_lease_path))
         .route("/v1/sys/leases/revoke-prefix/{*prefix}", post(sys::revoke_prefix).put(sys::revoke_prefix))
         .route("/v1/sys/leases/revoke-force/{*prefix}", post(sys::revoke_force).put(sys::revoke_force))
+        .merge(auth::routes())
+        .merge(policies::routes())
+        .merge(audit::routes())
         .fallback(|| async { ApiError::empty_not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation on this path")
         })
+        // Must stay the last layer: it wraps only the routes added above it.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate::gate))
         .with_state(state)
 }
 
@@ -102,32 +113,19 @@ pub struct Caller {
     pub identity: Identity,
     /// The token as presented, kept only for `lookup-self`'s `id`.
     pub token: Secret,
+    /// The caller's merged policies, for checks beyond the gate's (sudo over others' leases).
+    pub acl: std::sync::Arc<crate::auth::policy::Acl>,
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header_token = parts
-            .headers
-            .get("x-vault-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty());
-        let bearer = || {
-            parts
-                .headers
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-                .map(str::trim)
-        };
-        let token = header_token.or_else(bearer).map(Secret::from);
-        let identity = state.auth.authenticate(token.as_ref()).await?;
-        Ok(Self {
-            identity,
-            token: token.unwrap_or_default(),
-        })
+        // The gate resolved and authorized the caller already.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        Ok(gate::caller_without_gate(state, &parts.headers).await?)
     }
 }
 
@@ -259,7 +257,7 @@ pub struct Envelope<T: Serialize> {
 impl<T: Serialize> Envelope<T> {
     pub fn new(data: T) -> Self {
         Self {
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: gate::current_request_id(),
             lease_id: String::new(),
             renewable: false,
             lease_duration: 0,

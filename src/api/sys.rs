@@ -31,6 +31,22 @@ pub async fn lookup_self(caller: Caller) -> Response {
     respond(Auth::describe(&caller.identity, &caller.token))
 }
 
+/// Ownership: a caller may look up, renew or revoke only leases its entity owns, unless it holds
+/// `sudo` on the request path (operators). A lease that does not exist is left to the lease
+/// manager to report.
+async fn check_owner(state: &AppState, caller: &Caller, lease_id: &str, path: &str) -> Result<(), ApiError> {
+    if caller.acl.has_sudo(path) {
+        return Ok(());
+    }
+    if let Some(lease) = state.store.get_lease(lease_id).await.map_err(ApiError::from)? {
+        if lease.owner != caller.identity.entity_id && lease.owner != caller.identity.accessor {
+            tracing::info!(%lease_id, accessor = %caller.identity.accessor, "refused: the lease belongs to another identity");
+            return Err(crate::Error::PermissionDenied.into());
+        }
+    }
+    Ok(())
+}
+
 fn required_lease_id(body: &mut Body) -> Result<String, ApiError> {
     body.string("lease_id")?
         .filter(|id| !id.is_empty())
@@ -38,17 +54,17 @@ fn required_lease_id(body: &mut Body) -> Result<String, ApiError> {
 }
 
 pub async fn lookup_lease(State(state): State<AppState>, caller: Caller, mut body: Body) -> ApiResult {
-    Auth::require_root(&caller.identity)?;
     let lease_id = required_lease_id(&mut body)?;
+    check_owner(&state, &caller, &lease_id, "sys/leases/lookup").await?;
     Ok(respond(state.leases.lookup(&lease_id).await?))
 }
 
+/// Listing needs `list` and `sudo` on the path; the gate checked both.
 pub async fn list_leases_root(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Caller,
     uri: axum::http::Uri,
 ) -> ApiResult {
-    Auth::require_root(&caller.identity)?;
     if !super::wants_list(&uri) {
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "use LIST (or GET ?list=true) to list leases"));
     }
@@ -57,11 +73,10 @@ pub async fn list_leases_root(
 
 pub async fn list_leases(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Caller,
     Path(prefix): Path<String>,
     uri: axum::http::Uri,
 ) -> ApiResult {
-    Auth::require_root(&caller.identity)?;
     if !super::wants_list(&uri) {
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "use LIST (or GET ?list=true) to list leases"));
     }
@@ -80,8 +95,8 @@ async fn renew(state: &AppState, lease_id: &str, body: &mut Body) -> ApiResult {
 }
 
 pub async fn renew_lease(State(state): State<AppState>, caller: Caller, mut body: Body) -> ApiResult {
-    Auth::require_root(&caller.identity)?;
     let lease_id = required_lease_id(&mut body)?;
+    check_owner(&state, &caller, &lease_id, "sys/leases/renew").await?;
     renew(&state, &lease_id, &mut body).await
 }
 
@@ -91,33 +106,32 @@ pub async fn renew_lease_path(
     Path(lease_id): Path<String>,
     mut body: Body,
 ) -> ApiResult {
-    Auth::require_root(&caller.identity)?;
+    check_owner(&state, &caller, &lease_id, &format!("sys/leases/renew/{lease_id}")).await?;
     renew(&state, &lease_id, &mut body).await
 }
 
 pub async fn revoke_lease(State(state): State<AppState>, caller: Caller, mut body: Body) -> ApiResult {
-    Auth::require_root(&caller.identity)?;
     let lease_id = required_lease_id(&mut body)?;
+    check_owner(&state, &caller, &lease_id, "sys/leases/revoke").await?;
     state.leases.revoke(&lease_id).await?;
     Ok(written(vec![]))
 }
 
 pub async fn revoke_lease_path(State(state): State<AppState>, caller: Caller, Path(lease_id): Path<String>) -> ApiResult {
-    Auth::require_root(&caller.identity)?;
+    check_owner(&state, &caller, &lease_id, &format!("sys/leases/revoke/{lease_id}")).await?;
     state.leases.revoke(&lease_id).await?;
     Ok(written(vec![]))
 }
 
-pub async fn revoke_prefix(State(state): State<AppState>, caller: Caller, Path(prefix): Path<String>) -> ApiResult {
-    Auth::require_root(&caller.identity)?;
+/// Needs `sudo` on the path (checked by the gate): it reaches every identity's leases.
+pub async fn revoke_prefix(State(state): State<AppState>, _caller: Caller, Path(prefix): Path<String>) -> ApiResult {
     state.leases.revoke_prefix(&prefix, false).await?;
     Ok(written(vec![]))
 }
 
 /// Revokes every lease under the prefix even where the database refuses; the leases are
-/// marked revoked with the error noted. Needs root (Vault: sudo).
-pub async fn revoke_force(State(state): State<AppState>, caller: Caller, Path(prefix): Path<String>) -> ApiResult {
-    Auth::require_root(&caller.identity)?;
+/// marked revoked with the error noted. Needs `sudo` on the path (checked by the gate).
+pub async fn revoke_force(State(state): State<AppState>, _caller: Caller, Path(prefix): Path<String>) -> ApiResult {
     state.leases.revoke_prefix(&prefix, true).await?;
     Ok(written(vec![]))
 }

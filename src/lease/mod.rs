@@ -245,6 +245,7 @@ impl LeaseManager {
         self.take_fault(FaultPoint::AfterUserCreated)?;
 
         tracing::info!(username = %username, ttl_secs = ttl.as_secs(), "issued credential");
+        crate::metrics::lease_issued();
         Ok(IssuedCredentials {
             lease_id,
             username,
@@ -382,6 +383,7 @@ impl LeaseManager {
             return Err(Error::Conflict(format!("lease {lease_id} was revoked while it was being renewed")));
         }
         self.reaper_wake.notify_one();
+        crate::metrics::lease_renewed();
         Ok(Renewed {
             lease_id: lease_id.to_owned(),
             lease_duration: Duration::from_millis((new_expires - now_ms).max(0) as u64),
@@ -424,12 +426,14 @@ impl LeaseManager {
             Ok(()) => {
                 self.store.mark_revoked(&lease.id, to_millis(Utc::now()), None).await?;
                 tracing::info!(lease_id = %lease.id, username = %lease.username, "revoked");
+                crate::metrics::lease_revoked();
                 Ok(())
             }
             Err(error) if force => {
                 let note = format!("force-revoked; the database user may remain: {error}");
                 self.store.mark_revoked(&lease.id, to_millis(Utc::now()), Some(&note)).await?;
                 tracing::warn!(lease_id = %lease.id, username = %lease.username, %error, "force-revoked despite failure");
+                crate::metrics::lease_revoked();
                 Ok(())
             }
             Err(error) => {
@@ -441,6 +445,7 @@ impl LeaseManager {
                         to_millis(Utc::now() + retry_delay(lease.attempts + 1)),
                     )
                     .await?;
+                crate::metrics::revocation_failed();
                 if attempts >= FLAG_AFTER_ATTEMPTS {
                     tracing::error!(lease_id = %lease.id, attempts, %error, "revocation keeps failing; still retrying");
                 } else {

@@ -4,6 +4,7 @@
 //! Everything here is plain rows; sealing happens above (callers pass sealed strings), and no query
 //! loads all leases: the reaper asks for what is due, in batches, through the `leases_due` index.
 
+mod identity;
 mod models;
 
 use std::path::Path;
@@ -14,6 +15,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+pub use identity::{AlertRow, AuditDeviceRow, FullTokenRow, PolicyRow};
 pub use models::{ConnectionRow, LeaseRow, LeaseState, RoleRow, TokenRow};
 
 use crate::error::{Error, Result};

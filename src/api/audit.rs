@@ -1,0 +1,118 @@
+//! Handlers for audit devices (`sys/audit`, `sys/audit/:name`, `sys/audit-hash/:name`), the anomaly
+//! monitor (`sys/monitor/rules`, `sys/alerts`) and `sys/metrics`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::gate::current_request_id;
+use super::{respond, with_unknown, written, ApiError, ApiResult, Body};
+use crate::metrics::{render, Gauges};
+use crate::store::LeaseState;
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sys/audit", get(list_devices))
+        .route(
+            "/v1/sys/audit/{name}",
+            post(enable_device).put(enable_device).delete(disable_device),
+        )
+        .route("/v1/sys/audit-hash/{name}", post(audit_hash).put(audit_hash))
+        .route("/v1/sys/monitor/rules", get(read_rules).post(write_rules).put(write_rules))
+        .route("/v1/sys/alerts", get(list_alerts))
+        .route("/v1/sys/metrics", get(metrics))
+}
+
+/// `sys/audit`: Vault puts the devices both at the top level and under `data`.
+async fn list_devices(State(state): State<AppState>) -> Response {
+    let devices = state.audit.describe();
+    let mut body = Map::new();
+    for (name, device) in &devices {
+        body.insert(name.clone(), device.clone());
+    }
+    body.insert("request_id".into(), json!(current_request_id()));
+    body.insert("data".into(), json!(devices));
+    Json(Value::Object(body)).into_response()
+}
+
+/// `sys/audit/:name` as hvac's `enable_audit_device` sends it:
+/// `{"type": "file", "description": "", "options": {"file_path": "..."}, "local": false}`.
+async fn enable_device(State(state): State<AppState>, Path(name): Path<String>, mut body: Body) -> ApiResult {
+    let device_type = body
+        .string("type")?
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_request("type: required (file or stdout)"))?;
+    let description = body.string("description")?.unwrap_or_default();
+    let options = match body.object("options")? {
+        None => Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(ApiError::bad_request("options: expected an object")),
+    };
+    body.0.remove("local");
+    let warnings = with_unknown(&body, Vec::new());
+    state.audit.enable(&name, &device_type, &description, options).await?;
+    Ok(written(warnings))
+}
+
+async fn disable_device(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    state.audit.disable(&name).await?;
+    Ok(written(vec![]))
+}
+
+/// `sys/audit-hash/:name`: what `input` looks like in that device's log.
+async fn audit_hash(State(state): State<AppState>, Path(name): Path<String>, mut body: Body) -> ApiResult<Response> {
+    if !state.audit.has_device(name.trim_matches('/')) {
+        return Err(ApiError::bad_request(format!("unknown audit device {name:?}")));
+    }
+    let input = body.secret("input")?.ok_or_else(|| ApiError::bad_request("input: required"))?;
+    let hash = state.audit.hash(input.expose());
+    Ok(Json(json!({ "request_id": current_request_id(), "hash": hash, "data": { "hash": hash } })).into_response())
+}
+
+async fn read_rules(State(state): State<AppState>) -> Response {
+    respond(state.monitor.rules())
+}
+
+async fn write_rules(State(state): State<AppState>, body: Body) -> ApiResult {
+    let rules = state.monitor.update_rules(&Value::Object(body.0)).await?;
+    Ok(respond(rules))
+}
+
+#[derive(Debug, Deserialize)]
+struct AlertQuery {
+    limit: Option<i64>,
+}
+
+/// `sys/alerts`: newest first, 100 unless `?limit=` says otherwise (at most 1000).
+async fn list_alerts(State(state): State<AppState>, Query(query): Query<AlertQuery>) -> ApiResult {
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(respond(json!({ "alerts": state.monitor.alerts(limit).await? })))
+}
+
+#[derive(Debug, Deserialize)]
+struct MetricsQuery {
+    format: Option<String>,
+}
+
+/// `sys/metrics?format=prometheus`: the text exposition; without `format`, the same numbers are
+/// not offered as JSON (no client asks for them), so the format is required.
+async fn metrics(State(state): State<AppState>, Query(query): Query<MetricsQuery>) -> ApiResult<Response> {
+    if query.format.as_deref() != Some("prometheus") {
+        return Err(ApiError::bad_request("format: only format=prometheus is supported"));
+    }
+    let gauges = Gauges {
+        active_leases: state.store.count_leases(LeaseState::Active).await?,
+        revoking_leases: state.store.count_leases(LeaseState::Revoking).await?,
+    };
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        render(&gauges),
+    )
+        .into_response())
+}

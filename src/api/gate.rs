@@ -1,0 +1,367 @@
+//! The gate every routed request passes: authenticate, authorize against the caller's policies,
+//! record the request in the audit log, run the handler, record the response, feed the anomaly
+//! rules and the latency histogram.
+//!
+//! Order matters for fail-closed auditing of credentials. The request line is written *before*
+//! the handler runs, so if no audit device can record it nothing is issued at all. If the
+//! response line then cannot be written, the response is withheld (500) and what it carried is
+//! undone: an issued lease is revoked, a new token is revoked. Writing the request first keeps
+//! the common failure (a dead device) free of side effects; withholding covers a device that
+//! dies between the two lines. The caller never holds a credential the audit log does not show.
+//!
+//! `sys/health` is neither authenticated nor audited (load balancers poll it every few seconds);
+//! `auth/jwt/login` is unauthenticated by nature and audited like everything else. Paths no route
+//! matches fall through to the 404 fallback untouched.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use lessor_plugin::Secret;
+use serde_json::{json, Value};
+
+use super::{wants_list, ApiError, Caller};
+use crate::audit::anomaly::Actor;
+use crate::audit::EntryKind;
+use crate::auth::policy::Operation;
+use crate::error::Error;
+use crate::AppState;
+
+tokio::task_local! {
+    /// The id of the request being answered, so the envelope and the audit lines agree.
+    static REQUEST_ID: String;
+}
+
+/// The current request's id, or a fresh one outside a request.
+pub fn current_request_id() -> String {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string())
+}
+
+/// Routes anyone may call.
+const UNAUTHENTICATED: &[&str] = &["/v1/sys/health", "/v1/auth/jwt/login"];
+/// Routes not audited.
+const UNAUDITED: &[&str] = &["/v1/sys/health"];
+/// Largest request body read for auditing; policies and PEM bundles fit easily.
+const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Route templates whose successful answer hands out a credential.
+fn is_credential_read(route: &str) -> bool {
+    route == "/v1/database/creds/{name}" || route.starts_with("/v1/database/static-creds/")
+}
+
+/// The token presented as `X-Vault-Token` or `Authorization: Bearer`.
+pub fn presented_token(headers: &HeaderMap) -> Option<Secret> {
+    headers
+        .get("x-vault-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .or_else(|| {
+            headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        })
+        .map(Secret::from)
+}
+
+/// Resolves and authorizes a caller for `operation` on `path`.
+async fn authorize(state: &AppState, token: Option<Secret>, path: &str, operation: Operation) -> Result<Caller, Error> {
+    let identity = state.auth.authenticate(token.as_ref()).await?;
+    let acl = state.policies.acl(&identity.policies).await?;
+    if !acl.allows(path, operation) {
+        tracing::info!(accessor = %identity.accessor, %path, operation = operation.as_str(), "refused by policy");
+        return Err(Error::PermissionDenied);
+    }
+    Ok(Caller {
+        identity,
+        token: token.unwrap_or_default(),
+        acl,
+    })
+}
+
+/// What the audit lines of one request share.
+struct Record {
+    request_id: String,
+    remote: Option<IpAddr>,
+    operation: Operation,
+    path: String,
+    role: Option<String>,
+    lease_id: Option<String>,
+    caller: Option<Caller>,
+    /// HMAC of the presented token, so a leaked token can be traced with `sys/audit-hash`.
+    token_hmac: Option<String>,
+    /// The request body with secrets HMAC'd.
+    data: Value,
+}
+
+impl Record {
+    fn identity(&self) -> Value {
+        match &self.caller {
+            Some(caller) => json!({
+                "accessor": caller.identity.accessor,
+                "display_name": caller.identity.display_name,
+                "policies": caller.identity.policies,
+                "entity_id": caller.identity.entity_id,
+                "client_token": self.token_hmac,
+            }),
+            None => json!({ "client_token": self.token_hmac }),
+        }
+    }
+
+    fn entry(&self, kind: EntryKind, status: Option<StatusCode>, error: Option<&str>, response: Option<Value>) -> Value {
+        let mut entry = json!({
+            "time": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "type": match kind { EntryKind::Request => "request", EntryKind::Response => "response" },
+            "request_id": self.request_id,
+            "identity": self.identity(),
+            "remote_address": self.remote.map(|a| a.to_string()),
+            "operation": self.operation.as_str(),
+            "path": self.path,
+            "role": self.role,
+            "lease_id": self.lease_id,
+            "data": self.data,
+        });
+        if kind == EntryKind::Response {
+            entry["status"] = json!(status.map(|s| s.as_u16()));
+            entry["error"] = json!(error);
+            entry["response"] = response.unwrap_or(Value::Null);
+        }
+        entry
+    }
+
+    fn actor(&self) -> Actor {
+        Actor {
+            identity: self.caller.as_ref().map(|c| c.identity.entity_id.clone()).unwrap_or_default(),
+            display_name: self.caller.as_ref().map(|c| c.identity.display_name.clone()).unwrap_or_default(),
+            address: self.remote,
+        }
+    }
+}
+
+/// The role a request concerns, for the audit line and the rules.
+fn role_of(route: &str, path: &str, body: &Value) -> Option<String> {
+    if route == "/v1/auth/jwt/login" {
+        return body.get("role").and_then(Value::as_str).map(str::to_owned);
+    }
+    let concerns_role = ["/v1/database/creds/", "/v1/database/roles/", "/v1/database/static-", "/v1/database/rotate-role/", "/v1/auth/jwt/role/"]
+        .iter()
+        .any(|prefix| route.starts_with(prefix));
+    if !concerns_role {
+        return None;
+    }
+    let template: Vec<&str> = route.trim_start_matches("/v1/").split('/').collect();
+    let at = template.iter().position(|s| *s == "{name}")?;
+    path.split('/').nth(at).map(str::to_owned)
+}
+
+/// The lease a request concerns: from the body, or the path of `sys/leases/*/{lease_id}`.
+fn lease_of(route: &str, path: &str, body: &Value) -> Option<String> {
+    if let Some(id) = body.get("lease_id").and_then(Value::as_str) {
+        return Some(id.to_owned());
+    }
+    if route.starts_with("/v1/sys/leases/") && route.contains("/{*") {
+        let fixed = route.trim_start_matches("/v1/").split("/{*").next()?;
+        return path.strip_prefix(fixed).map(|rest| rest.trim_start_matches('/').to_owned());
+    }
+    None
+}
+
+fn error_text(body: &Value) -> Option<String> {
+    let errors = body.get("errors")?.as_array()?;
+    let joined: Vec<&str> = errors.iter().filter_map(Value::as_str).collect();
+    (!joined.is_empty()).then(|| joined.join("; "))
+}
+
+/// The middleware. Layered on the router (so the matched route template is known).
+pub async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(route) = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()) else {
+        return next.run(request).await;
+    };
+    let started = Instant::now();
+    let method = request.method().clone();
+    let response = if UNAUDITED.contains(&route.as_str()) {
+        next.run(request).await
+    } else {
+        guarded(&state, &route, request, next).await
+    };
+    crate::metrics::observe_request(&route, method.as_str(), started.elapsed());
+    response
+}
+
+async fn guarded(state: &AppState, route: &str, request: Request, next: Next) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let operation = Operation::from_method(request.method(), wants_list(request.uri()));
+    let mut path = request.uri().path().trim_start_matches("/v1/").to_owned();
+    // Vault checks listings against the path with a trailing slash.
+    if operation == Operation::List && !path.ends_with('/') {
+        path.push('/');
+    }
+    let (mut parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+    };
+    let body_json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let token = presented_token(&parts.headers);
+    let mut record = Record {
+        request_id: request_id.clone(),
+        remote,
+        operation,
+        role: role_of(route, &path, &body_json),
+        lease_id: lease_of(route, &path, &body_json),
+        path,
+        caller: None,
+        token_hmac: token.as_ref().map(|t| state.audit.hash(t.expose())),
+        data: state.audit.redact(&body_json),
+    };
+
+    if !UNAUTHENTICATED.contains(&route) {
+        match authorize(state, token, &record.path, operation).await {
+            Ok(caller) => record.caller = Some(caller),
+            Err(error) => return refuse(state, &record, error).await,
+        }
+    }
+    if let Err(error) = state.audit.write(EntryKind::Request, &record.entry(EntryKind::Request, None, None, None)).await {
+        return ApiError::from(error).into_response();
+    }
+    if let Some(caller) = &record.caller {
+        parts.extensions.insert(caller.clone());
+    }
+    let response = REQUEST_ID
+        .scope(request_id, next.run(Request::from_parts(parts, Body::from(bytes))))
+        .await;
+
+    let (response_parts, response_body) = response.into_parts();
+    let Ok(response_bytes) = axum::body::to_bytes(response_body, usize::MAX).await else {
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the response").into_response();
+    };
+    let response_json: Value = serde_json::from_slice(&response_bytes).unwrap_or(Value::Null);
+    let status = response_parts.status;
+    if record.lease_id.is_none() {
+        record.lease_id = response_json
+            .get("lease_id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned);
+    }
+    let entry = record.entry(
+        EntryKind::Response,
+        Some(status),
+        error_text(&response_json).as_deref(),
+        Some(state.audit.redact(&response_json)),
+    );
+    if let Err(error) = state.audit.write(EntryKind::Response, &entry).await {
+        withhold(state, status, &response_json).await;
+        return ApiError::from(error).into_response();
+    }
+
+    observe(state, route, &record, status).await;
+    Response::from_parts(response_parts, Body::from(response_bytes))
+}
+
+/// Answers a refused request, audited like any other.
+async fn refuse(state: &AppState, record: &Record, error: Error) -> Response {
+    let api_error = ApiError::from(error);
+    let status = api_error.status;
+    let message = api_error.errors.join("; ");
+    let body = json!({ "errors": api_error.errors });
+    for (kind, entry) in [
+        (EntryKind::Request, record.entry(EntryKind::Request, None, Some(&message), None)),
+        (EntryKind::Response, record.entry(EntryKind::Response, Some(status), Some(&message), Some(body.clone()))),
+    ] {
+        if let Err(error) = state.audit.write(kind, &entry).await {
+            return ApiError::from(error).into_response();
+        }
+    }
+    if status == StatusCode::FORBIDDEN {
+        if let Err(e) = state.monitor.denied(&record.actor()).await {
+            tracing::error!(error = %e, "anomaly rules could not record a denial");
+        }
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+/// Undoes what a withheld response carried: the caller never saw it, so nobody may use it.
+async fn withhold(state: &AppState, status: StatusCode, response: &Value) {
+    if !status.is_success() {
+        return;
+    }
+    if let Some(lease_id) = response.get("lease_id").and_then(Value::as_str).filter(|id| !id.is_empty()) {
+        match state.leases.revoke(lease_id).await {
+            Ok(()) => tracing::warn!(%lease_id, "response withheld (audit failed); the lease was revoked"),
+            Err(e) => tracing::error!(%lease_id, error = %e, "response withheld (audit failed); revocation failed and the reaper will retry"),
+        }
+    }
+    if let Some(accessor) = response.pointer("/auth/accessor").and_then(Value::as_str) {
+        match state.auth.revoke_accessor(accessor).await {
+            Ok(()) => tracing::warn!(%accessor, "response withheld (audit failed); the new token was revoked"),
+            Err(e) => tracing::error!(%accessor, error = %e, "response withheld (audit failed); cannot revoke the new token"),
+        }
+    }
+}
+
+/// Feeds the anomaly rules. Their failures are logged, never the request's.
+async fn observe(state: &AppState, route: &str, record: &Record, status: StatusCode) {
+    let outcome = if status == StatusCode::FORBIDDEN {
+        state.monitor.denied(&record.actor()).await
+    } else if status.is_success() && is_credential_read(route) {
+        let role = record.role.clone().unwrap_or_default();
+        state.monitor.credential_read(&record.actor(), &role).await
+    } else {
+        Ok(())
+    };
+    if let Err(e) = outcome {
+        tracing::error!(error = %e, "anomaly rules could not record a request");
+    }
+}
+
+/// Shared by the handlers that need the caller's ACL object without the gate (never in practice:
+/// every route is gated), so `Caller` stays constructible.
+pub(super) async fn caller_without_gate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Error> {
+    let token = presented_token(headers);
+    let identity = state.auth.authenticate(token.as_ref()).await?;
+    let acl: Arc<_> = state.policies.acl(&identity.policies).await?;
+    Ok(Caller {
+        identity,
+        token: token.unwrap_or_default(),
+        acl,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_and_leases_come_from_routes() {
+        let none = Value::Null;
+        assert_eq!(role_of("/v1/database/creds/{name}", "database/creds/app", &none).as_deref(), Some("app"));
+        assert_eq!(role_of("/v1/database/config/{name}", "database/config/pg", &none), None);
+        assert_eq!(
+            role_of("/v1/auth/jwt/login", "auth/jwt/login", &json!({"role": "k8s"})).as_deref(),
+            Some("k8s")
+        );
+        assert_eq!(
+            lease_of("/v1/sys/leases/revoke/{*lease_id}", "sys/leases/revoke/database/creds/app/x", &none).as_deref(),
+            Some("database/creds/app/x")
+        );
+        assert_eq!(
+            lease_of("/v1/sys/leases/renew", "sys/leases/renew", &json!({"lease_id": "a/b"})).as_deref(),
+            Some("a/b")
+        );
+    }
+}

@@ -1,0 +1,265 @@
+//! Creating, renewing, looking up and revoking tokens (`auth/token/*`), and the shared issuing path
+//! the JWT login uses.
+//!
+//! A child token may hold only policies its creator holds (a root creator may grant any), never
+//! outlives its creator, and never lives past the server's maximum TTL or its own explicit max.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use lessor_plugin::Secret;
+use serde_json::{Map, Value};
+
+use super::policy::{check_policy_name, DEFAULT_POLICY, ROOT_POLICY};
+use super::{generate_accessor, generate_token, hash_token, Auth, Identity, TokenInfo};
+use crate::error::{Error, Result};
+use crate::store::{from_millis, to_millis, FullTokenRow};
+
+/// What `auth/token/create` asks for.
+#[derive(Debug, Default)]
+pub struct TokenRequest {
+    /// `None` inherits the creator's policies.
+    pub policies: Option<Vec<String>>,
+    pub ttl: Option<Duration>,
+    pub explicit_max_ttl: Option<Duration>,
+    pub renewable: Option<bool>,
+    pub display_name: Option<String>,
+    pub no_default_policy: bool,
+    pub meta: Map<String, Value>,
+}
+
+/// Everything a new token is made from, whoever asked for it.
+#[derive(Debug)]
+pub struct NewToken {
+    pub display_name: String,
+    /// Final policy list (with `default` when it applies).
+    pub policies: Vec<String>,
+    pub ttl: Duration,
+    /// Zero for none.
+    pub explicit_max_ttl: Duration,
+    pub renewable: bool,
+    /// `None` makes the token its own entity.
+    pub entity_id: Option<String>,
+    pub path: String,
+    pub meta: Map<String, Value>,
+    pub parent_accessor: Option<String>,
+    /// The creator's expiry, which the new token may not outlive.
+    pub not_after: Option<chrono::DateTime<Utc>>,
+}
+
+/// A token as handed out once: Vault's `auth` block.
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub token: Secret,
+    pub accessor: String,
+    pub policies: Vec<String>,
+    pub lease_duration: Duration,
+    pub renewable: bool,
+    pub entity_id: String,
+    pub meta: Map<String, Value>,
+}
+
+impl IssuedToken {
+    /// The `auth` object of Vault's login and create responses.
+    pub fn auth_json(&self) -> Value {
+        serde_json::json!({
+            "client_token": self.token.expose(),
+            "accessor": self.accessor,
+            "policies": self.policies,
+            "token_policies": self.policies,
+            "identity_policies": null,
+            "metadata": if self.meta.is_empty() { Value::Null } else { Value::Object(self.meta.clone()) },
+            "lease_duration": self.lease_duration.as_secs(),
+            "renewable": self.renewable,
+            "entity_id": self.entity_id,
+            "token_type": "service",
+            "orphan": true,
+            "mfa_requirement": null,
+            "num_uses": 0,
+        })
+    }
+}
+
+/// Display names become part of database usernames and audit lines: keep them short and plain.
+fn clean_display_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'))
+        .take(64)
+        .collect()
+}
+
+fn chrono(duration: Duration) -> Result<chrono::Duration> {
+    chrono::Duration::from_std(duration).map_err(|_| Error::invalid("ttl: too long"))
+}
+
+impl Auth {
+    /// `auth/token/create`: a child of `parent` holding at most the parent's policies.
+    pub async fn create_token(&self, parent: &Identity, request: TokenRequest) -> Result<IssuedToken> {
+        let mut policies: Vec<String> = match request.policies {
+            Some(names) => names.iter().map(|n| check_policy_name(n)).collect::<Result<_>>()?,
+            None => parent.policies.clone(),
+        };
+        if !parent.is_root() {
+            let held: BTreeSet<&str> = parent.policies.iter().map(String::as_str).collect();
+            let extra: Vec<&str> = policies
+                .iter()
+                .map(String::as_str)
+                .filter(|p| *p != DEFAULT_POLICY && !held.contains(p))
+                .collect();
+            if !extra.is_empty() {
+                return Err(Error::invalid(format!(
+                    "child policies must be a subset of the parent's; not held: {}",
+                    extra.join(", ")
+                )));
+            }
+        }
+        let only_root = policies.iter().any(|p| p == ROOT_POLICY);
+        if !request.no_default_policy && !only_root && !policies.iter().any(|p| p == DEFAULT_POLICY) {
+            policies.push(DEFAULT_POLICY.to_owned());
+        }
+        if request.no_default_policy {
+            policies.retain(|p| p != DEFAULT_POLICY);
+        }
+        policies.sort();
+        policies.dedup();
+        if policies.is_empty() {
+            return Err(Error::invalid("policies: a token needs at least one policy"));
+        }
+        let display_name = match request.display_name.as_deref().map(clean_display_name) {
+            Some(name) if !name.is_empty() => format!("token-{name}"),
+            _ => "token".to_owned(),
+        };
+        self.issue_token(NewToken {
+            display_name,
+            policies,
+            ttl: request.ttl.filter(|d| !d.is_zero()).unwrap_or(self.limits.default_ttl),
+            explicit_max_ttl: request.explicit_max_ttl.unwrap_or_default(),
+            renewable: request.renewable.unwrap_or(true),
+            entity_id: None,
+            path: "auth/token/create".into(),
+            meta: request.meta,
+            parent_accessor: Some(parent.accessor.clone()),
+            not_after: parent.expires_at,
+        })
+        .await
+    }
+
+    /// Stores a new token and returns it once. Its expiry is capped by the explicit max TTL, the
+    /// server's maximum and its creator's expiry.
+    pub async fn issue_token(&self, new: NewToken) -> Result<IssuedToken> {
+        let now = Utc::now();
+        let mut max_life = self.limits.max_ttl;
+        if !new.explicit_max_ttl.is_zero() {
+            max_life = max_life.min(new.explicit_max_ttl);
+        }
+        let mut max_expires_at = now + chrono(max_life)?;
+        if let Some(limit) = new.not_after {
+            max_expires_at = max_expires_at.min(limit);
+        }
+        let expires_at = (now + chrono(new.ttl)?).min(max_expires_at);
+        let token = generate_token();
+        let accessor = generate_accessor();
+        let entity_id = new.entity_id.unwrap_or_else(|| accessor.clone());
+        self.store
+            .insert_full_token(&FullTokenRow {
+                token_hash: hash_token(&token),
+                accessor: accessor.clone(),
+                display_name: new.display_name,
+                policies: serde_json::to_string(&new.policies).map_err(|e| Error::Internal(e.to_string()))?,
+                created_at: to_millis(now),
+                expires_at: Some(to_millis(expires_at)),
+                entity_id: entity_id.clone(),
+                renewable: new.renewable,
+                ttl_secs: new.ttl.as_secs() as i64,
+                explicit_max_ttl_secs: new.explicit_max_ttl.as_secs() as i64,
+                max_expires_at: Some(to_millis(max_expires_at)),
+                path: new.path,
+                meta: Value::Object(new.meta.clone()).to_string(),
+                parent_accessor: new.parent_accessor,
+            })
+            .await?;
+        Ok(IssuedToken {
+            token,
+            accessor,
+            policies: new.policies,
+            lease_duration: (expires_at - now).to_std().unwrap_or_default(),
+            renewable: new.renewable,
+            entity_id,
+            meta: new.meta,
+        })
+    }
+
+    /// `auth/token/renew-self`: moves the expiry to now + `increment` (or the creation TTL), never
+    /// past the token's max. Returns the new TTL and a warning when it was capped.
+    pub async fn renew_token(&self, identity: &Identity, increment: Option<Duration>) -> Result<(Duration, Vec<String>)> {
+        let row = self
+            .store
+            .get_token_by_accessor(&identity.accessor)
+            .await?
+            .ok_or(Error::PermissionDenied)?;
+        let Some(_) = row.expires_at else {
+            return Ok((Duration::ZERO, vec![]));
+        };
+        if !row.renewable {
+            return Err(Error::invalid("this token is not renewable"));
+        }
+        let now = Utc::now();
+        let requested = increment
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(row.ttl_secs.max(0) as u64));
+        let wanted = now + chrono(requested)?;
+        let limit = row.max_expires_at.map(from_millis).unwrap_or(wanted);
+        let new_expiry = wanted.min(limit);
+        let mut warnings = Vec::new();
+        if new_expiry < wanted {
+            warnings.push(format!(
+                "TTL of {}s exceeded the token's max TTL; TTL value is capped at {}s",
+                requested.as_secs(),
+                (new_expiry - now).num_seconds().max(0)
+            ));
+        }
+        self.store.renew_token(&row.accessor, to_millis(new_expiry)).await?;
+        Ok(((new_expiry - now).to_std().unwrap_or_default(), warnings))
+    }
+
+    /// Revokes the token with `accessor`; revoking one that is gone succeeds. Its leases keep
+    /// their own TTLs and owner.
+    pub async fn revoke_accessor(&self, accessor: &str) -> Result<()> {
+        self.store.delete_token_by_accessor(accessor).await?;
+        Ok(())
+    }
+
+    /// `auth/token/lookup`: the token's properties (with its `id`) if it is live.
+    pub async fn lookup_token(&self, token: &Secret) -> Result<TokenInfo> {
+        let identity = self.authenticate(Some(token)).await.map_err(|e| match e {
+            Error::PermissionDenied => Error::invalid("bad token"),
+            other => other,
+        })?;
+        Ok(Self::describe(&identity, token))
+    }
+
+    /// `auth/token/lookup-accessor`: the token's properties without its `id`.
+    pub async fn lookup_accessor(&self, accessor: &str) -> Result<TokenInfo> {
+        let row = self
+            .store
+            .get_token_by_accessor(accessor)
+            .await?
+            .filter(|row| row.expires_at.map_or(true, |at| at > to_millis(Utc::now())))
+            .ok_or_else(|| Error::invalid("invalid accessor"))?;
+        let identity = Identity::from_row(row);
+        Ok(Self::describe(&identity, &Secret::new("")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_are_plain() {
+        assert_eq!(clean_display_name("system:serviceaccount:ns:app"), "system:serviceaccount:ns:app");
+        assert_eq!(clean_display_name("a b\"c;'d"), "abcd");
+        assert_eq!(clean_display_name(&"x".repeat(100)).len(), 64);
+    }
+}

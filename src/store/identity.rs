@@ -1,0 +1,336 @@
+//! Store queries for identity and audit: full token rows, ACL policies, JWT roles, audit devices,
+//! the addresses each identity has read from, and anomaly alerts (migration 0003).
+
+use sqlx::FromRow;
+
+use super::Store;
+use crate::error::Result;
+
+/// A client token with everything its lifetime rules need; only the SHA-256 hash is kept.
+#[derive(Debug, Clone, FromRow)]
+pub struct FullTokenRow {
+    pub token_hash: String,
+    pub accessor: String,
+    pub display_name: String,
+    /// JSON array of policy names.
+    pub policies: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    /// The workload this token stands for; leases are owned by it, so a workload that logs in
+    /// again keeps control of its leases. Empty means the accessor.
+    pub entity_id: String,
+    pub renewable: bool,
+    /// The TTL the token was created with, reused by `renew-self` without an increment.
+    pub ttl_secs: i64,
+    pub explicit_max_ttl_secs: i64,
+    /// No renewal moves `expires_at` past this.
+    pub max_expires_at: Option<i64>,
+    /// The auth path that made the token (`auth/token/create`, `auth/jwt/login/<role>`).
+    pub path: String,
+    /// JSON object of metadata (JWT role, claim mappings).
+    pub meta: String,
+    pub parent_accessor: Option<String>,
+}
+
+/// One ACL policy as written.
+#[derive(Debug, Clone, FromRow)]
+pub struct PolicyRow {
+    pub name: String,
+    pub text: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One enabled audit device.
+#[derive(Debug, Clone, FromRow)]
+pub struct AuditDeviceRow {
+    pub name: String,
+    pub device_type: String,
+    pub description: String,
+    /// JSON object of the device's options (`file_path`).
+    pub options: String,
+    pub created_at: i64,
+}
+
+/// One anomaly alert.
+#[derive(Debug, Clone, FromRow)]
+pub struct AlertRow {
+    pub id: i64,
+    pub rule: String,
+    pub identity: String,
+    pub display_name: String,
+    pub address: String,
+    pub role: String,
+    pub count: i64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub detail: String,
+}
+
+impl Store {
+    // ---- tokens -----------------------------------------------------------------------------
+
+    pub async fn insert_full_token(&self, token: &FullTokenRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (token_hash, accessor, display_name, policies, created_at, expires_at, entity_id,
+                 renewable, ttl_secs, explicit_max_ttl_secs, max_expires_at, path, meta, parent_accessor)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&token.token_hash)
+        .bind(&token.accessor)
+        .bind(&token.display_name)
+        .bind(&token.policies)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .bind(&token.entity_id)
+        .bind(token.renewable)
+        .bind(token.ttl_secs)
+        .bind(token.explicit_max_ttl_secs)
+        .bind(token.max_expires_at)
+        .bind(&token.path)
+        .bind(&token.meta)
+        .bind(&token.parent_accessor)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_full_token(&self, token_hash: &str) -> Result<Option<FullTokenRow>> {
+        Ok(sqlx::query_as("SELECT * FROM tokens WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    pub async fn get_token_by_accessor(&self, accessor: &str) -> Result<Option<FullTokenRow>> {
+        Ok(sqlx::query_as("SELECT * FROM tokens WHERE accessor = ?")
+            .bind(accessor)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    /// Moves a token's expiry after a renewal.
+    pub async fn renew_token(&self, accessor: &str, expires_at: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE tokens SET expires_at = ? WHERE accessor = ?")
+            .bind(expires_at)
+            .bind(accessor)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn delete_token_by_accessor(&self, accessor: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM tokens WHERE accessor = ?")
+            .bind(accessor)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- policies ---------------------------------------------------------------------------
+
+    pub async fn upsert_policy(&self, name: &str, text: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO policies (name, text, created_at, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET text = excluded.text, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(text)
+        .bind(now)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Stores a policy only if none of that name exists (the built-in `default` at first start).
+    pub async fn insert_policy_if_absent(&self, name: &str, text: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO policies (name, text, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(text)
+        .bind(now)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_policy(&self, name: &str) -> Result<Option<PolicyRow>> {
+        Ok(sqlx::query_as("SELECT * FROM policies WHERE name = ?")
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    pub async fn list_policies(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT name FROM policies ORDER BY name")
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    pub async fn delete_policy(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM policies WHERE name = ?")
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- JWT roles --------------------------------------------------------------------------
+
+    pub async fn upsert_jwt_role(&self, name: &str, config: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO jwt_roles (name, config, created_at, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(config)
+        .bind(now)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_jwt_role(&self, name: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT config FROM jwt_roles WHERE name = ?")
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    pub async fn list_jwt_roles(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT name FROM jwt_roles ORDER BY name")
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    pub async fn delete_jwt_role(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM jwt_roles WHERE name = ?")
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- audit devices ----------------------------------------------------------------------
+
+    /// Stores a new device; false when the name is taken.
+    pub async fn insert_audit_device(&self, row: &AuditDeviceRow) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO audit_devices (name, device_type, description, options, created_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&row.name)
+        .bind(&row.device_type)
+        .bind(&row.description)
+        .bind(&row.options)
+        .bind(row.created_at)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn list_audit_devices(&self) -> Result<Vec<AuditDeviceRow>> {
+        Ok(sqlx::query_as("SELECT * FROM audit_devices ORDER BY name")
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    pub async fn delete_audit_device(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM audit_devices WHERE name = ?")
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- source addresses -------------------------------------------------------------------
+
+    /// Records that `identity` read from `address` at `now`; returns whether the identity had read
+    /// from any address since `since` and whether this address was among them.
+    pub async fn touch_source_address(&self, identity: &str, address: &str, now: i64, since: i64) -> Result<(bool, bool)> {
+        let mut tx = self.pool().begin().await?;
+        let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM source_addresses WHERE identity = ? AND last_seen >= ?")
+            .bind(identity)
+            .bind(since)
+            .fetch_one(&mut *tx)
+            .await?;
+        let this: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM source_addresses WHERE identity = ? AND address = ? AND last_seen >= ?",
+        )
+        .bind(identity)
+        .bind(address)
+        .bind(since)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO source_addresses (identity, address, first_seen, last_seen) VALUES (?, ?, ?, ?)
+             ON CONFLICT (identity, address) DO UPDATE SET last_seen = excluded.last_seen",
+        )
+        .bind(identity)
+        .bind(address)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((known > 0, this > 0))
+    }
+
+    // ---- alerts -----------------------------------------------------------------------------
+
+    /// The latest alert of the same rule and subject seen at or after `since`, which a repeat
+    /// updates instead of raising a new one.
+    pub async fn open_alert(&self, rule: &str, identity: &str, address: &str, role: &str, since: i64) -> Result<Option<AlertRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM alerts WHERE rule = ? AND identity = ? AND address = ? AND role = ? AND last_seen >= ?
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(rule)
+        .bind(identity)
+        .bind(address)
+        .bind(role)
+        .bind(since)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    pub async fn insert_alert(&self, row: &AlertRow) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO alerts (rule, identity, display_name, address, role, count, first_seen, last_seen, detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&row.rule)
+        .bind(&row.identity)
+        .bind(&row.display_name)
+        .bind(&row.address)
+        .bind(&row.role)
+        .bind(row.count)
+        .bind(row.first_seen)
+        .bind(row.last_seen)
+        .bind(&row.detail)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    pub async fn update_alert(&self, id: i64, count: i64, last_seen: i64) -> Result<()> {
+        sqlx::query("UPDATE alerts SET count = ?, last_seen = ? WHERE id = ?")
+            .bind(count)
+            .bind(last_seen)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The newest alerts first.
+    pub async fn recent_alerts(&self, limit: i64) -> Result<Vec<AlertRow>> {
+        Ok(sqlx::query_as("SELECT * FROM alerts ORDER BY last_seen DESC, id DESC LIMIT ?")
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?)
+    }
+}
