@@ -161,6 +161,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(lease::reaper::run(state.leases.clone(), cancel.clone()));
+    tasks.spawn(audit::housekeeping::run(state.store.clone(), state.monitor.clone(), cancel.clone()));
     tasks.close();
 
     let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -12,7 +12,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the request latency buckets.
-const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
 /// A counter's identity: metric name and its label pairs.
 type CounterKey = (&'static str, Vec<(&'static str, String)>);
@@ -42,12 +44,27 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
 /// Help text of each counter, in exposition order.
 const COUNTERS: &[(&str, &str)] = &[
     ("lessor_leases_issued_total", "Dynamic credentials issued."),
-    ("lessor_leases_renewed_total", "Lease renewals that succeeded."),
-    ("lessor_leases_revoked_total", "Leases revoked (on request, by prefix, or at expiry)."),
-    ("lessor_revocation_failures_total", "Revocation attempts that failed and will be retried."),
-    ("lessor_rotations_total", "Password rotations of static roles and admin credentials, by outcome."),
+    (
+        "lessor_leases_renewed_total",
+        "Lease renewals that succeeded.",
+    ),
+    (
+        "lessor_leases_revoked_total",
+        "Leases revoked (on request, by prefix, or at expiry).",
+    ),
+    (
+        "lessor_revocation_failures_total",
+        "Revocation attempts that failed and will be retried.",
+    ),
+    (
+        "lessor_rotations_total",
+        "Password rotations of static roles and admin credentials, by outcome.",
+    ),
     ("lessor_alerts_total", "Anomaly alerts raised, by rule."),
-    ("lessor_audit_failures_total", "Requests refused because no audit device could record them."),
+    (
+        "lessor_audit_failures_total",
+        "Requests refused because no audit device could record them.",
+    ),
 ];
 
 fn bump(name: &'static str, labels: Vec<(&'static str, String)>) {
@@ -72,7 +89,10 @@ pub fn revocation_failed() {
 
 /// For the rotator: `outcome` is a short fixed word such as `success` or `failure`.
 pub fn record_rotation(outcome: &str) {
-    bump("lessor_rotations_total", vec![("outcome", outcome.to_owned())]);
+    bump(
+        "lessor_rotations_total",
+        vec![("outcome", outcome.to_owned())],
+    );
 }
 
 pub fn alert_raised(rule: &str) {
@@ -102,14 +122,20 @@ pub fn observe_request(route: &str, method: &str, elapsed: Duration) {
 }
 
 fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn labels(pairs: &[(&str, String)]) -> String {
     if pairs.is_empty() {
         return String::new();
     }
-    let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
     format!("{{{}}}", inner.join(","))
 }
 
@@ -124,16 +150,26 @@ pub struct Gauges {
 pub fn render(gauges: &Gauges) -> String {
     let registry = registry();
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP lessor_leases_active Leases whose credential is live.");
+    let _ = writeln!(
+        out,
+        "# HELP lessor_leases_active Leases whose credential is live."
+    );
     let _ = writeln!(out, "# TYPE lessor_leases_active gauge");
     let _ = writeln!(out, "lessor_leases_active {}", gauges.active_leases);
-    let _ = writeln!(out, "# HELP lessor_leases_revoking Leases whose revocation has begun and not yet succeeded.");
+    let _ = writeln!(
+        out,
+        "# HELP lessor_leases_revoking Leases whose revocation has begun and not yet succeeded."
+    );
     let _ = writeln!(out, "# TYPE lessor_leases_revoking gauge");
     let _ = writeln!(out, "lessor_leases_revoking {}", gauges.revoking_leases);
     for (name, help) in COUNTERS {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} counter");
-        let series: Vec<_> = registry.counters.iter().filter(|((n, _), _)| n == name).collect();
+        let series: Vec<_> = registry
+            .counters
+            .iter()
+            .filter(|((n, _), _)| n == name)
+            .collect();
         if series.is_empty() && !matches!(*name, "lessor_rotations_total" | "lessor_alerts_total") {
             let _ = writeln!(out, "{name} 0");
         }
@@ -142,7 +178,10 @@ pub fn render(gauges: &Gauges) -> String {
         }
     }
     let name = "lessor_request_duration_seconds";
-    let _ = writeln!(out, "# HELP {name} Time to answer a request, by route template and method.");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time to answer a request, by route template and method."
+    );
     let _ = writeln!(out, "# TYPE {name} histogram");
     for ((route, method), histogram) in &registry.latency {
         let base = [("route", route.clone()), ("method", method.clone())];
@@ -169,12 +208,17 @@ mod tests {
         lease_issued();
         record_rotation("success");
         observe_request("/v1/unit/{name}", "GET", Duration::from_millis(30));
-        let text = render(&Gauges { active_leases: 3, revoking_leases: 0 });
+        let text = render(&Gauges {
+            active_leases: 3,
+            revoking_leases: 0,
+        });
         assert!(text.contains("lessor_leases_active 3"));
         assert!(text.contains("lessor_rotations_total{outcome=\"success\"}"));
         assert!(text.contains("lessor_request_duration_seconds_bucket{route=\"/v1/unit/{name}\",method=\"GET\",le=\"0.025\"} 0"));
         assert!(text.contains("lessor_request_duration_seconds_bucket{route=\"/v1/unit/{name}\",method=\"GET\",le=\"0.05\"} 1"));
-        assert!(text.contains("lessor_request_duration_seconds_count{route=\"/v1/unit/{name}\",method=\"GET\"} 1"));
+        assert!(text.contains(
+            "lessor_request_duration_seconds_count{route=\"/v1/unit/{name}\",method=\"GET\"} 1"
+        ));
         assert_eq!(escape("a\"b\\"), "a\\\"b\\\\");
     }
 }

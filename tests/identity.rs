@@ -30,7 +30,13 @@ async fn server_with_roles(roles: &[&str]) -> TestServer {
 }
 
 async fn write_policy(server: &TestServer, name: &str, text: &str) {
-    let (status, body) = server.call("PUT", &format!("sys/policies/acl/{name}"), Some(json!({ "policy": text }))).await;
+    let (status, body) = server
+        .call(
+            "PUT",
+            &format!("sys/policies/acl/{name}"),
+            Some(json!({ "policy": text })),
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "policy {name}: {body}");
 }
 
@@ -67,11 +73,18 @@ async fn policies_allow_what_they_grant_and_nothing_else() {
     )
     .await;
     // JSON syntax works too.
-    write_policy(&server, "roles-lister", r#"{"path": {"database/roles/": {"capabilities": ["list"]}}}"#).await;
+    write_policy(
+        &server,
+        "roles-lister",
+        r#"{"path": {"database/roles/": {"capabilities": ["list"]}}}"#,
+    )
+    .await;
     let (token, _) = token_with(&server, &["app-reader", "roles-lister"], json!({})).await;
     let t = Some(token.as_str());
 
-    let (status, body) = server.call_as(t, "GET", &format!("database/creds/{app}"), None).await;
+    let (status, body) = server
+        .call_as(t, "GET", &format!("database/creds/{app}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "granted path: {body}");
     for (method, path) in [
         ("GET", format!("database/creds/{admin}")),
@@ -87,58 +100,138 @@ async fn policies_allow_what_they_grant_and_nothing_else() {
         assert_eq!(body, json!({ "errors": ["permission denied"] }));
     }
     let (status, body) = server.call_as(t, "LIST", "database/roles", None).await;
-    assert_eq!(status, StatusCode::OK, "JSON policy grants the listing: {body}");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "JSON policy grants the listing: {body}"
+    );
     // The default policy lets every token look itself up.
-    let (status, me) = server.call_as(t, "GET", "auth/token/lookup-self", None).await;
+    let (status, me) = server
+        .call_as(t, "GET", "auth/token/lookup-self", None)
+        .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(me["data"]["policies"], json!(["app-reader", "default", "roles-lister"]));
+    assert_eq!(
+        me["data"]["policies"],
+        json!(["app-reader", "default", "roles-lister"])
+    );
     // A path that needs sudo is refused without it, even with the capability.
     let (status, _) = server
-        .call_as(t, "PUT", &format!("sys/leases/revoke-prefix/database/creds/{app}"), None)
+        .call_as(
+            t,
+            "PUT",
+            &format!("sys/leases/revoke-prefix/database/creds/{app}"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "revoke-prefix needs sudo");
 
     // A child token holds at most its parent's policies.
     let (status, body) = server
-        .call_as(t, "POST", "auth/token/create", Some(json!({ "policies": ["root"] })))
+        .call_as(
+            t,
+            "POST",
+            "auth/token/create",
+            Some(json!({ "policies": ["root"] })),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["errors"][0].as_str().unwrap().contains("subset"), "{body}");
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("subset"),
+        "{body}"
+    );
     let (status, child) = server
-        .call_as(t, "POST", "auth/token/create", Some(json!({ "policies": ["app-reader"], "ttl": "5m" })))
+        .call_as(
+            t,
+            "POST",
+            "auth/token/create",
+            Some(json!({ "policies": ["app-reader"], "ttl": "5m" })),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{child}");
     assert_eq!(child["auth"]["policies"], json!(["app-reader", "default"]));
 
     // Deny wins over a grant from another policy, at once.
-    write_policy(&server, "no-app", &format!(r#"path "database/creds/{app}" {{ capabilities = ["deny"] }}"#)).await;
+    write_policy(
+        &server,
+        "no-app",
+        &format!(r#"path "database/creds/{app}" {{ capabilities = ["deny"] }}"#),
+    )
+    .await;
     let (denied, _) = token_with(&server, &["app-reader", "no-app"], json!({})).await;
-    let (status, _) = server.call_as(Some(&denied), "GET", &format!("database/creds/{app}"), None).await;
+    let (status, _) = server
+        .call_as(Some(&denied), "GET", &format!("database/creds/{app}"), None)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "deny wins");
 
     // Policies are readable, listable and deletable; a deleted policy grants nothing any more.
-    let (_, read) = server.call("GET", "sys/policies/acl/app-reader", None).await;
-    assert!(read["data"]["policy"].as_str().unwrap().contains("database/creds/"), "{read}");
+    let (_, read) = server
+        .call("GET", "sys/policies/acl/app-reader", None)
+        .await;
+    assert!(
+        read["data"]["policy"]
+            .as_str()
+            .unwrap()
+            .contains("database/creds/"),
+        "{read}"
+    );
     let (_, list) = server.call("LIST", "sys/policies/acl", None).await;
     for name in ["app-reader", "default", "no-app", "root", "roles-lister"] {
-        assert!(list["data"]["keys"].as_array().unwrap().contains(&json!(name)), "{list}");
+        assert!(
+            list["data"]["keys"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(name)),
+            "{list}"
+        );
     }
     let (_, legacy) = server.call("GET", "sys/policy", None).await;
-    assert!(legacy["policies"].as_array().unwrap().contains(&json!("app-reader")), "{legacy}");
-    let (status, _) = server.call("DELETE", "sys/policies/acl/app-reader", None).await;
+    assert!(
+        legacy["policies"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("app-reader")),
+        "{legacy}"
+    );
+    let (status, _) = server
+        .call("DELETE", "sys/policies/acl/app-reader", None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = server.call_as(t, "GET", &format!("database/creds/{app}"), None).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "the deleted policy no longer grants");
+    let (status, _) = server
+        .call_as(t, "GET", &format!("database/creds/{app}"), None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the deleted policy no longer grants"
+    );
 
     // Bad policies are refused with the reason; root and default are protected.
     let (status, body) = server
-        .call("PUT", "sys/policies/acl/bad", Some(json!({ "policy": "path \"x\" { capabilities = [\"fly\"] }" })))
+        .call(
+            "PUT",
+            "sys/policies/acl/bad",
+            Some(json!({ "policy": "path \"x\" { capabilities = [\"fly\"] }" })),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["errors"][0].as_str().unwrap().contains("unknown capability"), "{body}");
-    let (status, _) = server.call("PUT", "sys/policies/acl/root", Some(json!({ "policy": "" }))).await;
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("unknown capability"),
+        "{body}"
+    );
+    let (status, _) = server
+        .call(
+            "PUT",
+            "sys/policies/acl/root",
+            Some(json!({ "policy": "" })),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = server.call("DELETE", "sys/policies/acl/default", None).await;
+    let (status, _) = server
+        .call("DELETE", "sys/policies/acl/default", None)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
@@ -158,14 +251,30 @@ async fn sudo_and_allowed_roles_are_enforced() {
     let (operator, _) = token_with(&server, &["operator"], json!({})).await;
     let (lease_id, _, _) = server.creds(&app).await;
     let (status, listed) = server
-        .call_as(Some(&operator), "LIST", &format!("sys/leases/lookup/database/creds/{app}/"), None)
+        .call_as(
+            Some(&operator),
+            "LIST",
+            &format!("sys/leases/lookup/database/creds/{app}/"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{listed}");
     let (status, _) = server
-        .call_as(Some(&operator), "PUT", &format!("sys/leases/revoke-prefix/database/creds/{app}"), None)
+        .call_as(
+            Some(&operator),
+            "PUT",
+            &format!("sys/leases/revoke-prefix/database/creds/{app}"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "sudo allows revoke-prefix");
-    let (_, lookup) = server.call("PUT", "sys/leases/lookup", Some(json!({ "lease_id": lease_id }))).await;
+    let (_, lookup) = server
+        .call(
+            "PUT",
+            "sys/leases/lookup",
+            Some(json!({ "lease_id": lease_id })),
+        )
+        .await;
     assert_eq!(lookup["data"]["state"], json!("revoked"));
 
     // A connection's allowed_roles still applies whatever the policies say.
@@ -177,16 +286,36 @@ async fn sudo_and_allowed_roles_are_enforced() {
             Some(json!({ "plugin_name": "postgresql-database-plugin", "connection_url": postgres_url(), "allowed_roles": ["only-this-one"] })),
         )
         .await;
-    server.write_role(&other, json!({ "db_name": "pg-narrow", "creation_statements": [READONLY] })).await;
-    let (status, body) = server.call_as(Some(&operator), "GET", &format!("database/creds/{other}"), None).await;
+    server
+        .write_role(
+            &other,
+            json!({ "db_name": "pg-narrow", "creation_statements": [READONLY] }),
+        )
+        .await;
+    let (status, body) = server
+        .call_as(
+            Some(&operator),
+            "GET",
+            &format!("database/creds/{other}"),
+            None,
+        )
+        .await;
     assert!(status.is_client_error(), "{status} {body}");
-    assert!(body["errors"][0].as_str().unwrap().contains("allowed"), "{body}");
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("allowed"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn tokens_are_created_renewed_revoked_and_stored_as_hashes() {
     let server = TestServer::start().await;
-    write_policy(&server, "reader", r#"path "database/creds/*" { capabilities = ["read"] }"#).await;
+    write_policy(
+        &server,
+        "reader",
+        r#"path "database/creds/*" { capabilities = ["read"] }"#,
+    )
+    .await;
     let (status, created) = server
         .call(
             "POST",
@@ -201,7 +330,9 @@ async fn tokens_are_created_renewed_revoked_and_stored_as_hashes() {
     assert_eq!(created["auth"]["renewable"], json!(true));
     assert_eq!(created["auth"]["policies"], json!(["default", "reader"]));
 
-    let (status, me) = server.call_as(Some(&token), "GET", "auth/token/lookup-self", None).await;
+    let (status, me) = server
+        .call_as(Some(&token), "GET", "auth/token/lookup-self", None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{me}");
     assert_eq!(me["data"]["display_name"], json!("token-cijob"));
     assert_eq!(me["data"]["accessor"], json!(accessor));
@@ -211,64 +342,124 @@ async fn tokens_are_created_renewed_revoked_and_stored_as_hashes() {
     assert!(me["data"]["ttl"].as_i64().unwrap() > 590);
 
     // Operators look tokens up by value or by accessor (without the value).
-    let (status, by_token) = server.call("POST", "auth/token/lookup", Some(json!({ "token": token }))).await;
+    let (status, by_token) = server
+        .call("POST", "auth/token/lookup", Some(json!({ "token": token })))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(by_token["data"]["accessor"], json!(accessor));
     let (status, by_accessor) = server
-        .call("POST", "auth/token/lookup-accessor", Some(json!({ "accessor": accessor })))
+        .call(
+            "POST",
+            "auth/token/lookup-accessor",
+            Some(json!({ "accessor": accessor })),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(by_accessor["data"]["id"], json!(""));
-    assert_eq!(by_accessor["data"]["policies"], json!(["default", "reader"]));
+    assert_eq!(
+        by_accessor["data"]["policies"],
+        json!(["default", "reader"])
+    );
     // ...which a plain token may not.
     let (status, _) = server
-        .call_as(Some(&token), "POST", "auth/token/lookup-accessor", Some(json!({ "accessor": accessor })))
+        .call_as(
+            Some(&token),
+            "POST",
+            "auth/token/lookup-accessor",
+            Some(json!({ "accessor": accessor })),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // Renewal is capped by the explicit max TTL.
     let (status, renewed) = server
-        .call_as(Some(&token), "PUT", "auth/token/renew-self", Some(json!({ "increment": "1h" })))
+        .call_as(
+            Some(&token),
+            "PUT",
+            "auth/token/renew-self",
+            Some(json!({ "increment": "1h" })),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{renewed}");
     let ttl = renewed["auth"]["lease_duration"].as_u64().unwrap();
     assert!((890..=900).contains(&ttl), "{renewed}");
-    assert!(renewed["warnings"][0].as_str().unwrap().contains("capped"), "{renewed}");
+    assert!(
+        renewed["warnings"][0].as_str().unwrap().contains("capped"),
+        "{renewed}"
+    );
 
     // Tokens are stored only as SHA-256 hashes.
     for suffix in ["", "-wal"] {
         let path = format!("{}{suffix}", server.store_path().display());
         if let Ok(bytes) = std::fs::read(&path) {
             let text = String::from_utf8_lossy(&bytes);
-            assert!(!text.contains(&token) && !text.contains(ROOT_TOKEN), "a token in clear in {path}");
+            assert!(
+                !text.contains(&token) && !text.contains(ROOT_TOKEN),
+                "a token in clear in {path}"
+            );
         }
     }
 
     // Revoke-self: the token stops working at once.
-    let (status, _) = server.call_as(Some(&token), "POST", "auth/token/revoke-self", None).await;
+    let (status, _) = server
+        .call_as(Some(&token), "POST", "auth/token/revoke-self", None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = server.call_as(Some(&token), "GET", "auth/token/lookup-self", None).await;
+    let (status, _) = server
+        .call_as(Some(&token), "GET", "auth/token/lookup-self", None)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // An expired token stops working at once; a non-renewable one cannot be renewed.
-    let (short, short_accessor) = token_with(&server, &["reader"], json!({ "ttl": 1, "renewable": false })).await;
-    let (status, body) = server.call_as(Some(&short), "PUT", "auth/token/renew-self", None).await;
+    let (short, short_accessor) = token_with(
+        &server,
+        &["reader"],
+        json!({ "ttl": 1, "renewable": false }),
+    )
+    .await;
+    let (status, body) = server
+        .call_as(Some(&short), "PUT", "auth/token/renew-self", None)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let (status, _) = server.call_as(Some(&short), "GET", "auth/token/lookup-self", None).await;
+    let (status, _) = server
+        .call_as(Some(&short), "GET", "auth/token/lookup-self", None)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "expired");
     let (status, _) = server
-        .call("POST", "auth/token/lookup-accessor", Some(json!({ "accessor": short_accessor })))
+        .call(
+            "POST",
+            "auth/token/lookup-accessor",
+            Some(json!({ "accessor": short_accessor })),
+        )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "an expired token is not found");
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "an expired token is not found"
+    );
+    // Housekeeping removes expired tokens from the store.
+    lessor::audit::housekeeping::tidy(&server.state.store, &server.state.monitor).await;
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE accessor = ?")
+        .bind(&short_accessor)
+        .fetch_one(server.state.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the expired token was tidied away");
 
     // Revoke by accessor.
     let (other, other_accessor) = token_with(&server, &["reader"], json!({})).await;
     let (status, _) = server
-        .call("POST", "auth/token/revoke-accessor", Some(json!({ "accessor": other_accessor })))
+        .call(
+            "POST",
+            "auth/token/revoke-accessor",
+            Some(json!({ "accessor": other_accessor })),
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = server.call_as(Some(&other), "GET", "auth/token/lookup-self", None).await;
+    let (status, _) = server
+        .call_as(Some(&other), "GET", "auth/token/lookup-self", None)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     server.assert_logs_free_of(&[&token, &other]);
 }
@@ -287,9 +478,16 @@ fn openssl_key(args: &[&str]) -> (String, String) {
         .status()
         .expect("openssl is installed");
     assert!(status.success());
-    let public = Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key).output().unwrap();
+    let public = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .output()
+        .unwrap();
     assert!(public.status.success());
-    (std::fs::read_to_string(&key).unwrap(), String::from_utf8(public.stdout).unwrap())
+    (
+        std::fs::read_to_string(&key).unwrap(),
+        String::from_utf8(public.stdout).unwrap(),
+    )
 }
 
 fn rsa_key() -> (String, String) {
@@ -347,12 +545,23 @@ fn sign(alg: Algorithm, kid: Option<&str>, private_pem: &str, claims: &Value) ->
 }
 
 async fn login(server: &TestServer, role: &str, jwt: &str) -> (StatusCode, Value) {
-    server.call_as(None, "POST", "auth/jwt/login", Some(json!({ "role": role, "jwt": jwt }))).await
+    server
+        .call_as(
+            None,
+            "POST",
+            "auth/jwt/login",
+            Some(json!({ "role": role, "jwt": jwt })),
+        )
+        .await
 }
 
 async fn jwt_setup(server: &TestServer, app: &str, pubkeys: &[&str]) {
     let (status, body) = server
-        .call("POST", "auth/jwt/config", Some(json!({ "jwt_validation_pubkeys": pubkeys, "bound_issuer": ISSUER })))
+        .call(
+            "POST",
+            "auth/jwt/config",
+            Some(json!({ "jwt_validation_pubkeys": pubkeys, "bound_issuer": ISSUER })),
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     write_policy(
@@ -389,7 +598,11 @@ async fn jwt_login_accepts_good_service_account_tokens_and_refuses_bad_ones() {
     let audit_dir = tempfile::tempdir().unwrap();
     let audit_file = audit_dir.path().join("audit.log");
     let (status, _) = server
-        .call("PUT", "sys/audit/file", Some(json!({ "type": "file", "options": { "file_path": audit_file } })))
+        .call(
+            "PUT",
+            "sys/audit/file",
+            Some(json!({ "type": "file", "options": { "file_path": audit_file } })),
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (rsa_private, rsa_public) = rsa_key();
@@ -400,7 +613,12 @@ async fn jwt_login_accepts_good_service_account_tokens_and_refuses_bad_ones() {
     assert_eq!(role["data"]["bound_audiences"], json!(["lessor"]));
 
     // A good RS256 service-account token logs in and gets the role's policies.
-    let good = sign(Algorithm::RS256, None, &rsa_private, &sa_claims("apps", "billing"));
+    let good = sign(
+        Algorithm::RS256,
+        None,
+        &rsa_private,
+        &sa_claims("apps", "billing"),
+    );
     let (status, body) = login(&server, "billing", &good).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let auth = &body["auth"];
@@ -408,18 +626,49 @@ async fn jwt_login_accepts_good_service_account_tokens_and_refuses_bad_ones() {
     assert_eq!(auth["token_policies"], json!(["billing", "default"]));
     assert_eq!(auth["lease_duration"], json!(600));
     assert_eq!(auth["renewable"], json!(true));
-    assert_eq!(auth["metadata"], json!({ "role": "billing", "service_account": "billing" }));
+    assert_eq!(
+        auth["metadata"],
+        json!({ "role": "billing", "service_account": "billing" })
+    );
     let client_token = auth["client_token"].as_str().unwrap().to_owned();
-    let (status, creds) = server.call_as(Some(&client_token), "GET", &format!("database/creds/{app}"), None).await;
-    assert_eq!(status, StatusCode::OK, "the workload gets its credentials: {creds}");
-    let (status, _) = server.call_as(Some(&client_token), "GET", "database/config/pg", None).await;
+    let (status, creds) = server
+        .call_as(
+            Some(&client_token),
+            "GET",
+            &format!("database/creds/{app}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the workload gets its credentials: {creds}"
+    );
+    let (status, _) = server
+        .call_as(Some(&client_token), "GET", "database/config/pg", None)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "and nothing else");
-    let (_, me) = server.call_as(Some(&client_token), "GET", "auth/token/lookup-self", None).await;
-    assert_eq!(me["data"]["display_name"], json!("jwt-system:serviceaccount:apps:billing"));
+    let (_, me) = server
+        .call_as(Some(&client_token), "GET", "auth/token/lookup-self", None)
+        .await;
+    assert_eq!(
+        me["data"]["display_name"],
+        json!("jwt-system:serviceaccount:apps:billing")
+    );
     assert_eq!(me["data"]["path"], json!("auth/jwt/login/billing"));
 
     // ES256 with the second configured key works too.
-    let (status, body) = login(&server, "billing", &sign(Algorithm::ES256, None, &ec_private, &sa_claims("apps-canary", "billing"))).await;
+    let (status, body) = login(
+        &server,
+        "billing",
+        &sign(
+            Algorithm::ES256,
+            None,
+            &ec_private,
+            &sa_claims("apps-canary", "billing"),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // Bad tokens are refused with 403 and a reason that never quotes the token.
@@ -435,13 +684,46 @@ async fn jwt_login_accepts_good_service_account_tokens_and_refuses_bad_ones() {
     let mut no_exp = sa_claims("apps", "billing");
     no_exp.as_object_mut().unwrap().remove("exp");
     let cases = [
-        (sign(Algorithm::RS256, None, &rsa_private, &expired), "expired"),
-        (sign(Algorithm::RS256, None, &other_private, &sa_claims("apps", "billing")), "signature"),
-        (sign(Algorithm::RS256, None, &rsa_private, &wrong_aud), "audience"),
-        (sign(Algorithm::RS256, None, &rsa_private, &wrong_iss), "issuer"),
-        (sign(Algorithm::RS256, None, &rsa_private, &sa_claims("kube-system", "billing")), "bound_claims"),
+        (
+            sign(Algorithm::RS256, None, &rsa_private, &expired),
+            "expired",
+        ),
+        (
+            sign(
+                Algorithm::RS256,
+                None,
+                &other_private,
+                &sa_claims("apps", "billing"),
+            ),
+            "signature",
+        ),
+        (
+            sign(Algorithm::RS256, None, &rsa_private, &wrong_aud),
+            "audience",
+        ),
+        (
+            sign(Algorithm::RS256, None, &rsa_private, &wrong_iss),
+            "issuer",
+        ),
+        (
+            sign(
+                Algorithm::RS256,
+                None,
+                &rsa_private,
+                &sa_claims("kube-system", "billing"),
+            ),
+            "bound_claims",
+        ),
         (sign(Algorithm::RS256, None, &rsa_private, &no_exp), "exp"),
-        (sign(Algorithm::HS256, None, "shared-secret", &sa_claims("apps", "billing")), "symmetric"),
+        (
+            sign(
+                Algorithm::HS256,
+                None,
+                "shared-secret",
+                &sa_claims("apps", "billing"),
+            ),
+            "symmetric",
+        ),
         ("not.a.jwt".to_owned(), "malformed"),
     ];
     let mut refused_jwts = Vec::new();
@@ -464,14 +746,33 @@ async fn jwt_login_accepts_good_service_account_tokens_and_refuses_bad_ones() {
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|e| e["path"] == json!("auth/jwt/login") && e["type"] == json!("response"))
         .collect();
-    assert_eq!(logins.len(), 11, "two good logins, eight refusals, one unknown role");
-    assert_eq!(logins.iter().filter(|e| e["status"] == json!(403)).count(), 8);
+    assert_eq!(
+        logins.len(),
+        11,
+        "two good logins, eight refusals, one unknown role"
+    );
+    assert_eq!(
+        logins.iter().filter(|e| e["status"] == json!(403)).count(),
+        8
+    );
     assert!(logins.iter().all(|e| e["role"].is_string()));
     let refusal = logins.iter().find(|e| e["status"] == json!(403)).unwrap();
-    assert!(refusal["error"].as_str().unwrap().contains("expired"), "{refusal}");
-    assert!(refusal["data"]["jwt"].as_str().unwrap().starts_with("hmac-sha256:"), "{refusal}");
+    assert!(
+        refusal["error"].as_str().unwrap().contains("expired"),
+        "{refusal}"
+    );
+    assert!(
+        refusal["data"]["jwt"]
+            .as_str()
+            .unwrap()
+            .starts_with("hmac-sha256:"),
+        "{refusal}"
+    );
     for secret in refused_jwts.iter().chain([&good, &client_token]) {
-        assert!(!audit.contains(secret.as_str()), "a JWT or token in clear in the audit log");
+        assert!(
+            !audit.contains(secret.as_str()),
+            "a JWT or token in clear in the audit log"
+        );
     }
     server.assert_logs_free_of(&[&good, &client_token]);
 }
@@ -484,11 +785,18 @@ async fn jwt_login_with_keys_from_a_jwks_url() {
     // The JWKS is served on loopback, as a cluster's API server would serve its own.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let jwks_url = format!("http://{}/openid/v1/jwks", listener.local_addr().unwrap());
-    let app = axum::Router::new().route("/openid/v1/jwks", axum::routing::get(move || async move { axum::Json(jwks.clone()) }));
+    let app = axum::Router::new().route(
+        "/openid/v1/jwks",
+        axum::routing::get(move || async move { axum::Json(jwks.clone()) }),
+    );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let (status, body) = server
-        .call("POST", "auth/jwt/config", Some(json!({ "jwks_url": jwks_url, "bound_issuer": ISSUER })))
+        .call(
+            "POST",
+            "auth/jwt/config",
+            Some(json!({ "jwks_url": jwks_url, "bound_issuer": ISSUER })),
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let (status, body) = server
@@ -500,25 +808,73 @@ async fn jwt_login_with_keys_from_a_jwks_url() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    let (status, body) = login(&server, "k8s", &sign(Algorithm::EdDSA, Some("k1"), &ed_private, &sa_claims("apps", "web"))).await;
+    let (status, body) = login(
+        &server,
+        "k8s",
+        &sign(
+            Algorithm::EdDSA,
+            Some("k1"),
+            &ed_private,
+            &sa_claims("apps", "web"),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = login(&server, "k8s", &sign(Algorithm::EdDSA, Some("k2"), &ed_private, &sa_claims("apps", "web"))).await;
+    let (status, body) = login(
+        &server,
+        "k8s",
+        &sign(
+            Algorithm::EdDSA,
+            Some("k2"),
+            &ed_private,
+            &sa_claims("apps", "web"),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "unknown key id: {body}");
-    let (status, body) = login(&server, "k8s", &sign(Algorithm::EdDSA, Some("k1"), &ed_private, &sa_claims("apps", "db"))).await;
+    let (status, body) = login(
+        &server,
+        "k8s",
+        &sign(
+            Algorithm::EdDSA,
+            Some("k1"),
+            &ed_private,
+            &sa_claims("apps", "db"),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "bound_subject: {body}");
-    assert!(body["errors"][0].as_str().unwrap().contains("subject"), "{body}");
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("subject"),
+        "{body}"
+    );
 
     // Configuration mistakes are refused when written, not at login.
     for (config, expected) in [
-        (json!({ "jwt_validation_pubkeys": ["not a key"] }), "jwt_validation_pubkeys"),
+        (
+            json!({ "jwt_validation_pubkeys": ["not a key"] }),
+            "jwt_validation_pubkeys",
+        ),
         (json!({}), "exactly one"),
-        (json!({ "oidc_discovery_url": "https://accounts.example" }), "oidc_discovery_url"),
+        (
+            json!({ "oidc_discovery_url": "https://accounts.example" }),
+            "oidc_discovery_url",
+        ),
     ] {
         let (status, body) = server.call("POST", "auth/jwt/config", Some(config)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(body["errors"][0].as_str().unwrap().contains(expected), "{body}");
+        assert!(
+            body["errors"][0].as_str().unwrap().contains(expected),
+            "{body}"
+        );
     }
-    let (status, body) = server.call("POST", "auth/jwt/role/x", Some(json!({ "role_type": "oidc" }))).await;
+    let (status, body) = server
+        .call(
+            "POST",
+            "auth/jwt/role/x",
+            Some(json!({ "role_type": "oidc" })),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (_, roles) = server.call("LIST", "auth/jwt/role", None).await;
     assert_eq!(roles["data"]["keys"], json!(["k8s"]));
@@ -538,13 +894,20 @@ async fn an_identity_cannot_touch_another_identitys_leases() {
         ),
     )
     .await;
-    write_policy(&server, "ops", r#"path "sys/leases/*" { capabilities = ["update", "sudo"] }"#).await;
+    write_policy(
+        &server,
+        "ops",
+        r#"path "sys/leases/*" { capabilities = ["update", "sudo"] }"#,
+    )
+    .await;
     let (alice, _) = token_with(&server, &["app"], json!({})).await;
     let (bob, _) = token_with(&server, &["app"], json!({})).await;
     // Without `default`, whose exact `sys/leases/lookup` rule would govern that path (exact
     // beats glob, as in Vault) and grant no sudo there.
     let (ops, _) = token_with(&server, &["ops"], json!({ "no_default_policy": true })).await;
-    let (status, issued) = server.call_as(Some(&alice), "GET", &format!("database/creds/{app}"), None).await;
+    let (status, issued) = server
+        .call_as(Some(&alice), "GET", &format!("database/creds/{app}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let lease_id = issued["lease_id"].as_str().unwrap().to_owned();
     let lease = json!({ "lease_id": lease_id });
@@ -560,45 +923,103 @@ async fn an_identity_cannot_touch_another_identitys_leases() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
     }
     // Alice may look up and renew her own lease (the default policy) and revoke it.
-    let (status, body) = server.call_as(Some(&alice), "PUT", "sys/leases/lookup", Some(lease.clone())).await;
+    let (status, body) = server
+        .call_as(
+            Some(&alice),
+            "PUT",
+            "sys/leases/lookup",
+            Some(lease.clone()),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = server.call_as(Some(&alice), "PUT", "sys/leases/renew", Some(lease.clone())).await;
+    let (status, body) = server
+        .call_as(Some(&alice), "PUT", "sys/leases/renew", Some(lease.clone()))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // An operator with sudo may act on anyone's lease.
-    let (status, body) = server.call_as(Some(&ops), "PUT", "sys/leases/lookup", Some(lease.clone())).await;
+    let (status, body) = server
+        .call_as(Some(&ops), "PUT", "sys/leases/lookup", Some(lease.clone()))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) = server.call_as(Some(&alice), "PUT", "sys/leases/revoke", Some(lease.clone())).await;
+    let (status, _) = server
+        .call_as(
+            Some(&alice),
+            "PUT",
+            "sys/leases/revoke",
+            Some(lease.clone()),
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, issued) = server.call_as(Some(&bob), "GET", &format!("database/creds/{app}"), None).await;
+    let (status, issued) = server
+        .call_as(Some(&bob), "GET", &format!("database/creds/{app}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let bobs = issued["lease_id"].as_str().unwrap().to_owned();
-    let (status, _) = server.call_as(Some(&ops), "PUT", &format!("sys/leases/revoke/{bobs}"), None).await;
+    let (status, _) = server
+        .call_as(
+            Some(&ops),
+            "PUT",
+            &format!("sys/leases/revoke/{bobs}"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "sudo overrides ownership");
 
     // A workload keeps its leases across logins: ownership follows the JWT subject.
     let (rsa_private, rsa_public) = rsa_key();
     jwt_setup(&server, &app, &[&rsa_public]).await;
-    let jwt = sign(Algorithm::RS256, None, &rsa_private, &sa_claims("apps", "billing"));
+    let jwt = sign(
+        Algorithm::RS256,
+        None,
+        &rsa_private,
+        &sa_claims("apps", "billing"),
+    );
     let (_, first) = login(&server, "billing", &jwt).await;
     let first = first["auth"]["client_token"].as_str().unwrap().to_owned();
-    let (_, issued) = server.call_as(Some(&first), "GET", &format!("database/creds/{app}"), None).await;
+    let (_, issued) = server
+        .call_as(Some(&first), "GET", &format!("database/creds/{app}"), None)
+        .await;
     let lease_id = issued["lease_id"].as_str().unwrap().to_owned();
     let (_, second) = login(&server, "billing", &jwt).await;
     let second = second["auth"]["client_token"].as_str().unwrap().to_owned();
     assert_ne!(first, second);
     let (status, body) = server
-        .call_as(Some(&second), "PUT", "sys/leases/renew", Some(json!({ "lease_id": lease_id })))
+        .call_as(
+            Some(&second),
+            "PUT",
+            "sys/leases/renew",
+            Some(json!({ "lease_id": lease_id })),
+        )
         .await;
-    assert_eq!(status, StatusCode::OK, "the same workload renews after logging in again: {body}");
-    let other = sign(Algorithm::RS256, None, &rsa_private, &sa_claims("apps", "reports"));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the same workload renews after logging in again: {body}"
+    );
+    let other = sign(
+        Algorithm::RS256,
+        None,
+        &rsa_private,
+        &sa_claims("apps", "reports"),
+    );
     let (_, third) = login(&server, "billing", &other).await;
     let third = third["auth"]["client_token"].as_str().unwrap().to_owned();
     let (status, _) = server
-        .call_as(Some(&third), "PUT", "sys/leases/revoke", Some(json!({ "lease_id": lease_id })))
+        .call_as(
+            Some(&third),
+            "PUT",
+            "sys/leases/revoke",
+            Some(json!({ "lease_id": lease_id })),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "another workload may not");
     let (status, _) = server
-        .call_as(Some(&second), "PUT", "sys/leases/revoke", Some(json!({ "lease_id": lease_id })))
+        .call_as(
+            Some(&second),
+            "PUT",
+            "sys/leases/revoke",
+            Some(json!({ "lease_id": lease_id })),
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 }

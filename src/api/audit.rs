@@ -20,10 +20,18 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/sys/audit", get(list_devices))
         .route(
             "/v1/sys/audit/{name}",
-            post(enable_device).put(enable_device).delete(disable_device),
+            post(enable_device)
+                .put(enable_device)
+                .delete(disable_device),
         )
-        .route("/v1/sys/audit-hash/{name}", post(audit_hash).put(audit_hash))
-        .route("/v1/sys/monitor/rules", get(read_rules).post(write_rules).put(write_rules))
+        .route(
+            "/v1/sys/audit-hash/{name}",
+            post(audit_hash).put(audit_hash),
+        )
+        .route(
+            "/v1/sys/monitor/rules",
+            get(read_rules).post(write_rules).put(write_rules),
+        )
         .route("/v1/sys/alerts", get(list_alerts))
         .route("/v1/sys/metrics", get(metrics))
 }
@@ -42,7 +50,11 @@ async fn list_devices(State(state): State<AppState>) -> Response {
 
 /// `sys/audit/:name` as hvac's `enable_audit_device` sends it:
 /// `{"type": "file", "description": "", "options": {"file_path": "..."}, "local": false}`.
-async fn enable_device(State(state): State<AppState>, Path(name): Path<String>, mut body: Body) -> ApiResult {
+async fn enable_device(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    mut body: Body,
+) -> ApiResult {
     let device_type = body
         .string("type")?
         .filter(|t| !t.is_empty())
@@ -55,7 +67,10 @@ async fn enable_device(State(state): State<AppState>, Path(name): Path<String>, 
     };
     body.0.remove("local");
     let warnings = with_unknown(&body, Vec::new());
-    state.audit.enable(&name, &device_type, &description, options).await?;
+    state
+        .audit
+        .enable(&name, &device_type, &description, options)
+        .await?;
     Ok(written(warnings))
 }
 
@@ -65,13 +80,24 @@ async fn disable_device(State(state): State<AppState>, Path(name): Path<String>)
 }
 
 /// `sys/audit-hash/:name`: what `input` looks like in that device's log.
-async fn audit_hash(State(state): State<AppState>, Path(name): Path<String>, mut body: Body) -> ApiResult<Response> {
+async fn audit_hash(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    mut body: Body,
+) -> ApiResult<Response> {
     if !state.audit.has_device(name.trim_matches('/')) {
-        return Err(ApiError::bad_request(format!("unknown audit device {name:?}")));
+        return Err(ApiError::bad_request(format!(
+            "unknown audit device {name:?}"
+        )));
     }
-    let input = body.secret("input")?.ok_or_else(|| ApiError::bad_request("input: required"))?;
+    let input = body
+        .secret("input")?
+        .ok_or_else(|| ApiError::bad_request("input: required"))?;
     let hash = state.audit.hash(input.expose());
-    Ok(Json(json!({ "request_id": current_request_id(), "hash": hash, "data": { "hash": hash } })).into_response())
+    Ok(
+        Json(json!({ "request_id": current_request_id(), "hash": hash, "data": { "hash": hash } }))
+            .into_response(),
+    )
 }
 
 async fn read_rules(State(state): State<AppState>) -> Response {
@@ -91,7 +117,9 @@ struct AlertQuery {
 /// `sys/alerts`: newest first, 100 unless `?limit=` says otherwise (at most 1000).
 async fn list_alerts(State(state): State<AppState>, Query(query): Query<AlertQuery>) -> ApiResult {
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(respond(json!({ "alerts": state.monitor.alerts(limit).await? })))
+    Ok(respond(
+        json!({ "alerts": state.monitor.alerts(limit).await? }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,9 +129,14 @@ struct MetricsQuery {
 
 /// `sys/metrics?format=prometheus`: the text exposition; without `format`, the same numbers are
 /// not offered as JSON (no client asks for them), so the format is required.
-async fn metrics(State(state): State<AppState>, Query(query): Query<MetricsQuery>) -> ApiResult<Response> {
+async fn metrics(
+    State(state): State<AppState>,
+    Query(query): Query<MetricsQuery>,
+) -> ApiResult<Response> {
     if query.format.as_deref() != Some("prometheus") {
-        return Err(ApiError::bad_request("format: only format=prometheus is supported"));
+        return Err(ApiError::bad_request(
+            "format: only format=prometheus is supported",
+        ));
     }
     let gauges = Gauges {
         active_leases: state.store.count_leases(LeaseState::Active).await?,
@@ -111,7 +144,10 @@ async fn metrics(State(state): State<AppState>, Query(query): Query<MetricsQuery
     };
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         render(&gauges),
     )
         .into_response())

@@ -17,13 +17,36 @@ use crate::AppState;
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/auth/token/create", post(create_token).put(create_token))
-        .route("/v1/auth/token/renew-self", post(renew_self).put(renew_self))
-        .route("/v1/auth/token/revoke-self", post(revoke_self).put(revoke_self))
-        .route("/v1/auth/token/lookup", post(lookup_token).put(lookup_token))
-        .route("/v1/auth/token/lookup-accessor", post(lookup_accessor).put(lookup_accessor))
-        .route("/v1/auth/token/revoke-accessor", post(revoke_accessor).put(revoke_accessor))
-        .route("/v1/auth/jwt/config", get(read_jwt_config).post(write_jwt_config).put(write_jwt_config))
+        .route(
+            "/v1/auth/token/create",
+            post(create_token).put(create_token),
+        )
+        .route(
+            "/v1/auth/token/renew-self",
+            post(renew_self).put(renew_self),
+        )
+        .route(
+            "/v1/auth/token/revoke-self",
+            post(revoke_self).put(revoke_self),
+        )
+        .route(
+            "/v1/auth/token/lookup",
+            post(lookup_token).put(lookup_token),
+        )
+        .route(
+            "/v1/auth/token/lookup-accessor",
+            post(lookup_accessor).put(lookup_accessor),
+        )
+        .route(
+            "/v1/auth/token/revoke-accessor",
+            post(revoke_accessor).put(revoke_accessor),
+        )
+        .route(
+            "/v1/auth/jwt/config",
+            get(read_jwt_config)
+                .post(write_jwt_config)
+                .put(write_jwt_config),
+        )
         .route("/v1/auth/jwt/role", get(list_jwt_roles))
         .route("/v1/auth/jwt/role/", get(list_jwt_roles))
         .route(
@@ -56,11 +79,17 @@ fn string_map(field: &str, value: Option<Value>) -> Result<Map<String, Value>, A
     match value {
         None => Ok(Map::new()),
         Some(Value::Object(map)) if map.values().all(Value::is_string) => Ok(map),
-        Some(_) => Err(ApiError::bad_request(format!("{field}: expected an object of strings"))),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "{field}: expected an object of strings"
+        ))),
     }
 }
 
-pub async fn create_token(State(state): State<AppState>, caller: Caller, mut body: Body) -> ApiResult {
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    mut body: Body,
+) -> ApiResult {
     let request = TokenRequest {
         policies: body.string_list("policies", true)?,
         ttl: body.duration("ttl")?,
@@ -75,14 +104,20 @@ pub async fn create_token(State(state): State<AppState>, caller: Caller, mut bod
         body.0.remove(ignored);
     }
     if body.0.remove("id").is_some() {
-        return Err(ApiError::bad_request("id: choosing a token's value is not supported"));
+        return Err(ApiError::bad_request(
+            "id: choosing a token's value is not supported",
+        ));
     }
     let warnings = with_unknown(&body, Vec::new());
     let issued = state.auth.create_token(&caller.identity, request).await?;
     Ok(auth_response(&issued, warnings))
 }
 
-pub async fn renew_self(State(state): State<AppState>, caller: Caller, mut body: Body) -> ApiResult {
+pub async fn renew_self(
+    State(state): State<AppState>,
+    caller: Caller,
+    mut body: Body,
+) -> ApiResult {
     let increment = body.duration("increment")?;
     let (ttl, warnings) = state.auth.renew_token(&caller.identity, increment).await?;
     let identity = &caller.identity;
@@ -113,7 +148,10 @@ pub async fn renew_self(State(state): State<AppState>, caller: Caller, mut body:
 }
 
 pub async fn revoke_self(State(state): State<AppState>, caller: Caller) -> ApiResult {
-    state.auth.revoke_accessor(&caller.identity.accessor).await?;
+    state
+        .auth
+        .revoke_accessor(&caller.identity.accessor)
+        .await?;
     Ok(written(vec![]))
 }
 
@@ -143,21 +181,32 @@ pub async fn revoke_accessor(State(state): State<AppState>, mut body: Body) -> A
 }
 
 pub async fn read_jwt_config(State(state): State<AppState>) -> ApiResult {
-    let config = state.jwt.config().await?.ok_or_else(ApiError::empty_not_found)?;
+    let config = state
+        .jwt
+        .config()
+        .await?
+        .ok_or_else(ApiError::empty_not_found)?;
     Ok(respond(config))
 }
 
 pub async fn write_jwt_config(State(state): State<AppState>, mut body: Body) -> ApiResult {
-    if body.string("oidc_discovery_url")?.is_some_and(|u| !u.is_empty()) {
+    if body
+        .string("oidc_discovery_url")?
+        .is_some_and(|u| !u.is_empty())
+    {
         return Err(ApiError::bad_request(
             "oidc_discovery_url: OIDC discovery is not supported; set jwks_url or jwt_validation_pubkeys",
         ));
     }
     let config = JwtConfig {
-        jwt_validation_pubkeys: body.string_list("jwt_validation_pubkeys", false)?.unwrap_or_default(),
+        jwt_validation_pubkeys: body
+            .string_list("jwt_validation_pubkeys", false)?
+            .unwrap_or_default(),
         jwks_url: body.string("jwks_url")?.unwrap_or_default(),
         bound_issuer: body.string("bound_issuer")?.unwrap_or_default(),
-        jwt_supported_algs: body.string_list("jwt_supported_algs", true)?.unwrap_or_default(),
+        jwt_supported_algs: body
+            .string_list("jwt_supported_algs", true)?
+            .unwrap_or_default(),
         default_role: body.string("default_role")?.unwrap_or_default(),
     };
     // hvac sends these (often null); they have no meaning without OIDC.
@@ -180,7 +229,10 @@ pub async fn write_jwt_config(State(state): State<AppState>, mut body: Body) -> 
 
 pub async fn list_jwt_roles(State(state): State<AppState>, uri: axum::http::Uri) -> ApiResult {
     if !super::wants_list(&uri) {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "use LIST (or GET ?list=true) to list roles"));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use LIST (or GET ?list=true) to list roles",
+        ));
     }
     listing(state.jwt.list_roles().await?)
 }
@@ -190,7 +242,11 @@ pub async fn read_jwt_role(State(state): State<AppState>, Path(name): Path<Strin
 }
 
 /// Creates a role or updates the fields given, as Vault does.
-pub async fn write_jwt_role(State(state): State<AppState>, Path(name): Path<String>, mut body: Body) -> ApiResult {
+pub async fn write_jwt_role(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    mut body: Body,
+) -> ApiResult {
     let mut role = match state.jwt.role(&name).await {
         Ok(existing) => existing,
         Err(crate::Error::NotFound { .. }) => JwtRole::default(),
@@ -206,13 +262,20 @@ pub async fn write_jwt_role(State(state): State<AppState>, Path(name): Path<Stri
         role.bound_subject = v;
     }
     if let Some(v) = body.object("bound_claims")? {
-        role.bound_claims = v.as_object().cloned().ok_or_else(|| ApiError::bad_request("bound_claims: expected an object"))?;
+        role.bound_claims = v
+            .as_object()
+            .cloned()
+            .ok_or_else(|| ApiError::bad_request("bound_claims: expected an object"))?;
     }
     if let Some(v) = body.object("claim_mappings")? {
         role.claim_mappings = string_map("claim_mappings", Some(v))?;
     }
     if let Some(v) = body.string("user_claim")? {
         role.user_claim = v;
+    }
+    // hvac's flag for "user_claim is a JSON pointer"; ours reads any claim starting with '/' so.
+    if body.boolean("user_claim_json_pointer")? == Some(true) && !role.user_claim.starts_with('/') {
+        role.user_claim = format!("/{}", role.user_claim);
     }
     let policies = match body.string_list("token_policies", true)? {
         Some(p) => Some(p),
@@ -225,7 +288,10 @@ pub async fn write_jwt_role(State(state): State<AppState>, Path(name): Path<Stri
     if let Some(v) = body.duration("token_ttl")?.or(body.duration("ttl")?) {
         role.token_ttl = secs(v);
     }
-    if let Some(v) = body.duration("token_max_ttl")?.or(body.duration("max_ttl")?) {
+    if let Some(v) = body
+        .duration("token_max_ttl")?
+        .or(body.duration("max_ttl")?)
+    {
         role.token_max_ttl = secs(v);
     }
     if let Some(v) = body.duration("token_explicit_max_ttl")? {
@@ -239,11 +305,19 @@ pub async fn write_jwt_role(State(state): State<AppState>, Path(name): Path<Stri
     }
     match body.string("bound_claims_type")?.as_deref() {
         None | Some("string") => {}
-        Some(other) => return Err(ApiError::bad_request(format!("bound_claims_type: only \"string\" is supported, not {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "bound_claims_type: only \"string\" is supported, not {other:?}"
+            )))
+        }
     }
     match body.string("token_type")?.as_deref() {
         None | Some("") | Some("default") | Some("service") => {}
-        Some(other) => return Err(ApiError::bad_request(format!("token_type: only service tokens are issued, not {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "token_type: only service tokens are issued, not {other:?}"
+            )))
+        }
     }
     // OIDC-flow and Vault-internal settings that hvac may send; they change nothing for JWT login.
     for ignored in [
@@ -259,7 +333,10 @@ pub async fn write_jwt_role(State(state): State<AppState>, Path(name): Path<Stri
     ] {
         body.0.remove(ignored);
     }
-    if body.string_list("token_bound_cidrs", true)?.is_some_and(|c| !c.is_empty()) {
+    if body
+        .string_list("token_bound_cidrs", true)?
+        .is_some_and(|c| !c.is_empty())
+    {
         return Err(ApiError::bad_request("token_bound_cidrs: not supported"));
     }
     let warnings = with_unknown(&body, Vec::new());
@@ -286,7 +363,9 @@ pub async fn jwt_login(State(state): State<AppState>, mut body: Body) -> ApiResu
             .await?
             .map(|c| c.default_role)
             .filter(|r| !r.is_empty())
-            .ok_or_else(|| ApiError::bad_request("role: required (no default_role is configured)"))?,
+            .ok_or_else(|| {
+                ApiError::bad_request("role: required (no default_role is configured)")
+            })?,
     };
     let issued = state.jwt.login(&state.auth, &role, &jwt).await?;
     Ok(auth_response(&issued, vec![]))

@@ -68,7 +68,10 @@ pub fn presented_token(headers: &HeaderMap) -> Option<Secret> {
             headers
                 .get(axum::http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
         })
@@ -76,7 +79,12 @@ pub fn presented_token(headers: &HeaderMap) -> Option<Secret> {
 }
 
 /// Resolves and authorizes a caller for `operation` on `path`.
-async fn authorize(state: &AppState, token: Option<Secret>, path: &str, operation: Operation) -> Result<Caller, Error> {
+async fn authorize(
+    state: &AppState,
+    token: Option<Secret>,
+    path: &str,
+    operation: Operation,
+) -> Result<Caller, Error> {
     let identity = state.auth.authenticate(token.as_ref()).await?;
     let acl = state.policies.acl(&identity.policies).await?;
     if !acl.allows(path, operation) {
@@ -119,7 +127,13 @@ impl Record {
         }
     }
 
-    fn entry(&self, kind: EntryKind, status: Option<StatusCode>, error: Option<&str>, response: Option<Value>) -> Value {
+    fn entry(
+        &self,
+        kind: EntryKind,
+        status: Option<StatusCode>,
+        error: Option<&str>,
+        response: Option<Value>,
+    ) -> Value {
         let mut entry = json!({
             "time": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             "type": match kind { EntryKind::Request => "request", EntryKind::Response => "response" },
@@ -142,8 +156,16 @@ impl Record {
 
     fn actor(&self) -> Actor {
         Actor {
-            identity: self.caller.as_ref().map(|c| c.identity.entity_id.clone()).unwrap_or_default(),
-            display_name: self.caller.as_ref().map(|c| c.identity.display_name.clone()).unwrap_or_default(),
+            identity: self
+                .caller
+                .as_ref()
+                .map(|c| c.identity.entity_id.clone())
+                .unwrap_or_default(),
+            display_name: self
+                .caller
+                .as_ref()
+                .map(|c| c.identity.display_name.clone())
+                .unwrap_or_default(),
             address: self.remote,
         }
     }
@@ -154,9 +176,15 @@ fn role_of(route: &str, path: &str, body: &Value) -> Option<String> {
     if route == "/v1/auth/jwt/login" {
         return body.get("role").and_then(Value::as_str).map(str::to_owned);
     }
-    let concerns_role = ["/v1/database/creds/", "/v1/database/roles/", "/v1/database/static-", "/v1/database/rotate-role/", "/v1/auth/jwt/role/"]
-        .iter()
-        .any(|prefix| route.starts_with(prefix));
+    let concerns_role = [
+        "/v1/database/creds/",
+        "/v1/database/roles/",
+        "/v1/database/static-",
+        "/v1/database/rotate-role/",
+        "/v1/auth/jwt/role/",
+    ]
+    .iter()
+    .any(|prefix| route.starts_with(prefix));
     if !concerns_role {
         return None;
     }
@@ -172,7 +200,9 @@ fn lease_of(route: &str, path: &str, body: &Value) -> Option<String> {
     }
     if route.starts_with("/v1/sys/leases/") && route.contains("/{*") {
         let fixed = route.trim_start_matches("/v1/").split("/{*").next()?;
-        return path.strip_prefix(fixed).map(|rest| rest.trim_start_matches('/').to_owned());
+        return path
+            .strip_prefix(fixed)
+            .map(|rest| rest.trim_start_matches('/').to_owned());
     }
     None
 }
@@ -185,7 +215,11 @@ fn error_text(body: &Value) -> Option<String> {
 
 /// The middleware. Layered on the router (so the matched route template is known).
 pub async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(route) = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()) else {
+    let Some(route) = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+    else {
         return next.run(request).await;
     };
     let started = Instant::now();
@@ -213,7 +247,8 @@ async fn guarded(state: &AppState, route: &str, request: Request, next: Next) ->
     }
     let (mut parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
-        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+            .into_response();
     };
     let body_json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let token = presented_token(&parts.headers);
@@ -235,19 +270,33 @@ async fn guarded(state: &AppState, route: &str, request: Request, next: Next) ->
             Err(error) => return refuse(state, &record, error).await,
         }
     }
-    if let Err(error) = state.audit.write(EntryKind::Request, &record.entry(EntryKind::Request, None, None, None)).await {
+    if let Err(error) = state
+        .audit
+        .write(
+            EntryKind::Request,
+            &record.entry(EntryKind::Request, None, None, None),
+        )
+        .await
+    {
         return ApiError::from(error).into_response();
     }
     if let Some(caller) = &record.caller {
         parts.extensions.insert(caller.clone());
     }
     let response = REQUEST_ID
-        .scope(request_id, next.run(Request::from_parts(parts, Body::from(bytes))))
+        .scope(
+            request_id,
+            next.run(Request::from_parts(parts, Body::from(bytes))),
+        )
         .await;
 
     let (response_parts, response_body) = response.into_parts();
     let Ok(response_bytes) = axum::body::to_bytes(response_body, usize::MAX).await else {
-        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the response").into_response();
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot read the response",
+        )
+        .into_response();
     };
     let response_json: Value = serde_json::from_slice(&response_bytes).unwrap_or(Value::Null);
     let status = response_parts.status;
@@ -280,8 +329,19 @@ async fn refuse(state: &AppState, record: &Record, error: Error) -> Response {
     let message = api_error.errors.join("; ");
     let body = json!({ "errors": api_error.errors });
     for (kind, entry) in [
-        (EntryKind::Request, record.entry(EntryKind::Request, None, Some(&message), None)),
-        (EntryKind::Response, record.entry(EntryKind::Response, Some(status), Some(&message), Some(body.clone()))),
+        (
+            EntryKind::Request,
+            record.entry(EntryKind::Request, None, Some(&message), None),
+        ),
+        (
+            EntryKind::Response,
+            record.entry(
+                EntryKind::Response,
+                Some(status),
+                Some(&message),
+                Some(body.clone()),
+            ),
+        ),
     ] {
         if let Err(error) = state.audit.write(kind, &entry).await {
             return ApiError::from(error).into_response();
@@ -300,16 +360,28 @@ async fn withhold(state: &AppState, status: StatusCode, response: &Value) {
     if !status.is_success() {
         return;
     }
-    if let Some(lease_id) = response.get("lease_id").and_then(Value::as_str).filter(|id| !id.is_empty()) {
+    if let Some(lease_id) = response
+        .get("lease_id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+    {
         match state.leases.revoke(lease_id).await {
-            Ok(()) => tracing::warn!(%lease_id, "response withheld (audit failed); the lease was revoked"),
-            Err(e) => tracing::error!(%lease_id, error = %e, "response withheld (audit failed); revocation failed and the reaper will retry"),
+            Ok(()) => {
+                tracing::warn!(%lease_id, "response withheld (audit failed); the lease was revoked")
+            }
+            Err(e) => {
+                tracing::error!(%lease_id, error = %e, "response withheld (audit failed); revocation failed and the reaper will retry")
+            }
         }
     }
     if let Some(accessor) = response.pointer("/auth/accessor").and_then(Value::as_str) {
         match state.auth.revoke_accessor(accessor).await {
-            Ok(()) => tracing::warn!(%accessor, "response withheld (audit failed); the new token was revoked"),
-            Err(e) => tracing::error!(%accessor, error = %e, "response withheld (audit failed); cannot revoke the new token"),
+            Ok(()) => {
+                tracing::warn!(%accessor, "response withheld (audit failed); the new token was revoked")
+            }
+            Err(e) => {
+                tracing::error!(%accessor, error = %e, "response withheld (audit failed); cannot revoke the new token")
+            }
         }
     }
 }
@@ -331,7 +403,10 @@ async fn observe(state: &AppState, route: &str, record: &Record, status: StatusC
 
 /// Shared by the handlers that need the caller's ACL object without the gate (never in practice:
 /// every route is gated), so `Caller` stays constructible.
-pub(super) async fn caller_without_gate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Error> {
+pub(super) async fn caller_without_gate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Caller, Error> {
     let token = presented_token(headers);
     let identity = state.auth.authenticate(token.as_ref()).await?;
     let acl: Arc<_> = state.policies.acl(&identity.policies).await?;
@@ -349,18 +424,39 @@ mod tests {
     #[test]
     fn roles_and_leases_come_from_routes() {
         let none = Value::Null;
-        assert_eq!(role_of("/v1/database/creds/{name}", "database/creds/app", &none).as_deref(), Some("app"));
-        assert_eq!(role_of("/v1/database/config/{name}", "database/config/pg", &none), None);
         assert_eq!(
-            role_of("/v1/auth/jwt/login", "auth/jwt/login", &json!({"role": "k8s"})).as_deref(),
+            role_of("/v1/database/creds/{name}", "database/creds/app", &none).as_deref(),
+            Some("app")
+        );
+        assert_eq!(
+            role_of("/v1/database/config/{name}", "database/config/pg", &none),
+            None
+        );
+        assert_eq!(
+            role_of(
+                "/v1/auth/jwt/login",
+                "auth/jwt/login",
+                &json!({"role": "k8s"})
+            )
+            .as_deref(),
             Some("k8s")
         );
         assert_eq!(
-            lease_of("/v1/sys/leases/revoke/{*lease_id}", "sys/leases/revoke/database/creds/app/x", &none).as_deref(),
+            lease_of(
+                "/v1/sys/leases/revoke/{*lease_id}",
+                "sys/leases/revoke/database/creds/app/x",
+                &none
+            )
+            .as_deref(),
             Some("database/creds/app/x")
         );
         assert_eq!(
-            lease_of("/v1/sys/leases/renew", "sys/leases/renew", &json!({"lease_id": "a/b"})).as_deref(),
+            lease_of(
+                "/v1/sys/leases/renew",
+                "sys/leases/renew",
+                &json!({"lease_id": "a/b"})
+            )
+            .as_deref(),
             Some("a/b")
         );
     }

@@ -18,25 +18,36 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/sys/policies/acl/", get(list_acl))
         .route(
             "/v1/sys/policies/acl/{name}",
-            get(read_acl).post(write_acl).put(write_acl).delete(delete_policy),
+            get(read_acl)
+                .post(write_acl)
+                .put(write_acl)
+                .delete(delete_policy),
         )
         .route("/v1/sys/policy", get(list_legacy))
         .route(
             "/v1/sys/policy/{name}",
-            get(read_legacy).post(write_legacy).put(write_legacy).delete(delete_policy),
+            get(read_legacy)
+                .post(write_legacy)
+                .put(write_legacy)
+                .delete(delete_policy),
         )
 }
 
 async fn list_acl(State(state): State<AppState>, uri: axum::http::Uri) -> ApiResult {
     if !super::wants_list(&uri) {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "use LIST (or GET ?list=true) to list policies"));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use LIST (or GET ?list=true) to list policies",
+        ));
     }
     listing(state.policies.list().await?)
 }
 
 async fn read_acl(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let text = state.policies.read(&name).await?;
-    Ok(respond(json!({ "name": name.to_lowercase(), "policy": text })))
+    Ok(respond(
+        json!({ "name": name.to_lowercase(), "policy": text }),
+    ))
 }
 
 async fn write(state: &AppState, name: &str, body: &mut Body, fields: &[&str]) -> ApiResult {
@@ -52,7 +63,11 @@ async fn write(state: &AppState, name: &str, body: &mut Body, fields: &[&str]) -
     Ok(written(warnings))
 }
 
-async fn write_acl(State(state): State<AppState>, Path(name): Path<String>, mut body: Body) -> ApiResult {
+async fn write_acl(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    mut body: Body,
+) -> ApiResult {
     write(&state, &name, &mut body, &["policy"]).await
 }
 
@@ -73,7 +88,10 @@ async fn list_legacy(State(state): State<AppState>) -> ApiResult<Response> {
     .into_response())
 }
 
-async fn read_legacy(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Response> {
+async fn read_legacy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
     let text = state.policies.read(&name).await?;
     let name = name.to_lowercase();
     Ok(Json(json!({
@@ -85,6 +103,10 @@ async fn read_legacy(State(state): State<AppState>, Path(name): Path<String>) ->
     .into_response())
 }
 
-async fn write_legacy(State(state): State<AppState>, Path(name): Path<String>, mut body: Body) -> ApiResult {
+async fn write_legacy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    mut body: Body,
+) -> ApiResult {
     write(&state, &name, &mut body, &["policy", "rules"]).await
 }

@@ -157,19 +157,27 @@ impl MonitorRules {
     /// Checks values that parse but make no sense, naming the setting.
     pub fn validate(&self) -> Result<()> {
         if self.burst.threshold == 0 || self.burst.window.is_zero() {
-            return Err(Error::invalid("burst: threshold and window must be greater than zero"));
+            return Err(Error::invalid(
+                "burst: threshold and window must be greater than zero",
+            ));
         }
         if self.denials.threshold == 0 || self.denials.window.is_zero() {
-            return Err(Error::invalid("denials: threshold and window must be greater than zero"));
+            return Err(Error::invalid(
+                "denials: threshold and window must be greater than zero",
+            ));
         }
         if self.new_address.lookback.is_zero() {
-            return Err(Error::invalid("new_address: lookback must be greater than zero"));
+            return Err(Error::invalid(
+                "new_address: lookback must be greater than zero",
+            ));
         }
         for (role, hours) in &self.outside_hours.roles {
-            HourWindow::parse(hours).map_err(|e| Error::invalid(format!("outside_hours.roles.{role}: {e}")))?;
+            HourWindow::parse(hours)
+                .map_err(|e| Error::invalid(format!("outside_hours.roles.{role}: {e}")))?;
         }
         if !self.webhook.url.is_empty() {
-            let url = url::Url::parse(&self.webhook.url).map_err(|e| Error::invalid(format!("webhook.url: {e}")))?;
+            let url = url::Url::parse(&self.webhook.url)
+                .map_err(|e| Error::invalid(format!("webhook.url: {e}")))?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(Error::invalid("webhook.url: must be an http or https URL"));
             }
@@ -178,7 +186,9 @@ impl MonitorRules {
             return Err(Error::invalid("webhook.attempts: 1 to 10"));
         }
         if self.webhook.timeout.is_zero() || self.webhook.timeout > Duration::from_secs(60) {
-            return Err(Error::invalid("webhook.timeout: more than 0 and at most 60 seconds"));
+            return Err(Error::invalid(
+                "webhook.timeout: more than 0 and at most 60 seconds",
+            ));
         }
         Ok(())
     }
@@ -187,7 +197,8 @@ impl MonitorRules {
     pub fn merged(&self, patch: &Value) -> Result<Self> {
         let mut current = serde_json::to_value(self).map_err(|e| Error::Internal(e.to_string()))?;
         merge(&mut current, patch);
-        let rules: Self = serde_json::from_value(current).map_err(|e| Error::invalid(format!("monitor rules: {e}")))?;
+        let rules: Self = serde_json::from_value(current)
+            .map_err(|e| Error::invalid(format!("monitor rules: {e}")))?;
         rules.validate()?;
         Ok(rules)
     }
@@ -259,7 +270,13 @@ fn slide(events: &mut VecDeque<DateTime<Utc>>, now: DateTime<Utc>, window: Durat
 
 /// An alert as `sys/alerts` and the webhook show it.
 pub fn alert_json(row: &AlertRow) -> Value {
-    let blank = |s: &str| if s.is_empty() { Value::Null } else { Value::String(s.to_owned()) };
+    let blank = |s: &str| {
+        if s.is_empty() {
+            Value::Null
+        } else {
+            Value::String(s.to_owned())
+        }
+    };
     json!({
         "id": row.id,
         "rule": row.rule,
@@ -320,7 +337,9 @@ struct Raise<'a> {
 impl Monitor {
     /// Starts with the rules stored through the API if any, else `configured` (from the file).
     pub async fn open(store: Store, configured: MonitorRules) -> Result<Self> {
-        configured.validate().map_err(|e| Error::Config(format!("[monitor]: {e}")))?;
+        configured
+            .validate()
+            .map_err(|e| Error::Config(format!("[monitor]: {e}")))?;
         let rules = match store.meta_get(RULES_META).await? {
             Some(text) => match serde_json::from_str::<MonitorRules>(&text) {
                 Ok(stored) => stored,
@@ -355,7 +374,13 @@ impl Monitor {
 
     /// Newest first.
     pub async fn alerts(&self, limit: i64) -> Result<Vec<Value>> {
-        Ok(self.store.recent_alerts(limit).await?.iter().map(alert_json).collect())
+        Ok(self
+            .store
+            .recent_alerts(limit)
+            .await?
+            .iter()
+            .map(alert_json)
+            .collect())
     }
 
     /// A credential was issued to `actor` for `role`.
@@ -378,7 +403,10 @@ impl Monitor {
                         address: String::new(),
                         role: "",
                         count: Some(count as i64),
-                        open_since: Some(now - chrono::Duration::from_std(rules.burst.window).unwrap_or_default()),
+                        open_since: Some(
+                            now - chrono::Duration::from_std(rules.burst.window)
+                                .unwrap_or_default(),
+                        ),
                         detail: format!(
                             "{count} credential reads within {}s (threshold {})",
                             rules.burst.window.as_secs(),
@@ -390,7 +418,8 @@ impl Monitor {
             }
         }
         if rules.new_address.enabled && !actor.identity.is_empty() && !address.is_empty() {
-            let since = now - chrono::Duration::from_std(rules.new_address.lookback).unwrap_or_default();
+            let since =
+                now - chrono::Duration::from_std(rules.new_address.lookback).unwrap_or_default();
             let (has_history, known) = self
                 .store
                 .touch_source_address(&actor.identity, &address, to_millis(now), to_millis(since))
@@ -426,8 +455,14 @@ impl Monitor {
                                 address: String::new(),
                                 role,
                                 count: None,
-                                open_since: Some(now - chrono::Duration::from_std(OUTSIDE_HOURS_REOPEN).unwrap_or_default()),
-                                detail: format!("read at {} UTC, allowed {hours}", now.format("%H:%M")),
+                                open_since: Some(
+                                    now - chrono::Duration::from_std(OUTSIDE_HOURS_REOPEN)
+                                        .unwrap_or_default(),
+                                ),
+                                detail: format!(
+                                    "read at {} UTC, allowed {hours}",
+                                    now.format("%H:%M")
+                                ),
                             },
                         )
                         .await?;
@@ -464,7 +499,9 @@ impl Monitor {
                     address: address.to_string(),
                     role: "",
                     count: Some(count as i64),
-                    open_since: Some(now - chrono::Duration::from_std(rules.denials.window).unwrap_or_default()),
+                    open_since: Some(
+                        now - chrono::Duration::from_std(rules.denials.window).unwrap_or_default(),
+                    ),
                     detail: format!(
                         "{count} refused requests within {}s (threshold {})",
                         rules.denials.window.as_secs(),
@@ -482,11 +519,20 @@ impl Monitor {
         if let Some(since) = raise.open_since {
             if let Some(open) = self
                 .store
-                .open_alert(raise.rule, &raise.actor.identity, &raise.address, raise.role, to_millis(since))
+                .open_alert(
+                    raise.rule,
+                    &raise.actor.identity,
+                    &raise.address,
+                    raise.role,
+                    to_millis(since),
+                )
                 .await?
             {
                 let count = raise.count.unwrap_or(open.count + 1).max(open.count);
-                return self.store.update_alert(open.id, count, to_millis(now)).await;
+                return self
+                    .store
+                    .update_alert(open.id, count, to_millis(now))
+                    .await;
             }
         }
         let mut row = AlertRow {
@@ -514,7 +560,11 @@ impl Monitor {
         );
         crate::metrics::alert_raised(&row.rule);
         if !rules.webhook.url.is_empty() {
-            tokio::spawn(send_webhook(self.http.clone(), rules.webhook.clone(), alert_json(&row)));
+            tokio::spawn(send_webhook(
+                self.http.clone(),
+                rules.webhook.clone(),
+                alert_json(&row),
+            ));
         }
         Ok(())
     }
@@ -539,7 +589,9 @@ async fn send_webhook(http: reqwest::Client, settings: WebhookSettings, alert: V
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(10));
             }
-            Err(e) => tracing::error!(attempts = attempt, error = %e, "alert webhook failed; giving up on this alert"),
+            Err(e) => {
+                tracing::error!(attempts = attempt, error = %e, "alert webhook failed; giving up on this alert")
+            }
         }
     }
 }
@@ -556,7 +608,12 @@ mod tests {
         assert_eq!(rules.burst.window, Duration::from_secs(60));
         assert_eq!(rules.denials.threshold, 10);
         assert_eq!(rules.new_address.lookback, Duration::from_secs(7 * 86400));
-        assert!(rules.burst.enabled && rules.new_address.enabled && rules.outside_hours.enabled && rules.denials.enabled);
+        assert!(
+            rules.burst.enabled
+                && rules.new_address.enabled
+                && rules.outside_hours.enabled
+                && rules.denials.enabled
+        );
         rules.validate().unwrap();
     }
 
@@ -567,14 +624,26 @@ mod tests {
         let mut events = VecDeque::new();
         // 30 reads one second apart: not a burst.
         for i in 0..30 {
-            let n = slide(&mut events, start + chrono::Duration::seconds(i), rules.burst.window);
+            let n = slide(
+                &mut events,
+                start + chrono::Duration::seconds(i),
+                rules.burst.window,
+            );
             assert!(n <= rules.burst.threshold as usize);
         }
         // The 31st within the minute is.
-        let n = slide(&mut events, start + chrono::Duration::seconds(30), rules.burst.window);
+        let n = slide(
+            &mut events,
+            start + chrono::Duration::seconds(30),
+            rules.burst.window,
+        );
         assert!(n > rules.burst.threshold as usize);
         // Two minutes later the window has emptied.
-        let n = slide(&mut events, start + chrono::Duration::seconds(200), rules.burst.window);
+        let n = slide(
+            &mut events,
+            start + chrono::Duration::seconds(200),
+            rules.burst.window,
+        );
         assert_eq!(n, 1);
     }
 
@@ -584,7 +653,13 @@ mod tests {
         let start = Utc.with_ymd_and_hms(2025, 1, 1, 12, 0, 0).unwrap();
         let mut events = VecDeque::new();
         let counts: Vec<usize> = (0..11)
-            .map(|i| slide(&mut events, start + chrono::Duration::seconds(i * 5), rules.denials.window))
+            .map(|i| {
+                slide(
+                    &mut events,
+                    start + chrono::Duration::seconds(i * 5),
+                    rules.denials.window,
+                )
+            })
             .collect();
         assert!(counts[..10].iter().all(|n| *n <= 10));
         assert!(counts[10] > 10);
@@ -613,10 +688,18 @@ mod tests {
         assert_eq!(patched.burst.threshold, 3);
         assert_eq!(patched.burst.window, Duration::from_secs(10));
         assert!(patched.burst.enabled, "untouched fields keep their value");
-        let removed = patched.merged(&json!({"outside_hours": {"roles": {"app": null}}})).unwrap();
+        let removed = patched
+            .merged(&json!({"outside_hours": {"roles": {"app": null}}}))
+            .unwrap();
         assert!(removed.outside_hours.roles.is_empty());
         assert!(rules.merged(&json!({"burst": {"threshold": 0}})).is_err());
-        assert!(rules.merged(&json!({"outside_hours": {"roles": {"app": "late"}}})).is_err());
-        assert!(rules.merged(&json!({"brust": {}})).unwrap_err().to_string().contains("brust"));
+        assert!(rules
+            .merged(&json!({"outside_hours": {"roles": {"app": "late"}}}))
+            .is_err());
+        assert!(rules
+            .merged(&json!({"brust": {}}))
+            .unwrap_err()
+            .to_string()
+            .contains("brust"));
     }
 }

@@ -7,12 +7,14 @@
 //!   `sys/audit-hash/:name` without the log being a store of secrets.
 //! - [`anomaly`]: rules over the same stream (bursts, new source addresses, reads outside hours,
 //!   repeated denials) that raise alerts.
+//! - [`housekeeping`]: removes expired tokens, stale source addresses and old alerts.
 //!
 //! Fail closed: with devices enabled, a request none of them can record is not performed. A file
 //! device opens its file for every line, so a file that becomes unwritable (its directory removed,
 //! the disk full) is noticed on the next request rather than written into an unlinked inode.
 
 pub mod anomaly;
+pub mod housekeeping;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -118,14 +120,23 @@ fn append_line(path: &std::path::Path, line: &[u8]) -> std::io::Result<()> {
 impl Device {
     fn from_row(row: &AuditDeviceRow) -> Result<Self> {
         let options: Map<String, Value> = serde_json::from_str(&row.options).unwrap_or_default();
-        let file_path = options.get("file_path").and_then(Value::as_str).unwrap_or_default();
+        let file_path = options
+            .get("file_path")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let sink = match (row.device_type.as_str(), file_path) {
             ("stdout", _) | ("file", "stdout") => Sink::Stdout,
-            ("file", "") => return Err(Error::invalid("options.file_path: required for a file audit device")),
+            ("file", "") => {
+                return Err(Error::invalid(
+                    "options.file_path: required for a file audit device",
+                ))
+            }
             ("file", path) => {
                 let path = PathBuf::from(path);
                 if !path.is_absolute() {
-                    return Err(Error::invalid("options.file_path: must be an absolute path"));
+                    return Err(Error::invalid(
+                        "options.file_path: must be an absolute path",
+                    ));
                 }
                 Sink::File(path)
             }
@@ -177,7 +188,9 @@ pub struct Audit {
 
 impl std::fmt::Debug for Audit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Audit").field("key", &"<redacted>").finish_non_exhaustive()
+        f.debug_struct("Audit")
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
     }
 }
 
@@ -197,7 +210,9 @@ impl Audit {
                 let mut bytes = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut bytes);
                 let key = Secret::new(hex::encode(bytes));
-                store.meta_set(KEY_META, &sealer.seal(KEY_CONTEXT, &key)?).await?;
+                store
+                    .meta_set(KEY_META, &sealer.seal(KEY_CONTEXT, &key)?)
+                    .await?;
                 key
             }
         };
@@ -205,7 +220,9 @@ impl Audit {
         for row in store.list_audit_devices().await? {
             match Device::from_row(&row) {
                 Ok(device) => devices.push(Arc::new(device)),
-                Err(e) => tracing::error!(device = %row.name, error = %e, "stored audit device is unusable"),
+                Err(e) => {
+                    tracing::error!(device = %row.name, error = %e, "stored audit device is unusable")
+                }
             }
         }
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose().as_bytes())
@@ -220,7 +237,10 @@ impl Audit {
     }
 
     fn devices(&self) -> Vec<Arc<Device>> {
-        self.devices.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.devices
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// `hmac-sha256:<hex>` of `input` under the install's audit key.
@@ -261,7 +281,13 @@ impl Audit {
     }
 
     /// Enables a device after proving it can write; the name must be free.
-    pub async fn enable(&self, name: &str, device_type: &str, description: &str, options: Map<String, Value>) -> Result<()> {
+    pub async fn enable(
+        &self,
+        name: &str,
+        device_type: &str,
+        description: &str,
+        options: Map<String, Value>,
+    ) -> Result<()> {
         let name = name.trim_matches('/');
         crate::catalog::check_name("audit device name", name)?;
         let row = AuditDeviceRow {
@@ -273,19 +299,28 @@ impl Audit {
         };
         let device = Device::from_row(&row)?;
         if self.has_device(name) {
-            return Err(Error::invalid(format!("path already in use: audit device {name:?} is enabled")));
+            return Err(Error::invalid(format!(
+                "path already in use: audit device {name:?} is enabled"
+            )));
         }
         if let Sink::File(path) = &device.sink {
             let path = path.clone();
             tokio::task::spawn_blocking(move || append_line(&path, b""))
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?
-                .map_err(|e| Error::invalid(format!("options.file_path: cannot write there: {e}")))?;
+                .map_err(|e| {
+                    Error::invalid(format!("options.file_path: cannot write there: {e}"))
+                })?;
         }
         if !self.store.insert_audit_device(&row).await? {
-            return Err(Error::invalid(format!("path already in use: audit device {name:?} is enabled")));
+            return Err(Error::invalid(format!(
+                "path already in use: audit device {name:?} is enabled"
+            )));
         }
-        self.devices.write().unwrap_or_else(|p| p.into_inner()).push(Arc::new(device));
+        self.devices
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(device));
         tracing::info!(device = %name, device_type, "audit device enabled");
         Ok(())
     }
@@ -294,7 +329,10 @@ impl Audit {
     pub async fn disable(&self, name: &str) -> Result<()> {
         let name = name.trim_matches('/');
         self.store.delete_audit_device(name).await?;
-        self.devices.write().unwrap_or_else(|p| p.into_inner()).retain(|d| d.name != name);
+        self.devices
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|d| d.name != name);
         tracing::info!(device = %name, "audit device disabled");
         Ok(())
     }
@@ -321,7 +359,8 @@ impl Audit {
     /// Arms a failure of the next response line (test builds only).
     #[cfg(feature = "fault-injection")]
     pub fn fail_next_response(&self) {
-        self.fail_next_response.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.fail_next_response
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Writes one entry to every device. Succeeds when no device is enabled or when at least one
@@ -332,7 +371,11 @@ impl Audit {
             return Ok(());
         }
         #[cfg(feature = "fault-injection")]
-        if kind == EntryKind::Response && self.fail_next_response.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        if kind == EntryKind::Response
+            && self
+                .fail_next_response
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
             crate::metrics::audit_failed();
             return Err(Error::AuditFailed("injected fault".into()));
         }
@@ -340,7 +383,8 @@ impl Audit {
         let mut line = serde_json::to_vec(entry).map_err(|e| Error::Internal(e.to_string()))?;
         line.push(b'\n');
         let line = Arc::new(line);
-        let results = futures::future::join_all(devices.iter().map(|d| d.write(line.clone()))).await;
+        let results =
+            futures::future::join_all(devices.iter().map(|d| d.write(line.clone()))).await;
         let mut errors = Vec::new();
         for (device, result) in devices.iter().zip(results) {
             if let Err(e) = result {

@@ -112,7 +112,11 @@ impl Parser {
                             Some('"') => labels.push(self.string()?),
                             Some('{') => break,
                             Some(c) if is_ident_start(c) => labels.push(self.identifier()),
-                            _ => return Err(self.error(format!("expected '=' or a block after {key:?}"))),
+                            _ => {
+                                return Err(
+                                    self.error(format!("expected '=' or a block after {key:?}"))
+                                )
+                            }
                         }
                     }
                     self.at += 1;
@@ -134,7 +138,10 @@ impl Parser {
 
     fn identifier(&mut self) -> String {
         let start = self.at;
-        while self.peek().is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+        while self
+            .peek()
+            .is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
             self.at += 1;
         }
         self.chars[start..self.at].iter().collect()
@@ -159,7 +166,11 @@ impl Parser {
                         Some('"') => '"',
                         Some('\\') => '\\',
                         Some('/') => '/',
-                        other => return Err(self.error(format!("unknown escape \\{}", other.unwrap_or(' ')))),
+                        other => {
+                            return Err(
+                                self.error(format!("unknown escape \\{}", other.unwrap_or(' ')))
+                            )
+                        }
                     };
                     out.push(escaped);
                     self.at += 1;
@@ -240,7 +251,9 @@ fn insert_block(out: &mut Map<String, Value>, key: String, labels: &[String], bl
             *slot = Value::Object(Map::new());
         }
         let Value::Object(map) = slot else { return };
-        slot = map.entry(label.clone()).or_insert_with(|| Value::Object(Map::new()));
+        slot = map
+            .entry(label.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
     match (slot, block) {
         (Value::Object(existing), Value::Object(new)) => {
@@ -282,8 +295,14 @@ mod tests {
             value["path"]["database/creds/app-*"]["capabilities"],
             json!(["read", "list", "update"])
         );
-        assert_eq!(value["path"]["sys/leases/+/database/*"]["capabilities"], json!(["update", "sudo"]));
-        assert_eq!(value["path"]["secret/x"]["allowed_parameters"]["n"], json!([1, 2.5, true]));
+        assert_eq!(
+            value["path"]["sys/leases/+/database/*"]["capabilities"],
+            json!(["update", "sudo"])
+        );
+        assert_eq!(
+            value["path"]["secret/x"]["allowed_parameters"]["n"],
+            json!([1, 2.5, true])
+        );
     }
 
     #[test]

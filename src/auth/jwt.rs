@@ -98,7 +98,9 @@ impl JwtRole {
             self.role_type = "jwt".into();
         }
         if self.role_type != "jwt" {
-            return Err(Error::invalid("role_type: only \"jwt\" is supported (no OIDC browser flow)"));
+            return Err(Error::invalid(
+                "role_type: only \"jwt\" is supported (no OIDC browser flow)",
+            ));
         }
         if self.user_claim.trim().is_empty() {
             return Err(Error::invalid("user_claim: required"));
@@ -149,7 +151,9 @@ fn decoding_key_from_pem(text: &str) -> Result<DecodingKey> {
     DecodingKey::from_rsa_pem(bytes)
         .or_else(|_| DecodingKey::from_ec_pem(bytes))
         .or_else(|_| DecodingKey::from_ed_pem(bytes))
-        .map_err(|_| Error::invalid("jwt_validation_pubkeys: not a PEM RSA, EC or Ed25519 public key"))
+        .map_err(|_| {
+            Error::invalid("jwt_validation_pubkeys: not a PEM RSA, EC or Ed25519 public key")
+        })
 }
 
 fn refused(reason: impl Into<String>) -> Error {
@@ -178,7 +182,10 @@ fn claim_matches(actual: &Value, accepted: &Value) -> bool {
     };
     match actual {
         Value::String(s) => accepted.contains(&s.as_str()),
-        Value::Array(items) => items.iter().filter_map(Value::as_str).any(|s| accepted.contains(&s)),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|s| accepted.contains(&s)),
         Value::Bool(b) => accepted.contains(&b.to_string().as_str()),
         Value::Number(n) => accepted.contains(&n.to_string().as_str()),
         _ => false,
@@ -230,14 +237,16 @@ impl JwtAuth {
             decoding_key_from_pem(pem)?;
         }
         if !config.jwks_url.is_empty() {
-            let url = url::Url::parse(&config.jwks_url).map_err(|e| Error::invalid(format!("jwks_url: {e}")))?;
+            let url = url::Url::parse(&config.jwks_url)
+                .map_err(|e| Error::invalid(format!("jwks_url: {e}")))?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(Error::invalid("jwks_url: must be an http or https URL"));
             }
         }
         for alg in &config.jwt_supported_algs {
-            alg.parse::<Algorithm>()
-                .map_err(|_| Error::invalid(format!("jwt_supported_algs: unknown algorithm {alg:?}")))?;
+            alg.parse::<Algorithm>().map_err(|_| {
+                Error::invalid(format!("jwt_supported_algs: unknown algorithm {alg:?}"))
+            })?;
         }
         let text = serde_json::to_string(&config).map_err(|e| Error::Internal(e.to_string()))?;
         self.store.meta_set(CONFIG_KEY, &text).await?;
@@ -249,7 +258,9 @@ impl JwtAuth {
         check_name("role name", name)?;
         role.validate()?;
         let text = serde_json::to_string(&role).map_err(|e| Error::Internal(e.to_string()))?;
-        self.store.upsert_jwt_role(name, &text, to_millis(chrono::Utc::now())).await
+        self.store
+            .upsert_jwt_role(name, &text, to_millis(chrono::Utc::now()))
+            .await
     }
 
     pub async fn role(&self, name: &str) -> Result<JwtRole> {
@@ -259,7 +270,8 @@ impl JwtAuth {
             .get_jwt_role(name)
             .await?
             .ok_or_else(|| Error::not_found("role", name))?;
-        serde_json::from_str(&text).map_err(|e| Error::Internal(format!("stored JWT role is unreadable: {e}")))
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Internal(format!("stored JWT role is unreadable: {e}")))
     }
 
     pub async fn list_roles(&self) -> Result<Vec<String>> {
@@ -273,13 +285,22 @@ impl JwtAuth {
     }
 
     /// The keys a token with `header` may have been signed with.
-    async fn candidate_keys(&self, config: &JwtConfig, kid: Option<&str>) -> Result<Vec<DecodingKey>> {
+    async fn candidate_keys(
+        &self,
+        config: &JwtConfig,
+        kid: Option<&str>,
+    ) -> Result<Vec<DecodingKey>> {
         if !config.jwt_validation_pubkeys.is_empty() {
-            return config.jwt_validation_pubkeys.iter().map(|p| decoding_key_from_pem(p)).collect();
+            return config
+                .jwt_validation_pubkeys
+                .iter()
+                .map(|p| decoding_key_from_pem(p))
+                .collect();
         }
         let mut cache = self.jwks.lock().await;
         let fresh = |c: &Option<CachedJwks>, max_age: Duration| {
-            c.as_ref().is_some_and(|c| c.url == config.jwks_url && c.fetched.elapsed() < max_age)
+            c.as_ref()
+                .is_some_and(|c| c.url == config.jwks_url && c.fetched.elapsed() < max_age)
         };
         let knows_kid = |c: &Option<CachedJwks>| match (c, kid) {
             (Some(c), Some(kid)) => c.keys.find(kid).is_some(),
@@ -293,12 +314,17 @@ impl JwtAuth {
                 keys,
             });
         }
-        let Some(cached) = cache.as_ref() else { return Ok(vec![]) };
+        let Some(cached) = cache.as_ref() else {
+            return Ok(vec![]);
+        };
         let jwks: Vec<_> = match kid {
             Some(kid) => cached.keys.find(kid).into_iter().collect(),
             None => cached.keys.keys.iter().collect(),
         };
-        Ok(jwks.into_iter().filter_map(|jwk| DecodingKey::from_jwk(jwk).ok()).collect())
+        Ok(jwks
+            .into_iter()
+            .filter_map(|jwk| DecodingKey::from_jwk(jwk).ok())
+            .collect())
     }
 
     async fn fetch_jwks(&self, url: &str) -> Result<JwkSet> {
@@ -316,17 +342,28 @@ impl JwtAuth {
     }
 
     /// Checks `jwt` against `role_name` and the method's configuration and returns the claims.
-    pub async fn verify(&self, role_name: &str, jwt: &Secret) -> Result<(JwtRole, Map<String, Value>)> {
+    pub async fn verify(
+        &self,
+        role_name: &str,
+        jwt: &Secret,
+    ) -> Result<(JwtRole, Map<String, Value>)> {
         let role = match self.role(role_name).await {
-            Err(Error::NotFound { .. }) => return Err(Error::invalid(format!("role \"{role_name}\" could not be found"))),
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::invalid(format!(
+                    "role \"{role_name}\" could not be found"
+                )))
+            }
             other => other?,
         };
-        let config = self
-            .config()
-            .await?
-            .ok_or_else(|| Error::invalid("the JWT auth method is not configured (auth/jwt/config)"))?;
-        let header = jsonwebtoken::decode_header(jwt.expose()).map_err(|_| refused("malformed token"))?;
-        if matches!(header.alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+        let config = self.config().await?.ok_or_else(|| {
+            Error::invalid("the JWT auth method is not configured (auth/jwt/config)")
+        })?;
+        let header =
+            jsonwebtoken::decode_header(jwt.expose()).map_err(|_| refused("malformed token"))?;
+        if matches!(
+            header.alg,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        ) {
             return Err(refused("symmetric (HS*) algorithms are not accepted"));
         }
         if !config.jwt_supported_algs.is_empty()
@@ -362,7 +399,11 @@ impl JwtAuth {
                     break;
                 }
                 // A key of another family says nothing about this token; keep any more telling error.
-                Err(e) if matches!(e.kind(), ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat
+                    ) => {}
                 Err(e) => {
                     last = e.kind().clone();
                     if !matches!(last, ErrorKind::InvalidSignature) {
@@ -374,15 +415,21 @@ impl JwtAuth {
         }
         let claims = claims.ok_or_else(|| refused(reason(&last)))?;
         if role.bound_audiences.is_empty() && claims.get("aud").is_some_and(|a| !a.is_null()) {
-            return Err(refused("audience claim found in the JWT but the role binds no audiences"));
+            return Err(refused(
+                "audience claim found in the JWT but the role binds no audiences",
+            ));
         }
-        if !role.bound_subject.is_empty() && claims.get("sub").and_then(Value::as_str) != Some(role.bound_subject.as_str()) {
+        if !role.bound_subject.is_empty()
+            && claims.get("sub").and_then(Value::as_str) != Some(role.bound_subject.as_str())
+        {
             return Err(refused("subject not allowed"));
         }
         for (name, accepted) in &role.bound_claims {
             let ok = claim(&claims, name).is_some_and(|actual| claim_matches(actual, accepted));
             if !ok {
-                return Err(refused(format!("claim {name:?} does not match the role's bound_claims")));
+                return Err(refused(format!(
+                    "claim {name:?} does not match the role's bound_claims"
+                )));
             }
         }
         Ok((role, claims))
@@ -395,7 +442,12 @@ impl JwtAuth {
         let user = match claim(&claims, &role.user_claim) {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(refused(format!("the user claim {:?} is missing or not a string", role.user_claim))),
+            _ => {
+                return Err(refused(format!(
+                    "the user claim {:?} is missing or not a string",
+                    role.user_claim
+                )))
+            }
         };
         let mut meta = Map::new();
         meta.insert("role".into(), Value::String(role_name.to_owned()));
@@ -418,7 +470,11 @@ impl JwtAuth {
             (0, max) | (max, 0) => max,
             (a, b) => a.min(b),
         };
-        let ttl = if role.token_ttl > 0 { Duration::from_secs(role.token_ttl) } else { auth.limits.default_ttl };
+        let ttl = if role.token_ttl > 0 {
+            Duration::from_secs(role.token_ttl)
+        } else {
+            auth.limits.default_ttl
+        };
         let display_name: String = format!("jwt-{user}").chars().take(96).collect();
         tracing::info!(role = %role_name, user = %user, "JWT login accepted");
         auth.issue_token(NewToken {
@@ -450,21 +506,47 @@ mod tests {
             "kubernetes.io": { "namespace": "apps", "serviceaccount": { "name": "billing" } }
         });
         let claims = claims.as_object().unwrap();
-        assert!(claim_matches(claim(claims, "groups").unwrap(), &json!(["b", "c"])));
-        assert!(!claim_matches(claim(claims, "groups").unwrap(), &json!("c")));
-        assert_eq!(claim(claims, "/kubernetes.io/namespace"), Some(&json!("apps")));
-        assert_eq!(claim(claims, "/kubernetes.io/serviceaccount/name"), Some(&json!("billing")));
+        assert!(claim_matches(
+            claim(claims, "groups").unwrap(),
+            &json!(["b", "c"])
+        ));
+        assert!(!claim_matches(
+            claim(claims, "groups").unwrap(),
+            &json!("c")
+        ));
+        assert_eq!(
+            claim(claims, "/kubernetes.io/namespace"),
+            Some(&json!("apps"))
+        );
+        assert_eq!(
+            claim(claims, "/kubernetes.io/serviceaccount/name"),
+            Some(&json!("billing"))
+        );
         assert!(claim(claims, "/kubernetes.io/nope").is_none());
     }
 
     #[test]
     fn roles_are_checked_when_written() {
-        let mut role = JwtRole { role_type: "oidc".into(), ..JwtRole::default() };
-        assert!(role.validate().unwrap_err().to_string().contains("role_type"));
+        let mut role = JwtRole {
+            role_type: "oidc".into(),
+            ..JwtRole::default()
+        };
+        assert!(role
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("role_type"));
         let mut role = JwtRole::default();
         role.bound_claims.insert("ns".into(), json!({"x": 1}));
-        assert!(role.validate().unwrap_err().to_string().contains("bound_claims"));
-        let mut role = JwtRole { token_policies: vec!["Bad Name".into()], ..JwtRole::default() };
+        assert!(role
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("bound_claims"));
+        let mut role = JwtRole {
+            token_policies: vec!["Bad Name".into()],
+            ..JwtRole::default()
+        };
         assert!(role.validate().is_err());
     }
 }

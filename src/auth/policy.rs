@@ -192,7 +192,9 @@ pub fn check_policy_name(name: &str) -> Result<String> {
     let name = name.trim().to_lowercase();
     if name.is_empty()
         || name.len() > 128
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
         return Err(Error::invalid(
             "policy name: 1 to 128 letters, digits, '-', '_' or '.'",
@@ -222,7 +224,11 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy> {
             .filter_map(Value::as_object)
             .flat_map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())))
             .collect(),
-        Some(_) => return Err(Error::invalid("policy: \"path\" must be an object of path rules")),
+        Some(_) => {
+            return Err(Error::invalid(
+                "policy: \"path\" must be an object of path rules",
+            ))
+        }
     };
     for (pattern, body) in paths {
         check_pattern(&pattern)?;
@@ -232,7 +238,9 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy> {
     if let Value::Object(map) = &value {
         for key in map.keys() {
             if key != "path" && key != "name" {
-                return Err(Error::invalid(format!("policy: unknown top-level key {key:?}")));
+                return Err(Error::invalid(format!(
+                    "policy: unknown top-level key {key:?}"
+                )));
             }
         }
     }
@@ -240,7 +248,10 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy> {
         name: name.to_owned(),
         rules: rules
             .into_iter()
-            .map(|(pattern, capabilities)| PathRule { pattern, capabilities })
+            .map(|(pattern, capabilities)| PathRule {
+                pattern,
+                capabilities,
+            })
             .collect(),
     })
 }
@@ -253,7 +264,9 @@ fn check_pattern(pattern: &str) -> Result<()> {
         )));
     }
     if pattern.starts_with('/') {
-        return Err(Error::invalid(format!("policy: path {pattern:?} must not start with '/'")));
+        return Err(Error::invalid(format!(
+            "policy: path {pattern:?} must not start with '/'"
+        )));
     }
     for segment in pattern.split('/') {
         if segment.contains('+') && segment != "+" {
@@ -268,7 +281,9 @@ fn check_pattern(pattern: &str) -> Result<()> {
 fn rule_capabilities(pattern: &str, body: &Value) -> Result<Capabilities> {
     let mut caps = Capabilities::default();
     let Some(body) = body.as_object() else {
-        return Err(Error::invalid(format!("policy: path {pattern:?}: expected a block")));
+        return Err(Error::invalid(format!(
+            "policy: path {pattern:?}: expected a block"
+        )));
     };
     let list = match body.get("capabilities") {
         Some(Value::Array(items)) => items.clone(),
@@ -294,7 +309,13 @@ fn rule_capabilities(pattern: &str, body: &Value) -> Result<Capabilities> {
         let extra: &[Capability] = match shorthand.as_str() {
             Some("deny") => &[Capability::Deny],
             Some("read") => &[Capability::Read, Capability::List],
-            Some("write") => &[Capability::Read, Capability::List, Capability::Create, Capability::Update, Capability::Delete],
+            Some("write") => &[
+                Capability::Read,
+                Capability::List,
+                Capability::Create,
+                Capability::Update,
+                Capability::Delete,
+            ],
             Some("sudo") => &[
                 Capability::Read,
                 Capability::List,
@@ -314,7 +335,9 @@ fn rule_capabilities(pattern: &str, body: &Value) -> Result<Capabilities> {
         }
     }
     if body.get("capabilities").is_none() && body.get("policy").is_none() {
-        return Err(Error::invalid(format!("policy: path {pattern:?}: no capabilities given")));
+        return Err(Error::invalid(format!(
+            "policy: path {pattern:?}: no capabilities given"
+        )));
     }
     Ok(caps)
 }
@@ -340,7 +363,10 @@ impl Acl {
         let mut merged: BTreeMap<String, Capabilities> = BTreeMap::new();
         for policy in policies {
             for rule in &policy.rules {
-                merged.entry(rule.pattern.clone()).or_default().add(rule.capabilities);
+                merged
+                    .entry(rule.pattern.clone())
+                    .or_default()
+                    .add(rule.capabilities);
             }
         }
         let mut acl = Self::default();
@@ -403,12 +429,18 @@ pub fn pattern_matches(pattern: &str, path: &str) -> bool {
         None => (pattern, false),
     };
     if !body.contains('+') {
-        return if glob { path.starts_with(body) } else { path == body };
+        return if glob {
+            path.starts_with(body)
+        } else {
+            path == body
+        };
     }
     let pattern_segments: Vec<&str> = body.split('/').collect();
     let path_segments: Vec<&str> = path.split('/').collect();
     let last = pattern_segments.len() - 1;
-    if path_segments.len() < pattern_segments.len() || (!glob && path_segments.len() != pattern_segments.len()) {
+    if path_segments.len() < pattern_segments.len()
+        || (!glob && path_segments.len() != pattern_segments.len())
+    {
         return false;
     }
     for (i, segment) in pattern_segments.iter().enumerate() {
@@ -417,7 +449,11 @@ pub fn pattern_matches(pattern: &str, path: &str) -> bool {
             // `+` is one segment; in the last position under a glob it may be partial.
             continue;
         }
-        let matches = if i == last && glob { actual.starts_with(segment) } else { actual == *segment };
+        let matches = if i == last && glob {
+            actual.starts_with(segment)
+        } else {
+            actual == *segment
+        };
         if !matches {
             return false;
         }
@@ -464,7 +500,9 @@ impl Policies {
             return Err(Error::invalid("cannot update the root policy"));
         }
         parse_policy(&name, text)?;
-        self.store.upsert_policy(&name, text, to_millis(Utc::now())).await
+        self.store
+            .upsert_policy(&name, text, to_millis(Utc::now()))
+            .await
     }
 
     pub async fn read(&self, name: &str) -> Result<String> {
@@ -507,7 +545,9 @@ impl Policies {
             if let Some(row) = self.store.get_policy(name).await? {
                 match parse_policy(name, &row.text) {
                     Ok(policy) => policies.push(policy),
-                    Err(e) => tracing::error!(policy = %name, error = %e, "stored policy no longer parses; it grants nothing"),
+                    Err(e) => {
+                        tracing::error!(policy = %name, error = %e, "stored policy no longer parses; it grants nothing")
+                    }
                 }
             }
         }
@@ -520,7 +560,10 @@ mod tests {
     use super::*;
 
     fn acl(texts: &[&str]) -> Acl {
-        let policies: Vec<Policy> = texts.iter().map(|t| parse_policy("p", t).unwrap()).collect();
+        let policies: Vec<Policy> = texts
+            .iter()
+            .map(|t| parse_policy("p", t).unwrap())
+            .collect();
         Acl::from_policies(&policies)
     }
 
@@ -533,12 +576,21 @@ mod tests {
         "#]);
         assert!(acl.allows("database/creds/app-ro", Operation::Read));
         assert!(acl.allows("database/creds/app-", Operation::Read));
-        assert!(!acl.allows("database/creds/admin", Operation::Read), "deny by default");
+        assert!(
+            !acl.allows("database/creds/admin", Operation::Read),
+            "deny by default"
+        );
         assert!(!acl.allows("database/creds/app-ro", Operation::Delete));
         assert!(acl.allows("sys/leases/lookup/database/creds/app/x", Operation::List));
-        assert!(!acl.allows("sys/leases/lookup/database/creds/", Operation::List), "+ needs a segment");
+        assert!(
+            !acl.allows("sys/leases/lookup/database/creds/", Operation::List),
+            "+ needs a segment"
+        );
         assert!(acl.allows("database/roles", Operation::List));
-        assert!(!acl.allows("database/roles/x", Operation::List), "exact is exact");
+        assert!(
+            !acl.allows("database/roles/x", Operation::List),
+            "exact is exact"
+        );
     }
 
     #[test]
@@ -549,13 +601,19 @@ mod tests {
                path "database/creds/admin" { capabilities = ["deny"] }"#,
         ]);
         assert!(acl.allows("database/creds/app", Operation::Read));
-        assert!(acl.allows("database/creds/app", Operation::Write), "capabilities of one pattern add up");
+        assert!(
+            acl.allows("database/creds/app", Operation::Write),
+            "capabilities of one pattern add up"
+        );
         assert!(!acl.allows("database/creds/admin", Operation::Read));
         let denied = self::acl(&[
             r#"path "database/*" { capabilities = ["read"] }"#,
             r#"path "database/*" { capabilities = ["deny"] }"#,
         ]);
-        assert!(!denied.allows("database/creds/app", Operation::Read), "deny in any policy wins");
+        assert!(
+            !denied.allows("database/creds/app", Operation::Read),
+            "deny in any policy wins"
+        );
     }
 
     #[test]
@@ -566,9 +624,18 @@ mod tests {
             path "database/+/special" { capabilities = ["read", "update"] }
         "#]);
         assert!(acl.allows("database/roles/x", Operation::Read));
-        assert!(!acl.allows("database/creds/x", Operation::Read), "the longer glob governs");
-        assert!(!acl.allows("database/creds/special", Operation::Read), "the later first wildcard governs");
-        assert!(acl.allows("database/roles/special", Operation::Write), "no trailing glob beats one");
+        assert!(
+            !acl.allows("database/creds/x", Operation::Read),
+            "the longer glob governs"
+        );
+        assert!(
+            !acl.allows("database/creds/special", Operation::Read),
+            "the later first wildcard governs"
+        );
+        assert!(
+            acl.allows("database/roles/special", Operation::Write),
+            "no trailing glob beats one"
+        );
         assert_eq!(compare_priority("a/b/*", "a/*"), Ordering::Greater);
         assert_eq!(compare_priority("a/+/c", "a/+/*"), Ordering::Greater);
         assert_eq!(compare_priority("a/+/+", "a/+/c"), Ordering::Less);
@@ -578,7 +645,10 @@ mod tests {
     fn sudo_paths_need_sudo() {
         let plain = acl(&[r#"path "sys/leases/*" { capabilities = ["update", "list"] }"#]);
         assert!(plain.allows("sys/leases/revoke", Operation::Write));
-        assert!(!plain.allows("sys/leases/revoke-prefix/database/creds/x", Operation::Write));
+        assert!(!plain.allows(
+            "sys/leases/revoke-prefix/database/creds/x",
+            Operation::Write
+        ));
         assert!(!plain.allows("sys/leases/lookup/database/", Operation::List));
         let sudo = acl(&[r#"path "sys/leases/*" { capabilities = ["update", "list", "sudo"] }"#]);
         assert!(sudo.allows("sys/leases/revoke-force/database/creds/x", Operation::Write));
@@ -592,11 +662,23 @@ mod tests {
         let old = self::acl(&[r#"path "secret/*" { policy = "write" }"#]);
         assert!(old.allows("secret/a", Operation::Delete));
         for (bad, expected) in [
-            (r#"path "a" { capabilities = ["fly"] }"#, "unknown capability"),
-            (r#"path "a*b" { capabilities = ["read"] }"#, "only allowed at the end"),
-            (r#"path "a/b+/c" { capabilities = ["read"] }"#, "whole segment"),
+            (
+                r#"path "a" { capabilities = ["fly"] }"#,
+                "unknown capability",
+            ),
+            (
+                r#"path "a*b" { capabilities = ["read"] }"#,
+                "only allowed at the end",
+            ),
+            (
+                r#"path "a/b+/c" { capabilities = ["read"] }"#,
+                "whole segment",
+            ),
             (r#"path "a" { }"#, "no capabilities"),
-            (r#"paths "a" { capabilities = ["read"] }"#, "unknown top-level key"),
+            (
+                r#"paths "a" { capabilities = ["read"] }"#,
+                "unknown top-level key",
+            ),
         ] {
             let err = parse_policy("p", bad).unwrap_err().to_string();
             assert!(err.contains(expected), "{bad}: {err}");

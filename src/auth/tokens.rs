@@ -95,9 +95,16 @@ fn chrono(duration: Duration) -> Result<chrono::Duration> {
 
 impl Auth {
     /// `auth/token/create`: a child of `parent` holding at most the parent's policies.
-    pub async fn create_token(&self, parent: &Identity, request: TokenRequest) -> Result<IssuedToken> {
+    pub async fn create_token(
+        &self,
+        parent: &Identity,
+        request: TokenRequest,
+    ) -> Result<IssuedToken> {
         let mut policies: Vec<String> = match request.policies {
-            Some(names) => names.iter().map(|n| check_policy_name(n)).collect::<Result<_>>()?,
+            Some(names) => names
+                .iter()
+                .map(|n| check_policy_name(n))
+                .collect::<Result<_>>()?,
             None => parent.policies.clone(),
         };
         if !parent.is_root() {
@@ -115,7 +122,8 @@ impl Auth {
             }
         }
         let only_root = policies.iter().any(|p| p == ROOT_POLICY);
-        if !request.no_default_policy && !only_root && !policies.iter().any(|p| p == DEFAULT_POLICY) {
+        if !request.no_default_policy && !only_root && !policies.iter().any(|p| p == DEFAULT_POLICY)
+        {
             policies.push(DEFAULT_POLICY.to_owned());
         }
         if request.no_default_policy {
@@ -124,7 +132,9 @@ impl Auth {
         policies.sort();
         policies.dedup();
         if policies.is_empty() {
-            return Err(Error::invalid("policies: a token needs at least one policy"));
+            return Err(Error::invalid(
+                "policies: a token needs at least one policy",
+            ));
         }
         let display_name = match request.display_name.as_deref().map(clean_display_name) {
             Some(name) if !name.is_empty() => format!("token-{name}"),
@@ -133,7 +143,10 @@ impl Auth {
         self.issue_token(NewToken {
             display_name,
             policies,
-            ttl: request.ttl.filter(|d| !d.is_zero()).unwrap_or(self.limits.default_ttl),
+            ttl: request
+                .ttl
+                .filter(|d| !d.is_zero())
+                .unwrap_or(self.limits.default_ttl),
             explicit_max_ttl: request.explicit_max_ttl.unwrap_or_default(),
             renewable: request.renewable.unwrap_or(true),
             entity_id: None,
@@ -166,7 +179,8 @@ impl Auth {
                 token_hash: hash_token(&token),
                 accessor: accessor.clone(),
                 display_name: new.display_name,
-                policies: serde_json::to_string(&new.policies).map_err(|e| Error::Internal(e.to_string()))?,
+                policies: serde_json::to_string(&new.policies)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
                 created_at: to_millis(now),
                 expires_at: Some(to_millis(expires_at)),
                 entity_id: entity_id.clone(),
@@ -192,7 +206,11 @@ impl Auth {
 
     /// `auth/token/renew-self`: moves the expiry to now + `increment` (or the creation TTL), never
     /// past the token's max. Returns the new TTL and a warning when it was capped.
-    pub async fn renew_token(&self, identity: &Identity, increment: Option<Duration>) -> Result<(Duration, Vec<String>)> {
+    pub async fn renew_token(
+        &self,
+        identity: &Identity,
+        increment: Option<Duration>,
+    ) -> Result<(Duration, Vec<String>)> {
         let row = self
             .store
             .get_token_by_accessor(&identity.accessor)
@@ -219,7 +237,9 @@ impl Auth {
                 (new_expiry - now).num_seconds().max(0)
             ));
         }
-        self.store.renew_token(&row.accessor, to_millis(new_expiry)).await?;
+        self.store
+            .renew_token(&row.accessor, to_millis(new_expiry))
+            .await?;
         Ok(((new_expiry - now).to_std().unwrap_or_default(), warnings))
     }
 
@@ -258,7 +278,10 @@ mod tests {
 
     #[test]
     fn display_names_are_plain() {
-        assert_eq!(clean_display_name("system:serviceaccount:ns:app"), "system:serviceaccount:ns:app");
+        assert_eq!(
+            clean_display_name("system:serviceaccount:ns:app"),
+            "system:serviceaccount:ns:app"
+        );
         assert_eq!(clean_display_name("a b\"c;'d"), "abcd");
         assert_eq!(clean_display_name(&"x".repeat(100)).len(), 64);
     }

@@ -165,9 +165,11 @@ impl Store {
     }
 
     pub async fn list_policies(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT name FROM policies ORDER BY name")
-            .fetch_all(self.pool())
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT name FROM policies ORDER BY name")
+                .fetch_all(self.pool())
+                .await?,
+        )
     }
 
     pub async fn delete_policy(&self, name: &str) -> Result<bool> {
@@ -195,16 +197,20 @@ impl Store {
     }
 
     pub async fn get_jwt_role(&self, name: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT config FROM jwt_roles WHERE name = ?")
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT config FROM jwt_roles WHERE name = ?")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?,
+        )
     }
 
     pub async fn list_jwt_roles(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT name FROM jwt_roles ORDER BY name")
-            .fetch_all(self.pool())
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT name FROM jwt_roles ORDER BY name")
+                .fetch_all(self.pool())
+                .await?,
+        )
     }
 
     pub async fn delete_jwt_role(&self, name: &str) -> Result<bool> {
@@ -251,13 +257,21 @@ impl Store {
 
     /// Records that `identity` read from `address` at `now`; returns whether the identity had read
     /// from any address since `since` and whether this address was among them.
-    pub async fn touch_source_address(&self, identity: &str, address: &str, now: i64, since: i64) -> Result<(bool, bool)> {
+    pub async fn touch_source_address(
+        &self,
+        identity: &str,
+        address: &str,
+        now: i64,
+        since: i64,
+    ) -> Result<(bool, bool)> {
         let mut tx = self.pool().begin().await?;
-        let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM source_addresses WHERE identity = ? AND last_seen >= ?")
-            .bind(identity)
-            .bind(since)
-            .fetch_one(&mut *tx)
-            .await?;
+        let known: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM source_addresses WHERE identity = ? AND last_seen >= ?",
+        )
+        .bind(identity)
+        .bind(since)
+        .fetch_one(&mut *tx)
+        .await?;
         let this: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM source_addresses WHERE identity = ? AND address = ? AND last_seen >= ?",
         )
@@ -284,7 +298,14 @@ impl Store {
 
     /// The latest alert of the same rule and subject seen at or after `since`, which a repeat
     /// updates instead of raising a new one.
-    pub async fn open_alert(&self, rule: &str, identity: &str, address: &str, role: &str, since: i64) -> Result<Option<AlertRow>> {
+    pub async fn open_alert(
+        &self,
+        rule: &str,
+        identity: &str,
+        address: &str,
+        role: &str,
+        since: i64,
+    ) -> Result<Option<AlertRow>> {
         Ok(sqlx::query_as(
             "SELECT * FROM alerts WHERE rule = ? AND identity = ? AND address = ? AND role = ? AND last_seen >= ?
              ORDER BY id DESC LIMIT 1",
@@ -328,9 +349,43 @@ impl Store {
 
     /// The newest alerts first.
     pub async fn recent_alerts(&self, limit: i64) -> Result<Vec<AlertRow>> {
-        Ok(sqlx::query_as("SELECT * FROM alerts ORDER BY last_seen DESC, id DESC LIMIT ?")
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM alerts ORDER BY last_seen DESC, id DESC LIMIT ?")
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+}
+
+impl Store {
+    // ---- housekeeping -----------------------------------------------------------------------
+
+    /// Deletes tokens that expired before `before`; every JWT login leaves one behind.
+    pub async fn delete_expired_tokens(&self, before: i64) -> Result<u64> {
+        let done =
+            sqlx::query("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at < ?")
+                .bind(before)
+                .execute(self.pool())
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Forgets source addresses not seen since `before`.
+    pub async fn forget_source_addresses(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM source_addresses WHERE last_seen < ?")
+            .bind(before)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes alerts last seen before `before`.
+    pub async fn delete_alerts_before(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM alerts WHERE last_seen < ?")
+            .bind(before)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
     }
 }
