@@ -12,6 +12,8 @@ log() { printf 'services: %s\n' "$*" >&2; }
 need_install=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need_install+=(postgresql postgresql-client)
 [ -x /usr/sbin/mariadbd ] || need_install+=(mariadb-server mariadb-client)
+# The identity tests make their signing keys with the openssl command-line tool.
+command -v openssl >/dev/null 2>&1 || need_install+=(openssl)
 if [ ${#need_install[@]} -gt 0 ]; then
   log "installing ${need_install[*]}"
   export DEBIAN_FRONTEND=noninteractive

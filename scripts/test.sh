@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 if ! .venv/bin/python -c 'import hvac' >/dev/null 2>&1; then
   echo "test: installing hvac into .venv" >&2
-  python3 -m venv .venv
+  python3 -m venv .venv || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv .venv; }
   .venv/bin/pip install --quiet --disable-pip-version-check 'hvac>=2,<3'
 fi
 
