@@ -6,6 +6,7 @@
 //! - [`api`]: axum handlers on Vault's paths, one error type rendered as `{"errors": [...]}`.
 //! - [`lease`]: the lease manager (issue, renew, revoke, revoke-prefix) and the [`lease::reaper`].
 //! - [`catalog`]: connections and roles, validated before they are stored.
+//! - [`rotation`]: static roles and admin passwords, rotated in two phases by the [`rotation::rotator`].
 //! - [`engines`]: the compile-time registry of engine plugins and the cache of connected ones.
 //! - [`store`]: the SQLite lease store and its migrations.
 //! - [`auth`]: tokens (stored as hashes), ACL policies, workload identity (JWT login).
@@ -23,6 +24,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod bench;
 pub mod catalog;
 pub mod config;
 pub mod dev;
@@ -30,6 +32,7 @@ pub mod engines;
 pub mod error;
 pub mod lease;
 pub mod metrics;
+pub mod rotation;
 pub mod seal;
 pub mod store;
 pub mod telemetry;
@@ -58,6 +61,7 @@ use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::engines::Engines;
 use crate::lease::LeaseManager;
+use crate::rotation::Rotator;
 use crate::seal::Sealer;
 use crate::store::Store;
 
@@ -82,6 +86,8 @@ pub struct AppState {
     pub audit: Audit,
     /// Anomaly rules and alerts.
     pub monitor: Monitor,
+    /// Static roles and admin password rotation.
+    pub rotation: Rotator,
 }
 
 impl AppState {
@@ -113,7 +119,8 @@ impl AppState {
         let monitor = Monitor::open(store.clone(), settings.monitor.clone()).await?;
         let policies = Policies::new(store.clone());
         policies.ensure_default().await?;
-        let catalog = Catalog::new(store.clone(), sealer, engines.clone(), settings.lease_limits());
+        let catalog = Catalog::new(store.clone(), sealer.clone(), engines.clone(), settings.lease_limits());
+        let rotation = Rotator::new(store.clone(), sealer, engines.clone(), catalog.clone());
         let leases = LeaseManager::new(store.clone(), engines.clone(), catalog.clone());
         Ok(Self {
             auth: Auth::with_limits(store.clone(), settings.lease_limits()),
@@ -125,6 +132,7 @@ impl AppState {
             catalog,
             leases,
             engines,
+            rotation,
         })
     }
 }
@@ -162,6 +170,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     let tasks = TaskTracker::new();
     tasks.spawn(lease::reaper::run(state.leases.clone(), cancel.clone()));
     tasks.spawn(audit::housekeeping::run(state.store.clone(), state.monitor.clone(), cancel.clone()));
+    tasks.spawn(rotation::rotator::run(state.rotation.clone(), cancel.clone()));
     tasks.close();
 
     let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();

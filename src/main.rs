@@ -24,6 +24,8 @@ enum Command {
     Server(ServerArgs),
     /// Runs a development server: temporary store, printed root token, local databases registered.
     Dev(DevArgs),
+    /// Measures Lessor against the same SQL run directly on PostgreSQL; prints a Markdown report.
+    Bench(BenchArgs),
     /// Asks for a dynamic credential of ROLE.
     Creds {
         role: String,
@@ -48,6 +50,26 @@ enum Command {
     Connection {
         #[command(subcommand)]
         action: ConnectionAction,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Writes, reads, lists or deletes static roles: existing database users whose passwords Lessor
+    /// owns and rotates.
+    StaticRole {
+        #[command(subcommand)]
+        action: StaticRoleAction,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Rotates a static role's password now.
+    Rotate {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Rotates a connection's admin password (its URL must take the password from {{password}}).
+    RotateRoot {
+        connection: String,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -87,6 +109,28 @@ struct DevArgs {
     log_format: LogFormat,
     #[arg(long, default_value = "info")]
     log_level: String,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Sequential issue/revoke iterations per side.
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
+    /// Workers for the throughput measurement.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Issue/revoke pairs per worker in the throughput measurement.
+    #[arg(long, default_value_t = 50)]
+    pairs_per_worker: usize,
+    /// Leases used to time the reaper.
+    #[arg(long, default_value_t = 20)]
+    expiring_leases: usize,
+    /// Admin URL of the PostgreSQL to measure against.
+    #[arg(long, env = "LESSOR_BENCH_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres_url: String,
+    /// Append the report to this file as well as printing it.
+    #[arg(long)]
+    output: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -140,6 +184,48 @@ enum RoleAction {
 }
 
 #[derive(Subcommand)]
+enum StaticRoleAction {
+    /// Creates or updates a static role; on create the user's password is rotated at once.
+    Write {
+        name: String,
+        /// Connection the user lives on (required on create).
+        #[arg(long)]
+        connection: Option<String>,
+        /// The existing database user (required on create).
+        #[arg(long)]
+        username: Option<String>,
+        /// A second user for the alternating strategy: the one not in use is rotated.
+        #[arg(long)]
+        alternate_username: Option<String>,
+        /// Rotate every DURATION, e.g. 30d or 12h.
+        #[arg(long, conflicts_with = "schedule")]
+        period: Option<String>,
+        /// Rotate at the occurrences of a cron pattern (UTC), e.g. "0 3 * * SUN".
+        #[arg(long)]
+        schedule: Option<String>,
+        /// With --schedule: how long after an occurrence a rotation may still start, e.g. 2h.
+        #[arg(long, requires = "schedule")]
+        window: Option<String>,
+        /// A rotation statement (repeatable); empty means the engine's default.
+        #[arg(long = "rotation-statement")]
+        rotation_statements: Vec<String>,
+        /// Do not rotate on create: Lessor knows no password until the first rotation.
+        #[arg(long)]
+        skip_import_rotation: bool,
+    },
+    /// Shows a static role: next rotation time, schedule and rotation history.
+    Read {
+        name: String,
+        /// Print the API's JSON answer instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    List,
+    /// Deletes a static role; the database user and its password are left as they are.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
 enum ConnectionAction {
     Write {
         name: String,
@@ -173,6 +259,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => run_server(args).await,
         Command::Dev(args) => run_dev(args).await,
+        Command::Bench(args) => run_bench(args).await,
         Command::Creds { role, client } => Client::new(&client)?.call("GET", &format!("database/creds/{role}"), None).await,
         Command::Lease { action, client } => {
             let client = Client::new(&client)?;
@@ -223,6 +310,62 @@ async fn main() -> anyhow::Result<()> {
                 RoleAction::List => client.call("LIST", "database/roles", None).await,
                 RoleAction::Delete { name } => client.call("DELETE", &format!("database/roles/{name}"), None).await,
             }
+        }
+        Command::StaticRole { action, client } => {
+            let client = Client::new(&client)?;
+            match action {
+                StaticRoleAction::Write {
+                    name,
+                    connection,
+                    username,
+                    alternate_username,
+                    period,
+                    schedule,
+                    window,
+                    rotation_statements,
+                    skip_import_rotation,
+                } => {
+                    let mut body = json!({});
+                    let fields = [
+                        ("db_name", connection),
+                        ("username", username),
+                        ("alternate_username", alternate_username),
+                        ("rotation_period", period),
+                        ("rotation_schedule", schedule),
+                        ("rotation_window", window),
+                    ];
+                    for (field, value) in fields {
+                        if let Some(value) = value {
+                            body[field] = json!(value);
+                        }
+                    }
+                    if !rotation_statements.is_empty() {
+                        body["rotation_statements"] = json!(rotation_statements);
+                    }
+                    if skip_import_rotation {
+                        body["skip_import_rotation"] = json!(true);
+                    }
+                    client.call("POST", &format!("database/static-roles/{name}"), Some(body)).await
+                }
+                StaticRoleAction::Read { name, json: true } => {
+                    client.call("GET", &format!("database/static-roles/{name}"), None).await
+                }
+                StaticRoleAction::Read { name, json: false } => {
+                    let answer = client.fetch("GET", &format!("database/static-roles/{name}")).await?;
+                    print!("{}", describe_static_role(&name, &answer["data"]));
+                    Ok(())
+                }
+                StaticRoleAction::List => client.call("LIST", "database/static-roles", None).await,
+                StaticRoleAction::Delete { name } => {
+                    client.call("DELETE", &format!("database/static-roles/{name}"), None).await
+                }
+            }
+        }
+        Command::Rotate { name, client } => {
+            Client::new(&client)?.call("POST", &format!("database/rotate-role/{name}"), None).await
+        }
+        Command::RotateRoot { connection, client } => {
+            Client::new(&client)?.call("POST", &format!("database/rotate-root/{connection}"), None).await
         }
         Command::Connection { action, client } => {
             let client = Client::new(&client)?;
@@ -283,6 +426,29 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutdown signal received; finishing in-flight work");
+}
+
+async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    telemetry::init(LogFormat::Text, "warn");
+    let options = lessor::bench::BenchOptions {
+        iterations: args.iterations.max(1),
+        concurrency: args.concurrency.max(1),
+        pairs_per_worker: args.pairs_per_worker.max(1),
+        expiring_leases: args.expiring_leases.max(1),
+        postgres_url: args.postgres_url,
+    };
+    let report = lessor::bench::run(&options).await?;
+    println!("{report}");
+    if let Some(path) = args.output {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        writeln!(file, "{report}")?;
+    }
+    Ok(())
 }
 
 async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
@@ -430,4 +596,66 @@ impl Client {
         }
         Ok(())
     }
+}
+
+impl Client {
+    /// Sends one request and returns its JSON answer; a non-2xx answer is an error with its messages.
+    async fn fetch(&self, method: &str, path: &str) -> anyhow::Result<Value> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut request = self.http.request(method, format!("{}/v1/{path}", self.addr));
+        if let Some(token) = &self.token {
+            request = request.header("X-Vault-Token", token.expose());
+        }
+        let response = request.send().await.with_context(|| format!("cannot reach {}", self.addr))?;
+        let status = response.status();
+        let text = response.text().await?;
+        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        if !status.is_success() {
+            let errors = parsed.as_ref().and_then(|v| v.get("errors")).map(|e| e.to_string()).unwrap_or(text);
+            bail!("{status}: {errors}");
+        }
+        parsed.with_context(|| format!("the answer to {path} is not JSON"))
+    }
+}
+
+/// A static role for people: when it rotates next, on what schedule, and how the last rotations went.
+fn describe_static_role(name: &str, role: &Value) -> String {
+    use std::fmt::Write;
+    let text = |key: &str| role[key].as_str().unwrap_or("-").to_owned();
+    let seconds = |key: &str| role[key].as_u64().map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string());
+    let mut out = String::new();
+    let _ = writeln!(out, "static role:    {name} (connection {})", text("db_name"));
+    let users = match role["alternate_username"].as_str() {
+        Some(alternate) => format!("{} / {alternate} (alternating; current: {})", text("username"), text("current_username")),
+        None => text("username"),
+    };
+    let _ = writeln!(out, "user:           {users}");
+    let schedule = match (seconds("rotation_period"), role["rotation_schedule"].as_str()) {
+        (Some(period), _) => format!("every {period}"),
+        (None, Some(cron)) => match seconds("rotation_window") {
+            Some(window) => format!("cron \"{cron}\" (UTC), within {window} of each occurrence"),
+            None => format!("cron \"{cron}\" (UTC)"),
+        },
+        (None, None) => "-".to_owned(),
+    };
+    let _ = writeln!(out, "schedule:       {schedule}");
+    let in_secs = seconds("ttl").unwrap_or_else(|| "-".into());
+    let _ = writeln!(out, "next rotation:  {} (in {in_secs})", text("next_vault_rotation"));
+    let _ = writeln!(out, "last rotation:  {}", role["last_vault_rotation"].as_str().unwrap_or("never"));
+    if role["rotation_in_progress"] == json!(true) {
+        let _ = writeln!(out, "in progress:    a rotation is pending resolution");
+    }
+    if let Some(error) = role["last_error"].as_str() {
+        let _ = writeln!(out, "last error:     {error} (failed attempts: {})", role["rotation_attempts"]);
+    }
+    let _ = writeln!(out, "history (newest first):");
+    for entry in role["rotation_history"].as_array().into_iter().flatten() {
+        let field = |key: &str| entry[key].as_str().unwrap_or("-").to_owned();
+        let _ = write!(out, "  {}  {:<9} {:<8} {}", field("time"), field("trigger"), field("outcome"), field("username"));
+        if let Some(error) = entry["error"].as_str() {
+            let _ = write!(out, "  {error}");
+        }
+        out.push('\n');
+    }
+    out
 }

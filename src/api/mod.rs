@@ -17,6 +17,7 @@ mod database;
 pub mod error;
 pub mod gate;
 mod policies;
+mod static_roles;
 mod sys;
 
 use std::collections::BTreeMap;
@@ -63,6 +64,18 @@ pub fn router(state: AppState) -> Router {
                 .delete(database::delete_role),
         )
         .route("/v1/database/creds/{name}", get(database::issue_creds).post(database::issue_creds))
+        .route("/v1/database/static-roles", get(static_roles::list_static_roles))
+        .route("/v1/database/static-roles/", get(static_roles::list_static_roles))
+        .route(
+            "/v1/database/static-roles/{name}",
+            get(static_roles::read_static_role)
+                .post(static_roles::write_static_role)
+                .put(static_roles::write_static_role)
+                .delete(static_roles::delete_static_role),
+        )
+        .route("/v1/database/static-creds/{name}", get(static_roles::read_static_creds))
+        .route("/v1/database/rotate-role/{name}", post(static_roles::rotate_role).put(static_roles::rotate_role))
+        .route("/v1/database/rotate-root/{name}", post(static_roles::rotate_root).put(static_roles::rotate_root))
         .route("/v1/sys/leases/lookup", post(sys::lookup_lease).put(sys::lookup_lease).get(sys::list_leases_root))
         .route("/v1/sys/leases/lookup/", get(sys::list_leases_root))
         .route("/v1/sys/leases/lookup/{*prefix}", get(sys::list_leases))

@@ -6,6 +6,7 @@
 
 mod identity;
 mod models;
+mod static_roles;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -17,6 +18,7 @@ use sqlx::SqlitePool;
 
 pub use identity::{AlertRow, AuditDeviceRow, FullTokenRow, PolicyRow};
 pub use models::{ConnectionRow, LeaseRow, LeaseState, RoleRow, TokenRow};
+pub use static_roles::{Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow, ROTATION_HISTORY_LEN};
 
 use crate::error::{Error, Result};
 

@@ -1,0 +1,108 @@
+//! Handlers for static roles and rotation: `database/static-roles`, `database/static-creds`,
+//! `database/rotate-role` and `database/rotate-root`, with Vault's field names so hvac's
+//! `create_static_role`, `get_static_credentials`, `rotate_static_role_credentials` and
+//! `rotate_root_credentials` work unchanged.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::{listing, respond, with_unknown, written, ApiError, ApiResult, Body, Caller, Envelope};
+use crate::auth::Auth;
+use crate::catalog::check_name;
+use crate::rotation::StaticRoleInput;
+use crate::AppState;
+
+pub async fn list_static_roles(State(state): State<AppState>, caller: Caller) -> ApiResult {
+    Auth::require_root(&caller.identity)?;
+    listing(state.rotation.list_static_roles().await?)
+}
+
+pub async fn read_static_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    uri: axum::http::Uri,
+) -> ApiResult {
+    Auth::require_root(&caller.identity)?;
+    if super::wants_list(&uri) {
+        return Err(ApiError::empty_not_found());
+    }
+    Ok(respond(state.rotation.read_static_role(&name).await?))
+}
+
+pub async fn write_static_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    mut body: Body,
+) -> ApiResult {
+    Auth::require_root(&caller.identity)?;
+    check_name("static role name", &name)?;
+    let input = StaticRoleInput {
+        db_name: body.string("db_name")?,
+        username: body.string("username")?,
+        alternate_username: body.string("alternate_username")?,
+        rotation_period: body.duration("rotation_period")?.filter(|d| !d.is_zero()),
+        rotation_schedule: body.string("rotation_schedule")?,
+        rotation_window: body.duration("rotation_window")?,
+        rotation_statements: body.string_list("rotation_statements", false)?,
+        skip_import_rotation: body.boolean("skip_import_rotation")?,
+        password: body.secret("password")?,
+    };
+    match body.string("credential_type")?.as_deref() {
+        None | Some("password") => {}
+        Some(_) => return Err(ApiError::bad_request("credential_type: only \"password\" is supported")),
+    }
+    // Accepted for Vault compatibility and not used.
+    body.0.remove("credential_config");
+    let warnings = with_unknown(&body, Vec::new());
+    let warnings = [warnings, state.rotation.write_static_role(&name, input).await?].concat();
+    Ok(written(warnings))
+}
+
+pub async fn delete_static_role(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult {
+    Auth::require_root(&caller.identity)?;
+    state.rotation.delete_static_role(&name).await?;
+    Ok(written(vec![]))
+}
+
+/// `GET database/static-creds/:name`: the role's current username and password.
+pub async fn read_static_creds(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    Auth::require_root(&caller.identity)?;
+    let creds = state.rotation.static_credentials(&name).await?;
+    let mut data = Map::new();
+    data.insert("username".into(), json!(creds.username));
+    data.insert("password".into(), json!(creds.password.expose()));
+    data.insert("last_vault_rotation".into(), json!(creds.last_vault_rotation));
+    data.insert("ttl".into(), json!(creds.ttl));
+    if let Some(period) = creds.rotation_period {
+        data.insert("rotation_period".into(), json!(period));
+    }
+    if let Some(schedule) = creds.rotation_schedule {
+        data.insert("rotation_schedule".into(), json!(schedule));
+        data.insert("rotation_window".into(), json!(creds.rotation_window.unwrap_or(0)));
+    }
+    let mut envelope = Envelope::new(Value::Object(data));
+    envelope.mount_type = "database";
+    Ok(Json(envelope).into_response())
+}
+
+/// `POST database/rotate-role/:name`: rotates the static role's password now.
+pub async fn rotate_role(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult {
+    Auth::require_root(&caller.identity)?;
+    state.rotation.rotate_static_role(&name).await?;
+    Ok(written(vec![]))
+}
+
+/// `POST database/rotate-root/:connection`: rotates the connection's admin password.
+pub async fn rotate_root(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult {
+    Auth::require_root(&caller.identity)?;
+    state.rotation.rotate_root(&name).await?;
+    Ok(written(vec![]))
+}

@@ -1,0 +1,133 @@
+//! The rotator: the background task that rotates static roles when they fall due.
+//!
+//! At start it resolves every rotation a crash left pending (static roles and admin passwords), then
+//! loops: rotate what is due (rotations missed while Lessor was down are due at once), sleep until
+//! the earliest `next_rotation_at` or until woken by a write that moved one earlier, or stop when
+//! cancelled. Each due role is first *claimed* in the store (its `next_rotation_at` moved past the
+//! rotation's timeout), so a second replica or the next pass never starts the same rotation; a
+//! failing or hanging role only delays itself, never the others.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::static_roles::ROTATION_TIMEOUT;
+use super::{Outcome, Rotator};
+use crate::store::to_millis;
+
+/// Roles looked at per pass.
+const BATCH: i64 = 64;
+/// Rotations run at most this many at a time.
+const CONCURRENCY: usize = 4;
+/// The longest the rotator sleeps without looking, a safety net for missed wake-ups.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// Pause after the store itself failed, so a broken store does not spin the CPU.
+const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// How far a claim pushes a role's next look: past the rotation timeout, so a rotation still
+/// running is never started twice, and short enough that one lost to a crash is retried soon.
+fn claim_length() -> chrono::Duration {
+    chrono::Duration::from_std(ROTATION_TIMEOUT + Duration::from_secs(30))
+        .unwrap_or_else(|_| chrono::Duration::seconds(90))
+}
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(rotator: Rotator, shutdown: CancellationToken) {
+    tracing::info!("rotator started");
+    tokio::select! {
+        _ = recover(&rotator) => {}
+        _ = shutdown.cancelled() => {
+            tracing::info!("rotator stopped during recovery");
+            return;
+        }
+    }
+    let wake = rotator.wake();
+    loop {
+        let sleep_for = match rotate_due(&rotator).await {
+            Ok(true) => continue,
+            Ok(false) => next_sleep(&rotator).await,
+            Err(error) => {
+                tracing::error!(%error, "rotator cannot read the store");
+                STORE_ERROR_PAUSE
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep_for) => {}
+            _ = wake.notified() => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    tracing::info!("rotator stopped");
+}
+
+/// Resolves rotations left pending by a crash: promoted if the new password logs in, otherwise set
+/// again (or, where the database provably never took it, replaced by a fresh rotation).
+pub async fn recover(rotator: &Rotator) {
+    match rotator.store().static_roles_with_pending().await {
+        Ok(names) => {
+            for name in names {
+                match rotator.recover_static_role(&name).await {
+                    Ok(outcome) => tracing::info!(static_role = %name, ?outcome, "interrupted rotation resolved"),
+                    Err(error) => {
+                        tracing::warn!(static_role = %name, %error, "interrupted rotation not resolved yet; retrying with backoff")
+                    }
+                }
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot list static roles with a pending rotation"),
+    }
+    match rotator.store().connections_with_root_pending().await {
+        Ok(names) => {
+            for name in names {
+                if let Err(error) = rotator.recover_root(&name).await {
+                    tracing::error!(connection = %name, %error, "interrupted admin password rotation not resolved; rotate-root retries it");
+                }
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot list connections with a pending admin rotation"),
+    }
+}
+
+/// Rotates one batch of due roles. Returns whether the batch was full.
+async fn rotate_due(rotator: &Rotator) -> crate::error::Result<bool> {
+    let now = to_millis(Utc::now());
+    let due = rotator.store().due_static_roles(now, BATCH).await?;
+    let full = due.len() as i64 == BATCH;
+    let claim_until = to_millis(Utc::now() + claim_length());
+    futures::stream::iter(due)
+        .for_each_concurrent(CONCURRENCY, |name| async move {
+            match rotator.store().claim_static_role(&name, now, claim_until).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(error) => {
+                    tracing::error!(static_role = %name, %error, "cannot claim a due static role");
+                    return;
+                }
+            }
+            match tokio::time::timeout(ROTATION_TIMEOUT, rotator.rotate_claimed(&name, claim_until)).await {
+                Ok(Ok(Outcome::Rotated { .. } | Outcome::Skipped | Outcome::NotDue)) => {}
+                // Failures are recorded (history, retry time) where they happen.
+                Ok(Err(_)) => {}
+                Err(_) => tracing::warn!(
+                    static_role = %name,
+                    "rotation timed out; its pending password stays and is resolved at the next attempt"
+                ),
+            }
+        })
+        .await;
+    Ok(full)
+}
+
+/// Time until the next role falls due, at most [`MAX_SLEEP`].
+async fn next_sleep(rotator: &Rotator) -> Duration {
+    match rotator.store().next_static_rotation_at().await {
+        Ok(Some(at)) => Duration::from_millis((at - to_millis(Utc::now())).max(0) as u64).min(MAX_SLEEP),
+        Ok(None) => MAX_SLEEP,
+        Err(error) => {
+            tracing::error!(%error, "rotator cannot read the next due time");
+            STORE_ERROR_PAUSE
+        }
+    }
+}
