@@ -992,6 +992,88 @@ async fn bad_static_roles_are_refused_naming_the_field() {
     drop_pg_users(&[&user, &other]).await;
 }
 
+/// Runs the `lessor` command against `api`; returns (success, stdout, stderr).
+async fn lessor_cli(api: &Api, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_lessor"))
+        .args(args)
+        .env("LESSOR_ADDR", &api.base)
+        .env("LESSOR_TOKEN", ROOT_TOKEN)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .await
+        .expect("run the lessor binary");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn cli_writes_rotates_and_shows_the_next_rotation_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let lessor = Lessor::start(dir.path()).await;
+    lessor.add_postgres(CONN).await;
+    let (user, _) = pg_user("cli").await;
+    let role = unique("st-cli");
+    let (ok, out, err) = lessor_cli(
+        &lessor,
+        &[
+            "static-role",
+            "write",
+            &role,
+            "--connection",
+            CONN,
+            "--username",
+            &user,
+            "--schedule",
+            "0 3 * * SUN",
+            "--window",
+            "2h",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = lessor_cli(&lessor, &["static-role", "read", &role]).await;
+    assert!(ok, "{out}{err}");
+    let next = lessor.read_static(&role).await["next_vault_rotation"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(out.contains(&format!("next rotation:  {next}")), "{out}");
+    assert!(out.contains("cron \"0 3 * * SUN\" (UTC), within 2h"), "{out}");
+    assert!(out.contains("import    rotated"), "{out}");
+
+    let (ok, out, err) = lessor_cli(&lessor, &["rotate", &role]).await;
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = lessor_cli(&lessor, &["static-role", "write", &role, "--period", "30d"]).await;
+    assert!(ok, "{out}{err}");
+    let (_, out, _) = lessor_cli(&lessor, &["static-role", "read", &role]).await;
+    assert!(out.contains("every 30days"), "{out}");
+    assert!(out.contains("manual    rotated"), "{out}");
+    let (_, listed, _) = lessor_cli(&lessor, &["static-role", "list"]).await;
+    assert!(listed.contains(&role), "{listed}");
+    let (ok, _, err) = lessor_cli(&lessor, &["rotate-root", CONN]).await;
+    assert!(!ok && err.contains("{{password}}"), "{err}");
+    let (ok, _, err) = lessor_cli(
+        &lessor,
+        &[
+            "static-role",
+            "write",
+            &role,
+            "--period",
+            "1h",
+            "--schedule",
+            "0 3 * * *",
+        ],
+    )
+    .await;
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
+    let (ok, out, err) = lessor_cli(&lessor, &["static-role", "delete", &role]).await;
+    assert!(ok, "{out}{err}");
+    drop_pg_users(&[&user]).await;
+}
+
 /// Fails if any of `secrets` appears in the log captured from every Lessor in this process.
 fn assert_logs_free_of_all(secrets: &[&str]) {
     let text = logs().text();
