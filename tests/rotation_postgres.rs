@@ -213,6 +213,23 @@ async fn rotation_by_cron_schedule() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(creds["data"]["rotation_schedule"], json!("0 3 * * SUN"));
     assert_eq!(creds["data"]["rotation_window"], json!(7200));
+    // A new pattern keeps the window; 0 removes it.
+    lessor
+        .write_static(&weekly, json!({ "rotation_schedule": "30 4 * * SAT" }))
+        .await;
+    let read = lessor.read_static(&weekly).await;
+    assert_eq!(
+        (read["rotation_schedule"].as_str(), read["rotation_window"].as_u64()),
+        (Some("30 4 * * SAT"), Some(7200))
+    );
+    let next = time_of(&read["next_vault_rotation"]);
+    assert_eq!(
+        (next.weekday(), next.hour(), next.minute()),
+        (chrono::Weekday::Sat, 4, 30),
+        "{read}"
+    );
+    lessor.write_static(&weekly, json!({ "rotation_window": 0 })).await;
+    assert!(lessor.read_static(&weekly).await.get("rotation_window").is_none());
     let (status, _) = lessor
         .call("DELETE", &format!("database/static-roles/{weekly}"), None)
         .await;

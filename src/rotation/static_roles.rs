@@ -171,10 +171,12 @@ impl Rotator {
         let mut warnings = Vec::new();
 
         let db_name = match (&existing, input.db_name) {
-            (Some(row), Some(given)) if given != row.db_name => return Err(Error::invalid(format!(
+            (Some(row), Some(given)) if given != row.db_name => {
+                return Err(Error::invalid(format!(
                 "db_name: a static role cannot move to another connection (it is on {}); delete it and create it again",
                 row.db_name
-            ))),
+            )))
+            }
             (Some(row), _) => row.db_name.clone(),
             (None, Some(given)) => given,
             (None, None) => return Err(Error::invalid("db_name: required when creating a static role")),
@@ -208,12 +210,19 @@ impl Rotator {
             }
         }
 
-        // Schedule: given fields replace the stored kind; none given keeps it.
+        // Schedule: given fields replace the stored kind; none given keeps it. A new cron pattern
+        // keeps the stored window unless one is given (0 removes it).
         let (period, schedule_text, window) = if input.rotation_period.is_some() || input.rotation_schedule.is_some() {
+            let kept_window = match &existing {
+                Some(row) if input.rotation_schedule.is_some() && row.rotation_schedule.is_some() => {
+                    secs(row.rotation_window_secs)
+                }
+                _ => None,
+            };
             (
                 input.rotation_period,
                 input.rotation_schedule.filter(|s| !s.trim().is_empty()),
-                input.rotation_window,
+                input.rotation_window.or(kept_window),
             )
         } else if let Some(row) = &existing {
             (
