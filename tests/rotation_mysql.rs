@@ -254,7 +254,7 @@ async fn alternating_users_keep_a_client_logged_in_across_three_rotations() {
     let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
     eprintln!("alternating: {ok} logins, {failed} failed, users in turn {users_seen:?}");
     assert_eq!(failed, 0, "no login failed across the rotations");
-    assert!(ok >= 30, "the client kept logging in ({ok})");
+    assert!(ok >= 20, "the client kept logging in ({ok})");
     assert!(
         users_seen.len() >= 4,
         "the client followed the three rotations: {users_seen:?}"

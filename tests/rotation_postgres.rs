@@ -348,7 +348,7 @@ async fn alternating_users_keep_a_client_logged_in_across_three_rotations() {
     let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
     eprintln!("alternating: {ok} logins, {failed} failed, users in turn {users_seen:?}");
     assert_eq!(failed, 0, "no login failed across the rotations");
-    assert!(ok >= 30, "the client kept logging in ({ok})");
+    assert!(ok >= 20, "the client kept logging in ({ok})");
     assert!(
         users_seen.len() >= 4,
         "the client followed the three rotations: {users_seen:?}"
@@ -390,7 +390,7 @@ async fn rotations_missed_while_down_are_caught_up_and_a_passed_window_is_skippe
     wait_for_history(&lessor, &role, Duration::from_secs(10), |h| h["trigger"] == "schedule").await;
     let took = restarted.elapsed();
     assert!(
-        took < Duration::from_millis(2500),
+        took < Duration::from_millis(3500),
         "the missed rotation ran {took:?} after the restart, not a period later"
     );
     let (_, password) = lessor.static_creds(&role).await;
