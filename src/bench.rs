@@ -64,7 +64,10 @@ fn ms(d: Duration) -> String {
 }
 
 fn ratio(lessor: Duration, direct: Duration) -> String {
-    format!("{:.2}x", lessor.as_secs_f64() / direct.as_secs_f64().max(1e-9))
+    format!(
+        "{:.2}x",
+        lessor.as_secs_f64() / direct.as_secs_f64().max(1e-9)
+    )
 }
 
 fn bench_error(context: &str, detail: impl std::fmt::Display) -> Error {
@@ -95,7 +98,12 @@ impl Target {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| bench_error("listen", e))?;
-        let base = format!("http://{}", listener.local_addr().map_err(|e| bench_error("listen", e))?);
+        let base = format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .map_err(|e| bench_error("listen", e))?
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(crate::serve(listener, state, async {
             let _ = stopped.await;
@@ -109,7 +117,12 @@ impl Target {
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let mut request = self
             .http
             .request(method, format!("{}/v1/{path}", self.base))
@@ -127,16 +140,25 @@ impl Target {
     }
 
     async fn issue(&self) -> Result<(String, String)> {
-        let answer = self.call(reqwest::Method::GET, "database/creds/bench", None).await?;
+        let answer = self
+            .call(reqwest::Method::GET, "database/creds/bench", None)
+            .await?;
         let lease = answer["lease_id"].as_str().unwrap_or_default().to_owned();
-        let username = answer["data"]["username"].as_str().unwrap_or_default().to_owned();
+        let username = answer["data"]["username"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         Ok((lease, username))
     }
 
     async fn revoke(&self, lease_id: &str) -> Result<()> {
-        self.call(reqwest::Method::PUT, "sys/leases/revoke", Some(json!({ "lease_id": lease_id })))
-            .await
-            .map(|_| ())
+        self.call(
+            reqwest::Method::PUT,
+            "sys/leases/revoke",
+            Some(json!({ "lease_id": lease_id })),
+        )
+        .await
+        .map(|_| ())
     }
 }
 
@@ -149,11 +171,21 @@ impl Drop for Target {
 }
 
 fn direct_username() -> Result<String> {
-    generate_username(None, 63, UsernameContext { role: "bench", display_name: "direct" })
-        .map_err(|e| bench_error("username", e))
+    generate_username(
+        None,
+        63,
+        UsernameContext {
+            role: "bench",
+            display_name: "direct",
+        },
+    )
+    .map_err(|e| bench_error("username", e))
 }
 
-async fn direct_pair(session: &mut DirectSession, statements: &[String]) -> Result<(Duration, Duration)> {
+async fn direct_pair(
+    session: &mut DirectSession,
+    statements: &[String],
+) -> Result<(Duration, Duration)> {
     let username = direct_username()?;
     let password = generate_password(DEFAULT_PASSWORD_LEN);
     let expiration = Utc::now() + chrono::Duration::hours(1);
@@ -207,7 +239,10 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
     let mut direct = DirectSession::connect(&url)
         .await
         .map_err(|e| bench_error("connect to PostgreSQL", e))?;
-    let server_version = direct.server_version().await.map_err(|e| bench_error("version", e))?;
+    let server_version = direct
+        .server_version()
+        .await
+        .map_err(|e| bench_error("version", e))?;
 
     // Warm both paths (pools, prepared catalog caches) before measuring.
     for _ in 0..10 {
@@ -235,7 +270,11 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
         let token = target.token.clone();
         let per_worker = options.pairs_per_worker;
         workers.push(tokio::spawn(async move {
-            let worker = WorkerTarget { base: target_base, token, http: reqwest::Client::new() };
+            let worker = WorkerTarget {
+                base: target_base,
+                token,
+                http: reqwest::Client::new(),
+            };
             for _ in 0..per_worker {
                 worker.pair().await?;
             }
@@ -254,7 +293,9 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
         let statements = statements.clone();
         let per_worker = options.pairs_per_worker;
         workers.push(tokio::spawn(async move {
-            let mut session = DirectSession::connect(&url).await.map_err(|e| bench_error("connect", e))?;
+            let mut session = DirectSession::connect(&url)
+                .await
+                .map_err(|e| bench_error("connect", e))?;
             for _ in 0..per_worker {
                 direct_pair(&mut session, &statements).await?;
             }
@@ -280,16 +321,27 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
     let mut reaper_delays = Vec::new();
     for _ in 0..options.expiring_leases {
         let issued_at = Instant::now();
-        let answer = target.call(reqwest::Method::GET, "database/creds/bench-expiring", None).await?;
-        let username = answer["data"]["username"].as_str().unwrap_or_default().to_owned();
+        let answer = target
+            .call(reqwest::Method::GET, "database/creds/bench-expiring", None)
+            .await?;
+        let username = answer["data"]["username"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let ttl = Duration::from_secs(answer["lease_duration"].as_u64().unwrap_or(1));
         loop {
-            let gone = !watcher.role_exists(&username).await.map_err(|e| bench_error("poll", e))?;
+            let gone = !watcher
+                .role_exists(&username)
+                .await
+                .map_err(|e| bench_error("poll", e))?;
             if gone {
                 break;
             }
             if issued_at.elapsed() > ttl + Duration::from_secs(30) {
-                return Err(bench_error("reaper", "an expired role was still there 30 s after expiry"));
+                return Err(bench_error(
+                    "reaper",
+                    "an expired role was still there 30 s after expiry",
+                ));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -302,7 +354,11 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
     let reaper_max = reaper_delays.iter().max().copied().unwrap_or_default();
 
     let mut report = String::new();
-    let _ = writeln!(report, "## Run of {} UTC\n", Utc::now().format("%Y-%m-%d %H:%M"));
+    let _ = writeln!(
+        report,
+        "## Run of {} UTC\n",
+        Utc::now().format("%Y-%m-%d %H:%M")
+    );
     let _ = writeln!(
         report,
         "PostgreSQL {server_version} on 127.0.0.1, {} cores; {} sequential iterations per side (interleaved), \
@@ -316,7 +372,10 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
     );
     let _ = writeln!(report, "| operation | Lessor p50 ms | direct p50 ms | ratio p50 | Lessor p95 ms | direct p95 ms | ratio p95 | ratio mean |");
     let _ = writeln!(report, "|---|---|---|---|---|---|---|---|");
-    for (name, (l, d)) in [("issue (create user)", issue), ("revoke (drop user)", revoke)] {
+    for (name, (l, d)) in [
+        ("issue (create user)", issue),
+        ("revoke (drop user)", revoke),
+    ] {
         let _ = writeln!(
             report,
             "| {name} | {} | {} | {} | {} | {} | {} | {} |",

@@ -24,7 +24,10 @@ const MAX_NAME_LEN: usize = 64;
 /// Checks an object name (role, connection): 1 to 64 of `A-Z a-z 0-9 _ - .`, starting with a letter
 /// or digit. Names end up in lease ids, usernames and log lines, so nothing else is let through.
 pub fn check_name(kind: &str, name: &str) -> Result<()> {
-    let valid_start = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let valid_start = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     let valid_chars = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
@@ -114,7 +117,8 @@ pub struct Role {
 }
 
 pub(crate) fn decode_list(column: &str, text: &str) -> Result<Vec<String>> {
-    serde_json::from_str(text).map_err(|e| Error::Internal(format!("stored {column} is not a JSON list: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| Error::Internal(format!("stored {column} is not a JSON list: {e}")))
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> String {
@@ -126,14 +130,18 @@ impl Role {
     fn from_row(row: RoleRow) -> Result<Self> {
         Ok(Self {
             creation_statements: decode_list("creation_statements", &row.creation_statements)?,
-            revocation_statements: decode_list("revocation_statements", &row.revocation_statements)?,
+            revocation_statements: decode_list(
+                "revocation_statements",
+                &row.revocation_statements,
+            )?,
             rollback_statements: decode_list("rollback_statements", &row.rollback_statements)?,
             renew_statements: decode_list("renew_statements", &row.renew_statements)?,
             default_ttl: Duration::from_secs(row.default_ttl_secs.max(0) as u64),
             max_ttl: Duration::from_secs(row.max_ttl_secs.max(0) as u64),
             username_template: row.username_template,
-            options: serde_json::from_str(&row.options)
-                .map_err(|e| Error::Internal(format!("stored role options are not a JSON map: {e}")))?,
+            options: serde_json::from_str(&row.options).map_err(|e| {
+                Error::Internal(format!("stored role options are not a JSON map: {e}"))
+            })?,
             name: row.name,
             db_name: row.db_name,
         })
@@ -175,7 +183,11 @@ impl Catalog {
     /// Creates or updates a connection; verifies it against the database first unless told not to.
     /// Returns warnings for the response.
     #[tracing::instrument(skip_all, fields(connection = %name), err)]
-    pub async fn write_connection(&self, name: &str, input: ConnectionInput) -> Result<Vec<String>> {
+    pub async fn write_connection(
+        &self,
+        name: &str,
+        input: ConnectionInput,
+    ) -> Result<Vec<String>> {
         check_name("connection name", name)?;
         let existing = self.store.get_connection(name).await?;
         let old_settings = match &existing {
@@ -205,7 +217,9 @@ impl Catalog {
             .or_else(|| existing.as_ref().map(|r| r.username.clone()))
             .unwrap_or_default();
         if username.chars().any(char::is_control) || username.len() > 128 {
-            return Err(Error::invalid("username: must be at most 128 characters without control characters"));
+            return Err(Error::invalid(
+                "username: must be at most 128 characters without control characters",
+            ));
         }
         let password = input
             .password
@@ -234,24 +248,35 @@ impl Catalog {
             .or_else(|| existing.as_ref().map(|r| r.max_open_connections as u32))
             .unwrap_or(4);
         if !(1..=100).contains(&max_open) {
-            return Err(Error::invalid("max_open_connections: must be between 1 and 100"));
+            return Err(Error::invalid(
+                "max_open_connections: must be between 1 and 100",
+            ));
         }
         let root_rotation_statements = match input.root_rotation_statements {
             Some(list) => list,
             None => match &existing {
-                Some(row) => decode_list("root_rotation_statements", &row.root_rotation_statements)?,
+                Some(row) => {
+                    decode_list("root_rotation_statements", &row.root_rotation_statements)?
+                }
                 None => Vec::new(),
             },
         };
 
         let plugin = kind
-            .connect(engines::new_settings(connection_url.clone(), username.clone(), password.clone(), max_open))
+            .connect(engines::new_settings(
+                connection_url.clone(),
+                username.clone(),
+                password.clone(),
+                max_open,
+            ))
             .await
             .map_err(|e| Error::invalid(format!("connection_url: {e}")))?;
         if verify {
             if let Err(e) = plugin.verify().await {
                 plugin.close().await;
-                return Err(Error::invalid(format!("error verifying connection {name}: {e}")));
+                return Err(Error::invalid(format!(
+                    "error verifying connection {name}: {e}"
+                )));
             }
         }
         plugin
@@ -262,9 +287,13 @@ impl Catalog {
         let row = ConnectionRow {
             name: name.to_owned(),
             plugin_name,
-            connection_url_sealed: self.sealer.seal(&engines::url_seal_context(name), &connection_url)?,
+            connection_url_sealed: self
+                .sealer
+                .seal(&engines::url_seal_context(name), &connection_url)?,
             username,
-            password_sealed: self.sealer.seal(&engines::password_seal_context(name), &password)?,
+            password_sealed: self
+                .sealer
+                .seal(&engines::password_seal_context(name), &password)?,
             allowed_roles: encode(&allowed_roles),
             verify_connection: verify,
             max_open_connections: i64::from(max_open),
@@ -302,7 +331,10 @@ impl Catalog {
                 max_open_connections: row.max_open_connections,
             },
             allowed_roles: decode_list("allowed_roles", &row.allowed_roles)?,
-            root_credentials_rotate_statements: decode_list("root_rotation_statements", &row.root_rotation_statements)?,
+            root_credentials_rotate_statements: decode_list(
+                "root_rotation_statements",
+                &row.root_rotation_statements,
+            )?,
             verify_connection: row.verify_connection,
             password_policy: String::new(),
             plugin_version: String::new(),
@@ -410,10 +442,13 @@ impl Catalog {
 
         // Statements and the username template are checked by the engine that will run them, so a
         // role that could never issue a credential is refused now.
-        let plugin: Arc<dyn DatabasePlugin> = self.engines.get(&db_name).await.map_err(|e| match e {
-            Error::NotFound { .. } => Error::invalid(format!("db_name: connection {db_name} does not exist")),
-            other => other,
-        })?;
+        let plugin: Arc<dyn DatabasePlugin> =
+            self.engines.get(&db_name).await.map_err(|e| match e {
+                Error::NotFound { .. } => {
+                    Error::invalid(format!("db_name: connection {db_name} does not exist"))
+                }
+                other => other,
+            })?;
         for (field, list) in [
             ("creation_statements", &creation),
             ("revocation_statements", &revocation),
@@ -543,16 +578,30 @@ mod tests {
 
     #[test]
     fn names_with_sql_or_path_characters_are_refused() {
-        for bad in ["", "a\"b", "a'b", "a;b", "a/b", "ünï", "-lead", "a b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "a\"b",
+            "a'b",
+            "a;b",
+            "a/b",
+            "ünï",
+            "-lead",
+            "a b",
+            &"x".repeat(65),
+        ] {
             let err = check_name("role name", bad).unwrap_err();
-            assert!(err.to_string().starts_with("invalid role name"), "{bad:?}: {err}");
+            assert!(
+                err.to_string().starts_with("invalid role name"),
+                "{bad:?}: {err}"
+            );
         }
         check_name("role name", "app-ro_1.v2").unwrap();
     }
 
     #[test]
     fn redact_url_hides_inline_passwords_only() {
-        let template = Secret::new("postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres");
+        let template =
+            Secret::new("postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres");
         assert_eq!(redact_url(&template), template.expose());
         let inline = Secret::new("postgres://admin:hunter2@db:5432/app");
         assert_eq!(redact_url(&inline), "postgres://admin:*****@db:5432/app");

@@ -114,20 +114,25 @@ const KNOWN_ENV: &[&str] = &[
     "LESSOR_TEST_POSTGRES_URL",
     "LESSOR_TEST_MYSQL_URL",
     "LESSOR_CONNECTION_PASSWORD",
+    "LESSOR_BENCH_POSTGRES_URL",
 ];
 
 fn parse_log_format(source: &str, value: &str) -> Result<LogFormat> {
     match value {
         "text" => Ok(LogFormat::Text),
         "json" => Ok(LogFormat::Json),
-        other => Err(Error::Config(format!("{source}: log format must be \"text\" or \"json\", not {other:?}"))),
+        other => Err(Error::Config(format!(
+            "{source}: log format must be \"text\" or \"json\", not {other:?}"
+        ))),
     }
 }
 
 fn parse_listen(source: &str, value: &str) -> Result<SocketAddr> {
-    value
-        .parse()
-        .map_err(|_| Error::Config(format!("{source}: {value:?} is not an address such as 127.0.0.1:8200")))
+    value.parse().map_err(|_| {
+        Error::Config(format!(
+            "{source}: {value:?} is not an address such as 127.0.0.1:8200"
+        ))
+    })
 }
 
 fn parse_ttl(source: &str, value: &serde_json::Value) -> Result<Duration> {
@@ -136,7 +141,11 @@ fn parse_ttl(source: &str, value: &serde_json::Value) -> Result<Duration> {
 
 /// Builds settings from the layers. `env` is passed in so tests need not touch the process
 /// environment.
-pub fn load(file: Option<&Path>, env: &[(String, String)], overrides: &Overrides) -> Result<Settings> {
+pub fn load(
+    file: Option<&Path>,
+    env: &[(String, String)],
+    overrides: &Overrides,
+) -> Result<Settings> {
     let mut settings = Settings::default();
 
     if let Some(path) = file {
@@ -170,7 +179,8 @@ pub fn load(file: Option<&Path>, env: &[(String, String)], overrides: &Overrides
             settings.max_lease_ttl = parse_ttl("max_lease_ttl", &v)?;
         }
         if let Some(v) = parsed.monitor {
-            v.validate().map_err(|e| Error::Config(format!("{source}: [monitor]: {e}")))?;
+            v.validate()
+                .map_err(|e| Error::Config(format!("{source}: [monitor]: {e}")))?;
             settings.monitor = v;
         }
     }
@@ -184,7 +194,8 @@ pub fn load(file: Option<&Path>, env: &[(String, String)], overrides: &Overrides
             "LESSOR_LOG_FORMAT" => settings.log_format = parse_log_format(key, value)?,
             "LESSOR_LOG_LEVEL" => settings.log_level = value.clone(),
             "LESSOR_DEFAULT_LEASE_TTL" => {
-                settings.default_lease_ttl = parse_ttl(key, &serde_json::Value::String(value.clone()))?
+                settings.default_lease_ttl =
+                    parse_ttl(key, &serde_json::Value::String(value.clone()))?
             }
             "LESSOR_MAX_LEASE_TTL" => {
                 settings.max_lease_ttl = parse_ttl(key, &serde_json::Value::String(value.clone()))?
@@ -213,7 +224,9 @@ pub fn load(file: Option<&Path>, env: &[(String, String)], overrides: &Overrides
     }
 
     if settings.max_lease_ttl.is_zero() {
-        return Err(Error::Config("max_lease_ttl must be greater than zero".into()));
+        return Err(Error::Config(
+            "max_lease_ttl must be greater than zero".into(),
+        ));
     }
     if settings.default_lease_ttl.is_zero() || settings.default_lease_ttl > settings.max_lease_ttl {
         return Err(Error::Config(

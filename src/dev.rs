@@ -23,7 +23,11 @@ pub struct DevRegistration {
 
 /// Registers the local databases that answer. A database that does not answer is reported, not
 /// fatal: `lessor dev` still serves.
-pub async fn register_local_databases(state: &AppState, postgres_url: &str, mysql_url: &str) -> DevRegistration {
+pub async fn register_local_databases(
+    state: &AppState,
+    postgres_url: &str,
+    mysql_url: &str,
+) -> DevRegistration {
     let mut outcome = DevRegistration::default();
     let postgres = ConnectionInput {
         plugin_name: Some("postgresql-database-plugin".into()),
@@ -42,7 +46,15 @@ pub async fn register_local_databases(state: &AppState, postgres_url: &str, mysq
         max_ttl: Some(Duration::from_secs(24 * 3600)),
         ..Default::default()
     };
-    register(state, "dev-postgres", postgres, "readonly", readonly, &mut outcome).await;
+    register(
+        state,
+        "dev-postgres",
+        postgres,
+        "readonly",
+        readonly,
+        &mut outcome,
+    )
+    .await;
 
     let mysql = ConnectionInput {
         plugin_name: Some("mysql-database-plugin".into()),
@@ -59,7 +71,15 @@ pub async fn register_local_databases(state: &AppState, postgres_url: &str, mysq
         max_ttl: Some(Duration::from_secs(24 * 3600)),
         ..Default::default()
     };
-    register(state, "dev-mysql", mysql, "mysql-readonly", mysql_readonly, &mut outcome).await;
+    register(
+        state,
+        "dev-mysql",
+        mysql,
+        "mysql-readonly",
+        mysql_readonly,
+        &mut outcome,
+    )
+    .await;
     outcome
 }
 
@@ -76,7 +96,11 @@ async fn register(
         return;
     }
     match state.catalog.write_role(role, role_input).await {
-        Ok(_) => outcome.registered.push(format!("{connection} (role {role})")),
-        Err(error) => outcome.skipped.push(format!("{connection} role {role}: {error}")),
+        Ok(_) => outcome
+            .registered
+            .push(format!("{connection} (role {role})")),
+        Err(error) => outcome
+            .skipped
+            .push(format!("{connection} role {role}: {error}")),
     }
 }

@@ -44,7 +44,10 @@ impl EngineKind {
     }
 
     /// Builds a plugin instance; pools are lazy, so this does not fail when the target is down.
-    pub async fn connect(self, settings: ConnectionSettings) -> Result<Arc<dyn DatabasePlugin>, PluginError> {
+    pub async fn connect(
+        self,
+        settings: ConnectionSettings,
+    ) -> Result<Arc<dyn DatabasePlugin>, PluginError> {
         Ok(match self {
             Self::Postgres => Arc::new(lessor_postgres::connect(settings).await?),
             Self::MySql => Arc::new(lessor_mysql::connect(settings).await?),
@@ -85,7 +88,9 @@ impl Engines {
                 .sealer
                 .open(&url_seal_context(&row.name), &row.connection_url_sealed)?,
             username: row.username.clone(),
-            password: self.sealer.open(&password_seal_context(&row.name), &row.password_sealed)?,
+            password: self
+                .sealer
+                .open(&password_seal_context(&row.name), &row.password_sealed)?,
             max_open_connections: row.max_open_connections.clamp(1, 100) as u32,
             connect_timeout: Duration::from_secs(5),
         })
@@ -106,8 +111,12 @@ impl Engines {
             .get_connection(name)
             .await?
             .ok_or_else(|| Error::not_found("connection", name))?;
-        let kind = EngineKind::from_plugin_name(&row.plugin_name)
-            .ok_or_else(|| Error::Internal(format!("connection {name} has unknown plugin {}", row.plugin_name)))?;
+        let kind = EngineKind::from_plugin_name(&row.plugin_name).ok_or_else(|| {
+            Error::Internal(format!(
+                "connection {name} has unknown plugin {}",
+                row.plugin_name
+            ))
+        })?;
         let plugin = kind
             .connect(self.settings_for(&row)?)
             .await
@@ -142,7 +151,12 @@ impl Engines {
 }
 
 /// Builds the settings for a connection being written (before it is stored).
-pub fn new_settings(url: Secret, username: String, password: Secret, max_open_connections: u32) -> ConnectionSettings {
+pub fn new_settings(
+    url: Secret,
+    username: String,
+    password: Secret,
+    max_open_connections: u32,
+) -> ConnectionSettings {
     ConnectionSettings {
         connection_url: url,
         username,

@@ -106,7 +106,9 @@ impl AppState {
         match store.meta_get(SEAL_CHECK_KEY).await? {
             Some(sealed) => {
                 sealer.open(SEAL_CHECK_CONTEXT, &sealed).map_err(|_| {
-                    Error::Config("the seal key does not match the one this store was sealed with".into())
+                    Error::Config(
+                        "the seal key does not match the one this store was sealed with".into(),
+                    )
                 })?;
             }
             None => {
@@ -119,7 +121,12 @@ impl AppState {
         let monitor = Monitor::open(store.clone(), settings.monitor.clone()).await?;
         let policies = Policies::new(store.clone());
         policies.ensure_default().await?;
-        let catalog = Catalog::new(store.clone(), sealer.clone(), engines.clone(), settings.lease_limits());
+        let catalog = Catalog::new(
+            store.clone(),
+            sealer.clone(),
+            engines.clone(),
+            settings.lease_limits(),
+        );
         let rotation = Rotator::new(store.clone(), sealer, engines.clone(), catalog.clone());
         let leases = LeaseManager::new(store.clone(), engines.clone(), catalog.clone());
         Ok(Self {
@@ -165,12 +172,23 @@ pub fn app(state: AppState) -> axum::Router {
 
 /// Serves the API on `listener` and runs the reaper until `shutdown` completes; then stops taking
 /// requests, lets in-flight ones finish, stops the reaper and closes database pools.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(lease::reaper::run(state.leases.clone(), cancel.clone()));
-    tasks.spawn(audit::housekeeping::run(state.store.clone(), state.monitor.clone(), cancel.clone()));
-    tasks.spawn(rotation::rotator::run(state.rotation.clone(), cancel.clone()));
+    tasks.spawn(audit::housekeeping::run(
+        state.store.clone(),
+        state.monitor.clone(),
+        cancel.clone(),
+    ));
+    tasks.spawn(rotation::rotator::run(
+        state.rotation.clone(),
+        cancel.clone(),
+    ));
     tasks.close();
 
     let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -12,7 +12,11 @@ use lessor_plugin::Secret;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
-#[command(name = "lessor", version, about = "Dynamic database credentials broker with a Vault-compatible API")]
+#[command(
+    name = "lessor",
+    version,
+    about = "Dynamic database credentials broker with a Vault-compatible API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -126,7 +130,11 @@ struct BenchArgs {
     #[arg(long, default_value_t = 20)]
     expiring_leases: usize,
     /// Admin URL of the PostgreSQL to measure against.
-    #[arg(long, env = "LESSOR_BENCH_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "LESSOR_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     postgres_url: String,
     /// Append the report to this file as well as printing it.
     #[arg(long)]
@@ -145,16 +153,22 @@ struct ClientArgs {
 
 #[derive(Subcommand)]
 enum LeaseAction {
-    Lookup { lease_id: String },
+    Lookup {
+        lease_id: String,
+    },
     Renew {
         lease_id: String,
         /// Requested TTL from now, e.g. 1h.
         #[arg(long)]
         increment: Option<String>,
     },
-    Revoke { lease_id: String },
+    Revoke {
+        lease_id: String,
+    },
     /// Revokes every lease under a prefix, e.g. database/creds/app-ro.
-    RevokePrefix { prefix: String },
+    RevokePrefix {
+        prefix: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -178,9 +192,13 @@ enum RoleAction {
         #[arg(long)]
         username_template: Option<String>,
     },
-    Read { name: String },
+    Read {
+        name: String,
+    },
     List,
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -222,7 +240,9 @@ enum StaticRoleAction {
     },
     List,
     /// Deletes a static role; the database user and its password are left as they are.
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -248,9 +268,13 @@ enum ConnectionAction {
         #[arg(long)]
         no_verify: bool,
     },
-    Read { name: String },
+    Read {
+        name: String,
+    },
     List,
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
 }
 
 #[tokio::main]
@@ -260,20 +284,47 @@ async fn main() -> anyhow::Result<()> {
         Command::Server(args) => run_server(args).await,
         Command::Dev(args) => run_dev(args).await,
         Command::Bench(args) => run_bench(args).await,
-        Command::Creds { role, client } => Client::new(&client)?.call("GET", &format!("database/creds/{role}"), None).await,
+        Command::Creds { role, client } => {
+            Client::new(&client)?
+                .call("GET", &format!("database/creds/{role}"), None)
+                .await
+        }
         Command::Lease { action, client } => {
             let client = Client::new(&client)?;
             match action {
-                LeaseAction::Lookup { lease_id } => client.call("PUT", "sys/leases/lookup", Some(json!({ "lease_id": lease_id }))).await,
-                LeaseAction::Renew { lease_id, increment } => {
+                LeaseAction::Lookup { lease_id } => {
+                    client
+                        .call(
+                            "PUT",
+                            "sys/leases/lookup",
+                            Some(json!({ "lease_id": lease_id })),
+                        )
+                        .await
+                }
+                LeaseAction::Renew {
+                    lease_id,
+                    increment,
+                } => {
                     let mut body = json!({ "lease_id": lease_id });
                     if let Some(increment) = increment {
                         body["increment"] = json!(increment);
                     }
                     client.call("PUT", "sys/leases/renew", Some(body)).await
                 }
-                LeaseAction::Revoke { lease_id } => client.call("PUT", "sys/leases/revoke", Some(json!({ "lease_id": lease_id }))).await,
-                LeaseAction::RevokePrefix { prefix } => client.call("PUT", &format!("sys/leases/revoke-prefix/{prefix}"), None).await,
+                LeaseAction::Revoke { lease_id } => {
+                    client
+                        .call(
+                            "PUT",
+                            "sys/leases/revoke",
+                            Some(json!({ "lease_id": lease_id })),
+                        )
+                        .await
+                }
+                LeaseAction::RevokePrefix { prefix } => {
+                    client
+                        .call("PUT", &format!("sys/leases/revoke-prefix/{prefix}"), None)
+                        .await
+                }
             }
         }
         Command::Role { action, client } => {
@@ -304,11 +355,21 @@ async fn main() -> anyhow::Result<()> {
                     if let Some(v) = username_template {
                         body["username_template"] = json!(v);
                     }
-                    client.call("POST", &format!("database/roles/{name}"), Some(body)).await
+                    client
+                        .call("POST", &format!("database/roles/{name}"), Some(body))
+                        .await
                 }
-                RoleAction::Read { name } => client.call("GET", &format!("database/roles/{name}"), None).await,
+                RoleAction::Read { name } => {
+                    client
+                        .call("GET", &format!("database/roles/{name}"), None)
+                        .await
+                }
                 RoleAction::List => client.call("LIST", "database/roles", None).await,
-                RoleAction::Delete { name } => client.call("DELETE", &format!("database/roles/{name}"), None).await,
+                RoleAction::Delete { name } => {
+                    client
+                        .call("DELETE", &format!("database/roles/{name}"), None)
+                        .await
+                }
             }
         }
         Command::StaticRole { action, client } => {
@@ -345,27 +406,39 @@ async fn main() -> anyhow::Result<()> {
                     if skip_import_rotation {
                         body["skip_import_rotation"] = json!(true);
                     }
-                    client.call("POST", &format!("database/static-roles/{name}"), Some(body)).await
+                    client
+                        .call("POST", &format!("database/static-roles/{name}"), Some(body))
+                        .await
                 }
                 StaticRoleAction::Read { name, json: true } => {
-                    client.call("GET", &format!("database/static-roles/{name}"), None).await
+                    client
+                        .call("GET", &format!("database/static-roles/{name}"), None)
+                        .await
                 }
                 StaticRoleAction::Read { name, json: false } => {
-                    let answer = client.fetch("GET", &format!("database/static-roles/{name}")).await?;
+                    let answer = client
+                        .fetch("GET", &format!("database/static-roles/{name}"))
+                        .await?;
                     print!("{}", describe_static_role(&name, &answer["data"]));
                     Ok(())
                 }
                 StaticRoleAction::List => client.call("LIST", "database/static-roles", None).await,
                 StaticRoleAction::Delete { name } => {
-                    client.call("DELETE", &format!("database/static-roles/{name}"), None).await
+                    client
+                        .call("DELETE", &format!("database/static-roles/{name}"), None)
+                        .await
                 }
             }
         }
         Command::Rotate { name, client } => {
-            Client::new(&client)?.call("POST", &format!("database/rotate-role/{name}"), None).await
+            Client::new(&client)?
+                .call("POST", &format!("database/rotate-role/{name}"), None)
+                .await
         }
         Command::RotateRoot { connection, client } => {
-            Client::new(&client)?.call("POST", &format!("database/rotate-root/{connection}"), None).await
+            Client::new(&client)?
+                .call("POST", &format!("database/rotate-root/{connection}"), None)
+                .await
         }
         Command::Connection { action, client } => {
             let client = Client::new(&client)?;
@@ -393,11 +466,21 @@ async fn main() -> anyhow::Result<()> {
                     if let Some(v) = allowed_roles {
                         body["allowed_roles"] = json!(v);
                     }
-                    client.call("POST", &format!("database/config/{name}"), Some(body)).await
+                    client
+                        .call("POST", &format!("database/config/{name}"), Some(body))
+                        .await
                 }
-                ConnectionAction::Read { name } => client.call("GET", &format!("database/config/{name}"), None).await,
+                ConnectionAction::Read { name } => {
+                    client
+                        .call("GET", &format!("database/config/{name}"), None)
+                        .await
+                }
                 ConnectionAction::List => client.call("LIST", "database/config", None).await,
-                ConnectionAction::Delete { name } => client.call("DELETE", &format!("database/config/{name}"), None).await,
+                ConnectionAction::Delete { name } => {
+                    client
+                        .call("DELETE", &format!("database/config/{name}"), None)
+                        .await
+                }
             }
         }
     }
@@ -411,13 +494,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -464,7 +548,10 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let state = AppState::open(&settings).await?;
     if let Some(token) = state.auth.bootstrap_root_token().await? {
         // Shown once, on standard output rather than the log, as `vault operator init` does.
-        println!("Root token (shown once; store it safely): {}", token.expose());
+        println!(
+            "Root token (shown once; store it safely): {}",
+            token.expose()
+        );
     }
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -479,7 +566,8 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     // The temporary directory lives until run_dev returns, then is removed with the store.
     let (data_dir, _temporary) = match &args.data_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             (dir.clone(), None)
         }
         None => {
@@ -514,14 +602,22 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let postgres_url = std::env::var("LESSOR_DEV_POSTGRES_URL").unwrap_or_else(|_| dev::DEFAULT_POSTGRES_URL.into());
-    let mysql_url = std::env::var("LESSOR_DEV_MYSQL_URL").unwrap_or_else(|_| dev::DEFAULT_MYSQL_URL.into());
+    let postgres_url = std::env::var("LESSOR_DEV_POSTGRES_URL")
+        .unwrap_or_else(|_| dev::DEFAULT_POSTGRES_URL.into());
+    let mysql_url =
+        std::env::var("LESSOR_DEV_MYSQL_URL").unwrap_or_else(|_| dev::DEFAULT_MYSQL_URL.into());
     let registration = dev::register_local_databases(&state, &postgres_url, &mysql_url).await;
 
     let addr = format!("http://{}", listener.local_addr()?);
-    println!("Lessor dev server listening on {addr} (store in {})", data_dir.display());
+    println!(
+        "Lessor dev server listening on {addr} (store in {})",
+        data_dir.display()
+    );
     println!("  export LESSOR_ADDR={addr} VAULT_ADDR={addr}");
-    println!("  export LESSOR_TOKEN={0} VAULT_TOKEN={0}", root_token.expose());
+    println!(
+        "  export LESSOR_TOKEN={0} VAULT_TOKEN={0}",
+        root_token.expose()
+    );
     for registered in &registration.registered {
         println!("  registered {registered}");
     }
@@ -529,7 +625,11 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         println!("  skipped {skipped}");
     }
     if let Some(first) = registration.registered.first() {
-        let role = if first.starts_with("dev-postgres") { "readonly" } else { "mysql-readonly" };
+        let role = if first.starts_with("dev-postgres") {
+            "readonly"
+        } else {
+            "mysql-readonly"
+        };
         println!("  try: cargo run -- creds {role}");
     }
     lessor::serve(listener, state, shutdown_signal()).await?;
@@ -570,14 +670,19 @@ impl Client {
     /// Sends one request and prints the JSON answer; a non-2xx answer is an error with its messages.
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<()> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut request = self.http.request(method, format!("{}/v1/{path}", self.addr));
+        let mut request = self
+            .http
+            .request(method, format!("{}/v1/{path}", self.addr));
         if let Some(token) = &self.token {
             request = request.header("X-Vault-Token", token.expose());
         }
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.with_context(|| format!("cannot reach {}", self.addr))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.addr))?;
         let status = response.status();
         let text = response.text().await?;
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
@@ -602,16 +707,25 @@ impl Client {
     /// Sends one request and returns its JSON answer; a non-2xx answer is an error with its messages.
     async fn fetch(&self, method: &str, path: &str) -> anyhow::Result<Value> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut request = self.http.request(method, format!("{}/v1/{path}", self.addr));
+        let mut request = self
+            .http
+            .request(method, format!("{}/v1/{path}", self.addr));
         if let Some(token) = &self.token {
             request = request.header("X-Vault-Token", token.expose());
         }
-        let response = request.send().await.with_context(|| format!("cannot reach {}", self.addr))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.addr))?;
         let status = response.status();
         let text = response.text().await?;
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
         if !status.is_success() {
-            let errors = parsed.as_ref().and_then(|v| v.get("errors")).map(|e| e.to_string()).unwrap_or(text);
+            let errors = parsed
+                .as_ref()
+                .and_then(|v| v.get("errors"))
+                .map(|e| e.to_string())
+                .unwrap_or(text);
             bail!("{status}: {errors}");
         }
         parsed.with_context(|| format!("the answer to {path} is not JSON"))
@@ -622,15 +736,30 @@ impl Client {
 fn describe_static_role(name: &str, role: &Value) -> String {
     use std::fmt::Write;
     let text = |key: &str| role[key].as_str().unwrap_or("-").to_owned();
-    let seconds = |key: &str| role[key].as_u64().map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string());
+    let seconds = |key: &str| {
+        role[key]
+            .as_u64()
+            .map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string())
+    };
     let mut out = String::new();
-    let _ = writeln!(out, "static role:    {name} (connection {})", text("db_name"));
+    let _ = writeln!(
+        out,
+        "static role:    {name} (connection {})",
+        text("db_name")
+    );
     let users = match role["alternate_username"].as_str() {
-        Some(alternate) => format!("{} / {alternate} (alternating; current: {})", text("username"), text("current_username")),
+        Some(alternate) => format!(
+            "{} / {alternate} (alternating; current: {})",
+            text("username"),
+            text("current_username")
+        ),
         None => text("username"),
     };
     let _ = writeln!(out, "user:           {users}");
-    let schedule = match (seconds("rotation_period"), role["rotation_schedule"].as_str()) {
+    let schedule = match (
+        seconds("rotation_period"),
+        role["rotation_schedule"].as_str(),
+    ) {
         (Some(period), _) => format!("every {period}"),
         (None, Some(cron)) => match seconds("rotation_window") {
             Some(window) => format!("cron \"{cron}\" (UTC), within {window} of each occurrence"),
@@ -640,18 +769,37 @@ fn describe_static_role(name: &str, role: &Value) -> String {
     };
     let _ = writeln!(out, "schedule:       {schedule}");
     let in_secs = seconds("ttl").unwrap_or_else(|| "-".into());
-    let _ = writeln!(out, "next rotation:  {} (in {in_secs})", text("next_vault_rotation"));
-    let _ = writeln!(out, "last rotation:  {}", role["last_vault_rotation"].as_str().unwrap_or("never"));
+    let _ = writeln!(
+        out,
+        "next rotation:  {} (in {in_secs})",
+        text("next_vault_rotation")
+    );
+    let _ = writeln!(
+        out,
+        "last rotation:  {}",
+        role["last_vault_rotation"].as_str().unwrap_or("never")
+    );
     if role["rotation_in_progress"] == json!(true) {
         let _ = writeln!(out, "in progress:    a rotation is pending resolution");
     }
     if let Some(error) = role["last_error"].as_str() {
-        let _ = writeln!(out, "last error:     {error} (failed attempts: {})", role["rotation_attempts"]);
+        let _ = writeln!(
+            out,
+            "last error:     {error} (failed attempts: {})",
+            role["rotation_attempts"]
+        );
     }
     let _ = writeln!(out, "history (newest first):");
     for entry in role["rotation_history"].as_array().into_iter().flatten() {
         let field = |key: &str| entry[key].as_str().unwrap_or("-").to_owned();
-        let _ = write!(out, "  {}  {:<9} {:<8} {}", field("time"), field("trigger"), field("outcome"), field("username"));
+        let _ = write!(
+            out,
+            "  {}  {:<9} {:<8} {}",
+            field("time"),
+            field("trigger"),
+            field("outcome"),
+            field("username")
+        );
         if let Some(error) = entry["error"].as_str() {
             let _ = write!(out, "  {error}");
         }

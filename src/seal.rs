@@ -37,9 +37,9 @@ impl Sealer {
         let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
             hex::decode(text).map_err(|_| Error::Seal("the seal key is not valid hex".into()))?
         } else {
-            BASE64
-                .decode(text)
-                .map_err(|_| Error::Seal("the seal key must be 64 hex digits or base64 of 32 bytes".into()))?
+            BASE64.decode(text).map_err(|_| {
+                Error::Seal("the seal key must be 64 hex digits or base64 of 32 bytes".into())
+            })?
         };
         if bytes.len() != 32 {
             return Err(Error::Seal(format!(
@@ -57,13 +57,17 @@ impl Sealer {
     pub fn from_key_file(path: &Path, create: bool) -> Result<Self> {
         if !path.exists() {
             if !create {
-                return Err(Error::Config(format!("seal key file {} does not exist", path.display())));
+                return Err(Error::Config(format!(
+                    "seal key file {} does not exist",
+                    path.display()
+                )));
             }
             let key = Aes256Gcm::generate_key(OsRng);
             write_private_file(path, &hex::encode(key))?;
         }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read seal key file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!("cannot read seal key file {}: {e}", path.display()))
+        })?;
         Self::from_encoded_key(&Secret::new(text))
     }
 
@@ -90,14 +94,16 @@ impl Sealer {
     }
 
     pub fn open(&self, context: &str, sealed: &str) -> Result<Secret> {
-        let encoded = sealed
-            .strip_prefix(PREFIX)
-            .ok_or_else(|| Error::Seal(format!("sealed value for {context} has an unknown format")))?;
+        let encoded = sealed.strip_prefix(PREFIX).ok_or_else(|| {
+            Error::Seal(format!("sealed value for {context} has an unknown format"))
+        })?;
         let blob = BASE64
             .decode(encoded)
             .map_err(|_| Error::Seal(format!("sealed value for {context} is corrupt")))?;
         if blob.len() < NONCE_LEN {
-            return Err(Error::Seal(format!("sealed value for {context} is truncated")));
+            return Err(Error::Seal(format!(
+                "sealed value for {context} is truncated"
+            )));
         }
         let (nonce, ciphertext) = blob.split_at(NONCE_LEN);
         let plaintext = self
@@ -147,9 +153,17 @@ mod tests {
     #[test]
     fn seal_round_trip_and_context_binding() {
         let sealer = Sealer::from_encoded_key(&Sealer::generate_encoded_key()).unwrap();
-        let sealed = sealer.seal("connection/a/password", &Secret::new("s3cret-admin")).unwrap();
+        let sealed = sealer
+            .seal("connection/a/password", &Secret::new("s3cret-admin"))
+            .unwrap();
         assert!(!sealed.contains("s3cret"));
-        assert_eq!(sealer.open("connection/a/password", &sealed).unwrap().expose(), "s3cret-admin");
+        assert_eq!(
+            sealer
+                .open("connection/a/password", &sealed)
+                .unwrap()
+                .expose(),
+            "s3cret-admin"
+        );
         assert!(sealer.open("connection/b/password", &sealed).is_err());
         let other = Sealer::from_encoded_key(&Sealer::generate_encoded_key()).unwrap();
         let err = other.open("connection/a/password", &sealed).unwrap_err();

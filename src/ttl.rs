@@ -21,7 +21,9 @@ pub fn parse_duration_value(field: &str, value: &Value) -> Result<Duration> {
             if number.as_i64().is_some_and(|n| n < 0) || number.as_f64().is_some_and(|n| n < 0.0) {
                 return Err(Error::invalid(format!("{field}: must not be negative")));
             }
-            Err(Error::invalid(format!("{field}: must be a whole number of seconds")))
+            Err(Error::invalid(format!(
+                "{field}: must be a whole number of seconds"
+            )))
         }
         Value::String(text) => parse_duration_str(field, text),
         Value::Null => Ok(Duration::ZERO),
@@ -108,15 +110,30 @@ mod tests {
             (json!(""), 0),
         ];
         for (value, secs) in cases {
-            assert_eq!(parse_duration_value("ttl", &value).unwrap().as_secs(), secs, "{value}");
+            assert_eq!(
+                parse_duration_value("ttl", &value).unwrap().as_secs(),
+                secs,
+                "{value}"
+            );
         }
     }
 
     #[test]
     fn rejects_negative_absurd_and_malformed_naming_the_field() {
-        for value in [json!(-5), json!("-5m"), json!(1e30), json!("1x"), json!("h"), json!(true), json!(1.5)] {
+        for value in [
+            json!(-5),
+            json!("-5m"),
+            json!(1e30),
+            json!("1x"),
+            json!("h"),
+            json!(true),
+            json!(1.5),
+        ] {
             let err = parse_duration_value("default_ttl", &value).unwrap_err();
-            assert!(err.to_string().starts_with("default_ttl:"), "{value}: {err}");
+            assert!(
+                err.to_string().starts_with("default_ttl:"),
+                "{value}: {err}"
+            );
         }
         let err = parse_duration_value("max_ttl", &json!(u64::MAX)).unwrap_err();
         assert!(err.to_string().contains("10-year"), "{err}");

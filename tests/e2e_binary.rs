@@ -22,7 +22,11 @@ struct DevProcess {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl DevProcess {
@@ -33,7 +37,15 @@ impl DevProcess {
         let addr = format!("127.0.0.1:{port}");
         let mut command = Command::new(env!("CARGO_BIN_EXE_lessor"));
         command
-            .args(["dev", "--listen", &addr, "--root-token", TOKEN, "--log-level", "debug"])
+            .args([
+                "dev",
+                "--listen",
+                &addr,
+                "--root-token",
+                TOKEN,
+                "--log-level",
+                "debug",
+            ])
             .env("LESSOR_DEV_POSTGRES_URL", postgres_url())
             .env("LESSOR_DEV_MYSQL_URL", mysql_url())
             .stdout(Stdio::null())
@@ -51,12 +63,19 @@ impl DevProcess {
         let started = Instant::now();
         let http = reqwest::Client::new();
         loop {
-            if let Ok(response) = http.get(format!("{}/v1/sys/health", process.addr)).send().await {
+            if let Ok(response) = http
+                .get(format!("{}/v1/sys/health", process.addr))
+                .send()
+                .await
+            {
                 if response.status() == StatusCode::OK {
                     break;
                 }
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "lessor dev did not answer its health check within 30 s");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "lessor dev did not answer its health check within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         process
@@ -64,7 +83,10 @@ impl DevProcess {
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let mut request = reqwest::Client::new()
-            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}/v1/{path}", self.addr))
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}/v1/{path}", self.addr),
+            )
             .header("X-Vault-Token", TOKEN);
         if let Some(body) = body {
             request = request.json(&body);
@@ -88,11 +110,16 @@ impl DevProcess {
     /// Sends SIGTERM and waits for a clean exit; returns the log.
     fn stop(&mut self) -> String {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             let started = Instant::now();
             loop {
                 if let Some(status) = child.try_wait().unwrap() {
-                    assert!(status.success(), "lessor dev exited with {status} after SIGTERM");
+                    assert!(
+                        status.success(),
+                        "lessor dev exited with {status} after SIGTERM"
+                    );
                     break;
                 }
                 if started.elapsed() > Duration::from_secs(15) {
@@ -123,17 +150,32 @@ async fn lessor_dev_issues_a_working_postgres_login_and_revokes_it() {
     // `lessor dev` registered the local PostgreSQL with the demo role `readonly`.
     let (status, roles) = dev.call("LIST", "database/roles", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(roles["data"]["keys"].as_array().unwrap().contains(&json!("readonly")), "{roles}");
+    assert!(
+        roles["data"]["keys"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("readonly")),
+        "{roles}"
+    );
 
     // Through the binary's own client subcommand.
     let output = dev.cli(&["creds", "readonly"]);
-    assert!(output.status.success(), "lessor creds failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "lessor creds failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let answer: Value = serde_json::from_slice(&output.stdout).expect("JSON from lessor creds");
     let username = answer["data"]["username"].as_str().unwrap().to_owned();
     let password = answer["data"]["password"].as_str().unwrap().to_owned();
     let lease_id = answer["lease_id"].as_str().unwrap().to_owned();
-    let client = pg_login(&username, &password).await.expect("issued login works");
-    let rows = client.query("SELECT count(*) FROM pg_catalog.pg_class", &[]).await.unwrap();
+    let client = pg_login(&username, &password)
+        .await
+        .expect("issued login works");
+    let rows = client
+        .query("SELECT count(*) FROM pg_catalog.pg_class", &[])
+        .await
+        .unwrap();
     assert!(rows[0].get::<_, i64>(0) > 0);
 
     let output = dev.cli(&["lease", "lookup", &lease_id]);
@@ -142,8 +184,15 @@ async fn lessor_dev_issues_a_working_postgres_login_and_revokes_it() {
     assert_eq!(lookup["data"]["state"], json!("active"));
 
     let output = dev.cli(&["lease", "revoke", &lease_id]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(pg_login(&username, &password).await.is_err(), "refused after revocation");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        pg_login(&username, &password).await.is_err(),
+        "refused after revocation"
+    );
     assert!(!pg_role_exists(&admin, &username).await, "role dropped");
 
     // A second credential over plain HTTP, left live for the shutdown.
@@ -153,9 +202,15 @@ async fn lessor_dev_issues_a_working_postgres_login_and_revokes_it() {
 
     let log = dev.stop();
     assert!(log.contains("request"), "the log was captured: {log}");
-    assert!(!log.contains(&password) && !log.contains(&second_password), "an issued password reached the log");
+    assert!(
+        !log.contains(&password) && !log.contains(&second_password),
+        "an issued password reached the log"
+    );
     assert!(!log.contains(TOKEN), "the root token reached the log");
-    assert!(log.contains("reaper stopped"), "the reaper shut down cleanly");
+    assert!(
+        log.contains("reaper stopped"),
+        "the reaper shut down cleanly"
+    );
 }
 
 #[tokio::test]
@@ -163,7 +218,11 @@ async fn data_dir_keeps_roles_and_leases_across_restarts() {
     let data = tempfile::tempdir().unwrap();
     let mut first = DevProcess::start(Some(data.path())).await;
     let (status, body) = first
-        .call("POST", "database/roles/e2e-kept", Some(json!({ "db_name": "dev-postgres", "default_ttl": "10m" })))
+        .call(
+            "POST",
+            "database/roles/e2e-kept",
+            Some(json!({ "db_name": "dev-postgres", "default_ttl": "10m" })),
+        )
         .await;
     assert!(status.is_success(), "{body}");
     let (_, creds) = first.call("GET", "database/creds/e2e-kept", None).await;
@@ -175,8 +234,18 @@ async fn data_dir_keeps_roles_and_leases_across_restarts() {
     let (status, role) = second.call("GET", "database/roles/e2e-kept", None).await;
     assert_eq!(status, StatusCode::OK, "{role}");
     assert_eq!(role["data"]["default_ttl"], json!(600));
-    let (status, body) = second.call("PUT", "sys/leases/revoke", Some(json!({ "lease_id": lease_id }))).await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "the lease survived the restart: {body}");
+    let (status, body) = second
+        .call(
+            "PUT",
+            "sys/leases/revoke",
+            Some(json!({ "lease_id": lease_id })),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "the lease survived the restart: {body}"
+    );
     assert!(!pg_role_exists(&pg_admin().await, &username).await);
     second.stop();
 }

@@ -18,7 +18,9 @@ fn python() -> String {
 #[tokio::test]
 async fn hvac_drives_the_database_engine_unchanged() {
     let python = python();
-    let probe = std::process::Command::new(&python).args(["-c", "import hvac"]).output();
+    let probe = std::process::Command::new(&python)
+        .args(["-c", "import hvac"])
+        .output();
     match probe {
         Ok(output) if output.status.success() => {}
         _ => panic!("{python} cannot import hvac; run scripts/test.sh, or: python3 -m venv .venv && .venv/bin/pip install hvac"),
@@ -26,7 +28,10 @@ async fn hvac_drives_the_database_engine_unchanged() {
     let server = TestServer::start().await;
     let role = unique("hvac");
     let output = tokio::process::Command::new(&python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hvac/vault_client_flow.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/hvac/vault_client_flow.py"
+        ))
         .env("LESSOR_ADDR", &server.base)
         .env("LESSOR_TOKEN", ROOT_TOKEN)
         .env("PG_URL", postgres_url())
@@ -34,23 +39,45 @@ async fn hvac_drives_the_database_engine_unchanged() {
         .output()
         .await
         .unwrap();
-    assert!(output.status.success(), "the hvac flow failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the hvac flow failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report: Value = serde_json::from_slice(&output.stdout).expect("the flow prints JSON");
 
     let admin = pg_admin().await;
     let revoked_user = report["revoked"]["username"].as_str().unwrap();
     let revoked_password = report["revoked"]["password"].as_str().unwrap();
-    assert!(pg_login(revoked_user, revoked_password).await.is_err(), "revoked through hvac: login refused");
-    assert!(!pg_role_exists(&admin, revoked_user).await, "revoked through hvac: role gone");
+    assert!(
+        pg_login(revoked_user, revoked_password).await.is_err(),
+        "revoked through hvac: login refused"
+    );
+    assert!(
+        !pg_role_exists(&admin, revoked_user).await,
+        "revoked through hvac: role gone"
+    );
 
     let live_user = report["live"]["username"].as_str().unwrap();
     let live_password = report["live"]["password"].as_str().unwrap();
-    pg_login(live_user, live_password).await.expect("the credential hvac received works");
-    let (status, _) = server.call("PUT", &format!("sys/leases/revoke-prefix/database/creds/{role}"), None).await;
+    pg_login(live_user, live_password)
+        .await
+        .expect("the credential hvac received works");
+    let (status, _) = server
+        .call(
+            "PUT",
+            &format!("sys/leases/revoke-prefix/database/creds/{role}"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(!pg_role_exists(&admin, live_user).await);
     let (status, body) = server
-        .call("PUT", "sys/leases/lookup", Some(json!({ "lease_id": report["live_lease_id"] })))
+        .call(
+            "PUT",
+            "sys/leases/lookup",
+            Some(json!({ "lease_id": report["live_lease_id"] })),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"]["state"], json!("revoked"));

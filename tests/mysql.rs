@@ -19,7 +19,12 @@ fn admin_opts() -> mysql_async::Opts {
 async fn mysql_admin() -> mysql_async::Conn {
     mysql_async::Conn::new(admin_opts())
         .await
-        .unwrap_or_else(|e| panic!("MariaDB/MySQL at {} cannot be reached ({e}); start it with scripts/services.sh", mysql_url()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "MariaDB/MySQL at {} cannot be reached ({e}); start it with scripts/services.sh",
+                mysql_url()
+            )
+        })
 }
 
 /// Logs in over TCP as `user` and runs a query.
@@ -64,21 +69,44 @@ async fn issue_login_renew_revoke_then_login_refused_and_user_gone() {
     let (lease_id, username, password) = server.creds(&role).await;
     assert!(username.starts_with(&format!("v-{role}-")), "{username}");
 
-    let mut session = mysql_login(&username, &password).await.expect("issued login works");
-    let count: Option<i64> = session.query_first("SELECT COUNT(*) FROM mysql.db").await.unwrap();
+    let mut session = mysql_login(&username, &password)
+        .await
+        .expect("issued login works");
+    let count: Option<i64> = session
+        .query_first("SELECT COUNT(*) FROM mysql.db")
+        .await
+        .unwrap();
     assert!(count.is_some(), "the SELECT grant works");
-    assert!(mysql_login(&username, "not-the-password-1234").await.is_err());
+    assert!(mysql_login(&username, "not-the-password-1234")
+        .await
+        .is_err());
 
     let (status, renewed) = server
-        .call("PUT", "sys/leases/renew", Some(json!({ "lease_id": lease_id, "increment": 5400 })))
+        .call(
+            "PUT",
+            "sys/leases/renew",
+            Some(json!({ "lease_id": lease_id, "increment": 5400 })),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{renewed}");
     assert_eq!(renewed["lease_duration"], json!(5400));
 
-    let (status, _) = server.call("PUT", "sys/leases/revoke", Some(json!({ "lease_id": lease_id }))).await;
+    let (status, _) = server
+        .call(
+            "PUT",
+            "sys/leases/revoke",
+            Some(json!({ "lease_id": lease_id })),
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert!(session.query_drop("SELECT 1").await.is_err(), "the session open at revocation is killed");
-    assert!(mysql_login(&username, &password).await.is_err(), "login refused after revocation");
+    assert!(
+        session.query_drop("SELECT 1").await.is_err(),
+        "the session open at revocation is killed"
+    );
+    assert!(
+        mysql_login(&username, &password).await.is_err(),
+        "login refused after revocation"
+    );
     assert!(!mysql_user_exists(&username).await, "the user is dropped");
     server.assert_logs_free_of(&[&password]);
 }
@@ -88,11 +116,18 @@ async fn expiry_through_the_reaper_drops_the_user() {
     let role = unique("myexp");
     let server = server_with_role(&role, json!({ "default_ttl": 2, "max_ttl": 2 })).await;
     let (_, username, password) = server.creds(&role).await;
-    let mut session = mysql_login(&username, &password).await.expect("works before expiry");
-    eventually(Duration::from_secs(8), || async { !mysql_user_exists(&username).await })
+    let mut session = mysql_login(&username, &password)
         .await
-        .expect("the reaper dropped the expired MariaDB user");
-    assert!(session.query_drop("SELECT 1").await.is_err(), "the open session was killed at expiry");
+        .expect("works before expiry");
+    eventually(Duration::from_secs(8), || async {
+        !mysql_user_exists(&username).await
+    })
+    .await
+    .expect("the reaper dropped the expired MariaDB user");
+    assert!(
+        session.query_drop("SELECT 1").await.is_err(),
+        "the open session was killed at expiry"
+    );
     assert!(mysql_login(&username, &password).await.is_err());
 }
 
@@ -111,8 +146,16 @@ async fn usernames_fit_the_server_limit_and_long_templates_are_refused_at_write(
         .await;
     let (lease_id, username, password) = server.creds(&role).await;
     assert_eq!(username.len(), 80, "{username}");
-    mysql_login(&username, &password).await.expect("an 80-character user logs in");
-    server.call("PUT", "sys/leases/revoke", Some(json!({ "lease_id": lease_id }))).await;
+    mysql_login(&username, &password)
+        .await
+        .expect("an 80-character user logs in");
+    server
+        .call(
+            "PUT",
+            "sys/leases/revoke",
+            Some(json!({ "lease_id": lease_id })),
+        )
+        .await;
     assert!(!mysql_user_exists(&username).await);
 
     // A template whose random part cannot fit is refused when the role is written.
@@ -124,7 +167,10 @@ async fn usernames_fit_the_server_limit_and_long_templates_are_refused_at_write(
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["errors"][0].as_str().unwrap().contains("80-character"), "{body}");
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("80-character"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -133,7 +179,10 @@ async fn default_statements_and_host_option_are_used_when_a_role_leaves_them_emp
     let server = TestServer::start().await;
     server.add_mysql("my").await;
     server
-        .write_role(&role, json!({ "db_name": "my", "options": { "host": "127.0.0.1" } }))
+        .write_role(
+            &role,
+            json!({ "db_name": "my", "options": { "host": "127.0.0.1" } }),
+        )
         .await;
     let (lease_id, username, password) = server.creds(&role).await;
     let mut admin = mysql_admin().await;
@@ -142,17 +191,36 @@ async fn default_statements_and_host_option_are_used_when_a_role_leaves_them_emp
         .await
         .unwrap();
     assert_eq!(host.as_deref(), Some("127.0.0.1"));
-    mysql_login(&username, &password).await.expect("login from 127.0.0.1");
-    server.call("PUT", "sys/leases/revoke", Some(json!({ "lease_id": lease_id }))).await;
+    mysql_login(&username, &password)
+        .await
+        .expect("login from 127.0.0.1");
+    server
+        .call(
+            "PUT",
+            "sys/leases/revoke",
+            Some(json!({ "lease_id": lease_id })),
+        )
+        .await;
     assert!(!mysql_user_exists(&username).await);
 
     let (status, body) = server
-        .call("POST", &format!("database/roles/{role}-bad"), Some(json!({ "db_name": "my", "options": { "host": "x'; DROP USER root;--" } })))
+        .call(
+            "POST",
+            &format!("database/roles/{role}-bad"),
+            Some(json!({ "db_name": "my", "options": { "host": "x'; DROP USER root;--" } })),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["errors"][0].as_str().unwrap().contains("options"), "{body}");
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("options"),
+        "{body}"
+    );
     let (status, body) = server
-        .call("POST", &format!("database/roles/{role}-bad"), Some(json!({ "db_name": "my", "options": { "hots": "%" } })))
+        .call(
+            "POST",
+            &format!("database/roles/{role}-bad"),
+            Some(json!({ "db_name": "my", "options": { "hots": "%" } })),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
@@ -164,7 +232,10 @@ async fn bad_input_is_refused_with_400_and_nothing_runs_on_mariadb() {
     let count = || async {
         let mut admin = mysql_admin().await;
         let n: Option<i64> = admin
-            .exec_first("SELECT COUNT(*) FROM mysql.user WHERE User LIKE ?", (format!("v-{role}%"),))
+            .exec_first(
+                "SELECT COUNT(*) FROM mysql.user WHERE User LIKE ?",
+                (format!("v-{role}%"),),
+            )
             .await
             .unwrap();
         let _ = admin.disconnect().await;
@@ -176,15 +247,25 @@ async fn bad_input_is_refused_with_400_and_nothing_runs_on_mariadb() {
         json!({ "db_name": "my", "default_ttl": "-1h" }),
         json!({ "db_name": "my", "max_ttl": 1e40 }),
     ] {
-        let (status, answer) = server.call("POST", &format!("database/roles/{role}"), Some(body.clone())).await;
+        let (status, answer) = server
+            .call(
+                "POST",
+                &format!("database/roles/{role}"),
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
     }
     for name in ["a%27b", "a%3Bb", "%C3%BC"] {
-        let (status, _) = server.call("GET", &format!("database/creds/{name}"), None).await;
+        let (status, _) = server
+            .call("GET", &format!("database/creds/{name}"), None)
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{name}");
     }
     assert_eq!(count().await, before, "nothing ran on MariaDB");
     // The stored role still issues working credentials.
     let (_, username, password) = server.creds(&role).await;
-    mysql_login(&username, &password).await.expect("the role was not changed by refused writes");
+    mysql_login(&username, &password)
+        .await
+        .expect("the role was not changed by refused writes");
 }

@@ -57,7 +57,9 @@ async fn my_user(tag: &str) -> (String, String) {
     let password = format!("Initial-{}-pass1", unique("x").replace('-', ""));
     let mut admin = my_admin().await;
     admin
-        .query_drop(format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'"))
+        .query_drop(format!(
+            "CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'"
+        ))
         .await
         .unwrap();
     (user, password)
@@ -117,7 +119,10 @@ async fn import_then_rotate_role_refuses_the_old_password_at_once() {
         .call("DELETE", &format!("database/static-roles/{role}"), None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert!(logs_in(&user, &p2).await, "delete does not touch the database user");
+    assert!(
+        logs_in(&user, &p2).await,
+        "delete does not touch the database user"
+    );
     let text = logs().text();
     assert!(
         !text.contains(&p1) && !text.contains(&p2),
@@ -153,7 +158,11 @@ async fn rotation_by_period_and_by_cron_schedule() {
         h["trigger"] == "schedule"
     })
     .await;
-    assert_eq!(read["rotation_history"][0]["outcome"], json!("rotated"), "{read}");
+    assert_eq!(
+        read["rotation_history"][0]["outcome"],
+        json!("rotated"),
+        "{read}"
+    );
     let next = time_of(&read["next_vault_rotation"]);
     assert_eq!(
         (next.second() % 4, next.nanosecond()),
@@ -164,16 +173,24 @@ async fn rotation_by_period_and_by_cron_schedule() {
         h["trigger"] == "schedule"
     })
     .await;
-    assert_eq!(read["rotation_history"][0]["outcome"], json!("rotated"), "{read}");
+    assert_eq!(
+        read["rotation_history"][0]["outcome"],
+        json!("rotated"),
+        "{read}"
+    );
 
     for (role, user, first) in [
         (&period_role, &by_period, &period_first),
         (&cron_role, &by_cron, &cron_first),
     ] {
-        assert!(!logs_in(user, first).await, "{role}: the old password is refused");
+        assert!(
+            !logs_in(user, first).await,
+            "{role}: the old password is refused"
+        );
         // The schedule may rotate again at any moment; one of two consecutive reads logs in.
         let (_, now) = lessor.static_creds(role).await;
-        let works = logs_in(user, &now).await || logs_in(user, &lessor.static_creds(role).await.1).await;
+        let works =
+            logs_in(user, &now).await || logs_in(user, &lessor.static_creds(role).await.1).await;
         assert!(works, "{role}: the current password logs in");
     }
     for role in [&period_role, &cron_role] {
@@ -204,7 +221,10 @@ async fn alternating_users_keep_a_client_logged_in_across_three_rotations() {
     lessor.rotate(&role).await;
     let (u2, p2) = lessor.static_creds(&role).await;
     assert_eq!(u2, b);
-    assert!(logs_in(&u1, &p1).await, "the previous credentials still log in");
+    assert!(
+        logs_in(&u1, &p1).await,
+        "the previous credentials still log in"
+    );
     lessor.rotate(&role).await;
     assert!(
         !logs_in(&u1, &p1).await,
@@ -286,10 +306,22 @@ async fn crash_between_phases_loses_nothing_and_is_resolved_at_restart() {
         let lessor = Lessor::start(dir.path()).await;
         let (_, before) = lessor.static_creds(&role).await;
         lessor.state.rotation.inject_fault(Some(point));
-        let (status, body) = lessor.call("POST", &format!("database/rotate-role/{role}"), None).await;
-        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{point:?}: {body}");
+        let (status, body) = lessor
+            .call("POST", &format!("database/rotate-role/{role}"), None)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{point:?}: {body}"
+        );
         let mut working = Vec::new();
-        for (slot, stored_user, password) in lessor.state.rotation.stored_static_passwords(&role).await.unwrap() {
+        for (slot, stored_user, password) in lessor
+            .state
+            .rotation
+            .stored_static_passwords(&role)
+            .await
+            .unwrap()
+        {
             if logs_in(&stored_user, password.expose()).await {
                 working.push(slot);
             }
@@ -313,13 +345,20 @@ async fn crash_between_phases_loses_nothing_and_is_resolved_at_restart() {
         .await;
         assert!(resolved.is_some(), "{point:?}: resolved at restart");
         let read = lessor.read_static(&role).await;
-        assert_eq!(read["rotation_history"][0]["trigger"], json!("recovery"), "{read}");
+        assert_eq!(
+            read["rotation_history"][0]["trigger"],
+            json!("recovery"),
+            "{read}"
+        );
         let (_, after) = lessor.static_creds(&role).await;
         assert!(
             logs_in(&user, &after).await,
             "{point:?}: the current password logs in after recovery"
         );
-        assert!(!logs_in(&user, &before).await, "{point:?}: the rotation took effect");
+        assert!(
+            !logs_in(&user, &before).await,
+            "{point:?}: the rotation took effect"
+        );
         lessor.stop().await;
     }
     drop_my_users(&[&user]).await;
@@ -333,9 +372,11 @@ async fn rotate_root_with_a_dedicated_admin_and_custom_statements() {
     let initial = format!("Admin-{}-pass1", unique("x").replace('-', ""));
     {
         let mut root = my_admin().await;
-        root.query_drop(format!("CREATE USER '{admin}'@'%' IDENTIFIED BY '{initial}'"))
-            .await
-            .unwrap();
+        root.query_drop(format!(
+            "CREATE USER '{admin}'@'%' IDENTIFIED BY '{initial}'"
+        ))
+        .await
+        .unwrap();
         root.query_drop(format!(
             "GRANT ALL PRIVILEGES ON *.* TO '{admin}'@'%' WITH GRANT OPTION"
         ))
@@ -369,10 +410,20 @@ async fn rotate_root_with_a_dedicated_admin_and_custom_statements() {
         .await;
     assert!(status.is_success(), "{body}");
 
-    let (status, body) = lessor.call("POST", &format!("database/rotate-root/{conn}"), None).await;
+    let (status, body) = lessor
+        .call("POST", &format!("database/rotate-root/{conn}"), None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    assert!(!logs_in(&admin, &initial).await, "the old admin password is refused");
-    let stored = lessor.state.rotation.stored_root_passwords(&conn).await.unwrap();
+    assert!(
+        !logs_in(&admin, &initial).await,
+        "the old admin password is refused"
+    );
+    let stored = lessor
+        .state
+        .rotation
+        .stored_root_passwords(&conn)
+        .await
+        .unwrap();
     assert_eq!(stored.len(), 1);
     let rotated = stored[0].1.expose().to_owned();
     assert!(
@@ -390,7 +441,9 @@ async fn rotate_root_with_a_dedicated_admin_and_custom_statements() {
     assert_eq!(limit, Some(77), "root_rotation_statements ran");
 
     // Lessor keeps working through the connection with the new password.
-    let (status, body) = lessor.call("GET", &format!("database/creds/{dynamic}"), None).await;
+    let (status, body) = lessor
+        .call("GET", &format!("database/creds/{dynamic}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (user, password) = (
         body["data"]["username"].as_str().unwrap(),
@@ -412,7 +465,9 @@ async fn rotate_root_with_a_dedicated_admin_and_custom_statements() {
 
     // The machine's own root connection has no {{password}} template: refused, untouched.
     lessor.add_mysql(CONN).await;
-    let (status, body) = lessor.call("POST", &format!("database/rotate-root/{CONN}"), None).await;
+    let (status, body) = lessor
+        .call("POST", &format!("database/rotate-root/{CONN}"), None)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let text = logs().text();
     assert!(

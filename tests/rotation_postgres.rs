@@ -72,7 +72,9 @@ async fn import_rotation_then_rotate_role_refuses_the_old_password_at_once() {
         "the import rotation replaced the DBA's password"
     );
 
-    let (status, creds) = lessor.call("GET", &format!("database/static-creds/{role}"), None).await;
+    let (status, creds) = lessor
+        .call("GET", &format!("database/static-creds/{role}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{creds}");
     let data = &creds["data"];
     assert_eq!(data["username"], json!(user));
@@ -83,7 +85,9 @@ async fn import_rotation_then_rotate_role_refuses_the_old_password_at_once() {
     assert!((Utc::now() - rotated_at).num_seconds() < 60, "{creds}");
     let first = data["password"].as_str().unwrap().to_owned();
     assert_eq!(first.len(), 32);
-    let session = pg_login(&user, &first).await.expect("the imported password logs in");
+    let session = pg_login(&user, &first)
+        .await
+        .expect("the imported password logs in");
 
     // Single-user strategy: the held password stops working the moment the rotation lands.
     lessor.rotate(&role).await;
@@ -108,11 +112,17 @@ async fn import_rotation_then_rotate_role_refuses_the_old_password_at_once() {
     let history = read["rotation_history"].as_array().unwrap();
     assert_eq!(history.len(), 2, "{read}");
     assert_eq!(
-        (history[0]["trigger"].as_str(), history[0]["outcome"].as_str()),
+        (
+            history[0]["trigger"].as_str(),
+            history[0]["outcome"].as_str()
+        ),
         (Some("manual"), Some("rotated"))
     );
     assert_eq!(
-        (history[1]["trigger"].as_str(), history[1]["outcome"].as_str()),
+        (
+            history[1]["trigger"].as_str(),
+            history[1]["outcome"].as_str()
+        ),
         (Some("import"), Some("rotated"))
     );
     let next = time_of(&read["next_vault_rotation"]);
@@ -130,7 +140,10 @@ async fn import_rotation_then_rotate_role_refuses_the_old_password_at_once() {
         let (status, listed) = lessor.call(method, &path, None).await;
         assert_eq!(status, StatusCode::OK, "{method} {path}: {listed}");
         assert!(
-            listed["data"]["keys"].as_array().unwrap().contains(&json!(role)),
+            listed["data"]["keys"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(role)),
             "{listed}"
         );
     }
@@ -140,9 +153,14 @@ async fn import_rotation_then_rotate_role_refuses_the_old_password_at_once() {
         .call("DELETE", &format!("database/static-roles/{role}"), None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = lessor.call("GET", &format!("database/static-creds/{role}"), None).await;
+    let (status, _) = lessor
+        .call("GET", &format!("database/static-creds/{role}"), None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(logs_in(&user, &second).await, "delete does not touch the database user");
+    assert!(
+        logs_in(&user, &second).await,
+        "delete does not touch the database user"
+    );
 
     assert_logs_free_of_all(&[ROOT_TOKEN]);
     assert_logs_free_of_all(&[&first, &second]);
@@ -166,7 +184,10 @@ async fn rotation_by_period_every_five_seconds() {
     let (_, first) = lessor.static_creds(&role).await;
     let imported_at = time_of(&lessor.read_static(&role).await["last_vault_rotation"]);
 
-    let read = wait_for_history(&lessor, &role, Duration::from_secs(20), |h| h["trigger"] == "schedule").await;
+    let read = wait_for_history(&lessor, &role, Duration::from_secs(20), |h| {
+        h["trigger"] == "schedule"
+    })
+    .await;
     let latest = &read["rotation_history"][0];
     assert_eq!(latest["outcome"], json!("rotated"), "{read}");
     let rotated_at = time_of(&read["last_vault_rotation"]);
@@ -219,7 +240,10 @@ async fn rotation_by_cron_schedule() {
         .await;
     let read = lessor.read_static(&weekly).await;
     assert_eq!(
-        (read["rotation_schedule"].as_str(), read["rotation_window"].as_u64()),
+        (
+            read["rotation_schedule"].as_str(),
+            read["rotation_window"].as_u64()
+        ),
         (Some("30 4 * * SAT"), Some(7200))
     );
     let next = time_of(&read["next_vault_rotation"]);
@@ -228,8 +252,14 @@ async fn rotation_by_cron_schedule() {
         (chrono::Weekday::Sat, 4, 30),
         "{read}"
     );
-    lessor.write_static(&weekly, json!({ "rotation_window": 0 })).await;
-    assert!(lessor.read_static(&weekly).await.get("rotation_window").is_none());
+    lessor
+        .write_static(&weekly, json!({ "rotation_window": 0 }))
+        .await;
+    assert!(lessor
+        .read_static(&weekly)
+        .await
+        .get("rotation_window")
+        .is_none());
     let (status, _) = lessor
         .call("DELETE", &format!("database/static-roles/{weekly}"), None)
         .await;
@@ -244,8 +274,15 @@ async fn rotation_by_cron_schedule() {
         )
         .await;
     let (_, first) = lessor.static_creds(&role).await;
-    let read = wait_for_history(&lessor, &role, Duration::from_secs(15), |h| h["trigger"] == "schedule").await;
-    assert_eq!(read["rotation_history"][0]["outcome"], json!("rotated"), "{read}");
+    let read = wait_for_history(&lessor, &role, Duration::from_secs(15), |h| {
+        h["trigger"] == "schedule"
+    })
+    .await;
+    assert_eq!(
+        read["rotation_history"][0]["outcome"],
+        json!("rotated"),
+        "{read}"
+    );
     let next = time_of(&read["next_vault_rotation"]);
     assert_eq!(
         (next.second() % 3, next.nanosecond()),
@@ -290,7 +327,10 @@ async fn alternating_users_keep_a_client_logged_in_across_three_rotations() {
     lessor.rotate(&role).await;
     let (u2, p2) = lessor.static_creds(&role).await;
     assert_eq!(u2, b, "the user not in use was rotated and became current");
-    assert!(logs_in(&u1, &p1).await, "the previous credentials still log in");
+    assert!(
+        logs_in(&u1, &p1).await,
+        "the previous credentials still log in"
+    );
     assert!(logs_in(&u2, &p2).await);
     lessor.rotate(&role).await;
     let (u3, p3) = lessor.static_creds(&role).await;
@@ -300,7 +340,10 @@ async fn alternating_users_keep_a_client_logged_in_across_three_rotations() {
         !logs_in(&u1, &p1).await,
         "two rotations later the first credentials are gone"
     );
-    assert!(logs_in(&u2, &p2).await, "the previous credentials still log in");
+    assert!(
+        logs_in(&u2, &p2).await,
+        "the previous credentials still log in"
+    );
     assert!(logs_in(&u3, &p3).await);
 
     // A client that re-reads static-creds now and then and logs in continuously.
@@ -357,7 +400,10 @@ async fn alternating_users_keep_a_client_logged_in_across_three_rotations() {
     let read = lessor.read_static(&role).await;
     let history = read["rotation_history"].as_array().unwrap();
     assert_eq!(history.len(), 6, "import + 5 manual rotations: {read}");
-    let users: Vec<&str> = history.iter().map(|h| h["username"].as_str().unwrap()).collect();
+    let users: Vec<&str> = history
+        .iter()
+        .map(|h| h["username"].as_str().unwrap())
+        .collect();
     assert!(
         users.windows(2).all(|w| w[0] != w[1]),
         "the users take turns: {users:?}"
@@ -371,7 +417,11 @@ async fn rotations_missed_while_down_are_caught_up_and_a_passed_window_is_skippe
     let (user, _) = pg_user("missed").await;
     let (cron_user, _) = pg_user("window").await;
     let (other_cron_user, _) = pg_user("nowindow").await;
-    let (role, windowed, unbounded) = (unique("st-missed"), unique("st-window"), unique("st-nowindow"));
+    let (role, windowed, unbounded) = (
+        unique("st-missed"),
+        unique("st-window"),
+        unique("st-nowindow"),
+    );
     {
         let lessor = Lessor::start(dir.path()).await;
         lessor.add_postgres(CONN).await;
@@ -387,14 +437,20 @@ async fn rotations_missed_while_down_are_caught_up_and_a_passed_window_is_skippe
     tokio::time::sleep(Duration::from_secs(7)).await;
     let lessor = Lessor::start(dir.path()).await;
     let restarted = Instant::now();
-    wait_for_history(&lessor, &role, Duration::from_secs(10), |h| h["trigger"] == "schedule").await;
+    wait_for_history(&lessor, &role, Duration::from_secs(10), |h| {
+        h["trigger"] == "schedule"
+    })
+    .await;
     let took = restarted.elapsed();
     assert!(
         took < Duration::from_millis(3500),
         "the missed rotation ran {took:?} after the restart, not a period later"
     );
     let (_, password) = lessor.static_creds(&role).await;
-    assert!(logs_in(&user, &password).await || logs_in(&user, &lessor.static_creds(&role).await.1).await);
+    assert!(
+        logs_in(&user, &password).await
+            || logs_in(&user, &lessor.static_creds(&role).await.1).await
+    );
 
     // Cron roles whose occurrence was missed three hours ago: with a 2 h window it is skipped to
     // the next occurrence; without a window it is caught up.
@@ -412,13 +468,15 @@ async fn rotations_missed_while_down_are_caught_up_and_a_passed_window_is_skippe
         .await;
     let three_hours_ago = (Utc::now() - chrono::Duration::hours(3)).timestamp_millis();
     for name in [&windowed, &unbounded] {
-        sqlx::query("UPDATE static_roles SET scheduled_at = ?, next_rotation_at = ? WHERE name = ?")
-            .bind(three_hours_ago)
-            .bind(three_hours_ago)
-            .bind(name)
-            .execute(lessor.state.store.pool())
-            .await
-            .unwrap();
+        sqlx::query(
+            "UPDATE static_roles SET scheduled_at = ?, next_rotation_at = ? WHERE name = ?",
+        )
+        .bind(three_hours_ago)
+        .bind(three_hours_ago)
+        .bind(name)
+        .execute(lessor.state.store.pool())
+        .await
+        .unwrap();
     }
     lessor.state.rotation.wake().notify_one();
     let read = wait_for_history(&lessor, &windowed, Duration::from_secs(10), |h| {
@@ -443,7 +501,11 @@ async fn rotations_missed_while_down_are_caught_up_and_a_passed_window_is_skippe
         h["trigger"] == "schedule"
     })
     .await;
-    assert_eq!(read["rotation_history"][0]["outcome"], json!("rotated"), "{read}");
+    assert_eq!(
+        read["rotation_history"][0]["outcome"],
+        json!("rotated"),
+        "{read}"
+    );
     lessor.stop().await;
     drop_pg_users(&[&user, &cron_user, &other_cron_user]).await;
 }
@@ -465,11 +527,21 @@ async fn crash_static_rotation_then_restart(point: RotationFault) {
     let (_, before) = lessor.static_creds(&role).await;
 
     lessor.state.rotation.inject_fault(Some(point));
-    let (status, body) = lessor.call("POST", &format!("database/rotate-role/{role}"), None).await;
+    let (status, body) = lessor
+        .call("POST", &format!("database/rotate-role/{role}"), None)
+        .await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
-    assert_eq!(lessor.read_static(&role).await["rotation_in_progress"], json!(true));
+    assert_eq!(
+        lessor.read_static(&role).await["rotation_in_progress"],
+        json!(true)
+    );
 
-    let stored = lessor.state.rotation.stored_static_passwords(&role).await.unwrap();
+    let stored = lessor
+        .state
+        .rotation
+        .stored_static_passwords(&role)
+        .await
+        .unwrap();
     let mut working = Vec::new();
     for (slot, stored_user, password) in &stored {
         if logs_in(stored_user, password.expose()).await {
@@ -485,15 +557,28 @@ async fn crash_static_rotation_then_restart(point: RotationFault) {
         "after a crash at {point:?} the store holds a password that logs in"
     );
     match point {
-        RotationFault::AfterPendingStored => assert_eq!(working, ["current"], "the database was not changed yet"),
-        _ => assert_eq!(working, ["pending"], "the database took the pending password"),
+        RotationFault::AfterPendingStored => {
+            assert_eq!(working, ["current"], "the database was not changed yet")
+        }
+        _ => assert_eq!(
+            working,
+            ["pending"],
+            "the database took the pending password"
+        ),
     }
     lessor.stop().await;
 
     // Restart: the rotator resolves the pending rotation before anything else.
     let lessor = Lessor::start(dir.path()).await;
-    let read = wait_for_history(&lessor, &role, Duration::from_secs(15), |h| h["trigger"] == "recovery").await;
-    assert_eq!(read["rotation_history"][0]["outcome"], json!("rotated"), "{read}");
+    let read = wait_for_history(&lessor, &role, Duration::from_secs(15), |h| {
+        h["trigger"] == "recovery"
+    })
+    .await;
+    assert_eq!(
+        read["rotation_history"][0]["outcome"],
+        json!("rotated"),
+        "{read}"
+    );
     assert_eq!(read["rotation_in_progress"], json!(false), "{read}");
     let (_, after) = lessor.static_creds(&role).await;
     assert!(
@@ -501,8 +586,16 @@ async fn crash_static_rotation_then_restart(point: RotationFault) {
         "after recovery from {point:?} the current password logs in"
     );
     assert!(!logs_in(&user, &before).await);
-    let stored = lessor.state.rotation.stored_static_passwords(&role).await.unwrap();
-    assert!(stored.iter().all(|s| s.0 != "pending"), "nothing is left pending");
+    let stored = lessor
+        .state
+        .rotation
+        .stored_static_passwords(&role)
+        .await
+        .unwrap();
+    assert!(
+        stored.iter().all(|s| s.0 != "pending"),
+        "nothing is left pending"
+    );
     lessor.stop().await;
     drop_pg_users(&[&user]).await;
 }
@@ -551,10 +644,15 @@ async fn failed_rotation_retries_with_a_fresh_password_and_does_not_block_others
             json!({ "rotation_statements": ["ALTER ROLE \"{{name}}\" WITH PASSWORD '{{password}}'", "SELECT 1/0"] }),
         )
         .await;
-    let (status, body) = lessor.call("POST", &format!("database/rotate-role/{bad}"), None).await;
+    let (status, body) = lessor
+        .call("POST", &format!("database/rotate-role/{bad}"), None)
+        .await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     assert!(
-        body["errors"][0].as_str().unwrap().contains("division by zero"),
+        body["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("division by zero"),
         "{body}"
     );
     assert!(
@@ -581,7 +679,10 @@ async fn failed_rotation_retries_with_a_fresh_password_and_does_not_block_others
     .await;
     assert!(read["rotation_attempts"].as_i64().unwrap() >= 2, "{read}");
     assert!(
-        read["last_error"].as_str().unwrap().contains("division by zero"),
+        read["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("division by zero"),
         "{read}"
     );
     wait_for_history(&lessor, &good, Duration::from_secs(20), |h| {
@@ -591,18 +692,27 @@ async fn failed_rotation_retries_with_a_fresh_password_and_does_not_block_others
     assert!(logs_in(&bad_user, &known).await, "still nothing lost");
 
     // Once the statements are fixed the retry succeeds, with a password no failed attempt used.
-    lessor.write_static(&bad, json!({ "rotation_statements": [] })).await;
+    lessor
+        .write_static(&bad, json!({ "rotation_statements": [] }))
+        .await;
     let fixed = eventually(Duration::from_secs(20), || async {
         lessor.read_static(&bad).await["rotation_history"][0]["outcome"] == "rotated"
     })
     .await;
-    assert!(fixed.is_some(), "the retry succeeded once the statements were fixed");
+    assert!(
+        fixed.is_some(),
+        "the retry succeeded once the statements were fixed"
+    );
     let read = lessor.read_static(&bad).await;
     assert_eq!(read["rotation_attempts"], json!(0), "{read}");
     assert_eq!(read["last_error"], json!(null), "{read}");
     let (_, fresh) = lessor.static_creds(&bad).await;
     assert_ne!(fresh, known);
-    assert_ne!(fresh, failed_pending.expose(), "a retry uses a fresh password");
+    assert_ne!(
+        fresh,
+        failed_pending.expose(),
+        "a retry uses a fresh password"
+    );
     assert!(
         logs_in(&bad_user, &fresh).await || {
             let (_, newer) = lessor.static_creds(&bad).await;
@@ -646,7 +756,9 @@ async fn add_pg_admin_connection(api: &Api, name: &str, admin: &str, password: &
 
 /// Issues a dynamic credential on `role` and proves it logs in; then revokes it.
 async fn issue_and_log_in(api: &Api, role: &str) {
-    let (status, body) = api.call("GET", &format!("database/creds/{role}"), None).await;
+    let (status, body) = api
+        .call("GET", &format!("database/creds/{role}"), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (user, password) = (
         body["data"]["username"].as_str().unwrap(),
@@ -679,10 +791,20 @@ async fn rotate_root_replaces_the_admin_password_and_lessor_keeps_working() {
     issue_and_log_in(&lessor, &dynamic).await;
 
     // hvac's rotate_root_credentials: POST with no body.
-    let (status, body) = lessor.call("POST", &format!("database/rotate-root/{conn}"), None).await;
+    let (status, body) = lessor
+        .call("POST", &format!("database/rotate-root/{conn}"), None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    assert!(!logs_in(&admin, &initial).await, "the old admin password is refused");
-    let stored = lessor.state.rotation.stored_root_passwords(&conn).await.unwrap();
+    assert!(
+        !logs_in(&admin, &initial).await,
+        "the old admin password is refused"
+    );
+    let stored = lessor
+        .state
+        .rotation
+        .stored_root_passwords(&conn)
+        .await
+        .unwrap();
     assert_eq!(stored.len(), 1, "nothing pending");
     let rotated = stored[0].1.expose().to_owned();
     assert!(
@@ -706,23 +828,32 @@ async fn rotate_root_replaces_the_admin_password_and_lessor_keeps_working() {
 
     // Lessor reconnects with the new password.
     issue_and_log_in(&lessor, &dynamic).await;
-    let (status, body) = lessor.call("PUT", &format!("database/rotate-root/{conn}"), None).await;
+    let (status, body) = lessor
+        .call("PUT", &format!("database/rotate-root/{conn}"), None)
+        .await;
     assert_eq!(
         status,
         StatusCode::NO_CONTENT,
         "a second rotation works through the new password: {body}"
     );
     issue_and_log_in(&lessor, &dynamic).await;
-    let (_, read) = lessor.call("GET", &format!("database/config/{conn}"), None).await;
+    let (_, read) = lessor
+        .call("GET", &format!("database/config/{conn}"), None)
+        .await;
     assert!(
         !read.to_string().contains(&rotated),
         "the admin password is never shown"
     );
 
     // A URL that does not take the password from {{password}} cannot be rotated.
-    let (status, body) = lessor.call("POST", &format!("database/rotate-root/{CONN}"), None).await;
+    let (status, body) = lessor
+        .call("POST", &format!("database/rotate-root/{CONN}"), None)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["errors"][0].as_str().unwrap().contains("{{password}}"), "{body}");
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("{{password}}"),
+        "{body}"
+    );
     let (status, _) = lessor
         .call("POST", "database/rotate-root/no-such-connection", None)
         .await;
@@ -752,9 +883,20 @@ async fn rotate_root_crash_at_each_phase_is_resolved_at_restart() {
     ] {
         let lessor = Lessor::start(dir.path()).await;
         lessor.state.rotation.inject_fault(Some(point));
-        let (status, body) = lessor.call("POST", &format!("database/rotate-root/{conn}"), None).await;
-        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{point:?}: {body}");
-        let stored = lessor.state.rotation.stored_root_passwords(&conn).await.unwrap();
+        let (status, body) = lessor
+            .call("POST", &format!("database/rotate-root/{conn}"), None)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{point:?}: {body}"
+        );
+        let stored = lessor
+            .state
+            .rotation
+            .stored_root_passwords(&conn)
+            .await
+            .unwrap();
         assert_eq!(stored.len(), 2, "{point:?}: current and pending are stored");
         let mut working = Vec::new();
         for (slot, password) in &stored {
@@ -771,14 +913,26 @@ async fn rotate_root_crash_at_each_phase_is_resolved_at_restart() {
 
         let lessor = Lessor::start(dir.path()).await;
         let resolved = eventually(Duration::from_secs(15), || async {
-            lessor.state.rotation.stored_root_passwords(&conn).await.unwrap().len() == 1
+            lessor
+                .state
+                .rotation
+                .stored_root_passwords(&conn)
+                .await
+                .unwrap()
+                .len()
+                == 1
         })
         .await;
         assert!(
             resolved.is_some(),
             "{point:?}: the pending admin password was resolved at start"
         );
-        let stored = lessor.state.rotation.stored_root_passwords(&conn).await.unwrap();
+        let stored = lessor
+            .state
+            .rotation
+            .stored_root_passwords(&conn)
+            .await
+            .unwrap();
         assert!(
             logs_in(&admin, stored[0].1.expose()).await,
             "{point:?}: the stored admin password logs in"
@@ -812,9 +966,17 @@ async fn no_password_is_readable_in_the_store_files() {
     }
     secrets.push(lessor.static_creds(&role).await.1);
     for _ in 0..2 {
-        let (status, body) = lessor.call("POST", &format!("database/rotate-root/{conn}"), None).await;
+        let (status, body) = lessor
+            .call("POST", &format!("database/rotate-root/{conn}"), None)
+            .await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-        for (_, password) in lessor.state.rotation.stored_root_passwords(&conn).await.unwrap() {
+        for (_, password) in lessor
+            .state
+            .rotation
+            .stored_root_passwords(&conn)
+            .await
+            .unwrap()
+        {
             secrets.push(password.expose().to_owned());
         }
     }
@@ -862,14 +1024,25 @@ async fn skip_import_rotation_leaves_the_password_until_the_first_rotation() {
         "a warning says there is no known password yet: {body}"
     );
     assert!(
-        body["warnings"][0].as_str().unwrap().contains("no known password"),
+        body["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("no known password"),
         "{body}"
     );
-    assert!(logs_in(&user, &initial).await, "the DBA's password is untouched");
-    let (status, body) = lessor.call("GET", &format!("database/static-creds/{role}"), None).await;
+    assert!(
+        logs_in(&user, &initial).await,
+        "the DBA's password is untouched"
+    );
+    let (status, body) = lessor
+        .call("GET", &format!("database/static-creds/{role}"), None)
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(
-        body["errors"][0].as_str().unwrap().contains("skip_import_rotation"),
+        body["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("skip_import_rotation"),
         "{body}"
     );
     lessor.rotate(&role).await;
@@ -887,7 +1060,10 @@ async fn skip_import_rotation_leaves_the_password_until_the_first_rotation() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["errors"][0].as_str().unwrap().starts_with("password"), "{body}");
+    assert!(
+        body["errors"][0].as_str().unwrap().starts_with("password"),
+        "{body}"
+    );
     let (status, _) = lessor
         .call("GET", &format!("database/static-roles/{role}-x"), None)
         .await;
@@ -909,12 +1085,18 @@ async fn bad_static_roles_are_refused_naming_the_field() {
     let (user, initial) = pg_user("valid").await;
     let role = unique("st-bad-input");
     let cases = [
-        (json!({ "username": user, "rotation_period": 60 }), "db_name"),
+        (
+            json!({ "username": user, "rotation_period": 60 }),
+            "db_name",
+        ),
         (
             json!({ "db_name": "nope", "username": user, "rotation_period": 60 }),
             "db_name",
         ),
-        (json!({ "db_name": CONN, "rotation_period": 60 }), "username"),
+        (
+            json!({ "db_name": CONN, "rotation_period": 60 }),
+            "username",
+        ),
         (
             json!({ "db_name": CONN, "username": "x\"; DROP ROLE postgres; --", "rotation_period": 60 }),
             "username",
@@ -966,15 +1148,28 @@ async fn bad_static_roles_are_refused_naming_the_field() {
     ];
     for (body, expected) in cases {
         let (status, answer) = lessor
-            .call("POST", &format!("database/static-roles/{role}"), Some(body.clone()))
+            .call(
+                "POST",
+                &format!("database/static-roles/{role}"),
+                Some(body.clone()),
+            )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
         let message = answer["errors"][0].as_str().unwrap();
         assert!(message.contains(expected), "{body}: {message}");
     }
-    let (status, _) = lessor.call("GET", &format!("database/static-roles/{role}"), None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "no invalid static role was stored");
-    assert!(logs_in(&user, &initial).await, "no refused write touched the user");
+    let (status, _) = lessor
+        .call("GET", &format!("database/static-roles/{role}"), None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "no invalid static role was stored"
+    );
+    assert!(
+        logs_in(&user, &initial).await,
+        "no refused write touched the user"
+    );
 
     // An existing role's user and connection cannot change.
     lessor
@@ -1001,10 +1196,14 @@ async fn bad_static_roles_are_refused_naming_the_field() {
     assert!(read.get("rotation_period").is_none(), "{read}");
     for path in ["static-creds", "rotate-role", "static-roles"] {
         let method = if path == "rotate-role" { "POST" } else { "GET" };
-        let (status, _) = lessor.call(method, &format!("database/{path}/bad%22name"), None).await;
+        let (status, _) = lessor
+            .call(method, &format!("database/{path}/bad%22name"), None)
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
     }
-    let (status, _) = lessor.call("GET", "database/static-creds/no-such-role", None).await;
+    let (status, _) = lessor
+        .call("GET", "database/static-creds/no-such-role", None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     drop_pg_users(&[&user, &other]).await;
 }
@@ -1058,12 +1257,16 @@ async fn cli_writes_rotates_and_shows_the_next_rotation_time() {
         .unwrap()
         .to_owned();
     assert!(out.contains(&format!("next rotation:  {next}")), "{out}");
-    assert!(out.contains("cron \"0 3 * * SUN\" (UTC), within 2h"), "{out}");
+    assert!(
+        out.contains("cron \"0 3 * * SUN\" (UTC), within 2h"),
+        "{out}"
+    );
     assert!(out.contains("import    rotated"), "{out}");
 
     let (ok, out, err) = lessor_cli(&lessor, &["rotate", &role]).await;
     assert!(ok, "{out}{err}");
-    let (ok, out, err) = lessor_cli(&lessor, &["static-role", "write", &role, "--period", "30d"]).await;
+    let (ok, out, err) =
+        lessor_cli(&lessor, &["static-role", "write", &role, "--period", "30d"]).await;
     assert!(ok, "{out}{err}");
     let (_, out, _) = lessor_cli(&lessor, &["static-role", "read", &role]).await;
     assert!(out.contains("every 30days"), "{out}");
@@ -1094,7 +1297,10 @@ async fn cli_writes_rotates_and_shows_the_next_rotation_time() {
 /// Fails if any of `secrets` appears in the log captured from every Lessor in this process.
 fn assert_logs_free_of_all(secrets: &[&str]) {
     let text = logs().text();
-    assert!(!text.is_empty(), "no log was captured; the check would prove nothing");
+    assert!(
+        !text.is_empty(),
+        "no log was captured; the check would prove nothing"
+    );
     for secret in secrets {
         assert!(!text.contains(secret), "a password appeared in the log");
     }

@@ -45,21 +45,39 @@ pub async fn write_connection(
         root_rotation_statements: body.string_list("root_rotation_statements", false)?,
     };
     // Accepted for Vault compatibility and not used.
-    for ignored in ["plugin_version", "password_policy", "max_idle_connections", "max_connection_lifetime", "username_template"] {
+    for ignored in [
+        "plugin_version",
+        "password_policy",
+        "max_idle_connections",
+        "max_connection_lifetime",
+        "username_template",
+    ] {
         body.0.remove(ignored);
     }
     let warnings = with_unknown(&body, Vec::new());
-    let mut warnings = [warnings, state.catalog.write_connection(&name, input).await?].concat();
+    let mut warnings = [
+        warnings,
+        state.catalog.write_connection(&name, input).await?,
+    ]
+    .concat();
     warnings.dedup();
     Ok(written(warnings))
 }
 
-pub async fn delete_connection(State(state): State<AppState>, _caller: Caller, Path(name): Path<String>) -> ApiResult {
+pub async fn delete_connection(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult {
     state.catalog.delete_connection(&name).await?;
     Ok(written(vec![]))
 }
 
-pub async fn reset_connection(State(state): State<AppState>, _caller: Caller, Path(name): Path<String>) -> ApiResult {
+pub async fn reset_connection(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult {
     state.catalog.reset_connection(&name).await?;
     Ok(written(vec![]))
 }
@@ -108,16 +126,24 @@ pub async fn write_role(
     Ok(written(warnings))
 }
 
-pub async fn delete_role(State(state): State<AppState>, _caller: Caller, Path(name): Path<String>) -> ApiResult {
+pub async fn delete_role(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult {
     state.catalog.delete_role(&name).await?;
     Ok(written(vec![]))
 }
 
 /// `GET database/creds/:role`: a new user, returned once with its lease.
-pub async fn issue_creds(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
+pub async fn issue_creds(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
     check_name("role name", &name)?;
     let requester = Requester {
-            // The entity owns the lease, so the same workload logging in again keeps control of it.
+        // The entity owns the lease, so the same workload logging in again keeps control of it.
         accessor: caller.identity.entity_id.clone(),
         display_name: caller.identity.display_name.clone(),
     };

@@ -54,7 +54,10 @@ impl From<Error> for ApiError {
             // The device's error (a path, an errno) is for the operator's log, not the client.
             Error::AuditFailed(_) => {
                 tracing::error!(%error, "request refused: no audit device could record it");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "audit log unavailable; the request was not performed")
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "audit log unavailable; the request was not performed",
+                )
             }
             Error::Conflict(message) => Self::new(StatusCode::CONFLICT, message.clone()),
             // Plugin messages never carry rendered statements or passwords, so the operator gets
@@ -62,10 +65,14 @@ impl From<Error> for ApiError {
             Error::Database { source, .. } if source.is_transient() => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
             }
-            Error::Database { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
-            Error::Store(_) | Error::Migration(_) | Error::Seal(_) | Error::Config(_) | Error::Internal(_) => {
-                opaque(&error)
+            Error::Database { .. } => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
             }
+            Error::Store(_)
+            | Error::Migration(_)
+            | Error::Seal(_)
+            | Error::Config(_)
+            | Error::Internal(_) => opaque(&error),
         }
     }
 }

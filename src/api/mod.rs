@@ -43,7 +43,10 @@ use crate::AppState;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/sys/health", get(sys::health).head(sys::health))
-        .route("/v1/auth/token/lookup-self", get(sys::lookup_self).post(sys::lookup_self))
+        .route(
+            "/v1/auth/token/lookup-self",
+            get(sys::lookup_self).post(sys::lookup_self),
+        )
         .route("/v1/database/config", get(database::list_connections))
         .route("/v1/database/config/", get(database::list_connections))
         .route(
@@ -53,7 +56,10 @@ pub fn router(state: AppState) -> Router {
                 .put(database::write_connection)
                 .delete(database::delete_connection),
         )
-        .route("/v1/database/reset/{name}", post(database::reset_connection).put(database::reset_connection))
+        .route(
+            "/v1/database/reset/{name}",
+            post(database::reset_connection).put(database::reset_connection),
+        )
         .route("/v1/database/roles", get(database::list_roles))
         .route("/v1/database/roles/", get(database::list_roles))
         .route(
@@ -63,9 +69,18 @@ pub fn router(state: AppState) -> Router {
                 .put(database::write_role)
                 .delete(database::delete_role),
         )
-        .route("/v1/database/creds/{name}", get(database::issue_creds).post(database::issue_creds))
-        .route("/v1/database/static-roles", get(static_roles::list_static_roles))
-        .route("/v1/database/static-roles/", get(static_roles::list_static_roles))
+        .route(
+            "/v1/database/creds/{name}",
+            get(database::issue_creds).post(database::issue_creds),
+        )
+        .route(
+            "/v1/database/static-roles",
+            get(static_roles::list_static_roles),
+        )
+        .route(
+            "/v1/database/static-roles/",
+            get(static_roles::list_static_roles),
+        )
         .route(
             "/v1/database/static-roles/{name}",
             get(static_roles::read_static_role)
@@ -73,27 +88,65 @@ pub fn router(state: AppState) -> Router {
                 .put(static_roles::write_static_role)
                 .delete(static_roles::delete_static_role),
         )
-        .route("/v1/database/static-creds/{name}", get(static_roles::read_static_creds))
-        .route("/v1/database/rotate-role/{name}", post(static_roles::rotate_role).put(static_roles::rotate_role))
-        .route("/v1/database/rotate-root/{name}", post(static_roles::rotate_root).put(static_roles::rotate_root))
-        .route("/v1/sys/leases/lookup", post(sys::lookup_lease).put(sys::lookup_lease).get(sys::list_leases_root))
+        .route(
+            "/v1/database/static-creds/{name}",
+            get(static_roles::read_static_creds),
+        )
+        .route(
+            "/v1/database/rotate-role/{name}",
+            post(static_roles::rotate_role).put(static_roles::rotate_role),
+        )
+        .route(
+            "/v1/database/rotate-root/{name}",
+            post(static_roles::rotate_root).put(static_roles::rotate_root),
+        )
+        .route(
+            "/v1/sys/leases/lookup",
+            post(sys::lookup_lease)
+                .put(sys::lookup_lease)
+                .get(sys::list_leases_root),
+        )
         .route("/v1/sys/leases/lookup/", get(sys::list_leases_root))
         .route("/v1/sys/leases/lookup/{*prefix}", get(sys::list_leases))
-        .route("/v1/sys/leases/renew", post(sys::renew_lease).put(sys::renew_lease))
-        .route("/v1/sys/leases/renew/{*lease_id}", post(sys::renew_lease_path).put(sys::renew_lease_path))
-        .route("/v1/sys/leases/revoke", post(sys::revoke_lease).put(sys::revoke_lease))
-        .route("/v1/sys/leases/revoke/{*lease_id}", post(sys::revoke_lease_path).put(sys::revoke_lease_path))
-        .route("/v1/sys/leases/revoke-prefix/{*prefix}", post(sys::revoke_prefix).put(sys::revoke_prefix))
-        .route("/v1/sys/leases/revoke-force/{*prefix}", post(sys::revoke_force).put(sys::revoke_force))
+        .route(
+            "/v1/sys/leases/renew",
+            post(sys::renew_lease).put(sys::renew_lease),
+        )
+        .route(
+            "/v1/sys/leases/renew/{*lease_id}",
+            post(sys::renew_lease_path).put(sys::renew_lease_path),
+        )
+        .route(
+            "/v1/sys/leases/revoke",
+            post(sys::revoke_lease).put(sys::revoke_lease),
+        )
+        .route(
+            "/v1/sys/leases/revoke/{*lease_id}",
+            post(sys::revoke_lease_path).put(sys::revoke_lease_path),
+        )
+        .route(
+            "/v1/sys/leases/revoke-prefix/{*prefix}",
+            post(sys::revoke_prefix).put(sys::revoke_prefix),
+        )
+        .route(
+            "/v1/sys/leases/revoke-force/{*prefix}",
+            post(sys::revoke_force).put(sys::revoke_force),
+        )
         .merge(auth::routes())
         .merge(policies::routes())
         .merge(audit::routes())
         .fallback(|| async { ApiError::empty_not_found() })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation on this path")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "unsupported operation on this path",
+            )
         })
         // Must stay the last layer: it wraps only the routes added above it.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), gate::gate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            gate::gate,
+        ))
         .with_state(state)
 }
 
@@ -116,8 +169,10 @@ pub fn rewrite_list(mut request: Request) -> Request {
 
 /// Whether the request asked for a listing (`LIST` or `?list=true`).
 pub fn wants_list(uri: &Uri) -> bool {
-    uri.query()
-        .is_some_and(|q| q.split('&').any(|pair| pair == "list=true" || pair == "list=1"))
+    uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair == "list=true" || pair == "list=1")
+    })
 }
 
 /// The authenticated caller of a request.
@@ -133,7 +188,10 @@ pub struct Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         // The gate resolved and authorized the caller already.
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
@@ -186,11 +244,19 @@ impl Body {
 
     /// Takes a list of strings; a single string is accepted as a one-element list, or split on
     /// commas when `comma_separated` (Vault's `allowed_roles="a,b"`).
-    pub fn string_list(&mut self, field: &str, comma_separated: bool) -> Result<Option<Vec<String>>, ApiError> {
+    pub fn string_list(
+        &mut self,
+        field: &str,
+        comma_separated: bool,
+    ) -> Result<Option<Vec<String>>, ApiError> {
         match self.0.remove(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if comma_separated => Ok(Some(
-                s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect(),
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
             )),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(Some(vec![])),
             Some(Value::String(s)) => Ok(Some(vec![s])),
@@ -198,11 +264,15 @@ impl Body {
                 .into_iter()
                 .map(|item| match item {
                     Value::String(s) => Ok(s),
-                    _ => Err(ApiError::bad_request(format!("{field}: expected a list of strings"))),
+                    _ => Err(ApiError::bad_request(format!(
+                        "{field}: expected a list of strings"
+                    ))),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(|list| Some(list.into_iter().filter(|s| !s.trim().is_empty()).collect())),
-            Some(_) => Err(ApiError::bad_request(format!("{field}: expected a string or a list of strings"))),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "{field}: expected a string or a list of strings"
+            ))),
         }
     }
 
@@ -212,7 +282,9 @@ impl Body {
             Some(Value::Bool(b)) => Ok(Some(b)),
             Some(Value::String(s)) if s == "true" || s == "1" => Ok(Some(true)),
             Some(Value::String(s)) if s == "false" || s == "0" => Ok(Some(false)),
-            Some(_) => Err(ApiError::bad_request(format!("{field}: expected true or false"))),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "{field}: expected true or false"
+            ))),
         }
     }
 
@@ -223,12 +295,15 @@ impl Body {
                 .as_u64()
                 .and_then(|v| u32::try_from(v).ok())
                 .map(Some)
-                .ok_or_else(|| ApiError::bad_request(format!("{field}: expected a non-negative integer"))),
-            Some(Value::String(s)) => s
-                .parse()
-                .map(Some)
-                .map_err(|_| ApiError::bad_request(format!("{field}: expected a non-negative integer"))),
-            Some(_) => Err(ApiError::bad_request(format!("{field}: expected a non-negative integer"))),
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("{field}: expected a non-negative integer"))
+                }),
+            Some(Value::String(s)) => s.parse().map(Some).map_err(|_| {
+                ApiError::bad_request(format!("{field}: expected a non-negative integer"))
+            }),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "{field}: expected a non-negative integer"
+            ))),
         }
     }
 
@@ -249,7 +324,9 @@ impl Body {
             return None;
         }
         let names: Vec<&str> = self.0.keys().map(String::as_str).collect();
-        Some(format!("Endpoint ignored these unrecognized parameters: {names:?}"))
+        Some(format!(
+            "Endpoint ignored these unrecognized parameters: {names:?}"
+        ))
     }
 }
 

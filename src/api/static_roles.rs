@@ -53,16 +53,28 @@ pub async fn write_static_role(
     };
     match body.string("credential_type")?.as_deref() {
         None | Some("password") => {}
-        Some(_) => return Err(ApiError::bad_request("credential_type: only \"password\" is supported")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "credential_type: only \"password\" is supported",
+            ))
+        }
     }
     // Accepted for Vault compatibility and not used.
     body.0.remove("credential_config");
     let warnings = with_unknown(&body, Vec::new());
-    let warnings = [warnings, state.rotation.write_static_role(&name, input).await?].concat();
+    let warnings = [
+        warnings,
+        state.rotation.write_static_role(&name, input).await?,
+    ]
+    .concat();
     Ok(written(warnings))
 }
 
-pub async fn delete_static_role(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult {
+pub async fn delete_static_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult {
     Auth::require_root(&caller.identity)?;
     state.rotation.delete_static_role(&name).await?;
     Ok(written(vec![]))
@@ -79,14 +91,20 @@ pub async fn read_static_creds(
     let mut data = Map::new();
     data.insert("username".into(), json!(creds.username));
     data.insert("password".into(), json!(creds.password.expose()));
-    data.insert("last_vault_rotation".into(), json!(creds.last_vault_rotation));
+    data.insert(
+        "last_vault_rotation".into(),
+        json!(creds.last_vault_rotation),
+    );
     data.insert("ttl".into(), json!(creds.ttl));
     if let Some(period) = creds.rotation_period {
         data.insert("rotation_period".into(), json!(period));
     }
     if let Some(schedule) = creds.rotation_schedule {
         data.insert("rotation_schedule".into(), json!(schedule));
-        data.insert("rotation_window".into(), json!(creds.rotation_window.unwrap_or(0)));
+        data.insert(
+            "rotation_window".into(),
+            json!(creds.rotation_window.unwrap_or(0)),
+        );
     }
     let mut envelope = Envelope::new(Value::Object(data));
     envelope.mount_type = "database";
@@ -94,14 +112,22 @@ pub async fn read_static_creds(
 }
 
 /// `POST database/rotate-role/:name`: rotates the static role's password now.
-pub async fn rotate_role(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult {
+pub async fn rotate_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult {
     Auth::require_root(&caller.identity)?;
     state.rotation.rotate_static_role(&name).await?;
     Ok(written(vec![]))
 }
 
 /// `POST database/rotate-root/:connection`: rotates the connection's admin password.
-pub async fn rotate_root(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult {
+pub async fn rotate_root(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult {
     Auth::require_root(&caller.identity)?;
     state.rotation.rotate_root(&name).await?;
     Ok(written(vec![]))

@@ -34,11 +34,21 @@ pub async fn lookup_self(caller: Caller) -> Response {
 /// Ownership: a caller may look up, renew or revoke only leases its entity owns, unless it holds
 /// `sudo` on the request path (operators). A lease that does not exist is left to the lease
 /// manager to report.
-async fn check_owner(state: &AppState, caller: &Caller, lease_id: &str, path: &str) -> Result<(), ApiError> {
+async fn check_owner(
+    state: &AppState,
+    caller: &Caller,
+    lease_id: &str,
+    path: &str,
+) -> Result<(), ApiError> {
     if caller.acl.has_sudo(path) {
         return Ok(());
     }
-    if let Some(lease) = state.store.get_lease(lease_id).await.map_err(ApiError::from)? {
+    if let Some(lease) = state
+        .store
+        .get_lease(lease_id)
+        .await
+        .map_err(ApiError::from)?
+    {
         if lease.owner != caller.identity.entity_id && lease.owner != caller.identity.accessor {
             tracing::info!(%lease_id, accessor = %caller.identity.accessor, "refused: the lease belongs to another identity");
             return Err(crate::Error::PermissionDenied.into());
@@ -53,7 +63,11 @@ fn required_lease_id(body: &mut Body) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::bad_request("lease_id: required"))
 }
 
-pub async fn lookup_lease(State(state): State<AppState>, caller: Caller, mut body: Body) -> ApiResult {
+pub async fn lookup_lease(
+    State(state): State<AppState>,
+    caller: Caller,
+    mut body: Body,
+) -> ApiResult {
     let lease_id = required_lease_id(&mut body)?;
     check_owner(&state, &caller, &lease_id, "sys/leases/lookup").await?;
     Ok(respond(state.leases.lookup(&lease_id).await?))
@@ -66,7 +80,10 @@ pub async fn list_leases_root(
     uri: axum::http::Uri,
 ) -> ApiResult {
     if !super::wants_list(&uri) {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "use LIST (or GET ?list=true) to list leases"));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use LIST (or GET ?list=true) to list leases",
+        ));
     }
     listing(state.leases.list("").await?)
 }
@@ -78,7 +95,10 @@ pub async fn list_leases(
     uri: axum::http::Uri,
 ) -> ApiResult {
     if !super::wants_list(&uri) {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "use LIST (or GET ?list=true) to list leases"));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use LIST (or GET ?list=true) to list leases",
+        ));
     }
     listing(state.leases.list(&prefix).await?)
 }
@@ -94,7 +114,11 @@ async fn renew(state: &AppState, lease_id: &str, body: &mut Body) -> ApiResult {
     Ok(Json(envelope).into_response())
 }
 
-pub async fn renew_lease(State(state): State<AppState>, caller: Caller, mut body: Body) -> ApiResult {
+pub async fn renew_lease(
+    State(state): State<AppState>,
+    caller: Caller,
+    mut body: Body,
+) -> ApiResult {
     let lease_id = required_lease_id(&mut body)?;
     check_owner(&state, &caller, &lease_id, "sys/leases/renew").await?;
     renew(&state, &lease_id, &mut body).await
@@ -106,32 +130,60 @@ pub async fn renew_lease_path(
     Path(lease_id): Path<String>,
     mut body: Body,
 ) -> ApiResult {
-    check_owner(&state, &caller, &lease_id, &format!("sys/leases/renew/{lease_id}")).await?;
+    check_owner(
+        &state,
+        &caller,
+        &lease_id,
+        &format!("sys/leases/renew/{lease_id}"),
+    )
+    .await?;
     renew(&state, &lease_id, &mut body).await
 }
 
-pub async fn revoke_lease(State(state): State<AppState>, caller: Caller, mut body: Body) -> ApiResult {
+pub async fn revoke_lease(
+    State(state): State<AppState>,
+    caller: Caller,
+    mut body: Body,
+) -> ApiResult {
     let lease_id = required_lease_id(&mut body)?;
     check_owner(&state, &caller, &lease_id, "sys/leases/revoke").await?;
     state.leases.revoke(&lease_id).await?;
     Ok(written(vec![]))
 }
 
-pub async fn revoke_lease_path(State(state): State<AppState>, caller: Caller, Path(lease_id): Path<String>) -> ApiResult {
-    check_owner(&state, &caller, &lease_id, &format!("sys/leases/revoke/{lease_id}")).await?;
+pub async fn revoke_lease_path(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(lease_id): Path<String>,
+) -> ApiResult {
+    check_owner(
+        &state,
+        &caller,
+        &lease_id,
+        &format!("sys/leases/revoke/{lease_id}"),
+    )
+    .await?;
     state.leases.revoke(&lease_id).await?;
     Ok(written(vec![]))
 }
 
 /// Needs `sudo` on the path (checked by the gate): it reaches every identity's leases.
-pub async fn revoke_prefix(State(state): State<AppState>, _caller: Caller, Path(prefix): Path<String>) -> ApiResult {
+pub async fn revoke_prefix(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(prefix): Path<String>,
+) -> ApiResult {
     state.leases.revoke_prefix(&prefix, false).await?;
     Ok(written(vec![]))
 }
 
 /// Revokes every lease under the prefix even where the database refuses; the leases are
 /// marked revoked with the error noted. Needs `sudo` on the path (checked by the gate).
-pub async fn revoke_force(State(state): State<AppState>, _caller: Caller, Path(prefix): Path<String>) -> ApiResult {
+pub async fn revoke_force(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(prefix): Path<String>,
+) -> ApiResult {
     state.leases.revoke_prefix(&prefix, true).await?;
     Ok(written(vec![]))
 }

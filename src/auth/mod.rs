@@ -53,7 +53,11 @@ impl Identity {
     }
 
     fn from_row(row: FullTokenRow) -> Self {
-        let entity_id = if row.entity_id.is_empty() { row.accessor.clone() } else { row.entity_id };
+        let entity_id = if row.entity_id.is_empty() {
+            row.accessor.clone()
+        } else {
+            row.entity_id
+        };
         Self {
             accessor: row.accessor,
             display_name: row.display_name,
@@ -142,7 +146,9 @@ impl Auth {
     /// Stores `token` as a root token (no expiry). Storing the same token twice is harmless.
     pub async fn install_root_token(&self, token: &Secret) -> Result<()> {
         if token.expose().len() < 8 {
-            return Err(Error::Config("the root token must be at least 8 characters".into()));
+            return Err(Error::Config(
+                "the root token must be at least 8 characters".into(),
+            ));
         }
         self.store
             .insert_token(&TokenRow {
@@ -169,7 +175,9 @@ impl Auth {
 
     /// Resolves a presented token; a missing, unknown or expired token is `PermissionDenied`.
     pub async fn authenticate(&self, token: Option<&Secret>) -> Result<Identity> {
-        let token = token.filter(|t| !t.is_empty()).ok_or(Error::PermissionDenied)?;
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or(Error::PermissionDenied)?;
         let row = self
             .store
             .get_full_token(&hash_token(token))

@@ -97,7 +97,9 @@ pub struct LeaseManager {
 /// Checks a lease id or prefix from a request: `database/creds/<role>/<random>` characters only.
 pub fn check_lease_path(field: &str, value: &str) -> Result<()> {
     if value.is_empty() || value.len() > 256 || value.contains("..") {
-        return Err(Error::invalid(format!("{field}: must be 1 to 256 characters without '..'")));
+        return Err(Error::invalid(format!(
+            "{field}: must be 1 to 256 characters without '..'"
+        )));
     }
     if !value
         .chars()
@@ -174,8 +176,16 @@ impl LeaseManager {
         let plugin = self.engines.get(&role.db_name).await?;
 
         let limits = self.catalog.limits();
-        let max_ttl = if role.max_ttl.is_zero() { limits.max_ttl } else { role.max_ttl.min(limits.max_ttl) };
-        let default_ttl = if role.default_ttl.is_zero() { limits.default_ttl } else { role.default_ttl };
+        let max_ttl = if role.max_ttl.is_zero() {
+            limits.max_ttl
+        } else {
+            role.max_ttl.min(limits.max_ttl)
+        };
+        let default_ttl = if role.default_ttl.is_zero() {
+            limits.default_ttl
+        } else {
+            role.default_ttl
+        };
         let ttl = default_ttl.min(max_ttl);
 
         let template = UsernameTemplate::parse(
@@ -196,8 +206,10 @@ impl LeaseManager {
         let password = generate_password(DEFAULT_PASSWORD_LEN);
 
         let now = Utc::now();
-        let expires_at = now + chrono::Duration::from_std(ttl).map_err(|e| Error::Internal(e.to_string()))?;
-        let max_expires_at = now + chrono::Duration::from_std(max_ttl).map_err(|e| Error::Internal(e.to_string()))?;
+        let expires_at =
+            now + chrono::Duration::from_std(ttl).map_err(|e| Error::Internal(e.to_string()))?;
+        let max_expires_at = now
+            + chrono::Duration::from_std(max_ttl).map_err(|e| Error::Internal(e.to_string()))?;
         let lease_id = format!("database/creds/{role_name}/{}", random_suffix(24));
         tracing::Span::current().record("lease_id", lease_id.as_str());
 
@@ -238,7 +250,10 @@ impl LeaseManager {
             .await;
         if let Err(create_error) = created {
             self.roll_back(&lease).await;
-            return Err(Error::database(format!("cannot create a user for role {role_name}"), create_error));
+            return Err(Error::database(
+                format!("cannot create a user for role {role_name}"),
+                create_error,
+            ));
         }
 
         #[cfg(feature = "fault-injection")]
@@ -273,7 +288,11 @@ impl LeaseManager {
         let recorded = match outcome {
             Ok(()) => self
                 .store
-                .mark_revoked(&lease.id, to_millis(now), Some("creation failed; rolled back"))
+                .mark_revoked(
+                    &lease.id,
+                    to_millis(now),
+                    Some("creation failed; rolled back"),
+                )
                 .await
                 .map(|_| ()),
             Err(error) => {
@@ -308,7 +327,11 @@ impl LeaseManager {
             expire_time: live.then_some(expire),
             last_renewal: lease.last_renewed_at.map(from_millis),
             renewable: lease.state == LeaseState::Active && lease.max_expires_at > to_millis(now),
-            ttl: if live { (expire - now).num_seconds().max(0) } else { 0 },
+            ttl: if live {
+                (expire - now).num_seconds().max(0)
+            } else {
+                0
+            },
             state: lease.state.as_str(),
             role: lease.role_name,
             username: lease.username,
@@ -328,7 +351,10 @@ impl LeaseManager {
         if !normalized.is_empty() && !normalized.ends_with('/') {
             normalized.push('/');
         }
-        let ids = self.store.live_lease_ids_with_prefix(&normalized, 100_000).await?;
+        let ids = self
+            .store
+            .live_lease_ids_with_prefix(&normalized, 100_000)
+            .await?;
         let mut keys: Vec<String> = ids
             .iter()
             .filter_map(|id| id.strip_prefix(&normalized))
@@ -346,15 +372,22 @@ impl LeaseManager {
     pub async fn renew(&self, lease_id: &str, increment: Option<Duration>) -> Result<Renewed> {
         let lease = self.lease(lease_id).await?;
         if lease.state != LeaseState::Active {
-            return Err(Error::invalid(format!("lease {lease_id} is {} and cannot be renewed", lease.state.as_str())));
+            return Err(Error::invalid(format!(
+                "lease {lease_id} is {} and cannot be renewed",
+                lease.state.as_str()
+            )));
         }
         let now = Utc::now();
         let now_ms = to_millis(now);
         if lease.expires_at <= now_ms {
-            return Err(Error::invalid(format!("lease {lease_id} has expired and cannot be renewed")));
+            return Err(Error::invalid(format!(
+                "lease {lease_id} has expired and cannot be renewed"
+            )));
         }
         if lease.max_expires_at <= now_ms {
-            return Err(Error::invalid(format!("lease {lease_id} has reached its max_ttl and cannot be renewed")));
+            return Err(Error::invalid(format!(
+                "lease {lease_id} has reached its max_ttl and cannot be renewed"
+            )));
         }
         let requested = match increment.filter(|d| !d.is_zero()) {
             Some(d) => d,
@@ -379,8 +412,14 @@ impl LeaseManager {
             .renew_user(&lease.username, from_millis(new_expires), &statements)
             .await
             .map_err(|e| Error::database(format!("cannot renew lease {lease_id}"), e))?;
-        if !self.store.renew_lease(lease_id, new_expires, now_ms).await? {
-            return Err(Error::Conflict(format!("lease {lease_id} was revoked while it was being renewed")));
+        if !self
+            .store
+            .renew_lease(lease_id, new_expires, now_ms)
+            .await?
+        {
+            return Err(Error::Conflict(format!(
+                "lease {lease_id} was revoked while it was being renewed"
+            )));
         }
         self.reaper_wake.notify_one();
         crate::metrics::lease_renewed();
@@ -424,14 +463,18 @@ impl LeaseManager {
         .await;
         match outcome {
             Ok(()) => {
-                self.store.mark_revoked(&lease.id, to_millis(Utc::now()), None).await?;
+                self.store
+                    .mark_revoked(&lease.id, to_millis(Utc::now()), None)
+                    .await?;
                 tracing::info!(lease_id = %lease.id, username = %lease.username, "revoked");
                 crate::metrics::lease_revoked();
                 Ok(())
             }
             Err(error) if force => {
                 let note = format!("force-revoked; the database user may remain: {error}");
-                self.store.mark_revoked(&lease.id, to_millis(Utc::now()), Some(&note)).await?;
+                self.store
+                    .mark_revoked(&lease.id, to_millis(Utc::now()), Some(&note))
+                    .await?;
                 tracing::warn!(lease_id = %lease.id, username = %lease.username, %error, "force-revoked despite failure");
                 crate::metrics::lease_revoked();
                 Ok(())
@@ -518,9 +561,15 @@ mod tests {
     fn retry_delay_grows_and_is_capped() {
         for _ in 0..50 {
             let first = retry_delay(1);
-            assert!(first >= Duration::from_millis(800) && first <= Duration::from_millis(1200), "{first:?}");
+            assert!(
+                first >= Duration::from_millis(800) && first <= Duration::from_millis(1200),
+                "{first:?}"
+            );
             let fourth = retry_delay(4);
-            assert!(fourth >= Duration::from_millis(6400) && fourth <= Duration::from_millis(9600), "{fourth:?}");
+            assert!(
+                fourth >= Duration::from_millis(6400) && fourth <= Duration::from_millis(9600),
+                "{fourth:?}"
+            );
             assert!(retry_delay(60) <= MAX_RETRY_DELAY.mul_f64(1.2));
         }
     }

@@ -61,7 +61,10 @@ pub async fn run(leases: LeaseManager, shutdown: CancellationToken) {
 
 /// Revokes one batch of due leases. Returns whether the batch was full.
 async fn reap_due(leases: &LeaseManager) -> crate::error::Result<bool> {
-    let due = leases.store().due_leases(to_millis(Utc::now()), BATCH).await?;
+    let due = leases
+        .store()
+        .due_leases(to_millis(Utc::now()), BATCH)
+        .await?;
     let full = due.len() as i64 == BATCH;
     futures::stream::iter(due)
         .for_each_concurrent(CONCURRENCY, |lease| async move {

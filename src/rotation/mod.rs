@@ -147,7 +147,9 @@ impl Rotator {
         let mut armed = self.fault.lock().unwrap_or_else(|p| p.into_inner());
         if *armed == Some(point) {
             *armed = None;
-            return Err(crate::error::Error::Internal(format!("injected fault at {point:?}")));
+            return Err(crate::error::Error::Internal(format!(
+                "injected fault at {point:?}"
+            )));
         }
         Ok(())
     }

@@ -41,7 +41,9 @@ impl Rotator {
         let plugin = self.engines.get(connection).await?;
 
         let password = generate_password(DEFAULT_PASSWORD_LEN);
-        let sealed = self.sealer.seal(&password_seal_context(connection), &password)?;
+        let sealed = self
+            .sealer
+            .seal(&password_seal_context(connection), &password)?;
         if !self
             .store
             .set_root_pending(connection, &sealed, to_millis(Utc::now()))
@@ -90,7 +92,11 @@ impl Rotator {
         };
         let statements = decode_list("root_rotation_statements", &row.root_rotation_statements)?;
         let resolution = self.resolve_root(&row, &pending, &statements).await?;
-        tracing::info!(connection, ?resolution, "interrupted admin password rotation resolved");
+        tracing::info!(
+            connection,
+            ?resolution,
+            "interrupted admin password rotation resolved"
+        );
         Ok(())
     }
 
@@ -109,16 +115,21 @@ impl Rotator {
         password: &Secret,
         statements: &[String],
     ) -> Result<()> {
-        plugin.set_password(admin, password, statements).await.map_err(|e| {
-            Error::database(
-                format!("cannot set the new admin password of connection {connection}"),
-                e,
-            )
-        })?;
+        plugin
+            .set_password(admin, password, statements)
+            .await
+            .map_err(|e| {
+                Error::database(
+                    format!("cannot set the new admin password of connection {connection}"),
+                    e,
+                )
+            })?;
         self.crash_point(RotationFault::AfterPasswordSet)?;
         plugin.check_login(admin, password).await.map_err(|e| {
             Error::database(
-                format!("the new admin password of connection {connection} was set but does not log in"),
+                format!(
+                    "the new admin password of connection {connection} was set but does not log in"
+                ),
                 e,
             )
         })?;
@@ -135,7 +146,9 @@ impl Rotator {
         statements: &[String],
     ) -> Result<RootResolution> {
         let connection = row.name.as_str();
-        let pending = self.sealer.open(&password_seal_context(connection), pending_sealed)?;
+        let pending = self
+            .sealer
+            .open(&password_seal_context(connection), pending_sealed)?;
         let current = self.engines.settings_for(row)?.password;
         let plugin = self.engines.get(connection).await?;
         let admin = row.username.as_str();
@@ -153,7 +166,9 @@ impl Rotator {
             Err(_) => {}
         }
         if plugin.check_login(admin, &current).await.is_ok() {
-            self.store.discard_root_pending(connection, pending_sealed).await?;
+            self.store
+                .discard_root_pending(connection, pending_sealed)
+                .await?;
             return Ok(RootResolution::Discarded);
         }
         self.set_and_verify_root(connection, plugin.as_ref(), admin, &pending, statements)
@@ -179,13 +194,17 @@ impl Rotator {
     /// Every admin password the store holds for a connection: current and pending (test builds
     /// only, to prove one of them logs in after a crash).
     #[cfg(feature = "fault-injection")]
-    pub async fn stored_root_passwords(&self, connection: &str) -> Result<Vec<(&'static str, Secret)>> {
+    pub async fn stored_root_passwords(
+        &self,
+        connection: &str,
+    ) -> Result<Vec<(&'static str, Secret)>> {
         let row = self.connection_row(connection).await?;
         let mut found = vec![("current", self.engines.settings_for(&row)?.password)];
         if let Some(pending) = self.store.root_pending(connection).await? {
             found.push((
                 "pending",
-                self.sealer.open(&password_seal_context(connection), &pending)?,
+                self.sealer
+                    .open(&password_seal_context(connection), &pending)?,
             ));
         }
         Ok(found)

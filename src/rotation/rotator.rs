@@ -69,7 +69,9 @@ pub async fn recover(rotator: &Rotator) {
         Ok(names) => {
             for name in names {
                 match rotator.recover_static_role(&name).await {
-                    Ok(outcome) => tracing::info!(static_role = %name, ?outcome, "interrupted rotation resolved"),
+                    Ok(outcome) => {
+                        tracing::info!(static_role = %name, ?outcome, "interrupted rotation resolved")
+                    }
                     Err(error) => {
                         tracing::warn!(static_role = %name, %error, "interrupted rotation not resolved yet; retrying with backoff")
                     }
@@ -86,7 +88,9 @@ pub async fn recover(rotator: &Rotator) {
                 }
             }
         }
-        Err(error) => tracing::error!(%error, "cannot list connections with a pending admin rotation"),
+        Err(error) => {
+            tracing::error!(%error, "cannot list connections with a pending admin rotation")
+        }
     }
 }
 
@@ -123,7 +127,9 @@ async fn rotate_due(rotator: &Rotator) -> crate::error::Result<bool> {
 /// Time until the next role falls due, at most [`MAX_SLEEP`].
 async fn next_sleep(rotator: &Rotator) -> Duration {
     match rotator.store().next_static_rotation_at().await {
-        Ok(Some(at)) => Duration::from_millis((at - to_millis(Utc::now())).max(0) as u64).min(MAX_SLEEP),
+        Ok(Some(at)) => {
+            Duration::from_millis((at - to_millis(Utc::now())).max(0) as u64).min(MAX_SLEEP)
+        }
         Ok(None) => MAX_SLEEP,
         Err(error) => {
             tracing::error!(%error, "rotator cannot read the next due time");

@@ -47,7 +47,11 @@ pub enum Schedule {
 impl Schedule {
     /// Builds and checks a schedule from a role's fields: exactly one of period and schedule, the
     /// window only with a schedule. Messages name the field.
-    pub fn from_fields(period: Option<Duration>, schedule: Option<&str>, window: Option<Duration>) -> Result<Self> {
+    pub fn from_fields(
+        period: Option<Duration>,
+        schedule: Option<&str>,
+        window: Option<Duration>,
+    ) -> Result<Self> {
         match (period, schedule) {
             (Some(_), Some(_)) => Err(Error::invalid(
                 "rotation_period and rotation_schedule: set exactly one of them, not both",
@@ -57,7 +61,9 @@ impl Schedule {
             )),
             (Some(period), None) => {
                 if window.is_some() {
-                    return Err(Error::invalid("rotation_window: only valid with rotation_schedule"));
+                    return Err(Error::invalid(
+                        "rotation_window: only valid with rotation_schedule",
+                    ));
                 }
                 if period < MIN_ROTATION_PERIOD {
                     return Err(Error::invalid(format!(
@@ -83,9 +89,9 @@ impl Schedule {
                     window,
                 };
                 // A pattern that never matches (30 February) would leave the role unscheduled.
-                schedule
-                    .next_after(Utc::now())
-                    .map_err(|_| Error::invalid(format!("rotation_schedule: {:?} never occurs", text.trim())))?;
+                schedule.next_after(Utc::now()).map_err(|_| {
+                    Error::invalid(format!("rotation_schedule: {:?} never occurs", text.trim()))
+                })?;
                 Ok(schedule)
             }
         }
@@ -99,9 +105,11 @@ impl Schedule {
                     .map_err(|e| Error::Internal(format!("rotation period out of range: {e}")))?;
                 Ok(from + step)
             }
-            Self::Cron { text, cron, .. } => cron
-                .find_next_occurrence(&from, false)
-                .map_err(|e| Error::Internal(format!("cannot compute the next occurrence of {text:?}: {e}"))),
+            Self::Cron { text, cron, .. } => cron.find_next_occurrence(&from, false).map_err(|e| {
+                Error::Internal(format!(
+                    "cannot compute the next occurrence of {text:?}: {e}"
+                ))
+            }),
         }
     }
 
@@ -109,7 +117,8 @@ impl Schedule {
     pub fn within_window(&self, scheduled_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         match self {
             Self::Cron {
-                window: Some(window), ..
+                window: Some(window),
+                ..
             } => match chrono::Duration::from_std(*window) {
                 Ok(window) => now <= scheduled_at + window,
                 Err(_) => true,
@@ -175,7 +184,9 @@ mod tests {
 
     #[test]
     fn weekly_schedule_finds_the_next_sunday_three_am() {
-        let schedule = Schedule::from_fields(None, Some("0 3 * * SUN"), Some(Duration::from_secs(7200))).unwrap();
+        let schedule =
+            Schedule::from_fields(None, Some("0 3 * * SUN"), Some(Duration::from_secs(7200)))
+                .unwrap();
         // 2026-03-04 is a Wednesday.
         let next = schedule.next_after(at(2026, 3, 4, 12, 0, 0)).unwrap();
         assert_eq!(next, at(2026, 3, 8, 3, 0, 0));
@@ -187,7 +198,9 @@ mod tests {
 
     #[test]
     fn window_bounds_when_a_missed_rotation_may_still_run() {
-        let schedule = Schedule::from_fields(None, Some("0 3 * * *"), Some(Duration::from_secs(7200))).unwrap();
+        let schedule =
+            Schedule::from_fields(None, Some("0 3 * * *"), Some(Duration::from_secs(7200)))
+                .unwrap();
         let occurrence = at(2026, 3, 8, 3, 0, 0);
         assert!(schedule.within_window(occurrence, at(2026, 3, 8, 4, 59, 59)));
         assert!(!schedule.within_window(occurrence, at(2026, 3, 8, 5, 0, 1)));
@@ -213,7 +226,8 @@ mod tests {
 
     #[test]
     fn period_counts_from_the_given_time() {
-        let schedule = Schedule::from_fields(Some(Duration::from_secs(30 * 86400)), None, None).unwrap();
+        let schedule =
+            Schedule::from_fields(Some(Duration::from_secs(30 * 86400)), None, None).unwrap();
         assert_eq!(
             schedule.next_after(at(2026, 1, 1, 0, 0, 0)).unwrap(),
             at(2026, 1, 31, 0, 0, 0)
@@ -225,10 +239,20 @@ mod tests {
     #[test]
     fn bad_schedules_are_refused_naming_the_field() {
         // (period, schedule, window, expected words of the error)
-        type Case = (Option<Duration>, Option<&'static str>, Option<Duration>, &'static str);
+        type Case = (
+            Option<Duration>,
+            Option<&'static str>,
+            Option<Duration>,
+            &'static str,
+        );
         let cases: [Case; 9] = [
             (None, None, None, "one of them is required"),
-            (Some(Duration::from_secs(60)), Some("0 3 * * *"), None, "not both"),
+            (
+                Some(Duration::from_secs(60)),
+                Some("0 3 * * *"),
+                None,
+                "not both",
+            ),
             (Some(Duration::from_secs(4)), None, None, "at least 5s"),
             (
                 Some(Duration::from_secs(60)),
@@ -236,15 +260,25 @@ mod tests {
                 Some(Duration::from_secs(7200)),
                 "rotation_window",
             ),
-            (None, Some("0 3 * * *"), Some(Duration::from_secs(60)), "at least 3600s"),
+            (
+                None,
+                Some("0 3 * * *"),
+                Some(Duration::from_secs(60)),
+                "at least 3600s",
+            ),
             (None, Some("every sunday"), None, "rotation_schedule"),
             (None, Some("61 3 * * *"), None, "rotation_schedule"),
             (None, Some("0 3 * * * * 2030"), None, "rotation_schedule"),
             (None, Some("0 0 30 2 *"), None, "never occurs"),
         ];
         for (period, schedule, window, expected) in cases {
-            let err = Schedule::from_fields(period, schedule, window).unwrap_err().to_string();
-            assert!(err.contains(expected), "{period:?} {schedule:?} {window:?}: {err}");
+            let err = Schedule::from_fields(period, schedule, window)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(expected),
+                "{period:?} {schedule:?} {window:?}: {err}"
+            );
         }
     }
 }

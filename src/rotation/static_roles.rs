@@ -24,7 +24,9 @@ use super::{Cause, Outcome, RotationFault, Rotator, Schedule};
 use crate::catalog::{check_name, decode_list, encode};
 use crate::error::{Error, Result};
 use crate::lease::retry_delay;
-use crate::store::{from_millis, to_millis, Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow};
+use crate::store::{
+    from_millis, to_millis, Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow,
+};
 
 /// Longest a rotation waits before the rotator gives up on it (its pending stays and is resolved
 /// at the next attempt): plugins time out on their own well before this.
@@ -140,14 +142,21 @@ fn schedule_of(row: &StaticRoleRow) -> Result<Schedule> {
         row.rotation_schedule.as_deref(),
         secs(row.rotation_window_secs),
     )
-    .map_err(|e| Error::Internal(format!("stored schedule of static role {} is invalid: {e}", row.name)))
+    .map_err(|e| {
+        Error::Internal(format!(
+            "stored schedule of static role {} is invalid: {e}",
+            row.name
+        ))
+    })
 }
 
 /// The user the next rotation changes: the role's user, or under the alternating strategy the one
 /// not in use.
 fn rotation_target(row: &StaticRoleRow) -> String {
     match &row.alternate_username {
-        Some(alternate) if row.current_username.as_deref() == Some(row.username.as_str()) => alternate.clone(),
+        Some(alternate) if row.current_username.as_deref() == Some(row.username.as_str()) => {
+            alternate.clone()
+        }
         _ => row.username.clone(),
     }
 }
@@ -163,7 +172,11 @@ impl Rotator {
     /// Creates or updates a static role. On create the user's password is rotated at once unless
     /// `skip_import_rotation` is set. Returns warnings for the response.
     #[tracing::instrument(skip_all, fields(static_role = %name), err)]
-    pub async fn write_static_role(&self, name: &str, input: StaticRoleInput) -> Result<Vec<String>> {
+    pub async fn write_static_role(
+        &self,
+        name: &str,
+        input: StaticRoleInput,
+    ) -> Result<Vec<String>> {
         check_name("static role name", name)?;
         let _guard = self.lock(format!("static/{name}")).await;
         let existing = self.store.get_static_role(name).await?;
@@ -204,35 +217,41 @@ impl Rotator {
         };
         check_username(&username).map_err(|e| Error::invalid(e.to_string()))?;
         if let Some(alternate) = &alternate_username {
-            check_username(alternate).map_err(|e| Error::invalid(format!("alternate_username: {e}")))?;
+            check_username(alternate)
+                .map_err(|e| Error::invalid(format!("alternate_username: {e}")))?;
             if *alternate == username {
-                return Err(Error::invalid("alternate_username: must differ from username"));
+                return Err(Error::invalid(
+                    "alternate_username: must differ from username",
+                ));
             }
         }
 
         // Schedule: given fields replace the stored kind; none given keeps it. A new cron pattern
         // keeps the stored window unless one is given (0 removes it).
-        let (period, schedule_text, window) = if input.rotation_period.is_some() || input.rotation_schedule.is_some() {
-            let kept_window = match &existing {
-                Some(row) if input.rotation_schedule.is_some() && row.rotation_schedule.is_some() => {
-                    secs(row.rotation_window_secs)
-                }
-                _ => None,
+        let (period, schedule_text, window) =
+            if input.rotation_period.is_some() || input.rotation_schedule.is_some() {
+                let kept_window = match &existing {
+                    Some(row)
+                        if input.rotation_schedule.is_some() && row.rotation_schedule.is_some() =>
+                    {
+                        secs(row.rotation_window_secs)
+                    }
+                    _ => None,
+                };
+                (
+                    input.rotation_period,
+                    input.rotation_schedule.filter(|s| !s.trim().is_empty()),
+                    input.rotation_window.or(kept_window),
+                )
+            } else if let Some(row) = &existing {
+                (
+                    secs(row.rotation_period_secs),
+                    row.rotation_schedule.clone(),
+                    input.rotation_window.or(secs(row.rotation_window_secs)),
+                )
+            } else {
+                (None, None, input.rotation_window)
             };
-            (
-                input.rotation_period,
-                input.rotation_schedule.filter(|s| !s.trim().is_empty()),
-                input.rotation_window.or(kept_window),
-            )
-        } else if let Some(row) = &existing {
-            (
-                secs(row.rotation_period_secs),
-                row.rotation_schedule.clone(),
-                input.rotation_window.or(secs(row.rotation_window_secs)),
-            )
-        } else {
-            (None, None, input.rotation_window)
-        };
         let window = window.filter(|w| !w.is_zero());
         let schedule = Schedule::from_fields(period, schedule_text.as_deref(), window)?;
 
@@ -252,7 +271,9 @@ impl Rotator {
         }
 
         let plugin = self.engines.get(&db_name).await.map_err(|e| match e {
-            Error::NotFound { .. } => Error::invalid(format!("db_name: connection {db_name} does not exist")),
+            Error::NotFound { .. } => {
+                Error::invalid(format!("db_name: connection {db_name} does not exist"))
+            }
             other => other,
         })?;
         plugin
@@ -281,10 +302,9 @@ impl Rotator {
                 ("alternate_username", alternate_username.as_ref()),
             ] {
                 let Some(user) = user else { continue };
-                let found = plugin
-                    .list_users(user)
-                    .await
-                    .map_err(|e| Error::database(format!("cannot look up user {user} on {db_name}"), e))?;
+                let found = plugin.list_users(user).await.map_err(|e| {
+                    Error::database(format!("cannot look up user {user} on {db_name}"), e)
+                })?;
                 if !found.iter().any(|u| u == user) {
                     return Err(Error::invalid(format!(
                         "{field}: user {user} does not exist on connection {db_name}; a static role manages an existing user"
@@ -297,7 +317,9 @@ impl Rotator {
                 plugin
                     .check_login(&username, &password)
                     .await
-                    .map_err(|e| Error::invalid(format!("password: it does not log in as {username}: {e}")))?;
+                    .map_err(|e| {
+                        Error::invalid(format!("password: it does not log in as {username}: {e}"))
+                    })?;
                 Some(password)
             }
             None => None,
@@ -306,7 +328,8 @@ impl Rotator {
         let now = Utc::now();
         let (scheduled_at, next_rotation_at) = match &existing {
             Some(row) => {
-                let unchanged = row.rotation_period_secs == schedule.period().map(|p| p.as_secs() as i64)
+                let unchanged = row.rotation_period_secs
+                    == schedule.period().map(|p| p.as_secs() as i64)
                     && row.rotation_schedule.as_deref() == schedule.cron_text();
                 if unchanged {
                     (row.scheduled_at, row.next_rotation_at)
@@ -344,9 +367,13 @@ impl Rotator {
             scheduled_at,
             next_rotation_at,
         };
-        self.store.upsert_static_role(&config, to_millis(now)).await?;
+        self.store
+            .upsert_static_role(&config, to_millis(now))
+            .await?;
         if let Some(password) = initial_password {
-            let sealed = self.sealer.seal(&password_context(name, &username), &password)?;
+            let sealed = self
+                .sealer
+                .seal(&password_context(name, &username), &password)?;
             self.store
                 .set_static_current(name, &username, &sealed, to_millis(now))
                 .await?;
@@ -433,14 +460,17 @@ impl Rotator {
         check_name("static role name", name)?;
         let row = self.static_row(name).await?;
         self.catalog.check_allowed(&row.db_name, name).await?;
-        let (Some(username), Some(sealed)) = (&row.current_username, &row.current_password_sealed) else {
+        let (Some(username), Some(sealed)) = (&row.current_username, &row.current_password_sealed)
+        else {
             return Err(Error::Conflict(format!(
                 "static role {name} has no known password yet: it was created with skip_import_rotation and has not been rotated; \
                  it gets one at its first rotation (at {}) or now with database/rotate-role/{name}",
                 rfc3339(row.next_rotation_at)
             )));
         };
-        let password = self.sealer.open(&password_context(name, username), sealed)?;
+        let password = self
+            .sealer
+            .open(&password_context(name, username), sealed)?;
         Ok(StaticCredentials {
             username: username.clone(),
             password,
@@ -499,8 +529,13 @@ impl Rotator {
             let username = username.to_owned();
             move |error: Error| Stop::Failed { username, error }
         };
-        let plugin = self.engines.get(&row.db_name).await.map_err(failed(&target))?;
-        let statements = decode_list("rotation_statements", &row.rotation_statements).map_err(failed(&target))?;
+        let plugin = self
+            .engines
+            .get(&row.db_name)
+            .await
+            .map_err(failed(&target))?;
+        let statements = decode_list("rotation_statements", &row.rotation_statements)
+            .map_err(failed(&target))?;
         let schedule = schedule_of(row).map_err(failed(&target))?;
 
         if row.pending_password_sealed.is_some() {
@@ -526,7 +561,8 @@ impl Rotator {
                 rfc3339(to_millis(next))
             );
             tracing::warn!(username = %target, %error, "scheduled rotation skipped");
-            self.record(name, &target, cause, "skipped", Some(error)).await;
+            self.record(name, &target, cause, "skipped", Some(error))
+                .await;
             return Ok(Outcome::Skipped);
         }
 
@@ -544,7 +580,9 @@ impl Rotator {
         if !stored {
             return Err(Stop::Failed {
                 username: target,
-                error: Error::Conflict(format!("another rotation of static role {name} is in flight")),
+                error: Error::Conflict(format!(
+                    "another rotation of static role {name} is in flight"
+                )),
             });
         }
         self.crash_point(RotationFault::AfterPendingStored)
@@ -553,7 +591,8 @@ impl Rotator {
         self.set_and_verify(name, plugin.as_ref(), &target, &password, &statements)
             .await?;
         // Phase 4.
-        self.promote(row, &target, &sealed, &schedule, cause).await?;
+        self.promote(row, &target, &sealed, &schedule, cause)
+            .await?;
         Ok(Outcome::Rotated { username: target })
     }
 
@@ -570,12 +609,15 @@ impl Rotator {
             username: username.to_owned(),
             error,
         };
-        plugin.set_password(username, password, statements).await.map_err(|e| {
-            failed(Error::database(
-                format!("cannot set the password of {username} for static role {role}"),
-                e,
-            ))
-        })?;
+        plugin
+            .set_password(username, password, statements)
+            .await
+            .map_err(|e| {
+                failed(Error::database(
+                    format!("cannot set the password of {username} for static role {role}"),
+                    e,
+                ))
+            })?;
         self.crash_point(RotationFault::AfterPasswordSet)
             .map_err(Stop::Crashed)?;
         plugin.check_login(username, password).await.map_err(|e| {
@@ -624,7 +666,8 @@ impl Rotator {
             ))));
         }
         tracing::info!(username, next_rotation = %rfc3339(next), "static role password rotated");
-        self.record(&row.name, username, cause, "rotated", None).await;
+        self.record(&row.name, username, cause, "rotated", None)
+            .await;
         self.wake.notify_one();
         Ok(())
     }
@@ -640,7 +683,8 @@ impl Rotator {
         cause: Cause,
     ) -> Result<Resolution, Stop> {
         let name = row.name.as_str();
-        let (Some(username), Some(sealed)) = (&row.pending_username, &row.pending_password_sealed) else {
+        let (Some(username), Some(sealed)) = (&row.pending_username, &row.pending_password_sealed)
+        else {
             return Ok(Resolution::Discarded);
         };
         let failed = |error: Error| Stop::Failed {
@@ -680,11 +724,17 @@ impl Rotator {
             if other_user != username {
                 continue;
             }
-            let Ok(other) = self.sealer.open(&password_context(name, other_user), other_sealed) else {
+            let Ok(other) = self
+                .sealer
+                .open(&password_context(name, other_user), other_sealed)
+            else {
                 continue;
             };
             if plugin.check_login(username, &other).await.is_ok() {
-                self.store.discard_static_pending(name, sealed).await.map_err(failed)?;
+                self.store
+                    .discard_static_pending(name, sealed)
+                    .await
+                    .map_err(failed)?;
                 tracing::info!(%username, "the interrupted rotation never reached the database; its pending password was dropped");
                 return Ok(Resolution::Discarded);
             }
@@ -701,13 +751,20 @@ impl Rotator {
 
     /// Records a failed attempt and schedules the retry: capped exponential backoff with jitter,
     /// never longer than a period role's own period.
-    async fn record_failure(&self, row: &StaticRoleRow, cause: Cause, username: &str, error: &Error) {
+    async fn record_failure(
+        &self,
+        row: &StaticRoleRow,
+        cause: Cause,
+        username: &str,
+        error: &Error,
+    ) {
         let now = Utc::now();
         let mut delay = retry_delay(row.attempts + 1);
         if let Some(period) = secs(row.rotation_period_secs) {
             delay = delay.min(period);
         }
-        let retry_at = now + chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::seconds(300));
+        let retry_at = now
+            + chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::seconds(300));
         let message = error.to_string();
         match self
             .store
@@ -725,12 +782,20 @@ impl Rotator {
                 tracing::error!(error = %store_error, "cannot record a failed static role rotation")
             }
         }
-        self.record(&row.name, username, cause, "failed", Some(message)).await;
+        self.record(&row.name, username, cause, "failed", Some(message))
+            .await;
         self.wake.notify_one();
     }
 
     /// Appends to the rotation history; a failure to do so is logged, never fatal.
-    async fn record(&self, name: &str, username: &str, cause: Cause, outcome: &str, error: Option<String>) {
+    async fn record(
+        &self,
+        name: &str,
+        username: &str,
+        cause: Cause,
+        outcome: &str,
+        error: Option<String>,
+    ) {
         let record = RotationRecordRow {
             at: to_millis(Utc::now()),
             username: username.to_owned(),
@@ -746,13 +811,28 @@ impl Rotator {
     /// Every password the store holds for a static role, unsealed: current, previous and pending,
     /// with their users (test builds only, to prove one of them logs in after a crash).
     #[cfg(feature = "fault-injection")]
-    pub async fn stored_static_passwords(&self, name: &str) -> Result<Vec<(&'static str, String, Secret)>> {
+    pub async fn stored_static_passwords(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(&'static str, String, Secret)>> {
         let row = self.static_row(name).await?;
         let mut found = Vec::new();
         for (slot, user, sealed) in [
-            ("current", &row.current_username, &row.current_password_sealed),
-            ("previous", &row.previous_username, &row.previous_password_sealed),
-            ("pending", &row.pending_username, &row.pending_password_sealed),
+            (
+                "current",
+                &row.current_username,
+                &row.current_password_sealed,
+            ),
+            (
+                "previous",
+                &row.previous_username,
+                &row.previous_password_sealed,
+            ),
+            (
+                "pending",
+                &row.pending_username,
+                &row.pending_password_sealed,
+            ),
         ] {
             if let (Some(user), Some(sealed)) = (user, sealed) {
                 found.push((

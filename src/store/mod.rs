@@ -18,7 +18,9 @@ use sqlx::SqlitePool;
 
 pub use identity::{AlertRow, AuditDeviceRow, FullTokenRow, PolicyRow};
 pub use models::{ConnectionRow, LeaseRow, LeaseState, RoleRow, TokenRow};
-pub use static_roles::{Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow, ROTATION_HISTORY_LEN};
+pub use static_roles::{
+    Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow, ROTATION_HISTORY_LEN,
+};
 
 use crate::error::{Error, Result};
 
@@ -121,9 +123,11 @@ impl Store {
     }
 
     pub async fn list_connections(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT name FROM connections ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT name FROM connections ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn delete_connection(&self, name: &str) -> Result<bool> {
@@ -226,7 +230,11 @@ impl Store {
     }
 
     /// Ids of leases not yet revoked whose id starts with `prefix`, in id order.
-    pub async fn live_lease_ids_with_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<String>> {
+    pub async fn live_lease_ids_with_prefix(
+        &self,
+        prefix: &str,
+        limit: i64,
+    ) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM leases WHERE state IN ('active', 'revoking') AND substr(id, 1, length(?1)) = ?1
              ORDER BY id LIMIT ?2",
@@ -277,7 +285,12 @@ impl Store {
     }
 
     /// Records a failed revocation attempt and when to try again.
-    pub async fn record_revocation_failure(&self, id: &str, error: &str, retry_at: i64) -> Result<i64> {
+    pub async fn record_revocation_failure(
+        &self,
+        id: &str,
+        error: &str,
+        retry_at: i64,
+    ) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "UPDATE leases SET state = 'revoking', attempts = attempts + 1, last_error = ?, next_action_at = ?
              WHERE id = ? AND state IN ('active', 'revoking') RETURNING attempts",
@@ -324,10 +337,12 @@ impl Store {
     }
 
     pub async fn count_leases(&self, state: LeaseState) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM leases WHERE state = ?")
-            .bind(state)
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM leases WHERE state = ?")
+                .bind(state)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     // ---- tokens -----------------------------------------------------------------------------

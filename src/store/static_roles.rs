@@ -125,9 +125,11 @@ impl Store {
     }
 
     pub async fn list_static_roles(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT name FROM static_roles ORDER BY name")
-            .fetch_all(self.pool())
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT name FROM static_roles ORDER BY name")
+                .fetch_all(self.pool())
+                .await?,
+        )
     }
 
     /// Deletes a static role and its history; the database user is left as it is.
@@ -141,7 +143,13 @@ impl Store {
 
     /// Sets the current credentials directly: the password an operator gave with
     /// `skip_import_rotation`, after Lessor checked that it logs in.
-    pub async fn set_static_current(&self, name: &str, username: &str, sealed: &str, now: i64) -> Result<bool> {
+    pub async fn set_static_current(
+        &self,
+        name: &str,
+        username: &str,
+        sealed: &str,
+        now: i64,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE static_roles SET current_username = ?, current_password_sealed = ?, updated_at = ? WHERE name = ?",
         )
@@ -156,7 +164,13 @@ impl Store {
 
     /// Phase one of a rotation: the new password, sealed, stored durably before the database changes.
     /// Refused (false) when another rotation's pending value is already there.
-    pub async fn set_static_pending(&self, name: &str, username: &str, sealed: &str, now: i64) -> Result<bool> {
+    pub async fn set_static_pending(
+        &self,
+        name: &str,
+        username: &str,
+        sealed: &str,
+        now: i64,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE static_roles SET pending_username = ?, pending_password_sealed = ?, pending_since = ?, updated_at = ?
              WHERE name = ? AND pending_password_sealed IS NULL",
@@ -172,7 +186,11 @@ impl Store {
     }
 
     /// Last phase: current becomes previous, pending becomes current, the schedule moves on.
-    pub async fn promote_static_pending(&self, name: &str, promotion: Promotion<'_>) -> Result<bool> {
+    pub async fn promote_static_pending(
+        &self,
+        name: &str,
+        promotion: Promotion<'_>,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE static_roles SET previous_username = current_username, previous_password_sealed = current_password_sealed,
                  current_username = pending_username, current_password_sealed = pending_password_sealed,
@@ -205,7 +223,13 @@ impl Store {
     }
 
     /// Records a failed rotation and when to retry; returns the attempt count.
-    pub async fn record_static_failure(&self, name: &str, error: &str, retry_at: i64, now: i64) -> Result<i64> {
+    pub async fn record_static_failure(
+        &self,
+        name: &str,
+        error: &str,
+        retry_at: i64,
+        now: i64,
+    ) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "UPDATE static_roles SET attempts = attempts + 1, last_error = ?, next_rotation_at = ?, updated_at = ?
              WHERE name = ? RETURNING attempts",
@@ -220,7 +244,12 @@ impl Store {
     }
 
     /// Moves a role to a later schedule occurrence without rotating (its window passed).
-    pub async fn reschedule_static_role(&self, name: &str, scheduled_at: i64, now: i64) -> Result<()> {
+    pub async fn reschedule_static_role(
+        &self,
+        name: &str,
+        scheduled_at: i64,
+        now: i64,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE static_roles SET scheduled_at = ?, next_rotation_at = ?, attempts = 0, updated_at = ? WHERE name = ?",
         )
@@ -236,12 +265,14 @@ impl Store {
     /// Claims a due role for this process until `until`, so that neither a second replica nor the
     /// next pass of this rotator starts the same rotation. False when it is no longer due.
     pub async fn claim_static_role(&self, name: &str, now: i64, until: i64) -> Result<bool> {
-        let done = sqlx::query("UPDATE static_roles SET next_rotation_at = ? WHERE name = ? AND next_rotation_at <= ?")
-            .bind(until)
-            .bind(name)
-            .bind(now)
-            .execute(self.pool())
-            .await?;
+        let done = sqlx::query(
+            "UPDATE static_roles SET next_rotation_at = ? WHERE name = ? AND next_rotation_at <= ?",
+        )
+        .bind(until)
+        .bind(name)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -258,22 +289,28 @@ impl Store {
 
     /// When the next static role falls due, if any.
     pub async fn next_static_rotation_at(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT MIN(next_rotation_at) FROM static_roles")
-            .fetch_one(self.pool())
-            .await?)
-    }
-
-    /// Static roles with a rotation in flight (resolved when the rotator starts).
-    pub async fn static_roles_with_pending(&self) -> Result<Vec<String>> {
         Ok(
-            sqlx::query_scalar("SELECT name FROM static_roles WHERE pending_password_sealed IS NOT NULL ORDER BY name")
-                .fetch_all(self.pool())
+            sqlx::query_scalar("SELECT MIN(next_rotation_at) FROM static_roles")
+                .fetch_one(self.pool())
                 .await?,
         )
     }
 
+    /// Static roles with a rotation in flight (resolved when the rotator starts).
+    pub async fn static_roles_with_pending(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT name FROM static_roles WHERE pending_password_sealed IS NOT NULL ORDER BY name",
+        )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// Appends to a role's history, keeping the last [`ROTATION_HISTORY_LEN`] entries.
-    pub async fn insert_rotation_record(&self, name: &str, record: &RotationRecordRow) -> Result<()> {
+    pub async fn insert_rotation_record(
+        &self,
+        name: &str,
+        record: &RotationRecordRow,
+    ) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO static_role_rotations (role_name, at, username, cause, outcome, error)
@@ -316,13 +353,13 @@ impl Store {
 
     /// The sealed pending admin password of a connection, if a root rotation is in flight.
     pub async fn root_pending(&self, connection: &str) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT root_pending_password_sealed FROM connections WHERE name = ?")
-                .bind(connection)
-                .fetch_optional(self.pool())
-                .await?
-                .flatten(),
+        Ok(sqlx::query_scalar(
+            "SELECT root_pending_password_sealed FROM connections WHERE name = ?",
         )
+        .bind(connection)
+        .fetch_optional(self.pool())
+        .await?
+        .flatten())
     }
 
     /// Phase one of a root rotation; refused (false) when one is already in flight.
@@ -341,7 +378,12 @@ impl Store {
 
     /// Makes the pending admin password the connection's password. The pending value is sealed under
     /// the password's own context, so it moves as it is.
-    pub async fn promote_root_pending(&self, connection: &str, pending_sealed: &str, now: i64) -> Result<bool> {
+    pub async fn promote_root_pending(
+        &self,
+        connection: &str,
+        pending_sealed: &str,
+        now: i64,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE connections SET password_sealed = root_pending_password_sealed, root_pending_password_sealed = NULL,
                  root_pending_since = NULL, root_rotated_at = ?, updated_at = ?
@@ -357,7 +399,11 @@ impl Store {
     }
 
     /// Drops a pending admin password once it is proven that the database never took it.
-    pub async fn discard_root_pending(&self, connection: &str, pending_sealed: &str) -> Result<bool> {
+    pub async fn discard_root_pending(
+        &self,
+        connection: &str,
+        pending_sealed: &str,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE connections SET root_pending_password_sealed = NULL, root_pending_since = NULL
              WHERE name = ? AND root_pending_password_sealed = ?",

@@ -20,7 +20,8 @@ use tokio::sync::oneshot;
 pub const ROOT_TOKEN: &str = "test-root-token-0123456789";
 
 pub fn postgres_url() -> String {
-    std::env::var("LESSOR_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("LESSOR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn mysql_url() -> String {
@@ -53,7 +54,11 @@ pub fn logs() -> CapturedLogs {
     LOGS.get_or_init(|| {
         let logs = CapturedLogs::default();
         let writer = logs.clone();
-        lessor::telemetry::init_with_writer(LogFormat::Text, "debug,sqlx=warn,hyper=info,tokio_postgres=info", move || writer.clone());
+        lessor::telemetry::init_with_writer(
+            LogFormat::Text,
+            "debug,sqlx=warn,hyper=info,tokio_postgres=info",
+            move || writer.clone(),
+        );
         logs
     })
     .clone()
@@ -94,7 +99,11 @@ impl TestServer {
         };
         configure(&mut settings);
         let state = AppState::open(&settings).await.expect("open state");
-        state.auth.install_root_token(&Secret::new(ROOT_TOKEN)).await.unwrap();
+        state
+            .auth
+            .install_root_token(&Secret::new(ROOT_TOKEN))
+            .await
+            .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -126,10 +135,17 @@ impl TestServer {
         self.call_as(Some(ROOT_TOKEN), method, path, body).await
     }
 
-    pub async fn call_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(Method::from_bytes(method.as_bytes()).unwrap(), format!("{}/v1/{path}", self.base));
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{}/v1/{path}", self.base),
+        );
         if let Some(token) = token {
             request = request.header("X-Vault-Token", token);
         }
@@ -139,7 +155,11 @@ impl TestServer {
         let response = request.send().await.expect("request");
         let status = response.status();
         let text = response.text().await.unwrap();
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
@@ -156,7 +176,10 @@ impl TestServer {
                 })),
             )
             .await;
-        assert!(status.is_success(), "cannot register PostgreSQL ({status}: {body}); is it running? run scripts/services.sh");
+        assert!(
+            status.is_success(),
+            "cannot register PostgreSQL ({status}: {body}); is it running? run scripts/services.sh"
+        );
     }
 
     pub async fn add_mysql(&self, connection: &str) {
@@ -176,13 +199,20 @@ impl TestServer {
 
     /// Writes a role and asserts it was accepted.
     pub async fn write_role(&self, name: &str, body: Value) {
-        let (status, answer) = self.call("POST", &format!("database/roles/{name}"), Some(body)).await;
-        assert!(status.is_success(), "role {name} refused: {status} {answer}");
+        let (status, answer) = self
+            .call("POST", &format!("database/roles/{name}"), Some(body))
+            .await;
+        assert!(
+            status.is_success(),
+            "role {name} refused: {status} {answer}"
+        );
     }
 
     /// Asks for credentials and returns (lease_id, username, password).
     pub async fn creds(&self, role: &str) -> (String, String, String) {
-        let (status, body) = self.call("GET", &format!("database/creds/{role}"), None).await;
+        let (status, body) = self
+            .call("GET", &format!("database/creds/{role}"), None)
+            .await;
         assert_eq!(status, StatusCode::OK, "creds for {role}: {body}");
         (
             body["lease_id"].as_str().unwrap().to_owned(),
@@ -194,7 +224,10 @@ impl TestServer {
     /// Fails if any of `secrets` appears in the captured log.
     pub fn assert_logs_free_of(&self, secrets: &[&str]) {
         let text = self.logs.text();
-        assert!(!text.is_empty(), "no log was captured; the check would prove nothing");
+        assert!(
+            !text.is_empty(),
+            "no log was captured; the check would prove nothing"
+        );
         for secret in secrets {
             assert!(!text.contains(secret), "a secret appeared in the log");
         }
@@ -217,13 +250,18 @@ pub async fn pg_admin() -> tokio_postgres::Client {
     let url = postgres_url();
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {url} cannot be reached ({e}); start it with scripts/services.sh"));
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at {url} cannot be reached ({e}); start it with scripts/services.sh")
+        });
     tokio::spawn(connection);
     client
 }
 
 /// Logs in to PostgreSQL as `user` over TCP (where the set-up requires a password) and runs a query.
-pub async fn pg_login(user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+pub async fn pg_login(
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let config = format!("host=127.0.0.1 port=5432 dbname=postgres user={user} password={password} connect_timeout=5");
     let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
@@ -261,13 +299,22 @@ pub async fn assert_postgres_checks_passwords() {
     let admin = pg_admin().await;
     let user = unique("lessor_pwcheck").replace('-', "_");
     admin
-        .batch_execute(&format!("CREATE ROLE {user} LOGIN PASSWORD 'right-password-123'"))
+        .batch_execute(&format!(
+            "CREATE ROLE {user} LOGIN PASSWORD 'right-password-123'"
+        ))
         .await
         .unwrap();
     let wrong = pg_login(&user, "wrong-password-456").await;
     let right = pg_login(&user, "right-password-123").await;
-    admin.batch_execute(&format!("DROP ROLE {user}")).await.unwrap();
-    assert!(right.is_ok(), "the right password was refused: {:?}", right.err());
+    admin
+        .batch_execute(&format!("DROP ROLE {user}"))
+        .await
+        .unwrap();
+    assert!(
+        right.is_ok(),
+        "the right password was refused: {:?}",
+        right.err()
+    );
     assert!(
         wrong.is_err(),
         "PostgreSQL accepted a wrong password: pg_hba.conf trusts TCP logins; run scripts/services.sh"

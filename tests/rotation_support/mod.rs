@@ -50,7 +50,9 @@ impl Api {
 
     /// The current credentials of a static role: (username, password).
     pub async fn static_creds(&self, role: &str) -> (String, String) {
-        let (status, body) = self.call("GET", &format!("database/static-creds/{role}"), None).await;
+        let (status, body) = self
+            .call("GET", &format!("database/static-creds/{role}"), None)
+            .await;
         assert_eq!(status, StatusCode::OK, "static-creds of {role}: {body}");
         (
             body["data"]["username"].as_str().unwrap().to_owned(),
@@ -60,7 +62,9 @@ impl Api {
 
     /// The static role as `database/static-roles/:name` shows it (the `data` part).
     pub async fn read_static(&self, role: &str) -> Value {
-        let (status, body) = self.call("GET", &format!("database/static-roles/{role}"), None).await;
+        let (status, body) = self
+            .call("GET", &format!("database/static-roles/{role}"), None)
+            .await;
         assert_eq!(status, StatusCode::OK, "read static role {role}: {body}");
         body["data"].clone()
     }
@@ -70,18 +74,25 @@ impl Api {
         let (status, answer) = self
             .call("POST", &format!("database/static-roles/{role}"), Some(body))
             .await;
-        assert!(status.is_success(), "static role {role} refused: {status} {answer}");
+        assert!(
+            status.is_success(),
+            "static role {role} refused: {status} {answer}"
+        );
     }
 
     /// Rotates a static role now and asserts it worked.
     pub async fn rotate(&self, role: &str) {
-        let (status, body) = self.call("POST", &format!("database/rotate-role/{role}"), None).await;
+        let (status, body) = self
+            .call("POST", &format!("database/rotate-role/{role}"), None)
+            .await;
         assert_eq!(status, StatusCode::NO_CONTENT, "rotate-role {role}: {body}");
     }
 
     /// Registers a connection and asserts it was accepted.
     pub async fn add_connection(&self, name: &str, body: Value) {
-        let (status, answer) = self.call("POST", &format!("database/config/{name}"), Some(body)).await;
+        let (status, answer) = self
+            .call("POST", &format!("database/config/{name}"), Some(body))
+            .await;
         assert!(
             status.is_success(),
             "cannot register connection {name} ({status}: {answer}); run scripts/services.sh"
@@ -131,7 +142,11 @@ impl Lessor {
             ..Settings::default()
         };
         let state = AppState::open(&settings).await.expect("open state");
-        state.auth.install_root_token(&Secret::new(ROOT_TOKEN)).await.unwrap();
+        state
+            .auth
+            .install_root_token(&Secret::new(ROOT_TOKEN))
+            .await
+            .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -183,13 +198,22 @@ impl Drop for Lessor {
 
 /// Parses an RFC 3339 time from a response field.
 pub fn time_of(value: &Value) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap_or_else(|| panic!("not a time: {value}")))
-        .unwrap_or_else(|e| panic!("not RFC 3339 ({e}): {value}"))
-        .with_timezone(&chrono::Utc)
+    chrono::DateTime::parse_from_rfc3339(
+        value
+            .as_str()
+            .unwrap_or_else(|| panic!("not a time: {value}")),
+    )
+    .unwrap_or_else(|e| panic!("not RFC 3339 ({e}): {value}"))
+    .with_timezone(&chrono::Utc)
 }
 
 /// Waits up to `limit` for the static role's history to hold an entry matching `check`.
-pub async fn wait_for_history(api: &Api, role: &str, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
+pub async fn wait_for_history(
+    api: &Api,
+    role: &str,
+    limit: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let started = std::time::Instant::now();
     loop {
         let read = api.read_static(role).await;
@@ -231,7 +255,9 @@ pub fn assert_store_files_free_of(dir: &Path, secrets: &[&str], must_contain: &s
                 "a password appears in plain text in {name}"
             );
         }
-        seen_marker |= bytes.windows(must_contain.len()).any(|w| w == must_contain.as_bytes());
+        seen_marker |= bytes
+            .windows(must_contain.len())
+            .any(|w| w == must_contain.as_bytes());
     }
     assert!(files > 0, "no store file found in {}", dir.display());
     assert!(

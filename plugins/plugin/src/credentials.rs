@@ -12,7 +12,8 @@ use rand::Rng;
 use crate::{PluginError, Secret};
 
 /// Characters of generated passwords: safe in SQL literals, URLs, `.pgpass` and `my.cnf`.
-pub const PASSWORD_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+pub const PASSWORD_ALPHABET: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// Length of generated passwords: 32 characters of a 64-symbol alphabet is 192 bits.
 pub const DEFAULT_PASSWORD_LEN: usize = 32;
@@ -51,7 +52,10 @@ pub fn check_username(username: &str) -> Result<(), PluginError> {
         return Err(PluginError::invalid("username", "must not be empty"));
     }
     if username.len() > 128 {
-        return Err(PluginError::invalid("username", "is longer than 128 characters"));
+        return Err(PluginError::invalid(
+            "username",
+            "is longer than 128 characters",
+        ));
     }
     if let Some(bad) = username
         .chars()
@@ -126,7 +130,10 @@ impl UsernameTemplate {
             }
             let after_open = &rest[start + 2..];
             let end = after_open.find("}}").ok_or_else(|| {
-                PluginError::invalid("username_template", "a '{{' placeholder is never closed with '}}'")
+                PluginError::invalid(
+                    "username_template",
+                    "a '{{' placeholder is never closed with '}}'",
+                )
             })?;
             match after_open[..end].trim() {
                 "role" | "role_name" => target.push(Piece::Role),
@@ -162,7 +169,11 @@ impl UsernameTemplate {
 
     /// Checks that the random part and everything after it fit in `max_len`; the part before it may
     /// be cut. Called when a role is written.
-    pub fn check_fits(&self, max_len: usize, context: UsernameContext<'_>) -> Result<(), PluginError> {
+    pub fn check_fits(
+        &self,
+        max_len: usize,
+        context: UsernameContext<'_>,
+    ) -> Result<(), PluginError> {
         let tail = render_pieces(&self.after_random, context, 0).len();
         if tail + USERNAME_RANDOM_LEN > max_len {
             return Err(PluginError::invalid(
@@ -177,7 +188,11 @@ impl UsernameTemplate {
 
     /// Renders a fresh username no longer than `max_len`, cutting the text before the random part
     /// (never the random part itself).
-    pub fn generate(&self, max_len: usize, context: UsernameContext<'_>) -> Result<String, PluginError> {
+    pub fn generate(
+        &self,
+        max_len: usize,
+        context: UsernameContext<'_>,
+    ) -> Result<String, PluginError> {
         self.check_fits(max_len, context)?;
         let now = chrono::Utc::now().timestamp();
         let tail = render_pieces(&self.after_random, context, now);
@@ -185,7 +200,9 @@ impl UsernameTemplate {
         let room = max_len - tail.len() - USERNAME_RANDOM_LEN;
         head.truncate(room);
         let random: String = (0..USERNAME_RANDOM_LEN)
-            .map(|_| USERNAME_RANDOM_ALPHABET[OsRng.gen_range(0..USERNAME_RANDOM_ALPHABET.len())] as char)
+            .map(|_| {
+                USERNAME_RANDOM_ALPHABET[OsRng.gen_range(0..USERNAME_RANDOM_ALPHABET.len())] as char
+            })
             .collect();
         let username = format!("{head}{random}{tail}");
         check_username(&username)?;
@@ -209,7 +226,13 @@ fn check_literal(text: &str) -> Result<String, PluginError> {
 fn sanitize(value: &str) -> String {
     value
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
@@ -233,7 +256,8 @@ pub fn generate_username(
     max_len: usize,
     context: UsernameContext<'_>,
 ) -> Result<String, PluginError> {
-    UsernameTemplate::parse(template.unwrap_or(DEFAULT_USERNAME_TEMPLATE))?.generate(max_len, context)
+    UsernameTemplate::parse(template.unwrap_or(DEFAULT_USERNAME_TEMPLATE))?
+        .generate(max_len, context)
 }
 
 #[cfg(test)]
@@ -262,8 +286,18 @@ mod tests {
         assert_eq!(name.len(), 32);
         assert!(name.starts_with("v-a-rather-long"), "{name}");
         let random = &name[name.len() - USERNAME_RANDOM_LEN..];
-        assert!(random.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
-        let short = generate_username(None, 63, UsernameContext { role: "app", display_name: "t" }).unwrap();
+        assert!(random
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        let short = generate_username(
+            None,
+            63,
+            UsernameContext {
+                role: "app",
+                display_name: "t",
+            },
+        )
+        .unwrap();
         assert_eq!(short.len(), "v-app-".len() + USERNAME_RANDOM_LEN);
     }
 
@@ -277,8 +311,14 @@ mod tests {
 
     #[test]
     fn template_errors_name_the_problem() {
-        assert!(UsernameTemplate::parse("v-{{role}}").unwrap_err().to_string().contains("{{random}}"));
-        assert!(UsernameTemplate::parse("v-{{rol}}-{{random}}").unwrap_err().to_string().contains("{{rol}}"));
+        assert!(UsernameTemplate::parse("v-{{role}}")
+            .unwrap_err()
+            .to_string()
+            .contains("{{random}}"));
+        assert!(UsernameTemplate::parse("v-{{rol}}-{{random}}")
+            .unwrap_err()
+            .to_string()
+            .contains("{{rol}}"));
         assert!(UsernameTemplate::parse("v'-{{random}}").is_err());
     }
 

@@ -22,7 +22,10 @@ use std::fmt;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-pub use credentials::{check_password, check_username, generate_password, generate_username, UsernameContext, UsernameTemplate};
+pub use credentials::{
+    check_password, check_username, generate_password, generate_username, UsernameContext,
+    UsernameTemplate,
+};
 pub use template::{render_statements, split_statements, StatementTemplate, TemplateValues};
 
 /// A secret string (password, token, password-bearing URL) that redacts itself in `Debug` and
@@ -172,7 +175,11 @@ pub trait DatabasePlugin: Send + Sync {
 
     /// Checks a role's engine-specific options and statement templates when the role is written, so
     /// that nothing invalid is found later when credentials are asked for.
-    fn validate_role(&self, options: &RoleOptions, statements: &[&[String]]) -> Result<(), PluginError> {
+    fn validate_role(
+        &self,
+        options: &RoleOptions,
+        statements: &[&[String]],
+    ) -> Result<(), PluginError> {
         let _ = options;
         for list in statements {
             for stmt in list.iter() {
@@ -189,13 +196,23 @@ pub trait DatabasePlugin: Send + Sync {
     async fn create_user(&self, user: &NewUser<'_>) -> Result<(), PluginError>;
 
     /// Moves the user's expiry (where the engine enforces one) to `expires`.
-    async fn renew_user(&self, username: &str, expires: DateTime<Utc>, statements: &[String]) -> Result<(), PluginError>;
+    async fn renew_user(
+        &self,
+        username: &str,
+        expires: DateTime<Utc>,
+        statements: &[String],
+    ) -> Result<(), PluginError>;
 
     /// Removes the user and ends its sessions. Idempotent: revoking a user that does not exist succeeds.
     async fn revoke_user(&self, username: &str, statements: &[String]) -> Result<(), PluginError>;
 
     /// Sets the password of an existing user (static roles, admin rotation).
-    async fn set_password(&self, username: &str, password: &Secret, statements: &[String]) -> Result<(), PluginError>;
+    async fn set_password(
+        &self,
+        username: &str,
+        password: &Secret,
+        statements: &[String],
+    ) -> Result<(), PluginError>;
 
     /// Opens a fresh connection as `username` and runs a trivial query; used to prove a rotated
     /// password works before it is promoted.
@@ -241,7 +258,10 @@ mod tests {
             "admin",
             &Secret::new("p@ss/word"),
         );
-        assert_eq!(url.expose(), "postgresql://admin:p%40ss%2Fword@127.0.0.1:5432/postgres");
+        assert_eq!(
+            url.expose(),
+            "postgresql://admin:p%40ss%2Fword@127.0.0.1:5432/postgres"
+        );
     }
 
     #[test]

@@ -45,9 +45,9 @@ impl StatementTemplate {
                 segments.push(Segment::Text(rest[..start].to_owned()));
             }
             let after = &rest[start + 2..];
-            let end = after
-                .find("}}")
-                .ok_or_else(|| PluginError::Template("a '{{' placeholder is never closed with '}}'".into()))?;
+            let end = after.find("}}").ok_or_else(|| {
+                PluginError::Template("a '{{' placeholder is never closed with '}}'".into())
+            })?;
             let name = after[..end].trim();
             segments.push(match name {
                 "name" | "username" => Segment::Name,
@@ -88,9 +88,12 @@ impl StatementTemplate {
                 Segment::Text(text) => out.push_str(text),
                 Segment::Name => out.push_str(values.username),
                 Segment::Password => {
-                    let password = values
-                        .password
-                        .ok_or_else(|| PluginError::Template("this statement needs {{password}}, which this operation does not have".into()))?;
+                    let password = values.password.ok_or_else(|| {
+                        PluginError::Template(
+                            "this statement needs {{password}}, which this operation does not have"
+                                .into(),
+                        )
+                    })?;
                     crate::credentials::check_password(password)?;
                     out.push_str(password.expose());
                 }
@@ -121,7 +124,11 @@ fn truncate_for_message(text: &str) -> String {
 pub fn split_statements(text: &str) -> Vec<String> {
     if text.contains("$$") {
         let trimmed = text.trim();
-        return if trimmed.is_empty() { vec![] } else { vec![trimmed.to_owned()] };
+        return if trimmed.is_empty() {
+            vec![]
+        } else {
+            vec![trimmed.to_owned()]
+        };
     }
     let mut statements = Vec::new();
     let mut current = String::new();
@@ -150,7 +157,10 @@ pub fn split_statements(text: &str) -> Vec<String> {
 }
 
 /// Parses and renders a list of templates, splitting each on `;` first.
-pub fn render_statements(templates: &[String], values: &TemplateValues<'_>) -> Result<Vec<Secret>, PluginError> {
+pub fn render_statements(
+    templates: &[String],
+    values: &TemplateValues<'_>,
+) -> Result<Vec<Secret>, PluginError> {
     let mut rendered = Vec::new();
     for template in templates {
         for stmt in split_statements(template) {
@@ -204,13 +214,22 @@ mod tests {
                 expiration: None,
             })
             .unwrap_err();
-        assert!(matches!(err, PluginError::InvalidValue { field: "username", .. }));
+        assert!(matches!(
+            err,
+            PluginError::InvalidValue {
+                field: "username",
+                ..
+            }
+        ));
     }
 
     #[test]
     fn splits_on_semicolons_outside_quotes() {
         let parts = split_statements("CREATE USER 'a;b'@'%'; GRANT SELECT ON *.* TO 'a;b'@'%';\n");
-        assert_eq!(parts, vec!["CREATE USER 'a;b'@'%'", "GRANT SELECT ON *.* TO 'a;b'@'%'"]);
+        assert_eq!(
+            parts,
+            vec!["CREATE USER 'a;b'@'%'", "GRANT SELECT ON *.* TO 'a;b'@'%'"]
+        );
         assert_eq!(split_statements("DO $$ BEGIN x; y; END $$;").len(), 1);
         assert!(split_statements("  ; ").is_empty());
     }

@@ -62,8 +62,14 @@ impl DirectSession {
             },
         )?;
         let secrets = [password.expose()];
-        let tx = self.client.transaction().await.map_err(|e| classify(&e, &secrets))?;
-        tx.batch_execute(LOCK_TIMEOUT).await.map_err(|e| classify(&e, &secrets))?;
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(|e| classify(&e, &secrets))?;
+        tx.batch_execute(LOCK_TIMEOUT)
+            .await
+            .map_err(|e| classify(&e, &secrets))?;
         for statement in &rendered {
             tx.batch_execute(statement.expose())
                 .await
@@ -84,25 +90,36 @@ impl DirectSession {
         lessor_plugin::check_username(username)?;
         let ident = quote_ident(username);
         let run = async {
-            let exists: bool = self.client.query_one(ROLE_EXISTS, &[&username]).await?.get(0);
+            let exists: bool = self
+                .client
+                .query_one(ROLE_EXISTS, &[&username])
+                .await?
+                .get(0);
             if !exists {
                 return Ok(());
             }
             let tx = self.client.transaction().await?;
             tx.batch_execute(LOCK_TIMEOUT).await?;
-            tx.batch_execute(&format!("ALTER ROLE {ident} NOLOGIN")).await?;
+            tx.batch_execute(&format!("ALTER ROLE {ident} NOLOGIN"))
+                .await?;
             tx.commit().await?;
-            self.client.execute(TERMINATE_SESSIONS, &[&username]).await?;
+            self.client
+                .execute(TERMINATE_SESSIONS, &[&username])
+                .await?;
             let tx = self.client.transaction().await?;
             tx.batch_execute(LOCK_TIMEOUT).await?;
             let owns: bool = tx.query_one(HAS_DEPENDENCIES, &[&username]).await?.get(0);
             if owns {
-                tx.batch_execute(&format!("REASSIGN OWNED BY {ident} TO CURRENT_USER; DROP OWNED BY {ident}"))
-                    .await?;
+                tx.batch_execute(&format!(
+                    "REASSIGN OWNED BY {ident} TO CURRENT_USER; DROP OWNED BY {ident}"
+                ))
+                .await?;
             }
-            tx.batch_execute(&format!("DROP ROLE IF EXISTS {ident}")).await?;
+            tx.batch_execute(&format!("DROP ROLE IF EXISTS {ident}"))
+                .await?;
             tx.commit().await
         };
-        run.await.map_err(|e: tokio_postgres::Error| classify(&e, &[]))
+        run.await
+            .map_err(|e: tokio_postgres::Error| classify(&e, &[]))
     }
 }
