@@ -1,5 +1,5 @@
 //! Vault compatibility: the unmodified Python client hvac 2.x drives Lessor (configure, roles,
-//! creds, lease lookup/renew/revoke/list), and the outcomes are checked on the real PostgreSQL.
+//! creds, lease lookup/renew/revoke/list, static roles), and the outcomes are checked on the real PostgreSQL.
 //!
 //! The interpreter is `LESSOR_TEST_PYTHON`, else `.venv/bin/python` (made by `scripts/test.sh`);
 //! a missing hvac fails the test with a message saying how to install it.
@@ -27,6 +27,15 @@ async fn hvac_drives_the_database_engine_unchanged() {
     }
     let server = TestServer::start().await;
     let role = unique("hvac");
+    // An existing user whose password the static role takes over.
+    let admin = pg_admin().await;
+    let static_user = unique("lessor_hvac_static").replace('-', "_");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {static_user} LOGIN PASSWORD 'initial-password-123'"
+        ))
+        .await
+        .unwrap();
     let output = tokio::process::Command::new(&python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -36,6 +45,7 @@ async fn hvac_drives_the_database_engine_unchanged() {
         .env("LESSOR_TOKEN", ROOT_TOKEN)
         .env("PG_URL", postgres_url())
         .env("ROLE", &role)
+        .env("STATIC_USER", &static_user)
         .output()
         .await
         .unwrap();
@@ -46,7 +56,27 @@ async fn hvac_drives_the_database_engine_unchanged() {
     );
     let report: Value = serde_json::from_slice(&output.stdout).expect("the flow prints JSON");
 
-    let admin = pg_admin().await;
+    // The static role's passwords: the one before the on-demand rotation is refused, the new works.
+    let before = report["static_before"].as_str().unwrap();
+    let after = report["static_after"].as_str().unwrap();
+    assert!(
+        pg_login(&static_user, "initial-password-123")
+            .await
+            .is_err(),
+        "import rotation replaced the DBA's password"
+    );
+    assert!(
+        pg_login(&static_user, before).await.is_err(),
+        "the rotated-away password is refused"
+    );
+    pg_login(&static_user, after)
+        .await
+        .expect("the password hvac read after rotation works");
+    admin
+        .batch_execute(&format!("DROP ROLE {static_user}"))
+        .await
+        .unwrap();
+
     let revoked_user = report["revoked"]["username"].as_str().unwrap();
     let revoked_password = report["revoked"]["password"].as_str().unwrap();
     assert!(
@@ -81,5 +111,5 @@ async fn hvac_drives_the_database_engine_unchanged() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"]["state"], json!("revoked"));
-    server.assert_logs_free_of(&[revoked_password, live_password]);
+    server.assert_logs_free_of(&[revoked_password, live_password, before, after]);
 }

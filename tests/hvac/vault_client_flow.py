@@ -25,7 +25,7 @@ db.configure(
     name="hvac-pg",
     plugin_name="postgresql-database-plugin",
     connection_url=os.environ["PG_URL"],
-    allowed_roles=[role, "scratch"],
+    allowed_roles=[role, "scratch", role + "-static"],
 )
 assert "hvac-pg" in db.list_connections()["data"]["keys"]
 connection = db.read_connection("hvac-pg")["data"]
@@ -72,8 +72,27 @@ second = db.generate_credentials(role)
 keys = client.sys.list_leases(f"database/creds/{role}/")["data"]["keys"]
 assert second["lease_id"].rsplit("/", 1)[1] in keys, keys
 
+# Static roles: created, read, rotated on demand through hvac's own calls.
+static = role + "-static"
+db.create_static_role(
+    name=static,
+    db_name="hvac-pg",
+    username=os.environ["STATIC_USER"],
+    rotation_statements=["ALTER ROLE \"{{name}}\" WITH PASSWORD '{{password}}';"],
+    rotation_period=3600,
+)
+assert static in db.list_static_roles()["data"]["keys"]
+assert db.read_static_role(static)["data"]["rotation_period"] == 3600
+before = db.get_static_credentials(static)["data"]
+assert before["username"] == os.environ["STATIC_USER"] and 0 < before["ttl"] <= 3600, before
+db.rotate_static_role_credentials(static)
+after = db.get_static_credentials(static)["data"]
+assert after["password"] != before["password"], "rotation changed the password"
+
 json.dump(
     {
+        "static_before": before["password"],
+        "static_after": after["password"],
         "revoked": first["data"],
         "live": second["data"],
         "live_lease_id": second["lease_id"],
