@@ -50,11 +50,14 @@ pub async fn write_connection(
         "password_policy",
         "max_idle_connections",
         "max_connection_lifetime",
-        "username_template",
     ] {
         body.0.remove(ignored);
     }
-    let warnings = with_unknown(&body, Vec::new());
+    let mut warnings = with_unknown(&body, Vec::new());
+    if body.0.contains_key("username_template") {
+        // Vault keeps the template on the connection; Lessor keeps it on each role.
+        warnings.push("username_template is set per role in Lessor, not on the connection; it was ignored".into());
+    }
     let mut warnings = [
         warnings,
         state.catalog.write_connection(&name, input).await?,

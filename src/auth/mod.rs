@@ -215,14 +215,6 @@ impl Auth {
             token_type: "service",
         }
     }
-
-    /// Kept for handlers written before policies. By the time any handler runs, the router's
-    /// policy check (`api::gate`) has already allowed this caller this operation on this path,
-    /// with `sudo` where the path needs it, so there is nothing left to refuse here; new handlers
-    /// need not call it.
-    pub fn require_root(_identity: &Identity) -> Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -264,13 +264,16 @@ impl Store {
         now: i64,
         since: i64,
     ) -> Result<(bool, bool)> {
-        let mut tx = self.pool().begin().await?;
+        // Separate autocommit statements, not one transaction: a deferred SQLite transaction that
+        // reads and then writes fails with SQLITE_BUSY_SNAPSHOT whenever another request wrote in
+        // between, which under load is most of the time. Two concurrent first reads from one new
+        // address may then both see it as new; that costs at most a duplicate alert.
         let known: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM source_addresses WHERE identity = ? AND last_seen >= ?",
         )
         .bind(identity)
         .bind(since)
-        .fetch_one(&mut *tx)
+        .fetch_one(self.pool())
         .await?;
         let this: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM source_addresses WHERE identity = ? AND address = ? AND last_seen >= ?",
@@ -278,7 +281,7 @@ impl Store {
         .bind(identity)
         .bind(address)
         .bind(since)
-        .fetch_one(&mut *tx)
+        .fetch_one(self.pool())
         .await?;
         sqlx::query(
             "INSERT INTO source_addresses (identity, address, first_seen, last_seen) VALUES (?, ?, ?, ?)
@@ -288,9 +291,8 @@ impl Store {
         .bind(address)
         .bind(now)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(self.pool())
         .await?;
-        tx.commit().await?;
         Ok((known > 0, this > 0))
     }
 
