@@ -1,9 +1,10 @@
 //! `lessor bench`: what Lessor costs over the same SQL run directly on the database, in one run.
 //!
-//! Three measurements against the real PostgreSQL:
+//! Three measurements per engine (PostgreSQL, and MySQL/MariaDB when a URL is given):
 //! 1. Latency of issuing and of revoking one credential, through Lessor's HTTP API (token check,
-//!    lease write, pool, plugin) and directly (the plugin's own statements on one plain connection),
-//!    interleaved iteration by iteration so drift in the database affects both alike.
+//!    lease write, pool, plugin) and directly (the plugin's own statements on one plain connection,
+//!    from the engine crate's `baseline` module), interleaved iteration by iteration so drift in
+//!    the database affects both alike.
 //! 2. Throughput of issue-then-revoke pairs with several workers, both ways.
 //! 3. Reaper promptness: how long after its expiry an expired lease's role is gone.
 //!
@@ -15,15 +16,139 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use lessor_plugin::credentials::DEFAULT_PASSWORD_LEN;
 use lessor_plugin::{generate_password, generate_username, Secret, UsernameContext};
-use lessor_postgres::baseline::DirectSession;
 use serde_json::{json, Value};
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::AppState;
 
-/// The creation statement both sides run: membership in a read-only role, as recommended.
-const CREATION: &str = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE pg_read_all_data;";
+/// PostgreSQL creation statement both sides run: membership in a read-only role, as recommended.
+const POSTGRES_CREATION: &str = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE pg_read_all_data;";
+
+/// MySQL/MariaDB creation statements both sides run.
+const MYSQL_CREATION: &str = "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'; GRANT SELECT ON *.* TO '{{name}}'@'%';";
+
+/// One engine under measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Postgres,
+    MySql,
+}
+
+impl Engine {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Postgres => "PostgreSQL",
+            Self::MySql => "MySQL/MariaDB",
+        }
+    }
+
+    fn plugin_name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgresql-database-plugin",
+            Self::MySql => "mysql-database-plugin",
+        }
+    }
+
+    fn creation(self) -> &'static str {
+        match self {
+            Self::Postgres => POSTGRES_CREATION,
+            Self::MySql => MYSQL_CREATION,
+        }
+    }
+
+    /// Connection and role names in the benchmark's Lessor.
+    fn slug(self) -> &'static str {
+        match self {
+            Self::Postgres => "bench-pg",
+            Self::MySql => "bench-my",
+        }
+    }
+
+    /// Username limit for directly created users (MySQL 8's 32 also fits MariaDB).
+    fn username_limit(self) -> usize {
+        match self {
+            Self::Postgres => 63,
+            Self::MySql => 32,
+        }
+    }
+}
+
+/// The engine crate's direct-SQL session.
+enum Direct {
+    Postgres(lessor_postgres::baseline::DirectSession),
+    MySql(lessor_mysql::baseline::DirectSession),
+}
+
+impl Direct {
+    async fn connect(engine: Engine, url: &Secret) -> Result<Self> {
+        Ok(match engine {
+            Engine::Postgres => Self::Postgres(
+                lessor_postgres::baseline::DirectSession::connect(url)
+                    .await
+                    .map_err(|e| bench_error("connect to PostgreSQL", e))?,
+            ),
+            Engine::MySql => Self::MySql(
+                lessor_mysql::baseline::DirectSession::connect(url)
+                    .await
+                    .map_err(|e| bench_error("connect to MySQL/MariaDB", e))?,
+            ),
+        })
+    }
+
+    async fn server_version(&mut self) -> Result<String> {
+        match self {
+            Self::Postgres(session) => session.server_version().await,
+            Self::MySql(session) => session.server_version().await,
+        }
+        .map_err(|e| bench_error("server version", e))
+    }
+
+    async fn user_exists(&mut self, username: &str) -> Result<bool> {
+        match self {
+            Self::Postgres(session) => session.role_exists(username).await,
+            Self::MySql(session) => session.user_exists(username).await,
+        }
+        .map_err(|e| bench_error("poll", e))
+    }
+
+    /// Creates then drops one user; returns both durations.
+    async fn pair(
+        &mut self,
+        engine: Engine,
+        statements: &[String],
+    ) -> Result<(Duration, Duration)> {
+        let username = generate_username(
+            None,
+            engine.username_limit(),
+            UsernameContext {
+                role: "bench",
+                display_name: "direct",
+            },
+        )
+        .map_err(|e| bench_error("username", e))?;
+        let password = generate_password(DEFAULT_PASSWORD_LEN);
+        let started = Instant::now();
+        match self {
+            Self::Postgres(session) => {
+                let expiration = Utc::now() + chrono::Duration::hours(1);
+                session
+                    .create_user(&username, &password, expiration, statements)
+                    .await
+            }
+            Self::MySql(session) => session.create_user(&username, &password, statements).await,
+        }
+        .map_err(|e| bench_error("direct create", e))?;
+        let created = started.elapsed();
+        let started = Instant::now();
+        match self {
+            Self::Postgres(session) => session.revoke_user(&username).await,
+            Self::MySql(session) => session.revoke_user(&username).await,
+        }
+        .map_err(|e| bench_error("direct revoke", e))?;
+        Ok((created, started.elapsed()))
+    }
+}
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -36,8 +161,10 @@ pub struct BenchOptions {
     pub pairs_per_worker: usize,
     /// Leases used to measure reaper promptness.
     pub expiring_leases: usize,
-    /// Admin URL of the PostgreSQL to measure against.
-    pub postgres_url: String,
+    /// Admin URL of the PostgreSQL to measure against; `None` skips PostgreSQL.
+    pub postgres_url: Option<String>,
+    /// Admin URL (`mysql://`) of the MySQL or MariaDB to measure against; `None` skips it.
+    pub mysql_url: Option<String>,
 }
 
 /// Latency summary of one series.
@@ -139,9 +266,13 @@ impl Target {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    async fn issue(&self) -> Result<(String, String)> {
+    async fn issue(&self, role: &str) -> Result<(String, String)> {
         let answer = self
-            .call(reqwest::Method::GET, "database/creds/bench", None)
+            .call(
+                reqwest::Method::GET,
+                &format!("database/creds/{role}"),
+                None,
+            )
             .await?;
         let lease = answer["lease_id"].as_str().unwrap_or_default().to_owned();
         let username = answer["data"]["username"]
@@ -170,93 +301,95 @@ impl Drop for Target {
     }
 }
 
-fn direct_username() -> Result<String> {
-    generate_username(
-        None,
-        63,
-        UsernameContext {
-            role: "bench",
-            display_name: "direct",
-        },
-    )
-    .map_err(|e| bench_error("username", e))
-}
-
-async fn direct_pair(
-    session: &mut DirectSession,
-    statements: &[String],
-) -> Result<(Duration, Duration)> {
-    let username = direct_username()?;
-    let password = generate_password(DEFAULT_PASSWORD_LEN);
-    let expiration = Utc::now() + chrono::Duration::hours(1);
+async fn lessor_pair(target: &Target, role: &str) -> Result<(Duration, Duration)> {
     let started = Instant::now();
-    session
-        .create_user(&username, &password, expiration, statements)
-        .await
-        .map_err(|e| bench_error("direct create", e))?;
-    let created = started.elapsed();
-    let started = Instant::now();
-    session
-        .revoke_user(&username)
-        .await
-        .map_err(|e| bench_error("direct revoke", e))?;
-    Ok((created, started.elapsed()))
-}
-
-async fn lessor_pair(target: &Target) -> Result<(Duration, Duration)> {
-    let started = Instant::now();
-    let (lease, _) = target.issue().await?;
+    let (lease, _) = target.issue(role).await?;
     let issued = started.elapsed();
     let started = Instant::now();
     target.revoke(&lease).await?;
     Ok((issued, started.elapsed()))
 }
 
-/// Runs every measurement and returns the Markdown report.
+/// Runs every measurement for every engine with a URL and returns the Markdown report.
 pub async fn run(options: &BenchOptions) -> Result<String> {
-    let url = Secret::new(options.postgres_url.clone());
     let target = Target::start().await?;
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "## Run of {} UTC\n",
+        Utc::now().format("%Y-%m-%d %H:%M")
+    );
+    let _ = writeln!(
+        report,
+        "{} cores; {} sequential iterations per side (interleaved), {} workers x {} pairs for throughput, \
+         {} expiring leases. Lessor: release build={}, SQLite store in a temporary directory, no audit device.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        options.iterations,
+        options.concurrency,
+        options.pairs_per_worker,
+        options.expiring_leases,
+        !cfg!(debug_assertions),
+    );
+    let engines = [
+        (Engine::Postgres, options.postgres_url.as_deref()),
+        (Engine::MySql, options.mysql_url.as_deref()),
+    ];
+    for (engine, url) in engines {
+        if let Some(url) = url {
+            report.push_str(&run_engine(&target, engine, url, options).await?);
+        }
+    }
+    Ok(report)
+}
+
+/// The three measurements for one engine, as a Markdown section.
+async fn run_engine(
+    target: &Target,
+    engine: Engine,
+    url: &str,
+    options: &BenchOptions,
+) -> Result<String> {
+    let slug = engine.slug();
+    let expiring = format!("{slug}-expiring");
+    let url_secret = Secret::new(url.to_owned());
     target
         .call(
             reqwest::Method::POST,
-            "database/config/bench-pg",
+            &format!("database/config/{slug}"),
             Some(json!({
-                "plugin_name": "postgresql-database-plugin",
-                "connection_url": options.postgres_url,
+                "plugin_name": engine.plugin_name(),
+                "connection_url": url,
                 "allowed_roles": "*",
                 "max_open_connections": options.concurrency.max(4),
             })),
         )
         .await?;
-    target
-        .call(
-            reqwest::Method::POST,
-            "database/roles/bench",
-            Some(json!({ "db_name": "bench-pg", "creation_statements": [CREATION], "default_ttl": "1h" })),
-        )
-        .await?;
-    let statements = vec![CREATION.to_owned()];
-    let mut direct = DirectSession::connect(&url)
-        .await
-        .map_err(|e| bench_error("connect to PostgreSQL", e))?;
-    let server_version = direct
-        .server_version()
-        .await
-        .map_err(|e| bench_error("version", e))?;
+    for (role, ttl) in [(slug, json!("1h")), (expiring.as_str(), json!(1))] {
+        target
+            .call(
+                reqwest::Method::POST,
+                &format!("database/roles/{role}"),
+                Some(json!({ "db_name": slug, "creation_statements": [engine.creation()], "default_ttl": ttl, "max_ttl": ttl })),
+            )
+            .await?;
+    }
+    let statements = vec![engine.creation().to_owned()];
+    let mut direct = Direct::connect(engine, &url_secret).await?;
+    let server_version = direct.server_version().await?;
 
-    // Warm both paths (pools, prepared catalog caches) before measuring.
+    // Warm both paths (pools, catalog caches) before measuring.
     for _ in 0..10 {
-        lessor_pair(&target).await?;
-        direct_pair(&mut direct, &statements).await?;
+        lessor_pair(target, slug).await?;
+        direct.pair(engine, &statements).await?;
     }
 
     let (mut lessor_issue, mut lessor_revoke, mut direct_create, mut direct_revoke) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..options.iterations {
-        let (issue, revoke) = lessor_pair(&target).await?;
+        let (issue, revoke) = lessor_pair(target, slug).await?;
         lessor_issue.push(issue);
         lessor_revoke.push(revoke);
-        let (create, revoke) = direct_pair(&mut direct, &statements).await?;
+        let (create, revoke) = direct.pair(engine, &statements).await?;
         direct_create.push(create);
         direct_revoke.push(revoke);
     }
@@ -266,15 +399,14 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..options.concurrency {
-        let target_base = target.base.clone();
-        let token = target.token.clone();
+        let worker = WorkerTarget {
+            base: target.base.clone(),
+            token: target.token.clone(),
+            http: reqwest::Client::new(),
+            role: slug,
+        };
         let per_worker = options.pairs_per_worker;
         workers.push(tokio::spawn(async move {
-            let worker = WorkerTarget {
-                base: target_base,
-                token,
-                http: reqwest::Client::new(),
-            };
             for _ in 0..per_worker {
                 worker.pair().await?;
             }
@@ -289,15 +421,13 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..options.concurrency {
-        let url = url.clone();
+        let url = url_secret.clone();
         let statements = statements.clone();
         let per_worker = options.pairs_per_worker;
         workers.push(tokio::spawn(async move {
-            let mut session = DirectSession::connect(&url)
-                .await
-                .map_err(|e| bench_error("connect", e))?;
+            let mut session = Direct::connect(engine, &url).await?;
             for _ in 0..per_worker {
-                direct_pair(&mut session, &statements).await?;
+                session.pair(engine, &statements).await?;
             }
             Ok::<_, Error>(())
         }));
@@ -308,39 +438,27 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
     let direct_throughput = pairs as f64 / started.elapsed().as_secs_f64();
 
     // Reaper promptness: leases of one second, polled on the database every 10 ms.
-    target
-        .call(
-            reqwest::Method::POST,
-            "database/roles/bench-expiring",
-            Some(json!({ "db_name": "bench-pg", "creation_statements": [CREATION], "default_ttl": 1, "max_ttl": 1 })),
-        )
-        .await?;
-    let watcher = DirectSession::connect(&url)
-        .await
-        .map_err(|e| bench_error("connect", e))?;
+    let mut watcher = Direct::connect(engine, &url_secret).await?;
     let mut reaper_delays = Vec::new();
     for _ in 0..options.expiring_leases {
         let issued_at = Instant::now();
         let answer = target
-            .call(reqwest::Method::GET, "database/creds/bench-expiring", None)
+            .call(
+                reqwest::Method::GET,
+                &format!("database/creds/{expiring}"),
+                None,
+            )
             .await?;
         let username = answer["data"]["username"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
         let ttl = Duration::from_secs(answer["lease_duration"].as_u64().unwrap_or(1));
-        loop {
-            let gone = !watcher
-                .role_exists(&username)
-                .await
-                .map_err(|e| bench_error("poll", e))?;
-            if gone {
-                break;
-            }
+        while watcher.user_exists(&username).await? {
             if issued_at.elapsed() > ttl + Duration::from_secs(30) {
                 return Err(bench_error(
                     "reaper",
-                    "an expired role was still there 30 s after expiry",
+                    "an expired user was still there 30 s after expiry",
                 ));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -356,19 +474,8 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "## Run of {} UTC\n",
-        Utc::now().format("%Y-%m-%d %H:%M")
-    );
-    let _ = writeln!(
-        report,
-        "PostgreSQL {server_version} on 127.0.0.1, {} cores; {} sequential iterations per side (interleaved), \
-         {} workers x {} pairs for throughput, {} expiring leases. Lessor: debug={}, SQLite store in a temporary directory.\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        options.iterations,
-        options.concurrency,
-        options.pairs_per_worker,
-        options.expiring_leases,
-        cfg!(debug_assertions),
+        "### {} ({server_version}, 127.0.0.1)\n",
+        engine.label()
     );
     let _ = writeln!(report, "| operation | Lessor p50 ms | direct p50 ms | ratio p50 | Lessor p95 ms | direct p95 ms | ratio p95 | ratio mean |");
     let _ = writeln!(report, "|---|---|---|---|---|---|---|---|");
@@ -398,8 +505,8 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
     );
     let _ = writeln!(
         report,
-        "\nReaper: an expired lease's role was gone {} ms after expiry at p50, {} ms at p95, {} ms at worst \
-         (polled every 10 ms; includes the poll interval).",
+        "\nReaper: an expired lease's user was gone {} ms after expiry at p50, {} ms at p95, {} ms at worst \
+         (polled every 10 ms; includes the poll interval).\n",
         ms(reaper.p50),
         ms(reaper.p95),
         ms(reaper_max)
@@ -412,13 +519,14 @@ struct WorkerTarget {
     base: String,
     token: Secret,
     http: reqwest::Client,
+    role: &'static str,
 }
 
 impl WorkerTarget {
     async fn pair(&self) -> Result<()> {
         let answer: Value = self
             .http
-            .get(format!("{}/v1/database/creds/bench", self.base))
+            .get(format!("{}/v1/database/creds/{}", self.base, self.role))
             .header("X-Vault-Token", self.token.expose())
             .send()
             .await

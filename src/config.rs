@@ -115,6 +115,7 @@ const KNOWN_ENV: &[&str] = &[
     "LESSOR_TEST_MYSQL_URL",
     "LESSOR_CONNECTION_PASSWORD",
     "LESSOR_BENCH_POSTGRES_URL",
+    "LESSOR_BENCH_MYSQL_URL",
 ];
 
 fn parse_log_format(source: &str, value: &str) -> Result<LogFormat> {

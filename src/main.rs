@@ -136,6 +136,16 @@ struct BenchArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     postgres_url: String,
+    /// Admin URL of the MySQL or MariaDB to measure against.
+    #[arg(
+        long,
+        env = "LESSOR_BENCH_MYSQL_URL",
+        default_value = "mysql://root@127.0.0.1:3306/"
+    )]
+    mysql_url: String,
+    /// Measure only these engines (comma-separated: postgres, mysql).
+    #[arg(long, value_delimiter = ',', default_value = "postgres,mysql")]
+    engines: Vec<String>,
     /// Append the report to this file as well as printing it.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -519,8 +529,24 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
         pairs_per_worker: args.pairs_per_worker.max(1),
         expiring_leases: args.expiring_leases.max(1),
-        postgres_url: args.postgres_url,
+        postgres_url: args
+            .engines
+            .iter()
+            .any(|e| e == "postgres")
+            .then_some(args.postgres_url),
+        mysql_url: args
+            .engines
+            .iter()
+            .any(|e| e == "mysql")
+            .then_some(args.mysql_url),
     };
+    if let Some(unknown) = args
+        .engines
+        .iter()
+        .find(|e| !matches!(e.as_str(), "postgres" | "mysql"))
+    {
+        bail!("--engines: unknown engine {unknown:?}; use postgres, mysql or both");
+    }
     let report = lessor::bench::run(&options).await?;
     println!("{report}");
     if let Some(path) = args.output {

@@ -56,7 +56,10 @@ pub async fn write_connection(
     let mut warnings = with_unknown(&body, Vec::new());
     if body.0.contains_key("username_template") {
         // Vault keeps the template on the connection; Lessor keeps it on each role.
-        warnings.push("username_template is set per role in Lessor, not on the connection; it was ignored".into());
+        warnings.push(
+            "username_template is set per role in Lessor, not on the connection; it was ignored"
+                .into(),
+        );
     }
     let mut warnings = [
         warnings,
