@@ -78,7 +78,7 @@ async fn drop_my_users(users: &[&str]) {
 #[tokio::test]
 async fn import_then_rotate_role_refuses_the_old_password_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     lessor.add_mysql(CONN).await;
     let (user, initial) = my_user("single").await;
     let role = unique("st-single");
@@ -134,7 +134,7 @@ async fn import_then_rotate_role_refuses_the_old_password_at_once() {
 #[tokio::test]
 async fn rotation_by_period_and_by_cron_schedule() {
     let dir = tempfile::tempdir().unwrap();
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     lessor.add_mysql(CONN).await;
     let (by_period, _) = my_user("period").await;
     let (by_cron, _) = my_user("cron").await;
@@ -205,7 +205,7 @@ async fn rotation_by_period_and_by_cron_schedule() {
 #[tokio::test]
 async fn alternating_users_keep_a_client_logged_in_across_three_rotations() {
     let dir = tempfile::tempdir().unwrap();
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     lessor.add_mysql(CONN).await;
     let (a, _) = my_user("alt-a").await;
     let (b, _) = my_user("alt-b").await;
@@ -288,7 +288,7 @@ async fn crash_between_phases_loses_nothing_and_is_resolved_at_restart() {
     let (user, _) = my_user("crash").await;
     let role = unique("st-crash");
     {
-        let lessor = Lessor::start(dir.path()).await;
+        let lessor = Lessor::start_in(dir.path()).await;
         lessor.add_mysql(CONN).await;
         lessor
             .write_static(
@@ -303,7 +303,7 @@ async fn crash_between_phases_loses_nothing_and_is_resolved_at_restart() {
         RotationFault::AfterPasswordSet,
         RotationFault::AfterLoginChecked,
     ] {
-        let lessor = Lessor::start(dir.path()).await;
+        let lessor = Lessor::start_in(dir.path()).await;
         let (_, before) = lessor.static_creds(&role).await;
         lessor.state.rotation.inject_fault(Some(point));
         let (status, body) = lessor
@@ -338,7 +338,7 @@ async fn crash_between_phases_loses_nothing_and_is_resolved_at_restart() {
         );
         lessor.stop().await;
 
-        let lessor = Lessor::start(dir.path()).await;
+        let lessor = Lessor::start_in(dir.path()).await;
         let resolved = eventually(Duration::from_secs(15), || async {
             lessor.read_static(&role).await["rotation_in_progress"] == json!(false)
         })
@@ -367,7 +367,7 @@ async fn crash_between_phases_loses_nothing_and_is_resolved_at_restart() {
 #[tokio::test]
 async fn rotate_root_with_a_dedicated_admin_and_custom_statements() {
     let dir = tempfile::tempdir().unwrap();
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     let admin = unique("lst-adm");
     let initial = format!("Admin-{}-pass1", unique("x").replace('-', ""));
     {

@@ -53,7 +53,7 @@ async fn the_machine_checks_postgres_passwords() {
 #[tokio::test]
 async fn import_rotation_then_rotate_role_refuses_the_old_password_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     lessor.add_postgres(CONN).await;
     let (user, initial) = pg_user("single").await;
     let role = unique("st-single");
@@ -171,7 +171,7 @@ async fn import_rotation_then_rotate_role_refuses_the_old_password_at_once() {
 #[tokio::test]
 async fn rotation_by_period_every_five_seconds() {
     let dir = tempfile::tempdir().unwrap();
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     lessor.add_postgres(CONN).await;
     let (user, _) = pg_user("period").await;
     let role = unique("st-period");
@@ -206,7 +206,7 @@ async fn rotation_by_period_every_five_seconds() {
 #[tokio::test]
 async fn rotation_by_cron_schedule() {
     let dir = tempfile::tempdir().unwrap();
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     lessor.add_postgres(CONN).await;
     let (user, _) = pg_user("cron").await;
 
@@ -309,7 +309,7 @@ async fn rotation_by_cron_schedule() {
 #[tokio::test]
 async fn alternating_users_keep_a_client_logged_in_across_three_rotations() {
     let dir = tempfile::tempdir().unwrap();
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     lessor.add_postgres(CONN).await;
     let (a, _) = pg_user("alt_a").await;
     let (b, _) = pg_user("alt_b").await;
@@ -423,7 +423,7 @@ async fn rotations_missed_while_down_are_caught_up_and_a_passed_window_is_skippe
         unique("st-nowindow"),
     );
     {
-        let lessor = Lessor::start(dir.path()).await;
+        let lessor = Lessor::start_in(dir.path()).await;
         lessor.add_postgres(CONN).await;
         lessor
             .write_static(
@@ -435,7 +435,7 @@ async fn rotations_missed_while_down_are_caught_up_and_a_passed_window_is_skippe
     }
     // Down for longer than the period: the rotation is due the moment Lessor is back.
     tokio::time::sleep(Duration::from_secs(7)).await;
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     let restarted = Instant::now();
     wait_for_history(&lessor, &role, Duration::from_secs(10), |h| {
         h["trigger"] == "schedule"
@@ -514,7 +514,7 @@ async fn rotations_missed_while_down_are_caught_up_and_a_passed_window_is_skippe
 /// restarts Lessor on the same files and checks that the rotation was resolved.
 async fn crash_static_rotation_then_restart(point: RotationFault) {
     let dir = tempfile::tempdir().unwrap();
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     lessor.add_postgres(CONN).await;
     let (user, _) = pg_user("crash").await;
     let role = unique("st-crash");
@@ -569,7 +569,7 @@ async fn crash_static_rotation_then_restart(point: RotationFault) {
     lessor.stop().await;
 
     // Restart: the rotator resolves the pending rotation before anything else.
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     let read = wait_for_history(&lessor, &role, Duration::from_secs(15), |h| {
         h["trigger"] == "recovery"
     })
@@ -618,7 +618,7 @@ async fn crash_after_the_login_check_loses_nothing() {
 #[tokio::test]
 async fn failed_rotation_retries_with_a_fresh_password_and_does_not_block_others() {
     let dir = tempfile::tempdir().unwrap();
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     lessor.add_postgres(CONN).await;
     let (bad_user, _) = pg_user("bad").await;
     let (good_user, _) = pg_user("good").await;
@@ -781,7 +781,7 @@ async fn issue_and_log_in(api: &Api, role: &str) {
 #[tokio::test]
 async fn rotate_root_replaces_the_admin_password_and_lessor_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     lessor.add_postgres(CONN).await;
     let (admin, initial) = pg_admin_user().await;
     let conn = unique("pgadm");
@@ -871,7 +871,7 @@ async fn rotate_root_crash_at_each_phase_is_resolved_at_restart() {
     let conn = unique("pgadm");
     let dynamic = unique("dyn");
     {
-        let lessor = Lessor::start(dir.path()).await;
+        let lessor = Lessor::start_in(dir.path()).await;
         add_pg_admin_connection(&lessor, &conn, &admin, &initial).await;
         write_role_on(&lessor, &dynamic, &conn).await;
         lessor.stop().await;
@@ -881,7 +881,7 @@ async fn rotate_root_crash_at_each_phase_is_resolved_at_restart() {
         RotationFault::AfterPasswordSet,
         RotationFault::AfterLoginChecked,
     ] {
-        let lessor = Lessor::start(dir.path()).await;
+        let lessor = Lessor::start_in(dir.path()).await;
         lessor.state.rotation.inject_fault(Some(point));
         let (status, body) = lessor
             .call("POST", &format!("database/rotate-root/{conn}"), None)
@@ -911,7 +911,7 @@ async fn rotate_root_crash_at_each_phase_is_resolved_at_restart() {
         );
         lessor.stop().await;
 
-        let lessor = Lessor::start(dir.path()).await;
+        let lessor = Lessor::start_in(dir.path()).await;
         let resolved = eventually(Duration::from_secs(15), || async {
             lessor
                 .state
@@ -946,7 +946,7 @@ async fn rotate_root_crash_at_each_phase_is_resolved_at_restart() {
 #[tokio::test]
 async fn no_password_is_readable_in_the_store_files() {
     let dir = tempfile::tempdir().unwrap();
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     let (admin, admin_initial) = pg_admin_user().await;
     let conn = unique("pgadm");
     add_pg_admin_connection(&lessor, &conn, &admin, &admin_initial).await;
@@ -1007,7 +1007,7 @@ async fn no_password_is_readable_in_the_store_files() {
 #[tokio::test]
 async fn skip_import_rotation_leaves_the_password_until_the_first_rotation() {
     let dir = tempfile::tempdir().unwrap();
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     lessor.add_postgres(CONN).await;
     let (user, initial) = pg_user("skip").await;
     let role = unique("st-skip");
@@ -1074,7 +1074,7 @@ async fn skip_import_rotation_leaves_the_password_until_the_first_rotation() {
 #[tokio::test]
 async fn bad_static_roles_are_refused_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     lessor.add_postgres(CONN).await;
     lessor
         .add_connection(
@@ -1228,7 +1228,7 @@ async fn lessor_cli(api: &Api, args: &[&str]) -> (bool, String, String) {
 #[tokio::test]
 async fn cli_writes_rotates_and_shows_the_next_rotation_time() {
     let dir = tempfile::tempdir().unwrap();
-    let lessor = Lessor::start(dir.path()).await;
+    let lessor = Lessor::start_in(dir.path()).await;
     lessor.add_postgres(CONN).await;
     let (user, _) = pg_user("cli").await;
     let role = unique("st-cli");

@@ -72,64 +72,14 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{suffix}")
 }
 
-/// A running in-process Lessor.
-pub struct TestServer {
+/// A handle on the HTTP API with the root token, cheap to clone into a client task.
+#[derive(Clone)]
+pub struct Api {
     pub base: String,
-    pub state: AppState,
     pub http: reqwest::Client,
-    pub logs: CapturedLogs,
-    _dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl TestServer {
-    pub async fn start() -> Self {
-        Self::start_with(|_| {}).await
-    }
-
-    pub async fn start_with(configure: impl FnOnce(&mut Settings)) -> Self {
-        let logs = logs();
-        let dir = tempfile::tempdir().unwrap();
-        let mut settings = Settings {
-            store_url: dir.path().join("lessor.db").display().to_string(),
-            seal_key_file: Some(dir.path().join("seal.key")),
-            create_seal_key_file: true,
-            ..Settings::default()
-        };
-        configure(&mut settings);
-        let state = AppState::open(&settings).await.expect("open state");
-        state
-            .auth
-            .install_root_token(&Secret::new(ROOT_TOKEN))
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let serve_state = state.clone();
-        let task = tokio::spawn(async move {
-            lessor::serve(listener, serve_state, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("serve");
-        });
-        Self {
-            base,
-            state,
-            http: reqwest::Client::new(),
-            logs,
-            _dir: dir,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    pub fn store_path(&self) -> std::path::PathBuf {
-        self._dir.path().join("lessor.db")
-    }
-
+impl Api {
     /// Sends a request with the root token; returns the status and the parsed body (Null if none).
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         self.call_as(Some(ROOT_TOKEN), method, path, body).await
@@ -163,38 +113,33 @@ impl TestServer {
         (status, value)
     }
 
-    /// Registers the local PostgreSQL as `connection`, allowing every role.
-    pub async fn add_postgres(&self, connection: &str) {
-        let (status, body) = self
-            .call(
-                "POST",
-                &format!("database/config/{connection}"),
-                Some(json!({
-                    "plugin_name": "postgresql-database-plugin",
-                    "connection_url": postgres_url(),
-                    "allowed_roles": "*",
-                })),
-            )
+    /// Registers a connection and asserts it was accepted.
+    pub async fn add_connection(&self, name: &str, body: Value) {
+        let (status, answer) = self
+            .call("POST", &format!("database/config/{name}"), Some(body))
             .await;
         assert!(
             status.is_success(),
-            "cannot register PostgreSQL ({status}: {body}); is it running? run scripts/services.sh"
+            "cannot register connection {name} ({status}: {answer}); is the database running? run scripts/services.sh"
         );
     }
 
+    /// Registers the local PostgreSQL as `connection`, allowing every role.
+    pub async fn add_postgres(&self, connection: &str) {
+        self.add_connection(
+            connection,
+            json!({ "plugin_name": "postgresql-database-plugin", "connection_url": postgres_url(), "allowed_roles": "*" }),
+        )
+        .await;
+    }
+
+    /// Registers the local MariaDB/MySQL as `connection`, allowing every role.
     pub async fn add_mysql(&self, connection: &str) {
-        let (status, body) = self
-            .call(
-                "POST",
-                &format!("database/config/{connection}"),
-                Some(json!({
-                    "plugin_name": "mysql-database-plugin",
-                    "connection_url": mysql_url(),
-                    "allowed_roles": "*",
-                })),
-            )
-            .await;
-        assert!(status.is_success(), "cannot register MariaDB/MySQL ({status}: {body}); is it running? run scripts/services.sh");
+        self.add_connection(
+            connection,
+            json!({ "plugin_name": "mysql-database-plugin", "connection_url": mysql_url(), "allowed_roles": "*" }),
+        )
+        .await;
     }
 
     /// Writes a role and asserts it was accepted.
@@ -219,6 +164,107 @@ impl TestServer {
             body["data"]["username"].as_str().unwrap().to_owned(),
             body["data"]["password"].as_str().unwrap().to_owned(),
         )
+    }
+}
+
+/// A running in-process Lessor. Its store and seal key live in a temporary directory, or in one
+/// the test owns ([`TestServer::start_in`]) so that it can be stopped and started again on the
+/// same files, which is how a test restarts Lessor after an injected crash.
+pub struct TestServer {
+    pub api: Api,
+    pub state: AppState,
+    pub logs: CapturedLogs,
+    dir: std::path::PathBuf,
+    _temporary: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with a temporary store, after `configure` adjusted the settings.
+    pub async fn start_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        let temporary = tempfile::tempdir().unwrap();
+        let dir = temporary.path().to_path_buf();
+        Self::launch(&dir, Some(temporary), configure).await
+    }
+
+    /// Starts on the store and seal key in `dir` (created on first start), which outlive it.
+    pub async fn start_in(dir: &std::path::Path) -> Self {
+        Self::launch(dir, None, |_| {}).await
+    }
+
+    async fn launch(
+        dir: &std::path::Path,
+        temporary: Option<tempfile::TempDir>,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let logs = logs();
+        let mut settings = Settings {
+            store_url: dir.join("lessor.db").display().to_string(),
+            seal_key_file: Some(dir.join("seal.key")),
+            create_seal_key_file: true,
+            ..Settings::default()
+        };
+        configure(&mut settings);
+        let state = AppState::open(&settings).await.expect("open state");
+        state
+            .auth
+            .install_root_token(&Secret::new(ROOT_TOKEN))
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serve_state = state.clone();
+        let task = tokio::spawn(async move {
+            lessor::serve(listener, serve_state, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve");
+        });
+        Self {
+            api: Api {
+                base,
+                http: reqwest::Client::new(),
+            },
+            state,
+            logs,
+            dir: dir.to_path_buf(),
+            _temporary: temporary,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn store_path(&self) -> std::path::PathBuf {
+        self.dir.join("lessor.db")
+    }
+
+    /// Stops serving and waits until the rotator and reaper have ended and pools are closed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("Lessor stops within 30 s")
+                .expect("serve task");
+        }
+        // Closing the store checkpoints the WAL into the database file, as a clean exit does.
+        self.state.store.pool().close().await;
     }
 
     /// Fails if any of `secrets` appears in the captured log.

@@ -8,46 +8,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use lessor::config::Settings;
-use lessor::AppState;
-use lessor_plugin::Secret;
-use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
-use tokio::sync::oneshot;
+use reqwest::StatusCode;
+use serde_json::Value;
 
-use crate::common::{logs, ROOT_TOKEN};
+/// The common harness's server, by the name the rotation tests use for it.
+pub use crate::common::{Api, TestServer as Lessor};
 
-/// A handle on the HTTP API, cheap to clone into a client task.
-#[derive(Clone)]
-pub struct Api {
-    pub base: String,
-    pub http: reqwest::Client,
-}
-
+/// Static-role calls of the rotation tests.
 impl Api {
-    /// Sends a request with the root token; returns the status and the parsed body (Null if none).
-    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(
-                Method::from_bytes(method.as_bytes()).unwrap(),
-                format!("{}/v1/{path}", self.base),
-            )
-            .header("X-Vault-Token", ROOT_TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, value)
-    }
-
     /// The current credentials of a static role: (username, password).
     pub async fn static_creds(&self, role: &str) -> (String, String) {
         let (status, body) = self
@@ -86,113 +54,6 @@ impl Api {
             .call("POST", &format!("database/rotate-role/{role}"), None)
             .await;
         assert_eq!(status, StatusCode::NO_CONTENT, "rotate-role {role}: {body}");
-    }
-
-    /// Registers a connection and asserts it was accepted.
-    pub async fn add_connection(&self, name: &str, body: Value) {
-        let (status, answer) = self
-            .call("POST", &format!("database/config/{name}"), Some(body))
-            .await;
-        assert!(
-            status.is_success(),
-            "cannot register connection {name} ({status}: {answer}); run scripts/services.sh"
-        );
-    }
-
-    pub async fn add_postgres(&self, name: &str) {
-        self.add_connection(
-            name,
-            json!({ "plugin_name": "postgresql-database-plugin", "connection_url": crate::common::postgres_url(), "allowed_roles": "*" }),
-        )
-        .await;
-    }
-
-    pub async fn add_mysql(&self, name: &str) {
-        self.add_connection(
-            name,
-            json!({ "plugin_name": "mysql-database-plugin", "connection_url": crate::common::mysql_url(), "allowed_roles": "*" }),
-        )
-        .await;
-    }
-}
-
-/// A running Lessor whose files outlive it.
-pub struct Lessor {
-    pub api: Api,
-    pub state: AppState,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl std::ops::Deref for Lessor {
-    type Target = Api;
-    fn deref(&self) -> &Api {
-        &self.api
-    }
-}
-
-impl Lessor {
-    /// Starts Lessor on the store and seal key in `dir` (created on first start).
-    pub async fn start(dir: &Path) -> Self {
-        let _ = logs();
-        let settings = Settings {
-            store_url: dir.join("lessor.db").display().to_string(),
-            seal_key_file: Some(dir.join("seal.key")),
-            create_seal_key_file: true,
-            ..Settings::default()
-        };
-        let state = AppState::open(&settings).await.expect("open state");
-        state
-            .auth
-            .install_root_token(&Secret::new(ROOT_TOKEN))
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let serve_state = state.clone();
-        let task = tokio::spawn(async move {
-            lessor::serve(listener, serve_state, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("serve");
-        });
-        Self {
-            api: Api {
-                base,
-                http: reqwest::Client::new(),
-            },
-            state,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    /// Stops serving and waits until the rotator and reaper have ended and pools are closed.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), task)
-                .await
-                .expect("Lessor stops within 30 s")
-                .expect("serve task");
-        }
-        // Closing the store checkpoints the WAL into the database file, as a clean exit does.
-        self.state.store.pool().close().await;
-    }
-}
-
-impl Drop for Lessor {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 
