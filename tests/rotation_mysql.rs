@@ -6,9 +6,7 @@
 mod common;
 mod rotation_support;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Timelike;
 use common::*;
@@ -232,52 +230,24 @@ async fn alternating_users_keep_a_client_logged_in_across_three_rotations() {
     );
     assert!(logs_in(&u2, &p2).await);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let client = {
-        let (api, role, stop, ok, failed) = (
-            lessor.api.clone(),
-            role.clone(),
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-        );
-        tokio::spawn(async move {
-            let mut held = api.static_creds(&role).await;
-            let mut refreshed = Instant::now();
-            let mut users = vec![held.0.clone()];
-            while !stop.load(Ordering::SeqCst) {
-                if refreshed.elapsed() > Duration::from_millis(700) {
-                    held = api.static_creds(&role).await;
-                    refreshed = Instant::now();
-                    if users.last() != Some(&held.0) {
-                        users.push(held.0.clone());
-                    }
-                }
-                if logs_in(&held.0, &held.1).await {
-                    ok.fetch_add(1, Ordering::SeqCst);
-                } else {
-                    failed.fetch_add(1, Ordering::SeqCst);
-                }
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-            users
-        })
-    };
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        lessor.rotate(&role).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, Ordering::SeqCst);
-    let users_seen = client.await.unwrap();
-    let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
-    eprintln!("alternating: {ok} logins, {failed} failed, users in turn {users_seen:?}");
-    assert_eq!(failed, 0, "no login failed across the rotations");
-    assert!(ok >= 20, "the client kept logging in ({ok})");
+    let outcome = log_in_across_rotations(&lessor, &role, 3, |user, password| async move {
+        if logs_in(&user, &password).await {
+            Ok(())
+        } else {
+            Err("refused".to_owned())
+        }
+    })
+    .await;
+    assert_eq!(outcome.failed, 0, "no login failed across the rotations");
     assert!(
-        users_seen.len() >= 4,
-        "the client followed the three rotations: {users_seen:?}"
+        outcome.ok >= 20,
+        "the client kept logging in ({})",
+        outcome.ok
+    );
+    assert!(
+        outcome.users.len() >= 4,
+        "the client followed the three rotations: {:?}",
+        outcome.users
     );
     drop_my_users(&[&a, &b]).await;
 }

@@ -126,3 +126,75 @@ pub fn assert_store_files_free_of(dir: &Path, secrets: &[&str], must_contain: &s
         "{must_contain:?} not found in the store files: the scan would prove nothing"
     );
 }
+
+/// What a client that kept logging in across rotations saw.
+#[derive(Debug)]
+pub struct LoginLoopOutcome {
+    pub ok: usize,
+    pub failed: usize,
+    /// The usernames the client held, in turn.
+    pub users: Vec<String>,
+}
+
+/// Keeps a client logging in as a static role's user every 40 ms (re-reading `static-creds` every
+/// 700 ms, as an application refreshing its credentials would) while `rotations` rotations happen
+/// 1.2 s apart; returns what it saw.
+pub async fn log_in_across_rotations<F, Fut>(
+    lessor: &Lessor,
+    role: &str,
+    rotations: usize,
+    log_in: F,
+) -> LoginLoopOutcome
+where
+    F: Fn(String, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (api, role, stop) = (lessor.api.clone(), role.to_owned(), stop.clone());
+        tokio::spawn(async move {
+            let mut outcome = LoginLoopOutcome {
+                ok: 0,
+                failed: 0,
+                users: Vec::new(),
+            };
+            let mut held = api.static_creds(&role).await;
+            outcome.users.push(held.0.clone());
+            let mut refreshed = Instant::now();
+            while !stop.load(Ordering::SeqCst) {
+                if refreshed.elapsed() > Duration::from_millis(700) {
+                    held = api.static_creds(&role).await;
+                    refreshed = Instant::now();
+                    if outcome.users.last() != Some(&held.0) {
+                        outcome.users.push(held.0.clone());
+                    }
+                }
+                match log_in(held.0.clone(), held.1.clone()).await {
+                    Ok(()) => outcome.ok += 1,
+                    Err(e) => {
+                        eprintln!("login as {} failed: {e}", held.0);
+                        outcome.failed += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            outcome
+        })
+    };
+    for _ in 0..rotations {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        lessor.rotate(role).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let outcome = client.await.unwrap();
+    eprintln!(
+        "alternating: {} logins, {} failed, users in turn {:?}",
+        outcome.ok, outcome.failed, outcome.users
+    );
+    outcome
+}
