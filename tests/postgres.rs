@@ -743,3 +743,77 @@ async fn failed_revocations_are_retried_with_backoff_until_they_succeed() {
     .await
     .expect("revoked once the database is back");
 }
+
+/// Accepts TCP connections and never answers, like a database host that has stopped responding.
+async fn hanging_listener() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_hanging_database_does_not_hold_up_expiry_on_other_connections() {
+    let server = TestServer::start().await;
+    let admin = pg_admin().await;
+    server.add_postgres("stuck").await;
+    server.add_postgres("healthy").await;
+    let stuck_role = unique("stuck");
+    let healthy_role = unique("healthy");
+    for (role, connection) in [(&stuck_role, "stuck"), (&healthy_role, "healthy")] {
+        server
+            .write_role(
+                role,
+                json!({ "db_name": connection, "creation_statements": [READONLY], "default_ttl": 1, "max_ttl": 1 }),
+            )
+            .await;
+    }
+    // Twelve leases whose database then stops answering: each revocation attempt hangs until the
+    // connect timeout (5 s).
+    let mut stuck_users = Vec::new();
+    for _ in 0..12 {
+        stuck_users.push(server.creds(&stuck_role).await.1);
+    }
+    let hanging = hanging_listener().await;
+    let (status, body) = server
+        .call(
+            "POST",
+            "database/config/stuck",
+            Some(json!({ "connection_url": format!("postgres://postgres@{hanging}/postgres"), "verify_connection": false })),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // A lease on a healthy database, expiring while the stuck ones are being retried.
+    let (_, username, _) = server.creds(&healthy_role).await;
+    let issued = std::time::Instant::now();
+    let gone = eventually(Duration::from_secs(10), || async {
+        !pg_role_exists(&admin, &username).await
+    })
+    .await;
+    let waited = issued.elapsed();
+    assert!(
+        gone.is_some(),
+        "the healthy database's expired user was never dropped"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "the healthy lease (1 s TTL) waited {waited:?} behind the hanging database"
+    );
+
+    // Once the database answers again, the retries drop the stuck users too.
+    server.add_postgres("stuck").await;
+    for user in &stuck_users {
+        eventually(Duration::from_secs(60), || async {
+            !pg_role_exists(&admin, user).await
+        })
+        .await
+        .expect("the stuck users are dropped after the database recovers");
+    }
+}

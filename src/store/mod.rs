@@ -315,11 +315,13 @@ impl Store {
         .await?)
     }
 
-    /// When the next lease falls due, if any.
-    pub async fn next_due_at(&self) -> Result<Option<i64>> {
+    /// When the next lease falls due strictly after `after`, if any. The reaper asks this after
+    /// handing out everything due at `after`, so leases it is still revoking do not count.
+    pub async fn next_due_after(&self, after: i64) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(next_action_at) FROM leases WHERE state IN ('active', 'revoking')",
+            "SELECT MIN(next_action_at) FROM leases WHERE state IN ('active', 'revoking') AND next_action_at > ?",
         )
+        .bind(after)
         .fetch_one(&self.pool)
         .await?)
     }
