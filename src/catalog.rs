@@ -322,11 +322,15 @@ impl Catalog {
             .get_connection(name)
             .await?
             .ok_or_else(|| Error::not_found("connection", name))?;
-        let settings = self.engines.settings_for(&row)?;
+        // Only the URL is opened: the admin password is never needed to show a connection.
+        let url = self.sealer.open(
+            &engines::url_seal_context(&row.name),
+            &row.connection_url_sealed,
+        )?;
         Ok(ConnectionView {
             plugin_name: row.plugin_name,
             connection_details: ConnectionDetails {
-                connection_url: redact_url(&settings.connection_url),
+                connection_url: redact_url(&url),
                 username: row.username,
                 max_open_connections: row.max_open_connections,
             },

@@ -130,7 +130,7 @@ impl AppState {
         let rotation = Rotator::new(store.clone(), sealer, engines.clone(), catalog.clone());
         let leases = LeaseManager::new(store.clone(), engines.clone(), catalog.clone());
         Ok(Self {
-            auth: Auth::with_limits(store.clone(), settings.lease_limits()),
+            auth: Auth::new(store.clone(), settings.lease_limits()),
             jwt: JwtAuth::new(store.clone()),
             policies,
             audit,

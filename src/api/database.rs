@@ -53,20 +53,15 @@ pub async fn write_connection(
     ] {
         body.0.remove(ignored);
     }
-    let mut warnings = with_unknown(&body, Vec::new());
-    if body.0.contains_key("username_template") {
+    let template_ignored = body.0.contains_key("username_template");
+    let mut warnings = with_unknown(&body, state.catalog.write_connection(&name, input).await?);
+    if template_ignored {
         // Vault keeps the template on the connection; Lessor keeps it on each role.
         warnings.push(
             "username_template is set per role in Lessor, not on the connection; it was ignored"
                 .into(),
         );
     }
-    let mut warnings = [
-        warnings,
-        state.catalog.write_connection(&name, input).await?,
-    ]
-    .concat();
-    warnings.dedup();
     Ok(written(warnings))
 }
 
@@ -127,9 +122,8 @@ pub async fn write_role(
         options,
     };
     body.0.remove("credential_type");
-    let warnings = with_unknown(&body, Vec::new());
-    let warnings = [warnings, state.catalog.write_role(&name, input).await?].concat();
-    Ok(written(warnings))
+    let warnings = state.catalog.write_role(&name, input).await?;
+    Ok(written(with_unknown(&body, warnings)))
 }
 
 pub async fn delete_role(

@@ -14,7 +14,6 @@
 //! matches fall through to the 404 fallback untouched.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -28,7 +27,7 @@ use serde_json::{json, Value};
 
 use super::{wants_list, ApiError, Caller};
 use crate::audit::anomaly::Actor;
-use crate::audit::EntryKind;
+use crate::audit::{Audit, EntryKind};
 use crate::auth::policy::Operation;
 use crate::error::Error;
 use crate::AppState;
@@ -107,49 +106,54 @@ struct Record {
     role: Option<String>,
     lease_id: Option<String>,
     caller: Option<Caller>,
-    /// HMAC of the presented token, so a leaked token can be traced with `sys/audit-hash`.
-    token_hmac: Option<String>,
-    /// The request body with secrets HMAC'd.
-    data: Value,
+    /// The presented token; audit lines carry only its HMAC, so a leaked token can be traced
+    /// with `sys/audit-hash`.
+    token: Option<Secret>,
+    /// The request body as sent; audit lines carry it with secrets HMAC'd.
+    body: Value,
 }
 
 impl Record {
-    fn identity(&self) -> Value {
+    fn identity(&self, audit: &Audit) -> Value {
+        let token_hmac = self.token.as_ref().map(|t| audit.hash(t.expose()));
         match &self.caller {
             Some(caller) => json!({
                 "accessor": caller.identity.accessor,
                 "display_name": caller.identity.display_name,
                 "policies": caller.identity.policies,
                 "entity_id": caller.identity.entity_id,
-                "client_token": self.token_hmac,
+                "client_token": token_hmac,
             }),
-            None => json!({ "client_token": self.token_hmac }),
+            None => json!({ "client_token": token_hmac }),
         }
     }
 
+    /// One audit line. Built only when an audit device is enabled: the HMACs cost time on
+    /// every request otherwise.
     fn entry(
         &self,
+        audit: &Audit,
         kind: EntryKind,
         status: Option<StatusCode>,
         error: Option<&str>,
-        response: Option<Value>,
+        response: Option<&Value>,
     ) -> Value {
         let mut entry = json!({
             "time": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             "type": match kind { EntryKind::Request => "request", EntryKind::Response => "response" },
             "request_id": self.request_id,
-            "identity": self.identity(),
+            "identity": self.identity(audit),
             "remote_address": self.remote.map(|a| a.to_string()),
             "operation": self.operation.as_str(),
             "path": self.path,
             "role": self.role,
             "lease_id": self.lease_id,
-            "data": self.data,
+            "data": audit.redact(&self.body),
         });
         if kind == EntryKind::Response {
             entry["status"] = json!(status.map(|s| s.as_u16()));
             entry["error"] = json!(error);
-            entry["response"] = response.unwrap_or(Value::Null);
+            entry["response"] = response.map_or(Value::Null, |r| audit.redact(r));
         }
         entry
     }
@@ -251,7 +255,6 @@ async fn guarded(state: &AppState, route: &str, request: Request, next: Next) ->
             .into_response();
     };
     let body_json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let token = presented_token(&parts.headers);
     let mut record = Record {
         request_id: request_id.clone(),
         remote,
@@ -260,22 +263,21 @@ async fn guarded(state: &AppState, route: &str, request: Request, next: Next) ->
         lease_id: lease_of(route, &path, &body_json),
         path,
         caller: None,
-        token_hmac: token.as_ref().map(|t| state.audit.hash(t.expose())),
-        data: state.audit.redact(&body_json),
+        token: presented_token(&parts.headers),
+        body: body_json,
     };
 
     if !UNAUTHENTICATED.contains(&route) {
-        match authorize(state, token, &record.path, operation).await {
+        match authorize(state, record.token.clone(), &record.path, operation).await {
             Ok(caller) => record.caller = Some(caller),
             Err(error) => return refuse(state, &record, error).await,
         }
     }
-    if let Err(error) = state
-        .audit
-        .write(
-            EntryKind::Request,
-            &record.entry(EntryKind::Request, None, None, None),
-        )
+    let audit = &state.audit;
+    if let Err(error) = audit
+        .write(EntryKind::Request, || {
+            record.entry(audit, EntryKind::Request, None, None, None)
+        })
         .await
     {
         return ApiError::from(error).into_response();
@@ -289,6 +291,12 @@ async fn guarded(state: &AppState, route: &str, request: Request, next: Next) ->
             next.run(Request::from_parts(parts, Body::from(bytes))),
         )
         .await;
+    let status = response.status();
+    if !audit.is_enabled() {
+        // Nothing to record: the response goes out as the handler made it, unbuffered.
+        observe(state, route, &record, status).await;
+        return response;
+    }
 
     let (response_parts, response_body) = response.into_parts();
     let Ok(response_bytes) = axum::body::to_bytes(response_body, usize::MAX).await else {
@@ -299,7 +307,6 @@ async fn guarded(state: &AppState, route: &str, request: Request, next: Next) ->
         .into_response();
     };
     let response_json: Value = serde_json::from_slice(&response_bytes).unwrap_or(Value::Null);
-    let status = response_parts.status;
     if record.lease_id.is_none() {
         record.lease_id = response_json
             .get("lease_id")
@@ -307,13 +314,18 @@ async fn guarded(state: &AppState, route: &str, request: Request, next: Next) ->
             .filter(|id| !id.is_empty())
             .map(str::to_owned);
     }
-    let entry = record.entry(
-        EntryKind::Response,
-        Some(status),
-        error_text(&response_json).as_deref(),
-        Some(state.audit.redact(&response_json)),
-    );
-    if let Err(error) = state.audit.write(EntryKind::Response, &entry).await {
+    let written = audit
+        .write(EntryKind::Response, || {
+            record.entry(
+                audit,
+                EntryKind::Response,
+                Some(status),
+                error_text(&response_json).as_deref(),
+                Some(&response_json),
+            )
+        })
+        .await;
+    if let Err(error) = written {
         withhold(state, status, &response_json).await;
         return ApiError::from(error).into_response();
     }
@@ -328,22 +340,18 @@ async fn refuse(state: &AppState, record: &Record, error: Error) -> Response {
     let status = api_error.status;
     let message = api_error.errors.join("; ");
     let body = json!({ "errors": api_error.errors });
-    for (kind, entry) in [
-        (
-            EntryKind::Request,
-            record.entry(EntryKind::Request, None, Some(&message), None),
-        ),
-        (
-            EntryKind::Response,
-            record.entry(
-                EntryKind::Response,
-                Some(status),
-                Some(&message),
-                Some(body.clone()),
-            ),
-        ),
+    let audit = &state.audit;
+    for (kind, response) in [
+        (EntryKind::Request, None),
+        (EntryKind::Response, Some(&body)),
     ] {
-        if let Err(error) = state.audit.write(kind, &entry).await {
+        let written = audit
+            .write(kind, || {
+                let status = response.map(|_| status);
+                record.entry(audit, kind, status, Some(&message), response)
+            })
+            .await;
+        if let Err(error) = written {
             return ApiError::from(error).into_response();
         }
     }
@@ -399,22 +407,6 @@ async fn observe(state: &AppState, route: &str, record: &Record, status: StatusC
     if let Err(e) = outcome {
         tracing::error!(error = %e, "anomaly rules could not record a request");
     }
-}
-
-/// Shared by the handlers that need the caller's ACL object without the gate (never in practice:
-/// every route is gated), so `Caller` stays constructible.
-pub(super) async fn caller_without_gate(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<Caller, Error> {
-    let token = presented_token(headers);
-    let identity = state.auth.authenticate(token.as_ref()).await?;
-    let acl: Arc<_> = state.policies.acl(&identity.policies).await?;
-    Ok(Caller {
-        identity,
-        token: token.unwrap_or_default(),
-        acl,
-    })
 }
 
 #[cfg(test)]

@@ -190,13 +190,18 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        _state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        // The gate resolved and authorized the caller already.
-        if let Some(caller) = parts.extensions.get::<Caller>() {
-            return Ok(caller.clone());
+        // The gate resolved and authorized the caller. A handler reached without it (a route
+        // added outside the gate's layer) is refused rather than authenticated without a policy
+        // check.
+        match parts.extensions.get::<Caller>() {
+            Some(caller) => Ok(caller.clone()),
+            None => {
+                tracing::error!(path = %parts.uri.path(), "a route is outside the policy gate; refusing");
+                Err(crate::error::Error::PermissionDenied.into())
+            }
         }
-        Ok(gate::caller_without_gate(state, &parts.headers).await?)
     }
 }
 

@@ -57,13 +57,8 @@ pub async fn write_static_role(
     }
     // Accepted for Vault compatibility and not used.
     body.0.remove("credential_config");
-    let warnings = with_unknown(&body, Vec::new());
-    let warnings = [
-        warnings,
-        state.rotation.write_static_role(&name, input).await?,
-    ]
-    .concat();
-    Ok(written(warnings))
+    let warnings = state.rotation.write_static_role(&name, input).await?;
+    Ok(written(with_unknown(&body, warnings)))
 }
 
 pub async fn delete_static_role(

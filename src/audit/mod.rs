@@ -364,8 +364,10 @@ impl Audit {
     }
 
     /// Writes one entry to every device. Succeeds when no device is enabled or when at least one
-    /// recorded it (Vault's rule: one durable record is enough); fails when all failed.
-    pub async fn write(&self, kind: EntryKind, entry: &Value) -> Result<()> {
+    /// recorded it (Vault's rule: one durable record is enough); fails when all failed. `entry`
+    /// builds the line only when a device is enabled, since its HMACs would otherwise cost time
+    /// on every request.
+    pub async fn write(&self, kind: EntryKind, entry: impl FnOnce() -> Value) -> Result<()> {
         let devices = self.devices();
         if devices.is_empty() {
             return Ok(());
@@ -380,7 +382,7 @@ impl Audit {
             return Err(Error::AuditFailed("injected fault".into()));
         }
         let _ = kind;
-        let mut line = serde_json::to_vec(entry).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut line = serde_json::to_vec(&entry()).map_err(|e| Error::Internal(e.to_string()))?;
         line.push(b'\n');
         let line = Arc::new(line);
         let results =

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::LeaseLimits;
 use crate::error::{Error, Result};
-use crate::store::{from_millis, to_millis, FullTokenRow, Store, TokenRow};
+use crate::store::{from_millis, to_millis, Store, TokenRow};
 
 pub use policy::ROOT_POLICY;
 
@@ -52,7 +52,7 @@ impl Identity {
         self.policies.iter().any(|p| p == ROOT_POLICY)
     }
 
-    fn from_row(row: FullTokenRow) -> Self {
+    fn from_row(row: TokenRow) -> Self {
         let entity_id = if row.entity_id.is_empty() {
             row.accessor.clone()
         } else {
@@ -129,17 +129,7 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(store: Store) -> Self {
-        Self::with_limits(
-            store,
-            LeaseLimits {
-                default_ttl: std::time::Duration::from_secs(3600),
-                max_ttl: std::time::Duration::from_secs(24 * 3600),
-            },
-        )
-    }
-
-    pub fn with_limits(store: Store, limits: LeaseLimits) -> Self {
+    pub fn new(store: Store, limits: LeaseLimits) -> Self {
         Self { store, limits }
     }
 
@@ -158,6 +148,15 @@ impl Auth {
                 policies: serde_json::to_string(&[ROOT_POLICY]).unwrap_or_default(),
                 created_at: to_millis(Utc::now()),
                 expires_at: None,
+                // Empty: the root token is its own entity (its accessor).
+                entity_id: String::new(),
+                renewable: false,
+                ttl_secs: 0,
+                explicit_max_ttl_secs: 0,
+                max_expires_at: None,
+                path: "auth/token/root".into(),
+                meta: "{}".into(),
+                parent_accessor: None,
             })
             .await
     }
@@ -180,7 +179,7 @@ impl Auth {
             .ok_or(Error::PermissionDenied)?;
         let row = self
             .store
-            .get_full_token(&hash_token(token))
+            .get_token(&hash_token(token))
             .await?
             .ok_or(Error::PermissionDenied)?;
         let identity = Identity::from_row(row);

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use super::policy::{check_policy_name, DEFAULT_POLICY, ROOT_POLICY};
 use super::{generate_accessor, generate_token, hash_token, Auth, Identity, TokenInfo};
 use crate::error::{Error, Result};
-use crate::store::{from_millis, to_millis, FullTokenRow};
+use crate::store::{from_millis, to_millis, TokenRow};
 
 /// What `auth/token/create` asks for.
 #[derive(Debug, Default)]
@@ -175,7 +175,7 @@ impl Auth {
         let accessor = generate_accessor();
         let entity_id = new.entity_id.unwrap_or_else(|| accessor.clone());
         self.store
-            .insert_full_token(&FullTokenRow {
+            .insert_token(&TokenRow {
                 token_hash: hash_token(&token),
                 accessor: accessor.clone(),
                 display_name: new.display_name,

@@ -508,30 +508,27 @@ impl LeaseManager {
         let mut revoked = 0;
         let mut failed = 0;
         let mut first_error = None;
+        // Leases whose revocation failed stay live (kept for the reaper); skip them on later rounds.
         let mut after_failures: std::collections::HashSet<String> = Default::default();
         loop {
-            let ids: Vec<String> = self
+            let leases: Vec<LeaseRow> = self
                 .store
-                .live_lease_ids_with_prefix(prefix, 500 + after_failures.len() as i64)
+                .live_leases_with_prefix(prefix, 500 + after_failures.len() as i64)
                 .await?
                 .into_iter()
-                .filter(|id| !after_failures.contains(id))
+                .filter(|lease| !after_failures.contains(&lease.id))
                 .collect();
-            if ids.is_empty() {
+            if leases.is_empty() {
                 break;
             }
-            let results: Vec<(String, Result<()>)> = futures::stream::iter(ids)
-                .map(|id| async move {
-                    let outcome = match self.store.get_lease(&id).await {
-                        Ok(Some(lease)) => self.revoke_lease(lease, force).await,
-                        Ok(None) => Ok(()),
-                        Err(e) => Err(e),
-                    };
-                    (id, outcome)
-                })
-                .buffer_unordered(BULK_REVOCATION_CONCURRENCY)
-                .collect()
-                .await;
+            let results: Vec<(String, Result<()>)> =
+                futures::stream::iter(leases)
+                    .map(|lease| async move {
+                        (lease.id.clone(), self.revoke_lease(lease, force).await)
+                    })
+                    .buffer_unordered(BULK_REVOCATION_CONCURRENCY)
+                    .collect()
+                    .await;
             for (id, outcome) in results {
                 match outcome {
                     Ok(()) => revoked += 1,
@@ -544,11 +541,11 @@ impl LeaseManager {
             }
         }
         match first_error {
-            Some(error) if failed > 0 => Err(Error::Conflict(format!(
+            Some(error) => Err(Error::Conflict(format!(
                 "{failed} of {} leases under {prefix} could not be revoked and will be retried; first error: {error}",
                 revoked + failed
             ))),
-            _ => Ok(revoked),
+            None => Ok(revoked),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Store queries for identity and audit: full token rows, ACL policies, JWT roles, audit devices,
+//! Store queries for identity and audit: tokens, ACL policies, JWT roles, audit devices,
 //! the addresses each identity has read from, and anomaly alerts (migration 0003).
 
 use sqlx::FromRow;
@@ -8,7 +8,7 @@ use crate::error::Result;
 
 /// A client token with everything its lifetime rules need; only the SHA-256 hash is kept.
 #[derive(Debug, Clone, FromRow)]
-pub struct FullTokenRow {
+pub struct TokenRow {
     pub token_hash: String,
     pub accessor: String,
     pub display_name: String,
@@ -70,11 +70,13 @@ pub struct AlertRow {
 impl Store {
     // ---- tokens -----------------------------------------------------------------------------
 
-    pub async fn insert_full_token(&self, token: &FullTokenRow) -> Result<()> {
+    /// Stores a token. Storing a token whose hash is already there changes nothing, so
+    /// installing the same root token at every `lessor dev --root-token` start is harmless.
+    pub async fn insert_token(&self, token: &TokenRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO tokens (token_hash, accessor, display_name, policies, created_at, expires_at, entity_id,
                  renewable, ttl_secs, explicit_max_ttl_secs, max_expires_at, path, meta, parent_accessor)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING",
         )
         .bind(&token.token_hash)
         .bind(&token.accessor)
@@ -95,14 +97,14 @@ impl Store {
         Ok(())
     }
 
-    pub async fn get_full_token(&self, token_hash: &str) -> Result<Option<FullTokenRow>> {
+    pub async fn get_token(&self, token_hash: &str) -> Result<Option<TokenRow>> {
         Ok(sqlx::query_as("SELECT * FROM tokens WHERE token_hash = ?")
             .bind(token_hash)
             .fetch_optional(self.pool())
             .await?)
     }
 
-    pub async fn get_token_by_accessor(&self, accessor: &str) -> Result<Option<FullTokenRow>> {
+    pub async fn get_token_by_accessor(&self, accessor: &str) -> Result<Option<TokenRow>> {
         Ok(sqlx::query_as("SELECT * FROM tokens WHERE accessor = ?")
             .bind(accessor)
             .fetch_optional(self.pool())

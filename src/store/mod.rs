@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-pub use identity::{AlertRow, AuditDeviceRow, FullTokenRow, PolicyRow};
-pub use models::{ConnectionRow, LeaseRow, LeaseState, RoleRow, TokenRow};
+pub use identity::{AlertRow, AuditDeviceRow, PolicyRow, TokenRow};
+pub use models::{ConnectionRow, LeaseRow, LeaseState, RoleRow};
 pub use static_roles::{
     Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow, ROTATION_HISTORY_LEN,
 };
@@ -245,6 +245,18 @@ impl Store {
         .await?)
     }
 
+    /// Leases not yet revoked whose id starts with `prefix`, in id order (for revoke-prefix).
+    pub async fn live_leases_with_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<LeaseRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM leases WHERE state IN ('active', 'revoking') AND substr(id, 1, length(?1)) = ?1
+             ORDER BY id LIMIT ?2",
+        )
+        .bind(prefix)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Moves a lease's expiry after a renewal (only while it is active).
     pub async fn renew_lease(&self, id: &str, expires_at: i64, now: i64) -> Result<bool> {
         let done = sqlx::query(
@@ -348,29 +360,6 @@ impl Store {
     }
 
     // ---- tokens -----------------------------------------------------------------------------
-
-    pub async fn insert_token(&self, token: &TokenRow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO tokens (token_hash, accessor, display_name, policies, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING",
-        )
-        .bind(&token.token_hash)
-        .bind(&token.accessor)
-        .bind(&token.display_name)
-        .bind(&token.policies)
-        .bind(token.created_at)
-        .bind(token.expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn get_token(&self, token_hash: &str) -> Result<Option<TokenRow>> {
-        Ok(sqlx::query_as("SELECT * FROM tokens WHERE token_hash = ?")
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?)
-    }
 
     pub async fn count_tokens(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tokens")

@@ -86,14 +86,3 @@ pub struct LeaseRow {
     /// The accessor of the token that asked for the credential.
     pub owner: String,
 }
-
-/// A client token; only its SHA-256 hash is kept.
-#[derive(Debug, Clone, FromRow)]
-pub struct TokenRow {
-    pub token_hash: String,
-    pub accessor: String,
-    pub display_name: String,
-    pub policies: String,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-}

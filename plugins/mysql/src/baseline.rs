@@ -1,12 +1,12 @@
 //! The plugin's own SQL, issued directly on one plain connection, with no pool, no lease store and
 //! no HTTP in front: the baseline `lessor bench` measures Lessor against. The statements are the
-//! ones `create_user` and the built-in `revoke_user` run, in the same order.
+//! ones `create_user` and the built-in `revoke_user` run, through the same functions.
 
 use lessor_plugin::{render_statements, PluginError, Secret, TemplateValues};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
-use crate::{error, kill_sessions, run_statements, sql, user_hosts};
+use crate::{error, revoke_on, run_statements, user_hosts};
 
 /// One admin connection used the way a hand-written script would.
 pub struct DirectSession {
@@ -67,22 +67,6 @@ impl DirectSession {
     /// The built-in revocation: hosts, `ACCOUNT LOCK`, `KILL` sessions, `DROP USER`.
     pub async fn revoke_user(&mut self, username: &str) -> Result<(), PluginError> {
         lessor_plugin::check_username(username)?;
-        let hosts = user_hosts(&mut self.conn, username).await?;
-        for host in &hosts {
-            let account = sql::account(username, host);
-            self.conn
-                .query_drop(format!("ALTER USER {account} ACCOUNT LOCK"))
-                .await
-                .map_err(|e| error::classify(&e, "locking the user", None))?;
-        }
-        kill_sessions(&mut self.conn, username).await?;
-        for host in &hosts {
-            let account = sql::account(username, host);
-            self.conn
-                .query_drop(format!("DROP USER IF EXISTS {account}"))
-                .await
-                .map_err(|e| error::classify(&e, "dropping the user", None))?;
-        }
-        Ok(())
+        revoke_on(&mut self.conn, username, None).await
     }
 }

@@ -266,6 +266,56 @@ async fn kill_sessions(conn: &mut Conn, username: &str) -> Result<usize, PluginE
     Ok(killed)
 }
 
+/// `revoke_user`'s work on one connection (also what `lessor bench` runs directly): lock every
+/// account of the user, kill its sessions, then drop it (or run the lease's own statements).
+async fn revoke_on(
+    conn: &mut Conn,
+    username: &str,
+    custom: Option<&[Secret]>,
+) -> Result<(), PluginError> {
+    let hosts = user_hosts(conn, username).await?;
+    // Lock before killing, so a killed client cannot simply log in again before the drop.
+    for host in &hosts {
+        let account = sql::account(username, host);
+        match conn
+            .query_drop(format!("ALTER USER {account} ACCOUNT LOCK"))
+            .await
+        {
+            Ok(()) => {}
+            // Gone since the listing: a concurrent revocation got there first.
+            Err(e) if error::server_code(&e) == Some(error::code::CANNOT_USER) => {}
+            // MySQL before 5.7.6 has no ACCOUNT LOCK; the kill and drop still end access.
+            Err(e) if error::server_code(&e) == Some(error::code::PARSE_ERROR) => {
+                tracing::warn!("the server does not support ACCOUNT LOCK; killing sessions and dropping without it");
+            }
+            Err(e) => return Err(error::classify(&e, "locking the user", None)),
+        }
+    }
+    // Sessions survive DROP USER in MySQL, so they are killed explicitly. Done even when the
+    // account is already gone, in case an earlier attempt dropped it before its sessions ended.
+    let killed = kill_sessions(conn, username).await?;
+
+    if hosts.is_empty() {
+        // Custom statements are skipped too: they are written for an existing account, and
+        // an earlier attempt already removed it.
+        tracing::info!(killed, "user already gone");
+        return Ok(());
+    }
+    match custom {
+        Some(rendered) => run_statements(conn, rendered, "revocation", None).await?,
+        None => {
+            for host in &hosts {
+                let account = sql::account(username, host);
+                conn.query_drop(format!("DROP USER IF EXISTS {account}"))
+                    .await
+                    .map_err(|e| error::classify(&e, "dropping the user", None))?;
+            }
+        }
+    }
+    tracing::info!(hosts = hosts.len(), killed, "revoked user");
+    Ok(())
+}
+
 /// Runs rendered statements one by one; errors name the statement by position only.
 async fn run_statements(
     conn: &mut Conn,
@@ -435,47 +485,7 @@ impl DatabasePlugin for MySqlPlugin {
         };
 
         let mut conn = self.conn().await?;
-        let hosts = user_hosts(&mut conn, username).await?;
-        // Lock before killing, so a killed client cannot simply log in again before the drop.
-        for host in &hosts {
-            let account = sql::account(username, host);
-            match conn
-                .query_drop(format!("ALTER USER {account} ACCOUNT LOCK"))
-                .await
-            {
-                Ok(()) => {}
-                // Gone since the listing: a concurrent revocation got there first.
-                Err(e) if error::server_code(&e) == Some(error::code::CANNOT_USER) => {}
-                // MySQL before 5.7.6 has no ACCOUNT LOCK; the kill and drop still end access.
-                Err(e) if error::server_code(&e) == Some(error::code::PARSE_ERROR) => {
-                    tracing::warn!("the server does not support ACCOUNT LOCK; killing sessions and dropping without it");
-                }
-                Err(e) => return Err(error::classify(&e, "locking the user", None)),
-            }
-        }
-        // Sessions survive DROP USER in MySQL, so they are killed explicitly. Done even when the
-        // account is already gone, in case an earlier attempt dropped it before its sessions ended.
-        let killed = kill_sessions(&mut conn, username).await?;
-
-        if hosts.is_empty() {
-            // Custom statements are skipped too: they are written for an existing account, and
-            // an earlier attempt already removed it.
-            tracing::info!(killed, "user already gone");
-            return Ok(());
-        }
-        match custom {
-            Some(rendered) => run_statements(&mut conn, &rendered, "revocation", None).await?,
-            None => {
-                for host in &hosts {
-                    let account = sql::account(username, host);
-                    conn.query_drop(format!("DROP USER IF EXISTS {account}"))
-                        .await
-                        .map_err(|e| error::classify(&e, "dropping the user", None))?;
-                }
-            }
-        }
-        tracing::info!(hosts = hosts.len(), killed, "revoked user");
-        Ok(())
+        revoke_on(&mut conn, username, custom.as_deref()).await
     }
 
     #[tracing::instrument(skip_all, fields(username = %username), err)]

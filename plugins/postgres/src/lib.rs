@@ -151,92 +151,144 @@ impl PostgresPlugin {
             .await
             .map_err(|err| pool_error(err, self.max_size, self.timeout))
     }
+}
 
-    /// Runs `statements` and then `trailer` (if any) in one transaction with a lock timeout.
-    /// `secrets` are redacted from any server message. On error the transaction is dropped
-    /// uncommitted, which makes the driver send `ROLLBACK` before the connection's next use.
-    async fn run_in_transaction(
-        &self,
-        statements: &[Secret],
-        trailer: Option<&str>,
-        secrets: &[&str],
-    ) -> Result<(), PluginError> {
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
+/// Runs `statements` and then `trailer` (if any) in one transaction with a lock timeout.
+/// `secrets` are redacted from any server message. On error the transaction is dropped
+/// uncommitted, which makes the driver send `ROLLBACK` before the connection's next use.
+async fn run_in_transaction(
+    client: &mut tokio_postgres::Client,
+    statements: &[Secret],
+    trailer: Option<&str>,
+    secrets: &[&str],
+) -> Result<(), PluginError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| classify(&e, secrets))?;
+    tx.batch_execute(LOCK_TIMEOUT)
+        .await
+        .map_err(|e| classify(&e, secrets))?;
+    for statement in statements {
+        tx.batch_execute(statement.expose())
             .await
             .map_err(|e| classify(&e, secrets))?;
-        tx.batch_execute(LOCK_TIMEOUT)
+    }
+    if let Some(trailer) = trailer {
+        tx.batch_execute(trailer)
             .await
             .map_err(|e| classify(&e, secrets))?;
-        for statement in statements {
-            tx.batch_execute(statement.expose())
-                .await
-                .map_err(|e| classify(&e, secrets))?;
-        }
-        if let Some(trailer) = trailer {
-            tx.batch_execute(trailer)
-                .await
-                .map_err(|e| classify(&e, secrets))?;
-        }
-        tx.commit().await.map_err(|e| classify(&e, secrets))
     }
+    tx.commit().await.map_err(|e| classify(&e, secrets))
+}
 
-    async fn role_exists(
-        &self,
-        client: &deadpool_postgres::Client,
-        username: &str,
-    ) -> Result<bool, PluginError> {
-        let row = client
-            .query_one(ROLE_EXISTS, &[&username])
-            .await
-            .map_err(|e| classify(&e, &[]))?;
-        Ok(row.get(0))
+/// The statement that sets a role's expiry in the database itself.
+fn valid_until(username: &str, at: DateTime<Utc>) -> String {
+    format!(
+        "ALTER ROLE {} VALID UNTIL '{}'",
+        quote_ident(username),
+        format_expiration(at)
+    )
+}
+
+/// `create_user`'s work on one connection: the rendered creation statements, then `VALID UNTIL`,
+/// in one transaction. Also what `lessor bench` runs directly, so both sides run the same SQL.
+async fn create_on(
+    client: &mut tokio_postgres::Client,
+    username: &str,
+    password: &Secret,
+    expiration: DateTime<Utc>,
+    templates: &[String],
+) -> Result<(), PluginError> {
+    // Rendering checks the username and password alphabets, before anything reaches SQL.
+    let statements = render_statements(
+        templates,
+        &TemplateValues {
+            username,
+            password: Some(password),
+            expiration: Some(expiration),
+        },
+    )?;
+    // Always set, so the server refuses the login after expiry even if the role's own
+    // statements forgot VALID UNTIL and Lessor is down when the lease ends.
+    let trailer = valid_until(username, expiration);
+    run_in_transaction(client, &statements, Some(&trailer), &[password.expose()]).await
+}
+
+async fn role_exists(client: &tokio_postgres::Client, username: &str) -> Result<bool, PluginError> {
+    let row = client
+        .query_one(ROLE_EXISTS, &[&username])
+        .await
+        .map_err(|e| classify(&e, &[]))?;
+    Ok(row.get(0))
+}
+
+/// `revoke_user`'s work on one connection (also what `lessor bench` runs directly): nothing if the
+/// role is gone, else the revocation, treating a concurrent drop as done.
+async fn revoke_on(
+    client: &mut tokio_postgres::Client,
+    username: &str,
+    custom: &[Secret],
+) -> Result<(), PluginError> {
+    if !role_exists(client, username).await? {
+        return Ok(());
     }
+    match revoke_existing(client, username, custom).await {
+        Ok(()) => Ok(()),
+        Err(err) if is_undefined_object(&err) => {
+            // Dropped under us by a concurrent revocation: done, if it is really gone. The
+            // failed transaction's ROLLBACK is queued ahead of this query on the connection.
+            if role_exists(client, username).await? {
+                Err(classify(&err, &[]))
+            } else {
+                Ok(())
+            }
+        }
+        Err(err) => Err(classify(&err, &[])),
+    }
+}
 
-    /// The revocation proper, after the existence check. A concurrent revocation (another replica,
-    /// an operator) may drop the role half-way; the caller treats "undefined object" as done.
-    async fn revoke_existing(
-        &self,
-        client: &mut deadpool_postgres::Client,
-        username: &str,
-        custom: &[Secret],
-    ) -> Result<(), tokio_postgres::Error> {
-        let ident = quote_ident(username);
+/// The revocation proper, after the existence check. A concurrent revocation (another replica,
+/// an operator) may drop the role half-way; the caller treats "undefined object" as done.
+async fn revoke_existing(
+    client: &mut tokio_postgres::Client,
+    username: &str,
+    custom: &[Secret],
+) -> Result<(), tokio_postgres::Error> {
+    let ident = quote_ident(username);
 
-        // Committed on its own first, so no new session can start while we end the current ones.
-        let tx = client.transaction().await?;
-        tx.batch_execute(LOCK_TIMEOUT).await?;
-        tx.batch_execute(&format!("ALTER ROLE {ident} NOLOGIN"))
+    // Committed on its own first, so no new session can start while we end the current ones.
+    let tx = client.transaction().await?;
+    tx.batch_execute(LOCK_TIMEOUT).await?;
+    tx.batch_execute(&format!("ALTER ROLE {ident} NOLOGIN"))
+        .await?;
+    tx.commit().await?;
+
+    // The username is bound as a parameter, never formatted into this query.
+    client.execute(TERMINATE_SESSIONS, &[&username]).await?;
+
+    let tx = client.transaction().await?;
+    tx.batch_execute(LOCK_TIMEOUT).await?;
+    if custom.is_empty() {
+        // REASSIGN OWNED and DROP OWNED act only in the database this connection is in (plus
+        // shared objects). Objects the role owns or privileges it holds in *other* databases
+        // make DROP ROLE fail with SQLSTATE 2BP01 (Rejected, with the server's detail naming
+        // the database); such roles need custom revocation statements or an operator.
+        let row = tx.query_one(HAS_DEPENDENCIES, &[&username]).await?;
+        if row.get::<_, bool>(0) {
+            tx.batch_execute(&format!(
+                "REASSIGN OWNED BY {ident} TO CURRENT_USER; DROP OWNED BY {ident}"
+            ))
             .await?;
-        tx.commit().await?;
-
-        // The username is bound as a parameter, never formatted into this query.
-        client.execute(TERMINATE_SESSIONS, &[&username]).await?;
-
-        let tx = client.transaction().await?;
-        tx.batch_execute(LOCK_TIMEOUT).await?;
-        if custom.is_empty() {
-            // REASSIGN OWNED and DROP OWNED act only in the database this connection is in (plus
-            // shared objects). Objects the role owns or privileges it holds in *other* databases
-            // make DROP ROLE fail with SQLSTATE 2BP01 (Rejected, with the server's detail naming
-            // the database); such roles need custom revocation statements or an operator.
-            let row = tx.query_one(HAS_DEPENDENCIES, &[&username]).await?;
-            if row.get::<_, bool>(0) {
-                tx.batch_execute(&format!(
-                    "REASSIGN OWNED BY {ident} TO CURRENT_USER; DROP OWNED BY {ident}"
-                ))
-                .await?;
-            }
-            tx.batch_execute(&format!("DROP ROLE IF EXISTS {ident}"))
-                .await?;
-        } else {
-            for statement in custom {
-                tx.batch_execute(statement.expose()).await?;
-            }
         }
-        tx.commit().await
+        tx.batch_execute(&format!("DROP ROLE IF EXISTS {ident}"))
+            .await?;
+    } else {
+        for statement in custom {
+            tx.batch_execute(statement.expose()).await?;
+        }
     }
+    tx.commit().await
 }
 
 #[async_trait]
@@ -311,24 +363,15 @@ impl DatabasePlugin for PostgresPlugin {
         } else {
             user.statements
         };
-        // Rendering checks the username and password alphabets, before anything reaches SQL.
-        let statements = render_statements(
+        let mut client = self.client().await?;
+        create_on(
+            &mut client,
+            user.username,
+            user.password,
+            user.expiration,
             templates,
-            &TemplateValues {
-                username: user.username,
-                password: Some(user.password),
-                expiration: Some(user.expiration),
-            },
-        )?;
-        // Always set, so the server refuses the login after expiry even if the role's own
-        // statements forgot VALID UNTIL and Lessor is down when the lease ends.
-        let valid_until = format!(
-            "ALTER ROLE {} VALID UNTIL '{}'",
-            quote_ident(user.username),
-            format_expiration(user.expiration)
-        );
-        self.run_in_transaction(&statements, Some(&valid_until), &[user.password.expose()])
-            .await
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err)]
@@ -355,13 +398,9 @@ impl DatabasePlugin for PostgresPlugin {
         )?;
         // As in create_user: custom renew statements that forget VALID UNTIL would otherwise let
         // the server lock the user out at the old expiry while the lease says it is still valid.
-        let valid_until = format!(
-            "ALTER ROLE {} VALID UNTIL '{}'",
-            quote_ident(username),
-            format_expiration(expires)
-        );
-        self.run_in_transaction(&statements, Some(&valid_until), &[])
-            .await
+        let trailer = valid_until(username, expires);
+        let mut client = self.client().await?;
+        run_in_transaction(&mut client, &statements, Some(&trailer), &[]).await
     }
 
     #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err)]
@@ -378,22 +417,7 @@ impl DatabasePlugin for PostgresPlugin {
             },
         )?;
         let mut client = self.client().await?;
-        if !self.role_exists(&client, username).await? {
-            return Ok(());
-        }
-        match self.revoke_existing(&mut client, username, &custom).await {
-            Ok(()) => Ok(()),
-            Err(err) if is_undefined_object(&err) => {
-                // Dropped under us by a concurrent revocation: done, if it is really gone. The
-                // failed transaction's ROLLBACK is queued ahead of this query on the connection.
-                if self.role_exists(&client, username).await? {
-                    Err(classify(&err, &[]))
-                } else {
-                    Ok(())
-                }
-            }
-            Err(err) => Err(classify(&err, &[])),
-        }
+        revoke_on(&mut client, username, &custom).await
     }
 
     #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err)]
@@ -418,8 +442,8 @@ impl DatabasePlugin for PostgresPlugin {
                 expiration: None,
             },
         )?;
-        self.run_in_transaction(&statements, None, &[password.expose()])
-            .await
+        let mut client = self.client().await?;
+        run_in_transaction(&mut client, &statements, None, &[password.expose()]).await
     }
 
     // A refused login is an expected answer (resolving a pending rotation), hence warn, not error.
