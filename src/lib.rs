@@ -3,7 +3,9 @@
 //! A service asks for a database login; Lessor creates a short-lived user through an engine plugin,
 //! records a lease, and drops the user when the lease ends. The crate is laid out as follows:
 //!
-//! - [`api`]: axum handlers on Vault's paths, one error type rendered as `{"errors": [...]}`.
+//! - [`api`]: axum handlers on Vault's paths behind one decision point (canonical path, route
+//!   table, policy gate), one error type rendered as `{"errors": [...]}`.
+//! - [`names`]: the checked name types handlers take (`RoleName`, `LeaseId`, ...).
 //! - [`lease`]: the lease manager (issue, renew, revoke, revoke-prefix) and the [`lease::reaper`].
 //! - [`catalog`]: connections and roles, validated before they are stored.
 //! - [`rotation`]: static roles and admin passwords, rotated in two phases by the [`rotation::rotator`].
@@ -32,6 +34,7 @@ pub mod engines;
 pub mod error;
 pub mod lease;
 pub mod metrics;
+pub mod names;
 pub mod rotation;
 pub mod seal;
 pub mod store;
@@ -161,13 +164,15 @@ async fn log_request(request: Request, next: Next) -> Response {
     response
 }
 
-/// The HTTP application: the router behind the `LIST` rewrite and the request log. Kept apart from
-/// [`serve`] so tests can drive it any way they like.
+/// The HTTP application: the router behind the request log and the canonicalization (decode the
+/// path once, `LIST` to a flag). Kept apart from [`serve`] so tests can drive it any way they like.
 pub fn app(state: AppState) -> axum::Router {
-    let routes = api::router(state).layer(axum::middleware::from_fn(log_request));
-    // The rewrite must run before routing, so it wraps the whole router rather than its routes.
-    let rewritten = tower::util::MapRequestLayer::new(api::rewrite_list).layer(routes);
-    axum::Router::new().fallback_service(rewritten)
+    let routes = api::router(state);
+    // Canonicalization must run before routing, so it wraps the whole router rather than its
+    // routes; the request log wraps it, so refused paths are logged too.
+    let canonical = axum::middleware::from_fn(api::canonical::layer).layer(routes);
+    let logged = axum::middleware::from_fn(log_request).layer(canonical);
+    axum::Router::new().fallback_service(logged)
 }
 
 /// Serves the API on `listener` and runs the reaper until `shutdown` completes; then stops taking

@@ -431,8 +431,11 @@ async fn bad_input_is_refused_with_400_and_nothing_runs() {
             )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {body}");
+        // Refused either by the path canonicalization (a character no name may hold) or by the
+        // role name check; either way the error says which.
+        let error = body["errors"][0].as_str().unwrap();
         assert!(
-            body["errors"][0].as_str().unwrap().contains("role name"),
+            error.contains("role name") || error.starts_with("path: "),
             "{name}: {body}"
         );
         let (status, body) = server

@@ -1,39 +1,36 @@
 //! Handlers for audit devices (`sys/audit`, `sys/audit/:name`, `sys/audit-hash/:name`), the anomaly
 //! monitor (`sys/monitor/rules`, `sys/alerts`) and `sys/metrics`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::gate::current_request_id;
-use super::{respond, with_unknown, written, ApiError, ApiResult, Body};
+use super::{respond, written, ApiError, ApiResult, Body, QueryParams, Routes};
 use crate::metrics::{render, Gauges};
+use crate::names::AuditDeviceName;
 use crate::store::LeaseState;
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/sys/audit", get(list_devices))
-        .route(
-            "/v1/sys/audit/{name}",
-            post(enable_device)
-                .put(enable_device)
-                .delete(disable_device),
-        )
-        .route(
-            "/v1/sys/audit-hash/{name}",
-            post(audit_hash).put(audit_hash),
-        )
-        .route(
-            "/v1/sys/monitor/rules",
-            get(read_rules).post(write_rules).put(write_rules),
-        )
-        .route("/v1/sys/alerts", get(list_alerts))
-        .route("/v1/sys/metrics", get(metrics))
+pub fn routes() -> Routes {
+    Routes::new()
+        .read("/v1/sys/audit", list_devices)
+        .sudo()
+        .write("/v1/sys/audit/{name}", enable_device)
+        .sudo()
+        .delete("/v1/sys/audit/{name}", disable_device)
+        .sudo()
+        .write("/v1/sys/audit-hash/{name}", audit_hash)
+        .sudo()
+        .read("/v1/sys/monitor/rules", read_rules)
+        .write("/v1/sys/monitor/rules", write_rules)
+        .read("/v1/sys/alerts", list_alerts)
+        .query(&["limit"])
+        .read("/v1/sys/metrics", metrics)
+        .query(&["format"])
 }
 
 /// `sys/audit`: Vault puts the devices both at the top level and under `data`.
@@ -52,7 +49,7 @@ async fn list_devices(State(state): State<AppState>) -> Response {
 /// `{"type": "file", "description": "", "options": {"file_path": "..."}, "local": false}`.
 async fn enable_device(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: AuditDeviceName,
     mut body: Body,
 ) -> ApiResult {
     let device_type = body
@@ -65,16 +62,16 @@ async fn enable_device(
         Some(Value::Object(map)) => map,
         Some(_) => return Err(ApiError::bad_request("options: expected an object")),
     };
-    body.0.remove("local");
-    let warnings = with_unknown(&body, Vec::new());
+    body.refuse_unsupported("local", "there is no replication; every device is local")?;
+    body.finish()?;
     state
         .audit
         .enable(&name, &device_type, &description, options)
         .await?;
-    Ok(written(warnings))
+    Ok(written(vec![]))
 }
 
-async fn disable_device(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+async fn disable_device(State(state): State<AppState>, name: AuditDeviceName) -> ApiResult {
     state.audit.disable(&name).await?;
     Ok(written(vec![]))
 }
@@ -82,10 +79,10 @@ async fn disable_device(State(state): State<AppState>, Path(name): Path<String>)
 /// `sys/audit-hash/:name`: what `input` looks like in that device's log.
 async fn audit_hash(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: AuditDeviceName,
     mut body: Body,
 ) -> ApiResult<Response> {
-    if !state.audit.has_device(name.trim_matches('/')) {
+    if !state.audit.has_device(&name) {
         return Err(ApiError::bad_request(format!(
             "unknown audit device {name:?}"
         )));
@@ -93,6 +90,7 @@ async fn audit_hash(
     let input = body
         .secret("input")?
         .ok_or_else(|| ApiError::bad_request("input: required"))?;
+    body.finish()?;
     let hash = state.audit.hash(input.expose());
     Ok(
         Json(json!({ "request_id": current_request_id(), "hash": hash, "data": { "hash": hash } }))
@@ -110,12 +108,16 @@ async fn write_rules(State(state): State<AppState>, body: Body) -> ApiResult {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AlertQuery {
     limit: Option<i64>,
 }
 
 /// `sys/alerts`: newest first, 100 unless `?limit=` says otherwise (at most 1000).
-async fn list_alerts(State(state): State<AppState>, Query(query): Query<AlertQuery>) -> ApiResult {
+async fn list_alerts(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<AlertQuery>,
+) -> ApiResult {
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     Ok(respond(
         json!({ "alerts": state.monitor.alerts(limit).await? }),
@@ -123,6 +125,7 @@ async fn list_alerts(State(state): State<AppState>, Query(query): Query<AlertQue
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MetricsQuery {
     format: Option<String>,
 }
@@ -131,7 +134,7 @@ struct MetricsQuery {
 /// not offered as JSON (no client asks for them), so the format is required.
 async fn metrics(
     State(state): State<AppState>,
-    Query(query): Query<MetricsQuery>,
+    QueryParams(query): QueryParams<MetricsQuery>,
 ) -> ApiResult<Response> {
     if query.format.as_deref() != Some("prometheus") {
         return Err(ApiError::bad_request(

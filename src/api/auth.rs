@@ -1,62 +1,36 @@
 //! Handlers for `auth/token/*` (create, renew-self, revoke-self, lookup, lookup-accessor,
 //! revoke-accessor) and the JWT auth method `auth/jwt/{config,role/:name,login}`.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::gate::current_request_id;
-use super::{listing, respond, with_unknown, written, ApiError, ApiResult, Body, Caller};
+use super::{listing, respond, written, ApiError, ApiResult, Body, Caller, Routes};
 use crate::auth::jwt::{JwtConfig, JwtRole};
 use crate::auth::tokens::{IssuedToken, TokenRequest};
+use crate::names::JwtRoleName;
 use crate::AppState;
 
 /// The routes of this module.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/auth/token/create",
-            post(create_token).put(create_token),
-        )
-        .route(
-            "/v1/auth/token/renew-self",
-            post(renew_self).put(renew_self),
-        )
-        .route(
-            "/v1/auth/token/revoke-self",
-            post(revoke_self).put(revoke_self),
-        )
-        .route(
-            "/v1/auth/token/lookup",
-            post(lookup_token).put(lookup_token),
-        )
-        .route(
-            "/v1/auth/token/lookup-accessor",
-            post(lookup_accessor).put(lookup_accessor),
-        )
-        .route(
-            "/v1/auth/token/revoke-accessor",
-            post(revoke_accessor).put(revoke_accessor),
-        )
-        .route(
-            "/v1/auth/jwt/config",
-            get(read_jwt_config)
-                .post(write_jwt_config)
-                .put(write_jwt_config),
-        )
-        .route("/v1/auth/jwt/role", get(list_jwt_roles))
-        .route("/v1/auth/jwt/role/", get(list_jwt_roles))
-        .route(
-            "/v1/auth/jwt/role/{name}",
-            get(read_jwt_role)
-                .post(write_jwt_role)
-                .put(write_jwt_role)
-                .delete(delete_jwt_role),
-        )
-        .route("/v1/auth/jwt/login", post(jwt_login).put(jwt_login))
+pub fn routes() -> Routes {
+    Routes::new()
+        .write("/v1/auth/token/create", create_token)
+        .write("/v1/auth/token/renew-self", renew_self)
+        .write("/v1/auth/token/revoke-self", revoke_self)
+        .write("/v1/auth/token/lookup", lookup_token)
+        .write("/v1/auth/token/lookup-accessor", lookup_accessor)
+        .write("/v1/auth/token/revoke-accessor", revoke_accessor)
+        .read("/v1/auth/jwt/config", read_jwt_config)
+        .write("/v1/auth/jwt/config", write_jwt_config)
+        .list("/v1/auth/jwt/role", list_jwt_roles)
+        .list("/v1/auth/jwt/role/", list_jwt_roles)
+        .read("/v1/auth/jwt/role/{name}", read_jwt_role)
+        .write("/v1/auth/jwt/role/{name}", write_jwt_role)
+        .delete("/v1/auth/jwt/role/{name}", delete_jwt_role)
+        .write("/v1/auth/jwt/login", jwt_login)
+        .login()
 }
 
 /// Vault's answer to a login or token creation: the token in `auth`, no `data`.
@@ -99,18 +73,22 @@ pub async fn create_token(
         no_default_policy: body.boolean("no_default_policy")?.unwrap_or(false),
         meta: string_map("meta", body.object("meta")?)?,
     };
-    // Accepted for client compatibility; every token is an orphan service token here.
-    for ignored in ["no_parent", "type", "num_uses", "period", "entity_alias"] {
-        body.0.remove(ignored);
+    match body.string("type")?.as_deref() {
+        None | Some("") | Some("service") | Some("default") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "type: only service tokens are issued, not {other:?}"
+            )))
+        }
     }
-    if body.0.remove("id").is_some() {
-        return Err(ApiError::bad_request(
-            "id: choosing a token's value is not supported",
-        ));
-    }
-    let warnings = with_unknown(&body, Vec::new());
+    body.refuse_unsupported("num_uses", "limited-use tokens are not supported")?;
+    body.refuse_unsupported("period", "periodic tokens are not supported")?;
+    body.refuse_unsupported("entity_alias", "entity aliases are not supported")?;
+    body.refuse_unsupported("no_parent", "orphan tokens are not supported")?;
+    body.refuse_unsupported("id", "choosing a token's value is not supported")?;
+    body.finish()?;
     let issued = state.auth.create_token(&caller.identity, request).await?;
-    Ok(auth_response(&issued, warnings))
+    Ok(auth_response(&issued, vec![]))
 }
 
 pub async fn renew_self(
@@ -119,6 +97,7 @@ pub async fn renew_self(
     mut body: Body,
 ) -> ApiResult {
     let increment = body.duration("increment")?;
+    body.finish()?;
     let (ttl, warnings) = state.auth.renew_token(&caller.identity, increment).await?;
     let identity = &caller.identity;
     let auth = json!({
@@ -147,7 +126,8 @@ pub async fn renew_self(
     .into_response())
 }
 
-pub async fn revoke_self(State(state): State<AppState>, caller: Caller) -> ApiResult {
+pub async fn revoke_self(State(state): State<AppState>, caller: Caller, body: Body) -> ApiResult {
+    body.finish()?;
     state
         .auth
         .revoke_accessor(&caller.identity.accessor)
@@ -160,6 +140,7 @@ pub async fn lookup_token(State(state): State<AppState>, mut body: Body) -> ApiR
         .secret("token")?
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::bad_request("token: required"))?;
+    body.finish()?;
     Ok(respond(state.auth.lookup_token(&token).await?))
 }
 
@@ -171,11 +152,13 @@ fn required(body: &mut Body, field: &str) -> Result<String, ApiError> {
 
 pub async fn lookup_accessor(State(state): State<AppState>, mut body: Body) -> ApiResult {
     let accessor = required(&mut body, "accessor")?;
+    body.finish()?;
     Ok(respond(state.auth.lookup_accessor(&accessor).await?))
 }
 
 pub async fn revoke_accessor(State(state): State<AppState>, mut body: Body) -> ApiResult {
     let accessor = required(&mut body, "accessor")?;
+    body.finish()?;
     state.auth.revoke_accessor(&accessor).await?;
     Ok(written(vec![]))
 }
@@ -209,42 +192,43 @@ pub async fn write_jwt_config(State(state): State<AppState>, mut body: Body) -> 
             .unwrap_or_default(),
         default_role: body.string("default_role")?.unwrap_or_default(),
     };
-    // hvac sends these (often null); they have no meaning without OIDC.
-    for ignored in [
+    // hvac sends these (usually empty); they have a meaning only with OIDC.
+    for oidc_only in [
         "oidc_discovery_ca_pem",
         "oidc_client_id",
         "oidc_client_secret",
         "oidc_response_mode",
         "oidc_response_types",
-        "jwks_ca_pem",
         "provider_config",
-        "namespace_in_state",
     ] {
-        body.0.remove(ignored);
+        body.refuse_unsupported(
+            oidc_only,
+            "OIDC is not supported; this is a JWT auth method",
+        )?;
     }
-    let warnings = with_unknown(&body, Vec::new());
+    body.refuse_unsupported(
+        "jwks_ca_pem",
+        "a custom CA for the JWKS URL is not supported yet",
+    )?;
+    // Vault's default is true and it changes nothing without OIDC state.
+    body.boolean("namespace_in_state")?;
+    body.finish()?;
     state.jwt.write_config(config).await?;
-    Ok(written(warnings))
+    Ok(written(vec![]))
 }
 
-pub async fn list_jwt_roles(State(state): State<AppState>, uri: axum::http::Uri) -> ApiResult {
-    if !super::wants_list(&uri) {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use LIST (or GET ?list=true) to list roles",
-        ));
-    }
+pub async fn list_jwt_roles(State(state): State<AppState>) -> ApiResult {
     listing(state.jwt.list_roles().await?)
 }
 
-pub async fn read_jwt_role(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+pub async fn read_jwt_role(State(state): State<AppState>, name: JwtRoleName) -> ApiResult {
     Ok(respond(state.jwt.role(&name).await?))
 }
 
 /// Creates a role or updates the fields given, as Vault does.
 pub async fn write_jwt_role(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: JwtRoleName,
     mut body: Body,
 ) -> ApiResult {
     let mut role = match state.jwt.role(&name).await {
@@ -319,32 +303,41 @@ pub async fn write_jwt_role(
             )))
         }
     }
-    // OIDC-flow and Vault-internal settings that hvac may send; they change nothing for JWT login.
-    for ignored in [
+    // OIDC-flow settings that hvac sends (usually empty); they have a meaning only with OIDC.
+    for oidc_only in [
         "allowed_redirect_uris",
         "oidc_scopes",
-        "groups_claim",
         "verbose_oidc_logging",
-        "expiration_leeway",
-        "not_before_leeway",
         "max_age",
-        "token_num_uses",
-        "token_period",
     ] {
-        body.0.remove(ignored);
+        body.refuse_unsupported(
+            oidc_only,
+            "OIDC is not supported; this is a JWT auth method",
+        )?;
     }
+    body.refuse_unsupported("groups_claim", "group mapping is not supported")?;
+    body.refuse_unsupported(
+        "expiration_leeway",
+        "not supported; clock_skew_leeway applies",
+    )?;
+    body.refuse_unsupported(
+        "not_before_leeway",
+        "not supported; clock_skew_leeway applies",
+    )?;
+    body.refuse_unsupported("token_num_uses", "limited-use tokens are not supported")?;
+    body.refuse_unsupported("token_period", "periodic tokens are not supported")?;
     if body
         .string_list("token_bound_cidrs", true)?
         .is_some_and(|c| !c.is_empty())
     {
         return Err(ApiError::bad_request("token_bound_cidrs: not supported"));
     }
-    let warnings = with_unknown(&body, Vec::new());
+    body.finish()?;
     state.jwt.write_role(&name, role).await?;
-    Ok(written(warnings))
+    Ok(written(vec![]))
 }
 
-pub async fn delete_jwt_role(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+pub async fn delete_jwt_role(State(state): State<AppState>, name: JwtRoleName) -> ApiResult {
     state.jwt.delete_role(&name).await?;
     Ok(written(vec![]))
 }
@@ -367,6 +360,7 @@ pub async fn jwt_login(State(state): State<AppState>, mut body: Body) -> ApiResu
                 ApiError::bad_request("role: required (no default_role is configured)")
             })?,
     };
+    body.finish()?;
     let issued = state.jwt.login(&state.auth, &role, &jwt).await?;
     Ok(auth_response(&issued, vec![]))
 }

@@ -1,14 +1,18 @@
 //! Handlers for the database secrets engine paths: `database/config`, `database/roles`,
 //! `database/creds` and `database/reset`.
+//!
+//! Names arrive as checked types and bodies are finished with [`Body::finish`]: a field this
+//! engine does not implement is refused with a 400 naming it, never accepted and ignored.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::{listing, respond, with_unknown, written, ApiResult, Body, Caller, Envelope};
-use crate::catalog::{check_name, options_from_json, ConnectionInput, RoleInput};
+use super::{listing, respond, written, ApiResult, Body, Caller, Envelope};
+use crate::catalog::{options_from_json, ConnectionInput, RoleInput};
 use crate::lease::Requester;
+use crate::names::{ConnectionName, RoleName};
 use crate::AppState;
 
 pub async fn list_connections(State(state): State<AppState>, _caller: Caller) -> ApiResult {
@@ -18,22 +22,55 @@ pub async fn list_connections(State(state): State<AppState>, _caller: Caller) ->
 pub async fn read_connection(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
-    uri: axum::http::Uri,
+    name: ConnectionName,
 ) -> ApiResult {
-    if super::wants_list(&uri) {
-        return Err(super::ApiError::empty_not_found());
-    }
     Ok(respond(state.catalog.read_connection(&name).await?))
 }
+
+/// Vault's connection fields that Lessor does not implement yet, and why; a client sending one
+/// with a meaning gets a 400 rather than, say, a plaintext connection it asked to be TLS.
+const UNSUPPORTED_CONNECTION_FIELDS: &[(&str, &str)] = &[
+    ("tls_ca", "TLS to the database is not supported yet"),
+    (
+        "tls_certificate",
+        "TLS to the database is not supported yet",
+    ),
+    (
+        "tls_certificate_key",
+        "TLS to the database is not supported yet",
+    ),
+    ("private_key", "TLS to the database is not supported yet"),
+    (
+        "tls_server_name",
+        "TLS to the database is not supported yet",
+    ),
+    (
+        "tls_skip_verify",
+        "TLS to the database is not supported yet",
+    ),
+    (
+        "password_policy",
+        "password policies are not supported yet; passwords are 32 random characters",
+    ),
+    (
+        "username_template",
+        "Lessor keeps the username template on each role (database/roles/:name username_template)",
+    ),
+    ("disable_escaping", "not supported"),
+    (
+        "max_idle_connections",
+        "not supported; max_open_connections sizes the pool",
+    ),
+    ("max_connection_lifetime", "not supported"),
+    ("plugin_version", "plugin versions are not supported"),
+];
 
 pub async fn write_connection(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    name: ConnectionName,
     mut body: Body,
 ) -> ApiResult {
-    check_name("connection name", &name)?;
     let input = ConnectionInput {
         plugin_name: body.string("plugin_name")?,
         connection_url: body.secret("connection_url")?,
@@ -44,31 +81,17 @@ pub async fn write_connection(
         max_open_connections: body.integer("max_open_connections")?,
         root_rotation_statements: body.string_list("root_rotation_statements", false)?,
     };
-    // Accepted for Vault compatibility and not used.
-    for ignored in [
-        "plugin_version",
-        "password_policy",
-        "max_idle_connections",
-        "max_connection_lifetime",
-    ] {
-        body.0.remove(ignored);
+    for (field, why) in UNSUPPORTED_CONNECTION_FIELDS {
+        body.refuse_unsupported(field, why)?;
     }
-    let template_ignored = body.0.contains_key("username_template");
-    let mut warnings = with_unknown(&body, state.catalog.write_connection(&name, input).await?);
-    if template_ignored {
-        // Vault keeps the template on the connection; Lessor keeps it on each role.
-        warnings.push(
-            "username_template is set per role in Lessor, not on the connection; it was ignored"
-                .into(),
-        );
-    }
-    Ok(written(warnings))
+    body.finish()?;
+    Ok(written(state.catalog.write_connection(&name, input).await?))
 }
 
 pub async fn delete_connection(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    name: ConnectionName,
 ) -> ApiResult {
     state.catalog.delete_connection(&name).await?;
     Ok(written(vec![]))
@@ -77,8 +100,10 @@ pub async fn delete_connection(
 pub async fn reset_connection(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    name: ConnectionName,
+    body: Body,
 ) -> ApiResult {
+    body.finish()?;
     state.catalog.reset_connection(&name).await?;
     Ok(written(vec![]))
 }
@@ -90,22 +115,17 @@ pub async fn list_roles(State(state): State<AppState>, _caller: Caller) -> ApiRe
 pub async fn read_role(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
-    uri: axum::http::Uri,
+    name: RoleName,
 ) -> ApiResult {
-    if super::wants_list(&uri) {
-        return Err(super::ApiError::empty_not_found());
-    }
     Ok(respond(state.catalog.read_role(&name).await?))
 }
 
 pub async fn write_role(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    name: RoleName,
     mut body: Body,
 ) -> ApiResult {
-    check_name("role name", &name)?;
     let options = match body.object("options")? {
         Some(value) => Some(options_from_json(&value)?),
         None => None,
@@ -121,15 +141,26 @@ pub async fn write_role(
         username_template: body.string("username_template")?,
         options,
     };
-    body.0.remove("credential_type");
-    let warnings = state.catalog.write_role(&name, input).await?;
-    Ok(written(with_unknown(&body, warnings)))
+    match body.string("credential_type")?.as_deref() {
+        None | Some("") | Some("password") => {}
+        Some(other) => {
+            return Err(super::ApiError::bad_request(format!(
+                "credential_type: only \"password\" is supported, not {other:?}"
+            )))
+        }
+    }
+    body.refuse_unsupported(
+        "credential_config",
+        "only password credentials are supported, which take no configuration",
+    )?;
+    body.finish()?;
+    Ok(written(state.catalog.write_role(&name, input).await?))
 }
 
 pub async fn delete_role(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    name: RoleName,
 ) -> ApiResult {
     state.catalog.delete_role(&name).await?;
     Ok(written(vec![]))
@@ -139,9 +170,8 @@ pub async fn delete_role(
 pub async fn issue_creds(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    name: RoleName,
 ) -> ApiResult<Response> {
-    check_name("role name", &name)?;
     let requester = Requester {
         // The entity owns the lease, so the same workload logging in again keeps control of it.
         accessor: caller.identity.entity_id.clone(),

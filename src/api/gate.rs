@@ -14,6 +14,7 @@
 //! matches fall through to the 404 fallback untouched.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -25,7 +26,9 @@ use chrono::Utc;
 use lessor_plugin::Secret;
 use serde_json::{json, Value};
 
-use super::{wants_list, ApiError, Caller};
+use super::canonical::Listing;
+use super::routes::{Access, Endpoint, RouteTable, Verb};
+use super::{ApiError, Caller};
 use crate::audit::anomaly::Actor;
 use crate::audit::{Audit, EntryKind};
 use crate::auth::policy::Operation;
@@ -44,16 +47,14 @@ pub fn current_request_id() -> String {
         .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string())
 }
 
-/// Routes anyone may call.
-const UNAUTHENTICATED: &[&str] = &["/v1/sys/health", "/v1/auth/jwt/login"];
-/// Routes not audited.
-const UNAUDITED: &[&str] = &["/v1/sys/health"];
 /// Largest request body read for auditing; policies and PEM bundles fit easily.
 const BODY_LIMIT: usize = 4 * 1024 * 1024;
 
-/// Route templates whose successful answer hands out a credential.
-fn is_credential_read(route: &str) -> bool {
-    route == "/v1/database/creds/{name}" || route.starts_with("/v1/database/static-creds/")
+/// What the gate middleware needs: the application and the route table it checks against.
+#[derive(Clone)]
+pub struct GateState {
+    pub app: AppState,
+    pub table: Arc<RouteTable>,
 }
 
 /// The token presented as `X-Vault-Token` or `Authorization: Bearer`.
@@ -83,10 +84,11 @@ async fn authorize(
     token: Option<Secret>,
     path: &str,
     operation: Operation,
+    sudo: bool,
 ) -> Result<Caller, Error> {
     let identity = state.auth.authenticate(token.as_ref()).await?;
     let acl = state.policies.acl(&identity.policies).await?;
-    if !acl.allows(path, operation) {
+    if !acl.allows(path, operation) || (sudo && !acl.has_sudo(path)) {
         tracing::info!(accessor = %identity.accessor, %path, operation = operation.as_str(), "refused by policy");
         return Err(Error::PermissionDenied);
     }
@@ -217,8 +219,9 @@ fn error_text(body: &Value) -> Option<String> {
     (!joined.is_empty()).then(|| joined.join("; "))
 }
 
-/// The middleware. Layered on the router (so the matched route template is known).
-pub async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The middleware. Layered on the router (so the matched route template is known), behind the
+/// canonicalization (so the path it checks is the decoded one the handler serves).
+pub async fn gate(State(gate): State<GateState>, request: Request, next: Next) -> Response {
     let Some(route) = request
         .extensions()
         .get::<MatchedPath>()
@@ -226,24 +229,60 @@ pub async fn gate(State(state): State<AppState>, request: Request, next: Next) -
     else {
         return next.run(request).await;
     };
+    let listing = request
+        .extensions()
+        .get::<Listing>()
+        .is_some_and(|listing| listing.0);
     let started = Instant::now();
     let method = request.method().clone();
-    let response = if UNAUDITED.contains(&route.as_str()) {
+    let Some(endpoint) =
+        Verb::of(&method, listing).and_then(|verb| gate.table.endpoint(&route, verb))
+    else {
+        // Nothing is declared for this verb here: no handler runs, whatever axum would route.
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            if listing {
+                "this path cannot be listed"
+            } else {
+                "unsupported operation on this path"
+            },
+        )
+        .into_response();
+    };
+    if let Some(unknown) = request.uri().query().and_then(|query| {
+        query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.split('=').next().unwrap_or_default())
+            .find(|name| !endpoint.query.contains(name))
+    }) {
+        return ApiError::bad_request(format!(
+            "query parameter {unknown:?} is not supported on this path"
+        ))
+        .into_response();
+    }
+    let response = if endpoint.access == Access::Public {
         next.run(request).await
     } else {
-        guarded(&state, &route, request, next).await
+        guarded(&gate.app, &route, endpoint, request, next).await
     };
     crate::metrics::observe_request(&route, method.as_str(), started.elapsed());
     response
 }
 
-async fn guarded(state: &AppState, route: &str, request: Request, next: Next) -> Response {
+async fn guarded(
+    state: &AppState,
+    route: &str,
+    endpoint: Endpoint,
+    request: Request,
+    next: Next,
+) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let remote = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let operation = Operation::from_method(request.method(), wants_list(request.uri()));
+    let operation = endpoint.verb.operation();
     let mut path = request.uri().path().trim_start_matches("/v1/").to_owned();
     // Vault checks listings against the path with a trailing slash.
     if operation == Operation::List && !path.ends_with('/') {
@@ -267,8 +306,9 @@ async fn guarded(state: &AppState, route: &str, request: Request, next: Next) ->
         body: body_json,
     };
 
-    if !UNAUTHENTICATED.contains(&route) {
-        match authorize(state, record.token.clone(), &record.path, operation).await {
+    if endpoint.access != Access::Login {
+        let sudo = endpoint.access == Access::Sudo;
+        match authorize(state, record.token.clone(), &record.path, operation, sudo).await {
             Ok(caller) => record.caller = Some(caller),
             Err(error) => return refuse(state, &record, error).await,
         }
@@ -294,7 +334,7 @@ async fn guarded(state: &AppState, route: &str, request: Request, next: Next) ->
     let status = response.status();
     if !audit.is_enabled() {
         // Nothing to record: the response goes out as the handler made it, unbuffered.
-        observe(state, route, &record, status).await;
+        observe(state, endpoint, &record, status).await;
         return response;
     }
 
@@ -330,7 +370,7 @@ async fn guarded(state: &AppState, route: &str, request: Request, next: Next) ->
         return ApiError::from(error).into_response();
     }
 
-    observe(state, route, &record, status).await;
+    observe(state, endpoint, &record, status).await;
     Response::from_parts(response_parts, Body::from(response_bytes))
 }
 
@@ -395,10 +435,10 @@ async fn withhold(state: &AppState, status: StatusCode, response: &Value) {
 }
 
 /// Feeds the anomaly rules. Their failures are logged, never the request's.
-async fn observe(state: &AppState, route: &str, record: &Record, status: StatusCode) {
+async fn observe(state: &AppState, endpoint: Endpoint, record: &Record, status: StatusCode) {
     let outcome = if status == StatusCode::FORBIDDEN {
         state.monitor.denied(&record.actor()).await
-    } else if status.is_success() && is_credential_read(route) {
+    } else if status.is_success() && endpoint.issues_credential {
         let role = record.role.clone().unwrap_or_default();
         state.monitor.credential_read(&record.actor(), &role).await
     } else {

@@ -1,11 +1,17 @@
 //! The HTTP API: a Vault-compatible subset on Vault's paths, so existing clients (hvac, Vault
 //! Agent, Spring Vault) work unchanged.
 //!
-//! - [`router`] builds the routes; `LIST` requests are rewritten to `GET ?list=true` before routing,
-//!   so both spellings reach the same handler.
-//! - [`gate`] authenticates, checks the caller's policies, audits every request and response
-//!   and feeds the anomaly rules, before and after every routed handler; a missing or bad token,
-//!   or a path the policies do not allow, is a 403 before any handler runs.
+//! One decision point, in three steps that each happen once:
+//! - [`canonical`] decodes the path once, before routing, and turns `LIST` / `?list=true` into a
+//!   flag; paths that would need a second reading (`//`, `..`, a `%` left after decoding) are 400s.
+//! - [`routes`] declares every endpoint with its operation (read, list, write, delete), whether it
+//!   needs `sudo`, and whether it serves `HEAD`; [`routes()`] is the whole API in one list.
+//! - [`gate`] finds the declaration for the matched route and the request's verb (none: 405, no
+//!   handler runs), authenticates, checks the caller's policies against exactly that operation on
+//!   the canonical path, audits the request and the response, and feeds the anomaly rules.
+//!
+//! Handlers take names as checked types ([`crate::names`]) and bodies as [`Body`], whose
+//! [`Body::finish`] refuses every field the handler did not use, with a 400 naming it.
 //! - [`Caller`] is the authenticated caller, as the gate resolved it.
 //! - [`Body`] parses request bodies as JSON objects, turning malformed JSON into a 400.
 //! - [`respond`] wraps data in Vault's envelope `{request_id, lease_id, renewable, lease_duration,
@@ -13,10 +19,12 @@
 
 mod audit;
 mod auth;
+pub mod canonical;
 mod database;
 pub mod error;
 pub mod gate;
 mod policies;
+pub mod routes;
 mod static_roles;
 mod sys;
 
@@ -26,115 +34,92 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use lessor_plugin::Secret;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use error::{ApiError, ApiResult};
+pub use routes::Routes;
 
 use crate::auth::Identity;
 use crate::AppState;
 
-/// Builds the API router. Serve it through [`crate::into_service`], which adds the `LIST` rewrite.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/sys/health", get(sys::health).head(sys::health))
-        .route(
-            "/v1/auth/token/lookup-self",
-            get(sys::lookup_self).post(sys::lookup_self),
-        )
-        .route("/v1/database/config", get(database::list_connections))
-        .route("/v1/database/config/", get(database::list_connections))
-        .route(
-            "/v1/database/config/{name}",
-            get(database::read_connection)
-                .post(database::write_connection)
-                .put(database::write_connection)
-                .delete(database::delete_connection),
-        )
-        .route(
-            "/v1/database/reset/{name}",
-            post(database::reset_connection).put(database::reset_connection),
-        )
-        .route("/v1/database/roles", get(database::list_roles))
-        .route("/v1/database/roles/", get(database::list_roles))
-        .route(
-            "/v1/database/roles/{name}",
-            get(database::read_role)
-                .post(database::write_role)
-                .put(database::write_role)
-                .delete(database::delete_role),
-        )
-        .route(
-            "/v1/database/creds/{name}",
-            get(database::issue_creds).post(database::issue_creds),
-        )
-        .route(
-            "/v1/database/static-roles",
-            get(static_roles::list_static_roles),
-        )
-        .route(
+/// Every endpoint of the API, each declared with its operation and who may call it; the gate
+/// checks exactly these declarations (see [`routes`]).
+pub fn routes() -> Routes {
+    Routes::new()
+        .read("/v1/sys/health", sys::health)
+        .also_head()
+        .public()
+        .read("/v1/auth/token/lookup-self", sys::lookup_self)
+        .write("/v1/auth/token/lookup-self", sys::lookup_self)
+        .list("/v1/database/config", database::list_connections)
+        .list("/v1/database/config/", database::list_connections)
+        .read("/v1/database/config/{name}", database::read_connection)
+        .write("/v1/database/config/{name}", database::write_connection)
+        .delete("/v1/database/config/{name}", database::delete_connection)
+        .write("/v1/database/reset/{name}", database::reset_connection)
+        .list("/v1/database/roles", database::list_roles)
+        .list("/v1/database/roles/", database::list_roles)
+        .read("/v1/database/roles/{name}", database::read_role)
+        .write("/v1/database/roles/{name}", database::write_role)
+        .delete("/v1/database/roles/{name}", database::delete_role)
+        // Issuing is a read in Vault's model, whichever method a client uses.
+        .read("/v1/database/creds/{name}", database::issue_creds)
+        .issues_credential()
+        .list("/v1/database/static-roles", static_roles::list_static_roles)
+        .list(
             "/v1/database/static-roles/",
-            get(static_roles::list_static_roles),
+            static_roles::list_static_roles,
         )
-        .route(
+        .read(
             "/v1/database/static-roles/{name}",
-            get(static_roles::read_static_role)
-                .post(static_roles::write_static_role)
-                .put(static_roles::write_static_role)
-                .delete(static_roles::delete_static_role),
+            static_roles::read_static_role,
         )
-        .route(
+        .write(
+            "/v1/database/static-roles/{name}",
+            static_roles::write_static_role,
+        )
+        .delete(
+            "/v1/database/static-roles/{name}",
+            static_roles::delete_static_role,
+        )
+        .read(
             "/v1/database/static-creds/{name}",
-            get(static_roles::read_static_creds),
+            static_roles::read_static_creds,
         )
-        .route(
-            "/v1/database/rotate-role/{name}",
-            post(static_roles::rotate_role).put(static_roles::rotate_role),
-        )
-        .route(
-            "/v1/database/rotate-root/{name}",
-            post(static_roles::rotate_root).put(static_roles::rotate_root),
-        )
-        .route(
-            "/v1/sys/leases/lookup",
-            post(sys::lookup_lease)
-                .put(sys::lookup_lease)
-                .get(sys::list_leases_root),
-        )
-        .route("/v1/sys/leases/lookup/", get(sys::list_leases_root))
-        .route("/v1/sys/leases/lookup/{*prefix}", get(sys::list_leases))
-        .route(
-            "/v1/sys/leases/renew",
-            post(sys::renew_lease).put(sys::renew_lease),
-        )
-        .route(
-            "/v1/sys/leases/renew/{*lease_id}",
-            post(sys::renew_lease_path).put(sys::renew_lease_path),
-        )
-        .route(
-            "/v1/sys/leases/revoke",
-            post(sys::revoke_lease).put(sys::revoke_lease),
-        )
-        .route(
-            "/v1/sys/leases/revoke/{*lease_id}",
-            post(sys::revoke_lease_path).put(sys::revoke_lease_path),
-        )
-        .route(
-            "/v1/sys/leases/revoke-prefix/{*prefix}",
-            post(sys::revoke_prefix).put(sys::revoke_prefix),
-        )
-        .route(
-            "/v1/sys/leases/revoke-force/{*prefix}",
-            post(sys::revoke_force).put(sys::revoke_force),
-        )
+        .issues_credential()
+        .write("/v1/database/rotate-role/{name}", static_roles::rotate_role)
+        .write("/v1/database/rotate-root/{name}", static_roles::rotate_root)
+        .sudo()
+        .write("/v1/sys/leases/lookup", sys::lookup_lease)
+        .list("/v1/sys/leases/lookup", sys::list_leases_root)
+        .sudo()
+        .list("/v1/sys/leases/lookup/", sys::list_leases_root)
+        .sudo()
+        .list("/v1/sys/leases/lookup/{*prefix}", sys::list_leases)
+        .sudo()
+        .write("/v1/sys/leases/renew", sys::renew_lease)
+        .write("/v1/sys/leases/renew/{*lease_id}", sys::renew_lease_path)
+        .write("/v1/sys/leases/revoke", sys::revoke_lease)
+        .write("/v1/sys/leases/revoke/{*lease_id}", sys::revoke_lease_path)
+        .write("/v1/sys/leases/revoke-prefix/{*prefix}", sys::revoke_prefix)
+        .sudo()
+        .write("/v1/sys/leases/revoke-force/{*prefix}", sys::revoke_force)
+        .sudo()
         .merge(auth::routes())
         .merge(policies::routes())
         .merge(audit::routes())
+}
+
+/// Builds the API router behind the policy gate. Serve it through [`crate::app`], which puts the
+/// canonicalization in front of it.
+pub fn router(state: AppState) -> Router {
+    let (routes, table) = routes().into_parts();
+    routes
         .fallback(|| async { ApiError::empty_not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -144,35 +129,13 @@ pub fn router(state: AppState) -> Router {
         })
         // Must stay the last layer: it wraps only the routes added above it.
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            gate::GateState {
+                app: state.clone(),
+                table,
+            },
             gate::gate,
         ))
         .with_state(state)
-}
-
-/// Rewrites Vault's `LIST` method to `GET ?list=true` before routing.
-pub fn rewrite_list(mut request: Request) -> Request {
-    if request.method().as_str() == "LIST" {
-        *request.method_mut() = Method::GET;
-        let uri = request.uri();
-        let path = uri.path();
-        let query = match uri.query() {
-            Some(q) if !q.is_empty() => format!("{q}&list=true"),
-            _ => "list=true".to_owned(),
-        };
-        if let Ok(new_uri) = format!("{path}?{query}").parse::<Uri>() {
-            *request.uri_mut() = new_uri;
-        }
-    }
-    request
-}
-
-/// Whether the request asked for a listing (`LIST` or `?list=true`).
-pub fn wants_list(uri: &Uri) -> bool {
-    uri.query().is_some_and(|q| {
-        q.split('&')
-            .any(|pair| pair == "list=true" || pair == "list=1")
-    })
 }
 
 /// The authenticated caller of a request.
@@ -220,7 +183,11 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             return Ok(Self(Map::new()));
         }
         match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(Self(map)),
+            Ok(Value::Object(mut map)) => {
+                // An explicit null means "not given" (async-hvac sends `"id": null`).
+                map.retain(|_, value| !value.is_null());
+                Ok(Self(map))
+            }
             Ok(_) => Err(ApiError::bad_request("request body must be a JSON object")),
             Err(e) => Err(ApiError::bad_request(format!("malformed JSON body: {e}"))),
         }
@@ -323,15 +290,38 @@ impl Body {
         Ok(self.0.remove(field).filter(|v| !v.is_null()))
     }
 
-    /// Vault's warning for fields an endpoint does not know; none if all were used.
-    pub fn unknown_fields_warning(&self) -> Option<String> {
+    /// Refuses `field` unless it is absent or holds its "off" value (`""`, `false`, `0`, `"0s"`,
+    /// `[]`, `{}`): for Vault fields Lessor does not implement, so a client that sends one with a
+    /// meaning is told rather than silently ignored.
+    pub fn refuse_unsupported(&mut self, field: &str, why: &str) -> Result<(), ApiError> {
+        let off = match self.0.remove(field) {
+            None => true,
+            Some(Value::String(s)) => matches!(s.trim(), "" | "0" | "0s" | "false"),
+            Some(Value::Bool(b)) => !b,
+            Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Object(o)) => o.is_empty(),
+            Some(Value::Null) => true,
+        };
+        if off {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(format!("{field}: {why}")))
+        }
+    }
+
+    /// Ends parsing: every field the handler did not take is refused with a 400 naming it, so a
+    /// misspelled or unsupported field never goes unnoticed.
+    pub fn finish(self) -> Result<(), ApiError> {
         if self.0.is_empty() {
-            return None;
+            return Ok(());
         }
         let names: Vec<&str> = self.0.keys().map(String::as_str).collect();
-        Some(format!(
-            "Endpoint ignored these unrecognized parameters: {names:?}"
-        ))
+        Err(ApiError::bad_request(format!(
+            "unknown field{} for this path: {}",
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        )))
     }
 }
 
@@ -398,8 +388,45 @@ pub fn listing(keys: Vec<String>) -> ApiResult {
     Ok(respond(data))
 }
 
-/// Adds the unknown-fields warning, if any, to a warning list.
-pub fn with_unknown(body: &Body, mut warnings: Vec<String>) -> Vec<String> {
-    warnings.extend(body.unknown_fields_warning());
-    warnings
+/// Names come out of the (canonical) path as checked types: a handler never sees an unchecked
+/// name, and an invalid one is a 400 naming what is wrong before the handler runs.
+macro_rules! path_names {
+    ($($name:ty),* $(,)?) => {$(
+        impl<S: Send + Sync> FromRequestParts<S> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+                let axum::extract::Path(raw) =
+                    axum::extract::Path::<String>::from_request_parts(parts, state)
+                        .await
+                        .map_err(|e| ApiError::bad_request(format!("{}: {e}", <$name>::KIND)))?;
+                Ok(<$name>::parse(raw)?)
+            }
+        }
+    )*};
+}
+
+path_names!(
+    crate::names::RoleName,
+    crate::names::StaticRoleName,
+    crate::names::ConnectionName,
+    crate::names::JwtRoleName,
+    crate::names::AuditDeviceName,
+    crate::names::LeaseId,
+    crate::names::LeasePrefix,
+    crate::names::PolicyName,
+);
+
+/// Query parameters parsed into `T`; a bad value is a 400 in the API's error shape. Which
+/// parameters an endpoint takes at all is declared in the route table and checked by the gate.
+pub struct QueryParams<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))
+    }
 }

@@ -1,56 +1,40 @@
 //! Handlers for ACL policies: `sys/policies/acl[/:name]` and the older `sys/policy[/:name]` that
 //! some clients (older hvac) still use.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 
 use super::gate::current_request_id;
-use super::{listing, respond, with_unknown, written, ApiError, ApiResult, Body};
+use super::{listing, respond, written, ApiError, ApiResult, Body, Routes};
+use crate::names::PolicyName;
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/sys/policies/acl", get(list_acl))
-        .route("/v1/sys/policies/acl/", get(list_acl))
-        .route(
-            "/v1/sys/policies/acl/{name}",
-            get(read_acl)
-                .post(write_acl)
-                .put(write_acl)
-                .delete(delete_policy),
-        )
-        .route("/v1/sys/policy", get(list_legacy))
-        .route(
-            "/v1/sys/policy/{name}",
-            get(read_legacy)
-                .post(write_legacy)
-                .put(write_legacy)
-                .delete(delete_policy),
-        )
+pub fn routes() -> Routes {
+    Routes::new()
+        .list("/v1/sys/policies/acl", list_acl)
+        .list("/v1/sys/policies/acl/", list_acl)
+        .read("/v1/sys/policies/acl/{name}", read_acl)
+        .write("/v1/sys/policies/acl/{name}", write_acl)
+        .delete("/v1/sys/policies/acl/{name}", delete_policy)
+        // The older path answers a plain GET with the list, as Vault's does.
+        .read("/v1/sys/policy", list_legacy)
+        .read("/v1/sys/policy/{name}", read_legacy)
+        .write("/v1/sys/policy/{name}", write_legacy)
+        .delete("/v1/sys/policy/{name}", delete_policy)
 }
 
-async fn list_acl(State(state): State<AppState>, uri: axum::http::Uri) -> ApiResult {
-    if !super::wants_list(&uri) {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use LIST (or GET ?list=true) to list policies",
-        ));
-    }
+async fn list_acl(State(state): State<AppState>) -> ApiResult {
     listing(state.policies.list().await?)
 }
 
-async fn read_acl(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+async fn read_acl(State(state): State<AppState>, name: PolicyName) -> ApiResult {
     let text = state.policies.read(&name).await?;
-    Ok(respond(
-        json!({ "name": name.to_lowercase(), "policy": text }),
-    ))
+    Ok(respond(json!({ "name": name.as_str(), "policy": text })))
 }
 
-async fn write(state: &AppState, name: &str, body: &mut Body, fields: &[&str]) -> ApiResult {
+async fn write(state: &AppState, name: &str, mut body: Body, fields: &[&str]) -> ApiResult {
     let mut text = None;
     for field in fields {
         if let Some(value) = body.string(field)? {
@@ -58,20 +42,16 @@ async fn write(state: &AppState, name: &str, body: &mut Body, fields: &[&str]) -
         }
     }
     let text = text.ok_or_else(|| ApiError::bad_request(format!("{}: required", fields[0])))?;
-    let warnings = with_unknown(body, Vec::new());
+    body.finish()?;
     state.policies.write(name, &text).await?;
-    Ok(written(warnings))
+    Ok(written(vec![]))
 }
 
-async fn write_acl(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    mut body: Body,
-) -> ApiResult {
-    write(&state, &name, &mut body, &["policy"]).await
+async fn write_acl(State(state): State<AppState>, name: PolicyName, body: Body) -> ApiResult {
+    write(&state, &name, body, &["policy"]).await
 }
 
-async fn delete_policy(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+async fn delete_policy(State(state): State<AppState>, name: PolicyName) -> ApiResult {
     state.policies.delete(&name).await?;
     Ok(written(vec![]))
 }
@@ -88,12 +68,9 @@ async fn list_legacy(State(state): State<AppState>) -> ApiResult<Response> {
     .into_response())
 }
 
-async fn read_legacy(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<Response> {
+async fn read_legacy(State(state): State<AppState>, name: PolicyName) -> ApiResult<Response> {
     let text = state.policies.read(&name).await?;
-    let name = name.to_lowercase();
+    let name = name.as_str();
     Ok(Json(json!({
         "request_id": current_request_id(),
         "name": name,
@@ -103,10 +80,6 @@ async fn read_legacy(
     .into_response())
 }
 
-async fn write_legacy(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    mut body: Body,
-) -> ApiResult {
-    write(&state, &name, &mut body, &["policy", "rules"]).await
+async fn write_legacy(State(state): State<AppState>, name: PolicyName, body: Body) -> ApiResult {
+    write(&state, &name, body, &["policy", "rules"]).await
 }

@@ -3,13 +3,13 @@
 //! `create_static_role`, `get_static_credentials`, `rotate_static_role_credentials` and
 //! `rotate_root_credentials` work unchanged.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::{listing, respond, with_unknown, written, ApiError, ApiResult, Body, Caller, Envelope};
-use crate::catalog::check_name;
+use super::{listing, respond, written, ApiError, ApiResult, Body, Caller, Envelope};
+use crate::names::{ConnectionName, StaticRoleName};
 use crate::rotation::StaticRoleInput;
 use crate::AppState;
 
@@ -20,22 +20,17 @@ pub async fn list_static_roles(State(state): State<AppState>, _caller: Caller) -
 pub async fn read_static_role(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
-    uri: axum::http::Uri,
+    name: StaticRoleName,
 ) -> ApiResult {
-    if super::wants_list(&uri) {
-        return Err(ApiError::empty_not_found());
-    }
     Ok(respond(state.rotation.read_static_role(&name).await?))
 }
 
 pub async fn write_static_role(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    name: StaticRoleName,
     mut body: Body,
 ) -> ApiResult {
-    check_name("static role name", &name)?;
     let input = StaticRoleInput {
         db_name: body.string("db_name")?,
         username: body.string("username")?,
@@ -48,23 +43,27 @@ pub async fn write_static_role(
         password: body.secret("password")?,
     };
     match body.string("credential_type")?.as_deref() {
-        None | Some("password") => {}
+        None | Some("") | Some("password") => {}
         Some(_) => {
             return Err(ApiError::bad_request(
                 "credential_type: only \"password\" is supported",
             ))
         }
     }
-    // Accepted for Vault compatibility and not used.
-    body.0.remove("credential_config");
-    let warnings = state.rotation.write_static_role(&name, input).await?;
-    Ok(written(with_unknown(&body, warnings)))
+    body.refuse_unsupported(
+        "credential_config",
+        "only password credentials are supported, which take no configuration",
+    )?;
+    body.finish()?;
+    Ok(written(
+        state.rotation.write_static_role(&name, input).await?,
+    ))
 }
 
 pub async fn delete_static_role(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    name: StaticRoleName,
 ) -> ApiResult {
     state.rotation.delete_static_role(&name).await?;
     Ok(written(vec![]))
@@ -74,7 +73,7 @@ pub async fn delete_static_role(
 pub async fn read_static_creds(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    name: StaticRoleName,
 ) -> ApiResult<Response> {
     let creds = state.rotation.static_credentials(&name).await?;
     let mut data = Map::new();
@@ -104,8 +103,10 @@ pub async fn read_static_creds(
 pub async fn rotate_role(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    name: StaticRoleName,
+    body: Body,
 ) -> ApiResult {
+    body.finish()?;
     state.rotation.rotate_static_role(&name).await?;
     Ok(written(vec![]))
 }
@@ -114,8 +115,10 @@ pub async fn rotate_role(
 pub async fn rotate_root(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    name: ConnectionName,
+    body: Body,
 ) -> ApiResult {
+    body.finish()?;
     state.rotation.rotate_root(&name).await?;
     Ok(written(vec![]))
 }

@@ -1,7 +1,6 @@
 //! Handlers for `sys/health`, `sys/leases/*` and `auth/token/lookup-self`.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -9,6 +8,7 @@ use serde_json::json;
 
 use super::{listing, respond, written, ApiError, ApiResult, Body, Caller, Envelope};
 use crate::auth::Auth;
+use crate::names::{LeaseId, LeasePrefix};
 use crate::AppState;
 
 /// `sys/health`: unauthenticated, as in Vault; load balancers poll it.
@@ -57,10 +57,12 @@ async fn check_owner(
     Ok(())
 }
 
-fn required_lease_id(body: &mut Body) -> Result<String, ApiError> {
-    body.string("lease_id")?
+fn required_lease_id(body: &mut Body) -> Result<LeaseId, ApiError> {
+    let id = body
+        .string("lease_id")?
         .filter(|id| !id.is_empty())
-        .ok_or_else(|| ApiError::bad_request("lease_id: required"))
+        .ok_or_else(|| ApiError::bad_request("lease_id: required"))?;
+    Ok(LeaseId::parse(id)?)
 }
 
 pub async fn lookup_lease(
@@ -69,42 +71,27 @@ pub async fn lookup_lease(
     mut body: Body,
 ) -> ApiResult {
     let lease_id = required_lease_id(&mut body)?;
+    body.finish()?;
     check_owner(&state, &caller, &lease_id, "sys/leases/lookup").await?;
     Ok(respond(state.leases.lookup(&lease_id).await?))
 }
 
 /// Listing needs `list` and `sudo` on the path; the gate checked both.
-pub async fn list_leases_root(
-    State(state): State<AppState>,
-    _caller: Caller,
-    uri: axum::http::Uri,
-) -> ApiResult {
-    if !super::wants_list(&uri) {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use LIST (or GET ?list=true) to list leases",
-        ));
-    }
+pub async fn list_leases_root(State(state): State<AppState>, _caller: Caller) -> ApiResult {
     listing(state.leases.list("").await?)
 }
 
 pub async fn list_leases(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(prefix): Path<String>,
-    uri: axum::http::Uri,
+    prefix: LeasePrefix,
 ) -> ApiResult {
-    if !super::wants_list(&uri) {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use LIST (or GET ?list=true) to list leases",
-        ));
-    }
     listing(state.leases.list(&prefix).await?)
 }
 
-async fn renew(state: &AppState, lease_id: &str, body: &mut Body) -> ApiResult {
+async fn renew(state: &AppState, lease_id: &LeaseId, mut body: Body) -> ApiResult {
     let increment = body.duration("increment")?;
+    body.finish()?;
     let renewed = state.leases.renew(lease_id, increment).await?;
     let mut envelope = Envelope::<()>::new(()).with_warnings(renewed.warnings);
     envelope.data = None;
@@ -121,14 +108,14 @@ pub async fn renew_lease(
 ) -> ApiResult {
     let lease_id = required_lease_id(&mut body)?;
     check_owner(&state, &caller, &lease_id, "sys/leases/renew").await?;
-    renew(&state, &lease_id, &mut body).await
+    renew(&state, &lease_id, body).await
 }
 
 pub async fn renew_lease_path(
     State(state): State<AppState>,
     caller: Caller,
-    Path(lease_id): Path<String>,
-    mut body: Body,
+    lease_id: LeaseId,
+    body: Body,
 ) -> ApiResult {
     check_owner(
         &state,
@@ -137,7 +124,7 @@ pub async fn renew_lease_path(
         &format!("sys/leases/renew/{lease_id}"),
     )
     .await?;
-    renew(&state, &lease_id, &mut body).await
+    renew(&state, &lease_id, body).await
 }
 
 pub async fn revoke_lease(
@@ -146,6 +133,8 @@ pub async fn revoke_lease(
     mut body: Body,
 ) -> ApiResult {
     let lease_id = required_lease_id(&mut body)?;
+    body.refuse_unsupported("sync", "revocation is always synchronous here")?;
+    body.finish()?;
     check_owner(&state, &caller, &lease_id, "sys/leases/revoke").await?;
     state.leases.revoke(&lease_id).await?;
     Ok(written(vec![]))
@@ -154,8 +143,10 @@ pub async fn revoke_lease(
 pub async fn revoke_lease_path(
     State(state): State<AppState>,
     caller: Caller,
-    Path(lease_id): Path<String>,
+    lease_id: LeaseId,
+    body: Body,
 ) -> ApiResult {
+    body.finish()?;
     check_owner(
         &state,
         &caller,
@@ -171,8 +162,11 @@ pub async fn revoke_lease_path(
 pub async fn revoke_prefix(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(prefix): Path<String>,
+    prefix: LeasePrefix,
+    mut body: Body,
 ) -> ApiResult {
+    body.refuse_unsupported("sync", "revocation is always synchronous here")?;
+    body.finish()?;
     state.leases.revoke_prefix(&prefix, false).await?;
     Ok(written(vec![]))
 }
@@ -182,8 +176,10 @@ pub async fn revoke_prefix(
 pub async fn revoke_force(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(prefix): Path<String>,
+    prefix: LeasePrefix,
+    body: Body,
 ) -> ApiResult {
+    body.finish()?;
     state.leases.revoke_prefix(&prefix, true).await?;
     Ok(written(vec![]))
 }

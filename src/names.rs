@@ -1,0 +1,147 @@
+//! Names parsed once, at the edge of the API, into types that cannot hold an unchecked value.
+//!
+//! A handler takes a [`RoleName`], a [`ConnectionName`] or a [`LeaseId`] instead of a `String`, so
+//! the name it acts on has passed the same check the store and the plugins rely on (a strict
+//! alphabet, a length limit, no `..`) before any of its code runs. The path the name comes from
+//! was decoded exactly once by the API's canonicalization, and the policy gate checked that same
+//! decoded path; nothing decodes it again.
+
+use std::fmt;
+use std::ops::Deref;
+
+use crate::catalog::check_name;
+use crate::error::Result;
+use crate::lease::check_lease_path;
+
+/// Declares a validated name type: `$check(kind, value)` decides what it may hold.
+macro_rules! checked_name {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $check:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// What the name is called in error messages.
+            pub const KIND: &'static str = $kind;
+
+            /// Checks `value`; the error names the kind of name and what is allowed.
+            pub fn parse(value: impl Into<String>) -> Result<Self> {
+                let value = value.into();
+                $check($kind, &value)?;
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+checked_name!(
+    /// A dynamic role (`database/roles/:name`, `database/creds/:name`).
+    RoleName,
+    "role name",
+    check_name
+);
+checked_name!(
+    /// A static role (`database/static-roles/:name`, `database/static-creds/:name`).
+    StaticRoleName,
+    "static role name",
+    check_name
+);
+checked_name!(
+    /// A configured target database (`database/config/:name`).
+    ConnectionName,
+    "connection name",
+    check_name
+);
+checked_name!(
+    /// A JWT auth role (`auth/jwt/role/:name`).
+    JwtRoleName,
+    "role name",
+    check_name
+);
+checked_name!(
+    /// An audit device (`sys/audit/:name`).
+    AuditDeviceName,
+    "audit device name",
+    check_name
+);
+checked_name!(
+    /// A lease id (`database/creds/<role>/<random>`).
+    LeaseId,
+    "lease_id",
+    check_lease_path
+);
+checked_name!(
+    /// A lease id prefix (`sys/leases/revoke-prefix/:prefix`, `LIST sys/leases/lookup/:prefix`).
+    LeasePrefix,
+    "prefix",
+    check_lease_path
+);
+
+checked_name!(
+    /// An ACL policy (`sys/policies/acl/:name`). Lower case only: Vault lower-cases policy names,
+    /// and a handler acting on `foo` for a request the gate checked as `FOO` would walk past a
+    /// `deny` on `sys/policies/acl/foo`; refusing upper case keeps the two one name.
+    PolicyName,
+    "policy name",
+    check_policy_name
+);
+
+fn check_policy_name(kind: &str, name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(crate::Error::invalid(format!(
+            "invalid {kind} {:?}: use 1 to 128 lower-case letters, digits, '-', '_' or '.'",
+            name.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_refuse_what_the_store_would_refuse() {
+        assert_eq!(
+            RoleName::parse("app-ro_1.v2").unwrap().as_str(),
+            "app-ro_1.v2"
+        );
+        for bad in ["", "-x", "a b", "a/b", "a%62", "a'b", "ü", &"x".repeat(65)] {
+            let error = RoleName::parse(bad).unwrap_err().to_string();
+            assert!(error.contains("role name"), "{bad:?}: {error}");
+        }
+        LeaseId::parse("database/creds/app/AbC123").unwrap();
+        for bad in ["", "database/../x", "a;b", "a%2Fb"] {
+            assert!(LeaseId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
