@@ -21,6 +21,21 @@ use super::ApiError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listing(pub bool);
 
+/// Request headers that would change a request's meaning and are not implemented, with why.
+const UNSUPPORTED_HEADERS: &[(&str, &str)] = &[
+    (
+        "x-vault-wrap-ttl",
+        "response wrapping is not supported; the secret would come back unwrapped",
+    ),
+    ("x-vault-wrap-format", "response wrapping is not supported"),
+    ("x-vault-namespace", "namespaces are not supported"),
+    ("x-vault-mfa", "MFA is not supported"),
+    (
+        "x-vault-policy-override",
+        "Sentinel policies are not supported",
+    ),
+];
+
 /// Longest request path accepted, decoded.
 const MAX_PATH_LEN: usize = 1024;
 
@@ -86,6 +101,18 @@ pub fn canonicalize(mut request: Request) -> Result<Request, ApiError> {
     if !request.uri().path().starts_with("/v1/") {
         request.extensions_mut().insert(Listing(false));
         return Ok(request);
+    }
+    // Vault's request headers that change what a request means; Lessor does not implement them,
+    // and answering as if they were absent would hand out, say, an unwrapped secret to a client
+    // that asked for it wrapped.
+    for (header, why) in UNSUPPORTED_HEADERS {
+        if request
+            .headers()
+            .get(*header)
+            .is_some_and(|value| !value.as_bytes().trim_ascii().is_empty())
+        {
+            return Err(ApiError::bad_request(format!("{header}: {why}")));
+        }
     }
     let mut listing = false;
     if request.method().as_str() == "LIST" {

@@ -430,3 +430,49 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Que
             .map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::routes::{Access, Verb};
+
+    /// The endpoints that act on everything at once or on the audit trail need sudo, declared in
+    /// the one route table the gate checks; nothing else does.
+    #[test]
+    fn sudo_and_public_endpoints_are_exactly_these() {
+        let (_, table) = super::routes().into_parts();
+        let mut sudo: Vec<String> = table
+            .endpoints()
+            .filter(|(_, e)| e.access == Access::Sudo)
+            .map(|(t, e)| format!("{:?} {t}", e.verb))
+            .collect();
+        sudo.sort();
+        assert_eq!(
+            sudo,
+            [
+                "Delete /v1/sys/audit/{name}",
+                "List /v1/sys/leases/lookup",
+                "List /v1/sys/leases/lookup/",
+                "List /v1/sys/leases/lookup/{*prefix}",
+                "Read /v1/sys/audit",
+                "Write /v1/database/rotate-root/{name}",
+                "Write /v1/sys/audit-hash/{name}",
+                "Write /v1/sys/audit/{name}",
+                "Write /v1/sys/leases/revoke-force/{*prefix}",
+                "Write /v1/sys/leases/revoke-prefix/{*prefix}",
+            ]
+        );
+        let unauthenticated: Vec<String> = table
+            .endpoints()
+            .filter(|(_, e)| matches!(e.access, Access::Public | Access::Login))
+            .map(|(t, e)| format!("{:?} {t}", e.verb))
+            .collect();
+        assert_eq!(unauthenticated.len(), 3, "{unauthenticated:?}");
+        // HEAD is served only where it has no side effect.
+        let heads: Vec<&str> = table
+            .endpoints()
+            .filter(|(_, e)| e.verb == Verb::Head)
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(heads, ["/v1/sys/health"]);
+    }
+}

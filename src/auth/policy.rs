@@ -129,17 +129,6 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub fn from_method(method: &axum::http::Method, list: bool) -> Self {
-        use axum::http::Method;
-        match *method {
-            Method::GET | Method::HEAD if list => Self::List,
-            Method::GET | Method::HEAD => Self::Read,
-            Method::DELETE => Self::Delete,
-            Method::PATCH => Self::Patch,
-            _ => Self::Write,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Read => "read",
@@ -159,18 +148,6 @@ impl Operation {
             Self::Patch => caps.contains(Capability::Patch) || caps.contains(Capability::Update),
         }
     }
-}
-
-/// Paths that need `sudo` on top of the operation's capability, because they act on everything
-/// at once or on the audit trail itself.
-pub fn needs_sudo(path: &str, operation: Operation) -> bool {
-    path.starts_with("sys/leases/revoke-force")
-        || path.starts_with("sys/leases/revoke-prefix")
-        || (operation == Operation::List && path.starts_with("sys/leases/lookup"))
-        || path == "sys/audit"
-        || path.starts_with("sys/audit/")
-        || path.starts_with("sys/audit-hash")
-        || path.starts_with("database/rotate-root/")
 }
 
 /// One path rule of a policy.
@@ -401,16 +378,14 @@ impl Acl {
             .unwrap_or_default()
     }
 
-    /// Whether `operation` on `path` is allowed (with sudo where the path needs it).
+    /// Whether `operation` on `path` is allowed. Whether the path needs `sudo` too is the route's
+    /// declaration (`api::routes`), checked by the gate with [`Acl::has_sudo`].
     pub fn allows(&self, path: &str, operation: Operation) -> bool {
         if self.root {
             return true;
         }
         let caps = self.capabilities(path);
-        if caps.contains(Capability::Deny) || !operation.allowed_by(caps) {
-            return false;
-        }
-        !needs_sudo(path, operation) || caps.contains(Capability::Sudo)
+        !caps.contains(Capability::Deny) && operation.allowed_by(caps)
     }
 
     pub fn has_sudo(&self, path: &str) -> bool {
@@ -642,17 +617,19 @@ mod tests {
     }
 
     #[test]
-    fn sudo_paths_need_sudo() {
+    fn sudo_is_a_capability_of_its_own() {
+        // Which paths need sudo is the route table's declaration; here only the capability.
         let plain = acl(&[r#"path "sys/leases/*" { capabilities = ["update", "list"] }"#]);
-        assert!(plain.allows("sys/leases/revoke", Operation::Write));
-        assert!(!plain.allows(
-            "sys/leases/revoke-prefix/database/creds/x",
-            Operation::Write
-        ));
-        assert!(!plain.allows("sys/leases/lookup/database/", Operation::List));
+        assert!(plain.allows("sys/leases/revoke-prefix/x", Operation::Write));
+        assert!(!plain.has_sudo("sys/leases/revoke-prefix/x"));
         let sudo = acl(&[r#"path "sys/leases/*" { capabilities = ["update", "list", "sudo"] }"#]);
-        assert!(sudo.allows("sys/leases/revoke-force/database/creds/x", Operation::Write));
-        assert!(Acl::root().allows("sys/audit/file", Operation::Write));
+        assert!(sudo.has_sudo("sys/leases/revoke-force/database/creds/x"));
+        let denied = acl(&[
+            r#"path "sys/*" { capabilities = ["sudo", "update"] }"#,
+            r#"path "sys/audit" { capabilities = ["deny"] }"#,
+        ]);
+        assert!(!denied.has_sudo("sys/audit"));
+        assert!(Acl::root().has_sudo("sys/audit/file"));
     }
 
     #[test]
