@@ -104,3 +104,12 @@ async fn register(
             .push(format!("{connection} role {role}: {error}")),
     }
 }
+
+/// Revokes every live lease of a dev server whose store is about to be deleted: with the store
+/// gone nothing would ever drop those users (and MariaDB users never expire by themselves).
+/// Returns how many leases were revoked; a lease whose revocation fails is reported in the error.
+pub async fn revoke_everything(state: &AppState) -> crate::Result<usize> {
+    let revoked = state.leases.revoke_prefix("database/", false).await;
+    state.engines.close_all().await;
+    revoked
+}

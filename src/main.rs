@@ -668,7 +668,25 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         };
         println!("  try: cargo run -- creds {role}");
     }
-    lessor::serve(listener, state, shutdown_signal()).await?;
+    let served = lessor::serve(listener, state.clone(), shutdown_signal()).await;
+    if _temporary.is_some() {
+        // The temporary store goes with this process; its users must not outlive it.
+        match dev::revoke_everything(&state).await {
+            Ok(0) => println!("Lessor dev server stopped; no lease was live"),
+            Ok(revoked) => println!(
+                "Lessor dev server stopped; revoked its {revoked} live lease(s) and dropped their users"
+            ),
+            Err(error) => eprintln!(
+                "Lessor dev server stopped, but some of its users could not be dropped: {error}"
+            ),
+        }
+    } else {
+        println!(
+            "Lessor dev server stopped; live leases stay in {} and are revoked at expiry when Lessor runs on it again",
+            data_dir.display()
+        );
+    }
+    served?;
     Ok(())
 }
 

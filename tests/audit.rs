@@ -230,6 +230,7 @@ async fn every_request_and_response_is_audited_with_secrets_hashed() {
         .call("POST", "sys/audit-hash/file", Some(json!({ "input": "x" })))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    server.revoke_everything().await;
 }
 
 #[tokio::test]
@@ -479,6 +480,7 @@ async fn burst_rule_fires_past_its_threshold_once_and_calls_the_webhook() {
             .contains("lessor_alerts_total{rule=\"burst\"}"),
         "{metrics}"
     );
+    server.revoke_everything().await;
 }
 
 #[tokio::test]
@@ -564,6 +566,7 @@ async fn new_address_rule_fires_for_an_unseen_source_only() {
         .await
         .unwrap();
     assert_eq!(remembered, 2, "the token's two addresses");
+    server.revoke_everything().await;
 }
 
 #[tokio::test]
@@ -620,6 +623,7 @@ async fn outside_hours_rule_fires_only_for_roles_read_outside_their_window() {
             .contains("outside_hours.roles.x"),
         "{body}"
     );
+    server.revoke_everything().await;
 }
 
 #[tokio::test]
@@ -721,4 +725,5 @@ async fn metrics_expose_leases_requests_and_latency() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = server.call("GET", "sys/metrics", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    server.revoke_everything().await;
 }

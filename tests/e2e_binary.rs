@@ -198,9 +198,16 @@ async fn lessor_dev_issues_a_working_postgres_login_and_revokes_it() {
     // A second credential over plain HTTP, left live for the shutdown.
     let (status, body) = dev.call("GET", "database/creds/readonly", None).await;
     assert_eq!(status, StatusCode::OK);
+    let second_user = body["data"]["username"].as_str().unwrap().to_owned();
     let second_password = body["data"]["password"].as_str().unwrap().to_owned();
+    assert!(pg_role_exists(&admin, &second_user).await);
 
     let log = dev.stop();
+    // Its temporary store is gone with it, so the dev server revoked what it issued on the way out.
+    assert!(
+        !pg_role_exists(&admin, &second_user).await,
+        "lessor dev left a user behind when it stopped"
+    );
     assert!(log.contains("request"), "the log was captured: {log}");
     assert!(
         !log.contains(&password) && !log.contains(&second_password),

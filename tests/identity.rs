@@ -233,6 +233,7 @@ async fn policies_allow_what_they_grant_and_nothing_else() {
         .call("DELETE", "sys/policies/acl/default", None)
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    server.revoke_everything().await;
 }
 
 #[tokio::test]
@@ -305,6 +306,7 @@ async fn sudo_and_allowed_roles_are_enforced() {
         body["errors"][0].as_str().unwrap().contains("allowed"),
         "{body}"
     );
+    server.revoke_everything().await;
 }
 
 #[tokio::test]
@@ -462,6 +464,7 @@ async fn tokens_are_created_renewed_revoked_and_stored_as_hashes() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     server.assert_logs_free_of(&[&token, &other]);
+    server.revoke_everything().await;
 }
 
 // ---- JWT --------------------------------------------------------------------------------------
@@ -775,6 +778,7 @@ async fn jwt_login_accepts_good_service_account_tokens_and_refuses_bad_ones() {
         );
     }
     server.assert_logs_free_of(&[&good, &client_token]);
+    server.revoke_everything().await;
 }
 
 #[tokio::test]
@@ -1022,4 +1026,5 @@ async fn an_identity_cannot_touch_another_identitys_leases() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    server.revoke_everything().await;
 }

@@ -268,4 +268,5 @@ async fn bad_input_is_refused_with_400_and_nothing_runs_on_mariadb() {
     mysql_login(&username, &password)
         .await
         .expect("the role was not changed by refused writes");
+    server.revoke_everything().await;
 }

@@ -225,6 +225,7 @@ async fn renew_is_clamped_to_max_ttl_and_refused_past_it() {
             .contains("cannot be renewed"),
         "{body}"
     );
+    server.revoke_everything().await;
 }
 
 #[tokio::test]
@@ -590,6 +591,7 @@ async fn tokens_lists_and_errors_follow_vault() {
     );
     assert!(read["data"].get("password").is_none());
     assert!(read["data"]["connection_details"].get("password").is_none());
+    server.revoke_everything().await;
 }
 
 #[tokio::test]

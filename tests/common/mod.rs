@@ -267,6 +267,19 @@ impl TestServer {
         self.state.store.pool().close().await;
     }
 
+    /// Revokes every lease this server issued and checks it succeeded: the users are dropped on
+    /// their databases. A test that issues credentials ends with this, so the suite leaves no
+    /// user behind (scripts/leftovers.sh checks it after the run).
+    pub async fn revoke_everything(&self) {
+        let (status, body) = self
+            .call("PUT", "sys/leases/revoke-prefix/database/creds", None)
+            .await;
+        assert!(
+            status.is_success(),
+            "revoking every lease failed: {status} {body}"
+        );
+    }
+
     /// Fails if any of `secrets` appears in the captured log.
     pub fn assert_logs_free_of(&self, secrets: &[&str]) {
         let text = self.logs.text();
