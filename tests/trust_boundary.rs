@@ -467,3 +467,23 @@ async fn unsupported_fields_are_refused_by_name_and_nothing_runs() {
         .await;
     assert_eq!(read["data"]["default_ttl"], 300, "the role is unchanged");
 }
+
+/// The body limit the README states holds, before any handler runs.
+#[tokio::test]
+async fn bodies_past_one_mebibyte_are_refused() {
+    let server = TestServer::start().await;
+    let policy = format!(
+        "# {}\npath \"x\" {{ capabilities = [\"read\"] }}",
+        "x".repeat(1024 * 1024)
+    );
+    let (status, _) = server
+        .call(
+            "PUT",
+            "sys/policies/acl/big",
+            Some(json!({ "policy": policy })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = server.call("GET", "sys/policies/acl/big", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
+}

@@ -47,8 +47,9 @@ pub fn current_request_id() -> String {
         .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string())
 }
 
-/// Largest request body read for auditing; policies and PEM bundles fit easily.
-const BODY_LIMIT: usize = 4 * 1024 * 1024;
+/// Largest request body accepted (413 past it), by the gate and by the handlers' extractors
+/// alike; policies and PEM bundles fit easily.
+pub const BODY_LIMIT: usize = 1024 * 1024;
 
 /// What the gate middleware needs: the application and the route table it checks against.
 #[derive(Clone)]

@@ -127,6 +127,8 @@ pub fn router(state: AppState) -> Router {
                 "unsupported operation on this path",
             )
         })
+        // The gate buffers the body under the same limit; this keeps the extractors in step.
+        .layer(axum::extract::DefaultBodyLimit::max(gate::BODY_LIMIT))
         // Must stay the last layer: it wraps only the routes added above it.
         .layer(axum::middleware::from_fn_with_state(
             gate::GateState {
