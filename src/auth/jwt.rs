@@ -163,8 +163,8 @@ struct InFlight {
 struct JwksState {
     cached: Option<CachedJwks>,
     in_flight: Option<InFlight>,
-    /// When the last fetch started, and its URL: refetches for unknown key ids and retries after
-    /// a failure wait [`JWKS_REFETCH_MIN`].
+    /// When the last fetch started or ended, and its URL: refetches for unknown key ids and
+    /// retries after a failure wait [`JWKS_REFETCH_MIN`].
     last_attempt: Option<(String, Instant)>,
     /// Why the last fetch failed, answered while a retry would come too soon.
     last_error: Option<String>,
@@ -458,6 +458,9 @@ impl JwtAuth {
             return;
         }
         state.in_flight = None;
+        // The wait before the next attempt counts from the end of this one, so a stalled endpoint
+        // is asked at most once per timeout + JWKS_REFETCH_MIN, whatever the login rate.
+        state.last_attempt = Some((url.to_owned(), Instant::now()));
         match outcome {
             Ok(keys) => {
                 state.cached = Some(CachedJwks {

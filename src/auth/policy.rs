@@ -741,7 +741,7 @@ mod tests {
             r#"{{"path": {{"a{}": {{"capabilities": ["read"]}}}}}}"#,
             "[".repeat(100)
         );
-        assert!(json_nesting(&quoted) == 3);
+        assert_eq!(json_nesting(&quoted), 4);
         let long = format!("{{\"path\": {{}}, \"name\": \"{}\"}}", "x".repeat(hcl::MAX_POLICY_BYTES));
         assert!(parse_policy("p", &long)
             .unwrap_err()
