@@ -31,11 +31,7 @@ const ISSUER: &str = "https://issuer.example";
 async fn a_policy_nested_3000_deep_is_refused_and_the_server_keeps_answering() {
     let server = TestServer::start().await;
     // The red team's two crashers, ~24 KB each: `{ x = ` and `[` nested 3,000 times.
-    let braces = format!(
-        "path \"a\" {}1{}",
-        "{ x = ".repeat(3000),
-        "}".repeat(3000)
-    );
+    let braces = format!("path \"a\" {}1{}", "{ x = ".repeat(3000), "}".repeat(3000));
     let brackets = format!(
         "path \"a\" {{ x = {}1{} }}",
         "[".repeat(3000),
@@ -166,10 +162,16 @@ async fn a_jwt_without_aud_or_iss_is_refused_when_they_are_bound() {
     no_sub.as_object_mut().unwrap().remove("sub");
     let (status, body) = login(&server, &sign(&private, &no_sub)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(body["errors"][0].as_str().unwrap().contains("\"sub\""), "{body}");
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("\"sub\""),
+        "{body}"
+    );
     let (status, body) = login(&server, &sign(&private, &claims("good"))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(body["errors"][0].as_str().unwrap().contains("\"team\""), "{body}");
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("\"team\""),
+        "{body}"
+    );
     let mut complete = claims("good");
     complete["team"] = json!("a");
     let (status, body) = login(&server, &sign(&private, &complete)).await;
@@ -194,10 +196,15 @@ async fn a_user_claim_with_a_newline_and_an_escape_cannot_forge_a_log_line() {
         .find(|l| l.contains(&marker) && l.contains("JWT login accepted"))
         .expect("the login was logged");
     assert!(line.contains("\\n"), "the newline is escaped: {line}");
-    assert!(!text.contains(&format!("{marker}\n")), "a raw newline followed the user claim");
+    assert!(
+        !text.contains(&format!("{marker}\n")),
+        "a raw newline followed the user claim"
+    );
     assert!(!text.contains('\u{1b}'), "a raw escape reached the log");
     assert!(
-        !text.lines().any(|l| l.starts_with("[31mFAKE") || l.starts_with("FAKE")),
+        !text
+            .lines()
+            .any(|l| l.starts_with("[31mFAKE") || l.starts_with("FAKE")),
         "a forged line"
     );
 }
@@ -304,7 +311,11 @@ async fn token_hashes_are_keyed_and_old_sha256_rows_still_log_in_after_conversio
     assert_eq!(me["data"]["accessor"], json!("old-accessor"));
 
     let (status, created) = server
-        .call("POST", "auth/token/create", Some(json!({ "policies": ["default"] })))
+        .call(
+            "POST",
+            "auth/token/create",
+            Some(json!({ "policies": ["default"] })),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{created}");
     let new_token = created["auth"]["client_token"].as_str().unwrap().to_owned();
@@ -389,7 +400,11 @@ async fn revoking_a_token_revokes_its_subtree() {
         .call_as(Some(&child), "GET", "auth/token/lookup-self", None)
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(me["data"]["orphan"], json!(false), "a created token has a parent");
+    assert_eq!(
+        me["data"]["orphan"],
+        json!(false),
+        "a created token has a parent"
+    );
 
     // revoke-self on the parent: the whole subtree is refused at once, the sibling is untouched.
     let (status, _) = server
@@ -397,24 +412,30 @@ async fn revoking_a_token_revokes_its_subtree() {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     for token in [&parent, &child, &grandchild] {
-        assert!(!works(&server, token).await, "a revoked subtree token still works");
+        assert!(
+            !works(&server, token).await,
+            "a revoked subtree token still works"
+        );
     }
     assert!(works(&server, &sibling).await);
-    let left: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM tokens WHERE accessor IN (?, ?, ?)",
-    )
-    .bind(&parent_accessor)
-    .bind(&child_accessor)
-    .bind(&grandchild_accessor)
-    .fetch_one(server.state.store.pool())
-    .await
-    .unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE accessor IN (?, ?, ?)")
+        .bind(&parent_accessor)
+        .bind(&child_accessor)
+        .bind(&grandchild_accessor)
+        .fetch_one(server.state.store.pool())
+        .await
+        .unwrap();
     assert_eq!(left, 0, "the subtree's rows are gone");
 
     // The library call the API uses returns every revoked accessor, for lease revocation.
     let (parent, parent_accessor) = child_of(&server, None, maker.clone()).await;
     let (_, child_accessor) = child_of(&server, Some(&parent), json!({})).await;
-    let mut revoked = server.state.auth.revoke_tree(&parent_accessor).await.unwrap();
+    let mut revoked = server
+        .state
+        .auth
+        .revoke_tree(&parent_accessor)
+        .await
+        .unwrap();
     revoked.sort();
     let mut expected = vec![parent_accessor, child_accessor];
     expected.sort();
@@ -427,10 +448,18 @@ async fn revoke_orphan_keeps_the_children_working() {
     allow_child_tokens(&server).await;
     let (parent, parent_accessor) = child_of(&server, None, json!({ "policies": ["maker"] })).await;
     let (child, _) = child_of(&server, Some(&parent), json!({})).await;
-    let revoked = server.state.auth.revoke_orphan(&parent_accessor).await.unwrap();
+    let revoked = server
+        .state
+        .auth
+        .revoke_orphan(&parent_accessor)
+        .await
+        .unwrap();
     assert_eq!(revoked, vec![parent_accessor]);
     assert!(!works(&server, &parent).await);
-    assert!(works(&server, &child).await, "the child lives on as an orphan");
+    assert!(
+        works(&server, &child).await,
+        "the child lives on as an orphan"
+    );
     let (_, me) = server
         .call_as(Some(&child), "GET", "auth/token/lookup-self", None)
         .await;
@@ -452,7 +481,10 @@ async fn a_child_of_an_expired_parent_is_refused_and_tidied_with_it() {
         .await
         .unwrap();
     assert!(!works(&server, &parent).await);
-    assert!(!works(&server, &child).await, "the child of an expired parent is refused");
+    assert!(
+        !works(&server, &child).await,
+        "the child of an expired parent is refused"
+    );
     let (status, _) = server
         .call(
             "POST",
@@ -499,7 +531,12 @@ async fn orphans_are_made_only_by_root_or_a_sudo_caller() {
         .await
         .unwrap();
     assert!(orphan.orphan);
-    server.state.auth.revoke_tree(&maker_accessor).await.unwrap();
+    server
+        .state
+        .auth
+        .revoke_tree(&maker_accessor)
+        .await
+        .unwrap();
     assert!(
         works(&server, orphan.token.expose()).await,
         "an orphan outlives its creator"

@@ -366,7 +366,11 @@ mod tests {
     /// `a = {{{ ... }}}` (objects) or `a = [[[ ... ]]]` (lists), `depth` levels deep.
     fn nested(depth: usize, open: char) -> String {
         match open {
-            '{' => format!("a = {}{}", "{ b = ".repeat(depth - 1) + "{", "}".repeat(depth)),
+            '{' => format!(
+                "a = {}{}",
+                "{ b = ".repeat(depth - 1) + "{",
+                "}".repeat(depth)
+            ),
             _ => format!("a = {}{}", "[".repeat(depth), "]".repeat(depth)),
         }
     }
@@ -380,7 +384,10 @@ mod tests {
             // 3,000 levels overflowed the stack of the unbounded reader; 100,000 is far past it.
             for depth in [MAX_DEPTH + 1, 3_000, 100_000] {
                 let err = parse(&nested(depth, open)).unwrap_err().to_string();
-                assert_eq!(err, "policy: nesting deeper than 32 levels", "{open} x {depth}");
+                assert_eq!(
+                    err, "policy: nesting deeper than 32 levels",
+                    "{open} x {depth}"
+                );
             }
         }
         // Blocks count too: a path block is one level.

@@ -42,6 +42,8 @@ const JWKS_CACHE: Duration = Duration::from_secs(300);
 const JWKS_REFETCH_MIN: Duration = Duration::from_secs(5);
 /// The longest a JWKS fetch (connect, request and body) may take before logins get a 503.
 pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest JWKS body read; real key sets are a few KB.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// `auth/jwt/config`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -360,7 +362,9 @@ impl JwtAuth {
 
     fn jwks_state(&self) -> std::sync::MutexGuard<'_, JwksState> {
         // A panic while holding this lock leaves a cache, not an invariant, behind.
-        self.jwks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.jwks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The keys a token with key id `kid` may have been signed with.
@@ -380,9 +384,9 @@ impl JwtAuth {
             KeyPlan::Use(keys) => keys,
             KeyPlan::Wait(fetch) => match fetch.await {
                 Ok(keys) => keys,
-                Err(message) => self.stale_keys(&config.jwks_url).ok_or_else(|| {
-                    Error::Unavailable(message)
-                })?,
+                Err(message) => self
+                    .stale_keys(&config.jwks_url)
+                    .ok_or_else(|| Error::Unavailable(message))?,
             },
         };
         let jwks: Vec<_> = match kid {
@@ -504,20 +508,25 @@ impl JwtAuth {
             format!("the JWKS endpoint {shown} is unavailable: {why}")
         };
         let fetch = async {
-            let response = self
+            let mut response = self
                 .http
                 .get(url)
                 .send()
                 .await
                 .and_then(|r| r.error_for_status())
                 .map_err(failed)?;
-            response
-                .json::<JwkSet>()
-                .await
-                .map_err(|e| match e.is_timeout() {
-                    true => failed(e),
-                    false => format!("the JWKS endpoint {shown} did not answer a key set"),
-                })
+            // Read in chunks so an endless body stops at the size limit, not at memory's end.
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(failed)? {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_JWKS_BYTES {
+                    return Err(format!(
+                        "the JWKS endpoint {shown} answered more than {MAX_JWKS_BYTES} bytes"
+                    ));
+                }
+            }
+            serde_json::from_slice::<JwkSet>(&body)
+                .map_err(|_| format!("the JWKS endpoint {shown} did not answer a key set"))
         };
         // The client's own timeout covers the request; this bounds the whole exchange as well.
         match tokio::time::timeout(JWKS_FETCH_TIMEOUT, fetch).await {

@@ -213,7 +213,10 @@ impl Auth {
             })
             .await?;
         if let Some(count) = converted.filter(|n| *n > 0) {
-            tracing::info!(tokens = count, "stored token hashes converted to keyed hashes");
+            tracing::info!(
+                tokens = count,
+                "stored token hashes converted to keyed hashes"
+            );
         }
         Ok(Self {
             store,

@@ -581,7 +581,7 @@ impl Policies {
                 match parse_policy(name, &row.text) {
                     Ok(policy) => policies.push(policy),
                     Err(e) => {
-                        tracing::error!(policy = %name, error = %e, "stored policy no longer parses; it grants nothing")
+                        tracing::error!(policy = ?name, error = %e, "stored policy no longer parses; it grants nothing")
                     }
                 }
             }
@@ -742,7 +742,10 @@ mod tests {
             "[".repeat(100)
         );
         assert_eq!(json_nesting(&quoted), 4);
-        let long = format!("{{\"path\": {{}}, \"name\": \"{}\"}}", "x".repeat(hcl::MAX_POLICY_BYTES));
+        let long = format!(
+            "{{\"path\": {{}}, \"name\": \"{}\"}}",
+            "x".repeat(hcl::MAX_POLICY_BYTES)
+        );
         assert!(parse_policy("p", &long)
             .unwrap_err()
             .to_string()

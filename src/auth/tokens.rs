@@ -112,10 +112,10 @@ impl Auth {
         self.create(parent, request, false).await
     }
 
-    /// `auth/token/create-orphan` (with `creator_has_sudo` from the caller's ACL on that path), or
-    /// `auth/token/create` with `no_parent: true` (with `creator_has_sudo: false`: there, as in
-    /// Vault, only root may ask). The token has no parent, so revoking its creator leaves it
-    /// working; its policies are still at most the creator's.
+    /// `auth/token/create-orphan`, or `auth/token/create` with `no_parent: true`; as in Vault,
+    /// either needs a root creator or `creator_has_sudo` (the caller's ACL grants sudo on the path
+    /// it called). The token has no parent, so revoking its creator leaves it working; its policies
+    /// are still at most the creator's.
     pub async fn create_orphan_token(
         &self,
         creator: &Identity,
@@ -124,7 +124,7 @@ impl Auth {
     ) -> Result<IssuedToken> {
         if !creator.is_root() && !creator_has_sudo {
             return Err(Error::invalid(
-                "no_parent: only a root token may create an orphan token here; create-orphan needs sudo",
+                "no_parent: root or sudo privileges are required to create an orphan token",
             ));
         }
         self.create(creator, request, true).await

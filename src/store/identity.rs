@@ -191,11 +191,12 @@ impl Store {
         convert: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<u64>> {
         let mut tx = self.pool().begin().await?;
-        let claimed = sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
-            .bind(meta_key)
-            .bind(scheme)
-            .execute(&mut *tx)
-            .await?;
+        let claimed =
+            sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+                .bind(meta_key)
+                .bind(scheme)
+                .execute(&mut *tx)
+                .await?;
         if claimed.rows_affected() == 0 {
             return Ok(None);
         }
@@ -476,10 +477,11 @@ impl Store {
     pub async fn delete_tokens(&self, accessors: &[String]) -> Result<u64> {
         let list = serde_json::to_string(accessors)
             .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
-        let done = sqlx::query("DELETE FROM tokens WHERE accessor IN (SELECT value FROM json_each(?))")
-            .bind(list)
-            .execute(self.pool())
-            .await?;
+        let done =
+            sqlx::query("DELETE FROM tokens WHERE accessor IN (SELECT value FROM json_each(?))")
+                .bind(list)
+                .execute(self.pool())
+                .await?;
         Ok(done.rows_affected())
     }
 
