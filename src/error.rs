@@ -32,6 +32,10 @@ pub enum Error {
         #[source]
         source: PluginError,
     },
+    /// A service Lessor depends on did not answer in time or at all (a JWKS endpoint); the
+    /// message names it. Retrying later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
     /// The lease store failed.
     #[error("store error: {0}")]
     Store(#[from] sqlx::Error),

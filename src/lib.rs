@@ -119,6 +119,7 @@ impl AppState {
                 store.meta_set(SEAL_CHECK_KEY, &sealed).await?;
             }
         }
+        let auth = Auth::open(store.clone(), &sealer, settings.lease_limits()).await?;
         let engines = Engines::new(store.clone(), sealer.clone());
         let audit = Audit::open(store.clone(), &sealer).await?;
         let monitor = Monitor::open(store.clone(), settings.monitor.clone()).await?;
@@ -133,7 +134,7 @@ impl AppState {
         let rotation = Rotator::new(store.clone(), sealer, engines.clone(), catalog.clone());
         let leases = LeaseManager::new(store.clone(), engines.clone(), catalog.clone());
         Ok(Self {
-            auth: Auth::new(store.clone(), settings.lease_limits()),
+            auth,
             jwt: JwtAuth::new(store.clone()),
             policies,
             audit,

@@ -60,6 +60,9 @@ impl From<Error> for ApiError {
                 )
             }
             Error::Conflict(message) => Self::new(StatusCode::CONFLICT, message.clone()),
+            Error::Unavailable(message) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, message.clone())
+            }
             // Plugin messages never carry rendered statements or passwords, so the operator gets
             // the database's own words.
             Error::Database { source, .. } if source.is_transient() => {

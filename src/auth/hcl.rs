@@ -4,16 +4,42 @@
 //! interprets both: `path "a" { capabilities = ["read"] }` becomes
 //! `{"path": {"a": {"capabilities": ["read"]}}}`. Heredocs and expressions are not policy syntax and
 //! are refused with the line they appear on.
+//!
+//! The reader is recursive (a block or value inside another is read by a nested call), so it is
+//! bounded: a text longer than [`MAX_POLICY_BYTES`] or nested deeper than [`MAX_DEPTH`] is refused
+//! with an error naming the limit, before the nesting can exhaust the stack. A maintained crate
+//! (`hcl-rs`) was considered: it recurses without a limit too, so it would need the same guard, and
+//! it accepts expressions, heredocs and functions that a policy must not contain.
 
 use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, Result};
 
+/// The deepest nesting of blocks, lists and objects a policy may use. Real policies use 3 to 5
+/// (`path "x" { allowed_parameters = { "k" = [] } }`); the limit only keeps recursion shallow.
+pub const MAX_DEPTH: usize = 32;
+/// The longest policy text accepted, in bytes (Vault's largest real-world policies are a few KB).
+pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
+
+/// The error for a text nested deeper than [`MAX_DEPTH`].
+pub fn too_deep() -> Error {
+    Error::invalid(format!("policy: nesting deeper than {MAX_DEPTH} levels"))
+}
+
+/// The error for a text longer than [`MAX_POLICY_BYTES`].
+pub fn too_long() -> Error {
+    Error::invalid(format!("policy: longer than {MAX_POLICY_BYTES} bytes"))
+}
+
 /// Parses HCL text into a JSON object.
 pub fn parse(text: &str) -> Result<Value> {
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(too_long());
+    }
     let mut parser = Parser {
         chars: text.chars().collect(),
         at: 0,
+        depth: 0,
     };
     let body = parser.body(None)?;
     Ok(Value::Object(body))
@@ -22,6 +48,8 @@ pub fn parse(text: &str) -> Result<Value> {
 struct Parser {
     chars: Vec<char>,
     at: usize,
+    /// How many blocks, lists and objects enclose the current position.
+    depth: usize,
 }
 
 impl Parser {
@@ -39,6 +67,19 @@ impl Parser {
 
     fn peek(&self) -> Option<char> {
         self.chars.get(self.at).copied()
+    }
+
+    /// Steps into a block, list or object; every recursive call goes through here.
+    fn enter(&mut self) -> Result<()> {
+        if self.depth >= MAX_DEPTH {
+            return Err(too_deep());
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        self.depth -= 1;
     }
 
     /// Skips white space and comments; with `newlines` false stops at a line end (which ends an
@@ -120,7 +161,9 @@ impl Parser {
                         }
                     }
                     self.at += 1;
+                    self.enter()?;
                     let block = Value::Object(self.body(Some('}'))?);
+                    self.leave();
                     insert_block(&mut out, key, &labels, block);
                 }
             }
@@ -188,12 +231,14 @@ impl Parser {
             Some('"') => Ok(Value::String(self.string()?)),
             Some('[') => {
                 self.at += 1;
+                self.enter()?;
                 let mut items = Vec::new();
                 loop {
                     self.skip(true)?;
                     match self.peek() {
                         Some(']') => {
                             self.at += 1;
+                            self.leave();
                             return Ok(Value::Array(items));
                         }
                         Some(',') => self.at += 1,
@@ -204,7 +249,10 @@ impl Parser {
             }
             Some('{') => {
                 self.at += 1;
-                Ok(Value::Object(self.body(Some('}'))?))
+                self.enter()?;
+                let object = Value::Object(self.body(Some('}'))?);
+                self.leave();
+                Ok(object)
             }
             Some('<') => Err(self.error("heredocs are not supported in policies")),
             Some(c) if c == '-' || c.is_ascii_digit() => {
@@ -313,5 +361,48 @@ mod tests {
         assert!(err.to_string().contains("line 2"), "{err}");
         let err = parse("path \"a\" { capabilities = [\"read\"] ").unwrap_err();
         assert!(err.to_string().contains("'}'"), "{err}");
+    }
+
+    /// `a = {{{ ... }}}` (objects) or `a = [[[ ... ]]]` (lists), `depth` levels deep.
+    fn nested(depth: usize, open: char) -> String {
+        match open {
+            '{' => format!(
+                "a = {}{}",
+                "{ b = ".repeat(depth - 1) + "{",
+                "}".repeat(depth)
+            ),
+            _ => format!("a = {}{}", "[".repeat(depth), "]".repeat(depth)),
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded_by_a_named_limit() {
+        for open in ['{', '['] {
+            for depth in [MAX_DEPTH - 1, MAX_DEPTH] {
+                parse(&nested(depth, open)).unwrap_or_else(|e| panic!("{open} x {depth}: {e}"));
+            }
+            // 3,000 levels overflowed the stack of the unbounded reader; 100,000 is far past it.
+            for depth in [MAX_DEPTH + 1, 3_000, 100_000] {
+                let err = parse(&nested(depth, open)).unwrap_err().to_string();
+                assert_eq!(
+                    err, "policy: nesting deeper than 32 levels",
+                    "{open} x {depth}"
+                );
+            }
+        }
+        // Blocks count too: a path block is one level.
+        let text = format!("path \"a\" {{ x = {}1{} }}", "[".repeat(31), "]".repeat(31));
+        assert!(parse(&text).is_ok());
+        let text = format!("path \"a\" {{ x = {}1{} }}", "[".repeat(32), "]".repeat(32));
+        assert!(parse(&text).unwrap_err().to_string().contains("32 levels"));
+    }
+
+    #[test]
+    fn size_is_bounded_by_a_named_limit() {
+        let text = format!("# {}", "x".repeat(MAX_POLICY_BYTES));
+        assert_eq!(
+            parse(&text).unwrap_err().to_string(),
+            "policy: longer than 1048576 bytes"
+        );
     }
 }

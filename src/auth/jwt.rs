@@ -4,19 +4,27 @@
 //! A workload presents a signed JWT, typically its Kubernetes service-account token, and gets a
 //! short-lived Lessor token with its role's policies. The JWT is checked against the configured
 //! public keys (PEM) or a JWKS URL, the bound issuer, and the role's audiences, subject and claims;
-//! asymmetric algorithms only (RS*, PS*, ES*, EdDSA), `exp` required. The JWT itself is never
-//! logged or stored: refusals name the reason, not the token.
+//! asymmetric algorithms only (RS*, PS*, ES*, EdDSA), `exp` required, and `aud` / `iss` required
+//! (not merely checked when present) whenever the role binds audiences or the config an issuer.
+//! The JWT itself is never logged or stored: refusals name the reason, not the token; claim values
+//! are logged with Debug formatting so a `sub` holding a newline or an escape cannot forge a line.
+//!
+//! Keys from a JWKS URL are cached ([`JWKS_CACHE`]) and refetched early only for an unknown key id,
+//! at most every [`JWKS_REFETCH_MIN`]. A refetch is single-flight: one fetch runs in its own task
+//! with a deadline ([`JWKS_FETCH_TIMEOUT`]) and every login that needs it awaits that one shared
+//! result; no lock is held while it runs. An endpoint that fails or stalls is answered with
+//! [`Error::Unavailable`] (503) naming it, or, when an older key set is cached, with that set.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::{BoxFuture, FutureExt, Shared};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use lessor_plugin::Secret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tokio::sync::Mutex;
 
 use super::policy::{check_policy_name, DEFAULT_POLICY};
 use super::tokens::{IssuedToken, NewToken};
@@ -32,6 +40,10 @@ const JWKS_CACHE: Duration = Duration::from_secs(300);
 /// A key id not in the cached set triggers a refetch at most this often, so a flood of tokens
 /// with made-up key ids cannot turn Lessor into a load generator against the JWKS host.
 const JWKS_REFETCH_MIN: Duration = Duration::from_secs(5);
+/// The longest a JWKS fetch (connect, request and body) may take before logins get a 503.
+pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest JWKS body read; real key sets are a few KB.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// `auth/jwt/config`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -134,7 +146,48 @@ impl JwtRole {
 struct CachedJwks {
     url: String,
     fetched: Instant,
-    keys: JwkSet,
+    keys: Arc<JwkSet>,
+}
+
+/// The outcome of one JWKS fetch, shared by every login that awaited it.
+type FetchResult = std::result::Result<Arc<JwkSet>, String>;
+type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
+
+/// The one fetch in flight.
+struct InFlight {
+    url: String,
+    result: SharedFetch,
+}
+
+/// What the logins share about the JWKS: the last key set, the fetch in flight and when the last
+/// one started. Guarded by a synchronous mutex that is never held across an `.await`.
+#[derive(Default)]
+struct JwksState {
+    cached: Option<CachedJwks>,
+    in_flight: Option<InFlight>,
+    /// When the last fetch started or ended, and its URL: refetches for unknown key ids and
+    /// retries after a failure wait [`JWKS_REFETCH_MIN`].
+    last_attempt: Option<(String, Instant)>,
+    /// Why the last fetch failed, answered while a retry would come too soon.
+    last_error: Option<String>,
+    /// Counts fetches and config changes; a finished fetch records its outcome only if no later
+    /// fetch or config change happened meanwhile.
+    generation: u64,
+}
+
+impl std::fmt::Debug for JwksState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksState")
+            .field("cached", &self.cached)
+            .field("in_flight", &self.in_flight.as_ref().map(|f| &f.url))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a login does about keys: use a set it has, or wait for a fetch.
+enum KeyPlan {
+    Use(Arc<JwkSet>),
+    Wait(SharedFetch),
 }
 
 /// The JWT auth method.
@@ -142,7 +195,20 @@ struct CachedJwks {
 pub struct JwtAuth {
     store: Store,
     http: reqwest::Client,
-    jwks: Arc<Mutex<Option<CachedJwks>>>,
+    jwks: Arc<Mutex<JwksState>>,
+}
+
+/// A URL as error messages show it: without user info or query, which may hold credentials.
+fn endpoint(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.to_string()
+        }
+        Err(_) => "the configured jwks_url".into(),
+    }
 }
 
 /// Reads `text` as a PEM public key of any supported family.
@@ -192,23 +258,27 @@ fn claim_matches(actual: &Value, accepted: &Value) -> bool {
     }
 }
 
-fn reason(kind: &ErrorKind) -> &'static str {
+fn reason(kind: &ErrorKind) -> String {
     match kind {
-        ErrorKind::InvalidSignature => "signature invalid",
-        ErrorKind::ExpiredSignature => "token expired",
-        ErrorKind::ImmatureSignature => "token not yet valid (nbf)",
-        ErrorKind::InvalidAudience => "audience not allowed",
-        ErrorKind::InvalidIssuer => "issuer not allowed",
-        ErrorKind::MissingRequiredClaim(_) => "a required claim (exp) is missing",
-        ErrorKind::InvalidAlgorithm => "no configured key fits the token's algorithm",
-        _ => "malformed token",
+        ErrorKind::InvalidSignature => "signature invalid".into(),
+        ErrorKind::ExpiredSignature => "token expired".into(),
+        ErrorKind::ImmatureSignature => "token not yet valid (nbf)".into(),
+        ErrorKind::InvalidAudience => "audience not allowed".into(),
+        ErrorKind::InvalidIssuer => "issuer not allowed".into(),
+        // The names come from our own required list (exp, aud, iss), never from the token.
+        ErrorKind::MissingRequiredClaim(claim) => {
+            format!("the required claim {claim:?} is missing")
+        }
+        ErrorKind::InvalidAlgorithm => "no configured key fits the token's algorithm".into(),
+        _ => "malformed token".into(),
     }
 }
 
 impl JwtAuth {
     pub fn new(store: Store) -> Self {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(JWKS_FETCH_TIMEOUT)
+            .connect_timeout(JWKS_FETCH_TIMEOUT)
             .build()
             .unwrap_or_default();
         Self {
@@ -250,7 +320,13 @@ impl JwtAuth {
         }
         let text = serde_json::to_string(&config).map_err(|e| Error::Internal(e.to_string()))?;
         self.store.meta_set(CONFIG_KEY, &text).await?;
-        *self.jwks.lock().await = None;
+        // A fetch still in flight for the old URL finishes on its own; its result is dropped
+        // because its generation is no longer current.
+        let mut state = self.jwks_state();
+        *state = JwksState {
+            generation: state.generation + 1,
+            ..JwksState::default()
+        };
         Ok(())
     }
 
@@ -284,7 +360,14 @@ impl JwtAuth {
         Ok(())
     }
 
-    /// The keys a token with `header` may have been signed with.
+    fn jwks_state(&self) -> std::sync::MutexGuard<'_, JwksState> {
+        // A panic while holding this lock leaves a cache, not an invariant, behind.
+        self.jwks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The keys a token with key id `kid` may have been signed with.
     async fn candidate_keys(
         &self,
         config: &JwtConfig,
@@ -297,29 +380,18 @@ impl JwtAuth {
                 .map(|p| decoding_key_from_pem(p))
                 .collect();
         }
-        let mut cache = self.jwks.lock().await;
-        let fresh = |c: &Option<CachedJwks>, max_age: Duration| {
-            c.as_ref()
-                .is_some_and(|c| c.url == config.jwks_url && c.fetched.elapsed() < max_age)
-        };
-        let knows_kid = |c: &Option<CachedJwks>| match (c, kid) {
-            (Some(c), Some(kid)) => c.keys.find(kid).is_some(),
-            _ => true,
-        };
-        if !fresh(&cache, JWKS_CACHE) || (!knows_kid(&cache) && !fresh(&cache, JWKS_REFETCH_MIN)) {
-            let keys = self.fetch_jwks(&config.jwks_url).await?;
-            *cache = Some(CachedJwks {
-                url: config.jwks_url.clone(),
-                fetched: Instant::now(),
-                keys,
-            });
-        }
-        let Some(cached) = cache.as_ref() else {
-            return Ok(vec![]);
+        let keys = match self.plan_keys(&config.jwks_url, kid)? {
+            KeyPlan::Use(keys) => keys,
+            KeyPlan::Wait(fetch) => match fetch.await {
+                Ok(keys) => keys,
+                Err(message) => self
+                    .stale_keys(&config.jwks_url)
+                    .ok_or_else(|| Error::Unavailable(message))?,
+            },
         };
         let jwks: Vec<_> = match kid {
-            Some(kid) => cached.keys.find(kid).into_iter().collect(),
-            None => cached.keys.keys.iter().collect(),
+            Some(kid) => keys.find(kid).into_iter().collect(),
+            None => keys.keys.iter().collect(),
         };
         Ok(jwks
             .into_iter()
@@ -327,18 +399,143 @@ impl JwtAuth {
             .collect())
     }
 
-    async fn fetch_jwks(&self, url: &str) -> Result<JwkSet> {
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| Error::Internal(format!("cannot fetch the JWKS from {url}: {e}")))?;
-        response
-            .json::<JwkSet>()
-            .await
-            .map_err(|e| Error::Internal(format!("the JWKS at {url} is not a key set: {e}")))
+    /// Decides, under the lock and without waiting, whether the cached set serves this login or
+    /// it must wait for a fetch, joining the one in flight or starting one.
+    fn plan_keys(&self, url: &str, kid: Option<&str>) -> Result<KeyPlan> {
+        let mut state = self.jwks_state();
+        let cached = state.cached.as_ref().filter(|c| c.url == url);
+        let fresh = cached.is_some_and(|c| c.fetched.elapsed() < JWKS_CACHE);
+        let knows_kid = match (cached, kid) {
+            (Some(c), Some(kid)) => c.keys.find(kid).is_some(),
+            _ => true,
+        };
+        if let Some(cached) = cached.filter(|_| fresh && knows_kid) {
+            return Ok(KeyPlan::Use(cached.keys.clone()));
+        }
+        if let Some(in_flight) = state.in_flight.as_ref().filter(|f| f.url == url) {
+            return Ok(KeyPlan::Wait(in_flight.result.clone()));
+        }
+        let recent = state
+            .last_attempt
+            .as_ref()
+            .is_some_and(|(u, at)| u == url && at.elapsed() < JWKS_REFETCH_MIN);
+        if recent {
+            // Too soon to ask the endpoint again: serve what we have, or the last failure.
+            return match state.cached.as_ref().filter(|c| c.url == url) {
+                Some(cached) => Ok(KeyPlan::Use(cached.keys.clone())),
+                None => Err(Error::Unavailable(state.last_error.clone().unwrap_or_else(
+                    || format!("the JWKS endpoint {} is not answering", endpoint(url)),
+                ))),
+            };
+        }
+        state.generation += 1;
+        let generation = state.generation;
+        state.last_attempt = Some((url.to_owned(), Instant::now()));
+        // The fetch runs in its own task, so a login whose client disconnects does not cancel it
+        // for the others; the task records its outcome before the waiters see it.
+        let task = tokio::spawn({
+            let this = self.clone();
+            let url = url.to_owned();
+            async move {
+                let outcome = this.fetch_jwks(&url).await;
+                this.record_fetch(&url, generation, &outcome);
+                outcome
+            }
+        });
+        let result: SharedFetch = async move {
+            task.await
+                .unwrap_or_else(|e| Err(format!("the JWKS fetch task failed: {e}")))
+        }
+        .boxed()
+        .shared();
+        state.in_flight = Some(InFlight {
+            url: url.to_owned(),
+            result: result.clone(),
+        });
+        Ok(KeyPlan::Wait(result))
+    }
+
+    /// Stores a finished fetch's outcome, unless the configuration changed meanwhile.
+    fn record_fetch(&self, url: &str, generation: u64, outcome: &FetchResult) {
+        let mut state = self.jwks_state();
+        if state.generation != generation {
+            return;
+        }
+        state.in_flight = None;
+        // The wait before the next attempt counts from the end of this one, so a stalled endpoint
+        // is asked at most once per timeout + JWKS_REFETCH_MIN, whatever the login rate.
+        state.last_attempt = Some((url.to_owned(), Instant::now()));
+        match outcome {
+            Ok(keys) => {
+                state.cached = Some(CachedJwks {
+                    url: url.to_owned(),
+                    fetched: Instant::now(),
+                    keys: keys.clone(),
+                });
+                state.last_error = None;
+            }
+            Err(message) => {
+                tracing::warn!(error = ?message, "fetching the JWKS failed");
+                state.last_error = Some(message.clone());
+            }
+        }
+    }
+
+    /// A key set fetched earlier from `url`, served when a refresh fails: better an hour-old key
+    /// set than no login at all while the endpoint is down.
+    fn stale_keys(&self, url: &str) -> Option<Arc<JwkSet>> {
+        let state = self.jwks_state();
+        state
+            .cached
+            .as_ref()
+            .filter(|c| c.url == url)
+            .map(|c| c.keys.clone())
+    }
+
+    /// One fetch of the key set; the error names the endpoint (without credentials) and why.
+    async fn fetch_jwks(&self, url: &str) -> FetchResult {
+        let shown = endpoint(url);
+        let failed = |e: reqwest::Error| {
+            let why = if e.is_timeout() {
+                format!("no answer within {} s", JWKS_FETCH_TIMEOUT.as_secs())
+            } else if e.is_connect() {
+                "cannot connect".to_owned()
+            } else if let Some(status) = e.status() {
+                format!("it answered {status}")
+            } else {
+                "the request failed".to_owned()
+            };
+            format!("the JWKS endpoint {shown} is unavailable: {why}")
+        };
+        let fetch = async {
+            let mut response = self
+                .http
+                .get(url)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(failed)?;
+            // Read in chunks so an endless body stops at the size limit, not at memory's end.
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(failed)? {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_JWKS_BYTES {
+                    return Err(format!(
+                        "the JWKS endpoint {shown} answered more than {MAX_JWKS_BYTES} bytes"
+                    ));
+                }
+            }
+            serde_json::from_slice::<JwkSet>(&body)
+                .map_err(|_| format!("the JWKS endpoint {shown} did not answer a key set"))
+        };
+        // The client's own timeout covers the request; this bounds the whole exchange as well.
+        match tokio::time::timeout(JWKS_FETCH_TIMEOUT, fetch).await {
+            Ok(result) => result.map(Arc::new),
+            Err(_) => Err(format!(
+                "the JWKS endpoint {shown} is unavailable: no answer within {} s",
+                JWKS_FETCH_TIMEOUT.as_secs()
+            )),
+        }
     }
 
     /// Checks `jwt` against `role_name` and the method's configuration and returns the claims.
@@ -350,7 +547,7 @@ impl JwtAuth {
         let role = match self.role(role_name).await {
             Err(Error::NotFound { .. }) => {
                 return Err(Error::invalid(format!(
-                    "role \"{role_name}\" could not be found"
+                    "role {role_name:?} could not be found"
                 )))
             }
             other => other?,
@@ -377,15 +574,20 @@ impl JwtAuth {
         let mut validation = Validation::new(header.alg);
         validation.leeway = role.clock_skew_leeway;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        // jsonwebtoken checks `aud` and `iss` only when the token has them; a bound value makes
+        // the claim required, or a token minted without it would pass every binding.
+        let mut required = vec!["exp"];
         if role.bound_audiences.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&role.bound_audiences);
+            required.push("aud");
         }
         if !config.bound_issuer.is_empty() {
             validation.set_issuer(&[config.bound_issuer.as_str()]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         let keys = self.candidate_keys(&config, header.kid.as_deref()).await?;
         if keys.is_empty() {
             return Err(refused("no configured key matches the token's key id"));
@@ -414,29 +616,54 @@ impl JwtAuth {
             }
         }
         let claims = claims.ok_or_else(|| refused(reason(&last)))?;
+        // Checked here too, so the bindings hold whatever the library's notion of "present" is
+        // (`"aud": null`, an empty list).
+        let present = |name: &str| match claims.get(name) {
+            None | Some(Value::Null) => false,
+            Some(Value::Array(items)) => !items.is_empty(),
+            Some(Value::String(s)) => !s.is_empty(),
+            Some(_) => true,
+        };
+        if !role.bound_audiences.is_empty() && !present("aud") {
+            return Err(refused("the required claim \"aud\" is missing"));
+        }
+        if !config.bound_issuer.is_empty() && !present("iss") {
+            return Err(refused("the required claim \"iss\" is missing"));
+        }
         if role.bound_audiences.is_empty() && claims.get("aud").is_some_and(|a| !a.is_null()) {
             return Err(refused(
                 "audience claim found in the JWT but the role binds no audiences",
             ));
         }
-        if !role.bound_subject.is_empty()
-            && claims.get("sub").and_then(Value::as_str) != Some(role.bound_subject.as_str())
-        {
-            return Err(refused("subject not allowed"));
+        if !role.bound_subject.is_empty() {
+            match claims.get("sub").and_then(Value::as_str) {
+                None => return Err(refused("the required claim \"sub\" is missing")),
+                Some(sub) if sub != role.bound_subject => {
+                    return Err(refused("subject not allowed"))
+                }
+                Some(_) => {}
+            }
         }
         for (name, accepted) in &role.bound_claims {
-            let ok = claim(&claims, name).is_some_and(|actual| claim_matches(actual, accepted));
-            if !ok {
-                return Err(refused(format!(
-                    "claim {name:?} does not match the role's bound_claims"
-                )));
+            match claim(&claims, name) {
+                None | Some(Value::Null) => {
+                    return Err(refused(format!(
+                        "the claim {name:?} bound by the role is missing"
+                    )))
+                }
+                Some(actual) if !claim_matches(actual, accepted) => {
+                    return Err(refused(format!(
+                        "claim {name:?} does not match the role's bound_claims"
+                    )))
+                }
+                Some(_) => {}
             }
         }
         Ok((role, claims))
     }
 
     /// `auth/jwt/login`: verifies the JWT and issues a token for the workload it names.
-    #[tracing::instrument(skip_all, fields(role = %role_name), err(level = "info"))]
+    #[tracing::instrument(skip_all, fields(role = ?role_name), err(Debug, level = "info"))]
     pub async fn login(&self, auth: &Auth, role_name: &str, jwt: &Secret) -> Result<IssuedToken> {
         let (role, claims) = self.verify(role_name, jwt).await?;
         let user = match claim(&claims, &role.user_claim) {
@@ -476,7 +703,8 @@ impl JwtAuth {
             auth.limits.default_ttl
         };
         let display_name: String = format!("jwt-{user}").chars().take(96).collect();
-        tracing::info!(role = %role_name, user = %user, "JWT login accepted");
+        // Both come from the caller: Debug formatting escapes newlines and control characters.
+        tracing::info!(role = ?role_name, user = ?user, "JWT login accepted");
         auth.issue_token(NewToken {
             display_name,
             policies,

@@ -1,9 +1,12 @@
 //! Who is asking: client tokens, ACL policies and workload identity.
 //!
-//! - Tokens are random, stored only as SHA-256 hashes, looked up on every request; an expired
-//!   token stops working at once. The root token is made at first start (or given to
-//!   `lessor dev --root-token`) and carries the `root` policy. A token is presented as
-//!   `X-Vault-Token` or `Authorization: Bearer`. [`tokens`] creates, renews and revokes them.
+//! - Tokens are random, stored only as keyed hashes (HMAC-SHA256 under a per-install key sealed in
+//!   the store, see [`TokenHasher`]), looked up on every request; an expired token stops working at
+//!   once. The root token is made at first start (or given to `lessor dev --root-token`) and
+//!   carries the `root` policy. A token is presented as `X-Vault-Token` or `Authorization: Bearer`.
+//!   [`tokens`] creates, renews and revokes them.
+//! - Tokens form a tree, as in Vault: a token made by another is its child, works only while
+//!   every ancestor is live, and is revoked with it; orphans have no parent.
 //! - [`policy`]: Vault ACL policies (HCL via [`hcl`], or JSON) and the per-request check.
 //! - [`jwt`]: workload identity: a signed JWT (a Kubernetes service-account token) exchanged
 //!   for a short-lived token.
@@ -14,14 +17,28 @@ pub mod policy;
 pub mod tokens;
 
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use lessor_plugin::Secret;
-use rand::Rng;
+use rand::{Rng, RngCore};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::catalog::LeaseLimits;
 use crate::error::{Error, Result};
+use crate::seal::Sealer;
 use crate::store::{from_millis, to_millis, Store, TokenRow};
+
+/// Meta-table key of the sealed token-hash key, and its sealing context.
+const HASH_KEY_META: &str = "token_hmac_key";
+const HASH_KEY_CONTEXT: &str = "meta/token_hmac_key";
+/// Meta-table key recording that stored hashes are keyed; set when the SHA-256 hashes of older
+/// versions were converted (once per store).
+const HASH_SCHEME_META: &str = "token_hash_scheme";
+const HASH_SCHEME: &str = "hmac-sha256(sha256)";
+/// The shortest root token `lessor dev --root-token` accepts. Generated tokens have 24 random
+/// characters; a chosen one is for development, and with keyed hashes a stolen store alone no
+/// longer allows guessing it offline (the seal key is needed too).
+pub const MIN_ROOT_TOKEN_LEN: usize = 8;
 
 pub use policy::ROOT_POLICY;
 
@@ -45,6 +62,8 @@ pub struct Identity {
     pub path: String,
     /// Metadata set at login (the JWT role, mapped claims).
     pub meta: serde_json::Map<String, serde_json::Value>,
+    /// The token that made this one; `None` for an orphan (root, JWT logins, create-orphan).
+    pub parent_accessor: Option<String>,
 }
 
 impl Identity {
@@ -70,6 +89,7 @@ impl Identity {
             explicit_max_ttl: row.explicit_max_ttl_secs,
             path: row.path,
             meta: serde_json::from_str(&row.meta).unwrap_or_default(),
+            parent_accessor: row.parent_accessor,
         }
     }
 }
@@ -97,9 +117,62 @@ pub struct TokenInfo {
     pub token_type: &'static str,
 }
 
-/// SHA-256 of a token, hex; the only form in which tokens are stored.
-pub fn hash_token(token: &Secret) -> String {
-    hex::encode(Sha256::digest(token.expose().as_bytes()))
+/// Turns tokens into the only form in which they are stored: `hex(HMAC-SHA256(key,
+/// SHA-256(token)))` under a per-install key. A stolen store alone no longer lets anyone test guesses
+/// offline; the sealed key (and so the seal key) is needed too. Hashing the SHA-256 rather than the
+/// token lets the SHA-256 hashes of older versions be converted without knowing the tokens.
+#[derive(Clone)]
+pub struct TokenHasher {
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for TokenHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHasher(..)")
+    }
+}
+
+impl TokenHasher {
+    /// Loads the install's key from the store's meta table, making and sealing one at first start.
+    pub async fn open(store: &Store, sealer: &Sealer) -> Result<Self> {
+        let key = match store.meta_get(HASH_KEY_META).await? {
+            Some(sealed) => sealer.open(HASH_KEY_CONTEXT, &sealed)?,
+            None => {
+                let mut bytes = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                let key = Secret::new(hex::encode(bytes));
+                store
+                    .meta_set(HASH_KEY_META, &sealer.seal(HASH_KEY_CONTEXT, &key)?)
+                    .await?;
+                key
+            }
+        };
+        Self::from_key(key.expose().as_bytes())
+    }
+
+    fn from_key(key: &[u8]) -> Result<Self> {
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+            .map_err(|e| Error::Internal(format!("token hash key: {e}")))?;
+        Ok(Self { mac })
+    }
+
+    /// The stored form of `token`.
+    pub fn hash(&self, token: &Secret) -> String {
+        self.keyed(&Sha256::digest(token.expose().as_bytes()))
+    }
+
+    /// The stored form of a token an older version stored as `hex(SHA-256(token))`; `None` when
+    /// `legacy` is not such a hash.
+    pub fn convert_legacy(&self, legacy: &str) -> Option<String> {
+        let digest = hex::decode(legacy).ok().filter(|d| d.len() == 32)?;
+        Some(self.keyed(&digest))
+    }
+
+    fn keyed(&self, digest: &[u8]) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(digest);
+        hex::encode(mac.finalize().into_bytes())
+    }
 }
 
 /// A new random token in Vault's service-token shape (`hvs.` + 24 random characters).
@@ -126,23 +199,47 @@ pub struct Auth {
     store: Store,
     /// Default and longest TTL of tokens, the server's lease limits as in Vault.
     limits: LeaseLimits,
+    hasher: TokenHasher,
 }
 
 impl Auth {
-    pub fn new(store: Store, limits: LeaseLimits) -> Self {
-        Self { store, limits }
+    /// Loads the token-hash key and, once per store, converts the SHA-256 hashes older versions
+    /// stored into keyed hashes, so their tokens keep working.
+    pub async fn open(store: Store, sealer: &Sealer, limits: LeaseLimits) -> Result<Self> {
+        let hasher = TokenHasher::open(&store, sealer).await?;
+        let converted = store
+            .convert_token_hashes(HASH_SCHEME_META, HASH_SCHEME, |legacy| {
+                hasher.convert_legacy(legacy)
+            })
+            .await?;
+        if let Some(count) = converted.filter(|n| *n > 0) {
+            tracing::info!(
+                tokens = count,
+                "stored token hashes converted to keyed hashes"
+            );
+        }
+        Ok(Self {
+            store,
+            limits,
+            hasher,
+        })
+    }
+
+    /// The stored form of `token`.
+    pub fn hash_token(&self, token: &Secret) -> String {
+        self.hasher.hash(token)
     }
 
     /// Stores `token` as a root token (no expiry). Storing the same token twice is harmless.
     pub async fn install_root_token(&self, token: &Secret) -> Result<()> {
-        if token.expose().len() < 8 {
-            return Err(Error::Config(
-                "the root token must be at least 8 characters".into(),
-            ));
+        if token.expose().len() < MIN_ROOT_TOKEN_LEN {
+            return Err(Error::Config(format!(
+                "the root token must be at least {MIN_ROOT_TOKEN_LEN} characters"
+            )));
         }
         self.store
             .insert_token(&TokenRow {
-                token_hash: hash_token(token),
+                token_hash: self.hash_token(token),
                 accessor: generate_accessor(),
                 display_name: "root".into(),
                 policies: serde_json::to_string(&[ROOT_POLICY]).unwrap_or_default(),
@@ -179,14 +276,28 @@ impl Auth {
             .ok_or(Error::PermissionDenied)?;
         let row = self
             .store
-            .get_token(&hash_token(token))
+            .get_token(&self.hash_token(token))
             .await?
             .ok_or(Error::PermissionDenied)?;
-        let identity = Identity::from_row(row);
-        if identity.expires_at.is_some_and(|at| at <= Utc::now()) {
+        if !self.is_live(&row).await? {
             return Err(Error::PermissionDenied);
         }
-        Ok(identity)
+        Ok(Identity::from_row(row))
+    }
+
+    /// Whether `row` may be used now: unexpired, and (for a child) every ancestor present and
+    /// unexpired. Revocation removes a whole subtree at once; this check also covers a parent that
+    /// expired before housekeeping removed its children, and a child made while its parent was
+    /// being revoked.
+    async fn is_live(&self, row: &TokenRow) -> Result<bool> {
+        let now = to_millis(Utc::now());
+        if row.expires_at.is_some_and(|at| at <= now) {
+            return Ok(false);
+        }
+        match &row.parent_accessor {
+            None => Ok(true),
+            Some(parent) => self.store.token_lineage_live(parent, now).await,
+        }
     }
 
     /// The `lookup-self` view of an identity; `id` echoes the token the caller presented.
@@ -206,7 +317,7 @@ impl Auth {
             issue_time: identity.created_at,
             meta: (!identity.meta.is_empty()).then(|| identity.meta.clone()),
             num_uses: 0,
-            orphan: true,
+            orphan: identity.parent_accessor.is_none(),
             path: identity.path.clone(),
             policies: identity.policies.clone(),
             renewable: identity.renewable,
@@ -226,8 +337,22 @@ mod tests {
         let b = generate_token();
         assert_ne!(a, b);
         assert!(a.expose().starts_with("hvs.") && a.expose().len() == 36);
-        let hash = hash_token(&a);
+        let hasher = TokenHasher::from_key(b"install key").unwrap();
+        let hash = hasher.hash(&a);
         assert_eq!(hash.len(), 64);
         assert!(!hash.contains(a.expose()));
+        assert_ne!(hash, hex::encode(Sha256::digest(a.expose().as_bytes())));
+        // Another install's key gives another hash.
+        let other = TokenHasher::from_key(b"another key").unwrap();
+        assert_ne!(hash, other.hash(&a));
+    }
+
+    #[test]
+    fn legacy_hashes_convert_to_the_keyed_hash_of_the_same_token() {
+        let hasher = TokenHasher::from_key(b"install key").unwrap();
+        let token = generate_token();
+        let legacy = hex::encode(Sha256::digest(token.expose().as_bytes()));
+        assert_eq!(hasher.convert_legacy(&legacy), Some(hasher.hash(&token)));
+        assert_eq!(hasher.convert_legacy("not hex"), None);
     }
 }

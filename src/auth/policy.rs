@@ -180,10 +180,45 @@ pub fn check_policy_name(name: &str) -> Result<String> {
     Ok(name)
 }
 
+/// How deeply `{` and `[` nest in a JSON text, outside strings; counted without recursion.
+fn json_nesting(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Parses a policy written in HCL or JSON (a text starting with `{` is tried as JSON first).
+/// Both syntaxes share one size limit and one nesting limit ([`hcl::MAX_POLICY_BYTES`],
+/// [`hcl::MAX_DEPTH`]): serde_json's own limit (128) is looser, and the value is walked after.
 pub fn parse_policy(name: &str, text: &str) -> Result<Policy> {
+    if text.len() > hcl::MAX_POLICY_BYTES {
+        return Err(hcl::too_long());
+    }
     let trimmed = text.trim_start();
     let value = if trimmed.starts_with('{') {
+        if json_nesting(text) > hcl::MAX_DEPTH {
+            return Err(hcl::too_deep());
+        }
         match serde_json::from_str::<Value>(text) {
             Ok(value) => value,
             Err(_) => hcl::parse(text)?,
@@ -521,7 +556,7 @@ impl Policies {
                 match parse_policy(name, &row.text) {
                     Ok(policy) => policies.push(policy),
                     Err(e) => {
-                        tracing::error!(policy = %name, error = %e, "stored policy no longer parses; it grants nothing")
+                        tracing::error!(policy = ?name, error = %e, "stored policy no longer parses; it grants nothing")
                     }
                 }
             }
@@ -661,5 +696,36 @@ mod tests {
             assert!(err.contains(expected), "{bad}: {err}");
         }
         assert!(parse_policy("default", DEFAULT_POLICY_TEXT).is_ok());
+    }
+
+    #[test]
+    fn json_policies_share_the_nesting_and_size_limits() {
+        // {"path": {"a": {"capabilities": ["read"], "x": [[...]]}}}: 4 levels before the lists.
+        let json = |lists: usize| {
+            format!(
+                r#"{{"path": {{"a": {{"capabilities": ["read"], "x": {}1{}}}}}}}"#,
+                "[".repeat(lists),
+                "]".repeat(lists)
+            )
+        };
+        assert!(parse_policy("p", &json(hcl::MAX_DEPTH - 3)).is_ok());
+        for lists in [hcl::MAX_DEPTH - 2, 3_000, 100_000] {
+            let err = parse_policy("p", &json(lists)).unwrap_err().to_string();
+            assert_eq!(err, "policy: nesting deeper than 32 levels", "{lists}");
+        }
+        // Brackets inside strings are not nesting.
+        let quoted = format!(
+            r#"{{"path": {{"a{}": {{"capabilities": ["read"]}}}}}}"#,
+            "[".repeat(100)
+        );
+        assert_eq!(json_nesting(&quoted), 4);
+        let long = format!(
+            "{{\"path\": {{}}, \"name\": \"{}\"}}",
+            "x".repeat(hcl::MAX_POLICY_BYTES)
+        );
+        assert!(parse_policy("p", &long)
+            .unwrap_err()
+            .to_string()
+            .contains("longer than"));
     }
 }

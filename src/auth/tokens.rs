@@ -3,6 +3,12 @@
 //!
 //! A child token may hold only policies its creator holds (a root creator may grant any), never
 //! outlives its creator, and never lives past the server's maximum TTL or its own explicit max.
+//!
+//! Tokens form a tree, as in Vault. A token made by another is its child: revoking a token (by
+//! itself, by accessor, by value, or by expiry in housekeeping) revokes its whole subtree, and
+//! [`Auth::revoke_orphan`] revokes only the token, leaving its children as orphans. Orphans are
+//! made only by root (`no_parent`) or by a sudo caller (`create-orphan`). Every revoking function
+//! returns the accessors it removed, so the caller can revoke the leases those tokens obtained.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -12,7 +18,7 @@ use lessor_plugin::Secret;
 use serde_json::{Map, Value};
 
 use super::policy::{check_policy_name, DEFAULT_POLICY, ROOT_POLICY};
-use super::{generate_accessor, generate_token, hash_token, Auth, Identity, TokenInfo};
+use super::{generate_accessor, generate_token, Auth, Identity, TokenInfo};
 use crate::error::{Error, Result};
 use crate::store::{from_millis, to_millis, TokenRow};
 
@@ -58,6 +64,8 @@ pub struct IssuedToken {
     pub renewable: bool,
     pub entity_id: String,
     pub meta: Map<String, Value>,
+    /// Whether the token has no parent.
+    pub orphan: bool,
 }
 
 impl IssuedToken {
@@ -74,7 +82,7 @@ impl IssuedToken {
             "renewable": self.renewable,
             "entity_id": self.entity_id,
             "token_type": "service",
-            "orphan": true,
+            "orphan": self.orphan,
             "mfa_requirement": null,
             "num_uses": 0,
         })
@@ -94,11 +102,39 @@ fn chrono(duration: Duration) -> Result<chrono::Duration> {
 }
 
 impl Auth {
-    /// `auth/token/create`: a child of `parent` holding at most the parent's policies.
+    /// `auth/token/create`: a child of `parent` holding at most the parent's policies, revoked
+    /// with it.
     pub async fn create_token(
         &self,
         parent: &Identity,
         request: TokenRequest,
+    ) -> Result<IssuedToken> {
+        self.create(parent, request, false).await
+    }
+
+    /// `auth/token/create-orphan`, or `auth/token/create` with `no_parent: true`; as in Vault,
+    /// either needs a root creator or `creator_has_sudo` (the caller's ACL grants sudo on the path
+    /// it called). The token has no parent, so revoking its creator leaves it working; its policies
+    /// are still at most the creator's.
+    pub async fn create_orphan_token(
+        &self,
+        creator: &Identity,
+        creator_has_sudo: bool,
+        request: TokenRequest,
+    ) -> Result<IssuedToken> {
+        if !creator.is_root() && !creator_has_sudo {
+            return Err(Error::invalid(
+                "no_parent: root or sudo privileges are required to create an orphan token",
+            ));
+        }
+        self.create(creator, request, true).await
+    }
+
+    async fn create(
+        &self,
+        parent: &Identity,
+        request: TokenRequest,
+        orphan: bool,
     ) -> Result<IssuedToken> {
         let mut policies: Vec<String> = match request.policies {
             Some(names) => names
@@ -150,10 +186,14 @@ impl Auth {
             explicit_max_ttl: request.explicit_max_ttl.unwrap_or_default(),
             renewable: request.renewable.unwrap_or(true),
             entity_id: None,
-            path: "auth/token/create".into(),
+            path: if orphan {
+                "auth/token/create-orphan".into()
+            } else {
+                "auth/token/create".into()
+            },
             meta: request.meta,
-            parent_accessor: Some(parent.accessor.clone()),
-            not_after: parent.expires_at,
+            parent_accessor: (!orphan).then(|| parent.accessor.clone()),
+            not_after: if orphan { None } else { parent.expires_at },
         })
         .await
     }
@@ -174,9 +214,10 @@ impl Auth {
         let token = generate_token();
         let accessor = generate_accessor();
         let entity_id = new.entity_id.unwrap_or_else(|| accessor.clone());
+        let orphan = new.parent_accessor.is_none();
         self.store
             .insert_token(&TokenRow {
-                token_hash: hash_token(&token),
+                token_hash: self.hash_token(&token),
                 accessor: accessor.clone(),
                 display_name: new.display_name,
                 policies: serde_json::to_string(&new.policies)
@@ -201,6 +242,7 @@ impl Auth {
             renewable: new.renewable,
             entity_id,
             meta: new.meta,
+            orphan,
         })
     }
 
@@ -243,11 +285,56 @@ impl Auth {
         Ok(((new_expiry - now).to_std().unwrap_or_default(), warnings))
     }
 
-    /// Revokes the token with `accessor`; revoking one that is gone succeeds. Its leases keep
-    /// their own TTLs and owner.
+    /// Revokes the token with `accessor` and its whole subtree; revoking one that is gone
+    /// succeeds. Kept for callers that do not revoke leases themselves; prefer [`Self::revoke_tree`].
     pub async fn revoke_accessor(&self, accessor: &str) -> Result<()> {
-        self.store.delete_token_by_accessor(accessor).await?;
-        Ok(())
+        self.revoke_tree(accessor).await.map(drop)
+    }
+
+    /// `revoke-self`, `revoke-accessor`: revokes the token with `accessor` and every token below it,
+    /// in one statement. Returns the accessors removed (empty when the token was already gone), so
+    /// the caller can revoke the leases they obtained.
+    pub async fn revoke_tree(&self, accessor: &str) -> Result<Vec<String>> {
+        let revoked = self.store.delete_token_tree(accessor).await?;
+        if !revoked.is_empty() {
+            tracing::info!(
+                accessor = ?accessor,
+                tokens = revoked.len(),
+                "token revoked with its children"
+            );
+        }
+        Ok(revoked)
+    }
+
+    /// `auth/token/revoke`: like [`Self::revoke_tree`] for the token given by value. An unknown
+    /// token is revoked already (Vault answers 204 too).
+    pub async fn revoke_token(&self, token: &Secret) -> Result<Vec<String>> {
+        match self.store.get_token(&self.hash_token(token)).await? {
+            Some(row) => self.revoke_tree(&row.accessor).await,
+            None => Ok(vec![]),
+        }
+    }
+
+    /// `auth/token/revoke-orphan` (Vault requires sudo or root for it): revokes only the token
+    /// with `accessor`; its children become orphans and keep working. Returns the one accessor
+    /// revoked (empty when it was gone already).
+    pub async fn revoke_orphan(&self, accessor: &str) -> Result<Vec<String>> {
+        let removed = self.store.delete_token_orphaning_children(accessor).await?;
+        Ok(if removed {
+            vec![accessor.to_owned()]
+        } else {
+            vec![]
+        })
+    }
+
+    /// The accessor of a presented token, when it is stored (live or not), for `auth/token/revoke-orphan`
+    /// given a token value.
+    pub async fn accessor_of(&self, token: &Secret) -> Result<Option<String>> {
+        Ok(self
+            .store
+            .get_token(&self.hash_token(token))
+            .await?
+            .map(|row| row.accessor))
     }
 
     /// `auth/token/lookup`: the token's properties (with its `id`) if it is live.
@@ -265,8 +352,10 @@ impl Auth {
             .store
             .get_token_by_accessor(accessor)
             .await?
-            .filter(|row| row.expires_at.map_or(true, |at| at > to_millis(Utc::now())))
             .ok_or_else(|| Error::invalid("invalid accessor"))?;
+        if !self.is_live(&row).await? {
+            return Err(Error::invalid("invalid accessor"));
+        }
         let identity = Identity::from_row(row);
         Ok(Self::describe(&identity, &Secret::new("")))
     }

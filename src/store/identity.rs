@@ -6,7 +6,7 @@ use sqlx::FromRow;
 use super::Store;
 use crate::error::Result;
 
-/// A client token with everything its lifetime rules need; only the SHA-256 hash is kept.
+/// A client token with everything its lifetime rules need; only its keyed hash is kept.
 #[derive(Debug, Clone, FromRow)]
 pub struct TokenRow {
     pub token_hash: String,
@@ -121,12 +121,101 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    pub async fn delete_token_by_accessor(&self, accessor: &str) -> Result<bool> {
+    /// Deletes the token with `accessor` and every token below it in one statement, so no child
+    /// survives a crash halfway; returns the accessors deleted.
+    pub async fn delete_token_tree(&self, accessor: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "DELETE FROM tokens WHERE accessor IN (
+                 WITH RECURSIVE tree(accessor) AS (
+                     SELECT ?
+                     UNION
+                     SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor
+                 )
+                 SELECT accessor FROM tree
+             ) RETURNING accessor",
+        )
+        .bind(accessor)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Deletes only the token with `accessor`; its children become orphans. One transaction whose
+    /// first statement writes, so SQLite takes the write lock at once.
+    pub async fn delete_token_orphaning_children(&self, accessor: &str) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("UPDATE tokens SET parent_accessor = NULL WHERE parent_accessor = ?")
+            .bind(accessor)
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query("DELETE FROM tokens WHERE accessor = ?")
             .bind(accessor)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Whether the token with `accessor` and all its ancestors exist and have not expired at
+    /// `now`. The walk is bounded, as a tree deeper than that is not one Lessor made.
+    pub async fn token_lineage_live(&self, accessor: &str, now: i64) -> Result<bool> {
+        let chain: Vec<(Option<String>, Option<i64>)> = sqlx::query_as(
+            "WITH RECURSIVE up(accessor, parent_accessor, expires_at, depth) AS (
+                 SELECT accessor, parent_accessor, expires_at, 0 FROM tokens WHERE accessor = ?
+                 UNION ALL
+                 SELECT t.accessor, t.parent_accessor, t.expires_at, up.depth + 1
+                 FROM tokens t JOIN up ON t.accessor = up.parent_accessor
+                 WHERE up.depth < 1000
+             )
+             SELECT parent_accessor, expires_at FROM up ORDER BY depth",
+        )
+        .bind(accessor)
+        .fetch_all(self.pool())
+        .await?;
+        // Live when the chain ends at a root (no parent) and nothing on it has expired; a chain
+        // that ends at a parent that is gone is dead.
+        let reaches_root = chain.last().is_some_and(|(parent, _)| parent.is_none());
+        let unexpired = chain
+            .iter()
+            .all(|(_, expires)| expires.map_or(true, |at| at > now));
+        Ok(reaches_root && unexpired)
+    }
+
+    /// Converts every stored token hash with `convert`, once per store: the first statement claims
+    /// the conversion by recording `scheme` under `meta_key`, in the same transaction, so it runs
+    /// at most once even if two processes start together. Returns `None` when it had already run,
+    /// or the number of rows converted. Rows `convert` does not recognise are left alone.
+    pub async fn convert_token_hashes(
+        &self,
+        meta_key: &str,
+        scheme: &str,
+        convert: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<u64>> {
+        let mut tx = self.pool().begin().await?;
+        let claimed =
+            sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+                .bind(meta_key)
+                .bind(scheme)
+                .execute(&mut *tx)
+                .await?;
+        if claimed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let hashes: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM tokens")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut converted = 0;
+        for old in hashes {
+            if let Some(new) = convert(&old) {
+                sqlx::query("UPDATE tokens SET token_hash = ? WHERE token_hash = ?")
+                    .bind(new)
+                    .bind(&old)
+                    .execute(&mut *tx)
+                    .await?;
+                converted += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(Some(converted))
     }
 
     // ---- policies ---------------------------------------------------------------------------
@@ -365,11 +454,32 @@ impl Store {
 impl Store {
     // ---- housekeeping -----------------------------------------------------------------------
 
-    /// Deletes tokens that expired before `before`; every JWT login leaves one behind.
-    pub async fn delete_expired_tokens(&self, before: i64) -> Result<u64> {
+    /// The accessors of tokens that are dead at `now` (expired, or whose parent is gone) and of
+    /// every token below them: what housekeeping removes. Every JWT login leaves one behind.
+    pub async fn dead_token_trees(&self, now: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "WITH RECURSIVE tree(accessor) AS (
+                 SELECT t.accessor FROM tokens t
+                 WHERE (t.expires_at IS NOT NULL AND t.expires_at <= ?)
+                    OR (t.parent_accessor IS NOT NULL
+                        AND NOT EXISTS (SELECT 1 FROM tokens p WHERE p.accessor = t.parent_accessor))
+                 UNION
+                 SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor
+             )
+             SELECT accessor FROM tree",
+        )
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Deletes the tokens with these accessors; returns how many were still there.
+    pub async fn delete_tokens(&self, accessors: &[String]) -> Result<u64> {
+        let list = serde_json::to_string(accessors)
+            .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
         let done =
-            sqlx::query("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at < ?")
-                .bind(before)
+            sqlx::query("DELETE FROM tokens WHERE accessor IN (SELECT value FROM json_each(?))")
+                .bind(list)
                 .execute(self.pool())
                 .await?;
         Ok(done.rows_affected())

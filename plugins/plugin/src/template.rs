@@ -11,6 +11,11 @@ use crate::{PluginError, Secret};
 /// Placeholders a statement may use. `name` and `username` are synonyms, as in Vault.
 const KNOWN_PLACEHOLDERS: &[&str] = &["name", "username", "password", "expiration"];
 
+/// The longest statement template accepted, in bytes. Parsing is a single loop (no recursion, so
+/// no depth limit is needed); the size limit keeps a role's stored statements and every rendering
+/// of them small.
+pub const MAX_STATEMENT_BYTES: usize = 64 * 1024;
+
 /// One segment of a parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -38,6 +43,11 @@ pub struct TemplateValues<'a> {
 impl StatementTemplate {
     /// Parses `text`, rejecting unknown or unterminated placeholders.
     pub fn parse(text: &str) -> Result<Self, PluginError> {
+        if text.len() > MAX_STATEMENT_BYTES {
+            return Err(PluginError::Template(format!(
+                "a statement is longer than {MAX_STATEMENT_BYTES} bytes"
+            )));
+        }
         let mut segments = Vec::new();
         let mut rest = text;
         while let Some(start) = rest.find("{{") {
@@ -221,6 +231,15 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn long_statements_are_refused_with_the_limit() {
+        let err = StatementTemplate::parse(&"{{name}}".repeat(MAX_STATEMENT_BYTES))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("longer than 65536 bytes"), "{err}");
+        assert!(StatementTemplate::parse(&"x".repeat(MAX_STATEMENT_BYTES)).is_ok());
     }
 
     #[test]
