@@ -17,6 +17,11 @@ use crate::AppState;
 pub fn routes() -> Routes {
     Routes::new()
         .write("/v1/auth/token/create", create_token)
+        .write("/v1/auth/token/create-orphan", create_orphan_token)
+        .sudo()
+        .write("/v1/auth/token/revoke", revoke_token)
+        .write("/v1/auth/token/revoke-orphan", revoke_orphan)
+        .sudo()
         .write("/v1/auth/token/renew-self", renew_self)
         .write("/v1/auth/token/revoke-self", revoke_self)
         .write("/v1/auth/token/lookup", lookup_token)
@@ -59,11 +64,20 @@ fn string_map(field: &str, value: Option<Value>) -> Result<Map<String, Value>, A
     }
 }
 
-pub async fn create_token(
+pub async fn create_token(State(state): State<AppState>, caller: Caller, body: Body) -> ApiResult {
+    create(&state, &caller, body, false).await
+}
+
+/// `auth/token/create-orphan`: the route needs sudo (declared in the route table).
+pub async fn create_orphan_token(
     State(state): State<AppState>,
     caller: Caller,
-    mut body: Body,
+    body: Body,
 ) -> ApiResult {
+    create(&state, &caller, body, true).await
+}
+
+async fn create(state: &AppState, caller: &Caller, mut body: Body, orphan_route: bool) -> ApiResult {
     let request = TokenRequest {
         policies: body.string_list("policies", true)?,
         ttl: body.duration("ttl")?,
@@ -84,10 +98,24 @@ pub async fn create_token(
     body.refuse_unsupported("num_uses", "limited-use tokens are not supported")?;
     body.refuse_unsupported("period", "periodic tokens are not supported")?;
     body.refuse_unsupported("entity_alias", "entity aliases are not supported")?;
-    body.refuse_unsupported("no_parent", "orphan tokens are not supported")?;
+    let no_parent = body.boolean("no_parent")?.unwrap_or(false);
     body.refuse_unsupported("id", "choosing a token's value is not supported")?;
     body.finish()?;
-    let issued = state.auth.create_token(&caller.identity, request).await?;
+    let issued = if orphan_route {
+        state
+            .auth
+            .create_orphan_token(&caller.identity, true, request)
+            .await?
+    } else if no_parent {
+        // As in Vault, an orphan from `create` needs root or sudo on the path called.
+        let has_sudo = caller.acl.has_sudo("auth/token/create");
+        state
+            .auth
+            .create_orphan_token(&caller.identity, has_sudo, request)
+            .await?
+    } else {
+        state.auth.create_token(&caller.identity, request).await?
+    };
     Ok(auth_response(&issued, vec![]))
 }
 
@@ -110,7 +138,7 @@ pub async fn renew_self(
         "renewable": identity.renewable,
         "entity_id": identity.entity_id,
         "token_type": "service",
-        "orphan": true,
+        "orphan": identity.parent_accessor.is_none(),
     });
     Ok(Json(json!({
         "request_id": current_request_id(),
@@ -128,10 +156,46 @@ pub async fn renew_self(
 
 pub async fn revoke_self(State(state): State<AppState>, caller: Caller, body: Body) -> ApiResult {
     body.finish()?;
-    state
-        .auth
-        .revoke_accessor(&caller.identity.accessor)
-        .await?;
+    let revoked = state.auth.revoke_tree(&caller.identity.accessor).await?;
+    revoke_leases_of(&state, &revoked).await?;
+    Ok(written(vec![]))
+}
+
+/// Revoking a token revokes the leases its subtree obtained, as in Vault: a holder about to be
+/// cut off cannot keep database access through credentials it already has. A lease whose
+/// revocation fails stays with the reaper, which retries until it succeeds.
+async fn revoke_leases_of(state: &AppState, accessors: &[String]) -> Result<(), ApiError> {
+    if accessors.is_empty() {
+        return Ok(());
+    }
+    state.leases.revoke_by_token_accessors(accessors).await?;
+    Ok(())
+}
+
+/// `auth/token/revoke`: the token given by value, its children and their leases.
+pub async fn revoke_token(State(state): State<AppState>, mut body: Body) -> ApiResult {
+    let token = body
+        .secret("token")?
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_request("token: required"))?;
+    body.finish()?;
+    let revoked = state.auth.revoke_token(&token).await?;
+    revoke_leases_of(&state, &revoked).await?;
+    Ok(written(vec![]))
+}
+
+/// `auth/token/revoke-orphan` (sudo): the token and its leases; its children live on as orphans.
+pub async fn revoke_orphan(State(state): State<AppState>, mut body: Body) -> ApiResult {
+    let token = body
+        .secret("token")?
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_request("token: required"))?;
+    body.finish()?;
+    let Some(accessor) = state.auth.accessor_of(&token).await? else {
+        return Ok(written(vec![]));
+    };
+    let revoked = state.auth.revoke_orphan(&accessor).await?;
+    revoke_leases_of(&state, &revoked).await?;
     Ok(written(vec![]))
 }
 
@@ -159,7 +223,8 @@ pub async fn lookup_accessor(State(state): State<AppState>, mut body: Body) -> A
 pub async fn revoke_accessor(State(state): State<AppState>, mut body: Body) -> ApiResult {
     let accessor = required(&mut body, "accessor")?;
     body.finish()?;
-    state.auth.revoke_accessor(&accessor).await?;
+    let revoked = state.auth.revoke_tree(&accessor).await?;
+    revoke_leases_of(&state, &revoked).await?;
     Ok(written(vec![]))
 }
 
