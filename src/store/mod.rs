@@ -33,6 +33,11 @@ pub fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
+/// One page of live lease ids in an [`IdRange`]: a range scan of the primary key.
+const LIVE_IDS_IN_RANGE: &str = "SELECT id FROM leases WHERE id >= ?1 AND id < ?2 AND id > ?3
+         AND state IN ('creating', 'active', 'revoking')
+     ORDER BY id LIMIT ?4";
+
 /// What [`Store::delete_connection`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionDeletion {
@@ -320,17 +325,13 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM leases WHERE id >= ?1 AND id < ?2 AND id > ?3
-                 AND state IN ('creating', 'active', 'revoking')
-             ORDER BY id LIMIT ?4",
-        )
-        .bind(&range.start)
-        .bind(&range.end)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(LIVE_IDS_IN_RANGE)
+            .bind(&range.start)
+            .bind(&range.end)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Ids of live leases obtained by the token `accessor`, after `after` (exclusive), in id
@@ -544,5 +545,189 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
             .fetch_one(&self.pool)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_ranges_cover_whole_path_segments_only() {
+        let app = IdRange::under("database/creds/app");
+        assert_eq!(app, IdRange::under("database/creds/app/"));
+        for inside in [
+            "database/creds/app/x",
+            "database/creds/app/x/y",
+            "database/creds/app/",
+        ] {
+            assert!(app.contains(inside), "{inside}");
+        }
+        for outside in [
+            "database/creds/app",
+            "database/creds/app2/x",
+            "database/creds/app-admin/x",
+            "database/creds/app.x/y",
+            "database/creds/apple/x",
+            "database/creds/ap/x",
+        ] {
+            assert!(!app.contains(outside), "{outside}");
+        }
+        let all = IdRange::under("");
+        assert!(all.contains("database/creds/app/x") && all.contains("a"));
+    }
+
+    async fn store_with_leases(dir: &Path, ids: &[&str]) -> Store {
+        let store = Store::open(&dir.join("lessor.db").display().to_string())
+            .await
+            .unwrap();
+        store
+            .upsert_connection(&ConnectionRow {
+                name: "db".into(),
+                plugin_name: "postgresql-database-plugin".into(),
+                connection_url_sealed: String::new(),
+                username: String::new(),
+                password_sealed: String::new(),
+                allowed_roles: "[]".into(),
+                verify_connection: false,
+                max_open_connections: 1,
+                root_rotation_statements: "[]".into(),
+                created_at: 0,
+                updated_at: 0,
+            })
+            .await
+            .unwrap();
+        for id in ids {
+            store
+                .insert_lease(&LeaseRow {
+                    id: (*id).to_owned(),
+                    role_name: "r".into(),
+                    connection_name: "db".into(),
+                    username: "u".into(),
+                    revocation_statements: "[]".into(),
+                    rollback_statements: "[]".into(),
+                    renew_statements: "[]".into(),
+                    issued_at: 0,
+                    last_renewed_at: None,
+                    expires_at: 1,
+                    max_expires_at: 1,
+                    state: LeaseState::Active,
+                    next_action_at: 1,
+                    attempts: 0,
+                    last_error: None,
+                    revoked_at: None,
+                    owner: "o".into(),
+                    revoke_requested: false,
+                    token_accessor: None,
+                })
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn prefix_queries_match_path_segments_through_the_primary_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_leases(
+            dir.path(),
+            &[
+                "database/creds/app/a",
+                "database/creds/app/b",
+                "database/creds/app/x/y",
+                "database/creds/app2/c",
+                "database/creds/app-admin/d",
+                "database/creds/apple",
+            ],
+        )
+        .await;
+        for prefix in ["database/creds/app", "database/creds/app/"] {
+            let ids = store
+                .live_lease_ids_in(&IdRange::under(prefix), "", 100)
+                .await
+                .unwrap();
+            assert_eq!(
+                ids,
+                [
+                    "database/creds/app/a",
+                    "database/creds/app/b",
+                    "database/creds/app/x/y"
+                ],
+                "{prefix}"
+            );
+        }
+        let page = store
+            .live_lease_ids_in(
+                &IdRange::under("database/creds/app"),
+                "database/creds/app/a",
+                1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            page,
+            ["database/creds/app/b"],
+            "pages resume after the cursor"
+        );
+
+        // The plan's `detail` column names the index and the constraints it uses.
+        use sqlx::Row;
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {LIVE_IDS_IN_RANGE}"))
+            .bind("a/")
+            .bind("a0")
+            .bind("")
+            .bind(10)
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect();
+        let plan = plan.join("; ");
+        assert!(
+            plan.contains("sqlite_autoindex_leases_1") && plan.contains("id>? AND id<?"),
+            "not a primary-key range scan: {plan}"
+        );
+        eprintln!("plan: {plan}");
+        store.pool().close().await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_in_use_is_not_deleted_and_a_lease_needs_its_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_leases(dir.path(), &["database/creds/r/a"]).await;
+        assert_eq!(
+            store.delete_connection("db").await.unwrap(),
+            ConnectionDeletion::InUse {
+                live_leases: 1,
+                static_roles: vec![]
+            }
+        );
+        store
+            .mark_revoked("database/creds/r/a", 2, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.delete_connection("db").await.unwrap(),
+            ConnectionDeletion::Deleted
+        );
+        assert_eq!(
+            store.delete_connection("db").await.unwrap(),
+            ConnectionDeletion::NotFound
+        );
+        let mut lease = store
+            .get_lease("database/creds/r/a")
+            .await
+            .unwrap()
+            .unwrap();
+        lease.id = "database/creds/r/b".into();
+        assert!(matches!(
+            store.insert_lease(&lease).await,
+            Err(Error::NotFound {
+                kind: "connection",
+                ..
+            })
+        ));
+        store.pool().close().await;
     }
 }
