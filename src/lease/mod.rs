@@ -505,7 +505,9 @@ impl LeaseManager {
         match lease.state {
             LeaseState::Active => {}
             LeaseState::Revoked | LeaseState::Revoking => {
-                return Err(Error::invalid(format!("lease is revoked: {lease_id}")))
+                return Err(Error::invalid(format!(
+                    "lease is revoked and cannot be renewed: {lease_id}"
+                )))
             }
             LeaseState::Creating => {
                 return Err(Error::invalid(format!(
@@ -554,7 +556,9 @@ impl LeaseManager {
             .await?
         {
             // Another replica revoked it: only this process's operations are serialized.
-            return Err(Error::invalid(format!("lease is revoked: {lease_id}")));
+            return Err(Error::invalid(format!(
+                "lease is revoked and cannot be renewed: {lease_id}"
+            )));
         }
         self.reaper_wake.notify_one();
         crate::metrics::lease_renewed();
