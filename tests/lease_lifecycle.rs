@@ -803,3 +803,121 @@ async fn f8_reaper_pauses_when_the_store_cannot_be_written_and_recovers() {
     }
     server.stop().await;
 }
+
+// ---- F4: the reaper and a lease still being created ----------------------------------------------
+
+/// A `creating` lease row for a user made directly on PostgreSQL, as a live (or dead) issuer
+/// would leave it, with the reaper's deadline at `deadline_ms`.
+async fn creating_lease(server: &TestServer, role: &str, deadline_ms: i64) -> (String, String) {
+    let user = format!("v-{role}-{}", unique("u").replace('-', ""));
+    let password = "Creating-password-123";
+    pg_admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'"
+        ))
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let id = format!("database/creds/{role}/{}", unique("lease").replace('-', ""));
+    server
+        .state
+        .store
+        .insert_lease(&lessor::store::LeaseRow {
+            id: id.clone(),
+            role_name: role.to_owned(),
+            connection_name: "db".into(),
+            username: user.clone(),
+            revocation_statements: "[]".into(),
+            rollback_statements: "[]".into(),
+            renew_statements: "[]".into(),
+            // Already expired: an expiry never hands a creating lease to the reaper.
+            issued_at: now - 10_000,
+            last_renewed_at: None,
+            expires_at: now - 5_000,
+            max_expires_at: now - 5_000,
+            state: lessor::store::LeaseState::Creating,
+            next_action_at: deadline_ms,
+            attempts: 0,
+            last_error: None,
+            revoked_at: None,
+            owner: "test".into(),
+            revoke_requested: false,
+            token_accessor: None,
+        })
+        .await
+        .unwrap();
+    (id, user)
+}
+
+#[tokio::test]
+async fn f4_the_reaper_takes_a_creating_lease_only_after_its_creation_deadline() {
+    assert_postgres_checks_passwords().await;
+    let role = unique("dead");
+    let (server, sweep) = server_with_role(Engine::Postgres, &role).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let (live_id, live_user) = creating_lease(&server, &role, now + 60_000).await;
+    let (dead_id, dead_user) = creating_lease(&server, &role, now - 1).await;
+    server.state.leases.reaper_wake().notify_one();
+
+    // The issuer of `dead` is past its deadline: the reaper drops its user.
+    let admin = pg_admin().await;
+    eventually(Duration::from_secs(10), || async {
+        !pg_role_exists(&admin, &dead_user).await
+    })
+    .await
+    .expect("the reaper dropped the user of a creating lease past its deadline");
+    let state = |id: String| {
+        let store = server.state.store.clone();
+        async move { store.get_lease(&id).await.unwrap().unwrap() }
+    };
+    assert_eq!(state(dead_id).await.state.as_str(), "revoked");
+
+    // The issuer of `live` may still be creating its user: neither the reaper nor a revoke
+    // touches the user; the revoke is recorded for the issuer.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(pg_role_exists(&admin, &live_user).await);
+    let (status, body) = server
+        .call("PUT", &format!("sys/leases/revoke/{live_id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let lease = state(live_id.clone()).await;
+    assert_eq!(lease.state.as_str(), "creating");
+    assert!(lease.revoke_requested);
+    assert!(pg_role_exists(&admin, &live_user).await);
+    // ...and the issuer cannot activate it any more: it must drop the user instead.
+    assert!(!server
+        .state
+        .store
+        .activate_lease(&live_id, now + 3_600_000)
+        .await
+        .unwrap());
+    let (status, body) = server
+        .call(
+            "PUT",
+            "sys/leases/renew",
+            Some(json!({ "lease_id": live_id })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not renewable: {body}");
+
+    // Should the issuer die, the deadline hands the lease to the reaper.
+    server
+        .state
+        .store
+        .reschedule_creating(&live_id, chrono::Utc::now().timestamp_millis())
+        .await
+        .unwrap();
+    server.state.leases.reaper_wake().notify_one();
+    eventually(Duration::from_secs(10), || async {
+        !pg_role_exists(&admin, &live_user).await
+    })
+    .await
+    .expect("the reaper dropped the user at the deadline");
+    assert_eq!(state(live_id).await.state.as_str(), "revoked");
+    assert!(Engine::Postgres
+        .users_with_prefix(&sweep.prefix)
+        .await
+        .is_empty());
+    server.stop().await;
+}
