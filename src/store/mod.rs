@@ -730,4 +730,52 @@ mod tests {
         ));
         store.pool().close().await;
     }
+
+    /// Migration 0004 rebuilds the leases table: a store written before it keeps its leases.
+    #[tokio::test]
+    async fn leases_survive_the_lifecycle_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let earlier = dir.path().join("earlier-migrations");
+        std::fs::create_dir(&earlier).unwrap();
+        let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        for entry in std::fs::read_dir(&all).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if name.as_str() < "0004" {
+                std::fs::copy(&path, earlier.join(&name)).unwrap();
+            }
+        }
+        let file = dir.path().join("lessor.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&file)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        sqlx::migrate::Migrator::new(earlier.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO leases (id, role_name, connection_name, username, issued_at, expires_at,
+                 max_expires_at, state, next_action_at, owner)
+             VALUES ('database/creds/r/old', 'r', 'db', 'u', 1, 2, 3, 'revoking', 4, 'o')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = Store::open(&file.display().to_string()).await.unwrap();
+        let lease = store
+            .get_lease("database/creds/r/old")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(lease.state, LeaseState::Revoking);
+        assert_eq!((lease.expires_at, lease.next_action_at), (2, 4));
+        assert!(!lease.revoke_requested && lease.token_accessor.is_none());
+        assert_eq!(store.due_leases(10, 10).await.unwrap().len(), 1);
+        store.pool().close().await;
+    }
 }
