@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::engines::{self, EngineKind, Engines};
 use crate::error::{Error, Result};
 use crate::seal::Sealer;
-use crate::store::{ConnectionRow, RoleRow, Store};
+use crate::store::{ConnectionDeletion, ConnectionRow, RoleRow, Store};
 
 /// The longest name of a connection, role or static role.
 const MAX_NAME_LEN: usize = 64;
@@ -349,9 +349,39 @@ impl Catalog {
         self.store.list_connections().await
     }
 
+    /// Deletes a connection. Refused (Conflict) while live leases or static roles use it: their
+    /// users could never be revoked or rotated without it. Deleting one that does not exist
+    /// succeeds, as in Vault.
     pub async fn delete_connection(&self, name: &str) -> Result<()> {
         check_name("connection name", name)?;
-        self.store.delete_connection(name).await?;
+        match self.store.delete_connection(name).await? {
+            ConnectionDeletion::Deleted | ConnectionDeletion::NotFound => {}
+            ConnectionDeletion::InUse {
+                live_leases,
+                static_roles,
+            } => {
+                let mut uses = Vec::new();
+                if live_leases > 0 {
+                    uses.push(format!(
+                        "{live_leases} live lease(s) (revoke them first with sys/leases/revoke-prefix/database/creds/<role>, or sys/leases/revoke-force/<prefix> if the database is gone)"
+                    ));
+                }
+                if !static_roles.is_empty() {
+                    uses.push(format!(
+                        "static role(s) {} (delete them first)",
+                        static_roles.join(", ")
+                    ));
+                }
+                if uses.is_empty() {
+                    // Its last users went between the refused delete and the count.
+                    uses.push("leases that were revoked just now (try again)".to_owned());
+                }
+                return Err(Error::Conflict(format!(
+                    "connection {name} is still in use by {}",
+                    uses.join(" and ")
+                )));
+            }
+        }
         self.engines.invalidate(name).await;
         Ok(())
     }

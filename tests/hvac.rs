@@ -109,7 +109,7 @@ async fn hvac_drives_the_database_engine_unchanged() {
             Some(json!({ "lease_id": report["live_lease_id"] })),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["data"]["state"], json!("revoked"));
+    // A revoked lease answers "invalid lease" (400), as in Vault.
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     server.assert_logs_free_of(&[revoked_password, live_password, before, after]);
 }

@@ -139,14 +139,16 @@ async fn issue_login_renew_revoke_then_login_refused_and_role_gone() {
         !pg_role_exists(&admin, &username).await,
         "the role must be dropped"
     );
-    let (_, lookup) = server
+    // A revoked lease answers "invalid lease" (400), as in Vault.
+    let (status, lookup) = server
         .call(
             "PUT",
             "sys/leases/lookup",
             Some(json!({ "lease_id": lease_id })),
         )
         .await;
-    assert_eq!(lookup["data"]["state"], json!("revoked"));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{lookup}");
+    assert_eq!(lookup, json!({ "errors": ["invalid lease"] }));
     // Revoking again is harmless.
     let (status, _) = server
         .call(
@@ -320,14 +322,15 @@ async fn a_crash_between_lease_write_and_response_leaves_no_orphan() {
         .to_owned();
     let lease_id = format!("database/creds/{role}/{key}");
     let revoked = eventually(Duration::from_secs(8), || async {
-        let (_, lookup) = server
+        // A revoked lease answers "invalid lease" (400), as in Vault.
+        let (status, _) = server
             .call(
                 "PUT",
                 "sys/leases/lookup",
                 Some(json!({ "lease_id": lease_id })),
             )
             .await;
-        lookup["data"]["state"] == json!("revoked")
+        status == StatusCode::BAD_REQUEST
     })
     .await;
     assert!(
@@ -672,16 +675,26 @@ async fn revoke_prefix_and_force_revoke_every_lease_of_a_role() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, lookup) = server
+    // A revoked lease answers "invalid lease" to clients (as in Vault); its tombstone keeps the note.
+    let (status, _) = server
         .call(
             "PUT",
             "sys/leases/lookup",
             Some(json!({ "lease_id": lease_id })),
         )
         .await;
-    assert_eq!(lookup["data"]["state"], json!("revoked"));
-    assert!(lookup["data"]["last_error"]
-        .as_str()
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let tombstone = server
+        .state
+        .store
+        .get_lease(&lease_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tombstone.state.as_str(), "revoked");
+    assert!(tombstone
+        .last_error
+        .as_deref()
         .unwrap()
         .contains("force-revoked"));
     // The session was still ended by the NOLOGIN step; clean the leftover role up.

@@ -176,6 +176,7 @@ pub async fn issue_creds(
         // The entity owns the lease, so the same workload logging in again keeps control of it.
         accessor: caller.identity.entity_id.clone(),
         display_name: caller.identity.display_name.clone(),
+        token_accessor: Some(caller.identity.accessor.clone()),
     };
     let issued = state.leases.issue(&name, &requester).await?;
     let mut envelope = Envelope::new(json!({

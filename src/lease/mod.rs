@@ -1,8 +1,18 @@
 //! The lease manager: issuing dynamic credentials and renewing, looking up and revoking their leases.
 //!
-//! Issuing is crash-safe by construction: the lease row is written *before* the user is created, so
-//! whatever happens next (an error, a crash, a lost response) the reaper will find the row at expiry
-//! and drop the user, which is idempotent. The password is returned once and never stored.
+//! Issuing is crash-safe and race-free by construction. The lease row is written in state
+//! `creating` *before* the user is created, so whatever happens next (an error, a crash, a lost
+//! response) the reaper finds the row and drops the user, which is idempotent. Only the issuer moves
+//! it to `active`, with a conditional update that fails if a revocation was requested meanwhile; a
+//! revoke that meets a `creating` lease records that request and leaves the drop to the issuer
+//! (which drops the user before answering) or, should the issuer die, to the reaper after the
+//! creation deadline. So a revocation can never be marked done before the user it should drop
+//! exists. The password is returned once and never stored.
+//!
+//! Operations on one lease (renew, revoke, the reaper's revocation) are serialized inside this
+//! process by a striped set of async mutexes and re-read the lease after taking it, so a renewal
+//! cannot interleave with a drop on the target (PostgreSQL answers that with "tuple concurrently
+//! updated").
 
 pub mod reaper;
 
@@ -20,11 +30,44 @@ use tokio::sync::Notify;
 use crate::catalog::{check_name, decode_list, encode, Catalog};
 use crate::engines::Engines;
 use crate::error::{Error, Result};
-use crate::store::{from_millis, to_millis, LeaseRow, LeaseState, Store};
+use crate::store::{from_millis, to_millis, IdRange, LeaseRow, LeaseState, Store};
 
 /// Revocations run at most this many at a time for bulk operations, so a revoke-prefix of
 /// thousands of leases does not exhaust a target's connection limit.
 const BULK_REVOCATION_CONCURRENCY: usize = 8;
+
+/// Lease ids read per query by bulk revocations and LIST, which page through ranges of the
+/// primary key rather than loading every id at once.
+const PAGE: i64 = 500;
+
+/// The longest the issuer waits for `create_user`. Past it the issuer gives up and answers an
+/// error, leaving the `creating` lease to the reaper at the creation deadline.
+pub const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long after its write a `creating` lease becomes the reaper's. Longer than
+/// [`CREATE_TIMEOUT`] so the reaper never races a live issuer: by then the issuer has activated the
+/// lease, dropped the user, given up or died. The 30 s margin covers the issuer's store writes after
+/// a creation that took nearly the whole timeout (SQLite waits up to 5 s for a busy lock), and lets
+/// a statement the issuer abandoned at its timeout end on the server (its connection is dropped, so
+/// an uncommitted creation rolls back) before the reaper drops whatever was created.
+pub const CREATION_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Striped locks serializing operations on one lease; more stripes than bulk concurrency so that
+/// unrelated leases rarely wait for each other.
+const LOCK_STRIPES: usize = 256;
+
+/// Who is revoking, which decides what a `creating` lease means to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Revoker {
+    /// A client's revoke, revoke-prefix or revoke-force (or a revoked token): a `creating` lease
+    /// only gets `revoke_requested`, its issuer drops the user.
+    Request { force: bool },
+    /// The reaper: acts only on leases still due after it took the lease's lock (a renewal may
+    /// have moved the expiry), and on a `creating` lease only past its creation deadline.
+    Reaper,
+    /// The issuer whose activation failed: drops the user it just created.
+    Issuer,
+}
 
 /// After this many failed attempts a revocation is flagged at ERROR level (it is still retried).
 pub const FLAG_AFTER_ATTEMPTS: i64 = 10;
@@ -78,8 +121,12 @@ pub struct Renewed {
 /// Who asked: recorded on the lease as its owner.
 #[derive(Debug, Clone)]
 pub struct Requester {
+    /// The owner recorded on the lease (the caller's entity): who may look it up, renew or revoke it.
     pub accessor: String,
     pub display_name: String,
+    /// The accessor of the caller's token, so that revoking the token revokes the lease
+    /// ([`LeaseManager::revoke_by_token_accessors`]). None for leases no token obtained.
+    pub token_accessor: Option<String>,
 }
 
 /// Issues, renews and revokes leases.
@@ -90,6 +137,8 @@ pub struct LeaseManager {
     catalog: Catalog,
     /// Wakes the reaper when a lease with an earlier deadline than it is sleeping towards appears.
     reaper_wake: Arc<Notify>,
+    /// Serializes renew and revoke of one lease (see the module documentation).
+    locks: Arc<[tokio::sync::Mutex<()>]>,
     #[cfg(feature = "fault-injection")]
     fault: Arc<std::sync::Mutex<Option<FaultPoint>>>,
 }
@@ -137,9 +186,21 @@ impl LeaseManager {
             engines,
             catalog,
             reaper_wake: Arc::new(Notify::new()),
+            locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             #[cfg(feature = "fault-injection")]
             fault: Arc::default(),
         }
+    }
+
+    /// The lock that serializes operations on `lease_id`. `DefaultHasher::new()` has fixed keys,
+    /// which is fine: ids are random and this only spreads them over stripes.
+    fn lock_for(&self, lease_id: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        lease_id.hash(&mut hasher);
+        &self.locks[(hasher.finish() % self.locks.len() as u64) as usize]
     }
 
     /// The reaper's wake-up signal.
@@ -157,11 +218,24 @@ impl LeaseManager {
         *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = point;
     }
 
+    /// Fails at `point` if armed, as if the process died there. A dead issuer's `creating` lease
+    /// falls to the reaper; since this process lives on, the lease is made due at its expiry
+    /// rather than at the creation deadline, so that tests need not wait for the deadline.
     #[cfg(feature = "fault-injection")]
-    fn take_fault(&self, point: FaultPoint) -> Result<()> {
-        let mut armed = self.fault.lock().unwrap_or_else(|p| p.into_inner());
-        if *armed == Some(point) {
-            *armed = None;
+    async fn take_fault(&self, point: FaultPoint, lease: &LeaseRow) -> Result<()> {
+        let hit = {
+            let mut armed = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+            let hit = *armed == Some(point);
+            if hit {
+                *armed = None;
+            }
+            hit
+        };
+        if hit {
+            self.store
+                .reschedule_creating(&lease.id, lease.expires_at)
+                .await?;
+            self.reaper_wake.notify_one();
             return Err(Error::Internal(format!("injected fault at {point:?}")));
         }
         Ok(())
@@ -225,39 +299,82 @@ impl LeaseManager {
             last_renewed_at: None,
             expires_at: to_millis(expires_at),
             max_expires_at: to_millis(max_expires_at),
-            state: LeaseState::Active,
-            next_action_at: to_millis(expires_at),
+            state: LeaseState::Creating,
+            next_action_at: to_millis(
+                now + chrono::Duration::seconds(CREATION_DEADLINE.as_secs() as i64),
+            ),
             attempts: 0,
             last_error: None,
             revoked_at: None,
             owner: requester.accessor.clone(),
+            revoke_requested: false,
+            token_accessor: requester.token_accessor.clone(),
         };
-        // The durable write comes first: from here on, the reaper owns this user's fate.
+        // The durable write comes first: from here on, the user's fate is recorded. The reaper
+        // needs no wake-up: the creation deadline is further than its longest sleep.
         self.store.insert_lease(&lease).await?;
-        self.reaper_wake.notify_one();
 
         #[cfg(feature = "fault-injection")]
-        self.take_fault(FaultPoint::AfterLeaseWrite)?;
+        self.take_fault(FaultPoint::AfterLeaseWrite, &lease).await?;
 
-        let created = plugin
-            .create_user(&NewUser {
+        let created = tokio::time::timeout(
+            CREATE_TIMEOUT,
+            plugin.create_user(&NewUser {
                 username: &username,
                 password: &password,
                 expiration: expires_at,
                 statements: &role.creation_statements,
                 options: &role.options,
-            })
-            .await;
-        if let Err(create_error) = created {
-            self.roll_back(&lease).await;
-            return Err(Error::database(
-                format!("cannot create a user for role {role_name}"),
-                create_error,
-            ));
+            }),
+        )
+        .await;
+        match created {
+            Ok(Ok(())) => {}
+            Ok(Err(create_error)) => {
+                self.roll_back(&lease).await;
+                return Err(Error::database(
+                    format!("cannot create a user for role {role_name}"),
+                    create_error,
+                ));
+            }
+            Err(_elapsed) => {
+                // The statement may still land on the server, so dropping the user now could
+                // come too early: the lease stays `creating` for the reaper's deadline.
+                tracing::error!(username = %username, timeout_secs = CREATE_TIMEOUT.as_secs(), "user creation timed out; the reaper drops the user at the creation deadline");
+                return Err(Error::database(
+                    format!("cannot create a user for role {role_name}"),
+                    lessor_plugin::PluginError::Unavailable(format!(
+                        "no answer within {} s",
+                        CREATE_TIMEOUT.as_secs()
+                    )),
+                ));
+            }
         }
 
         #[cfg(feature = "fault-injection")]
-        self.take_fault(FaultPoint::AfterUserCreated)?;
+        self.take_fault(FaultPoint::AfterUserCreated, &lease)
+            .await?;
+
+        if !self
+            .store
+            .activate_lease(&lease_id, to_millis(expires_at))
+            .await?
+        {
+            // A revoke met the lease while the user was being created (or the reaper took it
+            // over): the credentials must not leave this process, and the user must go.
+            let dropped = self.revoke_lease(&lease_id, Revoker::Issuer).await;
+            tracing::info!(username = %username, dropped = dropped.is_ok(), "lease revoked during creation; credentials withheld");
+            return Err(Error::Conflict(match dropped {
+                Ok(()) => format!(
+                    "lease {lease_id} was revoked while its user was being created; the user was dropped"
+                ),
+                Err(e) => format!(
+                    "lease {lease_id} was revoked while its user was being created; dropping the user failed and will be retried: {e}"
+                ),
+            }));
+        }
+        // The expiry may be earlier than what the reaper sleeps towards.
+        self.reaper_wake.notify_one();
 
         tracing::info!(username = %username, ttl_secs = ttl.as_secs(), "issued credential");
         crate::metrics::lease_issued();
@@ -317,21 +434,21 @@ impl LeaseManager {
             .ok_or_else(|| Error::not_found("lease", lease_id))
     }
 
+    /// A lease as `sys/leases/lookup` shows it. A revoked lease answers "invalid lease" (400),
+    /// as Vault does: it no longer exists as far as clients are concerned.
     pub async fn lookup(&self, lease_id: &str) -> Result<LeaseInfo> {
         let lease = self.lease(lease_id).await?;
+        if lease.state == LeaseState::Revoked {
+            return Err(Error::invalid("invalid lease"));
+        }
         let now = Utc::now();
-        let live = lease.state != LeaseState::Revoked;
         let expire = from_millis(lease.expires_at);
         Ok(LeaseInfo {
             issue_time: from_millis(lease.issued_at),
-            expire_time: live.then_some(expire),
+            expire_time: Some(expire),
             last_renewal: lease.last_renewed_at.map(from_millis),
             renewable: lease.state == LeaseState::Active && lease.max_expires_at > to_millis(now),
-            ttl: if live {
-                (expire - now).num_seconds().max(0)
-            } else {
-                0
-            },
+            ttl: (expire - now).num_seconds().max(0),
             state: lease.state.as_str(),
             role: lease.role_name,
             username: lease.username,
@@ -341,41 +458,62 @@ impl LeaseManager {
         })
     }
 
-    /// The next path segment of every live lease under `prefix`, Vault's `LIST sys/leases/lookup`.
+    /// The next path segment of every live lease under `prefix`, Vault's `LIST sys/leases/lookup`:
+    /// a lease id as a key, a deeper level as `segment/`. `prefix` is a path (`database/creds/app`
+    /// lists `database/creds/app/...`, never `database/creds/app2/...`). All keys are returned; the
+    /// ids are read page by page, and each deeper level costs one query however many leases it
+    /// holds, so no more than a page of ids is in memory besides the keys.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let prefix = prefix.trim_start_matches('/');
         if !prefix.is_empty() {
             check_lease_path("prefix", prefix)?;
         }
-        let mut normalized = prefix.to_owned();
-        if !normalized.is_empty() && !normalized.ends_with('/') {
-            normalized.push('/');
+        let range = IdRange::under(prefix);
+        let base_len = range.start.len();
+        let mut keys: Vec<String> = Vec::new();
+        let mut after = String::new();
+        'pages: loop {
+            let ids = self.store.live_lease_ids_in(&range, &after, PAGE).await?;
+            let Some(last) = ids.last() else { break };
+            let last = last.clone();
+            for id in ids {
+                let rest = &id[base_len..];
+                match rest.find('/') {
+                    Some(slash) => {
+                        let level = &rest[..=slash];
+                        keys.push(level.to_owned());
+                        // Skip the rest of this level: every id in it sorts below its name
+                        // followed by 0x7F, and every id after it sorts above.
+                        after = format!("{}{level}\u{7f}", range.start);
+                        continue 'pages;
+                    }
+                    None => keys.push(rest.to_owned()),
+                }
+            }
+            after = last;
         }
-        let ids = self
-            .store
-            .live_lease_ids_with_prefix(&normalized, 100_000)
-            .await?;
-        let mut keys: Vec<String> = ids
-            .iter()
-            .filter_map(|id| id.strip_prefix(&normalized))
-            .map(|rest| match rest.find('/') {
-                Some(slash) => rest[..=slash].to_owned(),
-                None => rest.to_owned(),
-            })
-            .collect();
-        keys.dedup();
         Ok(keys)
     }
 
     /// Renews a lease by `increment` (or the role's default TTL), never past its max TTL.
     #[tracing::instrument(skip_all, fields(lease_id = %lease_id), err)]
     pub async fn renew(&self, lease_id: &str, increment: Option<Duration>) -> Result<Renewed> {
+        check_lease_path("lease_id", lease_id)?;
+        // Taken before reading, so a revocation in progress finishes first and is seen.
+        let _serial = self.lock_for(lease_id).lock().await;
         let lease = self.lease(lease_id).await?;
-        if lease.state != LeaseState::Active {
-            return Err(Error::invalid(format!(
-                "lease {lease_id} is {} and cannot be renewed",
-                lease.state.as_str()
-            )));
+        match lease.state {
+            LeaseState::Active => {}
+            LeaseState::Revoked | LeaseState::Revoking => {
+                return Err(Error::invalid(format!(
+                    "lease is revoked and cannot be renewed: {lease_id}"
+                )))
+            }
+            LeaseState::Creating => {
+                return Err(Error::invalid(format!(
+                    "lease {lease_id} is still being created and cannot be renewed"
+                )))
+            }
         }
         let now = Utc::now();
         let now_ms = to_millis(now);
@@ -417,8 +555,9 @@ impl LeaseManager {
             .renew_lease(lease_id, new_expires, now_ms)
             .await?
         {
-            return Err(Error::Conflict(format!(
-                "lease {lease_id} was revoked while it was being renewed"
+            // Another replica revoked it: only this process's operations are serialized.
+            return Err(Error::invalid(format!(
+                "lease is revoked and cannot be renewed: {lease_id}"
             )));
         }
         self.reaper_wake.notify_one();
@@ -430,28 +569,69 @@ impl LeaseManager {
         })
     }
 
-    /// Revokes one lease now. Revoking a lease that is already revoked succeeds.
+    /// Revokes one lease now. Revoking a lease that is already revoked succeeds; revoking one
+    /// whose user is still being created succeeds too: its issuer drops the user.
     #[tracing::instrument(skip_all, fields(lease_id = %lease_id), err)]
     pub async fn revoke(&self, lease_id: &str) -> Result<()> {
-        let lease = self.lease(lease_id).await?;
-        self.revoke_lease(lease, false).await
+        self.lease(lease_id).await?;
+        self.revoke_lease(lease_id, Revoker::Request { force: false })
+            .await
     }
 
-    /// Revokes a loaded lease. With `force`, a failed drop still marks the lease revoked (the
-    /// operator's explicit choice, recorded in `last_error`).
-    pub(crate) async fn revoke_lease(&self, lease: LeaseRow, force: bool) -> Result<()> {
-        if lease.state == LeaseState::Revoked {
-            return Ok(());
+    /// Revokes the lease `lease_id` as `revoker` (see [`Revoker`]), under the lease's lock and
+    /// from a fresh read of its row. A missing lease counts as revoked.
+    pub(crate) async fn revoke_lease(&self, lease_id: &str, revoker: Revoker) -> Result<()> {
+        let _serial = self.lock_for(lease_id).lock().await;
+        // Each pass that does not act saw the lease move forward (creating -> active -> revoking
+        // -> revoked) under a conditional update, so a few passes always suffice.
+        for _ in 0..4 {
+            let Some(lease) = self.store.get_lease(lease_id).await? else {
+                return Ok(());
+            };
+            let now = Utc::now();
+            if revoker == Revoker::Reaper && lease.next_action_at > to_millis(now) {
+                // Renewed (or taken care of) since the reaper read it.
+                return Ok(());
+            }
+            // Should this process die mid-revocation, the reaper picks the lease up again shortly.
+            let retry_at = to_millis(now + retry_delay(1));
+            let claimed = match (lease.state, revoker) {
+                (LeaseState::Revoked, _) => return Ok(()),
+                (LeaseState::Creating, Revoker::Request { .. }) => {
+                    if self.store.request_revocation(lease_id).await? {
+                        tracing::info!(username = %lease.username, "revocation requested while the user is being created; its issuer drops it");
+                        return Ok(());
+                    }
+                    false
+                }
+                (LeaseState::Creating, Revoker::Reaper) => {
+                    self.store
+                        .take_over_creating(lease_id, retry_at, Some(to_millis(now)))
+                        .await?
+                }
+                (LeaseState::Creating, Revoker::Issuer) => {
+                    self.store
+                        .take_over_creating(lease_id, retry_at, None)
+                        .await?
+                }
+                (LeaseState::Active | LeaseState::Revoking, _) => {
+                    self.store.mark_revoking(lease_id, retry_at).await?
+                }
+            };
+            if claimed {
+                let force = matches!(revoker, Revoker::Request { force: true });
+                return self.drop_user(lease, force).await;
+            }
         }
-        let now = Utc::now();
-        // Should this process die mid-revocation, the reaper picks the lease up again shortly.
-        if !self
-            .store
-            .mark_revoking(&lease.id, to_millis(now + retry_delay(1)))
-            .await?
-        {
-            return Ok(());
-        }
+        Err(Error::Internal(format!(
+            "lease {lease_id} kept changing state during its revocation"
+        )))
+    }
+
+    /// Drops the user of a lease marked `revoking` and records the outcome. With `force`, a
+    /// failed drop still marks the lease revoked (the operator's explicit choice, recorded in
+    /// `last_error`).
+    async fn drop_user(&self, lease: LeaseRow, force: bool) -> Result<()> {
         let outcome = async {
             let statements = decode_list("revocation_statements", &lease.revocation_statements)?;
             let plugin = self.engines.get(&lease.connection_name).await?;
@@ -500,52 +680,121 @@ impl LeaseManager {
         }
     }
 
-    /// Revokes every live lease whose id starts with `prefix`. Returns how many were revoked;
-    /// without `force`, any failure makes the whole call fail (the failed leases stay for retry).
+    /// Revokes every live lease under the path `prefix` (`database/creds/app` means
+    /// `database/creds/app/` and below, never `database/creds/app2`); a prefix without a trailing
+    /// `/` that is itself a lease id revokes that lease, as in Vault. Returns how many were revoked
+    /// (a lease still being created counts: its issuer drops the user). Without `force`, any
+    /// failure makes the whole call fail (the failed leases stay for the reaper to retry).
     #[tracing::instrument(skip_all, fields(prefix = %prefix, force), err)]
     pub async fn revoke_prefix(&self, prefix: &str, force: bool) -> Result<usize> {
         check_lease_path("prefix", prefix)?;
-        let mut revoked = 0;
-        let mut failed = 0;
-        let mut first_error = None;
-        // Leases whose revocation failed stay live (kept for the reaper); skip them on later rounds.
-        let mut after_failures: std::collections::HashSet<String> = Default::default();
-        loop {
-            let leases: Vec<LeaseRow> = self
-                .store
-                .live_leases_with_prefix(prefix, 500 + after_failures.len() as i64)
-                .await?
-                .into_iter()
-                .filter(|lease| !after_failures.contains(&lease.id))
-                .collect();
-            if leases.is_empty() {
-                break;
+        if !prefix.ends_with('/') {
+            if let Some(lease) = self.store.get_lease(prefix).await? {
+                if lease.state == LeaseState::Revoked {
+                    return Ok(0);
+                }
+                self.revoke_lease(prefix, Revoker::Request { force })
+                    .await?;
+                return Ok(1);
             }
-            let results: Vec<(String, Result<()>)> =
-                futures::stream::iter(leases)
-                    .map(|lease| async move {
-                        (lease.id.clone(), self.revoke_lease(lease, force).await)
-                    })
-                    .buffer_unordered(BULK_REVOCATION_CONCURRENCY)
-                    .collect()
-                    .await;
-            for (id, outcome) in results {
+        }
+        let range = IdRange::under(prefix);
+        let store = &self.store;
+        let tally = self
+            .revoke_pages(
+                |after| {
+                    let range = &range;
+                    async move { store.live_lease_ids_in(range, &after, PAGE).await }
+                },
+                force,
+            )
+            .await?;
+        tally.into_result(&format!("under {prefix}"))
+    }
+
+    /// Revokes every live lease obtained by the tokens with these accessors (a revoked token's
+    /// leases go with it), with the same bounded concurrency and race rules as revoke-prefix.
+    /// Returns how many were revoked; any failure makes the call fail after trying them all (the
+    /// failed leases stay for the reaper to retry).
+    #[tracing::instrument(skip_all, fields(tokens = accessors.len()), err)]
+    pub async fn revoke_by_token_accessors(&self, accessors: &[String]) -> Result<usize> {
+        let mut total = Tally::default();
+        for accessor in accessors {
+            let store = &self.store;
+            let tally = self
+                .revoke_pages(
+                    |after| async move {
+                        store
+                            .live_lease_ids_of_token(accessor, &after, PAGE)
+                            .await
+                    },
+                    false,
+                )
+                .await?;
+            total.add(tally);
+        }
+        total.into_result("obtained by the revoked tokens")
+    }
+
+    /// Revokes page after page of lease ids, `BULK_REVOCATION_CONCURRENCY` at a time. `page`
+    /// gives the ids after its argument (exclusive), in id order; each lease is visited once, so
+    /// leases issued meanwhile with lower ids, and failures, are left (to the reaper) rather than
+    /// looping for as long as issuers keep writing.
+    async fn revoke_pages<F, Fut>(&self, mut page: F, force: bool) -> Result<Tally>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<String>>>,
+    {
+        let mut tally = Tally::default();
+        let mut after = String::new();
+        loop {
+            let ids = page(after.clone()).await?;
+            let Some(last) = ids.last() else { break };
+            after = last.clone();
+            let results: Vec<Result<()>> = futures::stream::iter(ids)
+                .map(|id| async move { self.revoke_lease(&id, Revoker::Request { force }).await })
+                .buffer_unordered(BULK_REVOCATION_CONCURRENCY)
+                .collect()
+                .await;
+            for outcome in results {
                 match outcome {
-                    Ok(()) => revoked += 1,
+                    Ok(()) => tally.revoked += 1,
                     Err(e) => {
-                        failed += 1;
-                        first_error.get_or_insert(e);
-                        after_failures.insert(id);
+                        tally.failed += 1;
+                        tally.first_error.get_or_insert(e);
                     }
                 }
             }
         }
-        match first_error {
+        Ok(tally)
+    }
+}
+
+/// The outcome of a bulk revocation.
+#[derive(Default)]
+struct Tally {
+    revoked: usize,
+    failed: usize,
+    first_error: Option<Error>,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.revoked += other.revoked;
+        self.failed += other.failed;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+
+    fn into_result(self, what: &str) -> Result<usize> {
+        match self.first_error {
             Some(error) => Err(Error::Conflict(format!(
-                "{failed} of {} leases under {prefix} could not be revoked and will be retried; first error: {error}",
-                revoked + failed
+                "{} of {} leases {what} could not be revoked and will be retried; first error: {error}",
+                self.failed,
+                self.revoked + self.failed
             ))),
-            None => Ok(revoked),
+            None => Ok(self.revoked),
         }
     }
 }

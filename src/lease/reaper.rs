@@ -7,6 +7,14 @@
 //! the next due time or until woken, because a lease with an earlier deadline appeared or a
 //! revocation finished (`select!` on a deadline, a `Notify` and the shutdown token). Start-up cost
 //! does not grow with the number of leases.
+//!
+//! A lease still `creating` falls due at its creation deadline, when its issuer has finished, given
+//! up or died; the reaper then drops the user (idempotent) and marks the lease revoked.
+//!
+//! When the store itself fails (a full disk, a read-only file), whether reading what is due or
+//! recording a revocation, the reaper pauses instead of dispatching the same due leases again at
+//! once: the pause doubles while the failures go on (capped), and each pause logs one ERROR line
+//! with the number of failures, not one per lease.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,7 +26,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::LeaseManager;
+use super::{LeaseManager, Revoker};
+use crate::error::Error;
 use crate::store::{to_millis, LeaseState};
 
 /// How many due leases one pass takes from the store (beyond those already being revoked).
@@ -31,8 +40,20 @@ const MAX_IN_FLIGHT: usize = 1024;
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// How long revoked leases stay as tombstones for lookups and audit.
 const TOMBSTONE_RETENTION: chrono::Duration = chrono::Duration::hours(24);
-/// Pause after the store itself failed, so a broken store does not spin the CPU.
+/// First pause after the store itself failed, so a broken store does not spin the CPU; it doubles
+/// while the store keeps failing, up to [`MAX_STORE_ERROR_PAUSE`].
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
+const MAX_STORE_ERROR_PAUSE: Duration = Duration::from_secs(16);
+
+/// How revocation tasks fared with the store since the loop last looked.
+#[derive(Default)]
+struct StoreTrouble {
+    /// Revocations that could not write the store.
+    failures: usize,
+    first: Option<String>,
+    /// Revocations that wrote their outcome: the store works again.
+    recorded: usize,
+}
 
 /// The reaper's bookkeeping of revocations it has handed out.
 struct Reaper {
@@ -44,6 +65,8 @@ struct Reaper {
     in_flight: Arc<Mutex<HashSet<String>>>,
     /// One semaphore per connection name.
     per_connection: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Store failures of revocation tasks, which make the loop pause rather than redispatch.
+    trouble: Arc<Mutex<StoreTrouble>>,
     tasks: TaskTracker,
 }
 
@@ -64,17 +87,58 @@ pub async fn run(leases: LeaseManager, shutdown: CancellationToken) {
         shutdown: shutdown.clone(),
         in_flight: Arc::default(),
         per_connection: Mutex::default(),
+        trouble: Arc::default(),
         tasks: TaskTracker::new(),
     };
     tracing::info!("reaper started");
     let mut last_tidy = Instant::now() - Duration::from_secs(3600);
+    let mut pause = STORE_ERROR_PAUSE;
     loop {
+        // Revocation tasks that could not write the store: their leases are still due, and
+        // dispatching them again at once would spin. Pause, and say so once.
+        let trouble = std::mem::take(&mut *lock(&reaper.trouble));
+        if trouble.recorded > 0 && trouble.failures == 0 {
+            pause = STORE_ERROR_PAUSE;
+        }
+        if trouble.failures > 0 {
+            tracing::error!(
+                failures = trouble.failures,
+                error = trouble.first.as_deref().unwrap_or_default(),
+                pause_secs = pause.as_secs(),
+                "reaper cannot write the lease store; pausing revocations"
+            );
+            if pause_or_stop(&shutdown, &mut pause).await {
+                break;
+            }
+            continue;
+        }
         let sleep_for = match reaper.dispatch_due().await {
             Ok(Dispatch::More) => continue,
-            Ok(Dispatch::Done { queried_at }) => next_sleep(&reaper.leases, queried_at).await,
+            Ok(Dispatch::Done {
+                queried_at,
+                dispatched,
+            }) => {
+                if dispatched == 0 {
+                    // Nothing was attempted, so nothing can spin: a later failure starts over.
+                    pause = STORE_ERROR_PAUSE;
+                }
+                match reaper.leases.store().next_due_after(queried_at).await {
+                    Ok(next) => next_sleep(next, to_millis(Utc::now())),
+                    Err(error) => {
+                        tracing::error!(%error, pause_secs = pause.as_secs(), "reaper cannot read the next due time");
+                        if pause_or_stop(&shutdown, &mut pause).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
             Err(error) => {
-                tracing::error!(%error, "reaper cannot read the lease store");
-                STORE_ERROR_PAUSE
+                tracing::error!(%error, pause_secs = pause.as_secs(), "reaper cannot read the lease store");
+                if pause_or_stop(&shutdown, &mut pause).await {
+                    break;
+                }
+                continue;
             }
         };
         if last_tidy.elapsed() > Duration::from_secs(600) {
@@ -101,8 +165,8 @@ pub async fn run(leases: LeaseManager, shutdown: CancellationToken) {
 enum Dispatch {
     /// A full batch was handed out: more may be due right now.
     More,
-    /// Everything due at `queried_at` is handed out.
-    Done { queried_at: i64 },
+    /// Everything due at `queried_at` is handed out, `dispatched` of it by this pass.
+    Done { queried_at: i64, dispatched: usize },
 }
 
 impl Reaper {
@@ -119,7 +183,10 @@ impl Reaper {
         let queried_at = to_millis(Utc::now());
         if in_flight >= MAX_IN_FLIGHT {
             // Finishing tasks wake the loop; until then there is nothing to add.
-            return Ok(Dispatch::Done { queried_at });
+            return Ok(Dispatch::Done {
+                queried_at,
+                dispatched: 0,
+            });
         }
         let limit = BATCH + in_flight as i64;
         let due = self.leases.store().due_leases(queried_at, limit).await?;
@@ -131,11 +198,12 @@ impl Reaper {
             }
             dispatched += 1;
             let semaphore = self.semaphore_for(&lease.connection_name);
-            let (leases, in_flight, wake, shutdown) = (
+            let (leases, in_flight, wake, shutdown, trouble) = (
                 self.leases.clone(),
                 self.in_flight.clone(),
                 self.wake.clone(),
                 self.shutdown.clone(),
+                self.trouble.clone(),
             );
             self.tasks.spawn(async move {
                 let id = lease.id.clone();
@@ -145,9 +213,22 @@ impl Reaper {
                 };
                 if permit.is_some() {
                     let expired = lease.state == LeaseState::Active;
-                    // revoke_lease records failures and schedules the retry itself.
-                    if leases.revoke_lease(lease, false).await.is_ok() && expired {
-                        tracing::info!(lease_id = %id, "expired lease revoked");
+                    // revoke_lease records database failures and schedules the retry itself; a
+                    // store failure cannot be recorded, so it is the loop's to pause on.
+                    match leases.revoke_lease(&id, Revoker::Reaper).await {
+                        Ok(()) => {
+                            lock(&trouble).recorded += 1;
+                            if expired {
+                                tracing::info!(lease_id = %id, "expired lease revoked");
+                            }
+                        }
+                        Err(error @ Error::Store(_)) => {
+                            let mut trouble = lock(&trouble);
+                            trouble.failures += 1;
+                            trouble.first.get_or_insert_with(|| error.to_string());
+                        }
+                        // A database failure was recorded: the store works.
+                        Err(_) => lock(&trouble).recorded += 1,
                     }
                 }
                 drop(permit);
@@ -158,23 +239,67 @@ impl Reaper {
         if fetched == limit && dispatched > 0 {
             Ok(Dispatch::More)
         } else {
-            Ok(Dispatch::Done { queried_at })
+            Ok(Dispatch::Done {
+                queried_at,
+                dispatched,
+            })
         }
     }
 }
 
-/// Time until the next lease falls due after `queried_at` (leases due by then are handed out, and
-/// their tasks wake the loop when they finish), at most [`MAX_SLEEP`].
-async fn next_sleep(leases: &LeaseManager, queried_at: i64) -> Duration {
-    match leases.store().next_due_after(queried_at).await {
-        Ok(Some(at)) => {
-            let wait = at - to_millis(Utc::now());
-            Duration::from_millis(wait.max(0) as u64).min(MAX_SLEEP)
+/// Sleeps for `pause` (doubling it for next time, capped) unless shutdown comes first, which it
+/// reports. Wake-ups are ignored: finishing tasks must not cut a pause short.
+async fn pause_or_stop(shutdown: &CancellationToken, pause: &mut Duration) -> bool {
+    let this = *pause;
+    *pause = next_pause(this);
+    tokio::select! {
+        _ = tokio::time::sleep(this) => false,
+        _ = shutdown.cancelled() => true,
+    }
+}
+
+/// The pause after `pause`, while the store keeps failing.
+fn next_pause(pause: Duration) -> Duration {
+    (pause * 2).min(MAX_STORE_ERROR_PAUSE)
+}
+
+/// Time from `now` until `next` (the next lease due after the leases just handed out, whose tasks
+/// wake the loop when they finish), at most [`MAX_SLEEP`].
+fn next_sleep(next: Option<i64>, now: i64) -> Duration {
+    match next {
+        Some(at) => Duration::from_millis((at - now).max(0) as u64).min(MAX_SLEEP),
+        None => MAX_SLEEP,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sleeps_until_the_next_due_time_at_most_max_sleep() {
+        assert_eq!(next_sleep(None, 1_000), MAX_SLEEP);
+        assert_eq!(next_sleep(Some(1_500), 1_000), Duration::from_millis(500));
+        assert_eq!(next_sleep(Some(500), 1_000), Duration::ZERO);
+        assert_eq!(next_sleep(Some(i64::MAX), 0), MAX_SLEEP);
+    }
+
+    #[test]
+    fn store_error_pauses_double_and_are_capped() {
+        let mut pause = STORE_ERROR_PAUSE;
+        let mut pauses = Vec::new();
+        for _ in 0..7 {
+            pauses.push(pause.as_secs());
+            pause = next_pause(pause);
         }
-        Ok(None) => MAX_SLEEP,
-        Err(error) => {
-            tracing::error!(%error, "reaper cannot read the next due time");
-            STORE_ERROR_PAUSE
-        }
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 16, 16]);
+    }
+
+    #[tokio::test]
+    async fn a_pause_ends_at_shutdown() {
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let mut pause = MAX_STORE_ERROR_PAUSE;
+        assert!(pause_or_stop(&shutdown, &mut pause).await);
     }
 }

@@ -44,7 +44,11 @@ pub struct RoleRow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
 #[sqlx(type_name = "TEXT", rename_all = "lowercase")]
 pub enum LeaseState {
-    /// The credential is live (or being created).
+    /// The row is written and the user is being created (or the issuer died doing it). Only the
+    /// issuer may move it to `active`; a revoke meeting it sets `revoke_requested` instead, and the
+    /// reaper takes it only after the creation deadline.
+    Creating,
+    /// The credential is live and was handed out.
     Active,
     /// Revocation has begun and not yet succeeded; the reaper retries it.
     Revoking,
@@ -55,6 +59,7 @@ pub enum LeaseState {
 impl LeaseState {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Creating => "creating",
             Self::Active => "active",
             Self::Revoking => "revoking",
             Self::Revoked => "revoked",
@@ -83,6 +88,10 @@ pub struct LeaseRow {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub revoked_at: Option<i64>,
-    /// The accessor of the token that asked for the credential.
+    /// The entity (or token accessor) that owns the lease: who may look it up, renew or revoke it.
     pub owner: String,
+    /// A revoke met the lease while `creating`; the issuer drops the user instead of activating.
+    pub revoke_requested: bool,
+    /// The accessor of the token that obtained the lease; revoking that token revokes the lease.
+    pub token_accessor: Option<String>,
 }
