@@ -186,9 +186,10 @@ pub async fn serve(
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(lease::reaper::run(state.leases.clone(), cancel.clone()));
-    tasks.spawn(audit::housekeeping::run(
+    tasks.spawn(audit::housekeeping::run_with(
         state.store.clone(),
         state.monitor.clone(),
+        std::sync::Arc::new(state.leases.clone()),
         cancel.clone(),
     ));
     tasks.spawn(rotation::rotator::run(

@@ -386,7 +386,6 @@ async fn unsupported_fields_are_refused_by_name_and_nothing_runs() {
         ("num_uses", json!(1)),
         ("period", json!("1h")),
         ("type", json!("batch")),
-        ("no_parent", json!(true)),
         ("id", json!("my-own-token-value")),
     ] {
         let mut request = json!({ "policies": ["default"] });
@@ -486,4 +485,115 @@ async fn bodies_past_one_mebibyte_are_refused() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let (status, _) = server.call("GET", "sys/policies/acl/big", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
+}
+
+/// Defect 13: child tokens outlived their revoked parent, and a revoked token's credentials kept
+/// working. Revoking a token now revokes its subtree and every lease those tokens obtained.
+#[tokio::test]
+async fn revoking_a_token_revokes_its_children_and_their_credentials() {
+    let role = unique("tb-tree");
+    let server = server_with_roles(&[&role]).await;
+    write_policy(
+        &server,
+        "issuer",
+        &format!(
+            r#"path "database/creds/{role}" {{ capabilities = ["read"] }}
+               path "auth/token/create" {{ capabilities = ["update"] }}
+               path "auth/token/revoke-self" {{ capabilities = ["update"] }}
+               path "auth/token/lookup-self" {{ capabilities = ["read"] }}"#
+        ),
+    )
+    .await;
+    let parent = token_with(&server, "issuer").await;
+    let create_child = |token: String| {
+        let server = &server;
+        async move {
+            let (status, answer) = server
+                .call_as(
+                    Some(&token),
+                    "POST",
+                    "auth/token/create",
+                    Some(json!({ "policies": ["issuer"], "no_default_policy": true })),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+            answer["auth"]["client_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let child = create_child(parent.clone()).await;
+    let grandchild = create_child(child.clone()).await;
+    let mut logins = Vec::new();
+    for token in [&parent, &child, &grandchild] {
+        let (status, body) = server
+            .call_as(Some(token), "GET", &format!("database/creds/{role}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (user, password) = (
+            body["data"]["username"].as_str().unwrap().to_owned(),
+            body["data"]["password"].as_str().unwrap().to_owned(),
+        );
+        pg_login(&user, &password)
+            .await
+            .expect("issued login works");
+        logins.push((user, password));
+    }
+    // An orphan made by root with the same policy is not part of the tree.
+    let bystander = token_with(&server, "issuer").await;
+    let (_, body) = server
+        .call_as(
+            Some(&bystander),
+            "GET",
+            &format!("database/creds/{role}"),
+            None,
+        )
+        .await;
+    let bystander_login = (
+        body["data"]["username"].as_str().unwrap().to_owned(),
+        body["data"]["password"].as_str().unwrap().to_owned(),
+    );
+
+    // Revoking the child takes the grandchild and both their credentials; the parent lives on.
+    let (status, body) = server
+        .call_as(Some(&child), "POST", "auth/token/revoke-self", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    for token in [&child, &grandchild] {
+        let (status, _) = server
+            .call_as(Some(token), "GET", "auth/token/lookup-self", None)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    for (user, password) in &logins[1..] {
+        assert!(
+            pg_login(user, password).await.is_err(),
+            "{user} still logs in"
+        );
+        assert_eq!(
+            pg_users_of(&role).await,
+            2,
+            "parent's and bystander's users remain"
+        );
+    }
+    pg_login(&logins[0].0, &logins[0].1)
+        .await
+        .expect("the parent's login still works");
+
+    // Revoking the parent by accessor (an operator) takes its own credential too.
+    let (_, looked) = server
+        .call_as(Some(&parent), "GET", "auth/token/lookup-self", None)
+        .await;
+    let accessor = looked["data"]["accessor"].as_str().unwrap().to_owned();
+    let (status, body) = server
+        .call(
+            "POST",
+            "auth/token/revoke-accessor",
+            Some(json!({ "accessor": accessor })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert!(pg_login(&logins[0].0, &logins[0].1).await.is_err());
+    pg_login(&bystander_login.0, &bystander_login.1)
+        .await
+        .expect("a token outside the tree keeps its credential");
+    revoke_all(&server, &[&role]).await;
 }

@@ -77,7 +77,12 @@ pub async fn create_orphan_token(
     create(&state, &caller, body, true).await
 }
 
-async fn create(state: &AppState, caller: &Caller, mut body: Body, orphan_route: bool) -> ApiResult {
+async fn create(
+    state: &AppState,
+    caller: &Caller,
+    mut body: Body,
+    orphan_route: bool,
+) -> ApiResult {
     let request = TokenRequest {
         policies: body.string_list("policies", true)?,
         ttl: body.duration("ttl")?,

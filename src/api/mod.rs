@@ -456,6 +456,8 @@ mod tests {
                 "List /v1/sys/leases/lookup/",
                 "List /v1/sys/leases/lookup/{*prefix}",
                 "Read /v1/sys/audit",
+                "Write /v1/auth/token/create-orphan",
+                "Write /v1/auth/token/revoke-orphan",
                 "Write /v1/database/rotate-root/{name}",
                 "Write /v1/sys/audit-hash/{name}",
                 "Write /v1/sys/audit/{name}",

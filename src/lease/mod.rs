@@ -828,3 +828,12 @@ mod tests {
         }
     }
 }
+
+/// Housekeeping removes expired tokens (and the subtrees of removed parents) and hands their
+/// accessors here first: their leases go with them, as in Vault.
+#[async_trait::async_trait]
+impl crate::audit::housekeeping::TokenLeaseRevoker for LeaseManager {
+    async fn revoke_leases_of_tokens(&self, accessors: &[String]) -> Result<()> {
+        self.revoke_by_token_accessors(accessors).await.map(drop)
+    }
+}
