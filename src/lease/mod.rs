@@ -799,6 +799,15 @@ impl Tally {
     }
 }
 
+/// Housekeeping removes expired tokens (and the subtrees of removed parents) and hands their
+/// accessors here first: their leases go with them, as in Vault.
+#[async_trait::async_trait]
+impl crate::audit::housekeeping::TokenLeaseRevoker for LeaseManager {
+    async fn revoke_leases_of_tokens(&self, accessors: &[String]) -> Result<()> {
+        self.revoke_by_token_accessors(accessors).await.map(drop)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -826,14 +835,5 @@ mod tests {
         for bad in ["", "database/../x", "a;b", "a b", "ü", "a'b"] {
             assert!(check_lease_path("lease_id", bad).is_err(), "{bad:?}");
         }
-    }
-}
-
-/// Housekeeping removes expired tokens (and the subtrees of removed parents) and hands their
-/// accessors here first: their leases go with them, as in Vault.
-#[async_trait::async_trait]
-impl crate::audit::housekeeping::TokenLeaseRevoker for LeaseManager {
-    async fn revoke_leases_of_tokens(&self, accessors: &[String]) -> Result<()> {
-        self.revoke_by_token_accessors(accessors).await.map(drop)
     }
 }
