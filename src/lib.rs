@@ -197,6 +197,9 @@ pub async fn serve(
         .await;
     cancel.cancel();
     tasks.wait().await;
+    // Rotations run in tasks of their own (a disconnected client cannot cut one short); they
+    // finish before the pools they use are closed.
+    state.rotation.wait_for_rotations().await;
     state.engines.close_all().await;
     served.map_err(|e| Error::Internal(format!("HTTP server failed: {e}")))
 }
