@@ -116,7 +116,7 @@ impl AppState {
                 store.meta_set(SEAL_CHECK_KEY, &sealed).await?;
             }
         }
-        let engines = Engines::new(store.clone(), sealer.clone());
+        let engines = Engines::new(store.clone(), sealer.clone(), settings.target_deadlines());
         let audit = Audit::open(store.clone(), &sealer).await?;
         let monitor = Monitor::open(store.clone(), settings.monitor.clone()).await?;
         let policies = Policies::new(store.clone());
