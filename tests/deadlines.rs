@@ -255,35 +255,72 @@ async fn a_session_that_stalls_mid_way_is_closed_not_handed_to_the_next_request(
         )
         .await;
     let role = unique("via-proxy");
-    write_role(&lessor, &role, &proxied).await;
-    issue_log_in_and_revoke(&lessor, &role).await;
+    // A renewal that takes a second on the server, so the database can stop answering while a
+    // statement of it is in flight.
+    lessor
+        .write_role(
+            &role,
+            json!({
+                "db_name": proxied,
+                "default_ttl": "1h",
+                "renew_statements": ["SELECT pg_sleep(1)"],
+            }),
+        )
+        .await;
+    let (lease_id, username, password) = lessor.creds(&role).await;
+    let logged_in = pg_login(&username, &password).await.is_ok();
 
+    let api = lessor.api.clone();
+    let renewed = lease_id.clone();
+    let renewal = tokio::spawn(async move {
+        let started = Instant::now();
+        let answer = api
+            .call(
+                "PUT",
+                "sys/leases/renew",
+                Some(json!({ "lease_id": renewed })),
+            )
+            .await;
+        (answer, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
     proxy.stall(true);
-    let started = Instant::now();
-    let (status, body) = tokio::time::timeout(
-        Duration::from_secs(30),
-        lessor.call("GET", &format!("database/creds/{role}"), None),
-    )
-    .await
-    .expect("the request on the stalled session answered instead of hanging");
-    let stalled_took = started.elapsed();
+    let renewal = tokio::time::timeout(Duration::from_secs(30), renewal).await;
     proxy.stall(false);
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(
-        stalled_took < OPERATION * 2 + SLACK,
-        "answered after {stalled_took:?}"
-    );
 
-    // The database answers again: the next request gets a fresh session at once, rather than the
-    // abandoned one with its unanswered statement.
-    let took = tokio::time::timeout(
+    // The database answers again: the revocation gets a fresh session at once, rather than the
+    // abandoned one with its unanswered statement and open transaction.
+    let started = Instant::now();
+    let (revoke_status, revoke_body) = tokio::time::timeout(
         Duration::from_secs(30),
-        issue_log_in_and_revoke(&lessor, &role),
+        lessor.call(
+            "PUT",
+            "sys/leases/revoke",
+            Some(json!({ "lease_id": lease_id })),
+        ),
     )
     .await
-    .expect("the request after the stall answered");
-    assert!(took < OPERATION, "issued after {took:?}");
+    .expect("the revocation after the stall answered");
+    let revoke_took = started.elapsed();
+    let user_gone = !pg_role_exists(&pg_admin().await, &username).await;
     lessor.stop().await;
+    if !user_gone {
+        let _ = pg_admin()
+            .await
+            .batch_execute(&format!("DROP ROLE IF EXISTS \"{username}\""))
+            .await;
+    }
+
+    assert!(logged_in, "the issued credential logged in");
+    let ((status, body), took) = renewal
+        .expect("the renewal on the stalled session answered instead of hanging")
+        .unwrap();
+    eprintln!("renewal: {status} after {took:?}: {body}; revocation after {revoke_took:?}");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(took < OPERATION + SLACK, "answered after {took:?}");
+    assert_eq!(revoke_status, StatusCode::NO_CONTENT, "{revoke_body}");
+    assert!(revoke_took < OPERATION, "revoked after {revoke_took:?}");
+    assert!(user_gone, "the revocation dropped the user");
 }
 
 fn plugin_settings(url: &str, statement_timeout: Duration) -> ConnectionSettings {
