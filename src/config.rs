@@ -265,7 +265,10 @@ pub fn load(
     }
     for (name, value) in [
         ("target_connect_timeout", settings.target_connect_timeout),
-        ("target_operation_timeout", settings.target_operation_timeout),
+        (
+            "target_operation_timeout",
+            settings.target_operation_timeout,
+        ),
     ] {
         // Zero would fail every call at once; a day is far beyond any database operation and
         // most likely a unit mistake.

@@ -101,7 +101,10 @@ async fn audit_devices_cannot_write_into_the_servers_own_files() {
         ("the seal key", key.clone()),
         ("the store", store.clone()),
         ("the store's WAL", data_dir.join("lessor.db-wal")),
-        ("a new file in the data directory", data_dir.join("audit.log")),
+        (
+            "a new file in the data directory",
+            data_dir.join("audit.log"),
+        ),
         ("a symlink to the seal key", link_to_key.clone()),
         (
             "a new file through a symlink to the data directory",

@@ -147,7 +147,11 @@ async fn issue_log_in_and_revoke(api: &Api, role: &str) -> Duration {
             Some(json!({ "lease_id": lease_id })),
         )
         .await;
-    assert!(login.is_ok(), "the issued credential logs in: {:?}", login.err());
+    assert!(
+        login.is_ok(),
+        "the issued credential logs in: {:?}",
+        login.err()
+    );
     assert_eq!(status, StatusCode::NO_CONTENT, "revoke: {body}");
     took
 }
@@ -228,10 +232,7 @@ async fn a_database_that_never_answers_costs_a_503_naming_it_while_others_keep_w
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(
-        body.to_string().contains("did not answer within"),
-        "{body}"
-    );
+    assert!(body.to_string().contains("did not answer within"), "{body}");
     assert!(started.elapsed() < OPERATION + SLACK);
     lessor.stop().await;
 }
@@ -366,12 +367,9 @@ async fn slow_statement_is_aborted_by_the_server(
 
 #[tokio::test]
 async fn postgres_aborts_a_statement_past_the_statement_timeout() {
-    let plugin = lessor_postgres::connect(plugin_settings(
-        &postgres_url(),
-        Duration::from_secs(1),
-    ))
-    .await
-    .unwrap();
+    let plugin = lessor_postgres::connect(plugin_settings(&postgres_url(), Duration::from_secs(1)))
+        .await
+        .unwrap();
     let username = unique("v-deadline").replace('-', "_");
     let (took, error) = slow_statement_is_aborted_by_the_server(
         &plugin,

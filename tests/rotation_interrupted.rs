@@ -248,5 +248,8 @@ async fn a_rotate_root_whose_client_disconnects_completes_and_lessor_keeps_its_a
     );
     assert!(stored_works, "the stored admin password logs in");
     assert!(!initial_works, "the database took the new admin password");
-    assert!(issued, "a credential is issued through the rotated admin: {body}");
+    assert!(
+        issued,
+        "a credential is issued through the rotated admin: {body}"
+    );
 }

@@ -216,9 +216,7 @@ impl Rotator {
         let mut armed = self.fault.lock().unwrap_or_else(|p| p.into_inner());
         if *armed == Some(point) {
             *armed = None;
-            return Err(Error::Internal(format!(
-                "injected fault at {point:?}"
-            )));
+            return Err(Error::Internal(format!("injected fault at {point:?}")));
         }
         Ok(())
     }

@@ -142,7 +142,8 @@ async fn rotate_due(rotator: &Rotator) -> crate::error::Result<bool> {
 /// the database took them, dropped if it provably did not, set again otherwise.
 async fn settle_interrupted_roots(rotator: &Rotator) {
     let cutoff = Utc::now()
-        - chrono::Duration::from_std(ROOT_PENDING_GRACE).unwrap_or_else(|_| chrono::Duration::zero());
+        - chrono::Duration::from_std(ROOT_PENDING_GRACE)
+            .unwrap_or_else(|_| chrono::Duration::zero());
     let names = match rotator
         .store()
         .connections_with_root_pending_before(to_millis(cutoff))

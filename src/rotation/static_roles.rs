@@ -615,7 +615,13 @@ impl Rotator {
         let resolve_by = now + super::rotator::claim_length();
         let stored = self
             .store
-            .set_static_pending(name, &target, &sealed, to_millis(now), to_millis(resolve_by))
+            .set_static_pending(
+                name,
+                &target,
+                &sealed,
+                to_millis(now),
+                to_millis(resolve_by),
+            )
             .await
             .map_err(failed(&target))?;
         if !stored {

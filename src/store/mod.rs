@@ -52,7 +52,8 @@ fn store_options(url: &str) -> Result<SqliteConnectOptions> {
 pub fn file_path(url: &str) -> Result<Option<PathBuf>> {
     let options = store_options(url)?;
     let path = options.get_filename();
-    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" || url.contains("mode=memory") {
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" || url.contains("mode=memory")
+    {
         return Ok(None);
     }
     Ok(Some(path.to_path_buf()))
@@ -80,7 +81,8 @@ fn make_private(path: &Path) -> Result<()> {
         name.push(suffix);
         let file = PathBuf::from(name);
         if file.exists() {
-            crate::seal::restrict_to_owner(&file).map_err(|e| config("restrict it to its owner", e))?;
+            crate::seal::restrict_to_owner(&file)
+                .map_err(|e| config("restrict it to its owner", e))?;
         }
     }
     Ok(())
@@ -100,13 +102,13 @@ impl Store {
             make_private(&path)?;
         }
         let options = options
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // WAL + NORMAL is durable across process crashes (what the lease lifecycle relies on);
-        // only an OS crash can lose the last transactions.
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(5))
-        .foreign_keys(true);
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL is durable across process crashes (what the lease lifecycle relies on);
+            // only an OS crash can lose the last transactions.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)

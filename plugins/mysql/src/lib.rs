@@ -184,13 +184,17 @@ impl Session {
 impl Deref for Session {
     type Target = Conn;
     fn deref(&self) -> &Conn {
-        self.0.as_ref().expect("a session is used only before release")
+        self.0
+            .as_ref()
+            .expect("a session is used only before release")
     }
 }
 
 impl DerefMut for Session {
     fn deref_mut(&mut self) -> &mut Conn {
-        self.0.as_mut().expect("a session is used only before release")
+        self.0
+            .as_mut()
+            .expect("a session is used only before release")
     }
 }
 
@@ -274,7 +278,6 @@ impl MySqlPlugin {
         conn.release();
         let version = version
             .map_err(|e| error::classify(&e, "asking the server version", None))?
-
             .ok_or_else(|| PluginError::Rejected("SELECT VERSION() returned no row".into()))?;
         let limit = sql::username_limit(&version);
         self.username_limit.store(limit, Ordering::Relaxed);
@@ -677,7 +680,6 @@ impl MySqlPlugin {
             ))),
         }
     }
-
 }
 
 #[cfg(test)]

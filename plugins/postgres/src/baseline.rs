@@ -52,7 +52,15 @@ impl DirectSession {
         expiration: DateTime<Utc>,
         statements: &[String],
     ) -> Result<(), PluginError> {
-        create_on(&mut self.client, &[LOCK_TIMEOUT], username, password, expiration, statements).await
+        create_on(
+            &mut self.client,
+            &[LOCK_TIMEOUT],
+            username,
+            password,
+            expiration,
+            statements,
+        )
+        .await
     }
 
     /// The built-in revocation: existence check, `NOLOGIN`, end sessions, `DROP ROLE`.

@@ -178,20 +178,26 @@ impl Session {
 impl Deref for Session {
     type Target = deadpool_postgres::Object;
     fn deref(&self) -> &Self::Target {
-        self.0.as_ref().expect("a session is used only before release")
+        self.0
+            .as_ref()
+            .expect("a session is used only before release")
     }
 }
 
 impl DerefMut for Session {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        self.0.as_mut().expect("a session is used only before release")
+        self.0
+            .as_mut()
+            .expect("a session is used only before release")
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         if let Some(object) = self.0.take() {
-            tracing::warn!("an operation was abandoned mid-way; its database connection is closed, not reused");
+            tracing::warn!(
+                "an operation was abandoned mid-way; its database connection is closed, not reused"
+            );
             // Detached from the pool; dropping the wrapper aborts its connection task, which
             // closes the socket.
             drop(deadpool_postgres::Object::take(object));
@@ -492,8 +498,14 @@ impl DatabasePlugin for PostgresPlugin {
         // the server lock the user out at the old expiry while the lease says it is still valid.
         let trailer = valid_until(username, expires);
         let mut client = self.client().await?;
-        let result =
-            run_in_transaction(&mut client, &self.limits(), &statements, Some(&trailer), &[]).await;
+        let result = run_in_transaction(
+            &mut client,
+            &self.limits(),
+            &statements,
+            Some(&trailer),
+            &[],
+        )
+        .await;
         client.release();
         result
     }
