@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, OwnedMutexGuard};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use schedule::Schedule;
 pub use static_roles::{RotationRecord, StaticCredentials, StaticRoleInput, StaticRoleView};
@@ -137,8 +138,9 @@ impl Rotator {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
+        // The task keeps the caller's span, so its log lines still say which request began it.
         self.tasks
-            .spawn(work)
+            .spawn(work.in_current_span())
             .await
             .map_err(|e| Error::Internal(format!("rotation task failed: {e}")))?
     }
