@@ -60,7 +60,7 @@ impl Drop for SilentPeer {
     }
 }
 
-/// A TCP proxy to the real PostgreSQL that can be told to stall: while stalled, bytes in both
+/// A TCP proxy to a real database that can be told to stall: while stalled, bytes in both
 /// directions are swallowed (never delivered), as a database that stopped answering mid-session
 /// would look to Lessor. Swallowing rather than holding means nothing sent while stalled ever
 /// runs on the server.
@@ -71,7 +71,7 @@ struct StallingProxy {
 }
 
 impl StallingProxy {
-    async fn start() -> Self {
+    async fn start(upstream_port: u16) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let stalled = Arc::new(AtomicBool::new(false));
@@ -79,7 +79,7 @@ impl StallingProxy {
         let task = tokio::spawn(async move {
             let mut pumps = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect("127.0.0.1:5432").await else {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
                     continue;
                 };
                 let (client_read, client_write) = client.into_split();
@@ -237,39 +237,111 @@ async fn a_database_that_never_answers_costs_a_503_naming_it_while_others_keep_w
     lessor.stop().await;
 }
 
-#[tokio::test]
-async fn a_session_that_stalls_mid_way_is_closed_not_handed_to_the_next_request() {
-    let lessor = start().await;
-    let proxy = StallingProxy::start().await;
-    let proxied = unique("proxied");
-    lessor
-        .add_connection(
-            &proxied,
-            json!({
+/// The engine a stalled-session test runs against.
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Postgres,
+    MariaDb,
+}
+
+impl Engine {
+    fn port(self) -> u16 {
+        match self {
+            Self::Postgres => 5432,
+            Self::MariaDb => 3306,
+        }
+    }
+
+    fn connection(self, port: u16) -> serde_json::Value {
+        match self {
+            Self::Postgres => json!({
                 "plugin_name": "postgresql-database-plugin",
-                "connection_url": format!("postgresql://postgres@127.0.0.1:{}/postgres", proxy.port),
-                "allowed_roles": "*",
-                // One pooled session, so a stalled one that went back to the pool would be the
-                // one the next request gets.
-                "max_open_connections": 1,
+                "connection_url": format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
             }),
-        )
-        .await;
+            Self::MariaDb => json!({
+                "plugin_name": "mysql-database-plugin",
+                "connection_url": format!("mysql://root@127.0.0.1:{port}/"),
+            }),
+        }
+    }
+
+    /// A renewal statement that takes a second on the server.
+    fn slow_renewal(self) -> &'static str {
+        match self {
+            Self::Postgres => "SELECT pg_sleep(1)",
+            Self::MariaDb => "DO SLEEP(1)",
+        }
+    }
+
+    async fn user_exists(self, user: &str) -> bool {
+        match self {
+            Self::Postgres => pg_role_exists(&pg_admin().await, user).await,
+            Self::MariaDb => {
+                use mysql_async::prelude::Queryable;
+                let mut admin = mysql_admin().await;
+                let count: Option<u64> = admin
+                    .exec_first("SELECT COUNT(*) FROM mysql.user WHERE User = ?", (user,))
+                    .await
+                    .unwrap();
+                let _ = admin.disconnect().await;
+                count.unwrap_or(0) > 0
+            }
+        }
+    }
+
+    async fn drop_user(self, user: &str) {
+        match self {
+            Self::Postgres => {
+                let _ = pg_admin()
+                    .await
+                    .batch_execute(&format!("DROP ROLE IF EXISTS \"{user}\""))
+                    .await;
+            }
+            Self::MariaDb => {
+                use mysql_async::prelude::Queryable;
+                let mut admin = mysql_admin().await;
+                let _ = admin
+                    .query_drop(format!("DROP USER IF EXISTS '{user}'@'%'"))
+                    .await;
+                let _ = admin.disconnect().await;
+            }
+        }
+    }
+}
+
+async fn mysql_admin() -> mysql_async::Conn {
+    let opts = mysql_async::Opts::from_url(&mysql_url()).unwrap();
+    mysql_async::Conn::new(mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false))
+        .await
+        .expect("MariaDB is reachable; start it with scripts/services.sh")
+}
+
+/// A renewal whose session stops answering mid-statement answers 503 at the deadline; once the
+/// database answers again, the revocation gets a fresh session at once rather than the abandoned
+/// one with its unanswered statement.
+async fn a_stalled_session_is_closed_not_reused(engine: Engine) {
+    let lessor = start().await;
+    let proxy = StallingProxy::start(engine.port()).await;
+    let proxied = unique("proxied");
+    let mut connection = engine.connection(proxy.port);
+    connection["allowed_roles"] = json!("*");
+    // One pooled session, so a stalled one that went back to the pool would be the one the next
+    // request gets.
+    connection["max_open_connections"] = json!(1);
+    lessor.add_connection(&proxied, connection).await;
     let role = unique("via-proxy");
-    // A renewal that takes a second on the server, so the database can stop answering while a
-    // statement of it is in flight.
     lessor
         .write_role(
             &role,
             json!({
                 "db_name": proxied,
                 "default_ttl": "1h",
-                "renew_statements": ["SELECT pg_sleep(1)"],
+                "renew_statements": [engine.slow_renewal()],
             }),
         )
         .await;
-    let (lease_id, username, password) = lessor.creds(&role).await;
-    let logged_in = pg_login(&username, &password).await.is_ok();
+    let (lease_id, username, _) = lessor.creds(&role).await;
+    let created = engine.user_exists(&username).await;
 
     let api = lessor.api.clone();
     let renewed = lease_id.clone();
@@ -284,13 +356,12 @@ async fn a_session_that_stalls_mid_way_is_closed_not_handed_to_the_next_request(
             .await;
         (answer, started.elapsed())
     });
+    // Stalls while the slow statement runs on the server: its answer is never delivered.
     tokio::time::sleep(Duration::from_millis(400)).await;
     proxy.stall(true);
     let renewal = tokio::time::timeout(Duration::from_secs(30), renewal).await;
     proxy.stall(false);
 
-    // The database answers again: the revocation gets a fresh session at once, rather than the
-    // abandoned one with its unanswered statement and open transaction.
     let started = Instant::now();
     let (revoke_status, revoke_body) = tokio::time::timeout(
         Duration::from_secs(30),
@@ -303,25 +374,46 @@ async fn a_session_that_stalls_mid_way_is_closed_not_handed_to_the_next_request(
     .await
     .expect("the revocation after the stall answered");
     let revoke_took = started.elapsed();
-    let user_gone = !pg_role_exists(&pg_admin().await, &username).await;
+    let user_gone = !engine.user_exists(&username).await;
     lessor.stop().await;
     if !user_gone {
-        let _ = pg_admin()
-            .await
-            .batch_execute(&format!("DROP ROLE IF EXISTS \"{username}\""))
-            .await;
+        engine.drop_user(&username).await;
     }
 
-    assert!(logged_in, "the issued credential logged in");
+    assert!(created, "{engine:?}: the credential's user was created");
     let ((status, body), took) = renewal
         .expect("the renewal on the stalled session answered instead of hanging")
         .unwrap();
-    eprintln!("renewal: {status} after {took:?}: {body}; revocation after {revoke_took:?}");
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(took < OPERATION + SLACK, "answered after {took:?}");
-    assert_eq!(revoke_status, StatusCode::NO_CONTENT, "{revoke_body}");
-    assert!(revoke_took < OPERATION, "revoked after {revoke_took:?}");
-    assert!(user_gone, "the revocation dropped the user");
+    eprintln!("{engine:?}: renewal {status} after {took:?}; revocation after {revoke_took:?}");
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{engine:?}: {body}"
+    );
+    assert!(
+        took < OPERATION + SLACK,
+        "{engine:?}: answered after {took:?}"
+    );
+    assert_eq!(
+        revoke_status,
+        StatusCode::NO_CONTENT,
+        "{engine:?}: {revoke_body}"
+    );
+    assert!(
+        revoke_took < OPERATION,
+        "{engine:?}: revoked after {revoke_took:?}"
+    );
+    assert!(user_gone, "{engine:?}: the revocation dropped the user");
+}
+
+#[tokio::test]
+async fn a_postgres_session_that_stalls_mid_way_is_closed_not_handed_to_the_next_request() {
+    a_stalled_session_is_closed_not_reused(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_mariadb_session_that_stalls_mid_way_is_closed_not_handed_to_the_next_request() {
+    a_stalled_session_is_closed_not_reused(Engine::MariaDb).await;
 }
 
 fn plugin_settings(url: &str, statement_timeout: Duration) -> ConnectionSettings {
