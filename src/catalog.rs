@@ -262,13 +262,15 @@ impl Catalog {
             },
         };
 
-        let plugin = kind
-            .connect(engines::new_settings(
-                connection_url.clone(),
-                username.clone(),
-                password.clone(),
-                max_open,
-            ))
+        let settings = self.engines.new_settings(
+            connection_url.clone(),
+            username.clone(),
+            password.clone(),
+            max_open,
+        );
+        let plugin = self
+            .engines
+            .connect(kind, name, settings)
             .await
             .map_err(|e| Error::invalid(format!("connection_url: {e}")))?;
         if verify {

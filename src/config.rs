@@ -10,6 +10,7 @@ use lessor_plugin::Secret;
 use serde::Deserialize;
 
 use crate::catalog::LeaseLimits;
+use crate::engines::TargetDeadlines;
 use crate::error::{Error, Result};
 use crate::ttl::parse_duration_value;
 
@@ -44,6 +45,11 @@ pub struct Settings {
     pub max_lease_ttl: Duration,
     /// Anomaly rules (`[monitor]`); `sys/monitor/rules` changes them at run time.
     pub monitor: crate::audit::anomaly::MonitorRules,
+    /// Longest wait to open a connection to a target database (or for a pooled one).
+    pub target_connect_timeout: Duration,
+    /// Longest one operation on a target database may take as a whole (create, renew, revoke,
+    /// set a password, check a login); also each statement's server-side limit.
+    pub target_operation_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -59,11 +65,21 @@ impl Default for Settings {
             default_lease_ttl: Duration::from_secs(3600),
             max_lease_ttl: Duration::from_secs(24 * 3600),
             monitor: Default::default(),
+            target_connect_timeout: TargetDeadlines::default().connect,
+            target_operation_timeout: TargetDeadlines::default().operation,
         }
     }
 }
 
 impl Settings {
+    /// The time limits on target databases.
+    pub fn target_deadlines(&self) -> TargetDeadlines {
+        TargetDeadlines {
+            connect: self.target_connect_timeout,
+            operation: self.target_operation_timeout,
+        }
+    }
+
     pub fn lease_limits(&self) -> LeaseLimits {
         LeaseLimits {
             default_ttl: self.default_lease_ttl,
@@ -85,6 +101,8 @@ struct FileConfig {
     default_lease_ttl: Option<serde_json::Value>,
     max_lease_ttl: Option<serde_json::Value>,
     monitor: Option<crate::audit::anomaly::MonitorRules>,
+    target_connect_timeout: Option<serde_json::Value>,
+    target_operation_timeout: Option<serde_json::Value>,
 }
 
 /// Flags given on the command line; `None` leaves the lower layers' value.
@@ -107,6 +125,8 @@ const KNOWN_ENV: &[&str] = &[
     "LESSOR_LOG_LEVEL",
     "LESSOR_DEFAULT_LEASE_TTL",
     "LESSOR_MAX_LEASE_TTL",
+    "LESSOR_TARGET_CONNECT_TIMEOUT",
+    "LESSOR_TARGET_OPERATION_TIMEOUT",
     "LESSOR_ADDR",
     "LESSOR_TOKEN",
     "LESSOR_DEV_POSTGRES_URL",
@@ -179,6 +199,12 @@ pub fn load(
         if let Some(v) = parsed.max_lease_ttl {
             settings.max_lease_ttl = parse_ttl("max_lease_ttl", &v)?;
         }
+        if let Some(v) = parsed.target_connect_timeout {
+            settings.target_connect_timeout = parse_ttl("target_connect_timeout", &v)?;
+        }
+        if let Some(v) = parsed.target_operation_timeout {
+            settings.target_operation_timeout = parse_ttl("target_operation_timeout", &v)?;
+        }
         if let Some(v) = parsed.monitor {
             v.validate()
                 .map_err(|e| Error::Config(format!("{source}: [monitor]: {e}")))?;
@@ -200,6 +226,14 @@ pub fn load(
             }
             "LESSOR_MAX_LEASE_TTL" => {
                 settings.max_lease_ttl = parse_ttl(key, &serde_json::Value::String(value.clone()))?
+            }
+            "LESSOR_TARGET_CONNECT_TIMEOUT" => {
+                settings.target_connect_timeout =
+                    parse_ttl(key, &serde_json::Value::String(value.clone()))?
+            }
+            "LESSOR_TARGET_OPERATION_TIMEOUT" => {
+                settings.target_operation_timeout =
+                    parse_ttl(key, &serde_json::Value::String(value.clone()))?
             }
             other if other.starts_with("LESSOR_") && !KNOWN_ENV.contains(&other) => {
                 eprintln!("warning: ignoring unknown environment variable {other}");
@@ -228,6 +262,21 @@ pub fn load(
         return Err(Error::Config(
             "max_lease_ttl must be greater than zero".into(),
         ));
+    }
+    for (name, value) in [
+        ("target_connect_timeout", settings.target_connect_timeout),
+        (
+            "target_operation_timeout",
+            settings.target_operation_timeout,
+        ),
+    ] {
+        // Zero would fail every call at once; a day is far beyond any database operation and
+        // most likely a unit mistake.
+        if value.is_zero() || value > Duration::from_secs(24 * 3600) {
+            return Err(Error::Config(format!(
+                "{name} must be greater than zero and at most 24h"
+            )));
+        }
     }
     if settings.default_lease_ttl.is_zero() || settings.default_lease_ttl > settings.max_lease_ttl {
         return Err(Error::Config(
@@ -260,6 +309,36 @@ mod tests {
         assert_eq!(settings.store_url, "/tmp/b.db", "env beats file");
         assert_eq!(settings.default_lease_ttl, Duration::from_secs(1800));
         assert_eq!(settings.max_lease_ttl, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn target_timeouts_default_and_layer() {
+        let settings = load(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(settings.target_connect_timeout, Duration::from_secs(5));
+        assert_eq!(settings.target_operation_timeout, Duration::from_secs(30));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lessor.toml");
+        std::fs::write(
+            &path,
+            "target_connect_timeout = \"2s\"\ntarget_operation_timeout = 10\n",
+        )
+        .unwrap();
+        let env = vec![(
+            "LESSOR_TARGET_OPERATION_TIMEOUT".to_owned(),
+            "1m".to_owned(),
+        )];
+        let settings = load(Some(&path), &env, &Overrides::default()).unwrap();
+        assert_eq!(settings.target_connect_timeout, Duration::from_secs(2));
+        assert_eq!(
+            settings.target_operation_timeout,
+            Duration::from_secs(60),
+            "env beats file"
+        );
+
+        let env = vec![("LESSOR_TARGET_CONNECT_TIMEOUT".to_owned(), "0s".to_owned())];
+        let err = load(None, &env, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("target_connect_timeout"), "{err}");
     }
 
     #[test]

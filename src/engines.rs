@@ -3,12 +3,25 @@
 //!
 //! This is the only place the root crate names an engine crate; everything else goes through the
 //! `DatabasePlugin` trait.
+//!
+//! It is also the one place where time limits on target databases are set, so every engine gets
+//! them: the connect timeout and the server-side statement timeout travel in the
+//! [`ConnectionSettings`], and every plugin instance is wrapped in [`Deadlined`], which bounds each
+//! call as a whole. A database that accepts connections and then never answers costs a caller a
+//! transient [`PluginError::Unavailable`] naming the connection (503 at the API), never a hung
+//! request or a pool slot held for ever.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lessor_plugin::{ConnectionSettings, DatabasePlugin, PluginError, Secret};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lessor_plugin::{
+    ConnectionSettings, DatabasePlugin, DefaultStatements, NewUser, PluginError, RoleOptions,
+    Secret,
+};
 use tokio::sync::RwLock;
 
 use crate::error::{Error, Result};
@@ -44,7 +57,8 @@ impl EngineKind {
     }
 
     /// Builds a plugin instance; pools are lazy, so this does not fail when the target is down.
-    pub async fn connect(
+    /// Private: instances are built through [`Engines::connect`], which bounds them.
+    async fn connect(
         self,
         settings: ConnectionSettings,
     ) -> Result<Arc<dyn DatabasePlugin>, PluginError> {
@@ -52,6 +66,147 @@ impl EngineKind {
             Self::Postgres => Arc::new(lessor_postgres::connect(settings).await?),
             Self::MySql => Arc::new(lessor_mysql::connect(settings).await?),
         })
+    }
+}
+
+/// Time limits on every target database (`target_connect_timeout`, `target_operation_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetDeadlines {
+    /// Opening a connection, or waiting for a pooled one.
+    pub connect: Duration,
+    /// One whole plugin call (create, renew, revoke, set a password, check a login, list users);
+    /// also each statement's server-side limit.
+    pub operation: Duration,
+}
+
+impl Default for TargetDeadlines {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            operation: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A plugin instance whose every call is bounded by the operation deadline. The engines make
+/// their own sessions safe to abandon (a pooled connection dropped mid-call is closed, not
+/// reused), so the timeout may drop a call at any point.
+struct Deadlined {
+    inner: Arc<dyn DatabasePlugin>,
+    /// The connection's name, so that a timeout says which database stalled.
+    connection: String,
+    limit: Duration,
+}
+
+impl Deadlined {
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, PluginError>>,
+    ) -> Result<T, PluginError> {
+        match tokio::time::timeout(self.limit, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    connection = %self.connection,
+                    operation,
+                    limit_ms = self.limit.as_millis() as u64,
+                    "the target database did not answer in time"
+                );
+                Err(PluginError::Unavailable(format!(
+                    "connection {} did not answer within {} ({operation}); the database may be stalled or overloaded",
+                    self.connection,
+                    humantime::format_duration(self.limit)
+                )))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl DatabasePlugin for Deadlined {
+    fn engine(&self) -> &'static str {
+        self.inner.engine()
+    }
+
+    fn max_username_len(&self) -> usize {
+        self.inner.max_username_len()
+    }
+
+    fn enforces_expiration(&self) -> bool {
+        self.inner.enforces_expiration()
+    }
+
+    fn default_statements(&self) -> DefaultStatements {
+        self.inner.default_statements()
+    }
+
+    fn validate_role(
+        &self,
+        options: &RoleOptions,
+        statements: &[&[String]],
+    ) -> Result<(), PluginError> {
+        self.inner.validate_role(options, statements)
+    }
+
+    async fn verify(&self) -> Result<(), PluginError> {
+        self.bounded("verify", self.inner.verify()).await
+    }
+
+    async fn create_user(&self, user: &NewUser<'_>) -> Result<(), PluginError> {
+        self.bounded("create_user", self.inner.create_user(user))
+            .await
+    }
+
+    async fn renew_user(
+        &self,
+        username: &str,
+        expires: DateTime<Utc>,
+        statements: &[String],
+    ) -> Result<(), PluginError> {
+        self.bounded(
+            "renew_user",
+            self.inner.renew_user(username, expires, statements),
+        )
+        .await
+    }
+
+    async fn revoke_user(&self, username: &str, statements: &[String]) -> Result<(), PluginError> {
+        self.bounded("revoke_user", self.inner.revoke_user(username, statements))
+            .await
+    }
+
+    async fn set_password(
+        &self,
+        username: &str,
+        password: &Secret,
+        statements: &[String],
+    ) -> Result<(), PluginError> {
+        self.bounded(
+            "set_password",
+            self.inner.set_password(username, password, statements),
+        )
+        .await
+    }
+
+    async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError> {
+        self.bounded("check_login", self.inner.check_login(username, password))
+            .await
+    }
+
+    async fn list_users(&self, prefix: &str) -> Result<Vec<String>, PluginError> {
+        self.bounded("list_users", self.inner.list_users(prefix))
+            .await
+    }
+
+    async fn close(&self) {
+        // Closing waits for nothing that matters; a stalled database must not hold up shutdown.
+        let _ = self
+            .bounded("close", async {
+                self.inner.close().await;
+                Ok(())
+            })
+            .await;
     }
 }
 
@@ -69,15 +224,52 @@ pub fn password_seal_context(connection: &str) -> String {
 pub struct Engines {
     store: Store,
     sealer: Sealer,
+    /// The time limits every instance is built with.
+    deadlines: TargetDeadlines,
     live: Arc<RwLock<HashMap<String, Arc<dyn DatabasePlugin>>>>,
 }
 
 impl Engines {
-    pub fn new(store: Store, sealer: Sealer) -> Self {
+    pub fn new(store: Store, sealer: Sealer, deadlines: TargetDeadlines) -> Self {
         Self {
             store,
             sealer,
+            deadlines,
             live: Arc::default(),
+        }
+    }
+
+    /// Builds the instance for connection `name`, every call bounded by the operation deadline.
+    /// The only way instances are made.
+    pub async fn connect(
+        &self,
+        kind: EngineKind,
+        name: &str,
+        settings: ConnectionSettings,
+    ) -> Result<Arc<dyn DatabasePlugin>, PluginError> {
+        let inner = kind.connect(settings).await?;
+        Ok(Arc::new(Deadlined {
+            inner,
+            connection: name.to_owned(),
+            limit: self.deadlines.operation,
+        }))
+    }
+
+    /// Settings for a connection being written (before it is stored), with the time limits.
+    pub fn new_settings(
+        &self,
+        url: Secret,
+        username: String,
+        password: Secret,
+        max_open_connections: u32,
+    ) -> ConnectionSettings {
+        ConnectionSettings {
+            connection_url: url,
+            username,
+            password,
+            max_open_connections,
+            connect_timeout: self.deadlines.connect,
+            statement_timeout: self.deadlines.operation,
         }
     }
 
@@ -92,7 +284,8 @@ impl Engines {
                 .sealer
                 .open(&password_seal_context(&row.name), &row.password_sealed)?,
             max_open_connections: row.max_open_connections.clamp(1, 100) as u32,
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: self.deadlines.connect,
+            statement_timeout: self.deadlines.operation,
         })
     }
 
@@ -117,8 +310,8 @@ impl Engines {
                 row.plugin_name
             ))
         })?;
-        let plugin = kind
-            .connect(self.settings_for(&row)?)
+        let plugin = self
+            .connect(kind, name, self.settings_for(&row)?)
             .await
             .map_err(|e| Error::database(format!("cannot connect to {name}"), e))?;
         live.insert(name.to_owned(), plugin.clone());
@@ -147,21 +340,5 @@ impl Engines {
         for plugin in drained {
             plugin.close().await;
         }
-    }
-}
-
-/// Builds the settings for a connection being written (before it is stored).
-pub fn new_settings(
-    url: Secret,
-    username: String,
-    password: Secret,
-    max_open_connections: u32,
-) -> ConnectionSettings {
-    ConnectionSettings {
-        connection_url: url,
-        username,
-        password,
-        max_open_connections,
-        connect_timeout: Duration::from_secs(5),
     }
 }

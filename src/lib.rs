@@ -120,8 +120,8 @@ impl AppState {
             }
         }
         let auth = Auth::open(store.clone(), &sealer, settings.lease_limits()).await?;
-        let engines = Engines::new(store.clone(), sealer.clone());
-        let audit = Audit::open(store.clone(), &sealer).await?;
+        let engines = Engines::new(store.clone(), sealer.clone(), settings.target_deadlines());
+        let audit = Audit::open(store.clone(), &sealer, &data_directories(settings)?).await?;
         let monitor = Monitor::open(store.clone(), settings.monitor.clone()).await?;
         let policies = Policies::new(store.clone());
         policies.ensure_default().await?;
@@ -146,6 +146,24 @@ impl AppState {
             rotation,
         })
     }
+}
+
+/// The directories holding the server's own files (the store's, the seal key file's), in which no
+/// audit device may write.
+fn data_directories(settings: &Settings) -> Result<Vec<std::path::PathBuf>> {
+    let files = [
+        store::file_path(&settings.store_url)?,
+        settings.seal_key_file.clone(),
+    ];
+    Ok(files
+        .into_iter()
+        .flatten()
+        .map(|file| match file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            // A bare file name lives in the working directory.
+            _ => std::path::PathBuf::from("."),
+        })
+        .collect())
 }
 
 /// Logs one line per request: method, path, status, latency. Paths hold no secrets (lease ids
@@ -204,6 +222,9 @@ pub async fn serve(
         .await;
     cancel.cancel();
     tasks.wait().await;
+    // Rotations run in tasks of their own (a disconnected client cannot cut one short); they
+    // finish before the pools they use are closed.
+    state.rotation.wait_for_rotations().await;
     state.engines.close_all().await;
     served.map_err(|e| Error::Internal(format!("HTTP server failed: {e}")))
 }

@@ -602,7 +602,8 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     // The temporary directory lives until run_dev returns, then is removed with the store.
     let (data_dir, _temporary) = match &args.data_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
+            // The owner's only, like the temporary one: it holds the store and the seal key.
+            lessor::seal::create_private_dir(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             (dir.clone(), None)
         }

@@ -65,6 +65,12 @@ impl Sealer {
             let key = Aes256Gcm::generate_key(OsRng);
             write_private_file(path, &hex::encode(key))?;
         }
+        restrict_to_owner(path).map_err(|e| {
+            Error::Config(format!(
+                "cannot restrict seal key file {} to its owner: {e}",
+                path.display()
+            ))
+        })?;
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::Config(format!("cannot read seal key file {}: {e}", path.display()))
         })?;
@@ -126,13 +132,50 @@ impl Sealer {
     }
 }
 
+/// Creates `dir` and any missing parents, each new one accessible only by its owner (0700),
+/// whatever the umask. An existing directory is left as it is.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Makes an existing file readable and writable only by its owner (0600) if it is not already;
+/// says so in the log, since a wider mode means someone else may have read it.
+pub fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            tracing::warn!(
+                path = %path.display(),
+                was = format!("{:o}", mode & 0o777),
+                "file was readable by other users; its mode is now 0600"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Writes a file readable only by its owner.
 pub(crate) fn write_private_file(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
+        create_private_dir(parent)
             .map_err(|e| Error::Config(format!("cannot create {}: {e}", parent.display())))?;
     }
     let mut options = std::fs::OpenOptions::new();

@@ -12,12 +12,17 @@
 //! Fail closed: with devices enabled, a request none of them can record is not performed. A file
 //! device opens its file for every line, so a file that becomes unwritable (its directory removed,
 //! the disk full) is noticed on the next request rather than written into an unlinked inode.
+//!
+//! A file device never writes into the server's own files: its `file_path` must be absolute,
+//! resolve (symlinks followed, of the file and of its directory) outside the data directories
+//! (the store's and the seal key's) and outside `/proc`, `/sys` and `/dev`, and name a regular
+//! file if it exists. The file is opened append-only and created 0600.
 
 pub mod anomaly;
 pub mod housekeeping;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use chrono::Utc;
@@ -114,11 +119,87 @@ fn append_line(path: &std::path::Path, line: &[u8]) -> std::io::Result<()> {
         options.mode(0o600);
     }
     let mut file = options.open(path)?;
+    // Checked at enable time already; checked again on the open file in case the path was
+    // replaced since by something that is not a log file.
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is no longer a regular file",
+            path.display()
+        )));
+    }
     file.write_all(line)
 }
 
+/// Pseudo-filesystems whose "files" are process memory, kernel knobs or devices.
+const PSEUDO_FILESYSTEMS: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// Where a file device may write: `requested` resolved to the file it would really open, refused
+/// (a 400 naming `options.file_path`) when that is inside one of the `protected` directories
+/// (canonical paths) or a pseudo-filesystem, or exists and is not a regular file.
+fn resolve_file_path(requested: &Path, protected: &[PathBuf]) -> Result<PathBuf> {
+    let refuse = |why: String| Error::invalid(format!("options.file_path: {why}"));
+    if !requested.is_absolute() {
+        return Err(refuse("must be an absolute path".into()));
+    }
+    let resolved = match std::fs::symlink_metadata(requested) {
+        // It exists (perhaps as a symlink): what it finally names is what would be written.
+        Ok(_) => {
+            let target = std::fs::canonicalize(requested).map_err(|e| {
+                refuse(format!(
+                    "cannot resolve {} ({e}); a symlink must point to an existing file",
+                    requested.display()
+                ))
+            })?;
+            let metadata = std::fs::metadata(&target)
+                .map_err(|e| refuse(format!("cannot inspect {}: {e}", target.display())))?;
+            if !metadata.is_file() {
+                return Err(refuse(format!(
+                    "{} exists and is not a regular file",
+                    requested.display()
+                )));
+            }
+            target
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (Some(parent), Some(name)) = (requested.parent(), requested.file_name()) else {
+                return Err(refuse("must name a file".into()));
+            };
+            let parent = std::fs::canonicalize(parent).map_err(|e| {
+                refuse(format!(
+                    "its directory {} cannot be resolved: {e}",
+                    parent.display()
+                ))
+            })?;
+            parent.join(name)
+        }
+        Err(e) => {
+            return Err(refuse(format!(
+                "cannot inspect {}: {e}",
+                requested.display()
+            )))
+        }
+    };
+    if let Some(dir) = protected.iter().find(|dir| resolved.starts_with(dir)) {
+        return Err(refuse(format!(
+            "{} is inside the server's data directory {}; an audit log there could overwrite the store or the seal key",
+            requested.display(),
+            dir.display()
+        )));
+    }
+    if PSEUDO_FILESYSTEMS
+        .iter()
+        .any(|pseudo| resolved.starts_with(pseudo))
+    {
+        return Err(refuse(format!(
+            "{} is not a regular file on disk",
+            requested.display()
+        )));
+    }
+    Ok(resolved)
+}
+
 impl Device {
-    fn from_row(row: &AuditDeviceRow) -> Result<Self> {
+    fn from_row(row: &AuditDeviceRow, protected: &[PathBuf]) -> Result<Self> {
         let options: Map<String, Value> = serde_json::from_str(&row.options).unwrap_or_default();
         let file_path = options
             .get("file_path")
@@ -131,15 +212,9 @@ impl Device {
                     "options.file_path: required for a file audit device",
                 ))
             }
-            ("file", path) => {
-                let path = PathBuf::from(path);
-                if !path.is_absolute() {
-                    return Err(Error::invalid(
-                        "options.file_path: must be an absolute path",
-                    ));
-                }
-                Sink::File(path)
-            }
+            // The resolved path is what gets written, so a symlink swapped later cannot redirect
+            // the lines into a file that was never checked.
+            ("file", path) => Sink::File(resolve_file_path(Path::new(path), protected)?),
             (other, _) => {
                 return Err(Error::invalid(format!(
                     "type: unknown audit device type {other:?}; known are file and stdout"
@@ -178,6 +253,8 @@ impl Device {
 #[derive(Clone)]
 pub struct Audit {
     store: Store,
+    /// The server's data directories (canonical), where no audit file may be written.
+    protected: Arc<Vec<PathBuf>>,
     /// Keyed once at start; cloned per hash. The key itself is kept nowhere else in memory.
     mac: Hmac<Sha256>,
     devices: Arc<RwLock<Vec<Arc<Device>>>>,
@@ -203,7 +280,13 @@ pub enum EntryKind {
 
 impl Audit {
     /// Loads (or at first start creates and seals) the HMAC key, and the enabled devices.
-    pub async fn open(store: Store, sealer: &Sealer) -> Result<Self> {
+    /// `protected` are the server's data directories (the store's, the seal key's): no audit file
+    /// may be written inside them.
+    pub async fn open(store: Store, sealer: &Sealer, protected: &[PathBuf]) -> Result<Self> {
+        let protected: Vec<PathBuf> = protected
+            .iter()
+            .map(|dir| std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone()))
+            .collect();
         let key = match store.meta_get(KEY_META).await? {
             Some(sealed) => sealer.open(KEY_CONTEXT, &sealed)?,
             None => {
@@ -218,7 +301,7 @@ impl Audit {
         };
         let mut devices = Vec::new();
         for row in store.list_audit_devices().await? {
-            match Device::from_row(&row) {
+            match Device::from_row(&row, &protected) {
                 Ok(device) => devices.push(Arc::new(device)),
                 Err(e) => {
                     tracing::error!(device = %row.name, error = %e, "stored audit device is unusable")
@@ -229,6 +312,7 @@ impl Audit {
             .map_err(|e| Error::Internal(format!("audit key: {e}")))?;
         Ok(Self {
             store,
+            protected: Arc::new(protected),
             mac,
             devices: Arc::new(RwLock::new(devices)),
             #[cfg(feature = "fault-injection")]
@@ -297,7 +381,7 @@ impl Audit {
             options: Value::Object(options).to_string(),
             created_at: to_millis(Utc::now()),
         };
-        let device = Device::from_row(&row)?;
+        let device = Device::from_row(&row, &self.protected)?;
         if self.has_device(name) {
             return Err(Error::invalid(format!(
                 "path already in use: audit device {name:?} is enabled"

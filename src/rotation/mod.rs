@@ -27,16 +27,19 @@ pub mod schedule;
 mod static_roles;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, OwnedMutexGuard};
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use schedule::Schedule;
 pub use static_roles::{RotationRecord, StaticCredentials, StaticRoleInput, StaticRoleView};
 
 use crate::catalog::Catalog;
 use crate::engines::Engines;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::seal::Sealer;
 use crate::store::Store;
 
@@ -99,8 +102,15 @@ pub struct Rotator {
     /// One lock per static role or connection, so that a manual rotation, the scheduled one and a
     /// configuration write never interleave their phases in this process.
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Every rotation runs as a task tracked here, never inside the future of the request that
+    /// asked for it: a client that disconnects drops its wait, not the rotation. Shutdown waits
+    /// for them ([`Rotator::wait_for_rotations`]) before the pools close.
+    tasks: TaskTracker,
     #[cfg(feature = "fault-injection")]
     fault: Arc<Mutex<Option<RotationFault>>>,
+    /// A pause armed at a point of the next rotation that reaches it (test builds only).
+    #[cfg(feature = "fault-injection")]
+    pause: Arc<Mutex<Option<(RotationFault, std::time::Duration)>>>,
 }
 
 impl Rotator {
@@ -112,9 +122,35 @@ impl Rotator {
             catalog,
             wake: Arc::new(Notify::new()),
             locks: Arc::default(),
+            tasks: TaskTracker::new(),
             #[cfg(feature = "fault-injection")]
             fault: Arc::default(),
+            #[cfg(feature = "fault-injection")]
+            pause: Arc::default(),
         }
+    }
+
+    /// Runs `work` as a task of its own and waits for its outcome. Dropping the returned future
+    /// (a client disconnected, a caller timed out) stops the waiting, never the work, which
+    /// finishes and records its own outcome (promotion, or failure and retry).
+    async fn run_detached<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        // The task keeps the caller's span, so its log lines still say which request began it.
+        self.tasks
+            .spawn(work.in_current_span())
+            .await
+            .map_err(|e| Error::Internal(format!("rotation task failed: {e}")))?
+    }
+
+    /// Waits until every rotation started so far has finished; called at shutdown, before the
+    /// database pools close. Rotations started later are still tracked.
+    pub async fn wait_for_rotations(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.tasks.reopen();
     }
 
     /// The background rotator's wake-up signal.
@@ -126,13 +162,20 @@ impl Rotator {
         &self.store
     }
 
+    /// The lock of one static role or connection (`static/NAME`, `root/NAME`).
+    fn lock_of(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(key).or_default().clone()
+    }
+
     /// Serializes work on one static role or connection (`static/NAME`, `root/NAME`).
     async fn lock(&self, key: String) -> OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(key).or_default().clone()
-        };
-        lock.lock_owned().await
+        self.lock_of(key).lock_owned().await
+    }
+
+    /// The lock, if nothing in this process holds it: a rotation in flight is left alone.
+    fn try_lock(&self, key: String) -> Option<OwnedMutexGuard<()>> {
+        self.lock_of(key).try_lock_owned().ok()
     }
 
     /// Arms a fault for the next rotation that reaches `point` (test builds only).
@@ -141,15 +184,41 @@ impl Rotator {
         *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = point;
     }
 
+    /// Arms a pause of `length` at `point` of the next rotation that reaches it (test builds only),
+    /// so a test can disconnect its client while a rotation is half done.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_pause(&self, point: RotationFault, length: std::time::Duration) {
+        *self.pause.lock().unwrap_or_else(|p| p.into_inner()) = Some((point, length));
+    }
+
+    /// Waits here when a test armed a pause at this point.
+    #[cfg(feature = "fault-injection")]
+    async fn pause_point(&self, point: RotationFault) {
+        let length = {
+            let mut armed = self.pause.lock().unwrap_or_else(|p| p.into_inner());
+            match *armed {
+                Some((at, length)) if at == point => {
+                    *armed = None;
+                    Some(length)
+                }
+                _ => None,
+            }
+        };
+        if let Some(length) = length {
+            tokio::time::sleep(length).await;
+        }
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    async fn pause_point(&self, _point: RotationFault) {}
+
     /// Fails, as if the process died here, when a test armed this point.
     #[cfg(feature = "fault-injection")]
     fn crash_point(&self, point: RotationFault) -> Result<()> {
         let mut armed = self.fault.lock().unwrap_or_else(|p| p.into_inner());
         if *armed == Some(point) {
             *armed = None;
-            return Err(crate::error::Error::Internal(format!(
-                "injected fault at {point:?}"
-            )));
+            return Err(Error::Internal(format!("injected fault at {point:?}")));
         }
         Ok(())
     }

@@ -25,10 +25,18 @@ enum RootResolution {
 }
 
 impl Rotator {
-    /// Rotates the admin password of `connection` now.
-    #[tracing::instrument(skip_all, fields(connection = %connection), err)]
+    /// Rotates the admin password of `connection` now. The rotation runs as a task of its own: a
+    /// caller that stops waiting (a client that disconnects) cannot leave it half done.
     pub async fn rotate_root(&self, connection: &str) -> Result<()> {
         check_name("connection name", connection)?;
+        let rotator = self.clone();
+        let connection = connection.to_owned();
+        self.run_detached(async move { rotator.rotate_root_in_task(&connection).await })
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(connection = %connection), err)]
+    async fn rotate_root_in_task(&self, connection: &str) -> Result<()> {
         let _guard = self.lock(format!("root/{connection}")).await;
         let row = self.connection_row(connection).await?;
         let admin = rotatable_admin(&row, &self.engines.settings_for(&row)?.connection_url)?;
@@ -83,9 +91,23 @@ impl Rotator {
         Ok(())
     }
 
-    /// Settles an admin rotation interrupted by a crash (the rotator's start-up).
+    /// Settles an admin rotation interrupted by a crash (the rotator's start-up) or left pending
+    /// by a failed one (the rotator's passes), in a tracked task. Does nothing while a rotation of
+    /// the connection is in flight in this process: that one settles its own.
     pub(super) async fn recover_root(&self, connection: &str) -> Result<()> {
-        let _guard = self.lock(format!("root/{connection}")).await;
+        let Some(guard) = self.try_lock(format!("root/{connection}")) else {
+            return Ok(());
+        };
+        let rotator = self.clone();
+        let connection = connection.to_owned();
+        self.run_detached(async move {
+            let _guard = guard;
+            rotator.recover_root_locked(&connection).await
+        })
+        .await
+    }
+
+    async fn recover_root_locked(&self, connection: &str) -> Result<()> {
         let row = self.connection_row(connection).await?;
         let Some(pending) = self.store.root_pending(connection).await? else {
             return Ok(());
@@ -124,6 +146,7 @@ impl Rotator {
                     e,
                 )
             })?;
+        self.pause_point(RotationFault::AfterPasswordSet).await;
         self.crash_point(RotationFault::AfterPasswordSet)?;
         plugin.check_login(admin, password).await.map_err(|e| {
             Error::database(

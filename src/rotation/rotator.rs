@@ -6,6 +6,14 @@
 //! cancelled. Each due role is first *claimed* in the store (its `next_rotation_at` moved past the
 //! rotation's timeout), so a second replica or the next pass never starts the same rotation; a
 //! failing or hanging role only delays itself, never the others.
+//!
+//! Every rotation runs as a task tracked by the [`Rotator`], not inside this loop's future or a
+//! request's: stopping the loop (shutdown) or giving up waiting on a slow rotation stops the
+//! waiting, never the rotation, and shutdown waits for the tasks
+//! ([`Rotator::wait_for_rotations`]). A pending password whatever interrupted its rotation is
+//! found again soon: a static role falls due at `pending + claim_length()` at the latest (set with
+//! the pending value), and each pass settles admin passwords pending for longer than
+//! [`ROOT_PENDING_GRACE`].
 
 use std::time::Duration;
 
@@ -25,10 +33,13 @@ const CONCURRENCY: usize = 4;
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Pause after the store itself failed, so a broken store does not spin the CPU.
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// An admin password pending for longer than this, with no rotation of its connection running
+/// here, was left by an interrupted or failed `rotate-root` and is settled by the next pass.
+const ROOT_PENDING_GRACE: Duration = Duration::from_secs(30);
 
 /// How far a claim pushes a role's next look: past the rotation timeout, so a rotation still
 /// running is never started twice, and short enough that one lost to a crash is retried soon.
-fn claim_length() -> chrono::Duration {
+pub(super) fn claim_length() -> chrono::Duration {
     chrono::Duration::from_std(ROTATION_TIMEOUT + Duration::from_secs(30))
         .unwrap_or_else(|_| chrono::Duration::seconds(90))
 }
@@ -45,6 +56,7 @@ pub async fn run(rotator: Rotator, shutdown: CancellationToken) {
     }
     let wake = rotator.wake();
     loop {
+        settle_interrupted_roots(&rotator).await;
         let sleep_for = match rotate_due(&rotator).await {
             Ok(true) => continue,
             Ok(false) => next_sleep(&rotator).await,
@@ -110,18 +122,55 @@ async fn rotate_due(rotator: &Rotator) -> crate::error::Result<bool> {
                     return;
                 }
             }
+            // The timeout ends this pass's wait, not the rotation: it runs in its own task and
+            // records its outcome, so one slow database does not hold a slot of this loop.
             match tokio::time::timeout(ROTATION_TIMEOUT, rotator.rotate_claimed(&name, claim_until)).await {
                 Ok(Ok(Outcome::Rotated { .. } | Outcome::Skipped | Outcome::NotDue)) => {}
                 // Failures are recorded (history, retry time) where they happen.
                 Ok(Err(_)) => {}
                 Err(_) => tracing::warn!(
                     static_role = %name,
-                    "rotation timed out; its pending password stays and is resolved at the next attempt"
+                    "rotation still running after {ROTATION_TIMEOUT:?}; the rotator moves on and the rotation records its own outcome"
                 ),
             }
         })
         .await;
     Ok(full)
+}
+
+/// Settles admin passwords left pending by an interrupted or failed `rotate-root`: promoted if
+/// the database took them, dropped if it provably did not, set again otherwise.
+async fn settle_interrupted_roots(rotator: &Rotator) {
+    let cutoff = Utc::now()
+        - chrono::Duration::from_std(ROOT_PENDING_GRACE)
+            .unwrap_or_else(|_| chrono::Duration::zero());
+    let names = match rotator
+        .store()
+        .connections_with_root_pending_before(to_millis(cutoff))
+        .await
+    {
+        Ok(names) => names,
+        Err(error) => {
+            tracing::error!(%error, "cannot list connections with a pending admin rotation");
+            return;
+        }
+    };
+    futures::stream::iter(names)
+        .for_each_concurrent(CONCURRENCY, |name| async move {
+            match tokio::time::timeout(ROTATION_TIMEOUT, rotator.recover_root(&name)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(
+                    connection = %name,
+                    %error,
+                    "pending admin password not settled yet; the rotator tries again"
+                ),
+                Err(_) => tracing::warn!(
+                    connection = %name,
+                    "settling a pending admin password is still running; the rotator moves on"
+                ),
+            }
+        })
+        .await;
 }
 
 /// Time until the next role falls due, at most [`MAX_SLEEP`].

@@ -16,6 +16,7 @@
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
+use futures::FutureExt;
 use lessor_plugin::credentials::DEFAULT_PASSWORD_LEN;
 use lessor_plugin::{check_username, generate_password, DatabasePlugin, RoleOptions, Secret};
 use serde::Serialize;
@@ -171,13 +172,27 @@ impl Rotator {
 
     /// Creates or updates a static role. On create the user's password is rotated at once unless
     /// `skip_import_rotation` is set. Returns warnings for the response.
-    #[tracing::instrument(skip_all, fields(static_role = %name), err)]
+    ///
+    /// Runs as a task of the rotator: the import rotation, once started, finishes even if the
+    /// caller stops waiting.
     pub async fn write_static_role(
         &self,
         name: &str,
         input: StaticRoleInput,
     ) -> Result<Vec<String>> {
         check_name("static role name", name)?;
+        let rotator = self.clone();
+        let name = name.to_owned();
+        self.run_detached(async move { rotator.write_static_role_in_task(&name, input).await })
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(static_role = %name), err)]
+    async fn write_static_role_in_task(
+        &self,
+        name: &str,
+        input: StaticRoleInput,
+    ) -> Result<Vec<String>> {
         let _guard = self.lock(format!("static/{name}")).await;
         let existing = self.store.get_static_role(name).await?;
         let creating = existing.is_none();
@@ -482,24 +497,40 @@ impl Rotator {
         })
     }
 
-    /// Rotates a static role now (`database/rotate-role`).
+    /// Rotates a static role now (`database/rotate-role`). The rotation runs as a task of its own:
+    /// a caller that stops waiting (a client that disconnects) cannot leave it half done.
     pub async fn rotate_static_role(&self, name: &str) -> Result<Outcome> {
         check_name("static role name", name)?;
-        let _guard = self.lock(format!("static/{name}")).await;
-        self.rotate_locked(name, Cause::Manual, None).await
+        self.rotate_in_task(name.to_owned(), Cause::Manual, None)
+            .await
     }
 
     /// Rotates a role the background rotator claimed until `claim`; does nothing if something else
     /// (a manual rotation) moved its schedule meanwhile.
     pub(super) async fn rotate_claimed(&self, name: &str, claim: i64) -> Result<Outcome> {
-        let _guard = self.lock(format!("static/{name}")).await;
-        self.rotate_locked(name, Cause::Schedule, Some(claim)).await
+        self.rotate_in_task(name.to_owned(), Cause::Schedule, Some(claim))
+            .await
     }
 
     /// Resolves a rotation left pending by a crash (the rotator's start-up).
     pub(super) async fn recover_static_role(&self, name: &str) -> Result<Outcome> {
-        let _guard = self.lock(format!("static/{name}")).await;
-        self.rotate_locked(name, Cause::Recovery, None).await
+        self.rotate_in_task(name.to_owned(), Cause::Recovery, None)
+            .await
+    }
+
+    /// Takes the role's lock and rotates it, in a tracked task that outlives the caller's wait.
+    async fn rotate_in_task(
+        &self,
+        name: String,
+        cause: Cause,
+        claim: Option<i64>,
+    ) -> Result<Outcome> {
+        let rotator = self.clone();
+        self.run_detached(async move {
+            let _guard = rotator.lock(format!("static/{name}")).await;
+            rotator.rotate_locked(&name, cause, claim).await
+        })
+        .await
     }
 
     /// One rotation of `name`, with its lock held: failures are recorded and scheduled for retry.
@@ -512,7 +543,16 @@ impl Rotator {
         if cause == Cause::Recovery && row.pending_password_sealed.is_none() {
             return Ok(Outcome::NotDue);
         }
-        match self.attempt(&row, cause).await {
+        // A panic in a rotation is a failure like any other: recorded and retried with backoff,
+        // never a pending password nobody comes back to.
+        let attempt = std::panic::AssertUnwindSafe(self.attempt(&row, cause)).catch_unwind();
+        let attempted = attempt.await.unwrap_or_else(|_| {
+            Err(Stop::Failed {
+                username: rotation_target(&row),
+                error: Error::Internal("the rotation panicked".into()),
+            })
+        });
+        match attempted {
             Ok(outcome) => Ok(outcome),
             Err(Stop::Crashed(error)) => Err(error),
             Err(Stop::Failed { username, error }) => {
@@ -572,9 +612,16 @@ impl Rotator {
             .sealer
             .seal(&password_context(name, &target), &password)
             .map_err(failed(&target))?;
+        let resolve_by = now + super::rotator::claim_length();
         let stored = self
             .store
-            .set_static_pending(name, &target, &sealed, to_millis(now))
+            .set_static_pending(
+                name,
+                &target,
+                &sealed,
+                to_millis(now),
+                to_millis(resolve_by),
+            )
             .await
             .map_err(failed(&target))?;
         if !stored {
@@ -618,6 +665,7 @@ impl Rotator {
                     e,
                 ))
             })?;
+        self.pause_point(RotationFault::AfterPasswordSet).await;
         self.crash_point(RotationFault::AfterPasswordSet)
             .map_err(Stop::Crashed)?;
         plugin.check_login(username, password).await.map_err(|e| {

@@ -8,7 +8,7 @@ mod identity;
 mod models;
 mod static_roles;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -90,23 +90,76 @@ pub struct Store {
     pool: SqlitePool,
 }
 
+/// Connect options of a store URL (`sqlite:///path/lessor.db`, `sqlite::memory:` or a plain path).
+fn store_options(url: &str) -> Result<SqliteConnectOptions> {
+    Ok(if url.starts_with("sqlite:") {
+        SqliteConnectOptions::from_str(url).map_err(|e| Error::Config(format!("store url: {e}")))?
+    } else {
+        SqliteConnectOptions::new().filename(Path::new(url))
+    })
+}
+
+/// The file a store URL names, or `None` for an in-memory store.
+pub fn file_path(url: &str) -> Result<Option<PathBuf>> {
+    let options = store_options(url)?;
+    let path = options.get_filename();
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" || url.contains("mode=memory")
+    {
+        return Ok(None);
+    }
+    Ok(Some(path.to_path_buf()))
+}
+
+/// Creates the store's directory (0700) and file (0600) if missing, and narrows the mode of the
+/// existing database, WAL and shared-memory files to 0600.
+fn make_private(path: &Path) -> Result<()> {
+    let config = |what: &str, e: std::io::Error| {
+        Error::Config(format!("store file {}: cannot {what}: {e}", path.display()))
+    };
+    if let Some(dir) = path.parent() {
+        crate::seal::create_private_dir(dir).map_err(|e| config("create its directory", e))?;
+    }
+    let mut create = std::fs::OpenOptions::new();
+    create.write(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        create.mode(0o600);
+    }
+    create.open(path).map_err(|e| config("create it", e))?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        if file.exists() {
+            crate::seal::restrict_to_owner(&file)
+                .map_err(|e| config("restrict it to its owner", e))?;
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the SQLite store at `url` (`sqlite:///path/lessor.db` or a plain
     /// path) and runs pending migrations.
+    ///
+    /// The store holds token hashes and sealed secrets, so its files are the owner's only,
+    /// whatever the umask: a missing directory is created 0700, and the database file is created
+    /// 0600 *before* SQLite opens it, because SQLite gives the `-wal` and `-shm` files it creates
+    /// later the main file's mode. Existing files with a wider mode are narrowed to 0600.
     pub async fn open(url: &str) -> Result<Self> {
-        let options = if url.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(url)
-                .map_err(|e| Error::Config(format!("store url: {e}")))?
-        } else {
-            SqliteConnectOptions::new().filename(Path::new(url))
+        let options = store_options(url)?;
+        if let Some(path) = file_path(url)? {
+            make_private(&path)?;
         }
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // WAL + NORMAL is durable across process crashes (what the lease lifecycle relies on);
-        // only an OS crash can lose the last transactions.
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(5))
-        .foreign_keys(true);
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL is durable across process crashes (what the lease lifecycle relies on);
+            // only an OS crash can lose the last transactions.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)

@@ -164,21 +164,29 @@ impl Store {
 
     /// Phase one of a rotation: the new password, sealed, stored durably before the database changes.
     /// Refused (false) when another rotation's pending value is already there.
+    ///
+    /// The role also falls due at `resolve_by` at the latest, in the same write: whatever stops
+    /// the rotation before it promotes or records a failure (a crash, a lost task), the rotator
+    /// finds the pending password then and resolves it, instead of at the next period. Promotion
+    /// and a recorded failure set the next time themselves.
     pub async fn set_static_pending(
         &self,
         name: &str,
         username: &str,
         sealed: &str,
         now: i64,
+        resolve_by: i64,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE static_roles SET pending_username = ?, pending_password_sealed = ?, pending_since = ?, updated_at = ?
+            "UPDATE static_roles SET pending_username = ?, pending_password_sealed = ?, pending_since = ?, updated_at = ?,
+                 next_rotation_at = MIN(next_rotation_at, ?)
              WHERE name = ? AND pending_password_sealed IS NULL",
         )
         .bind(username)
         .bind(sealed)
         .bind(now)
         .bind(now)
+        .bind(resolve_by)
         .bind(name)
         .execute(self.pool())
         .await?;
@@ -420,6 +428,18 @@ impl Store {
         Ok(sqlx::query_scalar(
             "SELECT name FROM connections WHERE root_pending_password_sealed IS NOT NULL ORDER BY name",
         )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Connections whose root rotation has been pending since before `cutoff`: interrupted ones
+    /// (a failed settlement, a lost task) that the rotator resolves.
+    pub async fn connections_with_root_pending_before(&self, cutoff: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT name FROM connections
+             WHERE root_pending_password_sealed IS NOT NULL AND root_pending_since < ? ORDER BY name",
+        )
+        .bind(cutoff)
         .fetch_all(self.pool())
         .await?)
     }

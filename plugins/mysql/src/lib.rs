@@ -21,6 +21,10 @@
 //! - A role's `host` option sets the host part of the accounts it creates (default `%`).
 //! - Connections never use TLS: this build carries no TLS stack, and a connection URL that asks for
 //!   TLS is refused rather than silently downgraded.
+//! - Time limits: getting a connection and a login check are bounded by the connect timeout; on
+//!   MariaDB each statement by `max_statement_time` (the settings' `statement_timeout`; MySQL has
+//!   no equivalent for DDL, its `max_execution_time` covers only `SELECT`); the caller bounds each
+//!   whole operation. A pooled connection abandoned mid-operation is disconnected, never reused.
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +35,7 @@ mod sql;
 pub mod baseline;
 
 use std::fmt;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -113,9 +118,7 @@ pub async fn connect(settings: ConnectionSettings) -> Result<MySqlPlugin, Plugin
         &target.password,
     )
     // `setup` rather than `init`, so the setting also holds should the pool ever reset a session.
-    .setup(vec![format!(
-        "SET SESSION lock_wait_timeout = {LOCK_WAIT_TIMEOUT_SECS}"
-    )])
+    .setup(vec![session_limits(settings.statement_timeout)])
     // No COM_RESET_CONNECTION when a connection goes back to the pool: the reset runs in the
     // background, and a request arriving meanwhile (a revocation right after an issue) found no
     // idle connection and paid for a whole new login, which `lessor bench` measured at several
@@ -149,6 +152,69 @@ pub async fn connect(settings: ConnectionSettings) -> Result<MySqlPlugin, Plugin
         ),
     }
     Ok(plugin)
+}
+
+/// The session settings of every admin connection: the lock wait timeout, and on MariaDB 10.1+ the
+/// statement timeout. The latter sits in a `/*M!` comment, which only MariaDB executes, so the same
+/// statement works on MySQL (where `max_statement_time` does not exist).
+fn session_limits(statement_timeout: Duration) -> String {
+    let mut sql = format!("SET SESSION lock_wait_timeout = {LOCK_WAIT_TIMEOUT_SECS}");
+    if !statement_timeout.is_zero() {
+        // MariaDB takes seconds with a fraction; below a millisecond would mean "no limit" (0).
+        let secs = statement_timeout.as_secs_f64().max(0.001);
+        sql.push_str(&format!(" /*M!100108 , max_statement_time = {secs:.3} */"));
+    }
+    sql
+}
+
+/// A pooled admin connection for one operation. It goes back to the pool only through
+/// [`Session::release`], once the operation ran to its end (success or a database error). If the
+/// operation is abandoned instead (its future dropped when the caller's deadline passed), the
+/// connection is disconnected: the driver would otherwise return it to the pool with a statement
+/// still in flight, and the next operation would inherit that.
+struct Session(Option<Conn>);
+
+impl Session {
+    fn release(mut self) {
+        // Dropping the connection returns it to the pool.
+        drop(self.0.take());
+    }
+}
+
+impl Deref for Session {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        self.0
+            .as_ref()
+            .expect("a session is used only before release")
+    }
+}
+
+impl DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.0
+            .as_mut()
+            .expect("a session is used only before release")
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let Some(conn) = self.0.take() else { return };
+        tracing::warn!(
+            "an operation was abandoned mid-way; its database connection is closed, not reused"
+        );
+        // `disconnect` marks the connection disconnected before it writes anything, so even if
+        // the write stalls and the bounded task drops it, the pool discards it.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn.disconnect()).await;
+                });
+            }
+            Err(_) => drop(conn),
+        }
+    }
 }
 
 /// Options shared by the admin pool and one-off login checks. TCP only: the driver would
@@ -190,9 +256,9 @@ fn role_host(options: &RoleOptions) -> Result<&str, PluginError> {
 
 impl MySqlPlugin {
     /// A pooled admin connection, or `Unavailable` after the connect timeout.
-    async fn conn(&self) -> Result<Conn, PluginError> {
+    async fn conn(&self) -> Result<Session, PluginError> {
         match tokio::time::timeout(self.connect_timeout, self.pool.get_conn()).await {
-            Ok(Ok(conn)) => Ok(conn),
+            Ok(Ok(conn)) => Ok(Session(Some(conn))),
             Ok(Err(err)) => Err(error::classify(
                 &err,
                 &format!("connecting to {}:{}", self.target.host, self.target.port),
@@ -208,11 +274,10 @@ impl MySqlPlugin {
     /// Asks the server its version and stores the username limit that follows from it.
     async fn detect_username_limit(&self) -> Result<usize, PluginError> {
         let mut conn = self.conn().await?;
-        let version: Option<String> = conn
-            .query_first("SELECT VERSION()")
-            .await
-            .map_err(|e| error::classify(&e, "asking the server version", None))?;
+        let version: Result<Option<String>, _> = conn.query_first("SELECT VERSION()").await;
+        conn.release();
         let version = version
+            .map_err(|e| error::classify(&e, "asking the server version", None))?
             .ok_or_else(|| PluginError::Rejected("SELECT VERSION() returned no row".into()))?;
         let limit = sql::username_limit(&version);
         self.username_limit.store(limit, Ordering::Relaxed);
@@ -222,13 +287,18 @@ impl MySqlPlugin {
     /// Drops the account on every host, for cleaning up after a failed creation.
     async fn drop_everywhere(&self, username: &str) -> Result<(), PluginError> {
         let mut conn = self.conn().await?;
-        for host in user_hosts(&mut conn, username).await? {
-            let account = sql::account(username, &host);
-            conn.query_drop(format!("DROP USER IF EXISTS {account}"))
-                .await
-                .map_err(|e| error::classify(&e, "dropping the partly created user", None))?;
+        let result = async {
+            for host in user_hosts(&mut conn, username).await? {
+                let account = sql::account(username, &host);
+                conn.query_drop(format!("DROP USER IF EXISTS {account}"))
+                    .await
+                    .map_err(|e| error::classify(&e, "dropping the partly created user", None))?;
+            }
+            Ok(())
         }
-        Ok(())
+        .await;
+        conn.release();
+        result
     }
 }
 
@@ -416,20 +486,23 @@ impl DatabasePlugin for MySqlPlugin {
         )?;
 
         let mut conn = self.conn().await?;
-        // The cleanup below drops the account on every host; that must never hit an account
-        // someone else made, so an existing name is refused up front.
-        if !user_hosts(&mut conn, user.username).await?.is_empty() {
-            return Err(PluginError::Rejected(format!(
-                "user {} already exists; refusing to take over an account Lessor did not create",
-                user.username
-            )));
+        // Outer error: nothing was created. Inner error: a creation statement failed.
+        let created = async {
+            // The cleanup below drops the account on every host; that must never hit an account
+            // someone else made, so an existing name is refused up front.
+            if !user_hosts(&mut conn, user.username).await?.is_empty() {
+                return Err(PluginError::Rejected(format!(
+                    "user {} already exists; refusing to take over an account Lessor did not create",
+                    user.username
+                )));
+            }
+            Ok(run_statements(&mut conn, &rendered, "creation", Some(user.password)).await)
         }
-        if let Err(err) =
-            run_statements(&mut conn, &rendered, "creation", Some(user.password)).await
-        {
+        .await;
+        conn.release();
+        if let Err(err) = created? {
             // DDL has auto-committed whatever ran, so undo by dropping the account. A fresh
             // connection, since the failure may have broken this one.
-            drop(conn);
             match self.drop_everywhere(user.username).await {
                 Ok(()) => tracing::info!(
                     "dropped the partly created user after a failed creation statement"
@@ -465,7 +538,9 @@ impl DatabasePlugin for MySqlPlugin {
             },
         )?;
         let mut conn = self.conn().await?;
-        run_statements(&mut conn, &rendered, "renew", None).await
+        let result = run_statements(&mut conn, &rendered, "renew", None).await;
+        conn.release();
+        result
     }
 
     #[tracing::instrument(skip_all, fields(username = %username), err)]
@@ -485,7 +560,9 @@ impl DatabasePlugin for MySqlPlugin {
         };
 
         let mut conn = self.conn().await?;
-        revoke_on(&mut conn, username, custom.as_deref()).await
+        let result = revoke_on(&mut conn, username, custom.as_deref()).await;
+        conn.release();
+        result
     }
 
     #[tracing::instrument(skip_all, fields(username = %username), err)]
@@ -498,10 +575,58 @@ impl DatabasePlugin for MySqlPlugin {
         check_username(username)?;
         check_password(password)?;
         let mut conn = self.conn().await?;
+        let result = self
+            .set_password_on(&mut conn, username, password, statements)
+            .await;
+        conn.release();
+        result?;
+        tracing::info!("password set");
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(username = %username), err)]
+    async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError> {
+        self.check_login_now(username, password).await
+    }
+
+    #[tracing::instrument(skip_all, fields(prefix = %prefix), err)]
+    async fn list_users(&self, prefix: &str) -> Result<Vec<String>, PluginError> {
+        let mut conn = self.conn().await?;
+        let users: Result<Vec<String>, _> = conn
+            .exec(
+                "SELECT DISTINCT User FROM mysql.user WHERE User LIKE ? ESCAPE '!' ORDER BY User",
+                (sql::like_prefix(prefix),),
+            )
+            .await;
+        conn.release();
+        let mut users = users.map_err(|e| error::classify(&e, "listing users", None))?;
+        // LIKE follows the column's collation; the exact prefix test keeps the contract exact.
+        users.retain(|u| u.starts_with(prefix));
+        Ok(users)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn close(&self) {
+        // Pool is a handle; disconnecting a clone closes the shared pool.
+        if let Err(err) = self.pool.clone().disconnect().await {
+            tracing::debug!(error = %err, "error while closing the pool");
+        }
+    }
+}
+
+impl MySqlPlugin {
+    /// `set_password`'s work on one pooled connection.
+    async fn set_password_on(
+        &self,
+        conn: &mut Conn,
+        username: &str,
+        password: &Secret,
+        statements: &[String],
+    ) -> Result<(), PluginError> {
         let templates = if uses_default(statements, &self.default_statements().rotation) {
             // Built-in: every host of the account, since a password differing by client host
             // would make logins work from some places and not others.
-            let hosts = user_hosts(&mut conn, username).await?;
+            let hosts = user_hosts(conn, username).await?;
             if hosts.is_empty() {
                 return Err(PluginError::Rejected(format!(
                     "user {username} does not exist"
@@ -519,13 +644,11 @@ impl DatabasePlugin for MySqlPlugin {
                 expiration: None,
             },
         )?;
-        run_statements(&mut conn, &rendered, "rotation", Some(password)).await?;
-        tracing::info!(statements = rendered.len(), "password set");
-        Ok(())
+        run_statements(conn, &rendered, "rotation", Some(password)).await
     }
 
-    #[tracing::instrument(skip_all, fields(username = %username), err)]
-    async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError> {
+    /// `check_login`'s work: a fresh, unpooled connection as the user.
+    async fn check_login_now(&self, username: &str, password: &Secret) -> Result<(), PluginError> {
         check_username(username)?;
         // A fresh, unpooled connection: the point is to prove the server accepts these
         // credentials now. No database is named, since the user may have no rights on the
@@ -555,29 +678,6 @@ impl DatabasePlugin for MySqlPlugin {
                 "no answer from {}:{} within {:?} while logging in as the user",
                 self.target.host, self.target.port, self.connect_timeout
             ))),
-        }
-    }
-
-    #[tracing::instrument(skip_all, fields(prefix = %prefix), err)]
-    async fn list_users(&self, prefix: &str) -> Result<Vec<String>, PluginError> {
-        let mut conn = self.conn().await?;
-        let mut users: Vec<String> = conn
-            .exec(
-                "SELECT DISTINCT User FROM mysql.user WHERE User LIKE ? ESCAPE '!' ORDER BY User",
-                (sql::like_prefix(prefix),),
-            )
-            .await
-            .map_err(|e| error::classify(&e, "listing users", None))?;
-        // LIKE follows the column's collation; the exact prefix test keeps the contract exact.
-        users.retain(|u| u.starts_with(prefix));
-        Ok(users)
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn close(&self) {
-        // Pool is a handle; disconnecting a clone closes the shared pool.
-        if let Err(err) = self.pool.clone().disconnect().await {
-            tracing::debug!(error = %err, "error while closing the pool");
         }
     }
 }

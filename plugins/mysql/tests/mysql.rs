@@ -28,6 +28,7 @@ fn settings(url: &str) -> ConnectionSettings {
         password: Secret::new(""),
         max_open_connections: 4,
         connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::ZERO,
     }
 }
 

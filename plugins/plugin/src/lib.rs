@@ -128,6 +128,11 @@ pub struct ConnectionSettings {
     pub max_open_connections: u32,
     /// How long to wait for a connection before calling the target unavailable.
     pub connect_timeout: std::time::Duration,
+    /// How long the server lets one statement run before it aborts it (PostgreSQL
+    /// `statement_timeout`, MariaDB `max_statement_time`); zero leaves the server's own setting.
+    /// The caller also bounds each whole operation on its side; this limit makes the server stop
+    /// work nobody waits for any more.
+    pub statement_timeout: std::time::Duration,
 }
 
 /// Engine-specific role options (for example the MySQL host part); validated by the plugin when the

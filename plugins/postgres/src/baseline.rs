@@ -7,7 +7,7 @@ use lessor_plugin::{PluginError, Secret};
 use tokio_postgres::NoTls;
 
 use crate::error::classify;
-use crate::{create_on, revoke_on, ROLE_EXISTS};
+use crate::{create_on, revoke_on, LOCK_TIMEOUT, ROLE_EXISTS};
 
 /// One admin connection used the way a hand-written script would.
 pub struct DirectSession {
@@ -52,12 +52,20 @@ impl DirectSession {
         expiration: DateTime<Utc>,
         statements: &[String],
     ) -> Result<(), PluginError> {
-        create_on(&mut self.client, username, password, expiration, statements).await
+        create_on(
+            &mut self.client,
+            &[LOCK_TIMEOUT],
+            username,
+            password,
+            expiration,
+            statements,
+        )
+        .await
     }
 
     /// The built-in revocation: existence check, `NOLOGIN`, end sessions, `DROP ROLE`.
     pub async fn revoke_user(&mut self, username: &str) -> Result<(), PluginError> {
         lessor_plugin::check_username(username)?;
-        revoke_on(&mut self.client, username, &[]).await
+        revoke_on(&mut self.client, &[LOCK_TIMEOUT], username, &[]).await
     }
 }

@@ -125,6 +125,7 @@ mod tests {
             password: Secret::new(password),
             max_open_connections: 4,
             connect_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::ZERO,
         }
     }
 

@@ -12,6 +12,13 @@
 //! - Revocation first commits `NOLOGIN`, then terminates the role's sessions, then drops it, so no
 //!   session survives and no new one starts in between.
 //!
+//! - Time limits: connecting (and waiting for a pooled connection) is bounded by the connect
+//!   timeout; every statement Lessor runs in a transaction carries `SET LOCAL statement_timeout`
+//!   (the settings' `statement_timeout`) and a `lock_timeout`; the caller bounds each whole
+//!   operation. A pooled connection abandoned mid-operation (the caller's deadline passed) is
+//!   closed, never handed to the next operation: its session may be stuck in a statement or an
+//!   open transaction.
+//!
 //! Modules: `config` parses connection settings, `error` maps driver failures onto
 //! [`PluginError`].
 
@@ -23,6 +30,7 @@ mod error;
 pub mod baseline;
 
 use std::fmt;
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -87,6 +95,8 @@ pub struct PostgresPlugin {
     config: tokio_postgres::Config,
     max_size: usize,
     timeout: Duration,
+    /// `SET LOCAL statement_timeout` run first in each transaction, if the settings carry one.
+    statement_timeout: Option<String>,
 }
 
 impl fmt::Debug for PostgresPlugin {
@@ -135,7 +145,64 @@ pub async fn connect(settings: ConnectionSettings) -> Result<PostgresPlugin, Plu
         config: pg_config,
         max_size,
         timeout,
+        statement_timeout: statement_timeout_sql(settings.statement_timeout),
     })
+}
+
+/// The statement that bounds each statement of a transaction on the server, or none for zero.
+/// Per transaction (`SET LOCAL`), like the lock timeout, because poolers such as PgBouncer refuse
+/// startup options and would carry a session `SET` over to other clients.
+fn statement_timeout_sql(limit: Duration) -> Option<String> {
+    (!limit.is_zero()).then(|| {
+        format!(
+            "SET LOCAL statement_timeout = {}",
+            limit.as_millis().clamp(1, i32::MAX as u128)
+        )
+    })
+}
+
+/// A pooled admin connection for one operation. It goes back to the pool only through
+/// [`Session::release`], once the operation ran to its end (success or a database error). If the
+/// operation is abandoned instead (its future dropped when the caller's deadline passed), the
+/// connection is taken out of the pool and closed: the server may still be running its statement
+/// or holding its transaction open, and the next operation must not inherit that.
+struct Session(Option<deadpool_postgres::Object>);
+
+impl Session {
+    fn release(mut self) {
+        // Dropping the object returns it to the pool.
+        drop(self.0.take());
+    }
+}
+
+impl Deref for Session {
+    type Target = deadpool_postgres::Object;
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("a session is used only before release")
+    }
+}
+
+impl DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0
+            .as_mut()
+            .expect("a session is used only before release")
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(object) = self.0.take() {
+            tracing::warn!(
+                "an operation was abandoned mid-way; its database connection is closed, not reused"
+            );
+            // Detached from the pool; dropping the wrapper aborts its connection task, which
+            // closes the socket.
+            drop(deadpool_postgres::Object::take(object));
+        }
+    }
 }
 
 /// Quotes an identifier. Usernames have passed [`check_username`] (no quotes possible), so the
@@ -145,19 +212,29 @@ fn quote_ident(name: &str) -> String {
 }
 
 impl PostgresPlugin {
-    async fn client(&self) -> Result<deadpool_postgres::Client, PluginError> {
+    async fn client(&self) -> Result<Session, PluginError> {
         self.pool
             .get()
             .await
+            .map(|object| Session(Some(object)))
             .map_err(|err| pool_error(err, self.max_size, self.timeout))
+    }
+
+    /// The session settings each transaction starts with.
+    fn limits(&self) -> Vec<&str> {
+        let mut limits = vec![LOCK_TIMEOUT];
+        limits.extend(self.statement_timeout.as_deref());
+        limits
     }
 }
 
-/// Runs `statements` and then `trailer` (if any) in one transaction with a lock timeout.
-/// `secrets` are redacted from any server message. On error the transaction is dropped
-/// uncommitted, which makes the driver send `ROLLBACK` before the connection's next use.
+/// Runs `statements` and then `trailer` (if any) in one transaction that starts with `limits`
+/// (lock and statement timeouts). `secrets` are redacted from any server message. On error the
+/// transaction is dropped uncommitted, which makes the driver send `ROLLBACK` before the
+/// connection's next use.
 async fn run_in_transaction(
     client: &mut tokio_postgres::Client,
+    limits: &[&str],
     statements: &[Secret],
     trailer: Option<&str>,
     secrets: &[&str],
@@ -166,9 +243,11 @@ async fn run_in_transaction(
         .transaction()
         .await
         .map_err(|e| classify(&e, secrets))?;
-    tx.batch_execute(LOCK_TIMEOUT)
-        .await
-        .map_err(|e| classify(&e, secrets))?;
+    for limit in limits {
+        tx.batch_execute(limit)
+            .await
+            .map_err(|e| classify(&e, secrets))?;
+    }
     for statement in statements {
         tx.batch_execute(statement.expose())
             .await
@@ -195,6 +274,7 @@ fn valid_until(username: &str, at: DateTime<Utc>) -> String {
 /// in one transaction. Also what `lessor bench` runs directly, so both sides run the same SQL.
 async fn create_on(
     client: &mut tokio_postgres::Client,
+    limits: &[&str],
     username: &str,
     password: &Secret,
     expiration: DateTime<Utc>,
@@ -212,7 +292,14 @@ async fn create_on(
     // Always set, so the server refuses the login after expiry even if the role's own
     // statements forgot VALID UNTIL and Lessor is down when the lease ends.
     let trailer = valid_until(username, expiration);
-    run_in_transaction(client, &statements, Some(&trailer), &[password.expose()]).await
+    run_in_transaction(
+        client,
+        limits,
+        &statements,
+        Some(&trailer),
+        &[password.expose()],
+    )
+    .await
 }
 
 async fn role_exists(client: &tokio_postgres::Client, username: &str) -> Result<bool, PluginError> {
@@ -227,13 +314,14 @@ async fn role_exists(client: &tokio_postgres::Client, username: &str) -> Result<
 /// role is gone, else the revocation, treating a concurrent drop as done.
 async fn revoke_on(
     client: &mut tokio_postgres::Client,
+    limits: &[&str],
     username: &str,
     custom: &[Secret],
 ) -> Result<(), PluginError> {
     if !role_exists(client, username).await? {
         return Ok(());
     }
-    match revoke_existing(client, username, custom).await {
+    match revoke_existing(client, limits, username, custom).await {
         Ok(()) => Ok(()),
         Err(err) if is_undefined_object(&err) => {
             // Dropped under us by a concurrent revocation: done, if it is really gone. The
@@ -252,6 +340,7 @@ async fn revoke_on(
 /// an operator) may drop the role half-way; the caller treats "undefined object" as done.
 async fn revoke_existing(
     client: &mut tokio_postgres::Client,
+    limits: &[&str],
     username: &str,
     custom: &[Secret],
 ) -> Result<(), tokio_postgres::Error> {
@@ -259,7 +348,9 @@ async fn revoke_existing(
 
     // Committed on its own first, so no new session can start while we end the current ones.
     let tx = client.transaction().await?;
-    tx.batch_execute(LOCK_TIMEOUT).await?;
+    for limit in limits {
+        tx.batch_execute(limit).await?;
+    }
     tx.batch_execute(&format!("ALTER ROLE {ident} NOLOGIN"))
         .await?;
     tx.commit().await?;
@@ -268,7 +359,9 @@ async fn revoke_existing(
     client.execute(TERMINATE_SESSIONS, &[&username]).await?;
 
     let tx = client.transaction().await?;
-    tx.batch_execute(LOCK_TIMEOUT).await?;
+    for limit in limits {
+        tx.batch_execute(limit).await?;
+    }
     if custom.is_empty() {
         // REASSIGN OWNED and DROP OWNED act only in the database this connection is in (plus
         // shared objects). Objects the role owns or privileges it holds in *other* databases
@@ -347,11 +440,13 @@ impl DatabasePlugin for PostgresPlugin {
     #[tracing::instrument(skip_all, fields(engine = "postgres"), err)]
     async fn verify(&self) -> Result<(), PluginError> {
         let client = self.client().await?;
-        client
+        let result = client
             .simple_query("SELECT 1")
             .await
-            .map_err(|e| classify(&e, &[]))?;
-        Ok(())
+            .map(|_| ())
+            .map_err(|e| classify(&e, &[]));
+        client.release();
+        result
     }
 
     #[tracing::instrument(skip_all, fields(engine = "postgres", username = %user.username), err)]
@@ -364,14 +459,17 @@ impl DatabasePlugin for PostgresPlugin {
             user.statements
         };
         let mut client = self.client().await?;
-        create_on(
+        let result = create_on(
             &mut client,
+            &self.limits(),
             user.username,
             user.password,
             user.expiration,
             templates,
         )
-        .await
+        .await;
+        client.release();
+        result
     }
 
     #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err)]
@@ -400,7 +498,16 @@ impl DatabasePlugin for PostgresPlugin {
         // the server lock the user out at the old expiry while the lease says it is still valid.
         let trailer = valid_until(username, expires);
         let mut client = self.client().await?;
-        run_in_transaction(&mut client, &statements, Some(&trailer), &[]).await
+        let result = run_in_transaction(
+            &mut client,
+            &self.limits(),
+            &statements,
+            Some(&trailer),
+            &[],
+        )
+        .await;
+        client.release();
+        result
     }
 
     #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err)]
@@ -417,7 +524,9 @@ impl DatabasePlugin for PostgresPlugin {
             },
         )?;
         let mut client = self.client().await?;
-        revoke_on(&mut client, username, &custom).await
+        let result = revoke_on(&mut client, &self.limits(), username, &custom).await;
+        client.release();
+        result
     }
 
     #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err)]
@@ -443,7 +552,16 @@ impl DatabasePlugin for PostgresPlugin {
             },
         )?;
         let mut client = self.client().await?;
-        run_in_transaction(&mut client, &statements, None, &[password.expose()]).await
+        let result = run_in_transaction(
+            &mut client,
+            &self.limits(),
+            &statements,
+            None,
+            &[password.expose()],
+        )
+        .await;
+        client.release();
+        result
     }
 
     // A refused login is an expected answer (resolving a pending rotation), hence warn, not error.
@@ -458,16 +576,19 @@ impl DatabasePlugin for PostgresPlugin {
             .connect(NoTls)
             .await
             .map_err(|e| login_error(username, &e, &secrets))?;
-        let driver = tokio::spawn(connection);
-        let result = client
-            .simple_query("SELECT 1")
-            .await
-            .map(|_| ())
-            .map_err(|e| login_error(username, &e, &secrets));
-        // Dropping the client sends Terminate; waiting for the driver task closes the socket
-        // before we return. Its own result adds nothing to `result`.
-        drop(client);
-        let _ = driver.await;
+        let query = async move {
+            let result = client
+                .simple_query("SELECT 1")
+                .await
+                .map(|_| ())
+                .map_err(|e| login_error(username, &e, &secrets));
+            // Dropping the client sends Terminate, after which the connection future ends.
+            drop(client);
+            result
+        };
+        // The connection is driven here rather than in a spawned task, so that a caller giving
+        // up (its deadline passed) drops it and closes the socket. Its own result adds nothing.
+        let (result, _) = tokio::join!(query, connection);
         result
     }
 
@@ -477,8 +598,9 @@ impl DatabasePlugin for PostgresPlugin {
         let rows = client
             .query(LIST_USERS, &[&prefix])
             .await
-            .map_err(|e| classify(&e, &[]))?;
-        Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect())
+            .map_err(|e| classify(&e, &[]));
+        client.release();
+        Ok(rows?.iter().map(|row| row.get::<_, String>(0)).collect())
     }
 
     async fn close(&self) {
