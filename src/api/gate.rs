@@ -1,6 +1,8 @@
-//! The gate every routed request passes: authenticate, authorize against the caller's policies,
-//! record the request in the audit log, run the handler, record the response, feed the anomaly
-//! rules and the latency histogram.
+//! The gate every routed request passes: find the endpoint the route table declares for the
+//! matched route and the request's verb (none: 405 before any handler), refuse undeclared query
+//! parameters, authenticate, authorize exactly the declared operation on the canonical path (and
+//! `sudo` where declared), record the request in the audit log, run the handler, record the
+//! response, feed the anomaly rules and the latency histogram.
 //!
 //! Order matters for fail-closed auditing of credentials. The request line is written *before*
 //! the handler runs, so if no audit device can record it nothing is issued at all. If the
@@ -9,9 +11,9 @@
 //! the common failure (a dead device) free of side effects; withholding covers a device that
 //! dies between the two lines. The caller never holds a credential the audit log does not show.
 //!
-//! `sys/health` is neither authenticated nor audited (load balancers poll it every few seconds);
-//! `auth/jwt/login` is unauthenticated by nature and audited like everything else. Paths no route
-//! matches fall through to the 404 fallback untouched.
+//! Public endpoints (`sys/health`) are neither authenticated nor audited (load balancers poll them
+//! every few seconds); login endpoints (`auth/jwt/login`) are unauthenticated by nature and audited
+//! like everything else. Paths no route matches fall through to the 404 fallback untouched.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
