@@ -10,15 +10,12 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{pg_admin, unique, TestServer};
 use lessor::auth::policy::Operation;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One generated request.
 #[derive(Debug, Clone)]
@@ -322,34 +319,12 @@ async fn send(
     token: &str,
     body: &Value,
 ) -> (u16, String) {
-    let address = server.base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let body = if matches!(method, "POST" | "PUT" | "PATCH") {
         body.to_string()
     } else {
         String::new()
     };
-    let request = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nX-Vault-Token: {token}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
-        .await
-        .expect("an answer within 20 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    common::raw_request(server, method, target, &[("X-Vault-Token", token)], &body).await
 }
 
 #[test]

@@ -8,13 +8,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{pg_admin, pg_login, unique, TestServer, ROOT_TOKEN};
 use lessor::store::LeaseState;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Sends one request exactly as given and returns (status, body).
 async fn raw(
@@ -35,38 +32,12 @@ async fn raw_with(
     body: Option<&Value>,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
-    let address = server.base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut request = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut all: Vec<(&str, &str)> = headers.to_vec();
     if let Some(token) = token {
-        request.push_str(&format!("X-Vault-Token: {token}\r\n"));
+        all.push(("X-Vault-Token", token));
     }
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(&body);
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
-        .await
-        .expect("an answer within 20 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let body = body.map(Value::to_string).unwrap_or_default();
+    common::raw_request(server, method, target, &all, &body).await
 }
 
 async fn write_policy(server: &TestServer, name: &str, text: &str) {

@@ -179,10 +179,7 @@ async fn revoke_leases_of(state: &AppState, accessors: &[String]) -> Result<(), 
 
 /// `auth/token/revoke`: the token given by value, its children and their leases.
 pub async fn revoke_token(State(state): State<AppState>, mut body: Body) -> ApiResult {
-    let token = body
-        .secret("token")?
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::bad_request("token: required"))?;
+    let token = required_token(&mut body)?;
     body.finish()?;
     let revoked = state.auth.revoke_token(&token).await?;
     revoke_leases_of(&state, &revoked).await?;
@@ -191,10 +188,7 @@ pub async fn revoke_token(State(state): State<AppState>, mut body: Body) -> ApiR
 
 /// `auth/token/revoke-orphan` (sudo): the token and its leases; its children live on as orphans.
 pub async fn revoke_orphan(State(state): State<AppState>, mut body: Body) -> ApiResult {
-    let token = body
-        .secret("token")?
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::bad_request("token: required"))?;
+    let token = required_token(&mut body)?;
     body.finish()?;
     let Some(accessor) = state.auth.accessor_of(&token).await? else {
         return Ok(written(vec![]));
@@ -205,12 +199,16 @@ pub async fn revoke_orphan(State(state): State<AppState>, mut body: Body) -> Api
 }
 
 pub async fn lookup_token(State(state): State<AppState>, mut body: Body) -> ApiResult {
-    let token = body
-        .secret("token")?
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::bad_request("token: required"))?;
+    let token = required_token(&mut body)?;
     body.finish()?;
     Ok(respond(state.auth.lookup_token(&token).await?))
+}
+
+/// The `token` field, which these endpoints cannot do without; never echoed in an error.
+fn required_token(body: &mut Body) -> Result<lessor_plugin::Secret, ApiError> {
+    body.secret("token")?
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_request("token: required"))
 }
 
 fn required(body: &mut Body, field: &str) -> Result<String, ApiError> {
