@@ -270,6 +270,7 @@ impl Engines {
             max_open_connections,
             connect_timeout: self.deadlines.connect,
             statement_timeout: self.deadlines.operation,
+            tls: Default::default(),
         }
     }
 
@@ -286,6 +287,7 @@ impl Engines {
             max_open_connections: row.max_open_connections.clamp(1, 100) as u32,
             connect_timeout: self.deadlines.connect,
             statement_timeout: self.deadlines.operation,
+            tls: Default::default(),
         })
     }
 

@@ -39,6 +39,7 @@ pub mod rotation;
 pub mod seal;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod ttl;
 
 use std::future::Future;

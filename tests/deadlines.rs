@@ -424,6 +424,7 @@ fn plugin_settings(url: &str, statement_timeout: Duration) -> ConnectionSettings
         max_open_connections: 2,
         connect_timeout: Duration::from_secs(5),
         statement_timeout,
+        tls: Default::default(),
     }
 }
 

@@ -354,6 +354,7 @@ mod tests {
             max_open_connections: 4,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::ZERO,
+            tls: Default::default(),
         }
     }
 

@@ -133,6 +133,55 @@ pub struct ConnectionSettings {
     /// The caller also bounds each whole operation on its side; this limit makes the server stop
     /// work nobody waits for any more.
     pub statement_timeout: std::time::Duration,
+    /// TLS material given inline on the connection (Vault's field names), unsealed only in memory.
+    /// TLS *modes* (PostgreSQL `sslmode`, MySQL `tls=`) live in the connection URL; these are the
+    /// certificates and keys, and each engine refuses the fields it has no use for.
+    pub tls: TlsMaterial,
+}
+
+/// Inline TLS material for a target connection, as an operator gave it (PEM text). Every field is
+/// optional; an engine refuses (with [`PluginError::InvalidValue`] naming the field) the ones it
+/// does not use, so nothing given is silently ignored.
+#[derive(Clone, Default)]
+pub struct TlsMaterial {
+    /// `tls_ca`: the CA certificate(s) that must have signed the server's certificate.
+    pub ca_pem: Option<String>,
+    /// `tls_certificate`: the client certificate (PostgreSQL), with `private_key`.
+    pub certificate_pem: Option<String>,
+    /// `private_key`: the client certificate's key (PostgreSQL).
+    pub private_key_pem: Option<Secret>,
+    /// `tls_certificate_key`: the client certificate and its key in one PEM (MySQL).
+    pub certificate_key_pem: Option<Secret>,
+    /// `tls_server_name`: the name to verify the server's certificate against (MySQL).
+    pub server_name: Option<String>,
+    /// `tls_skip_verify`: encrypt without verifying the server (MySQL); only when asked by name.
+    pub skip_verify: bool,
+}
+
+impl TlsMaterial {
+    /// Whether any field was given.
+    pub fn is_empty(&self) -> bool {
+        self.ca_pem.is_none()
+            && self.certificate_pem.is_none()
+            && self.private_key_pem.is_none()
+            && self.certificate_key_pem.is_none()
+            && self.server_name.is_none()
+            && !self.skip_verify
+    }
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    /// Keys are secrets; certificates are not, but are long: say only what is present.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("ca_pem", &self.ca_pem.is_some())
+            .field("certificate_pem", &self.certificate_pem.is_some())
+            .field("private_key_pem", &self.private_key_pem.is_some())
+            .field("certificate_key_pem", &self.certificate_key_pem.is_some())
+            .field("server_name", &self.server_name)
+            .field("skip_verify", &self.skip_verify)
+            .finish()
+    }
 }
 
 /// Engine-specific role options (for example the MySQL host part); validated by the plugin when the

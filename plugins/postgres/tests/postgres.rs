@@ -34,6 +34,7 @@ fn settings(url: &str) -> ConnectionSettings {
         max_open_connections: 4,
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::ZERO,
+        tls: Default::default(),
     }
 }
 
