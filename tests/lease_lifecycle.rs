@@ -493,6 +493,47 @@ async fn f18_list_returns_every_key_past_one_page() {
         [format!("{role}/")],
         "a level with many leases is one key"
     );
+
+    // Paging as OpenBao does it: `after` a key of the previous page, at most `limit` keys; the
+    // pages put together are the whole listing, in order, with nothing twice.
+    let mut paged: Vec<String> = Vec::new();
+    loop {
+        let after = paged.last().cloned().unwrap_or_default();
+        let (status, body) = server
+            .call(
+                "LIST",
+                &format!("sys/leases/lookup/database/creds/{role}/?limit=500&after={after}"),
+                None,
+            )
+            .await;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            break;
+        }
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        let page: Vec<String> = serde_json::from_value(body["data"]["keys"].clone()).unwrap();
+        assert!(page.len() <= 500);
+        paged.extend(page);
+    }
+    assert_eq!(paged, keys, "the pages make up the whole listing");
+    // After a deeper level, the listing goes on past everything in it.
+    let (status, body) = server
+        .call(
+            "LIST",
+            &format!("sys/leases/lookup/database/creds/?after={role}/"),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND, "{body}");
+    for bad in ["limit=0", "limit=abc", "after=a;b", "offset=3"] {
+        let (status, body) = server
+            .call(
+                "LIST",
+                &format!("sys/leases/lookup/database/creds/{role}/?{bad}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
     sqlx::query("UPDATE leases SET state = 'revoked', revoked_at = 1")
         .execute(server.state.store.pool())
         .await

@@ -6,8 +6,11 @@ use axum::Json;
 use chrono::Utc;
 use serde_json::json;
 
-use super::{listing, respond, written, ApiError, ApiResult, Body, Caller, Envelope};
+use serde::Deserialize;
+
+use super::{listing, respond, written, ApiError, ApiResult, Body, Caller, Envelope, QueryParams};
 use crate::auth::Auth;
+use crate::lease::ListPage;
 use crate::names::{LeaseId, LeasePrefix};
 use crate::AppState;
 
@@ -76,17 +79,51 @@ pub async fn lookup_lease(
     Ok(respond(state.leases.lookup(&lease_id).await?))
 }
 
+/// `?after=KEY&limit=N` on a lease listing (OpenBao's paging).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Longest page a client may ask for; without `limit` every key is answered.
+const MAX_PAGE: usize = 100_000;
+
+impl PageQuery {
+    fn into_page(self) -> Result<ListPage, ApiError> {
+        if let Some(after) = self.after.as_deref().filter(|a| !a.is_empty()) {
+            LeasePrefix::parse(after.trim_end_matches('/'))
+                .map_err(|e| ApiError::bad_request(format!("after: {e}")))?;
+        }
+        if self.limit.is_some_and(|l| l == 0 || l > MAX_PAGE) {
+            return Err(ApiError::bad_request(format!(
+                "limit: must be 1 to {MAX_PAGE}"
+            )));
+        }
+        Ok(ListPage {
+            after: self.after,
+            limit: self.limit,
+        })
+    }
+}
+
 /// Listing needs `list` and `sudo` on the path; the gate checked both.
-pub async fn list_leases_root(State(state): State<AppState>, _caller: Caller) -> ApiResult {
-    listing(state.leases.list("").await?)
+pub async fn list_leases_root(
+    State(state): State<AppState>,
+    _caller: Caller,
+    QueryParams(page): QueryParams<PageQuery>,
+) -> ApiResult {
+    listing(state.leases.list("", &page.into_page()?).await?)
 }
 
 pub async fn list_leases(
     State(state): State<AppState>,
     _caller: Caller,
     prefix: LeasePrefix,
+    QueryParams(page): QueryParams<PageQuery>,
 ) -> ApiResult {
-    listing(state.leases.list(&prefix).await?)
+    listing(state.leases.list(&prefix, &page.into_page()?).await?)
 }
 
 async fn renew(state: &AppState, lease_id: &LeaseId, mut body: Body) -> ApiResult {

@@ -94,6 +94,15 @@ pub struct IssuedCredentials {
     pub lease_duration: Duration,
 }
 
+/// Which keys of a listing to answer (`LIST ...?after=KEY&limit=N`, as OpenBao pages lists).
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// Only keys sorting after this one (a key of an earlier page).
+    pub after: Option<String>,
+    /// At most this many keys; none means all.
+    pub limit: Option<usize>,
+}
+
 /// A lease as `sys/leases/lookup` shows it.
 #[derive(Debug, Serialize)]
 pub struct LeaseInfo {
@@ -460,30 +469,43 @@ impl LeaseManager {
 
     /// The next path segment of every live lease under `prefix`, Vault's `LIST sys/leases/lookup`:
     /// a lease id as a key, a deeper level as `segment/`. `prefix` is a path (`database/creds/app`
-    /// lists `database/creds/app/...`, never `database/creds/app2/...`). All keys are returned; the
-    /// ids are read page by page, and each deeper level costs one query however many leases it
-    /// holds, so no more than a page of ids is in memory besides the keys.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    /// lists `database/creds/app/...`, never `database/creds/app2/...`). The ids are read page by
+    /// page, and each deeper level costs one query however many leases it holds, so no more than a
+    /// page of ids is in memory besides the keys.
+    ///
+    /// `page` pages the keys as OpenBao does: only keys sorting after `page.after` (a key of an
+    /// earlier answer), at most `page.limit` of them; without a limit every key is returned.
+    pub async fn list(&self, prefix: &str, page: &ListPage) -> Result<Vec<String>> {
         let prefix = prefix.trim_start_matches('/');
         if !prefix.is_empty() {
             check_lease_path("prefix", prefix)?;
         }
         let range = IdRange::under(prefix);
         let base_len = range.start.len();
+        let limit = page.limit.unwrap_or(usize::MAX);
         let mut keys: Vec<String> = Vec::new();
-        let mut after = String::new();
-        'pages: loop {
+        // The cursor is an id: everything after it is listed. Past a deeper level `seg/`, every id
+        // in it sorts below `seg/` followed by 0x7F (ids are ASCII below 0x7F), every later id above.
+        let mut after = match page.after.as_deref() {
+            None | Some("") => String::new(),
+            Some(key) => match key.strip_suffix('/') {
+                Some(level) => format!("{}{level}/\u{7f}", range.start),
+                None => format!("{}{key}", range.start),
+            },
+        };
+        'pages: while keys.len() < limit {
             let ids = self.store.live_lease_ids_in(&range, &after, PAGE).await?;
             let Some(last) = ids.last() else { break };
             let last = last.clone();
             for id in ids {
+                if keys.len() == limit {
+                    break 'pages;
+                }
                 let rest = &id[base_len..];
                 match rest.find('/') {
                     Some(slash) => {
                         let level = &rest[..=slash];
                         keys.push(level.to_owned());
-                        // Skip the rest of this level: every id in it sorts below its name
-                        // followed by 0x7F, and every id after it sorts above.
                         after = format!("{}{level}\u{7f}", range.start);
                         continue 'pages;
                     }
