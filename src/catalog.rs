@@ -228,9 +228,7 @@ impl Catalog {
         let allowed_roles = match input.allowed_roles {
             Some(roles) => {
                 for role in &roles {
-                    if role != "*" {
-                        check_name("allowed_roles entry", role)?;
-                    }
+                    crate::names::check_role_glob(role)?;
                 }
                 roles
             }
@@ -407,7 +405,10 @@ impl Catalog {
             .await?
             .ok_or_else(|| Error::not_found("connection", connection))?;
         let allowed = decode_list("allowed_roles", &row.allowed_roles)?;
-        if allowed.iter().any(|r| r == "*" || r == role) {
+        if allowed
+            .iter()
+            .any(|pattern| crate::names::glob_matches(pattern, role))
+        {
             Ok(())
         } else {
             Err(Error::invalid(format!(
@@ -416,10 +417,33 @@ impl Catalog {
         }
     }
 
+    /// Drops the cached instance of every connection whose plugin is `plugin_name`, so each
+    /// reconnects with its stored settings on next use; returns their names.
+    pub async fn reload_plugin(&self, plugin_name: &str) -> Result<Vec<String>> {
+        let mut reloaded = Vec::new();
+        for name in self.store.list_connections().await? {
+            let Some(row) = self.store.get_connection(&name).await? else {
+                continue;
+            };
+            if row.plugin_name == plugin_name {
+                self.engines.invalidate(&name).await;
+                reloaded.push(name);
+            }
+        }
+        Ok(reloaded)
+    }
+
     /// Creates or updates a role after checking its templates and TTLs against its connection.
     #[tracing::instrument(skip_all, fields(role = %name), err)]
     pub async fn write_role(&self, name: &str, input: RoleInput) -> Result<Vec<String>> {
         check_name("role name", name)?;
+        // One name, one kind of role (as Vault): `creds/NAME` and `static-creds/NAME` must not be
+        // two different things a policy on one name would cover.
+        if self.store.get_static_role(name).await?.is_some() {
+            return Err(Error::invalid(format!(
+                "a static role named {name} exists; a dynamic role may not share its name"
+            )));
+        }
         let existing = match self.store.get_role(name).await? {
             Some(row) => Some(Role::from_row(row)?),
             None => None,

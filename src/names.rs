@@ -125,9 +125,64 @@ fn check_policy_name(kind: &str, name: &str) -> Result<()> {
     }
 }
 
+/// Checks an `allowed_roles` entry: a role name, where `*` may stand for any run of characters
+/// (`*`, `app-*`, `*-ro`), as Vault's glob allows.
+pub fn check_role_glob(entry: &str) -> Result<()> {
+    if entry == "*" {
+        return Ok(());
+    }
+    let literal = entry.replace('*', "x");
+    check_name("allowed_roles entry", &literal).map_err(|_| {
+        crate::Error::invalid(format!(
+            "allowed_roles: {:?} is not a role name or a glob of one ('*' for any characters)",
+            entry.chars().take(80).collect::<String>()
+        ))
+    })
+}
+
+/// Whether `name` matches `pattern`, where each `*` stands for any run of characters.
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let pieces: Vec<&str> = parts.collect();
+    let Some((last, middle)) = pieces.split_last() else {
+        // No `*` at all: the pattern is the whole name.
+        return rest.is_empty();
+    };
+    for piece in middle {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_globs_match_as_vault_does() {
+        for (pattern, name, expected) in [
+            ("*", "anything", true),
+            ("app-*", "app-ro", true),
+            ("app-*", "app", false),
+            ("*-ro", "billing-ro", true),
+            ("*-ro", "billing-rw", false),
+            ("a*b*c", "a-b-x-c", true),
+            ("a*b*c", "a-c", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+        ] {
+            assert_eq!(glob_matches(pattern, name), expected, "{pattern} ~ {name}");
+        }
+        check_role_glob("app-*").unwrap();
+        assert!(check_role_glob("app;*").is_err());
+    }
 
     #[test]
     fn names_refuse_what_the_store_would_refuse() {

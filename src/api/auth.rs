@@ -23,6 +23,7 @@ pub fn routes() -> Routes {
         .write("/v1/auth/token/revoke-orphan", revoke_orphan)
         .sudo()
         .write("/v1/auth/token/renew-self", renew_self)
+        .write("/v1/auth/token/renew", renew_token)
         .write("/v1/auth/token/revoke-self", revoke_self)
         .write("/v1/auth/token/lookup", lookup_token)
         .write("/v1/auth/token/lookup-accessor", lookup_accessor)
@@ -132,9 +133,34 @@ pub async fn renew_self(
     let increment = body.duration("increment")?;
     body.finish()?;
     let (ttl, warnings) = state.auth.renew_token(&caller.identity, increment).await?;
-    let identity = &caller.identity;
+    Ok(renewed(&caller.identity, &caller.token, ttl, warnings))
+}
+
+/// `auth/token/renew`: renews the token given by value (operators; as Vault).
+pub async fn renew_token(State(state): State<AppState>, mut body: Body) -> ApiResult {
+    let token = required_token(&mut body)?;
+    let increment = body.duration("increment")?;
+    body.finish()?;
+    let identity = match state.auth.authenticate(Some(&token)).await {
+        Ok(identity) => identity,
+        Err(crate::Error::PermissionDenied) => {
+            return Err(ApiError::bad_request("token: not a live token"))
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let (ttl, warnings) = state.auth.renew_token(&identity, increment).await?;
+    Ok(renewed(&identity, &token, ttl, warnings))
+}
+
+/// Vault's answer to a token renewal: the token in `auth` with its new lease duration.
+fn renewed(
+    identity: &crate::auth::Identity,
+    token: &lessor_plugin::Secret,
+    ttl: std::time::Duration,
+    warnings: Vec<String>,
+) -> Response {
     let auth = json!({
-        "client_token": caller.token.expose(),
+        "client_token": token.expose(),
         "accessor": identity.accessor,
         "policies": identity.policies,
         "token_policies": identity.policies,
@@ -145,7 +171,7 @@ pub async fn renew_self(
         "token_type": "service",
         "orphan": identity.parent_accessor.is_none(),
     });
-    Ok(Json(json!({
+    Json(json!({
         "request_id": current_request_id(),
         "lease_id": "",
         "renewable": false,
@@ -156,7 +182,7 @@ pub async fn renew_self(
         "auth": auth,
         "mount_type": "token",
     }))
-    .into_response())
+    .into_response()
 }
 
 pub async fn revoke_self(State(state): State<AppState>, caller: Caller, body: Body) -> ApiResult {

@@ -108,6 +108,22 @@ pub async fn reset_connection(
     Ok(written(vec![]))
 }
 
+/// `database/reload/:plugin_name`: every connection using that plugin reconnects on next use with
+/// its stored settings (Vault's answer: which connections, how many).
+pub async fn reload_plugin(
+    State(state): State<AppState>,
+    _caller: Caller,
+    axum::extract::Path(plugin_name): axum::extract::Path<String>,
+    mut body: Body,
+) -> ApiResult {
+    body.refuse_unsupported("scope", "there is one node; reload is always local")?;
+    body.finish()?;
+    let reloaded = state.catalog.reload_plugin(&plugin_name).await?;
+    Ok(respond(
+        json!({ "connections": reloaded, "count": reloaded.len() }),
+    ))
+}
+
 pub async fn list_roles(State(state): State<AppState>, _caller: Caller) -> ApiResult {
     listing(state.catalog.list_roles().await?)
 }

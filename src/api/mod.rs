@@ -113,6 +113,20 @@ pub fn routes() -> Routes {
         .sudo()
         .write("/v1/sys/leases/revoke-force/{*prefix}", sys::revoke_force)
         .sudo()
+        // Vault's older lease paths, still used by async-hvac and older clients.
+        .write("/v1/sys/renew", sys::renew_lease)
+        .write("/v1/sys/renew/{*lease_id}", sys::renew_lease_path)
+        .write("/v1/sys/revoke", sys::revoke_lease)
+        .write("/v1/sys/revoke/{*lease_id}", sys::revoke_lease_path)
+        .write("/v1/sys/revoke-prefix/{*prefix}", sys::revoke_prefix)
+        .sudo()
+        .write("/v1/sys/revoke-force/{*prefix}", sys::revoke_force)
+        .sudo()
+        .read("/v1/sys/seal-status", sys::seal_status)
+        .public()
+        .read("/v1/sys/mounts", sys::mounts)
+        .read("/v1/sys/auth", sys::auth_methods)
+        .write("/v1/database/reload/{name}", database::reload_plugin)
         .merge(auth::routes())
         .merge(policies::routes())
         .merge(audit::routes())
@@ -466,6 +480,8 @@ mod tests {
                 "Write /v1/sys/audit/{name}",
                 "Write /v1/sys/leases/revoke-force/{*prefix}",
                 "Write /v1/sys/leases/revoke-prefix/{*prefix}",
+                "Write /v1/sys/revoke-force/{*prefix}",
+                "Write /v1/sys/revoke-prefix/{*prefix}",
             ]
         );
         let unauthenticated: Vec<String> = table
@@ -473,7 +489,7 @@ mod tests {
             .filter(|(_, e)| matches!(e.access, Access::Public | Access::Login))
             .map(|(t, e)| format!("{:?} {t}", e.verb))
             .collect();
-        assert_eq!(unauthenticated.len(), 3, "{unauthenticated:?}");
+        assert_eq!(unauthenticated.len(), 4, "{unauthenticated:?}");
         // HEAD is served only where it has no side effect.
         let heads: Vec<&str> = table
             .endpoints()

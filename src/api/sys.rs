@@ -1,6 +1,7 @@
 //! Handlers for `sys/health`, `sys/leases/*` and `auth/token/lookup-self`.
 
 use axum::extract::State;
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -28,6 +29,107 @@ pub async fn health() -> Response {
         "cluster_name": "lessor",
     }))
     .into_response()
+}
+
+/// `sys/seal-status`: unauthenticated, as in Vault. Lessor has no seal to open (its key is given
+/// at start), so it is always initialized and unsealed; clients that check before working proceed.
+pub async fn seal_status() -> Response {
+    Json(json!({
+        "type": "shamir",
+        "initialized": true,
+        "sealed": false,
+        "t": 1,
+        "n": 1,
+        "progress": 0,
+        "nonce": "",
+        "version": env!("CARGO_PKG_VERSION"),
+        "build_date": "",
+        "migration": false,
+        "cluster_name": "lessor",
+        "cluster_id": "",
+        "recovery_seal": false,
+        "storage_type": "sqlite",
+    }))
+    .into_response()
+}
+
+/// One entry of `sys/mounts` / `sys/auth`, in Vault's shape.
+fn mount(kind: &str, description: &str, accessor: &str, state: &AppState) -> serde_json::Value {
+    let limits = state.catalog.limits();
+    json!({
+        "type": kind,
+        "description": description,
+        "accessor": accessor,
+        "config": {
+            "default_lease_ttl": limits.default_ttl.as_secs(),
+            "max_lease_ttl": limits.max_ttl.as_secs(),
+            "force_no_cache": false,
+        },
+        "local": false,
+        "seal_wrap": false,
+        "external_entropy_access": false,
+        "options": null,
+        "uuid": accessor,
+    })
+}
+
+/// Vault puts the table both at the top level and under `data`.
+fn mount_table(entries: Vec<(&str, serde_json::Value)>) -> Response {
+    let mut body = serde_json::Map::new();
+    let mut data = serde_json::Map::new();
+    for (path, entry) in entries {
+        body.insert(path.to_owned(), entry.clone());
+        data.insert(path.to_owned(), entry);
+    }
+    body.insert(
+        "request_id".into(),
+        json!(super::gate::current_request_id()),
+    );
+    body.insert("data".into(), serde_json::Value::Object(data));
+    Json(serde_json::Value::Object(body)).into_response()
+}
+
+/// `sys/mounts`: the secrets engines this server has (fixed: the database engine and `sys`).
+pub async fn mounts(State(state): State<AppState>, _caller: Caller) -> Response {
+    mount_table(vec![
+        (
+            "database/",
+            mount(
+                "database",
+                "dynamic and static database credentials",
+                "database_lessor",
+                &state,
+            ),
+        ),
+        (
+            "sys/",
+            mount("system", "system endpoints", "system_lessor", &state),
+        ),
+    ])
+}
+
+/// `sys/auth`: the auth methods this server has.
+pub async fn auth_methods(State(state): State<AppState>, _caller: Caller) -> Response {
+    mount_table(vec![
+        (
+            "token/",
+            mount(
+                "token",
+                "token based credentials",
+                "auth_token_lessor",
+                &state,
+            ),
+        ),
+        (
+            "jwt/",
+            mount(
+                "jwt",
+                "workload identity: signed JWTs",
+                "auth_jwt_lessor",
+                &state,
+            ),
+        ),
+    ])
 }
 
 pub async fn lookup_self(caller: Caller) -> Response {
@@ -60,6 +162,12 @@ async fn check_owner(
     Ok(())
 }
 
+/// The canonical path a request was authorized on (legacy `sys/renew` and current
+/// `sys/leases/renew` alike), which is where an operator's `sudo` over others' leases is looked up.
+fn policy_path(uri: &Uri) -> &str {
+    uri.path().trim_start_matches("/v1/")
+}
+
 fn required_lease_id(body: &mut Body) -> Result<LeaseId, ApiError> {
     let id = body
         .string("lease_id")?
@@ -71,11 +179,12 @@ fn required_lease_id(body: &mut Body) -> Result<LeaseId, ApiError> {
 pub async fn lookup_lease(
     State(state): State<AppState>,
     caller: Caller,
+    uri: Uri,
     mut body: Body,
 ) -> ApiResult {
     let lease_id = required_lease_id(&mut body)?;
     body.finish()?;
-    check_owner(&state, &caller, &lease_id, "sys/leases/lookup").await?;
+    check_owner(&state, &caller, &lease_id, policy_path(&uri)).await?;
     Ok(respond(state.leases.lookup(&lease_id).await?))
 }
 
@@ -141,38 +250,35 @@ async fn renew(state: &AppState, lease_id: &LeaseId, mut body: Body) -> ApiResul
 pub async fn renew_lease(
     State(state): State<AppState>,
     caller: Caller,
+    uri: Uri,
     mut body: Body,
 ) -> ApiResult {
     let lease_id = required_lease_id(&mut body)?;
-    check_owner(&state, &caller, &lease_id, "sys/leases/renew").await?;
+    check_owner(&state, &caller, &lease_id, policy_path(&uri)).await?;
     renew(&state, &lease_id, body).await
 }
 
 pub async fn renew_lease_path(
     State(state): State<AppState>,
     caller: Caller,
+    uri: Uri,
     lease_id: LeaseId,
     body: Body,
 ) -> ApiResult {
-    check_owner(
-        &state,
-        &caller,
-        &lease_id,
-        &format!("sys/leases/renew/{lease_id}"),
-    )
-    .await?;
+    check_owner(&state, &caller, &lease_id, policy_path(&uri)).await?;
     renew(&state, &lease_id, body).await
 }
 
 pub async fn revoke_lease(
     State(state): State<AppState>,
     caller: Caller,
+    uri: Uri,
     mut body: Body,
 ) -> ApiResult {
     let lease_id = required_lease_id(&mut body)?;
     body.refuse_unsupported("sync", "revocation is always synchronous here")?;
     body.finish()?;
-    check_owner(&state, &caller, &lease_id, "sys/leases/revoke").await?;
+    check_owner(&state, &caller, &lease_id, policy_path(&uri)).await?;
     state.leases.revoke(&lease_id).await?;
     Ok(written(vec![]))
 }
@@ -180,17 +286,12 @@ pub async fn revoke_lease(
 pub async fn revoke_lease_path(
     State(state): State<AppState>,
     caller: Caller,
+    uri: Uri,
     lease_id: LeaseId,
     body: Body,
 ) -> ApiResult {
     body.finish()?;
-    check_owner(
-        &state,
-        &caller,
-        &lease_id,
-        &format!("sys/leases/revoke/{lease_id}"),
-    )
-    .await?;
+    check_owner(&state, &caller, &lease_id, policy_path(&uri)).await?;
     state.leases.revoke(&lease_id).await?;
     Ok(written(vec![]))
 }

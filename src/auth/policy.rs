@@ -44,6 +44,10 @@ path "sys/leases/lookup" {
 path "sys/leases/renew" {
   capabilities = ["update"]
 }
+# The older path of the same, for older clients.
+path "sys/renew" {
+  capabilities = ["update"]
+}
 path "sys/leases/renew/*" {
   capabilities = ["update"]
 }

@@ -194,6 +194,11 @@ impl Rotator {
         input: StaticRoleInput,
     ) -> Result<Vec<String>> {
         let _guard = self.lock(format!("static/{name}")).await;
+        if self.store.get_role(name).await?.is_some() {
+            return Err(Error::invalid(format!(
+                "a dynamic role named {name} exists; a static role may not share its name"
+            )));
+        }
         let existing = self.store.get_static_role(name).await?;
         let creating = existing.is_none();
         let mut warnings = Vec::new();
