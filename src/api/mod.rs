@@ -329,6 +329,19 @@ impl Body {
         }
     }
 
+    /// Takes `field` if the client repeated a path parameter in the body (node-vault sends the
+    /// parameters of its path templates, such as `path_prefix`, as body fields too): it must equal
+    /// the path's value, or the request is ambiguous and refused.
+    pub fn echoed_path_parameter(&mut self, field: &str, in_path: &str) -> Result<(), ApiError> {
+        match self.0.remove(field) {
+            None => Ok(()),
+            Some(Value::String(s)) if s.trim_matches('/') == in_path.trim_matches('/') => Ok(()),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "{field}: does not match the path ({in_path})"
+            ))),
+        }
+    }
+
     /// Ends parsing: every field the handler did not take is refused with a 400 naming it, so a
     /// misspelled or unsupported field never goes unnoticed.
     pub fn finish(self) -> Result<(), ApiError> {

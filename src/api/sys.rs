@@ -304,6 +304,7 @@ pub async fn revoke_prefix(
     mut body: Body,
 ) -> ApiResult {
     body.refuse_unsupported("sync", "revocation is always synchronous here")?;
+    body.echoed_path_parameter("path_prefix", &prefix)?;
     body.finish()?;
     state.leases.revoke_prefix(&prefix, false).await?;
     Ok(written(vec![]))
@@ -315,8 +316,9 @@ pub async fn revoke_force(
     State(state): State<AppState>,
     _caller: Caller,
     prefix: LeasePrefix,
-    body: Body,
+    mut body: Body,
 ) -> ApiResult {
+    body.echoed_path_parameter("path_prefix", &prefix)?;
     body.finish()?;
     state.leases.revoke_prefix(&prefix, true).await?;
     Ok(written(vec![]))
