@@ -149,7 +149,12 @@ impl Wrapping {
     /// Stores `answer` (a whole JSON answer) sealed under a new wrapping token that lives `ttl`
     /// (see [`Self::effective_ttl`]); returns the token and its `wrap_info`.
     #[tracing::instrument(skip_all, fields(path = %creation_path), err)]
-    pub async fn wrap(&self, answer: &Value, creation_path: &str, ttl: Duration) -> Result<WrapInfo> {
+    pub async fn wrap(
+        &self,
+        answer: &Value,
+        creation_path: &str,
+        ttl: Duration,
+    ) -> Result<WrapInfo> {
         let ttl = self.effective_ttl(ttl)?;
         // Expired answers go whenever a new one comes, so the table holds little but live ones
         // even without a housekeeping round.
@@ -166,9 +171,8 @@ impl Wrapping {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
         };
-        let plaintext = Secret::new(
-            serde_json::to_string(answer).map_err(|e| Error::Internal(e.to_string()))?,
-        );
+        let plaintext =
+            Secret::new(serde_json::to_string(answer).map_err(|e| Error::Internal(e.to_string()))?);
         self.store
             .insert_wrapped(&WrappedResponse {
                 token_hash: self.auth.hash_token(&info.token),
@@ -300,7 +304,9 @@ mod tests {
     #[test]
     fn only_answers_with_data_or_auth_are_wrapped() {
         assert!(is_wrappable(&json!({"data": {"a": 1}, "auth": null})));
-        assert!(is_wrappable(&json!({"data": null, "auth": {"client_token": "x"}})));
+        assert!(is_wrappable(
+            &json!({"data": null, "auth": {"client_token": "x"}})
+        ));
         assert!(!is_wrappable(&json!({"data": null, "auth": null})));
         assert!(!is_wrappable(&json!({"errors": ["no"]})));
         assert!(!is_wrappable(&Value::Null));

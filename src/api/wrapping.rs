@@ -51,11 +51,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WrappingToken {
 }
 
 /// `sys/wrapping/unwrap`: the wrapped answer, once.
-async fn unwrap(
-    State(state): State<AppState>,
-    token: WrappingToken,
-    mut body: Body,
-) -> ApiResult {
+async fn unwrap(State(state): State<AppState>, token: WrappingToken, mut body: Body) -> ApiResult {
     // The gate already read `token` from the body: it is the one this request acts on.
     body.0.remove("token");
     body.finish()?;
@@ -67,11 +63,7 @@ async fn unwrap(
 }
 
 /// `sys/wrapping/lookup`: creation path, time and TTL; never the secret.
-async fn lookup(
-    State(state): State<AppState>,
-    token: WrappingToken,
-    mut body: Body,
-) -> ApiResult {
+async fn lookup(State(state): State<AppState>, token: WrappingToken, mut body: Body) -> ApiResult {
     body.0.remove("token");
     body.finish()?;
     Ok(respond(state.wrapping.lookup(&token.0).await?))
@@ -90,11 +82,7 @@ async fn rewrap(State(state): State<AppState>, _caller: Caller, mut body: Body) 
 
 /// `sys/wrapping/wrap`: wraps the request body (any JSON object) as `data`. As in Vault, the
 /// request must ask for wrapping; answering the data back unwrapped would be pointless.
-async fn wrap(
-    _caller: Caller,
-    wrap: Option<Extension<WrapRequest>>,
-    bytes: Bytes,
-) -> ApiResult {
+async fn wrap(_caller: Caller, wrap: Option<Extension<WrapRequest>>, bytes: Bytes) -> ApiResult {
     if wrap.is_none() {
         return Err(ApiError::bad_request(
             "x-vault-wrap-ttl: required on sys/wrapping/wrap (wrapping is requested but no TTL is set)",

@@ -59,7 +59,8 @@ impl From<Row> for WrappedResponse {
     }
 }
 
-const INSERT: &str = "INSERT INTO wrapped_responses (token_hash, accessor, sealed_response, creation_path,
+const INSERT: &str =
+    "INSERT INTO wrapped_responses (token_hash, accessor, sealed_response, creation_path,
          created_at, ttl_secs, expires_at, wrapped_accessor)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
 
@@ -101,10 +102,11 @@ impl Store {
 
     /// Reads the wrapped answer of `token_hash` without consuming it (for `sys/wrapping/lookup`).
     pub async fn get_wrapped(&self, token_hash: &str) -> Result<Option<WrappedResponse>> {
-        let row: Option<Row> = sqlx::query_as("SELECT * FROM wrapped_responses WHERE token_hash = ?")
-            .bind(token_hash)
-            .fetch_optional(self.pool())
-            .await?;
+        let row: Option<Row> =
+            sqlx::query_as("SELECT * FROM wrapped_responses WHERE token_hash = ?")
+                .bind(token_hash)
+                .fetch_optional(self.pool())
+                .await?;
         Ok(row.map(Into::into))
     }
 
