@@ -334,6 +334,17 @@ async fn an_expired_wrapping_token_is_refused_and_its_answer_removed() {
     let info = wrapped_creds(&server, &role, "1s").await;
     assert_eq!(info["ttl"], 1);
     let token = info["token"].as_str().unwrap().to_owned();
+    // A second answer that nobody asks for again: purged when the next answer is wrapped.
+    let (status, body) = call_wrapped(
+        &server,
+        Some(ROOT_TOKEN),
+        "POST",
+        "sys/wrapping/wrap",
+        "1s",
+        Some(json!({ "forgotten": "secret-never-unwrapped" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (status, body) = server
         .call(
@@ -345,7 +356,22 @@ async fn an_expired_wrapping_token_is_refused_and_its_answer_removed() {
     assert_invalid(status, &body);
     let (status, body) = unwrap_as(&server, &token).await;
     assert_invalid(status, &body);
-    assert_eq!(wrapped_rows(&server).await, 0, "the expired answer is gone");
+    assert_eq!(wrapped_rows(&server).await, 1, "the refused answer is gone");
+    let (status, body) = call_wrapped(
+        &server,
+        Some(ROOT_TOKEN),
+        "POST",
+        "sys/wrapping/wrap",
+        "1m",
+        Some(json!({ "fresh": true })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        wrapped_rows(&server).await,
+        1,
+        "the forgotten expired answer was purged; only the fresh one is left"
+    );
 
     // The credential inside was never delivered, but its lease is recorded like any other: it is
     // revoked (and the reaper would have expired it).
