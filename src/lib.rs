@@ -15,6 +15,7 @@
 //! - [`audit`]: audit devices with HMAC'd secrets, and the anomaly rules that raise alerts.
 //! - [`metrics`]: Prometheus counters and the request latency histogram.
 //! - [`seal`]: AES-256-GCM for secrets at rest.
+//! - [`wrapping`]: response wrapping (single-use wrapping tokens for sealed answers).
 //! - [`config`]: defaults < TOML < `LESSOR_*` env < flags.
 //! - [`dev`]: what `lessor dev` registers on a fresh machine.
 //!
@@ -41,6 +42,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod ttl;
+pub mod wrapping;
 
 use std::future::Future;
 use std::time::Instant;
@@ -92,6 +94,8 @@ pub struct AppState {
     pub monitor: Monitor,
     /// Static roles and admin password rotation.
     pub rotation: Rotator,
+    /// Response wrapping: sealed answers behind single-use wrapping tokens.
+    pub wrapping: wrapping::Wrapping,
 }
 
 impl AppState {
@@ -132,6 +136,12 @@ impl AppState {
             engines.clone(),
             settings.lease_limits(),
         );
+        let wrapping = wrapping::Wrapping::new(
+            store.clone(),
+            sealer.clone(),
+            auth.clone(),
+            settings.lease_limits().max_ttl,
+        );
         let rotation = Rotator::new(store.clone(), sealer, engines.clone(), catalog.clone());
         let leases = LeaseManager::new(store.clone(), engines.clone(), catalog.clone());
         Ok(Self {
@@ -145,6 +155,7 @@ impl AppState {
             leases,
             engines,
             rotation,
+            wrapping,
         })
     }
 }

@@ -9,8 +9,10 @@
 //! Paths that would need a second interpretation (`//`, `.`, `..`, a control character, a `%`
 //! that survives decoding) are refused with a 400 naming the problem.
 
+use std::time::Duration;
+
 use axum::extract::Request;
-use axum::http::{Method, Uri};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -21,13 +23,48 @@ use super::ApiError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listing(pub bool);
 
+/// Set on a request that asked for its answer wrapped (`X-Vault-Wrap-TTL`): the gate stores a
+/// successful answer that carries `data` or `auth` and answers with a wrapping token instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrapRequest {
+    /// As asked; at least [`crate::wrapping::MIN_TTL`]. The server's max TTL caps it later.
+    pub ttl: Duration,
+}
+
+/// The wrapping a request asks for, from Vault's headers; a malformed or unsupported value is a
+/// 400 naming the header, since answering unwrapped would hand out the secret the client wanted
+/// wrapped.
+fn wrap_request(headers: &HeaderMap) -> Result<Option<WrapRequest>, ApiError> {
+    let value = |name: &str| -> Result<Option<String>, ApiError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(value) => value
+                .to_str()
+                .map(|v| Some(v.trim().to_owned()).filter(|v| !v.is_empty()))
+                .map_err(|_| ApiError::bad_request(format!("{name}: not valid text"))),
+        }
+    };
+    if let Some(format) = value("x-vault-wrap-format")? {
+        if !format.eq_ignore_ascii_case("json") {
+            return Err(ApiError::bad_request(
+                "x-vault-wrap-format: only \"json\" is supported (JWT wrapping tokens are not)",
+            ));
+        }
+    }
+    let Some(ttl) = value("x-vault-wrap-ttl")? else {
+        return Ok(None);
+    };
+    let ttl = crate::ttl::parse_duration_str("x-vault-wrap-ttl", &ttl)?;
+    if ttl < crate::wrapping::MIN_TTL {
+        return Err(ApiError::bad_request(
+            "x-vault-wrap-ttl: must be at least 1 second",
+        ));
+    }
+    Ok(Some(WrapRequest { ttl }))
+}
+
 /// Request headers that would change a request's meaning and are not implemented, with why.
 const UNSUPPORTED_HEADERS: &[(&str, &str)] = &[
-    (
-        "x-vault-wrap-ttl",
-        "response wrapping is not supported; the secret would come back unwrapped",
-    ),
-    ("x-vault-wrap-format", "response wrapping is not supported"),
     ("x-vault-namespace", "namespaces are not supported"),
     ("x-vault-mfa", "MFA is not supported"),
     (
@@ -114,6 +151,9 @@ pub fn canonicalize(mut request: Request) -> Result<Request, ApiError> {
             return Err(ApiError::bad_request(format!("{header}: {why}")));
         }
     }
+    if let Some(wrap) = wrap_request(request.headers())? {
+        request.extensions_mut().insert(wrap);
+    }
     let mut listing = false;
     if request.method().as_str() == "LIST" {
         *request.method_mut() = Method::GET;
@@ -171,6 +211,45 @@ mod tests {
             "/v1/database/creds/b//",
         ] {
             assert!(canonical_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wrap_headers_are_parsed_or_refused_naming_the_header() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, value.parse().unwrap());
+            }
+            map
+        };
+        assert_eq!(wrap_request(&headers(&[])).unwrap(), None);
+        assert_eq!(
+            wrap_request(&headers(&[("x-vault-wrap-ttl", "5m")])).unwrap(),
+            Some(WrapRequest {
+                ttl: Duration::from_secs(300)
+            })
+        );
+        assert_eq!(
+            wrap_request(&headers(&[
+                ("x-vault-wrap-ttl", "60"),
+                ("x-vault-wrap-format", "json")
+            ]))
+            .unwrap()
+            .map(|w| w.ttl.as_secs()),
+            Some(60)
+        );
+        for (pairs, field) in [
+            (vec![("x-vault-wrap-ttl", "0")], "x-vault-wrap-ttl"),
+            (vec![("x-vault-wrap-ttl", "soon")], "x-vault-wrap-ttl"),
+            (vec![("x-vault-wrap-ttl", "-5s")], "x-vault-wrap-ttl"),
+            (
+                vec![("x-vault-wrap-ttl", "60"), ("x-vault-wrap-format", "jwt")],
+                "x-vault-wrap-format",
+            ),
+        ] {
+            let error = wrap_request(&headers(&pairs)).unwrap_err();
+            assert!(error.errors[0].starts_with(field), "{pairs:?}: {error:?}");
         }
     }
 

@@ -11,6 +11,14 @@
 //! the common failure (a dead device) free of side effects; withholding covers a device that
 //! dies between the two lines. The caller never holds a credential the audit log does not show.
 //!
+//! Response wrapping (`X-Vault-Wrap-TTL`, parsed by [`super::canonical`]) happens here, after
+//! the handler and before the response line: the policy check and the request line are those of
+//! the request as asked; the response line records the answer the caller really gets (the wrap,
+//! its token HMAC'd like every token); and when that line cannot be written, what the wrap hid
+//! is undone like any withheld answer (its lease or token revoked) and the wrap is discarded. The
+//! endpoints that consume wrapping tokens (`Access::WrappingToken`) are authorized here too, by
+//! possession of the wrapping token, which the handler receives as [`WrappingToken`].
+//!
 //! Public endpoints (`sys/health`) are neither authenticated nor audited (load balancers poll them
 //! every few seconds); login endpoints (`auth/jwt/login`) are unauthenticated by nature and audited
 //! like everything else. Paths no route matches fall through to the 404 fallback untouched.
@@ -19,22 +27,24 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use lessor_plugin::Secret;
 use serde_json::{json, Value};
 
-use super::canonical::Listing;
+use super::canonical::{Listing, WrapRequest};
 use super::routes::{Access, Endpoint, RouteTable, Verb};
+use super::wrapping::WrappingToken;
 use super::{ApiError, Caller};
 use crate::audit::anomaly::Actor;
 use crate::audit::{Audit, EntryKind};
 use crate::auth::policy::Operation;
 use crate::error::Error;
+use crate::wrapping::{is_wrappable, WrapInfo};
 use crate::AppState;
 
 tokio::task_local! {
@@ -81,6 +91,17 @@ pub fn presented_token(headers: &HeaderMap) -> Option<Secret> {
         .map(Secret::from)
 }
 
+/// Resolves the caller behind a client token, without checking what it may do.
+async fn identify(state: &AppState, token: Option<Secret>) -> Result<Caller, Error> {
+    let identity = state.auth.authenticate(token.as_ref()).await?;
+    let acl = state.policies.acl(&identity.policies).await?;
+    Ok(Caller {
+        identity,
+        token: token.unwrap_or_default(),
+        acl,
+    })
+}
+
 /// Resolves and authorizes a caller for `operation` on `path`.
 async fn authorize(
     state: &AppState,
@@ -89,17 +110,37 @@ async fn authorize(
     operation: Operation,
     sudo: bool,
 ) -> Result<Caller, Error> {
-    let identity = state.auth.authenticate(token.as_ref()).await?;
-    let acl = state.policies.acl(&identity.policies).await?;
+    let caller = identify(state, token).await?;
+    let acl = &caller.acl;
     if !acl.allows(path, operation) || (sudo && !acl.has_sudo(path)) {
-        tracing::info!(accessor = %identity.accessor, %path, operation = operation.as_str(), "refused by policy");
+        tracing::info!(accessor = %caller.identity.accessor, %path, operation = operation.as_str(), "refused by policy");
         return Err(Error::PermissionDenied);
     }
-    Ok(Caller {
-        identity,
-        token: token.unwrap_or_default(),
-        acl,
-    })
+    Ok(caller)
+}
+
+/// The wrapping token an `Access::WrappingToken` endpoint acts on: the body's `token`, else the
+/// request's token. Holding it is the authorization. A request token sent alongside a body token
+/// is a client token: it must be live (a bad token is a 403 on every path) and the audit line
+/// names its holder. A wrapping token is never a client token, so it passes nowhere else.
+async fn wrapping_token(state: &AppState, record: &mut Record) -> Result<WrappingToken, Error> {
+    match record.body.get("token") {
+        Some(Value::String(token)) if !token.trim().is_empty() => {
+            let token = WrappingToken(Secret::new(token.trim()));
+            if let Some(client) = record.token.clone() {
+                record.caller = Some(identify(state, Some(client)).await?);
+            }
+            Ok(token)
+        }
+        None | Some(Value::Null) | Some(Value::String(_)) => {
+            record.token.clone().map(WrappingToken).ok_or_else(|| {
+                Error::invalid(
+                    "token: a wrapping token is required, as the request's token or as \"token\" in the body",
+                )
+            })
+        }
+        Some(_) => Err(Error::invalid("token: expected a string")),
+    }
 }
 
 /// What the audit lines of one request share.
@@ -309,13 +350,23 @@ async fn guarded(
         body: body_json,
     };
 
-    if endpoint.access != Access::Login {
-        let sudo = endpoint.access == Access::Sudo;
-        match authorize(state, record.token.clone(), &record.path, operation, sudo).await {
-            Ok(caller) => record.caller = Some(caller),
+    match endpoint.access {
+        Access::Login => {}
+        Access::WrappingToken => match wrapping_token(state, &mut record).await {
+            Ok(token) => {
+                parts.extensions.insert(token);
+            }
             Err(error) => return refuse(state, &record, error).await,
+        },
+        Access::Policy | Access::Sudo | Access::Public => {
+            let sudo = endpoint.access == Access::Sudo;
+            match authorize(state, record.token.clone(), &record.path, operation, sudo).await {
+                Ok(caller) => record.caller = Some(caller),
+                Err(error) => return refuse(state, &record, error).await,
+            }
         }
     }
+    let wrap = parts.extensions.get::<WrapRequest>().copied();
     let audit = &state.audit;
     if let Err(error) = audit
         .write(EntryKind::Request, || {
@@ -330,51 +381,98 @@ async fn guarded(
     }
     let response = REQUEST_ID
         .scope(
-            request_id,
+            request_id.clone(),
             next.run(Request::from_parts(parts, Body::from(bytes))),
         )
         .await;
-    let status = response.status();
-    if !audit.is_enabled() {
-        // Nothing to record: the response goes out as the handler made it, unbuffered.
-        observe(state, endpoint, &record, status).await;
+    let handler_status = response.status();
+    // Vault wraps successful answers only; an error goes back as it is.
+    let wrap = wrap.filter(|_| handler_status.is_success());
+    if !audit.is_enabled() && wrap.is_none() {
+        // Nothing to record or wrap: the response goes out as the handler made it, unbuffered.
+        observe(state, endpoint, &record, handler_status).await;
         return response;
     }
 
-    let (response_parts, response_body) = response.into_parts();
-    let Ok(response_bytes) = axum::body::to_bytes(response_body, usize::MAX).await else {
+    let Some((mut response_parts, mut response_bytes)) = buffered(response).await else {
         return ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "cannot read the response",
         )
         .into_response();
     };
-    let response_json: Value = serde_json::from_slice(&response_bytes).unwrap_or(Value::Null);
+    let original: Value = serde_json::from_slice(&response_bytes).unwrap_or(Value::Null);
     if record.lease_id.is_none() {
-        record.lease_id = response_json
+        record.lease_id = original
             .get("lease_id")
             .and_then(Value::as_str)
             .filter(|id| !id.is_empty())
             .map(str::to_owned);
     }
+
+    // The wrapping step: the answer is stored sealed and the caller gets a wrapping token.
+    let mut status = handler_status;
+    let mut wrapped: Option<WrapInfo> = None;
+    let mut undone = false;
+    let mut answer = None;
+    if let Some(wrap) = wrap.filter(|_| is_wrappable(&original)) {
+        match state.wrapping.wrap(&original, &record.path, wrap.ttl).await {
+            Ok(info) => {
+                let envelope = info.envelope(&request_id);
+                response_bytes = Bytes::from(envelope.to_string());
+                // The handler's length, if it set one, was the unwrapped answer's.
+                response_parts.headers.remove(header::CONTENT_LENGTH);
+                answer = Some(envelope);
+                wrapped = Some(info);
+            }
+            Err(error) => {
+                // It cannot go out wrapped and must not go out unwrapped: undo what it carried.
+                withhold(state, handler_status, &original).await;
+                undone = true;
+                let Some((parts, bytes)) = buffered(ApiError::from(error).into_response()).await
+                else {
+                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                };
+                status = parts.status;
+                answer = serde_json::from_slice(&bytes).ok();
+                (response_parts, response_bytes) = (parts, bytes);
+            }
+        }
+    }
+    let answer = answer.as_ref().unwrap_or(&original);
+
     let written = audit
         .write(EntryKind::Response, || {
             record.entry(
                 audit,
                 EntryKind::Response,
                 Some(status),
-                error_text(&response_json).as_deref(),
-                Some(&response_json),
+                error_text(answer).as_deref(),
+                Some(answer),
             )
         })
         .await;
     if let Err(error) = written {
-        withhold(state, status, &response_json).await;
+        if !undone {
+            withhold(state, handler_status, &original).await;
+        }
+        if let Some(info) = &wrapped {
+            if let Err(e) = state.wrapping.discard(&info.token).await {
+                tracing::error!(accessor = %info.accessor, error = %e, "response withheld (audit failed); cannot discard the wrapped answer");
+            }
+        }
         return ApiError::from(error).into_response();
     }
 
     observe(state, endpoint, &record, status).await;
     Response::from_parts(response_parts, Body::from(response_bytes))
+}
+
+/// A response read into memory, to be recorded or wrapped; `None` when its body cannot be read.
+async fn buffered(response: Response) -> Option<(axum::http::response::Parts, Bytes)> {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.ok()?;
+    Some((parts, bytes))
 }
 
 /// Answers a refused request, audited like any other.

@@ -27,6 +27,7 @@ mod policies;
 pub mod routes;
 mod static_roles;
 mod sys;
+mod wrapping;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -130,6 +131,7 @@ pub fn routes() -> Routes {
         .merge(auth::routes())
         .merge(policies::routes())
         .merge(audit::routes())
+        .merge(wrapping::routes())
 }
 
 /// Builds the API router behind the policy gate. Serve it through [`crate::app`], which puts the

@@ -67,6 +67,11 @@ pub enum Access {
     /// As `Policy`, and `sudo` on the path too: the endpoint acts on everything at once or on
     /// the audit trail itself.
     Sudo,
+    /// Possession of the wrapping token the endpoint acts on (`sys/wrapping/unwrap`, `lookup`):
+    /// the body's `token`, else the request's token. A client token sent alongside a body token
+    /// must be valid and is named in the audit line; no policy is checked, since whoever holds
+    /// the wrapping token could present it as the request's token anyway (as Vault allows).
+    WrappingToken,
 }
 
 /// What the gate knows of an endpoint.
@@ -208,6 +213,11 @@ impl Routes {
     /// The endpoint declared last needs no token (a login) and is audited.
     pub fn login(self) -> Self {
         self.set_last(|e| e.access = Access::Login)
+    }
+
+    /// The endpoint declared last is authorized by the wrapping token it acts on.
+    pub fn wrapping_token(self) -> Self {
+        self.set_last(|e| e.access = Access::WrappingToken)
     }
 
     /// The endpoint declared last needs `sudo` on its path as well.

@@ -7,6 +7,7 @@
 mod identity;
 mod models;
 mod static_roles;
+pub mod wrapping;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
