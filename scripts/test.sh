@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # The one command that runs Lessor's tests on a fresh machine: starts PostgreSQL and MariaDB (and
-# makes PostgreSQL check passwords for non-admin logins), prepares the Python client used by the
-# Vault-compatibility test (hvac in .venv), then runs every test of the workspace, and at the end
+# makes PostgreSQL check passwords for non-admin logins), prepares the clients used by the
+# Vault-compatibility tests (hvac and async-hvac in .venv, node-vault in tests/clients), then runs
+# every test of the workspace, and at the end
 # checks that no database user or database the tests made is left behind (scripts/leftovers.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/services.sh
 
-if ! .venv/bin/python -c 'import hvac' >/dev/null 2>&1; then
-  echo "test: installing hvac into .venv" >&2
-  python3 -m venv .venv || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv .venv; }
-  .venv/bin/pip install --quiet --disable-pip-version-check 'hvac>=2,<3'
+if ! .venv/bin/python -c 'import hvac, async_hvac' >/dev/null 2>&1; then
+  echo "test: installing hvac and async-hvac into .venv" >&2
+  [ -x .venv/bin/python ] || python3 -m venv .venv || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv .venv; }
+  .venv/bin/pip install --quiet --disable-pip-version-check 'hvac>=2,<3' 'async-hvac==0.7.4'
+fi
+# node-vault, for tests/clients.rs (node and npm come with the machine, or from Debian).
+if [ ! -d tests/clients/node_modules/node-vault ]; then
+  echo "test: installing node-vault into tests/clients" >&2
+  command -v npm >/dev/null 2>&1 || apt-get install -y -qq nodejs npm >/dev/null
+  npm ci --prefix tests/clients --silent --no-audit --no-fund >/dev/null
 fi
 
 snapshot=$(mktemp)

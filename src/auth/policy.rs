@@ -48,6 +48,10 @@ path "sys/leases/renew" {
 path "sys/renew" {
   capabilities = ["update"]
 }
+# Wrap a value of one's own (unwrap and lookup need only the wrapping token).
+path "sys/wrapping/wrap" {
+  capabilities = ["update"]
+}
 path "sys/leases/renew/*" {
   capabilities = ["update"]
 }
