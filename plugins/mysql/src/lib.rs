@@ -104,9 +104,11 @@ impl fmt::Debug for MySqlPlugin {
 
 /// Builds the pool for `settings` and asks the server its version to learn the username limit.
 ///
-/// Fails only when the configuration is unusable (bad URL, bad option). An unreachable server or
-/// refused admin login is logged and left to [`DatabasePlugin::verify`], which also retries the
-/// version detection; until then the limit is the conservative 32.
+/// Fails only when the configuration is unusable (bad URL, bad option, TLS material that does not
+/// parse or does not fit the TLS mode: [`PluginError::InvalidValue`] naming the field). An
+/// unreachable server, a refused TLS handshake or a refused admin login is logged and left to
+/// [`DatabasePlugin::verify`], which also retries the version detection; until then the limit is
+/// the conservative 32.
 #[tracing::instrument(skip_all, err)]
 pub async fn connect(settings: ConnectionSettings) -> Result<MySqlPlugin, PluginError> {
     let target = dsn::parse(&settings)?;

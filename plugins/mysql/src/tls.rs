@@ -46,6 +46,21 @@ pub(crate) struct UrlTls {
     pub param: &'static str,
 }
 
+impl UrlTls {
+    /// The parameter as an operator would write it for this mode, for messages.
+    fn spelled(self) -> &'static str {
+        match (self.param, self.mode) {
+            ("tls", UrlMode::Disabled) => "tls=false",
+            ("tls", UrlMode::Verify) => "tls=true",
+            ("tls", UrlMode::Custom) => "tls=custom",
+            ("tls", UrlMode::SkipVerify) => "tls=skip-verify",
+            (_, UrlMode::Disabled) => "ssl-mode=DISABLED",
+            (_, UrlMode::SkipVerify) => "ssl-mode=REQUIRED",
+            (_, _) => "ssl-mode=VERIFY_IDENTITY",
+        }
+    }
+}
+
 /// The TLS modes a connection URL can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UrlMode {
@@ -164,10 +179,12 @@ pub(crate) fn resolve(
     let mode = match url {
         None if !any_field => return Ok(None),
         None => UrlMode::Custom,
-        Some(UrlTls {
-            mode: UrlMode::Disabled,
-            param,
-        }) => {
+        Some(
+            asked @ UrlTls {
+                mode: UrlMode::Disabled,
+                ..
+            },
+        ) => {
             if !any_field {
                 return Ok(None);
             }
@@ -182,28 +199,36 @@ pub(crate) fn resolve(
             };
             return Err(PluginError::invalid(
                 field,
-                format!("is given, but the connection URL turns TLS off (`{param}`); remove one of them"),
+                format!(
+                    "is given, but the connection URL turns TLS off (`{}`); remove one of them",
+                    asked.spelled()
+                ),
             ));
         }
         Some(UrlTls {
             mode: UrlMode::Custom,
-            param,
+            ..
         }) => {
             if ca.is_none() && certificate_key.is_none() {
-                return Err(PluginError::Config(format!(
-                    "the connection URL asks for `{param}=custom`, which needs tls_ca or tls_certificate_key on the connection"
-                )));
+                return Err(PluginError::Config(
+                    "the connection URL asks for `tls=custom`, which needs tls_ca or tls_certificate_key on the connection".into(),
+                ));
             }
             UrlMode::Custom
         }
-        Some(UrlTls {
-            mode: UrlMode::Verify,
-            param,
-        }) => {
+        Some(
+            asked @ UrlTls {
+                mode: UrlMode::Verify,
+                ..
+            },
+        ) => {
             if material.skip_verify {
                 return Err(PluginError::invalid(
                     "tls_skip_verify",
-                    format!("contradicts the connection URL's `{param}`, which asks for a verified connection; use tls=skip-verify or drop tls_skip_verify"),
+                    format!(
+                        "contradicts the connection URL's `{}`, which asks for a verified connection; use tls=skip-verify or drop tls_skip_verify",
+                        asked.spelled()
+                    ),
                 ));
             }
             UrlMode::Verify
@@ -502,6 +527,16 @@ mod tests {
         assert_eq!(parse_tls_param("false").unwrap(), UrlMode::Disabled);
         assert_eq!(parse_tls_param("skip-verify").unwrap(), UrlMode::SkipVerify);
         assert_eq!(parse_tls_param("custom").unwrap(), UrlMode::Custom);
+        let off = UrlTls {
+            mode: UrlMode::Disabled,
+            param: "ssl-mode",
+        };
+        let with_ca = TlsMaterial {
+            ca_pem: Some(CA.to_owned()),
+            ..Default::default()
+        };
+        let err = resolve(Some(off), &with_ca).unwrap_err().to_string();
+        assert!(err.contains("ssl-mode=DISABLED"), "{err}");
         let err = parse_tls_param("preferred").unwrap_err().to_string();
         assert!(err.contains("tls=preferred"), "{err}");
         assert!(parse_tls_param("my-registered-config").is_err());
