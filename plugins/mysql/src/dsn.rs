@@ -11,11 +11,17 @@
 //! Error messages never quote the URL or any value from it: the URL holds the admin password.
 //! Query parameters are checked against a short list, because silently ignoring one such as
 //! `tls=true` would quietly downgrade a connection the operator meant to protect.
+//!
+//! TLS is asked for with `tls=true|skip-verify|custom|false` (the Go driver's, in either form) or
+//! `ssl-mode=DISABLED|REQUIRED|VERIFY_IDENTITY` (the MySQL client's, in either form); the
+//! [`crate::tls`] module combines that with the connection's TLS fields.
 
 use std::fmt;
 
 use lessor_plugin::{render_connection_url, ConnectionSettings, PluginError, Secret};
 use percent_encoding::percent_decode_str;
+
+use crate::tls::{self, Tls, UrlTls};
 
 /// The port MySQL and MariaDB listen on unless told otherwise.
 const DEFAULT_PORT: u16 = 3306;
@@ -43,15 +49,18 @@ const IGNORED_PARAMS: &[&str] = &[
     "prefer_socket",
 ];
 
-/// Parameters that ask for (or against) TLS, under the names the Go driver, the MySQL CLI and
-/// `mysql_async` use.
-const TLS_PARAMS: &[&str] = &[
-    "tls",
-    "ssl-mode",
+/// TLS parameters of other drivers (`mysql_async`'s own, PostgreSQL's). Refused by name rather
+/// than ignored, since ignoring one would quietly downgrade a connection meant to be protected.
+const FOREIGN_TLS_PARAMS: &[&str] = &[
     "sslmode",
-    "ssl_mode",
-    "require_ssl",
     "ssl",
+    "require_ssl",
+    "verify_ca",
+    "verify_identity",
+    "built_in_roots",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
 ];
 
 /// Where and as whom the admin connection goes, parsed from the connection URL.
@@ -66,6 +75,8 @@ pub(crate) struct Target {
     /// (PAM/LDAP authentication, AWS IAM). Off by default since, without TLS, it crosses the
     /// network readable.
     pub cleartext_auth: bool,
+    /// TLS for every connection (admin pool and login checks), or `None` for plain text.
+    pub tls: Option<Tls>,
 }
 
 impl fmt::Debug for Target {
@@ -78,6 +89,7 @@ impl fmt::Debug for Target {
             .field("user", &self.user)
             .field("password", &"<redacted>")
             .field("cleartext_auth", &self.cleartext_auth)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -117,6 +129,7 @@ pub(crate) fn parse(settings: &ConnectionSettings) -> Result<Target, PluginError
         ));
     }
     let password = parsed.password.unwrap_or_else(|| settings.password.clone());
+    let tls = tls::resolve(parsed.tls, &settings.tls)?;
     Ok(Target {
         host: parsed.host,
         port: parsed.port,
@@ -124,6 +137,7 @@ pub(crate) fn parse(settings: &ConnectionSettings) -> Result<Target, PluginError
         user,
         password,
         cleartext_auth: parsed.cleartext_auth,
+        tls,
     })
 }
 
@@ -135,6 +149,7 @@ struct Parsed {
     user: Option<String>,
     password: Option<Secret>,
     cleartext_auth: bool,
+    tls: Option<UrlTls>,
 }
 
 /// The scheme when `text` starts with `letters://`. Checked by hand rather than by searching for
@@ -180,6 +195,7 @@ fn parse_url(text: &str) -> Result<Parsed, PluginError> {
         user,
         password,
         cleartext_auth: false,
+        tls: None,
     };
     for (name, value) in url.query_pairs() {
         apply_param(&mut parsed, &name, &value)?;
@@ -254,6 +270,7 @@ fn parse_go_dsn(text: &str) -> Result<Parsed, PluginError> {
         user,
         password,
         cleartext_auth: false,
+        tls: None,
     };
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -311,18 +328,26 @@ fn decode(encoded: &str, what: &str) -> Result<String, PluginError> {
 /// Applies one query parameter. Names are safe to echo; values are not (an operator may have
 /// pasted something secret into one), so messages never quote a value.
 fn apply_param(parsed: &mut Parsed, name: &str, value: &str) -> Result<(), PluginError> {
-    if TLS_PARAMS.contains(&name) {
-        let off = matches!(
-            value.to_ascii_lowercase().as_str(),
-            "" | "false" | "0" | "off" | "disabled" | "disable" | "no"
-        );
-        if off {
-            return Ok(());
+    let tls_mode = match name {
+        "tls" => Some(("tls", tls::parse_tls_param(value)?)),
+        "ssl-mode" | "ssl_mode" | "sslMode" => {
+            Some(("ssl-mode", tls::parse_ssl_mode_param(value)?))
         }
-        // Refusing is the honest answer: connecting without TLS when the operator asked for it
-        // would send the admin password and every generated password in clear text.
+        _ => None,
+    };
+    if let Some((param, mode)) = tls_mode {
+        // Two answers to one question: which wins would be a guess.
+        if parsed.tls.is_some() {
+            return Err(PluginError::Config(
+                "the connection URL gives TLS more than once; give one `tls` or `ssl-mode` parameter".into(),
+            ));
+        }
+        parsed.tls = Some(UrlTls { mode, param });
+        return Ok(());
+    }
+    if FOREIGN_TLS_PARAMS.contains(&name) {
         return Err(PluginError::Config(format!(
-            "the connection URL asks for TLS (parameter `{name}`), which this build of the MySQL plugin does not support"
+            "the connection URL parameter `{name}` is not supported; ask for TLS with tls=true|skip-verify|custom|false or ssl-mode=DISABLED|REQUIRED|VERIFY_IDENTITY"
         )));
     }
     if name == "allowCleartextPasswords" || name == "enable_cleartext_plugin" {
@@ -453,7 +478,11 @@ mod tests {
             format!("root:{password}@tcp(127.0.0.1:3306/"),
             format!("root:{password}@tcp(127.0.0.1:99999)/"),
             format!("root:{password}@unix(/run/mysqld.sock)/"),
-            format!("root:{password}@tcp(127.0.0.1)/?tls=true"),
+            format!("root:{password}@tcp(127.0.0.1)/?tls=preferred"),
+            format!("root:{password}@tcp(127.0.0.1)/?tls={password}"),
+            format!("mysql://root:{password}@127.0.0.1/?require_ssl=true"),
+            format!("mysql://root:{password}@127.0.0.1/?ssl-mode=VERIFY_CA"),
+            format!("root:{password}@tcp(127.0.0.1)/?tls=true&ssl-mode=REQUIRED"),
             format!("root:{password}@tcp(127.0.0.1)/?frobnicate={password}"),
             format!("root:{password}@udp(127.0.0.1)/"),
             format!("root:{password}-no-slash-at-all"),
@@ -466,6 +495,73 @@ mod tests {
             let message = err.to_string();
             assert!(!message.contains(password), "{message}");
         }
+    }
+
+    #[test]
+    fn tls_parameters_in_both_forms() {
+        use lessor_plugin::TlsMaterial;
+        let ca = include_str!("../tests/data/test-ca.pem");
+        let with_ca = |url: &str| {
+            let mut s = settings(url, "admin", "pw");
+            s.tls = TlsMaterial {
+                ca_pem: Some(ca.to_owned()),
+                ..Default::default()
+            };
+            parse(&s)
+        };
+        // No parameter and no field: plain text, as before.
+        for url in [
+            "admin@tcp(db:3306)/",
+            "mysql://admin@db/",
+            "admin@tcp(db)/?tls=false",
+        ] {
+            assert!(
+                parse(&settings(url, "", "")).unwrap().tls.is_none(),
+                "{url}"
+            );
+        }
+        // Verified, by either spelling, in either form.
+        for url in [
+            "admin@tcp(db:3306)/?tls=true",
+            "admin@tcp(db:3306)/?tls=custom",
+            "admin@tcp(db:3306)/",
+            "mysql://admin@db/?ssl-mode=VERIFY_IDENTITY",
+            "mysql://admin@db/?tls=true",
+            "admin@tcp(db)/?ssl_mode=verify_identity",
+        ] {
+            let tls = with_ca(url).unwrap().tls.expect(url);
+            assert!(tls.verifies(), "{url}");
+        }
+        // Encrypted without verification only when asked by name.
+        for url in [
+            "admin@tcp(db:3306)/?tls=skip-verify",
+            "mysql://admin@db/?ssl-mode=REQUIRED",
+        ] {
+            let tls = parse(&settings(url, "", "")).unwrap().tls.expect(url);
+            assert!(!tls.verifies(), "{url}");
+        }
+        // A CA next to "no TLS" or "no verification" would be silently unused.
+        for url in [
+            "admin@tcp(db)/?tls=false",
+            "mysql://admin@db/?ssl-mode=DISABLED",
+            "admin@tcp(db)/?tls=skip-verify",
+        ] {
+            let err = with_ca(url).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    PluginError::InvalidValue {
+                        field: "tls_ca",
+                        ..
+                    }
+                ),
+                "{url}: {err:?}"
+            );
+        }
+        let err = parse(&settings("admin@tcp(db)/?tls=custom", "", "")).unwrap_err();
+        assert!(err.to_string().contains("tls=custom"), "{err}");
+        let err = parse(&settings("mysql://admin@db/?sslmode=require", "", "")).unwrap_err();
+        assert!(err.to_string().contains("`sslmode`"), "{err}");
     }
 
     #[test]

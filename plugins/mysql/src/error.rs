@@ -83,6 +83,11 @@ pub(crate) fn is_login_refusal(code: u16) -> bool {
 /// "creation statement 2 of 3"; never the statement text). `secret` is replaced wherever the
 /// server echoes it.
 pub(crate) fn classify(err: &Error, context: &str, secret: Option<&Secret>) -> PluginError {
+    // Before the I/O arm below: a refused certificate arrives as an I/O error, but retrying will
+    // not help; the CA, the name or the certificate must change.
+    if let Some(message) = crate::tls::handshake_failure(err) {
+        return PluginError::Config(format!("{context}: {message}"));
+    }
     match err {
         Error::Server(server) => {
             let message = scrub(server.code, &server.message, secret);

@@ -2,6 +2,7 @@
 //! a `mysql_async` connection pool.
 //!
 //! - `dsn`: the two connection URL forms (Vault's `user:pass@tcp(host:port)/` and `mysql://`).
+//! - `tls`: the URL's TLS mode and the connection's TLS fields, checked and combined.
 //! - `sql`: the SQL this plugin writes itself, and the alphabet checks that make it safe.
 //! - `error`: server and driver errors turned into transient or permanent [`PluginError`]s.
 //!
@@ -19,8 +20,10 @@
 //! - Revocation locks the account first (no new logins), then kills its sessions, then drops it:
 //!   `DROP USER` alone leaves open sessions working.
 //! - A role's `host` option sets the host part of the accounts it creates (default `%`).
-//! - Connections never use TLS: this build carries no TLS stack, and a connection URL that asks for
-//!   TLS is refused rather than silently downgraded.
+//! - TLS (rustls with ring; see the `tls` module for the modes): when asked for, every connection
+//!   uses it, the admin pool and the login check as the user alike, and never falls back to plain
+//!   text. A certificate the client cannot verify is a [`PluginError::Config`] saying which check
+//!   failed (unknown CA, wrong name, expired), not a transient error to retry.
 //! - Time limits: getting a connection and a login check are bounded by the connect timeout; on
 //!   MariaDB each statement by `max_statement_time` (the settings' `statement_timeout`; MySQL has
 //!   no equivalent for DDL, its `max_execution_time` covers only `SELECT`); the caller bounds each
@@ -31,6 +34,7 @@
 mod dsn;
 mod error;
 mod sql;
+mod tls;
 
 pub mod baseline;
 
@@ -100,12 +104,24 @@ impl fmt::Debug for MySqlPlugin {
 
 /// Builds the pool for `settings` and asks the server its version to learn the username limit.
 ///
-/// Fails only when the configuration is unusable (bad URL, bad option). An unreachable server or
-/// refused admin login is logged and left to [`DatabasePlugin::verify`], which also retries the
-/// version detection; until then the limit is the conservative 32.
+/// Fails only when the configuration is unusable (bad URL, bad option, TLS material that does not
+/// parse or does not fit the TLS mode: [`PluginError::InvalidValue`] naming the field). An
+/// unreachable server, a refused TLS handshake or a refused admin login is logged and left to
+/// [`DatabasePlugin::verify`], which also retries the version detection; until then the limit is
+/// the conservative 32.
 #[tracing::instrument(skip_all, err)]
 pub async fn connect(settings: ConnectionSettings) -> Result<MySqlPlugin, PluginError> {
     let target = dsn::parse(&settings)?;
+    if let Some(tls) = &target.tls {
+        tls::install_default_provider();
+        if !tls.verifies() {
+            // Asked for by name, but worth a line in the log: this stops eavesdroppers only.
+            tracing::warn!(
+                host = %target.host,
+                "TLS to the database without verifying its certificate (skip-verify): a machine in between can still read the passwords"
+            );
+        }
+    }
     let max = usize::try_from(settings.max_open_connections)
         .unwrap_or(usize::MAX)
         .max(1);
@@ -217,9 +233,10 @@ impl Drop for Session {
     }
 }
 
-/// Options shared by the admin pool and one-off login checks. TCP only: the driver would
-/// otherwise switch a loopback address to the Unix socket, where the server sees the client as
-/// `localhost` rather than `127.0.0.1` and picks a different account.
+/// Options shared by the admin pool and one-off login checks, TLS included. TCP only: the driver
+/// would otherwise switch a loopback address to the Unix socket, where the server sees the client
+/// as `localhost` rather than `127.0.0.1` and picks a different account (and where the driver
+/// skips TLS without a word).
 fn base_opts(
     target: &dsn::Target,
     db_name: Option<String>,
@@ -236,6 +253,7 @@ fn base_opts(
         .db_name(db_name)
         .prefer_socket(false)
         .enable_cleartext_plugin(target.cleartext_auth)
+        .ssl_opts(target.tls.as_ref().map(tls::Tls::ssl_opts))
 }
 
 /// Whether a role's statement list means "use the engine's default": empty, only blank, or equal
