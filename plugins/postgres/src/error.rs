@@ -19,6 +19,23 @@ pub(crate) fn redact(message: &str, secrets: &[&str]) -> String {
     out
 }
 
+/// An error's message followed by its causes (`a: b: c`). The driver's own messages are generic
+/// ("error performing TLS handshake"); the cause is what says which certificate check failed.
+pub(crate) fn with_sources(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        // Some errors repeat their cause in their own message.
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The server's message with its SQLSTATE, detail and hint, but not its context (which for
 /// PL/pgSQL quotes the statement), with `secrets` redacted.
 fn describe(db: &DbError, secrets: &[&str]) -> String {
@@ -73,8 +90,9 @@ pub(crate) fn classify(err: &tokio_postgres::Error, secrets: &[&str]) -> PluginE
                 Class::Rejected => PluginError::Rejected(message),
             }
         }
-        // I/O errors, a closed connection, a connect timeout: nothing the statement caused.
-        None => PluginError::Unavailable(redact(&err.to_string(), secrets)),
+        // I/O errors, a closed connection, a connect timeout, a refused TLS handshake: nothing
+        // the statement caused.
+        None => PluginError::Unavailable(redact(&with_sources(err), secrets)),
     }
 }
 
