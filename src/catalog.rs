@@ -398,10 +398,7 @@ impl Catalog {
             },
         };
 
-        let tls = merge_tls(
-            input.tls,
-            old_settings.map(|s| s.tls).unwrap_or_default(),
-        )?;
+        let tls = merge_tls(input.tls, old_settings.map(|s| s.tls).unwrap_or_default())?;
 
         let settings = self.engines.new_settings(
             connection_url.clone(),
@@ -481,7 +478,10 @@ impl Catalog {
     /// Seals one inline TLS field under its own context.
     fn seal_tls(&self, name: &str, field: &str, value: Option<Secret>) -> Result<Option<String>> {
         value
-            .map(|v| self.sealer.seal(&engines::tls_seal_context(name, field), &v))
+            .map(|v| {
+                self.sealer
+                    .seal(&engines::tls_seal_context(name, field), &v)
+            })
             .transpose()
     }
 

@@ -303,7 +303,10 @@ impl Engines {
         let open = |field: &str, sealed: &Option<String>| -> Result<Option<Secret>> {
             sealed
                 .as_deref()
-                .map(|sealed| self.sealer.open(&tls_seal_context(&row.name, field), sealed))
+                .map(|sealed| {
+                    self.sealer
+                        .open(&tls_seal_context(&row.name, field), sealed)
+                })
                 .transpose()
         };
         let text = |secret: Option<Secret>| secret.map(|s| s.expose().to_owned());

@@ -103,7 +103,9 @@ pub(crate) fn take_tls_options(text: &str) -> (String, UrlTlsOptions) {
         let authority_start = text[after_scheme..]
             .find('@')
             .map_or(after_scheme, |at| after_scheme + at + 1);
-        let Some(query_start) = text[authority_start..].find('?').map(|q| authority_start + q)
+        let Some(query_start) = text[authority_start..]
+            .find('?')
+            .map(|q| authority_start + q)
         else {
             return (text.to_owned(), options);
         };
@@ -284,10 +286,9 @@ mod tests {
         assert_eq!(config.get_password(), Some(&b"pw"[..]));
 
         // Trust authentication: no password anywhere is allowed.
-        let config =
-            admin_config(&settings("postgres://postgres@127.0.0.1/postgres", "", ""))
-                .unwrap()
-                .0;
+        let config = admin_config(&settings("postgres://postgres@127.0.0.1/postgres", "", ""))
+            .unwrap()
+            .0;
         assert_eq!(config.get_user(), Some("postgres"));
         assert_eq!(config.get_password(), None);
     }
@@ -340,5 +341,182 @@ mod tests {
         s.connect_timeout = Duration::ZERO;
         let config = admin_config(&s).unwrap().0;
         assert_eq!(config.get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
+    }
+
+    #[test]
+    fn tls_options_are_taken_out_of_both_url_forms() {
+        let (rest, tls) = take_tls_options(
+            "postgresql://u:p%3Fw@db:5432/app?application_name=x&sslmode=verify-full&sslrootcert=%2Fetc%2Fca%20dir%2Fca.pem&sslcert=/c.pem&sslkey=/k.pem",
+        );
+        assert_eq!(rest, "postgresql://u:p%3Fw@db:5432/app?application_name=x");
+        assert_eq!(tls.sslmode.as_deref(), Some("verify-full"));
+        assert_eq!(tls.sslrootcert.as_deref(), Some("/etc/ca dir/ca.pem"));
+        assert_eq!(tls.sslcert.as_deref(), Some("/c.pem"));
+        assert_eq!(tls.sslkey.as_deref(), Some("/k.pem"));
+
+        let (rest, tls) = take_tls_options("postgres://db/app?sslmode=require");
+        assert_eq!(rest, "postgres://db/app");
+        assert_eq!(tls.sslmode.as_deref(), Some("require"));
+
+        let (rest, tls) = take_tls_options(
+            "host=127.0.0.1 sslmode = verify-ca  user=admin sslrootcert='/tmp/my ca\\'s.pem' dbname=postgres",
+        );
+        assert_eq!(rest, "host=127.0.0.1   user=admin  dbname=postgres");
+        assert_eq!(tls.sslmode.as_deref(), Some("verify-ca"));
+        assert_eq!(tls.sslrootcert.as_deref(), Some("/tmp/my ca's.pem"));
+        rest.parse::<tokio_postgres::Config>().unwrap();
+
+        // Nothing to take: unchanged.
+        let (rest, tls) = take_tls_options("postgres://db/app");
+        assert_eq!(rest, "postgres://db/app");
+        assert_eq!(tls, UrlTlsOptions::default());
+    }
+
+    #[test]
+    fn sslmode_decides_the_driver_mode_and_needs_a_ca_to_verify() {
+        let mode = |url: &str| {
+            admin_config(&settings(url, "admin", "pw"))
+                .map(|(config, tls)| (config.get_ssl_mode(), tls.mode))
+        };
+        use crate::tls::TlsMode;
+        use tokio_postgres::config::SslMode;
+        // No sslmode and no material: plain, as before.
+        assert_eq!(
+            mode("postgres://db/app").unwrap(),
+            (SslMode::Disable, TlsMode::Disable)
+        );
+        assert_eq!(
+            mode("postgres://db/app?sslmode=prefer").unwrap(),
+            (SslMode::Prefer, TlsMode::Prefer)
+        );
+        assert_eq!(
+            mode("postgres://db/app?sslmode=require").unwrap(),
+            (SslMode::Require, TlsMode::Require)
+        );
+        assert_eq!(
+            mode("host=db sslmode=require").unwrap(),
+            (SslMode::Require, TlsMode::Require)
+        );
+        for url in [
+            "postgres://db/app?sslmode=verify-ca",
+            "host=db sslmode=verify-full",
+        ] {
+            match mode(url) {
+                Err(PluginError::InvalidValue {
+                    field: "tls_ca",
+                    reason,
+                }) => {
+                    assert!(reason.contains("needs the CA"), "{reason}")
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        for url in [
+            "postgres://db/app?sslmode=allow",
+            "postgres://db/app?sslmode=verify",
+        ] {
+            assert!(matches!(mode(url), Err(PluginError::Config(_))), "{url}");
+        }
+    }
+
+    #[test]
+    fn tls_fields_postgres_has_no_use_for_are_refused_by_name() {
+        use lessor_plugin::TlsMaterial;
+        let cases: [(&str, TlsMaterial); 3] = [
+            (
+                "tls_certificate_key",
+                TlsMaterial {
+                    certificate_key_pem: Some(Secret::new("x")),
+                    ..Default::default()
+                },
+            ),
+            (
+                "tls_server_name",
+                TlsMaterial {
+                    server_name: Some("db".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "tls_skip_verify",
+                TlsMaterial {
+                    skip_verify: true,
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (expected, material) in cases {
+            let mut s = settings("postgres://db/app?sslmode=require", "admin", "pw");
+            s.tls = material;
+            match admin_config(&s) {
+                Err(PluginError::InvalidValue { field, .. }) => assert_eq!(field, expected),
+                other => panic!("{expected}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_tls_material_names_its_field_and_never_echoes_a_key() {
+        use lessor_plugin::TlsMaterial;
+        let key_text =
+            "-----BEGIN PRIVATE KEY-----\nTopSecretKeyMaterial\n-----END PRIVATE KEY-----\n";
+        let cases: Vec<(&str, &str, TlsMaterial)> = vec![
+            (
+                "postgres://db/app",
+                "tls_ca",
+                TlsMaterial {
+                    ca_pem: Some("not pem".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "postgres://db/app?sslmode=disable",
+                "tls_ca",
+                TlsMaterial {
+                    ca_pem: Some("x".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "postgres://db/app?sslmode=require&sslrootcert=/nonexistent/ca.pem",
+                "sslrootcert",
+                TlsMaterial::default(),
+            ),
+            (
+                "postgres://db/app?sslmode=require&sslrootcert=/tmp/x",
+                "tls_ca",
+                TlsMaterial {
+                    ca_pem: Some("x".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "postgres://db/app?sslmode=require",
+                "private_key",
+                TlsMaterial {
+                    certificate_pem: Some("x".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "postgres://db/app?sslmode=require",
+                "tls_certificate",
+                TlsMaterial {
+                    private_key_pem: Some(Secret::new(key_text)),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (url, expected, material) in cases {
+            let mut s = settings(url, "admin", "pw");
+            s.tls = material;
+            match admin_config(&s) {
+                Err(err @ PluginError::InvalidValue { field, .. }) => {
+                    assert_eq!(field, expected, "{url}: {err}");
+                    assert!(!err.to_string().contains("TopSecretKeyMaterial"));
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
     }
 }
