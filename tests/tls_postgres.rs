@@ -221,7 +221,9 @@ async fn verify_full_with_an_inline_ca_issues_revokes_and_rotates_through_a_tls_
             &conn,
             json!({
                 "plugin_name": "postgresql-database-plugin",
-                "connection_url": "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=verify-full",
+                // channel_binding=require: the login must be SCRAM-SHA-256-PLUS, bound to the
+                // server's certificate, which fails unless the TLS stream gives the binding.
+                "connection_url": "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=verify-full&channel_binding=require",
                 "username": admin,
                 "password": admin_password,
                 "tls_ca": tls_file("ca.pem"),

@@ -556,11 +556,77 @@ impl<S> tokio_postgres::tls::TlsStream for RustlsStream<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    /// No `tls-server-end-point` binding: SCRAM falls back to its unbound form, as with a client
-    /// that does not support binding (the driver's default `channel_binding=prefer`).
+    /// `tls-server-end-point` (RFC 5929): the hash of the server's certificate, which SCRAM
+    /// mixes into the login (`SCRAM-SHA-256-PLUS`), so a man in the middle holding another
+    /// certificate cannot relay the admin's authentication, even under `sslmode=require`. For a
+    /// certificate whose hash cannot be told (Ed25519, RSA-PSS), SCRAM falls back to its unbound
+    /// form, as the driver's default `channel_binding=prefer` allows.
     fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
+        let (_, session) = self.0.get_ref();
+        session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| {
+                let algorithm = signature_hash(leaf.as_ref())?;
+                Some(ChannelBinding::tls_server_end_point(
+                    ::ring::digest::digest(algorithm, leaf.as_ref())
+                        .as_ref()
+                        .to_vec(),
+                ))
+            })
+            .unwrap_or_else(ChannelBinding::none)
     }
+}
+
+/// The hash of `tls-server-end-point` for a certificate: the one of its signature algorithm,
+/// with MD5 and SHA-1 raised to SHA-256 (RFC 5929 section 4.1). `None` where the algorithm names
+/// no single hash.
+fn signature_hash(certificate: &[u8]) -> Option<&'static ::ring::digest::Algorithm> {
+    use ::ring::digest::{SHA256, SHA384, SHA512};
+    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm SEQUENCE { OID, .. }, .. }
+    let (0x30, certificate, _) = der_element(certificate)? else {
+        return None;
+    };
+    let (_, _tbs, rest) = der_element(certificate)?;
+    let (0x30, algorithm, _) = der_element(rest)? else {
+        return None;
+    };
+    let (0x06, oid, _) = der_element(algorithm)? else {
+        return None;
+    };
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+    match oid {
+        // md5WithRSA, sha1WithRSA, sha256WithRSA
+        [rsa @ .., 0x04 | 0x05 | 0x0b] if rsa == RSA => Some(&SHA256),
+        [rsa @ .., 0x0c] if rsa == RSA => Some(&SHA384),
+        [rsa @ .., 0x0d] if rsa == RSA => Some(&SHA512),
+        // ecdsa-with-SHA1, ecdsa-with-SHA256/384/512
+        [ec @ .., 0x01] if ec == ECDSA => Some(&SHA256),
+        [ec @ .., 0x03, 0x02] if ec == ECDSA => Some(&SHA256),
+        [ec @ .., 0x03, 0x03] if ec == ECDSA => Some(&SHA384),
+        [ec @ .., 0x03, 0x04] if ec == ECDSA => Some(&SHA512),
+        _ => None,
+    }
+}
+
+/// One DER element at the start of `input`: (tag, contents, what follows).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let len = rest[..count]
+            .iter()
+            .fold(0usize, |acc, byte| (acc << 8) | usize::from(*byte));
+        (len, &rest[count..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
@@ -588,5 +654,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A certificate skeleton with the given signature algorithm OID.
+    fn skeleton(oid: &[u8]) -> Vec<u8> {
+        let tbs = [0x30, 0x03, 0x02, 0x01, 0x01];
+        let mut algorithm = vec![0x30, (oid.len() + 2) as u8, 0x06, oid.len() as u8];
+        algorithm.extend_from_slice(oid);
+        let body: Vec<u8> = tbs.iter().chain(&algorithm).copied().collect();
+        let mut der = vec![0x30, body.len() as u8];
+        der.extend(body);
+        der
+    }
+
+    #[test]
+    fn channel_binding_hash_follows_the_signature_algorithm() {
+        use ::ring::digest::{SHA256, SHA384, SHA512};
+        let rsa = |last: u8| skeleton(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, last]);
+        let ecdsa = |tail: &[u8]| {
+            let mut oid = vec![0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+            oid.extend_from_slice(tail);
+            skeleton(&oid)
+        };
+        let hash = |der: Vec<u8>| signature_hash(&der).map(|a| a.output_len());
+        assert_eq!(hash(rsa(0x0b)), Some(SHA256.output_len()));
+        assert_eq!(
+            hash(rsa(0x05)),
+            Some(SHA256.output_len()),
+            "SHA-1 is raised to SHA-256"
+        );
+        assert_eq!(hash(rsa(0x0c)), Some(SHA384.output_len()));
+        assert_eq!(hash(rsa(0x0d)), Some(SHA512.output_len()));
+        assert_eq!(hash(ecdsa(&[0x03, 0x02])), Some(SHA256.output_len()));
+        assert_eq!(hash(ecdsa(&[0x03, 0x03])), Some(SHA384.output_len()));
+        // RSA-PSS carries its hash in parameters, Ed25519 has none: no binding.
+        assert_eq!(hash(rsa(0x0a)), None);
+        assert_eq!(hash(skeleton(&[0x2b, 0x65, 0x70])), None);
+        assert_eq!(signature_hash(&[0x30, 0x82, 0xff]), None, "truncated");
     }
 }
