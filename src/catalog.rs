@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use lessor_plugin::{DatabasePlugin, RoleOptions, Secret, UsernameContext, UsernameTemplate};
+use lessor_plugin::{
+    DatabasePlugin, PluginError, RoleOptions, Secret, TlsMaterial, UsernameContext,
+    UsernameTemplate,
+};
 use serde::Serialize;
 
 use crate::engines::{self, EngineKind, Engines};
@@ -51,6 +54,132 @@ pub struct ConnectionInput {
     pub verify_connection: Option<bool>,
     pub max_open_connections: Option<u32>,
     pub root_rotation_statements: Option<Vec<String>>,
+    /// Inline TLS material (Vault's field names).
+    pub tls: TlsInput,
+}
+
+/// The inline TLS fields of `database/config/:name`. As for the other fields, `None` (absent)
+/// keeps the stored value; an empty string clears it. PEM texts travel as [`Secret`]s: a private
+/// key must never reach a log line or an error, and a certificate is not worth telling apart.
+#[derive(Debug, Default)]
+pub struct TlsInput {
+    /// `tls_ca`: PEM certificate(s) of the CA that signed the database server's certificate.
+    pub tls_ca: Option<Secret>,
+    /// `tls_certificate`: PEM client certificate (PostgreSQL), with `private_key`.
+    pub tls_certificate: Option<Secret>,
+    /// `private_key`: PEM key of `tls_certificate` (PostgreSQL).
+    pub private_key: Option<Secret>,
+    /// `tls_certificate_key`: PEM client certificate and key in one text (MySQL).
+    pub tls_certificate_key: Option<Secret>,
+    /// `tls_server_name`: the name to verify the server's certificate against (MySQL).
+    pub tls_server_name: Option<String>,
+    /// `tls_skip_verify`: encrypt without verifying the server (MySQL).
+    pub tls_skip_verify: Option<bool>,
+}
+
+/// What a PEM field must hold.
+#[derive(Debug, Clone, Copy)]
+enum PemContent {
+    /// One or more `CERTIFICATE` blocks.
+    Certificates,
+    /// One private key block.
+    PrivateKey,
+    /// Certificates and a private key.
+    CertificatesAndKey,
+}
+
+/// Checks that a PEM field parses as what it must hold, so a pasted fragment is a 400 naming the
+/// field at write time, whatever the engine. The parser's message is not quoted: for a key it may
+/// echo a line of the key. Engines check more (a CA usable as a trust anchor, a key that belongs
+/// to its certificate) when the connection is built.
+fn check_pem(field: &str, text: &Secret, content: PemContent) -> Result<()> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bytes = text.expose().as_bytes();
+    let certificates = || -> Result<()> {
+        let parsed: std::result::Result<Vec<_>, _> =
+            CertificateDer::pem_slice_iter(bytes).collect();
+        match parsed {
+            Ok(list) if !list.is_empty() => Ok(()),
+            Ok(_) => Err(Error::invalid(format!(
+                "{field}: no PEM certificate (-----BEGIN CERTIFICATE-----) found"
+            ))),
+            Err(_) => Err(Error::invalid(format!(
+                "{field}: not valid PEM (a CERTIFICATE block does not decode)"
+            ))),
+        }
+    };
+    let key = || -> Result<()> {
+        PrivateKeyDer::from_pem_slice(bytes).map(drop).map_err(|_| {
+            Error::invalid(format!(
+                "{field}: no valid PEM private key found (PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)"
+            ))
+        })
+    };
+    match content {
+        PemContent::Certificates => certificates(),
+        PemContent::PrivateKey => key(),
+        PemContent::CertificatesAndKey => certificates().and_then(|()| key()),
+    }
+}
+
+/// The TLS material a write leaves on a connection: the stored material, changed by what the
+/// write gives, each PEM checked.
+fn merge_tls(input: TlsInput, old: TlsMaterial) -> Result<TlsMaterial> {
+    fn pick(given: Option<Secret>, old: Option<Secret>) -> Option<Secret> {
+        match given {
+            None => old,
+            Some(value) if value.expose().trim().is_empty() => None,
+            Some(value) => Some(value),
+        }
+    }
+    let checked = |field: &str, value: Option<Secret>, content: PemContent| -> Result<_> {
+        if let Some(text) = &value {
+            check_pem(field, text, content)?;
+        }
+        Ok(value)
+    };
+    let text = |secret: Option<Secret>| secret.map(|s| s.expose().to_owned());
+    let ca = checked(
+        "tls_ca",
+        pick(input.tls_ca, old.ca_pem.map(Secret::new)),
+        PemContent::Certificates,
+    )?;
+    let certificate = checked(
+        "tls_certificate",
+        pick(input.tls_certificate, old.certificate_pem.map(Secret::new)),
+        PemContent::Certificates,
+    )?;
+    let private_key = checked(
+        "private_key",
+        pick(input.private_key, old.private_key_pem),
+        PemContent::PrivateKey,
+    )?;
+    let certificate_key = checked(
+        "tls_certificate_key",
+        pick(input.tls_certificate_key, old.certificate_key_pem),
+        PemContent::CertificatesAndKey,
+    )?;
+    let server_name = match input.tls_server_name {
+        None => old.server_name,
+        Some(name) if name.trim().is_empty() => None,
+        Some(name) => {
+            if name.len() > 253 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(Error::invalid(
+                    "tls_server_name: must be a host name of at most 253 characters without spaces",
+                ));
+            }
+            Some(name)
+        }
+    };
+    Ok(TlsMaterial {
+        ca_pem: text(ca),
+        certificate_pem: text(certificate),
+        private_key_pem: private_key,
+        certificate_key_pem: certificate_key,
+        server_name,
+        skip_verify: input.tls_skip_verify.unwrap_or(old.skip_verify),
+    })
 }
 
 /// A connection as the API shows it: never the password, and the URL only as a template.
@@ -70,6 +199,13 @@ pub struct ConnectionDetails {
     pub connection_url: String,
     pub username: String,
     pub max_open_connections: i64,
+    /// Whether each inline TLS PEM is set; their content is never shown.
+    pub tls_ca_set: bool,
+    pub tls_certificate_set: bool,
+    pub private_key_set: bool,
+    pub tls_certificate_key_set: bool,
+    pub tls_server_name: String,
+    pub tls_skip_verify: bool,
 }
 
 /// What an operator may write to `database/roles/:name`. `None` keeps the stored value on update.
@@ -260,17 +396,25 @@ impl Catalog {
             },
         };
 
+        let tls = merge_tls(input.tls, old_settings.map(|s| s.tls).unwrap_or_default())?;
+
         let settings = self.engines.new_settings(
             connection_url.clone(),
             username.clone(),
             password.clone(),
             max_open,
+            tls.clone(),
         );
+        // A fresh instance on every write, so a changed URL or TLS field is in force at once.
         let plugin = self
             .engines
             .connect(kind, name, settings)
             .await
-            .map_err(|e| Error::invalid(format!("connection_url: {e}")))?;
+            .map_err(|e| match e {
+                // Names its own field (tls_ca, sslrootcert, ...).
+                PluginError::InvalidValue { .. } => Error::invalid(e.to_string()),
+                other => Error::invalid(format!("connection_url: {other}")),
+            })?;
         if verify {
             if let Err(e) = plugin.verify().await {
                 plugin.close().await;
@@ -298,6 +442,20 @@ impl Catalog {
             verify_connection: verify,
             max_open_connections: i64::from(max_open),
             root_rotation_statements: encode(&root_rotation_statements),
+            tls_ca_sealed: self.seal_tls(name, "tls_ca", tls.ca_pem.map(Secret::new))?,
+            tls_certificate_sealed: self.seal_tls(
+                name,
+                "tls_certificate",
+                tls.certificate_pem.map(Secret::new),
+            )?,
+            private_key_sealed: self.seal_tls(name, "private_key", tls.private_key_pem)?,
+            tls_certificate_key_sealed: self.seal_tls(
+                name,
+                "tls_certificate_key",
+                tls.certificate_key_pem,
+            )?,
+            tls_server_name: tls.server_name,
+            tls_skip_verify: tls.skip_verify,
             created_at: existing.as_ref().map_or(now, |r| r.created_at),
             updated_at: now,
         };
@@ -313,6 +471,16 @@ impl Catalog {
             ));
         }
         Ok(warnings)
+    }
+
+    /// Seals one inline TLS field under its own context.
+    fn seal_tls(&self, name: &str, field: &str, value: Option<Secret>) -> Result<Option<String>> {
+        value
+            .map(|v| {
+                self.sealer
+                    .seal(&engines::tls_seal_context(name, field), &v)
+            })
+            .transpose()
     }
 
     pub async fn read_connection(&self, name: &str) -> Result<ConnectionView> {
@@ -333,6 +501,12 @@ impl Catalog {
                 connection_url: redact_url(&url),
                 username: row.username,
                 max_open_connections: row.max_open_connections,
+                tls_ca_set: row.tls_ca_sealed.is_some(),
+                tls_certificate_set: row.tls_certificate_sealed.is_some(),
+                private_key_set: row.private_key_sealed.is_some(),
+                tls_certificate_key_set: row.tls_certificate_key_sealed.is_some(),
+                tls_server_name: row.tls_server_name.unwrap_or_default(),
+                tls_skip_verify: row.tls_skip_verify,
             },
             allowed_roles: decode_list("allowed_roles", &row.allowed_roles)?,
             root_credentials_rotate_statements: decode_list(

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lessor_plugin::{
     ConnectionSettings, DatabasePlugin, DefaultStatements, NewUser, PluginError, RoleOptions,
-    Secret,
+    Secret, TlsMaterial,
 };
 use tokio::sync::RwLock;
 
@@ -219,6 +219,12 @@ pub fn password_seal_context(connection: &str) -> String {
     format!("connection/{connection}/password")
 }
 
+/// The sealing context of one inline TLS field (`tls_ca`, `tls_certificate`, `private_key`,
+/// `tls_certificate_key`), so a sealed key cannot be passed off as another field or connection's.
+pub fn tls_seal_context(connection: &str, field: &str) -> String {
+    format!("connection/{connection}/{field}")
+}
+
 /// Connected plugin instances by connection name, built on first use.
 #[derive(Clone)]
 pub struct Engines {
@@ -262,6 +268,7 @@ impl Engines {
         username: String,
         password: Secret,
         max_open_connections: u32,
+        tls: TlsMaterial,
     ) -> ConnectionSettings {
         ConnectionSettings {
             connection_url: url,
@@ -270,7 +277,7 @@ impl Engines {
             max_open_connections,
             connect_timeout: self.deadlines.connect,
             statement_timeout: self.deadlines.operation,
-            tls: Default::default(),
+            tls,
         }
     }
 
@@ -287,7 +294,29 @@ impl Engines {
             max_open_connections: row.max_open_connections.clamp(1, 100) as u32,
             connect_timeout: self.deadlines.connect,
             statement_timeout: self.deadlines.operation,
-            tls: Default::default(),
+            tls: self.tls_material(row)?,
+        })
+    }
+
+    /// Unseals a stored connection's inline TLS material.
+    pub fn tls_material(&self, row: &ConnectionRow) -> Result<TlsMaterial> {
+        let open = |field: &str, sealed: &Option<String>| -> Result<Option<Secret>> {
+            sealed
+                .as_deref()
+                .map(|sealed| {
+                    self.sealer
+                        .open(&tls_seal_context(&row.name, field), sealed)
+                })
+                .transpose()
+        };
+        let text = |secret: Option<Secret>| secret.map(|s| s.expose().to_owned());
+        Ok(TlsMaterial {
+            ca_pem: text(open("tls_ca", &row.tls_ca_sealed)?),
+            certificate_pem: text(open("tls_certificate", &row.tls_certificate_sealed)?),
+            private_key_pem: open("private_key", &row.private_key_sealed)?,
+            certificate_key_pem: open("tls_certificate_key", &row.tls_certificate_key_sealed)?,
+            server_name: row.tls_server_name.clone(),
+            skip_verify: row.tls_skip_verify,
         })
     }
 

@@ -10,7 +10,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::{listing, respond, written, ApiResult, Body, Caller, Envelope};
-use crate::catalog::{options_from_json, ConnectionInput, RoleInput};
+use crate::catalog::{options_from_json, ConnectionInput, RoleInput, TlsInput};
 use crate::lease::Requester;
 use crate::names::{ConnectionName, RoleName};
 use crate::AppState;
@@ -28,26 +28,8 @@ pub async fn read_connection(
 }
 
 /// Vault's connection fields that Lessor does not implement yet, and why; a client sending one
-/// with a meaning gets a 400 rather than, say, a plaintext connection it asked to be TLS.
+/// with a meaning gets a 400 rather than a setting it asked for silently ignored.
 const UNSUPPORTED_CONNECTION_FIELDS: &[(&str, &str)] = &[
-    ("tls_ca", "TLS to the database is not supported yet"),
-    (
-        "tls_certificate",
-        "TLS to the database is not supported yet",
-    ),
-    (
-        "tls_certificate_key",
-        "TLS to the database is not supported yet",
-    ),
-    ("private_key", "TLS to the database is not supported yet"),
-    (
-        "tls_server_name",
-        "TLS to the database is not supported yet",
-    ),
-    (
-        "tls_skip_verify",
-        "TLS to the database is not supported yet",
-    ),
     (
         "password_policy",
         "password policies are not supported yet; passwords are 32 random characters",
@@ -80,6 +62,14 @@ pub async fn write_connection(
         verify_connection: body.boolean("verify_connection")?,
         max_open_connections: body.integer("max_open_connections")?,
         root_rotation_statements: body.string_list("root_rotation_statements", false)?,
+        tls: TlsInput {
+            tls_ca: body.secret("tls_ca")?,
+            tls_certificate: body.secret("tls_certificate")?,
+            private_key: body.secret("private_key")?,
+            tls_certificate_key: body.secret("tls_certificate_key")?,
+            tls_server_name: body.string("tls_server_name")?,
+            tls_skip_verify: body.boolean("tls_skip_verify")?,
+        },
     };
     for (field, why) in UNSUPPORTED_CONNECTION_FIELDS {
         body.refuse_unsupported(field, why)?;

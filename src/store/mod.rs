@@ -196,13 +196,20 @@ impl Store {
     pub async fn upsert_connection(&self, row: &ConnectionRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO connections (name, plugin_name, connection_url_sealed, username, password_sealed, allowed_roles,
-                 verify_connection, max_open_connections, root_rotation_statements, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 verify_connection, max_open_connections, root_rotation_statements,
+                 tls_ca_sealed, tls_certificate_sealed, private_key_sealed, tls_certificate_key_sealed,
+                 tls_server_name, tls_skip_verify, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (name) DO UPDATE SET plugin_name = excluded.plugin_name,
                  connection_url_sealed = excluded.connection_url_sealed, username = excluded.username,
                  password_sealed = excluded.password_sealed, allowed_roles = excluded.allowed_roles,
                  verify_connection = excluded.verify_connection, max_open_connections = excluded.max_open_connections,
-                 root_rotation_statements = excluded.root_rotation_statements, updated_at = excluded.updated_at",
+                 root_rotation_statements = excluded.root_rotation_statements,
+                 tls_ca_sealed = excluded.tls_ca_sealed, tls_certificate_sealed = excluded.tls_certificate_sealed,
+                 private_key_sealed = excluded.private_key_sealed,
+                 tls_certificate_key_sealed = excluded.tls_certificate_key_sealed,
+                 tls_server_name = excluded.tls_server_name, tls_skip_verify = excluded.tls_skip_verify,
+                 updated_at = excluded.updated_at",
         )
         .bind(&row.name)
         .bind(&row.plugin_name)
@@ -213,6 +220,12 @@ impl Store {
         .bind(row.verify_connection)
         .bind(row.max_open_connections)
         .bind(&row.root_rotation_statements)
+        .bind(&row.tls_ca_sealed)
+        .bind(&row.tls_certificate_sealed)
+        .bind(&row.private_key_sealed)
+        .bind(&row.tls_certificate_key_sealed)
+        .bind(&row.tls_server_name)
+        .bind(row.tls_skip_verify)
         .bind(row.created_at)
         .bind(row.updated_at)
         .execute(&self.pool)
@@ -646,6 +659,12 @@ mod tests {
                 verify_connection: false,
                 max_open_connections: 1,
                 root_rotation_statements: "[]".into(),
+                tls_ca_sealed: None,
+                tls_certificate_sealed: None,
+                private_key_sealed: None,
+                tls_certificate_key_sealed: None,
+                tls_server_name: None,
+                tls_skip_verify: false,
                 created_at: 0,
                 updated_at: 0,
             })

@@ -17,6 +17,19 @@ pub struct ConnectionRow {
     pub verify_connection: bool,
     pub max_open_connections: i64,
     pub root_rotation_statements: String,
+    /// `tls_ca` (PEM), sealed; `None` when not set. Like the other TLS columns, written only
+    /// through [`crate::store::Store::upsert_connection`] and opened by `engines::settings_for`.
+    pub tls_ca_sealed: Option<String>,
+    /// `tls_certificate` (PEM), sealed.
+    pub tls_certificate_sealed: Option<String>,
+    /// `private_key` (PEM), sealed: a secret.
+    pub private_key_sealed: Option<String>,
+    /// `tls_certificate_key` (PEM certificate and key), sealed: a secret.
+    pub tls_certificate_key_sealed: Option<String>,
+    /// `tls_server_name`, not secret.
+    pub tls_server_name: Option<String>,
+    /// `tls_skip_verify`.
+    pub tls_skip_verify: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }

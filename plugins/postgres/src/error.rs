@@ -19,6 +19,52 @@ pub(crate) fn redact(message: &str, secrets: &[&str]) -> String {
     out
 }
 
+/// An error's message followed by its causes (`a: b: c`). The driver's own messages are generic
+/// ("error performing TLS handshake"); the cause is what says which certificate check failed.
+pub(crate) fn with_sources(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        // Some errors repeat their cause in their own message.
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// What an operator should know about a refused server certificate, in words rather than
+/// rustls's variant names.
+fn certificate_hint(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    use rustls::CertificateError as E;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = cause {
+        // tokio-rustls reports through io::Error, whose source() skips the error it wraps.
+        let inner = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for candidate in [Some(current), inner].into_iter().flatten() {
+            if let Some(rustls::Error::InvalidCertificate(problem)) =
+                candidate.downcast_ref::<rustls::Error>()
+            {
+                return Some(match problem {
+                    E::UnknownIssuer => "the server's certificate is not signed by the CA given in tls_ca or sslrootcert",
+                    E::NotValidForName | E::NotValidForNameContext { .. } => "the server's certificate does not name the host of connection_url; connect by a name it holds, or use sslmode=verify-ca to check the chain only",
+                    E::Expired | E::ExpiredContext { .. } => "the server's certificate has expired",
+                    E::NotValidYet | E::NotValidYetContext { .. } => "the server's certificate is not valid yet; check the clocks",
+                    _ => "the server's certificate was refused",
+                });
+            }
+        }
+        cause = current.source();
+    }
+    None
+}
+
 /// The server's message with its SQLSTATE, detail and hint, but not its context (which for
 /// PL/pgSQL quotes the statement), with `secrets` redacted.
 fn describe(db: &DbError, secrets: &[&str]) -> String {
@@ -73,8 +119,17 @@ pub(crate) fn classify(err: &tokio_postgres::Error, secrets: &[&str]) -> PluginE
                 Class::Rejected => PluginError::Rejected(message),
             }
         }
-        // I/O errors, a closed connection, a connect timeout: nothing the statement caused.
-        None => PluginError::Unavailable(redact(&err.to_string(), secrets)),
+        // I/O errors, a closed connection, a connect timeout, a refused TLS handshake: nothing
+        // the statement caused.
+        None => {
+            let mut message = with_sources(err);
+            if let Some(hint) = certificate_hint(err) {
+                message.push_str(" (");
+                message.push_str(hint);
+                message.push(')');
+            }
+            PluginError::Unavailable(redact(&message, secrets))
+        }
     }
 }
 

@@ -19,13 +19,18 @@
 //!   closed, never handed to the next operation: its session may be stuck in a statement or an
 //!   open transaction.
 //!
-//! Modules: `config` parses connection settings, `error` maps driver failures onto
-//! [`PluginError`].
+//! - TLS: `sslmode` (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`) and the CA,
+//!   client certificate and key, as paths in the URL or inline PEM in the settings, apply to the
+//!   admin pool and to the fresh connections of [`DatabasePlugin::check_login`] alike: see [`tls`].
+//!
+//! Modules: `config` parses connection settings, `tls` does the handshakes, `error` maps driver
+//! failures onto [`PluginError`].
 
 #![forbid(unsafe_code)]
 
 mod config;
 mod error;
+pub mod tls;
 
 pub mod baseline;
 
@@ -41,7 +46,6 @@ use lessor_plugin::{
     check_username, render_statements, ConnectionSettings, DatabasePlugin, DefaultStatements,
     NewUser, PluginError, RoleOptions, Secret, StatementTemplate, TemplateValues,
 };
-use tokio_postgres::NoTls;
 
 use crate::error::{classify, is_undefined_object, login_error, pool_error};
 
@@ -93,6 +97,8 @@ pub struct PostgresPlugin {
     pool: Pool,
     /// The admin connection configuration; cloned with other credentials for `check_login`.
     config: tokio_postgres::Config,
+    /// The TLS connector of every connection to this target, the pool's and `check_login`'s.
+    tls: tls::TlsSetup,
     max_size: usize,
     timeout: Duration,
     /// `SET LOCAL statement_timeout` run first in each transaction, if the settings carry one.
@@ -107,6 +113,7 @@ impl fmt::Debug for PostgresPlugin {
             .field("user", &self.config.get_user())
             .field("dbname", &self.config.get_dbname())
             .field("ports", &self.config.get_ports())
+            .field("sslmode", &self.tls.mode.as_str())
             .field("max_size", &self.max_size)
             .finish_non_exhaustive()
     }
@@ -119,7 +126,7 @@ impl fmt::Debug for PostgresPlugin {
 /// `postgres://` URLs are accepted, with credentials from the template, inline, or from the
 /// settings. An unusable URL is a [`PluginError::Config`] whose message never contains the URL.
 pub async fn connect(settings: ConnectionSettings) -> Result<PostgresPlugin, PluginError> {
-    let pg_config = config::admin_config(&settings)?;
+    let (pg_config, tls) = config::admin_config(&settings)?;
     let timeout = config::effective_timeout(settings.connect_timeout);
     // A pool of zero would make every operation wait for a slot that never frees.
     let max_size = usize::try_from(settings.max_open_connections.max(1)).unwrap_or(usize::MAX);
@@ -127,7 +134,7 @@ pub async fn connect(settings: ConnectionSettings) -> Result<PostgresPlugin, Plu
     // on rare operations, in exchange for not failing the first operation after a server restart.
     let manager = Manager::from_config(
         pg_config.clone(),
-        NoTls,
+        tls.connector.clone(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Verified,
         },
@@ -143,6 +150,7 @@ pub async fn connect(settings: ConnectionSettings) -> Result<PostgresPlugin, Plu
     Ok(PostgresPlugin {
         pool,
         config: pg_config,
+        tls,
         max_size,
         timeout,
         statement_timeout: statement_timeout_sql(settings.statement_timeout),
@@ -568,12 +576,12 @@ impl DatabasePlugin for PostgresPlugin {
     #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err(level = "warn"))]
     async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError> {
         // A fresh connection, not a pooled one: the point is to prove these credentials open a
-        // session now. Same host, port, database and options as the admin connection.
+        // session now. Same host, port, database, options and TLS as the admin connection.
         let mut config = self.config.clone();
         config.user(username).password(password.expose());
         let secrets = [password.expose()];
         let (client, connection) = config
-            .connect(NoTls)
+            .connect(self.tls.connector.clone())
             .await
             .map_err(|e| login_error(username, &e, &secrets))?;
         let query = async move {
