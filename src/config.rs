@@ -343,9 +343,7 @@ pub fn load(
             }
             "LESSOR_TLS_CERT_FILE" => settings.tls_cert_file = Some(PathBuf::from(value)),
             "LESSOR_TLS_KEY_FILE" => settings.tls_key_file = Some(PathBuf::from(value)),
-            "LESSOR_TLS_CLIENT_CA_FILE" => {
-                settings.tls_client_ca_file = Some(PathBuf::from(value))
-            }
+            "LESSOR_TLS_CLIENT_CA_FILE" => settings.tls_client_ca_file = Some(PathBuf::from(value)),
             "LESSOR_TLS_MIN_VERSION" => settings.tls_min_version = TlsVersion::parse(key, value)?,
             "LESSOR_TLS_DISABLE" => settings.tls_disable = parse_bool(key, value)?,
             other if other.starts_with("LESSOR_") && !KNOWN_ENV.contains(&other) => {
@@ -520,7 +518,10 @@ mod tests {
 
         let env = vec![("LESSOR_TLS_MIN_VERSION".to_owned(), "tls10".to_owned())];
         let error = load(None, &env, &Overrides::default()).unwrap_err();
-        assert!(error.to_string().contains("LESSOR_TLS_MIN_VERSION"), "{error}");
+        assert!(
+            error.to_string().contains("LESSOR_TLS_MIN_VERSION"),
+            "{error}"
+        );
         let env = vec![("LESSOR_TLS_CERT_FILE".to_owned(), "/etc/a.pem".to_owned())];
         let error = load(None, &env, &Overrides::default())
             .unwrap()

@@ -162,12 +162,11 @@ fn load(files: &TlsFiles) -> Result<Loaded> {
             let pem = read_file("tls_client_ca_file", path)?;
             let cas = certificates_from_pem(&what, &String::from_utf8_lossy(&pem))
                 .map_err(|e| Error::Config(e.to_string()))?;
-            let anchors =
-                trust_anchors(&what, &cas).map_err(|e| Error::Config(e.to_string()))?;
+            let anchors = trust_anchors(&what, &cas).map_err(|e| Error::Config(e.to_string()))?;
             let verifier = RequestClientCertificate {
                 hints: anchors
                     .iter()
-                    .map(|a| DistinguishedName::from(a.subject.to_vec()))
+                    .map(|a| DistinguishedName::in_sequence(&a.subject))
                     .collect(),
                 provider: provider.clone(),
             };

@@ -137,6 +137,9 @@ struct DevArgs {
     /// data directory; the CA's path is printed as VAULT_CACERT.
     #[arg(long)]
     tls: bool,
+    /// With --tls: CAs whose client certificates may log in with auth/cert.
+    #[arg(long, requires = "tls")]
+    tls_client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -704,7 +707,8 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     // Made before anything is served; a restart on the same --data-dir makes a fresh CA, so
     // clients re-read VAULT_CACERT as they do with `vault server -dev-tls`.
     let tls = if args.tls {
-        let (files, ca_path) = lessor::listener::make_dev_certificates(&data_dir)?;
+        let (mut files, ca_path) = lessor::listener::make_dev_certificates(&data_dir)?;
+        files.client_ca_file = args.tls_client_ca_file.clone();
         Some((TlsListener::load(files)?, ca_path))
     } else {
         None
@@ -825,7 +829,10 @@ impl Client {
             let pem = std::fs::read(&path)
                 .with_context(|| format!("CA certificate: cannot read {}", path.display()))?;
             let certificates = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
-                format!("CA certificate: {} is not a PEM certificate", path.display())
+                format!(
+                    "CA certificate: {} is not a PEM certificate",
+                    path.display()
+                )
             })?;
             if certificates.is_empty() {
                 bail!(

@@ -472,7 +472,8 @@ pub async fn list_cert_roles(State(state): State<AppState>) -> ApiResult {
 
 pub async fn read_cert_role(State(state): State<AppState>, name: CertRoleName) -> ApiResult {
     let role = cert_auth(&state).role(&name.0).await?;
-    let mut data = serde_json::to_value(&role).map_err(|e| crate::Error::Internal(e.to_string()))?;
+    let mut data =
+        serde_json::to_value(&role).map_err(|e| crate::Error::Internal(e.to_string()))?;
     // Vault answers with both spellings of the policies.
     data["policies"] = json!(role.token_policies);
     Ok(respond(data))
@@ -542,12 +543,30 @@ pub async fn write_cert_role(
     }
     // Vault fields with a meaning Lessor does not implement; hvac sends them empty.
     for (field, why) in [
-        ("allowed_names", "not supported; use allowed_common_names or allowed_dns_sans"),
-        ("allowed_email_sans", "constraints on email SANs are not supported"),
-        ("allowed_uri_sans", "constraints on URI SANs are not supported"),
-        ("allowed_organizational_units", "constraints on OUs are not supported"),
-        ("required_extensions", "required extensions are not supported"),
-        ("allowed_metadata_extensions", "metadata extensions are not supported"),
+        (
+            "allowed_names",
+            "not supported; use allowed_common_names or allowed_dns_sans",
+        ),
+        (
+            "allowed_email_sans",
+            "constraints on email SANs are not supported",
+        ),
+        (
+            "allowed_uri_sans",
+            "constraints on URI SANs are not supported",
+        ),
+        (
+            "allowed_organizational_units",
+            "constraints on OUs are not supported",
+        ),
+        (
+            "required_extensions",
+            "required extensions are not supported",
+        ),
+        (
+            "allowed_metadata_extensions",
+            "metadata extensions are not supported",
+        ),
         ("ocsp_enabled", "OCSP is not supported"),
         ("ocsp_ca_certificates", "OCSP is not supported"),
         ("ocsp_servers_override", "OCSP is not supported"),

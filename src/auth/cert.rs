@@ -50,7 +50,9 @@ impl CertRole {
     /// Checks a role before it is stored, so a login never meets a broken one.
     pub fn validate(&mut self) -> Result<()> {
         if self.certificate.trim().is_empty() {
-            return Err(Error::invalid("certificate: required (a PEM CA certificate)"));
+            return Err(Error::invalid(
+                "certificate: required (a PEM CA certificate)",
+            ));
         }
         let cas = certificates_from_pem("certificate", &self.certificate)?;
         trust_anchors("certificate", &cas)?;
@@ -64,8 +66,7 @@ impl CertRole {
                 )));
             }
         }
-        if self.display_name.chars().count() > 64
-            || self.display_name.chars().any(char::is_control)
+        if self.display_name.chars().count() > 64 || self.display_name.chars().any(char::is_control)
         {
             return Err(Error::invalid(
                 "display_name: at most 64 characters, no control characters",
@@ -91,9 +92,7 @@ pub fn glob_matches(pattern: &str, value: &str) -> bool {
         return pattern == value;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if value.len() < first.len() + last.len()
-        || !value.starts_with(first)
-        || !value.ends_with(last)
+    if value.len() < first.len() + last.len() || !value.starts_with(first) || !value.ends_with(last)
     {
         return false;
     }
@@ -155,11 +154,10 @@ fn names_refusal(role: &CertRole, names: &CertificateNames) -> Option<String> {
         ));
     }
     if !role.allowed_dns_sans.is_empty()
-        && !names.dns_sans.iter().any(|dns| {
-            role.allowed_dns_sans
-                .iter()
-                .any(|g| glob_matches(g, dns))
-        })
+        && !names
+            .dns_sans
+            .iter()
+            .any(|dns| role.allowed_dns_sans.iter().any(|g| glob_matches(g, dns)))
     {
         return Some(format!(
             "no DNS SAN of the certificate ({:?}) is among allowed_dns_sans",
@@ -365,7 +363,10 @@ mod tests {
         assert!(!glob_matches("svc-*-prod", "svc-billing-dev"));
         assert!(glob_matches("a*b*c", "abc"));
         assert!(!glob_matches("a*b*c", "acb"));
-        assert!(!glob_matches("ab*ba", "aba"), "prefix and suffix may not overlap");
+        assert!(
+            !glob_matches("ab*ba", "aba"),
+            "prefix and suffix may not overlap"
+        );
     }
 
     #[test]
