@@ -389,3 +389,66 @@ async fn dev_tls_prints_its_ca_and_the_cli_uses_it() {
         "{second_user} left behind"
     );
 }
+
+#[tokio::test]
+async fn tls_min_version_tls13_refuses_a_tls12_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = lessor::config::Settings {
+        store_url: dir.path().join("lessor.db").display().to_string(),
+        seal_key_file: Some(dir.path().join("seal.key")),
+        create_seal_key_file: true,
+        ..Default::default()
+    };
+    let state = lessor::AppState::open(&settings).await.unwrap();
+    let ca = TestCa::new("version CA");
+    let (cert_file, key_file) = ca.server("v13").write(dir.path(), "server");
+    let tls = lessor::listener::TlsListener::load(lessor::listener::TlsFiles {
+        cert_file,
+        key_file,
+        client_ca_file: None,
+        min_version: lessor::listener::TlsVersion::Tls13,
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(lessor::listener::serve_tls(listener, state, tls, async {
+        let _ = stopped.await;
+    }));
+
+    let client = |versions: &[&'static rustls::SupportedProtocolVersion]| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(
+                ca.cert.der().to_vec(),
+            ))
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    };
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let refused = client(&[&rustls::version::TLS12])
+        .connect(name.clone(), tcp)
+        .await;
+    assert!(refused.is_err(), "a TLS 1.2 client is refused");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut stream = client(&[&rustls::version::TLS13])
+        .connect(name, tcp)
+        .await
+        .expect("TLS 1.3 is served");
+    assert_eq!(health_on(&mut stream).await, 200);
+    drop(stream);
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
