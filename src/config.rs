@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::catalog::LeaseLimits;
 use crate::engines::TargetDeadlines;
 use crate::error::{Error, Result};
+use crate::listener::{TlsFiles, TlsVersion};
 use crate::ttl::parse_duration_value;
 
 /// Log line format.
@@ -50,6 +51,24 @@ pub struct Settings {
     /// Longest one operation on a target database may take as a whole (create, renew, revoke,
     /// set a password, check a login); also each statement's server-side limit.
     pub target_operation_timeout: Duration,
+    /// The listener's certificate chain (PEM); with `tls_key_file`, the listener speaks HTTPS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// CAs whose client certificates reach the certificate auth method (`auth/cert/login`).
+    pub tls_client_ca_file: Option<PathBuf>,
+    pub tls_min_version: TlsVersion,
+    /// Serve plain HTTP: tokens and credentials then cross the network in clear, so a server
+    /// does it only when asked by name (Vault's `tls_disable`).
+    pub tls_disable: bool,
+}
+
+/// What the listener speaks, decided from the settings by [`Settings::listener_security`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerSecurity {
+    /// Plain HTTP, asked for with `tls_disable`.
+    Plain,
+    Tls(TlsFiles),
 }
 
 impl Default for Settings {
@@ -67,6 +86,11 @@ impl Default for Settings {
             monitor: Default::default(),
             target_connect_timeout: TargetDeadlines::default().connect,
             target_operation_timeout: TargetDeadlines::default().operation,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            tls_min_version: TlsVersion::Tls12,
+            tls_disable: false,
         }
     }
 }
@@ -77,6 +101,44 @@ impl Settings {
         TargetDeadlines {
             connect: self.target_connect_timeout,
             operation: self.target_operation_timeout,
+        }
+    }
+
+    /// HTTPS with the configured files, or plain HTTP when `tls_disable` asks for it; anything else
+    /// (no certificate and no `tls_disable`, half a pair, both at once) is an error saying what
+    /// to set.
+    pub fn listener_security(&self) -> Result<ListenerSecurity> {
+        match (&self.tls_cert_file, &self.tls_key_file, self.tls_disable) {
+            (None, None, true) => {
+                if self.tls_client_ca_file.is_some() {
+                    return Err(Error::Config(
+                        "tls_client_ca_file needs TLS, but tls_disable is set".into(),
+                    ));
+                }
+                Ok(ListenerSecurity::Plain)
+            }
+            (Some(_), _, true) | (_, Some(_), true) => Err(Error::Config(
+                "tls_disable is set together with tls_cert_file/tls_key_file; choose one".into(),
+            )),
+            (Some(cert), Some(key), false) => Ok(ListenerSecurity::Tls(TlsFiles {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+                client_ca_file: self.tls_client_ca_file.clone(),
+                min_version: self.tls_min_version,
+            })),
+            (Some(_), None, false) => Err(Error::Config(
+                "tls_cert_file is set but tls_key_file is not".into(),
+            )),
+            (None, Some(_), false) => Err(Error::Config(
+                "tls_key_file is set but tls_cert_file is not".into(),
+            )),
+            (None, None, false) => Err(Error::Config(
+                "TLS is not configured: set tls_cert_file and tls_key_file (LESSOR_TLS_CERT_FILE, \
+                 LESSOR_TLS_KEY_FILE, --tls-cert-file, --tls-key-file), or serve plain HTTP by \
+                 asking for it explicitly with tls_disable = true (LESSOR_TLS_DISABLE=true, \
+                 --tls-disable); tokens and credentials then cross the network in clear"
+                    .into(),
+            )),
         }
     }
 
@@ -103,6 +165,11 @@ struct FileConfig {
     monitor: Option<crate::audit::anomaly::MonitorRules>,
     target_connect_timeout: Option<serde_json::Value>,
     target_operation_timeout: Option<serde_json::Value>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_client_ca_file: Option<PathBuf>,
+    tls_min_version: Option<String>,
+    tls_disable: Option<bool>,
 }
 
 /// Flags given on the command line; `None` leaves the lower layers' value.
@@ -113,6 +180,12 @@ pub struct Overrides {
     pub seal_key_file: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_client_ca_file: Option<PathBuf>,
+    pub tls_min_version: Option<TlsVersion>,
+    /// `--tls-disable`: only ever turns plain HTTP on.
+    pub tls_disable: bool,
 }
 
 /// Environment variables Lessor reads (server and client); others with the prefix get a warning.
@@ -127,7 +200,14 @@ const KNOWN_ENV: &[&str] = &[
     "LESSOR_MAX_LEASE_TTL",
     "LESSOR_TARGET_CONNECT_TIMEOUT",
     "LESSOR_TARGET_OPERATION_TIMEOUT",
+    "LESSOR_TLS_CERT_FILE",
+    "LESSOR_TLS_KEY_FILE",
+    "LESSOR_TLS_CLIENT_CA_FILE",
+    "LESSOR_TLS_MIN_VERSION",
+    "LESSOR_TLS_DISABLE",
     "LESSOR_ADDR",
+    "LESSOR_CACERT",
+    "LESSOR_SKIP_VERIFY",
     "LESSOR_TOKEN",
     "LESSOR_DEV_POSTGRES_URL",
     "LESSOR_DEV_MYSQL_URL",
@@ -154,6 +234,16 @@ fn parse_listen(source: &str, value: &str) -> Result<SocketAddr> {
             "{source}: {value:?} is not an address such as 127.0.0.1:8200"
         ))
     })
+}
+
+fn parse_bool(source: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        other => Err(Error::Config(format!(
+            "{source}: expected true or false, not {other:?}"
+        ))),
+    }
 }
 
 fn parse_ttl(source: &str, value: &serde_json::Value) -> Result<Duration> {
@@ -205,6 +295,22 @@ pub fn load(
         if let Some(v) = parsed.target_operation_timeout {
             settings.target_operation_timeout = parse_ttl("target_operation_timeout", &v)?;
         }
+        if let Some(v) = parsed.tls_cert_file {
+            settings.tls_cert_file = Some(v);
+        }
+        if let Some(v) = parsed.tls_key_file {
+            settings.tls_key_file = Some(v);
+        }
+        if let Some(v) = parsed.tls_client_ca_file {
+            settings.tls_client_ca_file = Some(v);
+        }
+        if let Some(v) = parsed.tls_min_version {
+            settings.tls_min_version =
+                TlsVersion::parse(&format!("{source}: tls_min_version"), &v)?;
+        }
+        if let Some(v) = parsed.tls_disable {
+            settings.tls_disable = v;
+        }
         if let Some(v) = parsed.monitor {
             v.validate()
                 .map_err(|e| Error::Config(format!("{source}: [monitor]: {e}")))?;
@@ -235,6 +341,11 @@ pub fn load(
                 settings.target_operation_timeout =
                     parse_ttl(key, &serde_json::Value::String(value.clone()))?
             }
+            "LESSOR_TLS_CERT_FILE" => settings.tls_cert_file = Some(PathBuf::from(value)),
+            "LESSOR_TLS_KEY_FILE" => settings.tls_key_file = Some(PathBuf::from(value)),
+            "LESSOR_TLS_CLIENT_CA_FILE" => settings.tls_client_ca_file = Some(PathBuf::from(value)),
+            "LESSOR_TLS_MIN_VERSION" => settings.tls_min_version = TlsVersion::parse(key, value)?,
+            "LESSOR_TLS_DISABLE" => settings.tls_disable = parse_bool(key, value)?,
             other if other.starts_with("LESSOR_") && !KNOWN_ENV.contains(&other) => {
                 eprintln!("warning: ignoring unknown environment variable {other}");
             }
@@ -256,6 +367,21 @@ pub fn load(
     }
     if let Some(v) = &overrides.log_level {
         settings.log_level = v.clone();
+    }
+    if let Some(v) = &overrides.tls_cert_file {
+        settings.tls_cert_file = Some(v.clone());
+    }
+    if let Some(v) = &overrides.tls_key_file {
+        settings.tls_key_file = Some(v.clone());
+    }
+    if let Some(v) = &overrides.tls_client_ca_file {
+        settings.tls_client_ca_file = Some(v.clone());
+    }
+    if let Some(v) = overrides.tls_min_version {
+        settings.tls_min_version = v;
+    }
+    if overrides.tls_disable {
+        settings.tls_disable = true;
     }
 
     if settings.max_lease_ttl.is_zero() {
@@ -339,6 +465,69 @@ mod tests {
         let env = vec![("LESSOR_TARGET_CONNECT_TIMEOUT".to_owned(), "0s".to_owned())];
         let err = load(None, &env, &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("target_connect_timeout"), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_layer_and_plain_http_needs_asking() {
+        let settings = load(None, &[], &Overrides::default()).unwrap();
+        let error = settings.listener_security().unwrap_err().to_string();
+        assert!(
+            error.contains("tls_disable") && error.contains("tls_cert_file"),
+            "{error}"
+        );
+
+        let env = vec![("LESSOR_TLS_DISABLE".to_owned(), "true".to_owned())];
+        let settings = load(None, &env, &Overrides::default()).unwrap();
+        assert_eq!(
+            settings.listener_security().unwrap(),
+            ListenerSecurity::Plain
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lessor.toml");
+        std::fs::write(
+            &path,
+            "tls_cert_file = \"/etc/a.pem\"\ntls_key_file = \"/etc/a.key\"\ntls_min_version = \"tls13\"\n",
+        )
+        .unwrap();
+        let env = vec![(
+            "LESSOR_TLS_CLIENT_CA_FILE".to_owned(),
+            "/etc/ca.pem".to_owned(),
+        )];
+        let overrides = Overrides {
+            tls_key_file: Some("/etc/b.key".into()),
+            ..Default::default()
+        };
+        let settings = load(Some(&path), &env, &overrides).unwrap();
+        assert_eq!(
+            settings.listener_security().unwrap(),
+            ListenerSecurity::Tls(TlsFiles {
+                cert_file: "/etc/a.pem".into(),
+                key_file: "/etc/b.key".into(),
+                client_ca_file: Some("/etc/ca.pem".into()),
+                min_version: TlsVersion::Tls13,
+            })
+        );
+
+        let overrides = Overrides {
+            tls_disable: true,
+            ..Default::default()
+        };
+        let settings = load(Some(&path), &[], &overrides).unwrap();
+        assert!(settings.listener_security().is_err(), "both at once");
+
+        let env = vec![("LESSOR_TLS_MIN_VERSION".to_owned(), "tls10".to_owned())];
+        let error = load(None, &env, &Overrides::default()).unwrap_err();
+        assert!(
+            error.to_string().contains("LESSOR_TLS_MIN_VERSION"),
+            "{error}"
+        );
+        let env = vec![("LESSOR_TLS_CERT_FILE".to_owned(), "/etc/a.pem".to_owned())];
+        let error = load(None, &env, &Overrides::default())
+            .unwrap()
+            .listener_security()
+            .unwrap_err();
+        assert!(error.to_string().contains("tls_key_file"), "{error}");
     }
 
     #[test]

@@ -18,9 +18,12 @@
 //! - [`wrapping`]: response wrapping (single-use wrapping tokens for sealed answers).
 //! - [`config`]: defaults < TOML < `LESSOR_*` env < flags.
 //! - [`dev`]: what `lessor dev` registers on a fresh machine.
+//! - [`listener`]: HTTPS on the listener (rustls), reloaded on SIGHUP; [`tls`]: the client
+//!   certificate a request carries, and the chain checks shared with [`auth::cert`].
 //!
-//! [`app`] builds the HTTP service and [`serve`] runs it with the reaper until a shutdown future
-//! completes, so `main` passes a signal and tests pass whatever they like.
+//! [`app`] builds the HTTP service; [`serve`] (plain HTTP) and [`listener::serve_tls`] (HTTPS) run
+//! it with the reaper until a shutdown future completes, so `main` passes a signal and tests pass
+//! whatever they like.
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +37,7 @@ pub mod dev;
 pub mod engines;
 pub mod error;
 pub mod lease;
+pub mod listener;
 pub mod metrics;
 pub mod names;
 pub mod rotation;
@@ -206,12 +210,29 @@ pub fn app(state: AppState) -> axum::Router {
     axum::Router::new().fallback_service(logged)
 }
 
-/// Serves the API on `listener` and runs the reaper until `shutdown` completes; then stops taking
-/// requests, lets in-flight ones finish, stops the reaper and closes database pools.
+/// Serves the API on `listener` (plain HTTP) and runs the reaper until `shutdown` completes; then
+/// stops taking requests, lets in-flight ones finish, stops the reaper and closes database pools.
+/// [`listener::serve_tls`] is the HTTPS twin.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    with_background_tasks(state, async move {
+        axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| Error::Internal(format!("HTTP server failed: {e}")))
+    })
+    .await
+}
+
+/// Runs the background work (reaper, housekeeping, rotator) while `serving` runs, then stops it,
+/// waits for rotations in flight and closes the database pools: the part both listeners share.
+pub(crate) async fn with_background_tasks(
+    state: AppState,
+    serving: impl Future<Output = Result<()>>,
 ) -> Result<()> {
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -228,15 +249,12 @@ pub async fn serve(
     ));
     tasks.close();
 
-    let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = serving.await;
     cancel.cancel();
     tasks.wait().await;
     // Rotations run in tasks of their own (a disconnected client cannot cut one short); they
     // finish before the pools they use are closed.
     state.rotation.wait_for_rotations().await;
     state.engines.close_all().await;
-    served.map_err(|e| Error::Internal(format!("HTTP server failed: {e}")))
+    served
 }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use lessor::config::{self, LogFormat, Overrides, Settings};
+use lessor::config::{self, ListenerSecurity, LogFormat, Overrides, Settings};
+use lessor::listener::{TlsListener, TlsVersion};
 use lessor::{dev, telemetry, AppState};
 use lessor_plugin::Secret;
 use serde_json::{json, Value};
@@ -97,6 +98,25 @@ struct ServerArgs {
     log_format: Option<LogFormat>,
     #[arg(long)]
     log_level: Option<String>,
+    /// The listener's certificate chain, PEM (overrides LESSOR_TLS_CERT_FILE).
+    #[arg(long)]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file, PEM (overrides LESSOR_TLS_KEY_FILE).
+    #[arg(long)]
+    tls_key_file: Option<PathBuf>,
+    /// CAs whose client certificates may log in with auth/cert (overrides LESSOR_TLS_CLIENT_CA_FILE).
+    #[arg(long)]
+    tls_client_ca_file: Option<PathBuf>,
+    /// Oldest TLS version accepted: tls12 (default) or tls13.
+    #[arg(long, value_parser = parse_tls_version)]
+    tls_min_version: Option<TlsVersion>,
+    /// Serve plain HTTP: tokens and credentials cross the network in clear.
+    #[arg(long)]
+    tls_disable: bool,
+}
+
+fn parse_tls_version(value: &str) -> Result<TlsVersion, String> {
+    TlsVersion::parse("--tls-min-version", value).map_err(|e| e.to_string())
 }
 
 #[derive(Args)]
@@ -113,6 +133,13 @@ struct DevArgs {
     log_format: LogFormat,
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Serve HTTPS with a throwaway CA and a certificate for 127.0.0.1 and localhost, made in the
+    /// data directory; the CA's path is printed as VAULT_CACERT.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: CAs whose client certificates may log in with auth/cert.
+    #[arg(long, requires = "tls")]
+    tls_client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -159,6 +186,14 @@ struct ClientArgs {
     /// Token; defaults to LESSOR_TOKEN, then VAULT_TOKEN.
     #[arg(long, global = true)]
     token: Option<String>,
+    /// PEM file of the CA that signed the server's certificate; defaults to LESSOR_CACERT, then
+    /// VAULT_CACERT.
+    #[arg(long, global = true)]
+    ca_cert: Option<PathBuf>,
+    /// Do not verify the server's certificate (also LESSOR_SKIP_VERIFY / VAULT_SKIP_VERIFY): anyone
+    /// on the path can then read the token and the credentials.
+    #[arg(long, global = true)]
+    tls_skip_verify: bool,
 }
 
 #[derive(Subcommand)]
@@ -506,6 +541,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A path from the environment; empty counts as unset.
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// A boolean from the environment, as Vault reads VAULT_SKIP_VERIFY; a value that is neither is
+/// an error naming the variable rather than a silent guess.
+fn env_flag(name: &str) -> anyhow::Result<bool> {
+    match std::env::var(name) {
+        Err(_) => Ok(false),
+        Ok(value) => match value.trim().to_ascii_lowercase().as_str() {
+            "" | "0" | "false" | "no" => Ok(false),
+            "1" | "true" | "yes" => Ok(true),
+            other => bail!("{name}: expected true or false, not {other:?}"),
+        },
+    }
+}
+
 fn process_env() -> Vec<(String, String)> {
     std::env::vars().collect()
 }
@@ -578,9 +633,20 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         seal_key_file: args.seal_key_file,
         log_format: args.log_format,
         log_level: args.log_level,
+        tls_cert_file: args.tls_cert_file,
+        tls_key_file: args.tls_key_file,
+        tls_client_ca_file: args.tls_client_ca_file,
+        tls_min_version: args.tls_min_version,
+        tls_disable: args.tls_disable,
     };
     let settings = config::load(args.config.as_deref(), &process_env(), &overrides)?;
     telemetry::init(settings.log_format, &settings.log_level);
+    // Decided (and the files read) before the store is opened: a server that cannot serve as
+    // configured stops at once, saying which setting to fix.
+    let tls = match settings.listener_security()? {
+        ListenerSecurity::Plain => None,
+        ListenerSecurity::Tls(files) => Some(TlsListener::load(files)?),
+    };
     let state = AppState::open(&settings).await?;
     if let Some(token) = state.auth.bootstrap_root_token().await? {
         // Shown once, on standard output rather than the log, as `vault operator init` does.
@@ -592,8 +658,25 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    tracing::info!(listen = %settings.listen, "lessor server listening");
-    lessor::serve(listener, state, shutdown_signal()).await?;
+    match tls {
+        Some(tls) => {
+            tracing::info!(
+                address = %lessor::listener::client_address(listener.local_addr()?, true),
+                client_ca = tls.files().client_ca_file.is_some(),
+                "lessor server listening (TLS; SIGHUP reloads the certificate)"
+            );
+            #[cfg(unix)]
+            tokio::spawn(lessor::listener::reload_on_sighup(tls.clone()));
+            lessor::listener::serve_tls(listener, state, tls, shutdown_signal()).await?;
+        }
+        None => {
+            tracing::warn!(
+                address = %lessor::listener::client_address(listener.local_addr()?, false),
+                "lessor server listening on plain HTTP (tls_disable): tokens and credentials cross the network in clear"
+            );
+            lessor::serve(listener, state, shutdown_signal()).await?;
+        }
+    }
     Ok(())
 }
 
@@ -621,6 +704,15 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         log_level: args.log_level.clone(),
         ..Settings::default()
     };
+    // Made before anything is served; a restart on the same --data-dir makes a fresh CA, so
+    // clients re-read VAULT_CACERT as they do with `vault server -dev-tls`.
+    let tls = if args.tls {
+        let (mut files, ca_path) = lessor::listener::make_dev_certificates(&data_dir)?;
+        files.client_ca_file = args.tls_client_ca_file.clone();
+        Some((TlsListener::load(files)?, ca_path))
+    } else {
+        None
+    };
     let state = AppState::open(&settings).await?;
     let root_token = match args.root_token {
         Some(token) => {
@@ -645,7 +737,7 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         std::env::var("LESSOR_DEV_MYSQL_URL").unwrap_or_else(|_| dev::DEFAULT_MYSQL_URL.into());
     let registration = dev::register_local_databases(&state, &postgres_url, &mysql_url).await;
 
-    let addr = format!("http://{}", listener.local_addr()?);
+    let addr = lessor::listener::client_address(listener.local_addr()?, tls.is_some());
     println!(
         "Lessor dev server listening on {addr} (store in {})",
         data_dir.display()
@@ -655,6 +747,11 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         "  export LESSOR_TOKEN={0} VAULT_TOKEN={0}",
         root_token.expose()
     );
+    if let Some((_, ca_path)) = &tls {
+        // One variable a line, as `vault server -dev-tls` prints it, so scripts can grep it.
+        println!("  export VAULT_CACERT={}", ca_path.display());
+        println!("  export LESSOR_CACERT={}", ca_path.display());
+    }
     for registered in &registration.registered {
         println!("  registered {registered}");
     }
@@ -669,7 +766,14 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         };
         println!("  try: cargo run -- creds {role}");
     }
-    let served = lessor::serve(listener, state.clone(), shutdown_signal()).await;
+    let served = match tls {
+        Some((tls, _)) => {
+            #[cfg(unix)]
+            tokio::spawn(lessor::listener::reload_on_sighup(tls.clone()));
+            lessor::listener::serve_tls(listener, state.clone(), tls, shutdown_signal()).await
+        }
+        None => lessor::serve(listener, state.clone(), shutdown_signal()).await,
+    };
     if _temporary.is_some() {
         // The temporary store goes with this process; its users must not outlive it.
         match dev::revoke_everything(&state).await {
@@ -706,8 +810,8 @@ impl Client {
             .or_else(|| std::env::var("LESSOR_ADDR").ok())
             .or_else(|| std::env::var("VAULT_ADDR").ok())
             .unwrap_or_else(|| "http://127.0.0.1:8200".into());
-        if !addr.starts_with("http://") {
-            bail!("--addr: only http:// addresses are supported by this client, got {addr}");
+        if !addr.starts_with("http://") && !addr.starts_with("https://") {
+            bail!("--addr: expected an http:// or https:// address, got {addr}");
         }
         let token = args
             .token
@@ -715,8 +819,42 @@ impl Client {
             .or_else(|| std::env::var("LESSOR_TOKEN").ok())
             .or_else(|| std::env::var("VAULT_TOKEN").ok())
             .map(Secret::new);
+        let mut http = reqwest::Client::builder();
+        let ca_cert = args
+            .ca_cert
+            .clone()
+            .or_else(|| env_path("LESSOR_CACERT"))
+            .or_else(|| env_path("VAULT_CACERT"));
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(&path)
+                .with_context(|| format!("CA certificate: cannot read {}", path.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+                format!(
+                    "CA certificate: {} is not a PEM certificate",
+                    path.display()
+                )
+            })?;
+            if certificates.is_empty() {
+                bail!(
+                    "CA certificate: {} holds no PEM certificate",
+                    path.display()
+                );
+            }
+            for certificate in certificates {
+                http = http.add_root_certificate(certificate);
+            }
+        }
+        let skip_verify = args.tls_skip_verify
+            || env_flag("LESSOR_SKIP_VERIFY")?
+            || env_flag("VAULT_SKIP_VERIFY")?;
+        if skip_verify {
+            eprintln!(
+                "warning: not verifying the server's TLS certificate (skip verify): anyone on the network path can read the token and the credentials"
+            );
+            http = http.danger_accept_invalid_certs(true);
+        }
         Ok(Self {
-            http: reqwest::Client::new(),
+            http: http.build().context("cannot set up the HTTP client")?,
             addr: addr.trim_end_matches('/').to_owned(),
             token,
         })

@@ -1,5 +1,6 @@
 //! Handlers for `auth/token/*` (create, renew-self, revoke-self, lookup, lookup-accessor,
-//! revoke-accessor) and the JWT auth method `auth/jwt/{config,role/:name,login}`.
+//! revoke-accessor), the JWT auth method `auth/jwt/{config,role/:name,login}` and the certificate
+//! auth method `auth/cert/{certs/:name,login}`.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -36,6 +37,13 @@ pub fn routes() -> Routes {
         .write("/v1/auth/jwt/role/{name}", write_jwt_role)
         .delete("/v1/auth/jwt/role/{name}", delete_jwt_role)
         .write("/v1/auth/jwt/login", jwt_login)
+        .login()
+        .list("/v1/auth/cert/certs", list_cert_roles)
+        .list("/v1/auth/cert/certs/", list_cert_roles)
+        .read("/v1/auth/cert/certs/{name}", read_cert_role)
+        .write("/v1/auth/cert/certs/{name}", write_cert_role)
+        .delete("/v1/auth/cert/certs/{name}", delete_cert_role)
+        .write("/v1/auth/cert/login", cert_login)
         .login()
 }
 
@@ -456,5 +464,174 @@ pub async fn jwt_login(State(state): State<AppState>, mut body: Body) -> ApiResu
     };
     body.finish()?;
     let issued = state.jwt.login(&state.auth, &role, &jwt).await?;
+    Ok(auth_response(&issued, vec![]))
+}
+
+// ---- certificate auth method -------------------------------------------------------------------
+
+/// A certificate role's name from the (canonical) path, checked before the handler runs.
+pub struct CertRoleName(String);
+
+impl axum::extract::FromRequestParts<AppState> for CertRoleName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::bad_request(format!("role name: {e}")))?;
+        crate::catalog::check_name("role name", &raw)?;
+        Ok(Self(raw))
+    }
+}
+
+fn cert_auth(state: &AppState) -> crate::auth::cert::CertAuth {
+    crate::auth::cert::CertAuth::new(state.store.clone())
+}
+
+pub async fn list_cert_roles(State(state): State<AppState>) -> ApiResult {
+    listing(cert_auth(&state).list_roles().await?)
+}
+
+pub async fn read_cert_role(State(state): State<AppState>, name: CertRoleName) -> ApiResult {
+    let role = cert_auth(&state).role(&name.0).await?;
+    let mut data =
+        serde_json::to_value(&role).map_err(|e| crate::Error::Internal(e.to_string()))?;
+    // Vault answers with both spellings of the policies.
+    data["policies"] = json!(role.token_policies);
+    Ok(respond(data))
+}
+
+/// Creates a role or updates the fields given, as Vault does.
+pub async fn write_cert_role(
+    State(state): State<AppState>,
+    name: CertRoleName,
+    mut body: Body,
+) -> ApiResult {
+    let certs = cert_auth(&state);
+    let mut role = match certs.role(&name.0).await {
+        Ok(existing) => existing,
+        Err(crate::Error::NotFound { .. }) => crate::auth::cert::CertRole::default(),
+        Err(e) => return Err(e.into()),
+    };
+    // hvac repeats the name in the body.
+    if let Some(named) = body.string("name")? {
+        if named != name.0 {
+            return Err(ApiError::bad_request(format!(
+                "name: {named:?} differs from the name in the path"
+            )));
+        }
+    }
+    if let Some(v) = body.string("certificate")? {
+        role.certificate = v;
+    }
+    if let Some(v) = body.string_list("allowed_common_names", true)? {
+        role.allowed_common_names = v;
+    }
+    if let Some(v) = body.string_list("allowed_dns_sans", true)? {
+        role.allowed_dns_sans = v;
+    }
+    if let Some(v) = body.string("display_name")? {
+        role.display_name = v;
+    }
+    let policies = match body.string_list("token_policies", true)? {
+        Some(p) => Some(p),
+        None => body.string_list("policies", true)?,
+    };
+    if let Some(v) = policies {
+        role.token_policies = v;
+    }
+    if let Some(v) = body.duration("token_ttl")?.or(body.duration("ttl")?) {
+        role.token_ttl = v.as_secs();
+    }
+    if let Some(v) = body
+        .duration("token_max_ttl")?
+        .or(body.duration("max_ttl")?)
+    {
+        role.token_max_ttl = v.as_secs();
+    }
+    if let Some(v) = body.duration("token_explicit_max_ttl")? {
+        role.token_explicit_max_ttl = v.as_secs();
+    }
+    if let Some(v) = body.boolean("token_no_default_policy")? {
+        role.token_no_default_policy = v;
+    }
+    match body.string("token_type")?.as_deref() {
+        None | Some("") | Some("default") | Some("service") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "token_type: only service tokens are issued, not {other:?}"
+            )))
+        }
+    }
+    // Vault fields with a meaning Lessor does not implement; hvac sends them empty.
+    for (field, why) in [
+        (
+            "allowed_names",
+            "not supported; use allowed_common_names or allowed_dns_sans",
+        ),
+        (
+            "allowed_email_sans",
+            "constraints on email SANs are not supported",
+        ),
+        (
+            "allowed_uri_sans",
+            "constraints on URI SANs are not supported",
+        ),
+        (
+            "allowed_organizational_units",
+            "constraints on OUs are not supported",
+        ),
+        (
+            "required_extensions",
+            "required extensions are not supported",
+        ),
+        (
+            "allowed_metadata_extensions",
+            "metadata extensions are not supported",
+        ),
+        ("ocsp_enabled", "OCSP is not supported"),
+        ("ocsp_ca_certificates", "OCSP is not supported"),
+        ("ocsp_servers_override", "OCSP is not supported"),
+        ("token_bound_cidrs", "not supported"),
+        ("bound_cidrs", "not supported"),
+        ("token_num_uses", "limited-use tokens are not supported"),
+        ("token_period", "periodic tokens are not supported"),
+        ("period", "periodic tokens are not supported"),
+    ] {
+        body.refuse_unsupported(field, why)?;
+    }
+    body.finish()?;
+    certs.write_role(&name.0, role).await?;
+    Ok(written(vec![]))
+}
+
+pub async fn delete_cert_role(State(state): State<AppState>, name: CertRoleName) -> ApiResult {
+    cert_auth(&state).delete_role(&name.0).await?;
+    Ok(written(vec![]))
+}
+
+/// `auth/cert/login`: unauthenticated; the TLS client certificate of the connection is the
+/// credential. Refusals are 403 with the reason, and audited.
+pub async fn cert_login(
+    State(state): State<AppState>,
+    verified: Option<axum::Extension<crate::tls::ClientCertificates>>,
+    rejected: Option<axum::Extension<crate::tls::RejectedClientCertificate>>,
+    mut body: Body,
+) -> ApiResult {
+    use crate::auth::cert::PresentedCertificate;
+    let role = body.string("name")?.filter(|r| !r.is_empty());
+    body.finish()?;
+    let presented = match (verified, rejected) {
+        (Some(axum::Extension(chain)), _) => PresentedCertificate::Verified(chain),
+        (None, Some(axum::Extension(reason))) => PresentedCertificate::Rejected(reason),
+        (None, None) => PresentedCertificate::None,
+    };
+    let issued = cert_auth(&state)
+        .login(&state.auth, role.as_deref(), &presented)
+        .await?;
     Ok(auth_response(&issued, vec![]))
 }

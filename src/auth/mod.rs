@@ -10,7 +10,9 @@
 //! - [`policy`]: Vault ACL policies (HCL via [`hcl`], or JSON) and the per-request check.
 //! - [`jwt`]: workload identity: a signed JWT (a Kubernetes service-account token) exchanged
 //!   for a short-lived token.
+//! - [`cert`]: workload identity by TLS client certificate (Vault's `cert` method).
 
+pub mod cert;
 pub mod hcl;
 pub mod jwt;
 pub mod policy;

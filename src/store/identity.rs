@@ -503,3 +503,55 @@ impl Store {
         Ok(done.rows_affected())
     }
 }
+
+// ---- certificate auth roles (migration 0007) ---------------------------------------------------
+
+impl Store {
+    pub async fn upsert_cert_role(&self, name: &str, config: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO cert_roles (name, config, created_at, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(config)
+        .bind(now)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_cert_role(&self, name: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT config FROM cert_roles WHERE name = ?")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    pub async fn list_cert_roles(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT name FROM cert_roles ORDER BY name")
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
+    /// Every role with its body, by name: a login without a role name tries them all.
+    pub async fn all_cert_roles(&self) -> Result<Vec<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT name, config FROM cert_roles ORDER BY name")
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
+    pub async fn delete_cert_role(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM cert_roles WHERE name = ?")
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
