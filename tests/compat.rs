@@ -127,6 +127,7 @@ async fn status_mounts_auth_methods_and_plugin_reload_answer_in_vaults_shape() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["token/"]["type"], "token");
     assert_eq!(body["data"]["jwt/"]["type"], "jwt");
+    assert_eq!(body["data"]["cert/"]["type"], "cert");
 
     let (status, body) = server
         .call("POST", "database/reload/postgresql-database-plugin", None)

@@ -129,6 +129,15 @@ pub async fn auth_methods(State(state): State<AppState>, _caller: Caller) -> Res
                 &state,
             ),
         ),
+        (
+            "cert/",
+            mount(
+                "cert",
+                "workload identity: TLS client certificates",
+                "auth_cert_lessor",
+                &state,
+            ),
+        ),
     ])
 }
 
