@@ -384,11 +384,14 @@ async fn unsupported_fields_are_refused_by_name_and_nothing_runs() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    // Connection fields: a TLS connection silently stayed plaintext.
+    // Connection fields that were accepted and ignored (a TLS connection silently stayed
+    // plaintext): each is now implemented and checks its value, or is refused for this engine; a
+    // bad value is a 400 naming the field, and nothing is stored.
     for field in [
         "tls_ca",
         "tls_certificate",
         "private_key",
+        "tls_server_name",
         "password_policy",
     ] {
         let connection = unique("tb-conn");
