@@ -189,7 +189,7 @@ pub struct Overrides {
 }
 
 /// Environment variables Lessor reads (server and client); others with the prefix get a warning.
-const KNOWN_ENV: &[&str] = &[
+pub const KNOWN_ENV: &[&str] = &[
     "LESSOR_LISTEN",
     "LESSOR_STORE_URL",
     "LESSOR_SEAL_KEY",

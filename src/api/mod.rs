@@ -23,6 +23,7 @@ pub mod canonical;
 mod database;
 pub mod error;
 pub mod gate;
+pub mod openapi;
 mod policies;
 pub mod routes;
 mod static_roles;
@@ -132,6 +133,7 @@ pub fn routes() -> Routes {
         .merge(policies::routes())
         .merge(audit::routes())
         .merge(wrapping::routes())
+        .merge(openapi::routes())
 }
 
 /// Builds the API router behind the policy gate. Serve it through [`crate::app`], which puts the

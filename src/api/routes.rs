@@ -84,6 +84,9 @@ pub struct Endpoint {
     pub issues_credential: bool,
     /// Query parameters it reads; any other is refused with a 400 naming it.
     pub query: &'static [&'static str],
+    /// One line on what it does, for the OpenAPI document ([`super::openapi`]); without one the
+    /// document says the operation and the path.
+    pub summary: Option<&'static str>,
 }
 
 /// Every declared endpoint, by route template and verb.
@@ -136,6 +139,7 @@ impl Routes {
             access: Access::Policy,
             issues_credential: false,
             query: &[],
+            summary: None,
         };
         assert!(
             self.table.0.insert(key.clone(), endpoint).is_none(),
@@ -233,6 +237,11 @@ impl Routes {
     /// The endpoint declared last reads these query parameters.
     pub fn query(self, names: &'static [&'static str]) -> Self {
         self.set_last(|e| e.query = names)
+    }
+
+    /// The endpoint declared last, in one line, for the OpenAPI document.
+    pub fn summary(self, summary: &'static str) -> Self {
+        self.set_last(|e| e.summary = Some(summary))
     }
 
     pub fn merge(mut self, other: Routes) -> Self {
