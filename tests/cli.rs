@@ -305,7 +305,9 @@ async fn exec_runs_psql_with_the_variables_then_the_user_is_gone() {
         !pg_role_exists(&pg_admin().await, &user).await,
         "{user} outlived the command"
     );
-    assert!(!text(&output.stderr).contains("PGPASSWORD="));
+    let stderr = text(&output.stderr);
+    assert!(!stderr.contains("PGPASSWORD="), "{stderr}");
+    assert!(!stderr.contains("warning"), "--ttl was applied: {stderr}");
     server.revoke_everything().await;
     server.stop().await;
 }
@@ -369,6 +371,54 @@ async fn sigterm_to_exec_reaches_the_command_and_the_user_is_revoked() {
         !pg_role_exists(&pg_admin().await, &user).await,
         "{user} outlived the command"
     );
+    server.revoke_everything().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_renews_a_short_lease_while_the_command_runs() {
+    let (server, connection) = server_with_postgres().await;
+    let addr = server.api.base.clone();
+    let role = unique("cli-renew");
+    server
+        .write_role(
+            &role,
+            json!({ "db_name": connection, "default_ttl": "2s", "max_ttl": "1m" }),
+        )
+        .await;
+    // The control: a credential nobody renews no longer logs in after 5 s.
+    let (_, user, password) = server.creds(&role).await;
+    drop(
+        pg_login(&user, &password)
+            .await
+            .expect("fresh control login works"),
+    );
+    let output = lessor(
+        &addr,
+        Some(ROOT_TOKEN),
+        &[
+            "exec",
+            "--role",
+            &role,
+            "--",
+            "sh",
+            "-c",
+            "sleep 5; psql -XtAc 'select current_user'",
+        ],
+    )
+    .await;
+    let stdout = ok(&output);
+    let exec_user = stdout.trim();
+    assert!(
+        pg_login(&user, &password).await.is_err(),
+        "the unrenewed credential {user} still logs in: the control proves nothing"
+    );
+    assert!(
+        !exec_user.is_empty(),
+        "renewed login failed: {}",
+        text(&output.stderr)
+    );
+    assert!(!pg_role_exists(&pg_admin().await, exec_user).await);
     server.revoke_everything().await;
     server.stop().await;
 }
