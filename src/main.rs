@@ -1,22 +1,45 @@
-//! The `lessor` command: `server` and `dev` run the broker; the other subcommands are a small
-//! client of its HTTP API for people (`creds`, `lease`, `role`, `connection`).
+//! The `lessor` command: `server` and `dev` run the broker; the other subcommands are a client
+//! of its HTTP API with the vault CLI's habits (see [`cli`]): generic `read`/`write`/`list`/
+//! `delete`, `-format`, `-field`, exit codes 0 (ok), 1 (local error), 2 (server error), and
+//! `exec`, which runs a command with a credential that lives as long as the command.
+
+mod cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use cli::{Client, ClientArgs};
 use lessor::config::{self, ListenerSecurity, LogFormat, Overrides, Settings};
 use lessor::listener::{TlsListener, TlsVersion};
 use lessor::{dev, telemetry, AppState};
 use lessor_plugin::Secret;
 use serde_json::{json, Value};
 
+const EXAMPLES: &str = "\
+Examples:
+  lessor dev                                    # a development server; prints the exports
+  lessor read database/creds/readonly           # a credential (json when piped, table on a terminal)
+  lessor read -field=password database/creds/readonly
+  lessor write database/roles/app db_name=dev-postgres default_ttl=1h
+  lessor list database/roles
+  lessor delete database/roles/app
+  lessor token create -policy=app -ttl=24h -format=json
+  lessor policy write app app.hcl
+  lessor exec --role readonly -- psql -c 'select 1'
+  source <(lessor completion bash)
+
+The address comes from --addr, LESSOR_ADDR or VAULT_ADDR; the token from --token, LESSOR_TOKEN or
+VAULT_TOKEN. Flags may be written with one dash as with vault (-format=json). Exit codes: 0 success,
+1 local error (bad usage, a file), 2 error from the server or server unreachable.";
+
 #[derive(Parser)]
 #[command(
     name = "lessor",
     version,
-    about = "Dynamic database credentials broker with a Vault-compatible API"
+    about = "Dynamic database credentials broker with a Vault-compatible API",
+    after_help = EXAMPLES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,6 +54,64 @@ enum Command {
     Dev(DevArgs),
     /// Measures Lessor against the same SQL run directly on PostgreSQL; prints a Markdown report.
     Bench(BenchArgs),
+    /// Reads PATH (e.g. database/creds/app); KEY=VALUE arguments become the query string.
+    Read {
+        path: String,
+        args: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Writes KEY=VALUE data to PATH (KEY=@FILE reads a file, KEY=- standard input, a lone -
+    /// the whole JSON body from standard input); a repeated KEY makes a list.
+    Write {
+        path: String,
+        args: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Lists the keys under PATH (e.g. database/roles).
+    List {
+        path: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deletes PATH.
+    Delete {
+        path: String,
+        args: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Reads the current credential of static role NAME.
+    StaticCreds {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Creates, looks up or revokes tokens.
+    Token {
+        #[command(subcommand)]
+        action: cli::TokenAction,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Writes, reads, lists or deletes ACL policies.
+    Policy {
+        #[command(subcommand)]
+        action: cli::PolicyAction,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Runs COMMAND with a credential of ROLE in DATABASE_URL and the engine's variables
+    /// (PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE, or MYSQL_HOST MYSQL_TCP_PORT MYSQL_USER
+    /// MYSQL_PWD); renews it while COMMAND runs and revokes it when COMMAND exits; exits with
+    /// COMMAND's code.
+    Exec(cli::exec::ExecArgs),
+    /// Prints a shell completion script: `source <(lessor completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Asks for a dynamic credential of ROLE.
     Creds {
         role: String,
@@ -178,24 +259,6 @@ struct BenchArgs {
     output: Option<PathBuf>,
 }
 
-#[derive(Args, Clone)]
-struct ClientArgs {
-    /// Server address; defaults to LESSOR_ADDR, then VAULT_ADDR, then http://127.0.0.1:8200.
-    #[arg(long, global = true)]
-    addr: Option<String>,
-    /// Token; defaults to LESSOR_TOKEN, then VAULT_TOKEN.
-    #[arg(long, global = true)]
-    token: Option<String>,
-    /// PEM file of the CA that signed the server's certificate; defaults to LESSOR_CACERT, then
-    /// VAULT_CACERT.
-    #[arg(long, global = true)]
-    ca_cert: Option<PathBuf>,
-    /// Do not verify the server's certificate (also LESSOR_SKIP_VERIFY / VAULT_SKIP_VERIFY): anyone
-    /// on the path can then read the token and the credentials.
-    #[arg(long, global = true)]
-    tls_skip_verify: bool,
-}
-
 #[derive(Subcommand)]
 enum LeaseAction {
     Lookup {
@@ -324,19 +387,55 @@ enum ConnectionAction {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse_from(cli::vault_style_flags(std::env::args_os())) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            // Help and version are successes; a usage error is a local error (1), as with vault,
+            // rather than clap's 2, which means "the server said no" here.
+            return std::process::ExitCode::from(if error.use_stderr() { 1 } else { 0 });
+        }
+    };
+    let outcome = match cli.command {
+        Command::Exec(args) => cli::exec::run(args).await,
+        command => run(command).await.map(|()| 0),
+    };
     // Errors reach people as one line with their causes, not as a debug dump with a backtrace.
-    match run(Cli::parse()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    match outcome {
+        Ok(code) => std::process::ExitCode::from(code),
         Err(error) => {
             eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(cli::exit_code(&error))
         }
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Server(args) => run_server(args).await,
+        Command::Exec(_) => unreachable!("exec is run by main, which keeps its exit code"),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "lessor", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Read { path, args, client } => {
+            cli::read(&Client::new(&client)?, &path, &args).await
+        }
+        Command::Write { path, args, client } => {
+            cli::write(&Client::new(&client)?, &path, &args).await
+        }
+        Command::List { path, client } => cli::list(&Client::new(&client)?, &path).await,
+        Command::Delete { path, args, client } => {
+            cli::delete(&Client::new(&client)?, &path, &args).await
+        }
+        Command::StaticCreds { name, client } => {
+            Client::new(&client)?
+                .call("GET", &format!("database/static-creds/{name}"), None)
+                .await
+        }
+        Command::Token { action, client } => cli::token(&Client::new(&client)?, action).await,
+        Command::Policy { action, client } => cli::policy(&Client::new(&client)?, action).await,
         Command::Dev(args) => run_dev(args).await,
         Command::Bench(args) => run_bench(args).await,
         Command::Creds { role, client } => {
@@ -428,7 +527,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::StaticRole { action, client } => {
-            let client = Client::new(&client)?;
+            // The summary is for people; an explicit -format or -field asks for the answer itself.
+            let summary = client.format.is_none() && client.field.is_none();
+            let mut client = Client::new(&client)?;
             match action {
                 StaticRoleAction::Write {
                     name,
@@ -465,12 +566,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .call("POST", &format!("database/static-roles/{name}"), Some(body))
                         .await
                 }
-                StaticRoleAction::Read { name, json: true } => {
+                StaticRoleAction::Read { name, json } if json || !summary => {
+                    if json {
+                        client.output.format = cli::output::Format::Json;
+                    }
                     client
                         .call("GET", &format!("database/static-roles/{name}"), None)
                         .await
                 }
-                StaticRoleAction::Read { name, json: false } => {
+                StaticRoleAction::Read { name, .. } => {
                     let answer = client
                         .fetch("GET", &format!("database/static-roles/{name}"))
                         .await?;
@@ -538,26 +642,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-    }
-}
-
-/// A path from the environment; empty counts as unset.
-fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-}
-
-/// A boolean from the environment, as Vault reads VAULT_SKIP_VERIFY; a value that is neither is
-/// an error naming the variable rather than a silent guess.
-fn env_flag(name: &str) -> anyhow::Result<bool> {
-    match std::env::var(name) {
-        Err(_) => Ok(false),
-        Ok(value) => match value.trim().to_ascii_lowercase().as_str() {
-            "" | "0" | "false" | "no" => Ok(false),
-            "1" | "true" | "yes" => Ok(true),
-            other => bail!("{name}: expected true or false, not {other:?}"),
-        },
     }
 }
 
@@ -793,136 +877,6 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     }
     served?;
     Ok(())
-}
-
-/// A minimal client of the HTTP API for the people-facing subcommands.
-struct Client {
-    http: reqwest::Client,
-    addr: String,
-    token: Option<Secret>,
-}
-
-impl Client {
-    fn new(args: &ClientArgs) -> anyhow::Result<Self> {
-        let addr = args
-            .addr
-            .clone()
-            .or_else(|| std::env::var("LESSOR_ADDR").ok())
-            .or_else(|| std::env::var("VAULT_ADDR").ok())
-            .unwrap_or_else(|| "http://127.0.0.1:8200".into());
-        if !addr.starts_with("http://") && !addr.starts_with("https://") {
-            bail!("--addr: expected an http:// or https:// address, got {addr}");
-        }
-        let token = args
-            .token
-            .clone()
-            .or_else(|| std::env::var("LESSOR_TOKEN").ok())
-            .or_else(|| std::env::var("VAULT_TOKEN").ok())
-            .map(Secret::new);
-        let mut http = reqwest::Client::builder();
-        let ca_cert = args
-            .ca_cert
-            .clone()
-            .or_else(|| env_path("LESSOR_CACERT"))
-            .or_else(|| env_path("VAULT_CACERT"));
-        if let Some(path) = ca_cert {
-            let pem = std::fs::read(&path)
-                .with_context(|| format!("CA certificate: cannot read {}", path.display()))?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
-                format!(
-                    "CA certificate: {} is not a PEM certificate",
-                    path.display()
-                )
-            })?;
-            if certificates.is_empty() {
-                bail!(
-                    "CA certificate: {} holds no PEM certificate",
-                    path.display()
-                );
-            }
-            for certificate in certificates {
-                http = http.add_root_certificate(certificate);
-            }
-        }
-        let skip_verify = args.tls_skip_verify
-            || env_flag("LESSOR_SKIP_VERIFY")?
-            || env_flag("VAULT_SKIP_VERIFY")?;
-        if skip_verify {
-            eprintln!(
-                "warning: not verifying the server's TLS certificate (skip verify): anyone on the network path can read the token and the credentials"
-            );
-            http = http.danger_accept_invalid_certs(true);
-        }
-        Ok(Self {
-            http: http.build().context("cannot set up the HTTP client")?,
-            addr: addr.trim_end_matches('/').to_owned(),
-            token,
-        })
-    }
-
-    /// Sends one request and prints the JSON answer; a non-2xx answer is an error with its messages.
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<()> {
-        let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut request = self
-            .http
-            .request(method, format!("{}/v1/{path}", self.addr));
-        if let Some(token) = &self.token {
-            request = request.header("X-Vault-Token", token.expose());
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.addr))?;
-        let status = response.status();
-        let text = response.text().await?;
-        let parsed: Option<Value> = serde_json::from_str(&text).ok();
-        if !status.is_success() {
-            let errors = parsed
-                .as_ref()
-                .and_then(|v| v.get("errors"))
-                .map(|e| e.to_string())
-                .unwrap_or(text);
-            bail!("{status}: {errors}");
-        }
-        match parsed {
-            Some(value) => println!("{}", serde_json::to_string_pretty(&value)?),
-            None if status == reqwest::StatusCode::NO_CONTENT => println!("ok"),
-            None => println!("{text}"),
-        }
-        Ok(())
-    }
-}
-
-impl Client {
-    /// Sends one request and returns its JSON answer; a non-2xx answer is an error with its messages.
-    async fn fetch(&self, method: &str, path: &str) -> anyhow::Result<Value> {
-        let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut request = self
-            .http
-            .request(method, format!("{}/v1/{path}", self.addr));
-        if let Some(token) = &self.token {
-            request = request.header("X-Vault-Token", token.expose());
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.addr))?;
-        let status = response.status();
-        let text = response.text().await?;
-        let parsed: Option<Value> = serde_json::from_str(&text).ok();
-        if !status.is_success() {
-            let errors = parsed
-                .as_ref()
-                .and_then(|v| v.get("errors"))
-                .map(|e| e.to_string())
-                .unwrap_or(text);
-            bail!("{status}: {errors}");
-        }
-        parsed.with_context(|| format!("the answer to {path} is not JSON"))
-    }
 }
 
 /// A static role for people: when it rotates next, on what schedule, and how the last rotations went.
