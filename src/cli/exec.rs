@@ -3,6 +3,7 @@
 //! it when COMMAND exits, so the database user lives exactly as long as the command.
 //! SIGINT and SIGTERM are forwarded to COMMAND; the revocation happens once it has exited.
 
+use rustix::process::{kill_process, Pid, Signal};
 use std::ffi::OsString;
 use std::time::Duration;
 
@@ -275,8 +276,8 @@ async fn supervise(
     let status = loop {
         tokio::select! {
             status = child.wait() => break status?,
-            _ = interrupt.recv() => forward(pid, libc::SIGINT),
-            _ = terminate.recv() => forward(pid, libc::SIGTERM),
+            _ = interrupt.recv() => forward(pid, Signal::INT),
+            _ = terminate.recv() => forward(pid, Signal::TERM),
             _ = tokio::time::sleep_until(next_renewal), if renewing => {
                 match renew(client, &lease, args.ttl).await {
                     Ok(duration) if duration > Duration::ZERO => {
@@ -308,14 +309,13 @@ async fn supervise(
 }
 
 /// Passes a signal on to the command, which decides how to stop; exec waits for it to exit.
-fn forward(pid: u32, signal: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+/// `pid` is our child's, which cannot be reaped (and its pid reused) before `child.wait()` returns.
+fn forward(pid: u32, signal: Signal) {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         return;
     };
-    // SAFETY: kill(2) takes plain integers and touches no memory of this process; `pid` is our
-    // child's, which cannot be reaped (and its pid reused) before `child.wait()` returns.
-    unsafe {
-        libc::kill(pid, signal);
+    if let Err(error) = kill_process(pid, signal) {
+        eprintln!("lessor exec: cannot pass the signal on to the command: {error}");
     }
 }
 
