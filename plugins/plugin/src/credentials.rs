@@ -473,7 +473,8 @@ mod tests {
 
     #[test]
     fn bad_policies_name_the_problem() {
-        let cases: &[(usize, &[(&str, usize)], &str)] = &[
+        type Case<'a> = (usize, &'a [(&'a str, usize)], &'a str);
+        let cases: &[Case<'_>] = &[
             (3, &[("abc", 1)], "length"),
             (101, &[("abc", 1)], "length"),
             (10, &[], "rule"),
