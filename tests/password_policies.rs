@@ -381,3 +381,79 @@ async fn static_rotation_uses_the_connection_policy() {
     server.stop().await;
     drop(cleanup);
 }
+
+#[tokio::test]
+async fn root_rotation_uses_the_connection_policy() {
+    assert_postgres_checks_passwords().await;
+    let server = TestServer::start().await;
+    let policy = unique("pw");
+    let (status, body) = write_policy(&server, &policy, POLICY).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    // A dedicated admin: never the machine's own postgres password.
+    let admin = unique("lessor_pwadm").replace('-', "_");
+    let cleanup = DropRoles(vec![admin.clone()]);
+    pg_admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {admin} LOGIN CREATEROLE PASSWORD 'Admin-initial-123'"
+        ))
+        .await
+        .unwrap();
+    let connection = unique("pgadm");
+    server
+        .add_connection(
+            &connection,
+            json!({
+                "plugin_name": "postgresql-database-plugin",
+                "connection_url": "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres",
+                "username": admin,
+                "password": "Admin-initial-123",
+                "allowed_roles": "*",
+                "password_policy": policy,
+            }),
+        )
+        .await;
+
+    let (status, body) = server
+        .call("POST", &format!("database/rotate-root/{connection}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let stored = server
+        .state
+        .rotation
+        .stored_root_passwords(&connection)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "nothing pending");
+    let rotated = stored[0].1.expose().to_owned();
+    assert_meets_policy(&rotated);
+    pg_login(&admin, &rotated)
+        .await
+        .expect("the rotated admin password from the policy logs in");
+    assert!(pg_login(&admin, "Admin-initial-123").await.is_err());
+
+    // Lessor itself still works through the rotated admin.
+    server
+        .write_role(
+            "app",
+            json!({ "db_name": connection, "creation_statements": [READONLY] }),
+        )
+        .await;
+    let (lease_id, username, password) = server.creds("app").await;
+    let mut cleanup = cleanup;
+    cleanup.0.insert(0, username.clone());
+    assert_meets_policy(&password);
+    pg_login(&username, &password)
+        .await
+        .expect("issued after root rotation");
+    let (status, _) = server
+        .call(
+            "PUT",
+            "sys/leases/revoke",
+            Some(json!({ "lease_id": lease_id })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    server.stop().await;
+    drop(cleanup);
+}
