@@ -54,6 +54,9 @@ pub struct ConnectionInput {
     pub verify_connection: Option<bool>,
     pub max_open_connections: Option<u32>,
     pub root_rotation_statements: Option<Vec<String>>,
+    /// `password_policy`: the name of a stored password policy every generated password of this
+    /// connection follows; an empty string clears it (back to the default generator).
+    pub password_policy: Option<String>,
     /// Inline TLS material (Vault's field names).
     pub tls: TlsInput,
 }
@@ -396,6 +399,21 @@ impl Catalog {
             },
         };
 
+        let password_policy = match input.password_policy {
+            Some(name) if name.is_empty() => None,
+            Some(name) => {
+                crate::names::PolicyName::parse(name.clone())
+                    .map_err(|e| Error::invalid(format!("password_policy: {e}")))?;
+                if self.store.get_password_policy(&name).await?.is_none() {
+                    return Err(Error::invalid(format!(
+                        "password_policy: no password policy named {name} (create it at sys/policies/password/{name})"
+                    )));
+                }
+                Some(name)
+            }
+            None => existing.as_ref().and_then(|r| r.password_policy.clone()),
+        };
+
         let tls = merge_tls(input.tls, old_settings.map(|s| s.tls).unwrap_or_default())?;
 
         let settings = self.engines.new_settings(
@@ -456,6 +474,7 @@ impl Catalog {
             )?,
             tls_server_name: tls.server_name,
             tls_skip_verify: tls.skip_verify,
+            password_policy,
             created_at: existing.as_ref().map_or(now, |r| r.created_at),
             updated_at: now,
         };
@@ -514,7 +533,7 @@ impl Catalog {
                 &row.root_rotation_statements,
             )?,
             verify_connection: row.verify_connection,
-            password_policy: String::new(),
+            password_policy: row.password_policy.unwrap_or_default(),
             plugin_version: String::new(),
         })
     }

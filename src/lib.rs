@@ -40,6 +40,7 @@ pub mod lease;
 pub mod listener;
 pub mod metrics;
 pub mod names;
+pub mod password_policy;
 pub mod rotation;
 pub mod seal;
 pub mod store;

@@ -31,10 +31,6 @@ pub async fn read_connection(
 /// with a meaning gets a 400 rather than a setting it asked for silently ignored.
 const UNSUPPORTED_CONNECTION_FIELDS: &[(&str, &str)] = &[
     (
-        "password_policy",
-        "password policies are not supported yet; passwords are 32 random characters",
-    ),
-    (
         "username_template",
         "Lessor keeps the username template on each role (database/roles/:name username_template)",
     ),
@@ -62,6 +58,7 @@ pub async fn write_connection(
         verify_connection: body.boolean("verify_connection")?,
         max_open_connections: body.integer("max_open_connections")?,
         root_rotation_statements: body.string_list("root_rotation_statements", false)?,
+        password_policy: body.string("password_policy")?,
         tls: TlsInput {
             tls_ca: body.secret("tls_ca")?,
             tls_certificate: body.secret("tls_certificate")?,

@@ -1,5 +1,6 @@
 //! Handlers for ACL policies: `sys/policies/acl[/:name]` and the older `sys/policy[/:name]` that
-//! some clients (older hvac) still use.
+//! some clients (older hvac) still use; and password policies, `sys/policies/password[/:name]`
+//! and `sys/policies/password/:name/generate`.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -9,6 +10,7 @@ use serde_json::json;
 use super::gate::current_request_id;
 use super::{listing, respond, written, ApiError, ApiResult, Body, Routes};
 use crate::names::PolicyName;
+use crate::password_policy::PasswordPolicies;
 use crate::AppState;
 
 pub fn routes() -> Routes {
@@ -23,6 +25,15 @@ pub fn routes() -> Routes {
         .read("/v1/sys/policy/{name}", read_legacy)
         .write("/v1/sys/policy/{name}", write_legacy)
         .delete("/v1/sys/policy/{name}", delete_policy)
+        .list("/v1/sys/policies/password", list_password)
+        .list("/v1/sys/policies/password/", list_password)
+        .read("/v1/sys/policies/password/{name}", read_password)
+        .write("/v1/sys/policies/password/{name}", write_password)
+        .delete("/v1/sys/policies/password/{name}", delete_password)
+        .read(
+            "/v1/sys/policies/password/{name}/generate",
+            generate_password,
+        )
 }
 
 async fn list_acl(State(state): State<AppState>) -> ApiResult {
@@ -82,4 +93,41 @@ async fn read_legacy(State(state): State<AppState>, name: PolicyName) -> ApiResu
 
 async fn write_legacy(State(state): State<AppState>, name: PolicyName, body: Body) -> ApiResult {
     write(&state, &name, body, &["policy", "rules"]).await
+}
+
+fn password_policies(state: &AppState) -> PasswordPolicies {
+    PasswordPolicies::new(state.store.clone())
+}
+
+async fn list_password(State(state): State<AppState>) -> ApiResult {
+    listing(password_policies(&state).list().await?)
+}
+
+async fn read_password(State(state): State<AppState>, name: PolicyName) -> ApiResult {
+    let text = password_policies(&state).read(&name).await?;
+    Ok(respond(json!({ "policy": text })))
+}
+
+async fn write_password(
+    State(state): State<AppState>,
+    name: PolicyName,
+    mut body: Body,
+) -> ApiResult {
+    let text = body
+        .string("policy")?
+        .ok_or_else(|| ApiError::bad_request("policy: required"))?;
+    body.finish()?;
+    password_policies(&state).write(&name, &text).await?;
+    Ok(written(vec![]))
+}
+
+async fn delete_password(State(state): State<AppState>, name: PolicyName) -> ApiResult {
+    password_policies(&state).delete(&name).await?;
+    Ok(written(vec![]))
+}
+
+/// `GET sys/policies/password/:name/generate`: one password from the policy, as Vault answers.
+async fn generate_password(State(state): State<AppState>, name: PolicyName) -> ApiResult {
+    let password = password_policies(&state).generate(&name).await?;
+    Ok(respond(json!({ "password": password.expose() })))
 }

@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use lessor_plugin::credentials::DEFAULT_PASSWORD_LEN;
-use lessor_plugin::{generate_password, NewUser, Secret, UsernameContext, UsernameTemplate};
+use lessor_plugin::{NewUser, Secret, UsernameContext, UsernameTemplate};
 use rand::Rng;
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -286,7 +285,8 @@ impl LeaseManager {
                 },
             )
             .map_err(|e| Error::invalid(e.to_string()))?;
-        let password = generate_password(DEFAULT_PASSWORD_LEN);
+        let password =
+            crate::password_policy::generate_for_connection(&self.store, &role.db_name).await?;
 
         let now = Utc::now();
         let expires_at =

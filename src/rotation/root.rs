@@ -8,8 +8,7 @@
 //! `{{password}}` placeholder: a password written into the URL itself could not be replaced.
 
 use chrono::Utc;
-use lessor_plugin::credentials::DEFAULT_PASSWORD_LEN;
-use lessor_plugin::{generate_password, DatabasePlugin, Secret};
+use lessor_plugin::{DatabasePlugin, Secret};
 
 use super::{RotationFault, Rotator};
 use crate::catalog::{check_name, decode_list};
@@ -48,7 +47,8 @@ impl Rotator {
         }
         let plugin = self.engines.get(connection).await?;
 
-        let password = generate_password(DEFAULT_PASSWORD_LEN);
+        let password =
+            crate::password_policy::generate_for_connection(&self.store, connection).await?;
         let sealed = self
             .sealer
             .seal(&password_seal_context(connection), &password)?;

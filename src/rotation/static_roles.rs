@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use futures::FutureExt;
-use lessor_plugin::credentials::DEFAULT_PASSWORD_LEN;
-use lessor_plugin::{check_username, generate_password, DatabasePlugin, RoleOptions, Secret};
+use lessor_plugin::{check_username, DatabasePlugin, RoleOptions, Secret};
 use serde::Serialize;
 
 use super::{Cause, Outcome, RotationFault, Rotator, Schedule};
@@ -612,7 +611,9 @@ impl Rotator {
         }
 
         // Phase 1: the new password is durable (sealed) before the database hears of it.
-        let password = generate_password(DEFAULT_PASSWORD_LEN);
+        let password = crate::password_policy::generate_for_connection(&self.store, &row.db_name)
+            .await
+            .map_err(failed(&target))?;
         let sealed = self
             .sealer
             .seal(&password_context(name, &target), &password)

@@ -555,3 +555,81 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 }
+
+// ---- password policies (migration 0009) ----------------------------------------------------
+
+impl Store {
+    pub async fn upsert_password_policy(&self, name: &str, text: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO password_policies (name, text, created_at, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET text = excluded.text, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(text)
+        .bind(now)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_password_policy(&self, name: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT text FROM password_policies WHERE name = ?")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    pub async fn list_password_policies(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT name FROM password_policies ORDER BY name")
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
+    /// Names of the connections whose `password_policy` is `name`.
+    pub async fn connections_using_password_policy(&self, name: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT name FROM connections WHERE password_policy = ? ORDER BY name",
+        )
+        .bind(name)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Deletes a policy. A connection naming it makes the foreign key refuse the delete, which
+    /// comes back as a Conflict even if a connection took the policy up after the caller checked.
+    pub async fn delete_password_policy(&self, name: &str) -> Result<()> {
+        match sqlx::query("DELETE FROM password_policies WHERE name = ?")
+            .bind(name)
+            .execute(self.pool())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                Err(crate::error::Error::Conflict(format!(
+                    "password policy {name} is in use by a connection; change its password_policy first"
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The `(name, text)` of the password policy `connection` uses, if it names one.
+    pub async fn connection_password_policy_text(
+        &self,
+        connection: &str,
+    ) -> Result<Option<(String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT p.name, p.text FROM connections c
+                 JOIN password_policies p ON p.name = c.password_policy
+             WHERE c.name = ?",
+        )
+        .bind(connection)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+}

@@ -198,8 +198,8 @@ impl Store {
             "INSERT INTO connections (name, plugin_name, connection_url_sealed, username, password_sealed, allowed_roles,
                  verify_connection, max_open_connections, root_rotation_statements,
                  tls_ca_sealed, tls_certificate_sealed, private_key_sealed, tls_certificate_key_sealed,
-                 tls_server_name, tls_skip_verify, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 tls_server_name, tls_skip_verify, password_policy, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (name) DO UPDATE SET plugin_name = excluded.plugin_name,
                  connection_url_sealed = excluded.connection_url_sealed, username = excluded.username,
                  password_sealed = excluded.password_sealed, allowed_roles = excluded.allowed_roles,
@@ -209,7 +209,7 @@ impl Store {
                  private_key_sealed = excluded.private_key_sealed,
                  tls_certificate_key_sealed = excluded.tls_certificate_key_sealed,
                  tls_server_name = excluded.tls_server_name, tls_skip_verify = excluded.tls_skip_verify,
-                 updated_at = excluded.updated_at",
+                 password_policy = excluded.password_policy, updated_at = excluded.updated_at",
         )
         .bind(&row.name)
         .bind(&row.plugin_name)
@@ -226,6 +226,7 @@ impl Store {
         .bind(&row.tls_certificate_key_sealed)
         .bind(&row.tls_server_name)
         .bind(row.tls_skip_verify)
+        .bind(&row.password_policy)
         .bind(row.created_at)
         .bind(row.updated_at)
         .execute(&self.pool)
@@ -665,6 +666,7 @@ mod tests {
                 tls_certificate_key_sealed: None,
                 tls_server_name: None,
                 tls_skip_verify: false,
+                password_policy: None,
                 created_at: 0,
                 updated_at: 0,
             })

@@ -30,6 +30,9 @@ pub struct ConnectionRow {
     pub tls_server_name: Option<String>,
     /// `tls_skip_verify`.
     pub tls_skip_verify: bool,
+    /// The password policy (`password_policies.name`) every generated password of this
+    /// connection follows; `None` is the default generator.
+    pub password_policy: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }

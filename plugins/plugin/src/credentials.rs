@@ -46,6 +46,168 @@ pub fn generate_password(len: usize) -> Secret {
     }
 }
 
+/// Characters a password policy's charset may use: the characters [`check_password`] lets into
+/// SQL (the generated alphabet plus `.` and `~`). Quotes, backslashes and anything else that would
+/// need escaping in the engines' statements are refused when the policy is written.
+pub const POLICY_ALPHABET: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~";
+
+/// Shortest and longest password a policy may ask for.
+pub const POLICY_LENGTH: std::ops::RangeInclusive<usize> = 4..=100;
+
+/// Most `rule "charset"` blocks a policy may hold.
+pub const MAX_POLICY_RULES: usize = 32;
+
+/// One `rule "charset"` block: at least `min_chars` of the password come from `charset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CharsetRule {
+    /// Distinct characters, in first-seen order; each in [`POLICY_ALPHABET`].
+    charset: Vec<u8>,
+    min_chars: usize,
+}
+
+/// A checked password policy (Vault's `sys/policies/password`): a length and charset rules.
+/// Only [`PasswordPolicy::new`] builds one, so every policy in hand can generate a password that
+/// meets all its rules and passes [`check_password`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    length: usize,
+    rules: Vec<CharsetRule>,
+}
+
+impl PasswordPolicy {
+    /// Checks a policy: length in [`POLICY_LENGTH`], 1 to [`MAX_POLICY_RULES`] rules, every
+    /// charset non-empty and inside [`POLICY_ALPHABET`], and the min-chars summing to at most the
+    /// length (so one password can meet them all). Rules are `(charset, min_chars)`.
+    pub fn new(length: usize, rules: Vec<(String, usize)>) -> Result<Self, PluginError> {
+        if !POLICY_LENGTH.contains(&length) {
+            return Err(PluginError::invalid(
+                "length",
+                format!(
+                    "must be between {} and {}, not {length}",
+                    POLICY_LENGTH.start(),
+                    POLICY_LENGTH.end()
+                ),
+            ));
+        }
+        if rules.is_empty() {
+            return Err(PluginError::invalid(
+                "rule",
+                "at least one rule \"charset\" block is required",
+            ));
+        }
+        if rules.len() > MAX_POLICY_RULES {
+            return Err(PluginError::invalid(
+                "rule",
+                format!("at most {MAX_POLICY_RULES} rule blocks are allowed"),
+            ));
+        }
+        let mut checked = Vec::with_capacity(rules.len());
+        let mut total = 0usize;
+        for (index, (charset, min_chars)) in rules.into_iter().enumerate() {
+            let number = index + 1;
+            if charset.is_empty() {
+                return Err(PluginError::invalid(
+                    "charset",
+                    format!("rule {number}: must not be empty"),
+                ));
+            }
+            if let Some(bad) = charset
+                .chars()
+                .find(|c| !c.is_ascii() || !POLICY_ALPHABET.contains(&(*c as u8)))
+            {
+                return Err(PluginError::invalid(
+                    "charset",
+                    format!(
+                        "rule {number}: {bad:?} cannot be used in a database password; allowed are A-Z a-z 0-9 - _ . ~"
+                    ),
+                ));
+            }
+            let mut distinct = Vec::new();
+            for b in charset.bytes() {
+                if !distinct.contains(&b) {
+                    distinct.push(b);
+                }
+            }
+            total = total.saturating_add(min_chars);
+            checked.push(CharsetRule {
+                charset: distinct,
+                min_chars,
+            });
+        }
+        if total > length {
+            return Err(PluginError::invalid(
+                "min-chars",
+                format!("the rules ask for {total} characters in all, more than length {length}"),
+            ));
+        }
+        Ok(Self {
+            length,
+            rules: checked,
+        })
+    }
+
+    pub fn length(&self) -> usize {
+        self.length
+    }
+
+    /// The rules as `(charset, min_chars)`.
+    pub fn rules(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.rules.iter().map(|r| {
+            // Only ASCII from POLICY_ALPHABET was let in.
+            (std::str::from_utf8(&r.charset).unwrap_or(""), r.min_chars)
+        })
+    }
+
+    /// Whether `password` has the policy's length and meets every rule's minimum.
+    pub fn is_met_by(&self, password: &str) -> bool {
+        password.len() == self.length
+            && password
+                .bytes()
+                .all(|b| self.rules.iter().any(|r| r.charset.contains(&b)))
+            && self
+                .rules
+                .iter()
+                .all(|r| password.bytes().filter(|b| r.charset.contains(b)).count() >= r.min_chars)
+    }
+
+    /// Generates a password from the OS random source. Built, not drawn until it fits: each
+    /// rule's `min_chars` come from its charset, the rest from the union of all charsets, then the
+    /// whole is shuffled, so every rule is met on the first try however tight the policy.
+    pub fn generate(&self) -> Secret {
+        let mut union: Vec<u8> = Vec::new();
+        for rule in &self.rules {
+            for b in &rule.charset {
+                if !union.contains(b) {
+                    union.push(*b);
+                }
+            }
+        }
+        let pick = |set: &[u8]| set[OsRng.gen_range(0..set.len())];
+        let mut bytes = Vec::with_capacity(self.length);
+        for rule in &self.rules {
+            for _ in 0..rule.min_chars {
+                bytes.push(pick(&rule.charset));
+            }
+        }
+        while bytes.len() < self.length {
+            bytes.push(pick(&union));
+        }
+        // Fisher-Yates, so the required characters are not always in front.
+        for i in (1..bytes.len()).rev() {
+            bytes.swap(i, OsRng.gen_range(0..=i));
+        }
+        // A dash first would read as an option to some command-line clients; a swap keeps
+        // every count.
+        if bytes[0] == b'-' {
+            if let Some(other) = bytes.iter().position(|b| *b != b'-') {
+                bytes.swap(0, other);
+            }
+        }
+        Secret::new(bytes.into_iter().map(char::from).collect::<String>())
+    }
+}
+
 /// Checks a username before it is substituted into SQL: 1 to 128 characters of `A-Z a-z 0-9 _ - .`.
 pub fn check_username(username: &str) -> Result<(), PluginError> {
     if username.is_empty() {
@@ -278,6 +440,55 @@ mod tests {
             assert!(!password.expose().starts_with('-'));
         }
         assert_ne!(generate_password(32), generate_password(32));
+    }
+
+    fn policy(length: usize, rules: &[(&str, usize)]) -> Result<PasswordPolicy, PluginError> {
+        PasswordPolicy::new(
+            length,
+            rules.iter().map(|(c, n)| ((*c).to_owned(), *n)).collect(),
+        )
+    }
+
+    #[test]
+    fn policy_passwords_meet_every_rule_even_when_tight() {
+        let tight = policy(4, &[("a", 1), ("B", 1), ("7", 1), ("~", 1)]).unwrap();
+        let wide = policy(
+            24,
+            &[
+                ("abcdefghijklmnopqrstuvwxyz", 2),
+                ("0123456789", 3),
+                ("-_", 1),
+            ],
+        )
+        .unwrap();
+        for _ in 0..2000 {
+            for p in [&tight, &wide] {
+                let password = p.generate();
+                assert!(p.is_met_by(password.expose()), "{}", password.expose());
+                check_password(&password).unwrap();
+                assert!(!password.expose().starts_with('-'));
+            }
+        }
+    }
+
+    #[test]
+    fn bad_policies_name_the_problem() {
+        type Case<'a> = (usize, &'a [(&'a str, usize)], &'a str);
+        let cases: &[Case<'_>] = &[
+            (3, &[("abc", 1)], "length"),
+            (101, &[("abc", 1)], "length"),
+            (10, &[], "rule"),
+            (10, &[("", 1)], "charset"),
+            (10, &[("ab'c", 1)], "'\\''"),
+            (10, &[("ab\\c", 1)], "charset"),
+            (10, &[("ab\"c", 1)], "charset"),
+            (10, &[("ab c", 1)], "charset"),
+            (10, &[("abc", 6), ("123", 5)], "min-chars"),
+        ];
+        for (length, rules, needle) in cases {
+            let err = policy(*length, rules).unwrap_err().to_string();
+            assert!(err.contains(needle), "{length} {rules:?}: {err}");
+        }
     }
 
     #[test]
