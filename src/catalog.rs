@@ -590,8 +590,9 @@ impl Catalog {
         Ok(())
     }
 
-    /// Whether `role` may use `connection`, by the connection's `allowed_roles`.
-    pub async fn check_allowed(&self, connection: &str, role: &str) -> Result<()> {
+    /// Whether `role` may use `connection`, by the connection's `allowed_roles`. Returns the
+    /// connection's row, so issuing reads it once (its password policy comes from the same row).
+    pub async fn check_allowed(&self, connection: &str, role: &str) -> Result<ConnectionRow> {
         let row = self
             .store
             .get_connection(connection)
@@ -602,7 +603,7 @@ impl Catalog {
             .iter()
             .any(|pattern| crate::names::glob_matches(pattern, role))
         {
-            Ok(())
+            Ok(row)
         } else {
             Err(Error::invalid(format!(
                 "role {role} is not in the allowed_roles of connection {connection}"

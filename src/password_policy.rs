@@ -2,7 +2,8 @@
 //! `rule "charset" { charset = "..." min-chars = N }` blocks, checked into a
 //! [`PasswordPolicy`] when written and used for every password generated for a connection that
 //! names the policy in its `password_policy` field: dynamic users, static rotations and root
-//! rotation all go through [`PasswordPolicies::generate_for_connection`], so the three cannot drift.
+//! rotation all go through [`generate_for_connection`] (or [`generate_for_row`] when the connection
+//! row is already read), so the three cannot drift.
 //!
 //! The text is read by a small dedicated parser rather than the ACL reader (`auth::hcl`), because
 //! that reader merges blocks with the same label and Vault's policies repeat `rule "charset"`.
@@ -13,7 +14,7 @@ use lessor_plugin::credentials::PasswordPolicy;
 use lessor_plugin::{generate_password, Secret};
 
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{ConnectionRow, Store};
 
 /// The longest policy text accepted; real ones are a few hundred bytes.
 pub const MAX_POLICY_BYTES: usize = 16 * 1024;
@@ -331,6 +332,21 @@ pub async fn generate_for_connection(store: &Store, connection: &str) -> Result<
         Some((name, text)) => Ok(stored(&name, &text)?.generate()),
         None => Ok(generate_password(DEFAULT_PASSWORD_LEN)),
     }
+}
+
+/// As [`generate_for_connection`], for a connection row the caller has already read (issuing
+/// reads it to check `allowed_roles`): the store is asked only when the row names a policy.
+pub async fn generate_for_row(store: &Store, connection: &ConnectionRow) -> Result<Secret> {
+    let Some(name) = connection.password_policy.as_deref() else {
+        return Ok(generate_password(DEFAULT_PASSWORD_LEN));
+    };
+    let text = store.get_password_policy(name).await?.ok_or_else(|| {
+        Error::Internal(format!(
+            "password policy {name} of connection {} is gone",
+            connection.name
+        ))
+    })?;
+    Ok(stored(name, &text)?.generate())
 }
 
 /// Parses a stored policy; it was checked when written, so a failure is corruption.

@@ -254,7 +254,7 @@ impl LeaseManager {
     pub async fn issue(&self, role_name: &str, requester: &Requester) -> Result<IssuedCredentials> {
         check_name("role name", role_name)?;
         let role = self.catalog.role(role_name).await?;
-        self.catalog.check_allowed(&role.db_name, role_name).await?;
+        let connection = self.catalog.check_allowed(&role.db_name, role_name).await?;
         let plugin = self.engines.get(&role.db_name).await?;
 
         let limits = self.catalog.limits();
@@ -285,8 +285,7 @@ impl LeaseManager {
                 },
             )
             .map_err(|e| Error::invalid(e.to_string()))?;
-        let password =
-            crate::password_policy::generate_for_connection(&self.store, &role.db_name).await?;
+        let password = crate::password_policy::generate_for_row(&self.store, &connection).await?;
 
         let now = Utc::now();
         let expires_at =
