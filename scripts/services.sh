@@ -46,6 +46,16 @@ elif [ "${hba_changed:-0}" = 1 ]; then
   pg_ctlcluster --skip-systemctl-redirect "$pg_version" main reload
 fi
 
+# The replica tests run several Lessor processes, each with a pool on its PostgreSQL store and
+# one on its target, beside the rest of the suite: more than the default 100 connections.
+for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+if [ "$(psql -h 127.0.0.1 -U postgres -d postgres -AtXqc 'SHOW max_connections')" -lt 300 ]; then
+  log "raising PostgreSQL max_connections to 300 (restarts it)"
+  psql -h 127.0.0.1 -U postgres -d postgres -AtXqc "ALTER SYSTEM SET max_connections = 300" >/dev/null
+  pg_ctlcluster --skip-systemctl-redirect "$pg_version" main restart
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+
 # --- MariaDB ----------------------------------------------------------------
 if ! mariadb-admin -uroot -h127.0.0.1 --connect-timeout=2 ping >/dev/null 2>&1; then
   log "starting MariaDB"

@@ -165,6 +165,21 @@ pub struct BenchOptions {
     pub postgres_url: Option<String>,
     /// Admin URL (`mysql://`) of the MySQL or MariaDB to measure against; `None` skips it.
     pub mysql_url: Option<String>,
+    /// Where Lessor keeps its state while measured.
+    pub store: BenchStore,
+    /// Lessor replicas sharing the store; workers spread their requests over them. More than
+    /// one needs the PostgreSQL store.
+    pub replicas: usize,
+}
+
+/// The store the measured Lessor runs on.
+#[derive(Debug, Clone)]
+pub enum BenchStore {
+    /// A SQLite file in a temporary directory (the embedded default).
+    Sqlite,
+    /// A throwaway database made (and dropped at the end) on the PostgreSQL this admin URL
+    /// reaches.
+    Postgres { admin_url: String },
 }
 
 /// Latency summary of one series.
@@ -201,47 +216,102 @@ fn bench_error(context: &str, detail: impl std::fmt::Display) -> Error {
     Error::Internal(format!("bench: {context}: {detail}"))
 }
 
-/// A Lessor instance on loopback with a throwaway store, driven over HTTP.
+/// Lessor on loopback with a throwaway store, driven over HTTP: one replica, or several sharing
+/// a PostgreSQL store (`base` is the first; `bases` all of them).
 struct Target {
     base: String,
+    bases: Vec<String>,
     http: reqwest::Client,
     token: Secret,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// The throwaway store database and the admin URL that drops it.
+    store_database: Option<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
 impl Target {
-    async fn start() -> Result<Self> {
+    async fn start(options: &BenchOptions) -> Result<Self> {
         let dir = tempfile::tempdir().map_err(|e| bench_error("temporary directory", e))?;
-        let settings = Settings {
+        let mut settings = Settings {
             store_url: dir.path().join("bench.db").display().to_string(),
             seal_key_file: Some(dir.path().join("seal.key")),
             create_seal_key_file: true,
             ..Settings::default()
         };
-        let state = AppState::open(&settings).await?;
+        let mut store_database = None;
+        if let BenchStore::Postgres { admin_url } = &options.store {
+            let name = format!("lessor_bench_{:08x}", rand::random::<u32>());
+            let admin = sqlx::PgPool::connect(admin_url)
+                .await
+                .map_err(|e| bench_error("store admin connection", e))?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await
+                .map_err(|e| bench_error("create the store database", e))?;
+            admin.close().await;
+            let server = admin_url
+                .rsplit_once('/')
+                .map_or(admin_url.as_str(), |(s, _)| s);
+            settings.store_url = format!("{server}/{name}");
+            // Replicas share one seal key.
+            settings.seal_key = Some(Secret::new(hex::encode(rand::random::<[u8; 32]>())));
+            settings.seal_key_file = None;
+            store_database = Some((admin_url.clone(), name));
+        } else if options.replicas > 1 {
+            return Err(Error::Config(
+                "bench: several replicas need the PostgreSQL store (--store postgres)".into(),
+            ));
+        }
         let token = crate::auth::generate_token();
-        state.auth.install_root_token(&token).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| bench_error("listen", e))?;
-        let base = format!(
-            "http://{}",
-            listener
-                .local_addr()
-                .map_err(|e| bench_error("listen", e))?
-        );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(crate::serve(listener, state, async {
-            let _ = stopped.await;
-        }));
+        let (mut bases, mut stops) = (Vec::new(), Vec::new());
+        for replica in 0..options.replicas.max(1) {
+            let state = AppState::open(&settings).await?;
+            if replica == 0 {
+                state.auth.install_root_token(&token).await?;
+            }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| bench_error("listen", e))?;
+            bases.push(format!(
+                "http://{}",
+                listener
+                    .local_addr()
+                    .map_err(|e| bench_error("listen", e))?
+            ));
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(crate::serve(listener, state, async {
+                let _ = stopped.await;
+            }));
+            stops.push(stop);
+        }
         Ok(Self {
-            base,
+            base: bases[0].clone(),
+            bases,
             http: reqwest::Client::new(),
             token,
-            stop: Some(stop),
+            stops,
+            store_database,
             _dir: dir,
         })
+    }
+
+    /// Stops the replicas and drops the throwaway store database, if any.
+    async fn finish(mut self) -> Result<()> {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+        if let Some((admin_url, name)) = self.store_database.take() {
+            // The replicas close their pools as they stop; FORCE ends what is left.
+            let admin = sqlx::PgPool::connect(&admin_url)
+                .await
+                .map_err(|e| bench_error("store admin connection", e))?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&admin)
+                .await
+                .map_err(|e| bench_error("drop the store database", e))?;
+            admin.close().await;
+        }
+        Ok(())
     }
 
     async fn call(
@@ -295,7 +365,7 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
+        for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
     }
@@ -312,7 +382,7 @@ async fn lessor_pair(target: &Target, role: &str) -> Result<(Duration, Duration)
 
 /// Runs every measurement for every engine with a URL and returns the Markdown report.
 pub async fn run(options: &BenchOptions) -> Result<String> {
-    let target = Target::start().await?;
+    let target = Target::start(options).await?;
     let mut report = String::new();
     let _ = writeln!(
         report,
@@ -322,13 +392,20 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
     let _ = writeln!(
         report,
         "{} cores; {} sequential iterations per side (interleaved), {} workers x {} pairs for throughput, \
-         {} expiring leases. Lessor: release build={}, SQLite store in a temporary directory, no audit device.\n",
+         {} expiring leases. Lessor: release build={}, {}, no audit device.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         options.iterations,
         options.concurrency,
         options.pairs_per_worker,
         options.expiring_leases,
         !cfg!(debug_assertions),
+        match (&options.store, options.replicas) {
+            (BenchStore::Sqlite, _) => "SQLite store in a temporary directory".to_owned(),
+            (BenchStore::Postgres { .. }, n) => format!(
+                "PostgreSQL store (a throwaway database on the local server), {n} replica(s) sharing it, \
+                 workers spread over them"
+            ),
+        },
     );
     let engines = [
         (Engine::Postgres, options.postgres_url.as_deref()),
@@ -336,9 +413,16 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
     ];
     for (engine, url) in engines {
         if let Some(url) = url {
-            report.push_str(&run_engine(&target, engine, url, options).await?);
+            match run_engine(&target, engine, url, options).await {
+                Ok(section) => report.push_str(&section),
+                Err(error) => {
+                    target.finish().await?;
+                    return Err(error);
+                }
+            }
         }
     }
+    target.finish().await?;
     Ok(report)
 }
 
@@ -398,9 +482,9 @@ async fn run_engine(
     let pairs = options.concurrency * options.pairs_per_worker;
     let started = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..options.concurrency {
+    for worker_index in 0..options.concurrency {
         let worker = WorkerTarget {
-            base: target.base.clone(),
+            base: target.bases[worker_index % target.bases.len()].clone(),
             token: target.token.clone(),
             http: reqwest::Client::new(),
             role: slug,

@@ -51,6 +51,10 @@ pub struct Settings {
     /// Longest one operation on a target database may take as a whole (create, renew, revoke,
     /// set a password, check a login); also each statement's server-side limit.
     pub target_operation_timeout: Duration,
+    /// How often one replica sweeps every connection for users this installation created that
+    /// no live lease covers (`lease::reconcile`); zero turns the periodic sweep off (the on-demand
+    /// `sys/leases/reconcile` stays).
+    pub reconcile_interval: Duration,
     /// The listener's certificate chain (PEM); with `tls_key_file`, the listener speaks HTTPS.
     pub tls_cert_file: Option<PathBuf>,
     /// The private key of `tls_cert_file` (PEM).
@@ -86,6 +90,7 @@ impl Default for Settings {
             monitor: Default::default(),
             target_connect_timeout: TargetDeadlines::default().connect,
             target_operation_timeout: TargetDeadlines::default().operation,
+            reconcile_interval: Duration::from_secs(3600),
             tls_cert_file: None,
             tls_key_file: None,
             tls_client_ca_file: None,
@@ -165,6 +170,7 @@ struct FileConfig {
     monitor: Option<crate::audit::anomaly::MonitorRules>,
     target_connect_timeout: Option<serde_json::Value>,
     target_operation_timeout: Option<serde_json::Value>,
+    reconcile_interval: Option<serde_json::Value>,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
     tls_client_ca_file: Option<PathBuf>,
@@ -200,6 +206,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "LESSOR_MAX_LEASE_TTL",
     "LESSOR_TARGET_CONNECT_TIMEOUT",
     "LESSOR_TARGET_OPERATION_TIMEOUT",
+    "LESSOR_RECONCILE_INTERVAL",
     "LESSOR_TLS_CERT_FILE",
     "LESSOR_TLS_KEY_FILE",
     "LESSOR_TLS_CLIENT_CA_FILE",
@@ -295,6 +302,9 @@ pub fn load(
         if let Some(v) = parsed.target_operation_timeout {
             settings.target_operation_timeout = parse_ttl("target_operation_timeout", &v)?;
         }
+        if let Some(v) = parsed.reconcile_interval {
+            settings.reconcile_interval = parse_ttl("reconcile_interval", &v)?;
+        }
         if let Some(v) = parsed.tls_cert_file {
             settings.tls_cert_file = Some(v);
         }
@@ -339,6 +349,10 @@ pub fn load(
             }
             "LESSOR_TARGET_OPERATION_TIMEOUT" => {
                 settings.target_operation_timeout =
+                    parse_ttl(key, &serde_json::Value::String(value.clone()))?
+            }
+            "LESSOR_RECONCILE_INTERVAL" => {
+                settings.reconcile_interval =
                     parse_ttl(key, &serde_json::Value::String(value.clone()))?
             }
             "LESSOR_TLS_CERT_FILE" => settings.tls_cert_file = Some(PathBuf::from(value)),

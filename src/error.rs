@@ -36,12 +36,16 @@ pub enum Error {
     /// message names it. Retrying later may succeed.
     #[error("{0}")]
     Unavailable(String),
-    /// The lease store failed.
+    /// The store could not be reached (refused connection, lost connection, no connection free in
+    /// time): nothing was done, and retrying once the store is back will work. Answered 503.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
+    /// The store refused or failed a statement.
     #[error("store error: {0}")]
-    Store(#[from] sqlx::Error),
-    /// A migration of the lease store failed at start-up.
+    Store(String),
+    /// A migration of the store failed at start-up.
     #[error("store migration failed: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    Migration(String),
     /// A sealed value could not be opened (wrong key, corrupt data) or the key is unusable.
     #[error("seal error: {0}")]
     Seal(String),

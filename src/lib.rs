@@ -10,7 +10,8 @@
 //! - [`catalog`]: connections and roles, validated before they are stored.
 //! - [`rotation`]: static roles and admin passwords, rotated in two phases by the [`rotation::rotator`].
 //! - [`engines`]: the compile-time registry of engine plugins and the cache of connected ones.
-//! - [`store`]: the SQLite lease store and its migrations.
+//! - [`store`]: the store (SQLite embedded, or PostgreSQL shared by replicas) and its migrations.
+//! - [`replica`]: this process among the replicas: its id, heartbeat and claims.
 //! - [`auth`]: tokens (stored as hashes), ACL policies, workload identity (JWT login).
 //! - [`audit`]: audit devices with HMAC'd secrets, and the anomaly rules that raise alerts.
 //! - [`metrics`]: Prometheus counters and the request latency histogram.
@@ -41,6 +42,7 @@ pub mod listener;
 pub mod metrics;
 pub mod names;
 pub mod password_policy;
+pub mod replica;
 pub mod rotation;
 pub mod seal;
 pub mod store;
@@ -101,6 +103,12 @@ pub struct AppState {
     pub rotation: Rotator,
     /// Response wrapping: sealed answers behind single-use wrapping tokens.
     pub wrapping: wrapping::Wrapping,
+    /// This process among the replicas sharing the store.
+    pub replica: replica::Replica,
+    /// The address this replica listens on, as registered with the others.
+    pub listen_address: String,
+    /// How often the periodic reconciliation sweep runs (zero: never).
+    pub reconcile_interval: std::time::Duration,
 }
 
 impl AppState {
@@ -116,19 +124,13 @@ impl AppState {
             }
         };
         let store = Store::open(&settings.store_url).await?;
-        match store.meta_get(SEAL_CHECK_KEY).await? {
-            Some(sealed) => {
-                sealer.open(SEAL_CHECK_CONTEXT, &sealed).map_err(|_| {
-                    Error::Config(
-                        "the seal key does not match the one this store was sealed with".into(),
-                    )
-                })?;
-            }
-            None => {
-                let sealed = sealer.seal(SEAL_CHECK_CONTEXT, &Secret::new("lessor"))?;
-                store.meta_set(SEAL_CHECK_KEY, &sealed).await?;
-            }
-        }
+        // The first process to start on a store records a value sealed with its key; every later
+        // one (and every replica) must open it, or its key is not the store's.
+        let offered = sealer.seal(SEAL_CHECK_CONTEXT, &Secret::new("lessor"))?;
+        let sealed = store.meta_init(SEAL_CHECK_KEY, &offered).await?;
+        sealer.open(SEAL_CHECK_CONTEXT, &sealed).map_err(|_| {
+            Error::Config("the seal key does not match the one this store was sealed with".into())
+        })?;
         let auth = Auth::open(store.clone(), &sealer, settings.lease_limits()).await?;
         let engines = Engines::new(store.clone(), sealer.clone(), settings.target_deadlines());
         let audit = Audit::open(store.clone(), &sealer, &data_directories(settings)?).await?;
@@ -147,8 +149,28 @@ impl AppState {
             auth.clone(),
             settings.lease_limits().max_ttl,
         );
-        let rotation = Rotator::new(store.clone(), sealer, engines.clone(), catalog.clone());
-        let leases = LeaseManager::new(store.clone(), engines.clone(), catalog.clone());
+        // A claim outlasts the longest a revocation may take on its target (a connection and one
+        // whole operation, each under its deadline), so a live replica's claim never lapses
+        // while it is still at work.
+        let deadlines = settings.target_deadlines();
+        let replica = replica::Replica::new(
+            deadlines.connect + deadlines.operation + std::time::Duration::from_secs(15),
+        );
+        let listen_address = settings.listen.to_string();
+        replica.register(&store, &listen_address).await?;
+        let rotation = Rotator::new(
+            store.clone(),
+            sealer,
+            engines.clone(),
+            catalog.clone(),
+            replica.clone(),
+        );
+        let leases = LeaseManager::new(
+            store.clone(),
+            engines.clone(),
+            catalog.clone(),
+            replica.clone(),
+        );
         Ok(Self {
             auth,
             jwt: JwtAuth::new(store.clone()),
@@ -161,6 +183,9 @@ impl AppState {
             engines,
             rotation,
             wrapping,
+            replica,
+            listen_address,
+            reconcile_interval: settings.reconcile_interval,
         })
     }
 }
@@ -237,7 +262,18 @@ pub(crate) async fn with_background_tasks(
 ) -> Result<()> {
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
+    tasks.spawn(state.replica.clone().run_heartbeat(
+        state.store.clone(),
+        state.listen_address.clone(),
+        cancel.clone(),
+    ));
+    tasks.spawn(replica::follow_changes(state.clone(), cancel.clone()));
     tasks.spawn(lease::reaper::run(state.leases.clone(), cancel.clone()));
+    tasks.spawn(lease::reconcile::run(
+        state.clone(),
+        state.reconcile_interval,
+        cancel.clone(),
+    ));
     tasks.spawn(audit::housekeeping::run_with(
         state.store.clone(),
         state.monitor.clone(),

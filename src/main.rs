@@ -257,6 +257,13 @@ struct BenchArgs {
     /// Append the report to this file as well as printing it.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Lessor's store while measured: `sqlite` (a temporary file) or `postgres` (a throwaway
+    /// database on the PostgreSQL of --postgres-url, dropped at the end).
+    #[arg(long, value_parser = ["sqlite", "postgres"], default_value = "sqlite")]
+    store: String,
+    /// Replicas sharing the store (needs --store postgres); workers spread over them.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
 }
 
 #[derive(Subcommand)]
@@ -673,7 +680,15 @@ async fn shutdown_signal() {
 
 async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     telemetry::init(LogFormat::Text, "warn");
+    let store = match args.store.as_str() {
+        "postgres" => lessor::bench::BenchStore::Postgres {
+            admin_url: args.postgres_url.clone(),
+        },
+        _ => lessor::bench::BenchStore::Sqlite,
+    };
     let options = lessor::bench::BenchOptions {
+        store,
+        replicas: args.replicas.max(1),
         iterations: args.iterations.max(1),
         concurrency: args.concurrency.max(1),
         pairs_per_worker: args.pairs_per_worker.max(1),
@@ -732,6 +747,18 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         ListenerSecurity::Tls(files) => Some(TlsListener::load(files)?),
     };
     let state = AppState::open(&settings).await?;
+    // Test builds only: the replica fault tests pause a rotation between its phases in a server
+    // process, to kill it there.
+    #[cfg(feature = "fault-injection")]
+    if let Some(secs) = std::env::var("FAULT_INJECTION_ROTATION_PAUSE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        state.rotation.inject_pause(
+            lessor::rotation::RotationFault::AfterPasswordSet,
+            std::time::Duration::from_secs(secs),
+        );
+    }
     if let Some(token) = state.auth.bootstrap_root_token().await? {
         // Shown once, on standard output rather than the log, as `vault operator init` does.
         println!(

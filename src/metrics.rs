@@ -45,6 +45,10 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
 const COUNTERS: &[(&str, &str)] = &[
     ("lessor_leases_issued_total", "Dynamic credentials issued."),
     (
+        "lessor_reconcile_findings_total",
+        "Reconciliation findings, by outcome (dropped, suspect, lookalike, ...).",
+    ),
+    (
         "lessor_leases_renewed_total",
         "Lease renewals that succeeded.",
     ),
@@ -91,6 +95,14 @@ pub fn revocation_failed() {
 pub fn record_rotation(outcome: &str) {
     bump(
         "lessor_rotations_total",
+        vec![("outcome", outcome.to_owned())],
+    );
+}
+
+/// For reconciliation: one finding, `outcome` a fixed word (`dropped`, `suspect`, `lookalike`...).
+pub fn reconcile_finding(outcome: &'static str) {
+    bump(
+        "lessor_reconcile_findings_total",
         vec![("outcome", outcome.to_owned())],
     );
 }
@@ -170,7 +182,14 @@ pub fn render(gauges: &Gauges) -> String {
             .iter()
             .filter(|((n, _), _)| n == name)
             .collect();
-        if series.is_empty() && !matches!(*name, "lessor_rotations_total" | "lessor_alerts_total") {
+        if series.is_empty()
+            && !matches!(
+                *name,
+                "lessor_rotations_total"
+                    | "lessor_alerts_total"
+                    | "lessor_reconcile_findings_total"
+            )
+        {
             let _ = writeln!(out, "{name} 0");
         }
         for ((_, pairs), value) in series {

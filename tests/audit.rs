@@ -562,7 +562,7 @@ async fn new_address_rule_fires_for_an_unseen_source_only() {
     assert_eq!(alerts(&server).await.len(), 1);
     // The seen addresses are in the store, so the rule survives a restart.
     let remembered: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM source_addresses")
-        .fetch_one(server.state.store.pool())
+        .fetch_one(server.state.store.sqlite_pool().unwrap())
         .await
         .unwrap();
     assert_eq!(remembered, 2, "the token's two addresses");

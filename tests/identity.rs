@@ -445,7 +445,7 @@ async fn tokens_are_created_renewed_revoked_and_stored_as_hashes() {
     lessor::audit::housekeeping::tidy(&server.state.store, &server.state.monitor).await;
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE accessor = ?")
         .bind(&short_accessor)
-        .fetch_one(server.state.store.pool())
+        .fetch_one(server.state.store.sqlite_pool().unwrap())
         .await
         .unwrap();
     assert_eq!(left, 0, "the expired token was tidied away");

@@ -279,7 +279,7 @@ fn sha256_hex(text: &str) -> String {
 
 async fn stored_hashes(server: &TestServer) -> Vec<String> {
     sqlx::query_scalar("SELECT token_hash FROM tokens")
-        .fetch_all(server.state.store.pool())
+        .fetch_all(server.state.store.sqlite_pool().unwrap())
         .await
         .unwrap()
 }
@@ -298,10 +298,10 @@ async fn token_hashes_are_keyed_and_old_sha256_rows_still_log_in_after_conversio
              VALUES (?, 'old-accessor', 'token', '[\"default\"]', 0, NULL)",
         )
         .bind(sha256_hex(old_token))
-        .execute(store.pool())
+        .execute(store.sqlite_pool().unwrap())
         .await
         .unwrap();
-        store.pool().close().await;
+        store.close().await;
     }
     let server = TestServer::start_in(dir.path()).await;
     let (status, me) = server
@@ -422,7 +422,7 @@ async fn revoking_a_token_revokes_its_subtree() {
         .bind(&parent_accessor)
         .bind(&child_accessor)
         .bind(&grandchild_accessor)
-        .fetch_one(server.state.store.pool())
+        .fetch_one(server.state.store.sqlite_pool().unwrap())
         .await
         .unwrap();
     assert_eq!(left, 0, "the subtree's rows are gone");
@@ -477,7 +477,7 @@ async fn a_child_of_an_expired_parent_is_refused_and_tidied_with_it() {
     // The parent expires (moved into the past rather than waited for).
     sqlx::query("UPDATE tokens SET expires_at = 1 WHERE accessor = ?")
         .bind(&parent_accessor)
-        .execute(server.state.store.pool())
+        .execute(server.state.store.sqlite_pool().unwrap())
         .await
         .unwrap();
     assert!(!works(&server, &parent).await);

@@ -480,6 +480,8 @@ async fn f18_list_returns_every_key_past_one_page() {
                 owner: "test".into(),
                 revoke_requested: false,
                 token_accessor: None,
+                claimed_by: None,
+                claim_until: None,
             })
             .await
             .unwrap();
@@ -535,7 +537,7 @@ async fn f18_list_returns_every_key_past_one_page() {
         assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{bad}: {body}");
     }
     sqlx::query("UPDATE leases SET state = 'revoked', revoked_at = 1")
-        .execute(server.state.store.pool())
+        .execute(server.state.store.sqlite_pool().unwrap())
         .await
         .unwrap();
     server.stop().await;
@@ -774,7 +776,7 @@ async fn f8_reaper_pauses_when_the_store_cannot_be_written_and_recovers() {
 
     // As if the disk were full: every UPDATE of a lease fails, and each attempt is counted (a
     // FAIL keeps what the trigger did before it).
-    let pool = server.state.store.pool();
+    let pool = server.state.store.sqlite_pool().unwrap();
     sqlx::query("CREATE TABLE test_lease_updates (at INTEGER)")
         .execute(pool)
         .await
@@ -885,6 +887,8 @@ async fn creating_lease(server: &TestServer, role: &str, deadline_ms: i64) -> (S
             owner: "test".into(),
             revoke_requested: false,
             token_accessor: None,
+            claimed_by: None,
+            claim_until: None,
         })
         .await
         .unwrap();

@@ -88,7 +88,7 @@ async fn stored_after_stop(dir: &Path, role: &str) -> (bool, String) {
             &row.current_password_sealed.unwrap(),
         )
         .unwrap();
-    store.pool().close().await;
+    store.close().await;
     (
         row.pending_password_sealed.is_some(),
         password.expose().to_owned(),

@@ -441,7 +441,7 @@ async fn rotations_missed_while_down_are_caught_up_and_a_passed_window_is_skippe
         .bind(three_hours_ago)
         .bind(three_hours_ago)
         .bind(name)
-        .execute(lessor.state.store.pool())
+        .execute(lessor.state.store.sqlite_pool().unwrap())
         .await
         .unwrap();
     }

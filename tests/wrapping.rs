@@ -116,7 +116,7 @@ async fn live_leases(server: &TestServer, role: &str) -> Vec<String> {
 
 async fn wrapped_rows(server: &TestServer) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM wrapped_responses")
-        .fetch_one(server.state.store.pool())
+        .fetch_one(server.state.store.sqlite_pool().unwrap())
         .await
         .unwrap()
 }
@@ -258,7 +258,7 @@ async fn the_store_holds_the_wrapped_answer_sealed_until_it_is_unwrapped() {
     // While wrapped: one sealed row, keyed by a hash, the token nowhere in the files.
     let (stored_hash, sealed): (String, String) =
         sqlx::query_as("SELECT token_hash, sealed_response FROM wrapped_responses")
-            .fetch_one(server.state.store.pool())
+            .fetch_one(server.state.store.sqlite_pool().unwrap())
             .await
             .unwrap();
     assert_eq!(

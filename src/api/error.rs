@@ -71,6 +71,11 @@ impl From<Error> for ApiError {
             Error::Database { .. } => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
             }
+            // The store's own words say which address failed to answer, nothing secret; the
+            // request did nothing, and retrying once the store is back works.
+            Error::StoreUnavailable(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+            }
             Error::Store(_)
             | Error::Migration(_)
             | Error::Seal(_)

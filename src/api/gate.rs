@@ -186,7 +186,7 @@ impl Record {
     ) -> Value {
         let mut entry = json!({
             "time": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "type": match kind { EntryKind::Request => "request", EntryKind::Response => "response" },
+            "type": match kind { EntryKind::Request => "request", EntryKind::Response => "response", EntryKind::Event => "event" },
             "request_id": self.request_id,
             "identity": self.identity(audit),
             "remote_address": self.remote.map(|a| a.to_string()),

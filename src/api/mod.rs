@@ -115,6 +115,11 @@ pub fn routes() -> Routes {
         .sudo()
         .write("/v1/sys/leases/revoke-force/{*prefix}", sys::revoke_force)
         .sudo()
+        .write("/v1/sys/leases/reconcile", sys::reconcile)
+        .sudo()
+        .read("/v1/sys/leases", sys::irrevocable_leases)
+        .sudo()
+        .query(&["type", "include_child", "limit"])
         // Vault's older lease paths, still used by async-hvac and older clients.
         .write("/v1/sys/renew", sys::renew_lease)
         .write("/v1/sys/renew/{*lease_id}", sys::renew_lease_path)
@@ -490,11 +495,13 @@ mod tests {
                 "List /v1/sys/leases/lookup/",
                 "List /v1/sys/leases/lookup/{*prefix}",
                 "Read /v1/sys/audit",
+                "Read /v1/sys/leases",
                 "Write /v1/auth/token/create-orphan",
                 "Write /v1/auth/token/revoke-orphan",
                 "Write /v1/database/rotate-root/{name}",
                 "Write /v1/sys/audit-hash/{name}",
                 "Write /v1/sys/audit/{name}",
+                "Write /v1/sys/leases/reconcile",
                 "Write /v1/sys/leases/revoke-force/{*prefix}",
                 "Write /v1/sys/leases/revoke-prefix/{*prefix}",
                 "Write /v1/sys/revoke-force/{*prefix}",

@@ -1,7 +1,7 @@
 //! Handlers for `sys/health`, `sys/leases/*` and `auth/token/lookup-self`.
 
 use axum::extract::State;
-use axum::http::Uri;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -16,24 +16,44 @@ use crate::names::{LeaseId, LeasePrefix};
 use crate::AppState;
 
 /// `sys/health`: unauthenticated, as in Vault; load balancers poll it.
-pub async fn health() -> Response {
-    Json(json!({
-        "initialized": true,
-        "sealed": false,
-        "standby": false,
-        "performance_standby": false,
-        "replication_performance_mode": "disabled",
-        "replication_dr_mode": "disabled",
-        "server_time_utc": Utc::now().timestamp(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "cluster_name": "lessor",
-    }))
-    .into_response()
+pub async fn health(State(state): State<AppState>) -> Response {
+    // The store is what every answer needs: when it cannot be reached this replica can serve
+    // nothing, so it reports 503 and a load balancer (or a readiness probe) sends clients to
+    // another replica.
+    let (status, store_error) = match state.store.ping(HEALTH_STORE_TIMEOUT).await {
+        Ok(()) => (StatusCode::OK, None),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, Some(error.to_string())),
+    };
+    let store = json!({
+        "kind": state.store.kind().as_str(),
+        "reachable": store_error.is_none(),
+        "error": store_error,
+    });
+    (
+        status,
+        Json(json!({
+            "initialized": true,
+            "sealed": false,
+            "standby": false,
+            "performance_standby": false,
+            "replication_performance_mode": "disabled",
+            "replication_dr_mode": "disabled",
+            "server_time_utc": Utc::now().timestamp(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "cluster_name": "lessor",
+            "replica_id": state.replica.id(),
+            "store": store,
+        })),
+    )
+        .into_response()
 }
+
+/// How long `sys/health` waits for the store before reporting it unreachable.
+const HEALTH_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `sys/seal-status`: unauthenticated, as in Vault. Lessor has no seal to open (its key is given
 /// at start), so it is always initialized and unsealed; clients that check before working proceed.
-pub async fn seal_status() -> Response {
+pub async fn seal_status(State(state): State<AppState>) -> Response {
     Json(json!({
         "type": "shamir",
         "initialized": true,
@@ -48,7 +68,7 @@ pub async fn seal_status() -> Response {
         "cluster_name": "lessor",
         "cluster_id": "",
         "recovery_seal": false,
-        "storage_type": "sqlite",
+        "storage_type": state.store.kind().as_str(),
     }))
     .into_response()
 }
@@ -331,4 +351,87 @@ pub async fn revoke_force(
     body.finish()?;
     state.leases.revoke_prefix(&prefix, true).await?;
     Ok(written(vec![]))
+}
+
+/// `PUT sys/leases/reconcile`: one reconciliation sweep now (see [`crate::lease::reconcile`]);
+/// `dry_run` reports what a sweep would do and changes nothing, `connection` limits it to one.
+pub async fn reconcile(
+    State(state): State<AppState>,
+    _caller: Caller,
+    mut body: Body,
+) -> ApiResult {
+    let dry_run = body.boolean("dry_run")?.unwrap_or(false);
+    let connection = body
+        .string("connection")?
+        .map(|name| {
+            crate::names::ConnectionName::parse(&name)
+                .map_err(|e| ApiError::bad_request(format!("connection: {e}")))
+        })
+        .transpose()?;
+    body.finish()?;
+    let report = crate::lease::reconcile::sweep(&state, connection.as_deref(), dry_run).await?;
+    Ok(respond(report))
+}
+
+/// `?type=irrevocable[&include_child=..][&limit=N|none]` on `sys/leases` (Vault's form).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IrrevocableQuery {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    include_child: Option<bool>,
+    limit: Option<String>,
+}
+
+/// Longest listing of irrevocable leases without `limit=none`, as in Vault.
+const IRREVOCABLE_DEFAULT_LIMIT: i64 = 10_000;
+
+/// `GET sys/leases?type=irrevocable`: leases whose revocation keeps failing (still retried by
+/// the reaper), with the last error, so an operator sees which users may outlive their lease.
+pub async fn irrevocable_leases(
+    State(state): State<AppState>,
+    _caller: Caller,
+    QueryParams(query): QueryParams<IrrevocableQuery>,
+) -> ApiResult {
+    match query.kind.as_deref() {
+        Some("irrevocable") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "type: only \"irrevocable\" is supported, not {other:?}"
+            )))
+        }
+        None => return Err(ApiError::bad_request("type: required (irrevocable)")),
+    }
+    // Lessor has one lease namespace, so there are no child namespaces to include or leave out.
+    let _ = query.include_child;
+    let limit = match query.limit.as_deref() {
+        None => IRREVOCABLE_DEFAULT_LIMIT,
+        Some("none") => i64::MAX,
+        Some(n) => n
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ApiError::bad_request("limit: a positive number or \"none\""))?,
+    };
+    let leases = state
+        .store
+        .irrevocable_leases(crate::lease::IRREVOCABLE_AFTER_ATTEMPTS, limit)
+        .await?;
+    let listed: Vec<_> = leases
+        .iter()
+        .map(|lease| {
+            json!({
+                "lease_id": lease.id,
+                "error": lease.last_error,
+                "attempts": lease.attempts,
+                "username": lease.username,
+                "connection": lease.connection_name,
+                "expire_time": crate::store::from_millis(lease.expires_at).to_rfc3339(),
+                "mount_id": "database",
+            })
+        })
+        .collect();
+    Ok(respond(
+        json!({ "lease_count": listed.len(), "leases": listed }),
+    ))
 }

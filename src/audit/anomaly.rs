@@ -26,10 +26,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::store::{from_millis, to_millis, AlertRow, Store};
+use crate::store::{from_millis, to_millis, AlertRow, Store, StoreKind};
 
 /// Meta-table key of rules written through the API.
-const RULES_META: &str = "monitor_rules";
+pub const RULES_META: &str = "monitor_rules";
 /// How long an outside-hours alert stays open for repeats.
 const OUTSIDE_HOURS_REOPEN: Duration = Duration::from_secs(3600);
 
@@ -300,10 +300,29 @@ pub struct Actor {
     pub address: Option<IpAddr>,
 }
 
+/// Recent events per subject, for the sliding windows of one process.
 #[derive(Default)]
 struct Windows {
     reads: HashMap<String, VecDeque<DateTime<Utc>>>,
-    denials: HashMap<IpAddr, VecDeque<DateTime<Utc>>>,
+    denials: HashMap<String, VecDeque<DateTime<Utc>>>,
+}
+
+/// Which sliding window an event counts in.
+#[derive(Debug, Clone, Copy)]
+enum Window {
+    /// Credential reads per identity (the burst rule).
+    Reads,
+    /// Refused requests per address (the denials rule).
+    Denials,
+}
+
+impl Window {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Reads => "reads",
+            Self::Denials => "denials",
+        }
+    }
 }
 
 /// The anomaly monitor. Cheap to clone.
@@ -358,6 +377,43 @@ impl Monitor {
         })
     }
 
+    /// Reads the rules again from the store, where another replica changed them.
+    pub async fn reload_rules(&self) -> Result<()> {
+        if let Some(text) = self.store.meta_get(RULES_META).await? {
+            let stored = serde_json::from_str::<MonitorRules>(&text).map_err(|e| {
+                Error::Internal(format!("stored monitor rules are unreadable: {e}"))
+            })?;
+            *self.rules.write().unwrap_or_else(|p| p.into_inner()) = stored;
+        }
+        Ok(())
+    }
+
+    /// Records an event in `window` for `subject` at `now` and counts the events of the last
+    /// `length`, this one included. Replicas sharing a store count together, in the store; a
+    /// single process counts in memory, which is the same count without the writes.
+    async fn count_in_window(
+        &self,
+        window: Window,
+        subject: &str,
+        now: DateTime<Utc>,
+        length: Duration,
+    ) -> Result<usize> {
+        if self.store.kind() == StoreKind::Postgres {
+            let since = now - chrono::Duration::from_std(length).unwrap_or(chrono::Duration::MAX);
+            let count = self
+                .store
+                .count_anomaly_event(window.as_str(), subject, to_millis(now), to_millis(since))
+                .await?;
+            return Ok(count.max(0) as usize);
+        }
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let events = match window {
+            Window::Reads => windows.reads.entry(subject.to_owned()).or_default(),
+            Window::Denials => windows.denials.entry(subject.to_owned()).or_default(),
+        };
+        Ok(slide(events, now, length))
+    }
+
     pub fn rules(&self) -> MonitorRules {
         self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -389,11 +445,9 @@ impl Monitor {
         let now = Utc::now();
         let address = actor.address.map(|a| a.to_string()).unwrap_or_default();
         if rules.burst.enabled && !actor.identity.is_empty() {
-            let count = {
-                let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-                let events = windows.reads.entry(actor.identity.clone()).or_default();
-                slide(events, now, rules.burst.window)
-            };
+            let count = self
+                .count_in_window(Window::Reads, &actor.identity, now, rules.burst.window)
+                .await?;
             if count > rules.burst.threshold as usize {
                 self.raise(
                     &rules,
@@ -480,11 +534,14 @@ impl Monitor {
             return Ok(());
         };
         let now = Utc::now();
-        let count = {
-            let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-            let events = windows.denials.entry(address).or_default();
-            slide(events, now, rules.denials.window)
-        };
+        let count = self
+            .count_in_window(
+                Window::Denials,
+                &address.to_string(),
+                now,
+                rules.denials.window,
+            )
+            .await?;
         if count > rules.denials.threshold as usize {
             // The address is the subject: whoever presented tokens from it.
             let anonymous = Actor {

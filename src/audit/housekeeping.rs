@@ -93,9 +93,13 @@ pub async fn tidy_with(
         .new_address
         .lookback
         .max(Duration::from_secs(30 * 24 * 3600));
+    let rules = monitor.rules();
+    let longest_window = rules.burst.window.max(rules.denials.window);
     let outcome: crate::Result<(u64, u64)> = async {
         let addresses = store.forget_source_addresses(ago(lookback)).await?;
         let alerts = store.delete_alerts_before(ago(ALERT_RETENTION)).await?;
+        // Events older than the longest window count for nothing.
+        store.forget_anomaly_events(ago(longest_window)).await?;
         Ok((addresses, alerts))
     }
     .await;

@@ -276,6 +276,33 @@ impl std::fmt::Debug for Audit {
 pub enum EntryKind {
     Request,
     Response,
+    /// Something Lessor did on its own (a reconciliation sweep's findings).
+    Event,
+}
+
+/// The devices the store lists, reusing those of `open` with the same name and type.
+async fn load_devices(
+    store: &Store,
+    protected: &[PathBuf],
+    open: &[Arc<Device>],
+) -> Result<Vec<Arc<Device>>> {
+    let mut devices = Vec::new();
+    for row in store.list_audit_devices().await? {
+        if let Some(device) = open
+            .iter()
+            .find(|d| d.name == row.name && d.device_type == row.device_type)
+        {
+            devices.push(device.clone());
+            continue;
+        }
+        match Device::from_row(&row, protected) {
+            Ok(device) => devices.push(Arc::new(device)),
+            Err(e) => {
+                tracing::error!(device = %row.name, error = %e, "stored audit device is unusable")
+            }
+        }
+    }
+    Ok(devices)
 }
 
 impl Audit {
@@ -287,27 +314,14 @@ impl Audit {
             .iter()
             .map(|dir| std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone()))
             .collect();
-        let key = match store.meta_get(KEY_META).await? {
-            Some(sealed) => sealer.open(KEY_CONTEXT, &sealed)?,
-            None => {
-                let mut bytes = [0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut bytes);
-                let key = Secret::new(hex::encode(bytes));
-                store
-                    .meta_set(KEY_META, &sealer.seal(KEY_CONTEXT, &key)?)
-                    .await?;
-                key
-            }
-        };
-        let mut devices = Vec::new();
-        for row in store.list_audit_devices().await? {
-            match Device::from_row(&row, &protected) {
-                Ok(device) => devices.push(Arc::new(device)),
-                Err(e) => {
-                    tracing::error!(device = %row.name, error = %e, "stored audit device is unusable")
-                }
-            }
-        }
+        // Replicas starting together on an empty store each offer a key; the first one stored
+        // wins and every replica uses that one.
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let offered = sealer.seal(KEY_CONTEXT, &Secret::new(hex::encode(bytes)))?;
+        let sealed = store.meta_init(KEY_META, &offered).await?;
+        let key = sealer.open(KEY_CONTEXT, &sealed)?;
+        let devices = load_devices(&store, &protected, &[]).await?;
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose().as_bytes())
             .map_err(|e| Error::Internal(format!("audit key: {e}")))?;
         Ok(Self {
@@ -318,6 +332,15 @@ impl Audit {
             #[cfg(feature = "fault-injection")]
             fail_next_response: Arc::default(),
         })
+    }
+
+    /// Makes the enabled devices those the store lists, keeping the ones already open: another
+    /// replica enabled or disabled a device, and it must be in force here too.
+    pub async fn reload(&self) -> Result<()> {
+        let current = self.devices();
+        let devices = load_devices(&self.store, &self.protected, &current).await?;
+        *self.devices.write().unwrap_or_else(|p| p.into_inner()) = devices;
+        Ok(())
     }
 
     fn devices(&self) -> Vec<Arc<Device>> {

@@ -386,7 +386,7 @@ impl JwtAuth {
                 Ok(keys) => keys,
                 Err(message) => self
                     .stale_keys(&config.jwks_url)
-                    .ok_or_else(|| Error::Unavailable(message))?,
+                    .ok_or(Error::Unavailable(message))?,
             },
         };
         let jwks: Vec<_> = match kid {

@@ -134,21 +134,19 @@ impl std::fmt::Debug for TokenHasher {
     }
 }
 
+/// Meta key claimed by the one process that makes the first root token of a store.
+const BOOTSTRAP_META: &str = "root_token_bootstrap";
+
 impl TokenHasher {
     /// Loads the install's key from the store's meta table, making and sealing one at first start.
     pub async fn open(store: &Store, sealer: &Sealer) -> Result<Self> {
-        let key = match store.meta_get(HASH_KEY_META).await? {
-            Some(sealed) => sealer.open(HASH_KEY_CONTEXT, &sealed)?,
-            None => {
-                let mut bytes = [0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut bytes);
-                let key = Secret::new(hex::encode(bytes));
-                store
-                    .meta_set(HASH_KEY_META, &sealer.seal(HASH_KEY_CONTEXT, &key)?)
-                    .await?;
-                key
-            }
-        };
+        // Replicas starting together on an empty store each offer a key; the first one stored
+        // wins and every replica uses that one.
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let offered = sealer.seal(HASH_KEY_CONTEXT, &Secret::new(hex::encode(bytes)))?;
+        let sealed = store.meta_init(HASH_KEY_META, &offered).await?;
+        let key = sealer.open(HASH_KEY_CONTEXT, &sealed)?;
         Self::from_key(key.expose().as_bytes())
     }
 
@@ -264,6 +262,12 @@ impl Auth {
     /// once; afterwards returns `None`.
     pub async fn bootstrap_root_token(&self) -> Result<Option<Secret>> {
         if self.store.count_tokens().await? > 0 {
+            return Ok(None);
+        }
+        // Replicas starting together on an empty store: only the first to claim the bootstrap
+        // makes (and prints) a root token.
+        let offered = hex::encode(rand::random::<[u8; 16]>());
+        if self.store.meta_init(BOOTSTRAP_META, &offered).await? != offered {
             return Ok(None);
         }
         let token = generate_token();

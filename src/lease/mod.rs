@@ -15,6 +15,7 @@
 //! updated").
 
 pub mod reaper;
+pub mod reconcile;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ use tokio::sync::Notify;
 use crate::catalog::{check_name, decode_list, encode, Catalog};
 use crate::engines::Engines;
 use crate::error::{Error, Result};
+use crate::replica::Replica;
 use crate::store::{from_millis, to_millis, IdRange, LeaseRow, LeaseState, Store};
 
 /// Revocations run at most this many at a time for bulk operations, so a revoke-prefix of
@@ -51,6 +53,9 @@ pub const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 /// an uncommitted creation rolls back) before the reaper drops whatever was created.
 pub const CREATION_DEADLINE: Duration = Duration::from_secs(90);
 
+/// How often a revoke waiting on another replica's claim looks at the lease again.
+const CLAIM_POLL: Duration = Duration::from_millis(100);
+
 /// Striped locks serializing operations on one lease; more stripes than bulk concurrency so that
 /// unrelated leases rarely wait for each other.
 const LOCK_STRIPES: usize = 256;
@@ -67,6 +72,10 @@ pub(crate) enum Revoker {
     /// The issuer whose activation failed: drops the user it just created.
     Issuer,
 }
+
+/// After this many failed attempts a lease is listed as irrevocable (`sys/leases?type=irrevocable`):
+/// a few backed-off tries, so a brief outage does not list it, while the reaper keeps retrying.
+pub const IRREVOCABLE_AFTER_ATTEMPTS: i64 = 3;
 
 /// After this many failed attempts a revocation is flagged at ERROR level (it is still retried).
 pub const FLAG_AFTER_ATTEMPTS: i64 = 10;
@@ -145,8 +154,11 @@ pub struct LeaseManager {
     catalog: Catalog,
     /// Wakes the reaper when a lease with an earlier deadline than it is sleeping towards appears.
     reaper_wake: Arc<Notify>,
-    /// Serializes renew and revoke of one lease (see the module documentation).
+    /// Serializes renew and revoke of one lease within this process (see the module
+    /// documentation); across replicas, the lease's claim in the store does.
     locks: Arc<[tokio::sync::Mutex<()>]>,
+    /// This process among the replicas: the claims it takes on leases.
+    replica: Replica,
     #[cfg(feature = "fault-injection")]
     fault: Arc<std::sync::Mutex<Option<FaultPoint>>>,
 }
@@ -188,11 +200,12 @@ fn random_suffix(len: usize) -> String {
 }
 
 impl LeaseManager {
-    pub fn new(store: Store, engines: Engines, catalog: Catalog) -> Self {
+    pub fn new(store: Store, engines: Engines, catalog: Catalog, replica: Replica) -> Self {
         Self {
             store,
             engines,
             catalog,
+            replica,
             reaper_wake: Arc::new(Notify::new()),
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -209,6 +222,11 @@ impl LeaseManager {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         lease_id.hash(&mut hasher);
         &self.locks[(hasher.finish() % self.locks.len() as u64) as usize]
+    }
+
+    /// This process among the replicas.
+    pub fn replica(&self) -> &Replica {
+        &self.replica
     }
 
     /// The reaper's wake-up signal.
@@ -293,6 +311,8 @@ impl LeaseManager {
         let max_expires_at = now
             + chrono::Duration::from_std(max_ttl).map_err(|e| Error::Internal(e.to_string()))?;
         let lease_id = format!("database/creds/{role_name}/{}", random_suffix(24));
+        let creation_deadline =
+            to_millis(now + chrono::Duration::seconds(CREATION_DEADLINE.as_secs() as i64));
         tracing::Span::current().record("lease_id", lease_id.as_str());
 
         let lease = LeaseRow {
@@ -308,15 +328,17 @@ impl LeaseManager {
             expires_at: to_millis(expires_at),
             max_expires_at: to_millis(max_expires_at),
             state: LeaseState::Creating,
-            next_action_at: to_millis(
-                now + chrono::Duration::seconds(CREATION_DEADLINE.as_secs() as i64),
-            ),
+            next_action_at: creation_deadline,
             attempts: 0,
             last_error: None,
             revoked_at: None,
             owner: requester.accessor.clone(),
             revoke_requested: false,
             token_accessor: requester.token_accessor.clone(),
+            // The issuer's claim: no other replica touches the lease before the creation
+            // deadline unless this one dies first.
+            claimed_by: Some(self.replica.id().to_owned()),
+            claim_until: Some(creation_deadline),
         };
         // The durable write comes first: from here on, the user's fate is recorded. The reaper
         // needs no wake-up: the creation deadline is further than its longest sleep.
@@ -417,6 +439,7 @@ impl LeaseManager {
                     &lease.id,
                     to_millis(now),
                     Some("creation failed; rolled back"),
+                    true,
                 )
                 .await
                 .map(|_| ()),
@@ -599,23 +622,32 @@ impl LeaseManager {
             .await
     }
 
-    /// Revokes the lease `lease_id` as `revoker` (see [`Revoker`]), under the lease's lock and
-    /// from a fresh read of its row. A missing lease counts as revoked.
+    /// Revokes the lease `lease_id` as `revoker` (see [`Revoker`]), under the lease's lock (this
+    /// process) and its claim in the store (every replica), from a fresh read of its row. A
+    /// missing lease counts as revoked. A client's revoke that finds another replica revoking the
+    /// lease waits for that replica to finish (or its claim to end), so it answers only once the
+    /// user is gone or the revocation failed.
     pub(crate) async fn revoke_lease(&self, lease_id: &str, revoker: Revoker) -> Result<()> {
         let _serial = self.lock_for(lease_id).lock().await;
-        // Each pass that does not act saw the lease move forward (creating -> active -> revoking
-        // -> revoked) under a conditional update, so a few passes always suffice.
-        for _ in 0..4 {
+        let give_up_at =
+            tokio::time::Instant::now() + self.replica.claim_length() + crate::replica::STALE_AFTER;
+        loop {
             let Some(lease) = self.store.get_lease(lease_id).await? else {
                 return Ok(());
             };
             let now = Utc::now();
-            if revoker == Revoker::Reaper && lease.next_action_at > to_millis(now) {
-                // Renewed (or taken care of) since the reaper read it.
+            let now_ms = to_millis(now);
+            if revoker == Revoker::Reaper
+                && lease.state == LeaseState::Active
+                && lease.next_action_at > now_ms
+            {
+                // Renewed since the reaper claimed it: give the claim back.
+                self.store
+                    .release_lease_claim(lease_id, self.replica.id())
+                    .await?;
                 return Ok(());
             }
-            // Should this process die mid-revocation, the reaper picks the lease up again shortly.
-            let retry_at = to_millis(now + retry_delay(1));
+            let claim = self.replica.claim(now);
             let claimed = match (lease.state, revoker) {
                 (LeaseState::Revoked, _) => return Ok(()),
                 (LeaseState::Creating, Revoker::Request { .. }) => {
@@ -627,26 +659,42 @@ impl LeaseManager {
                 }
                 (LeaseState::Creating, Revoker::Reaper) => {
                     self.store
-                        .take_over_creating(lease_id, retry_at, Some(to_millis(now)))
+                        .take_over_creating(lease_id, &claim, false)
                         .await?
                 }
                 (LeaseState::Creating, Revoker::Issuer) => {
                     self.store
-                        .take_over_creating(lease_id, retry_at, None)
+                        .take_over_creating(lease_id, &claim, true)
+                        .await?
+                }
+                // The reaper acts on an active lease only while it is still due: a renewal on
+                // another replica may have moved it since the reaper read it.
+                (LeaseState::Active, Revoker::Reaper) => {
+                    self.store
+                        .mark_revoking(lease_id, &claim, Some(now_ms))
                         .await?
                 }
                 (LeaseState::Active | LeaseState::Revoking, _) => {
-                    self.store.mark_revoking(lease_id, retry_at).await?
+                    self.store.mark_revoking(lease_id, &claim, None).await?
                 }
             };
             if claimed {
                 let force = matches!(revoker, Revoker::Request { force: true });
                 return self.drop_user(lease, force).await;
             }
+            // The lease moved on, or another replica holds it. The reaper leaves it to that
+            // replica (or to a later pass); the others look again until that claim ends.
+            if revoker == Revoker::Reaper {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= give_up_at {
+                return Err(Error::Unavailable(format!(
+                    "lease {lease_id} is being revoked by replica {}, which has not finished; try again",
+                    lease.claimed_by.as_deref().unwrap_or("unknown")
+                )));
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
         }
-        Err(Error::Internal(format!(
-            "lease {lease_id} kept changing state during its revocation"
-        )))
     }
 
     /// Drops the user of a lease marked `revoking` and records the outcome. With `force`, a
@@ -665,7 +713,7 @@ impl LeaseManager {
         match outcome {
             Ok(()) => {
                 self.store
-                    .mark_revoked(&lease.id, to_millis(Utc::now()), None)
+                    .mark_revoked(&lease.id, to_millis(Utc::now()), None, true)
                     .await?;
                 tracing::info!(lease_id = %lease.id, username = %lease.username, "revoked");
                 crate::metrics::lease_revoked();
@@ -674,7 +722,7 @@ impl LeaseManager {
             Err(error) if force => {
                 let note = format!("force-revoked; the database user may remain: {error}");
                 self.store
-                    .mark_revoked(&lease.id, to_millis(Utc::now()), Some(&note))
+                    .mark_revoked(&lease.id, to_millis(Utc::now()), Some(&note), false)
                     .await?;
                 tracing::warn!(lease_id = %lease.id, username = %lease.username, %error, "force-revoked despite failure");
                 crate::metrics::lease_revoked();

@@ -8,6 +8,10 @@
 //! revocation finished (`select!` on a deadline, a `Notify` and the shutdown token). Start-up cost
 //! does not grow with the number of leases.
 //!
+//! Every lease it takes is *claimed* in the store first (see [`crate::store::Claim`]): replicas
+//! sharing a store split the due leases between them, none revokes a lease another is revoking,
+//! and the leases of a replica that died are taken over once its heartbeat is stale.
+//!
 //! A lease still `creating` falls due at its creation deadline, when its issuer has finished, given
 //! up or died; the reaper then drops the user (idempotent) and marks the lease revoked.
 //!
@@ -28,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{LeaseManager, Revoker};
 use crate::error::Error;
-use crate::store::{to_millis, LeaseState};
+use crate::store::{to_millis, LeaseState, StoreKind};
 
 /// How many due leases one pass takes from the store (beyond those already being revoked).
 const BATCH: i64 = 64;
@@ -90,7 +94,13 @@ pub async fn run(leases: LeaseManager, shutdown: CancellationToken) {
         trouble: Arc::default(),
         tasks: TaskTracker::new(),
     };
-    tracing::info!("reaper started");
+    // On a shared store, another replica may die holding claims that no deadline here announces;
+    // looking again within the stale limit takes its work over promptly.
+    let max_sleep = match reaper.leases.store().kind() {
+        StoreKind::Postgres => crate::replica::STALE_AFTER / 2,
+        StoreKind::Sqlite => MAX_SLEEP,
+    };
+    tracing::info!(replica = %reaper.leases.replica().id(), "reaper started");
     let mut last_tidy = Instant::now() - Duration::from_secs(3600);
     let mut pause = STORE_ERROR_PAUSE;
     loop {
@@ -123,7 +133,7 @@ pub async fn run(leases: LeaseManager, shutdown: CancellationToken) {
                     pause = STORE_ERROR_PAUSE;
                 }
                 match reaper.leases.store().next_due_after(queried_at).await {
-                    Ok(next) => next_sleep(next, to_millis(Utc::now())),
+                    Ok(next) => next_sleep(next, to_millis(Utc::now())).min(max_sleep),
                     Err(error) => {
                         tracing::error!(%error, pause_secs = pause.as_secs(), "reaper cannot read the next due time");
                         if pause_or_stop(&shutdown, &mut pause).await {
@@ -134,7 +144,9 @@ pub async fn run(leases: LeaseManager, shutdown: CancellationToken) {
                 }
             }
             Err(error) => {
-                tracing::error!(%error, pause_secs = pause.as_secs(), "reaper cannot read the lease store");
+                // Claiming what is due writes the store, so this is the same trouble as a
+                // revocation that cannot record its outcome, and said the same way.
+                tracing::error!(%error, pause_secs = pause.as_secs(), "reaper cannot write the lease store (claiming due leases); pausing");
                 if pause_or_stop(&shutdown, &mut pause).await {
                     break;
                 }
@@ -188,8 +200,12 @@ impl Reaper {
                 dispatched: 0,
             });
         }
+        // Leases this process is already revoking are claimed by it and come back in the batch
+        // (their claims renewed); the in-flight set skips them, and the limit leaves room for them.
         let limit = BATCH + in_flight as i64;
-        let due = self.leases.store().due_leases(queried_at, limit).await?;
+        let now = chrono::DateTime::from_timestamp_millis(queried_at).unwrap_or_else(Utc::now);
+        let claim = self.leases.replica().claim(now);
+        let due = self.leases.store().claim_due_leases(&claim, limit).await?;
         let fetched = due.len() as i64;
         let mut dispatched = 0;
         for lease in due {
@@ -222,7 +238,7 @@ impl Reaper {
                                 tracing::info!(lease_id = %id, "expired lease revoked");
                             }
                         }
-                        Err(error @ Error::Store(_)) => {
+                        Err(error @ (Error::Store(_) | Error::StoreUnavailable(_))) => {
                             let mut trouble = lock(&trouble);
                             trouble.failures += 1;
                             trouble.first.get_or_insert_with(|| error.to_string());

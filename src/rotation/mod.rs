@@ -40,6 +40,7 @@ pub use static_roles::{RotationRecord, StaticCredentials, StaticRoleInput, Stati
 use crate::catalog::Catalog;
 use crate::engines::Engines;
 use crate::error::{Error, Result};
+use crate::replica::Replica;
 use crate::seal::Sealer;
 use crate::store::Store;
 
@@ -97,6 +98,8 @@ pub struct Rotator {
     sealer: Sealer,
     engines: Engines,
     catalog: Catalog,
+    /// This process among the replicas: the claims it takes on rotations.
+    replica: Replica,
     /// Wakes the background rotator when a role's next rotation moved earlier than it sleeps to.
     wake: Arc<Notify>,
     /// One lock per static role or connection, so that a manual rotation, the scheduled one and a
@@ -114,12 +117,19 @@ pub struct Rotator {
 }
 
 impl Rotator {
-    pub fn new(store: Store, sealer: Sealer, engines: Engines, catalog: Catalog) -> Self {
+    pub fn new(
+        store: Store,
+        sealer: Sealer,
+        engines: Engines,
+        catalog: Catalog,
+        replica: Replica,
+    ) -> Self {
         Self {
             store,
             sealer,
             engines,
             catalog,
+            replica,
             wake: Arc::new(Notify::new()),
             locks: Arc::default(),
             tasks: TaskTracker::new(),
@@ -160,6 +170,11 @@ impl Rotator {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// This process among the replicas.
+    pub fn replica(&self) -> &Replica {
+        &self.replica
     }
 
     /// The lock of one static role or connection (`static/NAME`, `root/NAME`).

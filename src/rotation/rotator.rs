@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::static_roles::ROTATION_TIMEOUT;
 use super::{Outcome, Rotator};
-use crate::store::to_millis;
+use crate::store::{to_millis, StoreKind};
 
 /// Roles looked at per pass.
 const BATCH: i64 = 64;
@@ -59,7 +59,14 @@ pub async fn run(rotator: Rotator, shutdown: CancellationToken) {
         settle_interrupted_roots(&rotator).await;
         let sleep_for = match rotate_due(&rotator).await {
             Ok(true) => continue,
-            Ok(false) => next_sleep(&rotator).await,
+            // On a shared store another replica may die mid-rotation with nothing due here to
+            // announce it: look again within the stale limit.
+            Ok(false) => match rotator.store().kind() {
+                StoreKind::Postgres => next_sleep(&rotator)
+                    .await
+                    .min(crate::replica::STALE_AFTER / 2),
+                StoreKind::Sqlite => next_sleep(&rotator).await,
+            },
             Err(error) => {
                 tracing::error!(%error, "rotator cannot read the store");
                 STORE_ERROR_PAUSE
@@ -77,10 +84,21 @@ pub async fn run(rotator: Rotator, shutdown: CancellationToken) {
 /// Resolves rotations left pending by a crash: promoted if the new password logs in, otherwise set
 /// again (or, where the database provably never took it, replaced by a fresh rotation).
 pub async fn recover(rotator: &Rotator) {
-    match rotator.store().static_roles_with_pending().await {
+    let now = Utc::now();
+    let claim = rotator.replica().claim_until(now, now + claim_length());
+    match rotator.store().static_roles_with_pending(&claim).await {
         Ok(names) => {
             for name in names {
-                match rotator.recover_static_role(&name).await {
+                // Claimed first, so no other replica resolves the same rotation meanwhile.
+                match rotator.store().claim_static_role(&name, &claim).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(error) => {
+                        tracing::error!(static_role = %name, %error, "cannot claim an interrupted rotation");
+                        continue;
+                    }
+                }
+                match rotator.recover_static_role(&name, claim.until).await {
                     Ok(outcome) => {
                         tracing::info!(static_role = %name, ?outcome, "interrupted rotation resolved")
                     }
@@ -92,7 +110,20 @@ pub async fn recover(rotator: &Rotator) {
         }
         Err(error) => tracing::error!(%error, "cannot list static roles with a pending rotation"),
     }
-    match rotator.store().connections_with_root_pending().await {
+    // On a shared store a pending admin password may be another replica's rotation in flight:
+    // only those pending for longer than the grace are left over from a crash. An embedded
+    // store's pending rotations all are.
+    let cutoff = match rotator.store().kind() {
+        StoreKind::Sqlite => to_millis(Utc::now()) + 1,
+        StoreKind::Postgres => to_millis(
+            Utc::now() - chrono::Duration::from_std(ROOT_PENDING_GRACE).unwrap_or_default(),
+        ),
+    };
+    match rotator
+        .store()
+        .connections_with_root_pending_before(cutoff)
+        .await
+    {
         Ok(names) => {
             for name in names {
                 if let Err(error) = rotator.recover_root(&name).await {
@@ -108,13 +139,15 @@ pub async fn recover(rotator: &Rotator) {
 
 /// Rotates one batch of due roles. Returns whether the batch was full.
 async fn rotate_due(rotator: &Rotator) -> crate::error::Result<bool> {
-    let now = to_millis(Utc::now());
-    let due = rotator.store().due_static_roles(now, BATCH).await?;
+    let now = Utc::now();
+    let claim = rotator.replica().claim_until(now, now + claim_length());
+    let due = rotator.store().due_static_roles(&claim, BATCH).await?;
     let full = due.len() as i64 == BATCH;
-    let claim_until = to_millis(Utc::now() + claim_length());
+    let claim_until = claim.until;
+    let claim = &claim;
     futures::stream::iter(due)
         .for_each_concurrent(CONCURRENCY, |name| async move {
-            match rotator.store().claim_static_role(&name, now, claim_until).await {
+            match rotator.store().claim_static_role(&name, claim).await {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(error) => {

@@ -516,9 +516,10 @@ impl Rotator {
             .await
     }
 
-    /// Resolves a rotation left pending by a crash (the rotator's start-up).
-    pub(super) async fn recover_static_role(&self, name: &str) -> Result<Outcome> {
-        self.rotate_in_task(name.to_owned(), Cause::Recovery, None)
+    /// Resolves a rotation left pending by a crash (the rotator's start-up), which the caller
+    /// claimed until `claim`.
+    pub(super) async fn recover_static_role(&self, name: &str, claim: i64) -> Result<Outcome> {
+        self.rotate_in_task(name.to_owned(), Cause::Recovery, Some(claim))
             .await
     }
 
@@ -627,6 +628,7 @@ impl Rotator {
                 &sealed,
                 to_millis(now),
                 to_millis(resolve_by),
+                self.replica.id(),
             )
             .await
             .map_err(failed(&target))?;

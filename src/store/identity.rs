@@ -73,10 +73,11 @@ impl Store {
     /// Stores a token. Storing a token whose hash is already there changes nothing, so
     /// installing the same root token at every `lessor dev --root-token` start is harmless.
     pub async fn insert_token(&self, token: &TokenRow) -> Result<()> {
-        sqlx::query(
+        with_pool!(self, |pool| {
+            sqlx::query(
             "INSERT INTO tokens (token_hash, accessor, display_name, policies, created_at, expires_at, entity_id,
                  renewable, ttl_secs, explicit_max_ttl_secs, max_expires_at, path, meta, parent_accessor)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (token_hash) DO NOTHING",
         )
         .bind(&token.token_hash)
         .bind(&token.accessor)
@@ -92,42 +93,50 @@ impl Store {
         .bind(&token.path)
         .bind(&token.meta)
         .bind(&token.parent_accessor)
-        .execute(self.pool())
-        .await?;
+        .execute(pool)
+        .await?.rows_affected()
+        });
         Ok(())
     }
 
     pub async fn get_token(&self, token_hash: &str) -> Result<Option<TokenRow>> {
-        Ok(sqlx::query_as("SELECT * FROM tokens WHERE token_hash = ?")
-            .bind(token_hash)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(with_pool!(self, |pool| sqlx::query_as(
+            "SELECT * FROM tokens WHERE token_hash = $1"
+        )
+        .bind(token_hash)
+        .fetch_optional(pool)
+        .await?))
     }
 
     pub async fn get_token_by_accessor(&self, accessor: &str) -> Result<Option<TokenRow>> {
-        Ok(sqlx::query_as("SELECT * FROM tokens WHERE accessor = ?")
-            .bind(accessor)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(with_pool!(self, |pool| sqlx::query_as(
+            "SELECT * FROM tokens WHERE accessor = $1"
+        )
+        .bind(accessor)
+        .fetch_optional(pool)
+        .await?))
     }
 
     /// Moves a token's expiry after a renewal.
     pub async fn renew_token(&self, accessor: &str, expires_at: i64) -> Result<bool> {
-        let done = sqlx::query("UPDATE tokens SET expires_at = ? WHERE accessor = ?")
-            .bind(expires_at)
-            .bind(accessor)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let done = with_pool!(self, |pool| sqlx::query(
+            "UPDATE tokens SET expires_at = $1 WHERE accessor = $2"
+        )
+        .bind(expires_at)
+        .bind(accessor)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
     }
 
     /// Deletes the token with `accessor` and every token below it in one statement, so no child
     /// survives a crash halfway; returns the accessors deleted.
     pub async fn delete_token_tree(&self, accessor: &str) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
             "DELETE FROM tokens WHERE accessor IN (
                  WITH RECURSIVE tree(accessor) AS (
-                     SELECT ?
+                     SELECT $1
                      UNION
                      SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor
                  )
@@ -135,32 +144,34 @@ impl Store {
              ) RETURNING accessor",
         )
         .bind(accessor)
-        .fetch_all(self.pool())
-        .await?)
+        .fetch_all(pool)
+        .await?))
     }
 
     /// Deletes only the token with `accessor`; its children become orphans. One transaction whose
     /// first statement writes, so SQLite takes the write lock at once.
     pub async fn delete_token_orphaning_children(&self, accessor: &str) -> Result<bool> {
-        let mut tx = self.pool().begin().await?;
-        sqlx::query("UPDATE tokens SET parent_accessor = NULL WHERE parent_accessor = ?")
-            .bind(accessor)
-            .execute(&mut *tx)
-            .await?;
-        let done = sqlx::query("DELETE FROM tokens WHERE accessor = ?")
-            .bind(accessor)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE tokens SET parent_accessor = NULL WHERE parent_accessor = $1")
+                .bind(accessor)
+                .execute(&mut *tx)
+                .await?;
+            let done = sqlx::query("DELETE FROM tokens WHERE accessor = $1")
+                .bind(accessor)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected() > 0)
+        })
     }
 
     /// Whether the token with `accessor` and all its ancestors exist and have not expired at
     /// `now`. The walk is bounded, as a tree deeper than that is not one Lessor made.
     pub async fn token_lineage_live(&self, accessor: &str, now: i64) -> Result<bool> {
-        let chain: Vec<(Option<String>, Option<i64>)> = sqlx::query_as(
+        let chain: Vec<(Option<String>, Option<i64>)> = with_pool!(self, |pool| sqlx::query_as(
             "WITH RECURSIVE up(accessor, parent_accessor, expires_at, depth) AS (
-                 SELECT accessor, parent_accessor, expires_at, 0 FROM tokens WHERE accessor = ?
+                 SELECT accessor, parent_accessor, expires_at, 0 FROM tokens WHERE accessor = $1
                  UNION ALL
                  SELECT t.accessor, t.parent_accessor, t.expires_at, up.depth + 1
                  FROM tokens t JOIN up ON t.accessor = up.parent_accessor
@@ -169,8 +180,8 @@ impl Store {
              SELECT parent_accessor, expires_at FROM up ORDER BY depth",
         )
         .bind(accessor)
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(pool)
+        .await?);
         // Live when the chain ends at a root (no parent) and nothing on it has expired; a chain
         // that ends at a parent that is gone is dead.
         let reaches_root = chain.last().is_some_and(|(parent, _)| parent.is_none());
@@ -190,134 +201,152 @@ impl Store {
         scheme: &str,
         convert: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<u64>> {
-        let mut tx = self.pool().begin().await?;
-        let claimed =
-            sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
-                .bind(meta_key)
-                .bind(scheme)
-                .execute(&mut *tx)
-                .await?;
-        if claimed.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let hashes: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM tokens")
-            .fetch_all(&mut *tx)
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let claimed = sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(meta_key)
+            .bind(scheme)
+            .execute(&mut *tx)
             .await?;
-        let mut converted = 0;
-        for old in hashes {
-            if let Some(new) = convert(&old) {
-                sqlx::query("UPDATE tokens SET token_hash = ? WHERE token_hash = ?")
-                    .bind(new)
-                    .bind(&old)
-                    .execute(&mut *tx)
-                    .await?;
-                converted += 1;
+            if claimed.rows_affected() == 0 {
+                return Ok(None);
             }
-        }
-        tx.commit().await?;
-        Ok(Some(converted))
+            let hashes: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM tokens")
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut converted = 0;
+            for old in hashes {
+                if let Some(new) = convert(&old) {
+                    sqlx::query("UPDATE tokens SET token_hash = $1 WHERE token_hash = $2")
+                        .bind(new)
+                        .bind(&old)
+                        .execute(&mut *tx)
+                        .await?;
+                    converted += 1;
+                }
+            }
+            tx.commit().await?;
+            Ok(Some(converted))
+        })
     }
 
     // ---- policies ---------------------------------------------------------------------------
 
     pub async fn upsert_policy(&self, name: &str, text: &str, now: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO policies (name, text, created_at, updated_at) VALUES (?, ?, ?, ?)
+        with_pool!(self, |pool| {
+            sqlx::query(
+            "INSERT INTO policies (name, text, created_at, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE SET text = excluded.text, updated_at = excluded.updated_at",
         )
         .bind(name)
         .bind(text)
         .bind(now)
         .bind(now)
-        .execute(self.pool())
-        .await?;
+        .execute(pool)
+        .await?.rows_affected()
+        });
         Ok(())
     }
 
     /// Stores a policy only if none of that name exists (the built-in `default` at first start).
     pub async fn insert_policy_if_absent(&self, name: &str, text: &str, now: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO policies (name, text, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        with_pool!(self, |pool| {
+            sqlx::query(
+            "INSERT INTO policies (name, text, created_at, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(text)
         .bind(now)
         .bind(now)
-        .execute(self.pool())
-        .await?;
+        .execute(pool)
+        .await?.rows_affected()
+        });
         Ok(())
     }
 
     pub async fn get_policy(&self, name: &str) -> Result<Option<PolicyRow>> {
-        Ok(sqlx::query_as("SELECT * FROM policies WHERE name = ?")
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(with_pool!(self, |pool| sqlx::query_as(
+            "SELECT * FROM policies WHERE name = $1"
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?))
     }
 
     pub async fn list_policies(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT name FROM policies ORDER BY name")
-                .fetch_all(self.pool())
-                .await?,
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT name FROM policies ORDER BY name"
         )
+        .fetch_all(pool)
+        .await?))
     }
 
     pub async fn delete_policy(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM policies WHERE name = ?")
-            .bind(name)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let done = with_pool!(self, |pool| sqlx::query(
+            "DELETE FROM policies WHERE name = $1"
+        )
+        .bind(name)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
     }
 
     // ---- JWT roles --------------------------------------------------------------------------
 
     pub async fn upsert_jwt_role(&self, name: &str, config: &str, now: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO jwt_roles (name, config, created_at, updated_at) VALUES (?, ?, ?, ?)
+        with_pool!(self, |pool| {
+            sqlx::query(
+            "INSERT INTO jwt_roles (name, config, created_at, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
         )
         .bind(name)
         .bind(config)
         .bind(now)
         .bind(now)
-        .execute(self.pool())
-        .await?;
+        .execute(pool)
+        .await?.rows_affected()
+        });
         Ok(())
     }
 
     pub async fn get_jwt_role(&self, name: &str) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT config FROM jwt_roles WHERE name = ?")
-                .bind(name)
-                .fetch_optional(self.pool())
-                .await?,
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT config FROM jwt_roles WHERE name = $1"
         )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?))
     }
 
     pub async fn list_jwt_roles(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT name FROM jwt_roles ORDER BY name")
-                .fetch_all(self.pool())
-                .await?,
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT name FROM jwt_roles ORDER BY name"
         )
+        .fetch_all(pool)
+        .await?))
     }
 
     pub async fn delete_jwt_role(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM jwt_roles WHERE name = ?")
-            .bind(name)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let done = with_pool!(self, |pool| sqlx::query(
+            "DELETE FROM jwt_roles WHERE name = $1"
+        )
+        .bind(name)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
     }
 
     // ---- audit devices ----------------------------------------------------------------------
 
     /// Stores a new device; false when the name is taken.
     pub async fn insert_audit_device(&self, row: &AuditDeviceRow) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO audit_devices (name, device_type, description, options, created_at) VALUES (?, ?, ?, ?, ?)
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+            "INSERT INTO audit_devices (name, device_type, description, options, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(&row.name)
@@ -325,23 +354,29 @@ impl Store {
         .bind(&row.description)
         .bind(&row.options)
         .bind(row.created_at)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .execute(pool)
+        .await?.rows_affected()
+        });
+        Ok(done > 0)
     }
 
     pub async fn list_audit_devices(&self) -> Result<Vec<AuditDeviceRow>> {
-        Ok(sqlx::query_as("SELECT * FROM audit_devices ORDER BY name")
-            .fetch_all(self.pool())
-            .await?)
+        Ok(with_pool!(self, |pool| sqlx::query_as(
+            "SELECT * FROM audit_devices ORDER BY name"
+        )
+        .fetch_all(pool)
+        .await?))
     }
 
     pub async fn delete_audit_device(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM audit_devices WHERE name = ?")
-            .bind(name)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let done = with_pool!(self, |pool| sqlx::query(
+            "DELETE FROM audit_devices WHERE name = $1"
+        )
+        .bind(name)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
     }
 
     // ---- source addresses -------------------------------------------------------------------
@@ -359,31 +394,35 @@ impl Store {
         // reads and then writes fails with SQLITE_BUSY_SNAPSHOT whenever another request wrote in
         // between, which under load is most of the time. Two concurrent first reads from one new
         // address may then both see it as new; that costs at most a duplicate alert.
-        let known: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM source_addresses WHERE identity = ? AND last_seen >= ?",
+        let known: i64 = with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM source_addresses WHERE identity = $1 AND last_seen >= $2",
         )
         .bind(identity)
         .bind(since)
-        .fetch_one(self.pool())
-        .await?;
-        let this: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM source_addresses WHERE identity = ? AND address = ? AND last_seen >= ?",
+        .fetch_one(pool)
+        .await?);
+        let this: i64 = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+            "SELECT COUNT(*) FROM source_addresses WHERE identity = $1 AND address = $2 AND last_seen >= $3",
         )
         .bind(identity)
         .bind(address)
         .bind(since)
-        .fetch_one(self.pool())
-        .await?;
-        sqlx::query(
-            "INSERT INTO source_addresses (identity, address, first_seen, last_seen) VALUES (?, ?, ?, ?)
+        .fetch_one(pool)
+        .await?
+        });
+        with_pool!(self, |pool| {
+            sqlx::query(
+            "INSERT INTO source_addresses (identity, address, first_seen, last_seen) VALUES ($1, $2, $3, $4)
              ON CONFLICT (identity, address) DO UPDATE SET last_seen = excluded.last_seen",
         )
         .bind(identity)
         .bind(address)
         .bind(now)
         .bind(now)
-        .execute(self.pool())
-        .await?;
+        .execute(pool)
+        .await?.rows_affected()
+        });
         Ok((known > 0, this > 0))
     }
 
@@ -399,8 +438,9 @@ impl Store {
         role: &str,
         since: i64,
     ) -> Result<Option<AlertRow>> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM alerts WHERE rule = ? AND identity = ? AND address = ? AND role = ? AND last_seen >= ?
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(
+            "SELECT * FROM alerts WHERE rule = $1 AND identity = $2 AND address = $3 AND role = $4 AND last_seen >= $5
              ORDER BY id DESC LIMIT 1",
         )
         .bind(rule)
@@ -408,14 +448,16 @@ impl Store {
         .bind(address)
         .bind(role)
         .bind(since)
-        .fetch_optional(self.pool())
-        .await?)
+        .fetch_optional(pool)
+        .await?
+        }))
     }
 
     pub async fn insert_alert(&self, row: &AlertRow) -> Result<i64> {
-        Ok(sqlx::query_scalar(
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar(
             "INSERT INTO alerts (rule, identity, display_name, address, role, count, first_seen, last_seen, detail)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(&row.rule)
         .bind(&row.identity)
@@ -426,28 +468,32 @@ impl Store {
         .bind(row.first_seen)
         .bind(row.last_seen)
         .bind(&row.detail)
-        .fetch_one(self.pool())
-        .await?)
+        .fetch_one(pool)
+        .await?
+        }))
     }
 
     pub async fn update_alert(&self, id: i64, count: i64, last_seen: i64) -> Result<()> {
-        sqlx::query("UPDATE alerts SET count = ?, last_seen = ? WHERE id = ?")
-            .bind(count)
-            .bind(last_seen)
-            .bind(id)
-            .execute(self.pool())
-            .await?;
+        with_pool!(self, |pool| sqlx::query(
+            "UPDATE alerts SET count = $1, last_seen = $2 WHERE id = $3"
+        )
+        .bind(count)
+        .bind(last_seen)
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected());
         Ok(())
     }
 
     /// The newest alerts first.
     pub async fn recent_alerts(&self, limit: i64) -> Result<Vec<AlertRow>> {
-        Ok(
-            sqlx::query_as("SELECT * FROM alerts ORDER BY last_seen DESC, id DESC LIMIT ?")
-                .bind(limit)
-                .fetch_all(self.pool())
-                .await?,
+        Ok(with_pool!(self, |pool| sqlx::query_as(
+            "SELECT * FROM alerts ORDER BY last_seen DESC, id DESC LIMIT $1"
         )
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
     }
 }
 
@@ -457,10 +503,11 @@ impl Store {
     /// The accessors of tokens that are dead at `now` (expired, or whose parent is gone) and of
     /// every token below them: what housekeeping removes. Every JWT login leaves one behind.
     pub async fn dead_token_trees(&self, now: i64) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar(
             "WITH RECURSIVE tree(accessor) AS (
                  SELECT t.accessor FROM tokens t
-                 WHERE (t.expires_at IS NOT NULL AND t.expires_at <= ?)
+                 WHERE (t.expires_at IS NOT NULL AND t.expires_at <= $1)
                     OR (t.parent_accessor IS NOT NULL
                         AND NOT EXISTS (SELECT 1 FROM tokens p WHERE p.accessor = t.parent_accessor))
                  UNION
@@ -469,38 +516,51 @@ impl Store {
              SELECT accessor FROM tree",
         )
         .bind(now)
-        .fetch_all(self.pool())
-        .await?)
+        .fetch_all(pool)
+        .await?
+        }))
     }
 
-    /// Deletes the tokens with these accessors; returns how many were still there.
+    /// Deletes the tokens with these accessors; returns how many were still there. The list goes
+    /// in chunks of bound parameters, well under either engine's limit on their number.
     pub async fn delete_tokens(&self, accessors: &[String]) -> Result<u64> {
-        let list = serde_json::to_string(accessors)
-            .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
-        let done =
-            sqlx::query("DELETE FROM tokens WHERE accessor IN (SELECT value FROM json_each(?))")
-                .bind(list)
-                .execute(self.pool())
-                .await?;
-        Ok(done.rows_affected())
+        let mut deleted = 0;
+        for chunk in accessors.chunks(500) {
+            deleted += with_pool!(self, |pool| {
+                let mut query = sqlx::QueryBuilder::new("DELETE FROM tokens WHERE accessor IN (");
+                let mut list = query.separated(", ");
+                for accessor in chunk {
+                    list.push_bind(accessor);
+                }
+                query.push(")");
+                query.build().execute(pool).await?.rows_affected()
+            });
+        }
+        Ok(deleted)
     }
 
     /// Forgets source addresses not seen since `before`.
     pub async fn forget_source_addresses(&self, before: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM source_addresses WHERE last_seen < ?")
-            .bind(before)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected())
+        let done = with_pool!(self, |pool| sqlx::query(
+            "DELETE FROM source_addresses WHERE last_seen < $1"
+        )
+        .bind(before)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done)
     }
 
     /// Deletes alerts last seen before `before`.
     pub async fn delete_alerts_before(&self, before: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM alerts WHERE last_seen < ?")
-            .bind(before)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected())
+        let done = with_pool!(self, |pool| sqlx::query(
+            "DELETE FROM alerts WHERE last_seen < $1"
+        )
+        .bind(before)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done)
     }
 }
 
@@ -508,51 +568,56 @@ impl Store {
 
 impl Store {
     pub async fn upsert_cert_role(&self, name: &str, config: &str, now: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO cert_roles (name, config, created_at, updated_at) VALUES (?, ?, ?, ?)
+        with_pool!(self, |pool| {
+            sqlx::query(
+            "INSERT INTO cert_roles (name, config, created_at, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
         )
         .bind(name)
         .bind(config)
         .bind(now)
         .bind(now)
-        .execute(self.pool())
-        .await?;
+        .execute(pool)
+        .await?.rows_affected()
+        });
         Ok(())
     }
 
     pub async fn get_cert_role(&self, name: &str) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT config FROM cert_roles WHERE name = ?")
-                .bind(name)
-                .fetch_optional(self.pool())
-                .await?,
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT config FROM cert_roles WHERE name = $1"
         )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?))
     }
 
     pub async fn list_cert_roles(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT name FROM cert_roles ORDER BY name")
-                .fetch_all(self.pool())
-                .await?,
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT name FROM cert_roles ORDER BY name"
         )
+        .fetch_all(pool)
+        .await?))
     }
 
     /// Every role with its body, by name: a login without a role name tries them all.
     pub async fn all_cert_roles(&self) -> Result<Vec<(String, String)>> {
-        Ok(
-            sqlx::query_as("SELECT name, config FROM cert_roles ORDER BY name")
-                .fetch_all(self.pool())
-                .await?,
+        Ok(with_pool!(self, |pool| sqlx::query_as(
+            "SELECT name, config FROM cert_roles ORDER BY name"
         )
+        .fetch_all(pool)
+        .await?))
     }
 
     pub async fn delete_cert_role(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM cert_roles WHERE name = ?")
-            .bind(name)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let done = with_pool!(self, |pool| sqlx::query(
+            "DELETE FROM cert_roles WHERE name = $1"
+        )
+        .bind(name)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
     }
 }
 
@@ -560,53 +625,56 @@ impl Store {
 
 impl Store {
     pub async fn upsert_password_policy(&self, name: &str, text: &str, now: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO password_policies (name, text, created_at, updated_at) VALUES (?, ?, ?, ?)
+        with_pool!(self, |pool| {
+            sqlx::query(
+            "INSERT INTO password_policies (name, text, created_at, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE SET text = excluded.text, updated_at = excluded.updated_at",
         )
         .bind(name)
         .bind(text)
         .bind(now)
         .bind(now)
-        .execute(self.pool())
-        .await?;
+        .execute(pool)
+        .await?.rows_affected()
+        });
         Ok(())
     }
 
     pub async fn get_password_policy(&self, name: &str) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT text FROM password_policies WHERE name = ?")
-                .bind(name)
-                .fetch_optional(self.pool())
-                .await?,
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT text FROM password_policies WHERE name = $1"
         )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?))
     }
 
     pub async fn list_password_policies(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT name FROM password_policies ORDER BY name")
-                .fetch_all(self.pool())
-                .await?,
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT name FROM password_policies ORDER BY name"
         )
+        .fetch_all(pool)
+        .await?))
     }
 
     /// Names of the connections whose `password_policy` is `name`.
     pub async fn connections_using_password_policy(&self, name: &str) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT name FROM connections WHERE password_policy = ? ORDER BY name",
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT name FROM connections WHERE password_policy = $1 ORDER BY name",
         )
         .bind(name)
-        .fetch_all(self.pool())
-        .await?)
+        .fetch_all(pool)
+        .await?))
     }
 
     /// Deletes a policy. A connection naming it makes the foreign key refuse the delete, which
     /// comes back as a Conflict even if a connection took the policy up after the caller checked.
     pub async fn delete_password_policy(&self, name: &str) -> Result<()> {
-        match sqlx::query("DELETE FROM password_policies WHERE name = ?")
+        match with_pool!(self, |pool| sqlx::query("DELETE FROM password_policies WHERE name = $1")
             .bind(name)
-            .execute(self.pool())
+            .execute(pool)
             .await
+            .map(|done| done.rows_affected()))
         {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
@@ -623,13 +691,13 @@ impl Store {
         &self,
         connection: &str,
     ) -> Result<Option<(String, String)>> {
-        Ok(sqlx::query_as(
+        Ok(with_pool!(self, |pool| sqlx::query_as(
             "SELECT p.name, p.text FROM connections c
                  JOIN password_policies p ON p.name = c.password_policy
-             WHERE c.name = ?",
+             WHERE c.name = $1",
         )
         .bind(connection)
-        .fetch_optional(self.pool())
-        .await?)
+        .fetch_optional(pool)
+        .await?))
     }
 }

@@ -1,11 +1,43 @@
-//! The lease store: connections, roles, leases and tokens in SQLite (a file in WAL mode), through
-//! sqlx with the migrations under `migrations/sqlite` run at start-up.
+//! The store: connections, roles, leases, tokens and the rest of Lessor's state, in SQLite (a file
+//! in WAL mode, the embedded default for one process) or in PostgreSQL (shared by any number of
+//! replicas), through sqlx with the migrations under `migrations/sqlite` or `migrations/postgres`
+//! run at start-up.
 //!
-//! Everything here is plain rows; sealing happens above (callers pass sealed strings), and no query
-//! loads all leases: the reaper asks for what is due, in batches, through the `leases_due` index.
+//! Every query is written once, in SQL both engines run (`$1` placeholders, `ON CONFLICT`,
+//! `RETURNING`, `TRUE`/`FALSE`), and [`with_pool!`] compiles it for each: the engines differ only
+//! where the SQL must (claims take `FOR UPDATE SKIP LOCKED` on PostgreSQL), and one test suite
+//! (`tests/store_suite.rs`) runs against both. Times are milliseconds since the epoch in the rows
+//! and JSON lists are text; the conversions live here and in the modules that own their meaning.
+//!
+//! Sealing happens above (callers pass sealed strings), and no query loads all leases: the
+//! reaper asks for what is due, in batches, through the `leases_due` index.
+
+/// Runs `$body` with `$pool` bound to the store's connection pool, whichever engine holds it: the
+/// same query text and binds are compiled once per engine, so the two cannot drift apart.
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite($pool) => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Binds a [`Claim`]'s values to `$1` (claimant), `$2` (now), `$3` (until), `$4` (stale before).
+macro_rules! bind_claim {
+    ($query:expr, $claim:expr) => {
+        $query
+            .bind($claim.by)
+            .bind($claim.now)
+            .bind($claim.until)
+            .bind($claim.stale_before)
+    };
+}
 
 mod identity;
 mod models;
+mod reconcile;
+mod replicas;
 mod static_roles;
 pub mod wrapping;
 
@@ -14,16 +46,60 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
 pub use identity::{AlertRow, AuditDeviceRow, PolicyRow, TokenRow};
 pub use models::{ConnectionRow, LeaseRow, LeaseState, RoleRow};
+pub use reconcile::IssuedUserRow;
+pub use replicas::{Change, ChangeFeed, Claim, ReplicaRow};
 pub use static_roles::{
     Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow, ROTATION_HISTORY_LEN,
 };
 
 use crate::error::{Error, Result};
+
+/// Store errors keep their driver out of the library's error type: an unreachable store becomes
+/// [`Error::StoreUnavailable`] (the API's 503, the reaper's "try again later"), anything else
+/// [`Error::Store`]. Driver messages never carry bound values, so no secret is quoted.
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Self {
+        let unreachable = match &error {
+            // A connection that breaks while it is being made (closed before the server's
+            // answer) surfaces as a protocol error: the store is not reachable either way.
+            sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // SQLSTATE class 08 is "connection exception"; 57P01-57P03 are a server shutting down
+            // or starting up.
+            sqlx::Error::Database(e) => e
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+            _ => false,
+        };
+        if unreachable {
+            Error::StoreUnavailable(error.to_string())
+        } else {
+            Error::Store(error.to_string())
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for Error {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        match error {
+            sqlx::migrate::MigrateError::Execute(e) => match Error::from(e) {
+                unavailable @ Error::StoreUnavailable(_) => unavailable,
+                other => Error::Migration(other.to_string()),
+            },
+            other => Error::Migration(other.to_string()),
+        }
+    }
+}
 
 /// Milliseconds since the epoch, the store's time unit.
 pub fn to_millis(at: DateTime<Utc>) -> i64 {
@@ -35,9 +111,9 @@ pub fn from_millis(ms: i64) -> DateTime<Utc> {
 }
 
 /// One page of live lease ids in an [`IdRange`]: a range scan of the primary key.
-const LIVE_IDS_IN_RANGE: &str = "SELECT id FROM leases WHERE id >= ?1 AND id < ?2 AND id > ?3
+const LIVE_IDS_IN_RANGE: &str = "SELECT id FROM leases WHERE id >= $1 AND id < $2 AND id > $3
          AND state IN ('creating', 'active', 'revoking')
-     ORDER BY id LIMIT ?4";
+     ORDER BY id LIMIT $4";
 
 /// What [`Store::delete_connection`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,10 +161,48 @@ impl IdRange {
     }
 }
 
+/// Which engine holds the store, with its connection pool.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Which engine a store URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+impl StoreKind {
+    /// The engine's name as `sys/health` and `sys/seal-status` report it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgresql",
+        }
+    }
+
+    /// `postgres://` and `postgresql://` URLs name a PostgreSQL store; anything else is SQLite
+    /// (`sqlite://...`, `sqlite::memory:` or a plain path).
+    pub fn of(url: &str) -> Self {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::Postgres
+        } else {
+            Self::Sqlite
+        }
+    }
+}
+
+/// How long a request waits for a store connection before it is answered 503: long enough to
+/// ride out a busy moment, short enough that an unreachable store is reported, not hidden.
+const STORE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Handle on the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    backend: Backend,
 }
 
 /// Connect options of a store URL (`sqlite:///path/lessor.db`, `sqlite::memory:` or a plain path).
@@ -100,8 +214,11 @@ fn store_options(url: &str) -> Result<SqliteConnectOptions> {
     })
 }
 
-/// The file a store URL names, or `None` for an in-memory store.
+/// The file a store URL names, or `None` for an in-memory or PostgreSQL store.
 pub fn file_path(url: &str) -> Result<Option<PathBuf>> {
+    if StoreKind::of(url) == StoreKind::Postgres {
+        return Ok(None);
+    }
     let options = store_options(url)?;
     let path = options.get_filename();
     if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" || url.contains("mode=memory")
@@ -141,6 +258,14 @@ fn make_private(path: &Path) -> Result<()> {
 }
 
 impl Store {
+    /// Opens the store a URL names (see [`StoreKind::of`]) and runs its pending migrations.
+    pub async fn open(url: &str) -> Result<Self> {
+        match StoreKind::of(url) {
+            StoreKind::Sqlite => Self::open_sqlite(url).await,
+            StoreKind::Postgres => Self::open_postgres(url).await,
+        }
+    }
+
     /// Opens (creating if needed) the SQLite store at `url` (`sqlite:///path/lessor.db` or a plain
     /// path) and runs pending migrations.
     ///
@@ -148,7 +273,7 @@ impl Store {
     /// whatever the umask: a missing directory is created 0700, and the database file is created
     /// 0600 *before* SQLite opens it, because SQLite gives the `-wal` and `-shm` files it creates
     /// later the main file's mode. Existing files with a wider mode are narrowed to 0600.
-    pub async fn open(url: &str) -> Result<Self> {
+    async fn open_sqlite(url: &str) -> Result<Self> {
         let options = store_options(url)?;
         if let Some(path) = file_path(url)? {
             make_private(&path)?;
@@ -163,43 +288,126 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .acquire_timeout(STORE_ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            backend: Backend::Sqlite(pool),
+        })
     }
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// Connects to the PostgreSQL store at `url` and runs pending migrations. sqlx's migrator
+    /// holds a PostgreSQL advisory lock while it runs, so replicas starting together migrate
+    /// once, one after the other. The URL takes libpq's TLS parameters (`sslmode=verify-full`,
+    /// `sslrootcert=...`, `sslcert`, `sslkey`).
+    async fn open_postgres(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(format!("store_url: not a PostgreSQL URL: {e}")))?
+            .application_name("lessor");
+        // Each replica holds at most this many connections on the store: a handful of replicas
+        // stays well under PostgreSQL's default limit of 100.
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(STORE_ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self {
+            backend: Backend::Postgres(pool),
+        })
+    }
+
+    /// Which engine holds this store.
+    pub fn kind(&self) -> StoreKind {
+        match self.backend {
+            Backend::Sqlite(_) => StoreKind::Sqlite,
+            Backend::Postgres(_) => StoreKind::Postgres,
+        }
+    }
+
+    /// The SQLite pool of an embedded store (tests reach under the API through it); `None` on
+    /// PostgreSQL.
+    pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.backend {
+            Backend::Sqlite(pool) => Some(pool),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// Answers whether the store can be reached, waiting at most `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<()> {
+        let query = async {
+            with_pool!(self, |pool| sqlx::query_scalar::<_, i64>(
+                "SELECT CAST(1 AS BIGINT)"
+            )
+            .fetch_one(pool)
+            .await?);
+            Ok(())
+        };
+        tokio::time::timeout(timeout, query)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::StoreUnavailable(format!(
+                    "no answer within {} ms",
+                    timeout.as_millis()
+                )))
+            })
+    }
+
+    /// Closes every connection of the pool (a test's last step, or shutdown).
+    pub async fn close(&self) {
+        with_pool!(self, |pool| pool.close().await)
     }
 
     // ---- meta -------------------------------------------------------------------------------
 
     pub async fn meta_get(&self, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT value FROM meta WHERE key = $1"
+        )
+        .bind(key)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Stores `offered` under `key` unless a value is there already, and returns the value that
+    /// is: of several processes starting together, all end up with the first one's.
+    pub async fn meta_init(&self, key: &str, offered: &str) -> Result<String> {
+        with_pool!(self, |pool| sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING"
+        )
+        .bind(key)
+        .bind(offered)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        self.meta_get(key)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("meta {key} vanished after it was stored")))
     }
 
     pub async fn meta_set(&self, key: &str, value: &str) -> Result<()> {
-        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+        with_pool!(self, |pool| {
+            sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(key)
             .bind(value)
-            .execute(&self.pool)
-            .await?;
+            .execute(pool)
+            .await?.rows_affected()
+        });
         Ok(())
     }
 
     // ---- connections ------------------------------------------------------------------------
 
     pub async fn upsert_connection(&self, row: &ConnectionRow) -> Result<()> {
-        sqlx::query(
+        with_pool!(self, |pool| {
+            sqlx::query(
             "INSERT INTO connections (name, plugin_name, connection_url_sealed, username, password_sealed, allowed_roles,
                  verify_connection, max_open_connections, root_rotation_statements,
                  tls_ca_sealed, tls_certificate_sealed, private_key_sealed, tls_certificate_key_sealed,
                  tls_server_name, tls_skip_verify, password_policy, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
              ON CONFLICT (name) DO UPDATE SET plugin_name = excluded.plugin_name,
                  connection_url_sealed = excluded.connection_url_sealed, username = excluded.username,
                  password_sealed = excluded.password_sealed, allowed_roles = excluded.allowed_roles,
@@ -229,24 +437,27 @@ impl Store {
         .bind(&row.password_policy)
         .bind(row.created_at)
         .bind(row.updated_at)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await?.rows_affected()
+        });
         Ok(())
     }
 
     pub async fn get_connection(&self, name: &str) -> Result<Option<ConnectionRow>> {
-        Ok(sqlx::query_as("SELECT * FROM connections WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(with_pool!(self, |pool| sqlx::query_as(
+            "SELECT * FROM connections WHERE name = $1"
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?))
     }
 
     pub async fn list_connections(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT name FROM connections ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT name FROM connections ORDER BY name"
         )
+        .fetch_all(pool)
+        .await?))
     }
 
     /// Deletes a connection unless it is in use: no live lease and no static role may reference
@@ -254,16 +465,18 @@ impl Store {
     /// one statement, so a lease written concurrently (see [`Store::insert_lease`]) either
     /// blocks the delete or is refused itself.
     pub async fn delete_connection(&self, name: &str) -> Result<ConnectionDeletion> {
-        let done = sqlx::query(
-            "DELETE FROM connections WHERE name = ?1
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+            "DELETE FROM connections WHERE name = $1
                  AND NOT EXISTS (SELECT 1 FROM leases
-                                 WHERE connection_name = ?1 AND state IN ('creating', 'active', 'revoking'))
-                 AND NOT EXISTS (SELECT 1 FROM static_roles WHERE db_name = ?1)",
+                                 WHERE connection_name = $1 AND state IN ('creating', 'active', 'revoking'))
+                 AND NOT EXISTS (SELECT 1 FROM static_roles WHERE db_name = $1)",
         )
         .bind(name)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() > 0 {
+        .execute(pool)
+        .await?.rows_affected()
+        });
+        if done > 0 {
             return Ok(ConnectionDeletion::Deleted);
         }
         if self.get_connection(name).await?.is_none() {
@@ -278,10 +491,11 @@ impl Store {
     // ---- roles ------------------------------------------------------------------------------
 
     pub async fn upsert_role(&self, row: &RoleRow) -> Result<()> {
-        sqlx::query(
+        with_pool!(self, |pool| {
+            sqlx::query(
             "INSERT INTO roles (name, db_name, creation_statements, revocation_statements, rollback_statements,
                  renew_statements, default_ttl_secs, max_ttl_secs, username_template, options, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (name) DO UPDATE SET db_name = excluded.db_name,
                  creation_statements = excluded.creation_statements, revocation_statements = excluded.revocation_statements,
                  rollback_statements = excluded.rollback_statements, renew_statements = excluded.renew_statements,
@@ -300,45 +514,56 @@ impl Store {
         .bind(&row.options)
         .bind(row.created_at)
         .bind(row.updated_at)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await?.rows_affected()
+        });
         Ok(())
     }
 
     pub async fn get_role(&self, name: &str) -> Result<Option<RoleRow>> {
-        Ok(sqlx::query_as("SELECT * FROM roles WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(with_pool!(self, |pool| sqlx::query_as(
+            "SELECT * FROM roles WHERE name = $1"
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?))
     }
 
     pub async fn list_roles(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT name FROM roles ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT name FROM roles ORDER BY name"
+        )
+        .fetch_all(pool)
+        .await?))
     }
 
     pub async fn delete_role(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM roles WHERE name = ?")
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let done = with_pool!(self, |pool| sqlx::query(
+            "DELETE FROM roles WHERE name = $1"
+        )
+        .bind(name)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
     }
 
     // ---- leases -----------------------------------------------------------------------------
 
-    /// Writes a new lease, in state `creating`, before its user exists on the target. This is
+    /// Writes a new lease, in state `creating`, before its user exists on the target, with the
+    /// record that this installation issued the user (see [`Store::orphan_candidates`]). This is
     /// the one durable write on the credential hot path. It is refused (NotFound) if the lease's
     /// connection no longer exists: the check and the write are one statement, so a concurrent
     /// [`Store::delete_connection`] can never leave a lease whose connection is gone.
     pub async fn insert_lease(&self, lease: &LeaseRow) -> Result<()> {
-        let done = sqlx::query(
+        let done = with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(
             "INSERT INTO leases (id, role_name, connection_name, username, revocation_statements, rollback_statements,
                  renew_statements, issued_at, last_renewed_at, expires_at, max_expires_at, state, next_action_at,
-                 attempts, last_error, revoked_at, owner, revoke_requested, token_accessor)
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
-             WHERE EXISTS (SELECT 1 FROM connections WHERE name = ?)",
+                 attempts, last_error, revoked_at, owner, revoke_requested, token_accessor, claimed_by, claim_until)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21
+             WHERE EXISTS (SELECT 1 FROM connections WHERE name = $22)",
         )
         .bind(&lease.id)
         .bind(&lease.role_name)
@@ -359,20 +584,43 @@ impl Store {
         .bind(&lease.owner)
         .bind(lease.revoke_requested)
         .bind(&lease.token_accessor)
+        .bind(&lease.claimed_by)
+        .bind(lease.claim_until)
         .bind(&lease.connection_name)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+            if done > 0 {
+                // The proof that this installation made the user, durable before the user exists.
+                sqlx::query(
+                    "INSERT INTO issued_users (connection_name, username, lease_id, issued_at)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (connection_name, username) DO UPDATE SET lease_id = excluded.lease_id,
+                         issued_at = excluded.issued_at, suspect_sweeps = 0, suspect_since = NULL",
+                )
+                .bind(&lease.connection_name)
+                .bind(&lease.username)
+                .bind(&lease.id)
+                .bind(lease.issued_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            }
+            done
+        });
+        if done == 0 {
             return Err(Error::not_found("connection", &lease.connection_name));
         }
         Ok(())
     }
 
     pub async fn get_lease(&self, id: &str) -> Result<Option<LeaseRow>> {
-        Ok(sqlx::query_as("SELECT * FROM leases WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(with_pool!(self, |pool| sqlx::query_as(
+            "SELECT * FROM leases WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?))
     }
 
     /// Ids of live leases under the path `prefix` (see [`IdRange::under`]), in id order.
@@ -393,13 +641,15 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(LIVE_IDS_IN_RANGE)
-            .bind(&range.start)
-            .bind(&range.end)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            LIVE_IDS_IN_RANGE
+        )
+        .bind(&range.start)
+        .bind(&range.end)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
     }
 
     /// Ids of live leases obtained by the token `accessor`, after `after` (exclusive), in id
@@ -410,115 +660,183 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM leases WHERE token_accessor = ?1 AND id > ?2
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT id FROM leases WHERE token_accessor = $1 AND id > $2
                  AND state IN ('creating', 'active', 'revoking')
-             ORDER BY id LIMIT ?3",
+             ORDER BY id LIMIT $3",
         )
         .bind(accessor)
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await?))
     }
 
     /// Moves a lease's expiry after a renewal (only while it is active).
     pub async fn renew_lease(&self, id: &str, expires_at: i64, now: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE leases SET expires_at = ?, next_action_at = ?, last_renewed_at = ? WHERE id = ? AND state = 'active'",
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE leases SET expires_at = $1, next_action_at = $2, last_renewed_at = $3 WHERE id = $4 AND state = 'active'",
         )
         .bind(expires_at)
         .bind(expires_at)
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .execute(pool)
+        .await?.rows_affected()
+        });
+        Ok(done > 0)
     }
 
     /// The issuer's step after creating the user: `creating -> active`, due at `next_action_at`
     /// (its expiry). False if a revocation was requested meanwhile or the reaper took the lease
     /// over: then the issuer must drop the user and must not hand out the credentials.
     pub async fn activate_lease(&self, id: &str, next_action_at: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE leases SET state = 'active', next_action_at = ?
-             WHERE id = ? AND state = 'creating' AND revoke_requested = 0",
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE leases SET state = 'active', next_action_at = $1, claimed_by = NULL, claim_until = NULL
+             WHERE id = $2 AND state = 'creating' AND revoke_requested = FALSE",
         )
         .bind(next_action_at)
         .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        });
+        Ok(done > 0)
     }
 
     /// A revoke met a `creating` lease: records the request for the issuer (or the reaper).
     /// False if the lease is no longer `creating` (the caller re-reads it and acts on its state).
     pub async fn request_revocation(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE leases SET revoke_requested = 1 WHERE id = ? AND state = 'creating'",
+        let done = with_pool!(self, |pool| sqlx::query(
+            "UPDATE leases SET revoke_requested = TRUE WHERE id = $1 AND state = 'creating'",
         )
         .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
     }
 
-    /// Takes a `creating` lease over for revocation (`creating -> revoking`, due for a retry at
-    /// `next_action_at`). With `due_by`, only if its creation deadline has passed by then (the
-    /// reaper, which must not race a live issuer); without, unconditionally (the issuer itself).
+    /// Takes a `creating` lease over for revocation (`creating -> revoking`), claimed as
+    /// `claim` says. The issuer (`issuer: true`) takes its own lease unconditionally; anyone else
+    /// only a lease whose issuer's claim is free (see [`Claim`]): its creation deadline passed or
+    /// its issuer is dead.
     pub async fn take_over_creating(
         &self,
         id: &str,
-        next_action_at: i64,
-        due_by: Option<i64>,
+        claim: &Claim<'_>,
+        issuer: bool,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE leases SET state = 'revoking', next_action_at = ?1
-             WHERE id = ?2 AND state = 'creating' AND (?3 IS NULL OR next_action_at <= ?3)",
+        let sql = format!(
+            "UPDATE leases SET state = 'revoking', next_action_at = $3, claimed_by = $1, claim_until = $3
+             WHERE id = $5 AND state = 'creating' AND ($6 OR {free})",
+            free = claim.free_sql("leases")
+        );
+        Ok(
+            with_pool!(self, |pool| bind_claim!(sqlx::query(&sql), claim)
+                .bind(id)
+                .bind(issuer)
+                .execute(pool)
+                .await?
+                .rows_affected())
+                > 0,
         )
-        .bind(next_action_at)
-        .bind(id)
-        .bind(due_by)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
     }
 
     /// Moves the reaper's deadline of a `creating` lease, for an issuer that gave up on it.
     pub async fn reschedule_creating(&self, id: &str, next_action_at: i64) -> Result<bool> {
-        let done =
-            sqlx::query("UPDATE leases SET next_action_at = ? WHERE id = ? AND state = 'creating'")
-                .bind(next_action_at)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    /// Marks a live lease as being revoked, due for the reaper at `next_action_at` should this
-    /// process die before it finishes. Never a `creating` lease: that belongs to its issuer until
-    /// [`Store::take_over_creating`].
-    pub async fn mark_revoking(&self, id: &str, next_action_at: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE leases SET state = 'revoking', next_action_at = ? WHERE id = ? AND state IN ('active', 'revoking')",
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE leases SET next_action_at = $1, claim_until = $1 WHERE id = $2 AND state = 'creating'"
         )
         .bind(next_action_at)
         .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        });
+        Ok(done > 0)
     }
 
-    pub async fn mark_revoked(&self, id: &str, now: i64, note: Option<&str>) -> Result<()> {
-        sqlx::query(
-            "UPDATE leases SET state = 'revoked', revoked_at = ?, last_error = COALESCE(?, last_error)
-             WHERE id = ? AND state != 'revoked'",
+    /// Claims a live lease for revocation (`active|revoking -> revoking`) until `claim.until`,
+    /// which is also when the reaper looks again should the claimant die first. False when another
+    /// live replica holds it, or (with `due_by`, the reaper's case) when it is no longer due.
+    /// Never a `creating` lease: that belongs to its issuer until [`Store::take_over_creating`].
+    pub async fn mark_revoking(
+        &self,
+        id: &str,
+        claim: &Claim<'_>,
+        due_by: Option<i64>,
+    ) -> Result<bool> {
+        let sql = format!(
+            "UPDATE leases SET state = 'revoking', next_action_at = $3, claimed_by = $1, claim_until = $3
+             WHERE id = $5 AND state IN ('active', 'revoking') AND {free}
+                 AND ($6 IS NULL OR next_action_at <= $6)",
+            free = claim.free_sql("leases")
+        );
+        Ok(
+            with_pool!(self, |pool| bind_claim!(sqlx::query(&sql), claim)
+                .bind(id)
+                .bind(due_by)
+                .execute(pool)
+                .await?
+                .rows_affected())
+                > 0,
         )
-        .bind(now)
-        .bind(note)
+    }
+
+    /// Gives up `claimant`'s claim on a lease it decided not to act on (renewed since), so a
+    /// revoke elsewhere need not wait for the claim to lapse.
+    pub async fn release_lease_claim(&self, id: &str, claimant: &str) -> Result<()> {
+        with_pool!(self, |pool| sqlx::query(
+            "UPDATE leases SET claimed_by = NULL, claim_until = NULL
+             WHERE id = $1 AND claimed_by = $2 AND state IN ('active', 'revoking')"
+        )
         .bind(id)
-        .execute(&self.pool)
-        .await?;
+        .bind(claimant)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Marks a lease revoked. With `user_dropped` (the drop succeeded, so the user is gone) the
+    /// record of its user goes too; a forced revocation keeps it, so reconciliation drops the
+    /// user later should it still exist.
+    pub async fn mark_revoked(
+        &self,
+        id: &str,
+        now: i64,
+        note: Option<&str>,
+        user_dropped: bool,
+    ) -> Result<()> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let gone: Option<(String, String)> = sqlx::query_as(
+                "UPDATE leases SET state = 'revoked', revoked_at = $1, last_error = COALESCE($2, last_error),
+                     claimed_by = NULL, claim_until = NULL
+                 WHERE id = $3 AND state != 'revoked'
+                 RETURNING connection_name, username",
+            )
+            .bind(now)
+            .bind(note)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let (Some((connection, username)), true) = (gone, user_dropped) {
+                sqlx::query(
+                    "DELETE FROM issued_users WHERE connection_name = $1 AND username = $2 AND lease_id = $3",
+                )
+                .bind(connection)
+                .bind(username)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -529,90 +847,126 @@ impl Store {
         error: &str,
         retry_at: i64,
     ) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            "UPDATE leases SET state = 'revoking', attempts = attempts + 1, last_error = ?, next_action_at = ?
-             WHERE id = ? AND state IN ('creating', 'active', 'revoking') RETURNING attempts",
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "UPDATE leases SET state = 'revoking', attempts = attempts + 1, last_error = $1, next_action_at = $2,
+                 claimed_by = NULL, claim_until = NULL
+             WHERE id = $3 AND state IN ('creating', 'active', 'revoking') RETURNING attempts",
         )
         .bind(error)
         .bind(retry_at)
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
+        .fetch_optional(pool)
+        .await?)
         .unwrap_or(0))
     }
 
-    /// Leases whose next action is due at `now`, oldest first, at most `limit`.
-    pub async fn due_leases(&self, now: i64, limit: i64) -> Result<Vec<LeaseRow>> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM leases WHERE state IN ('creating', 'active', 'revoking') AND next_action_at <= ?
-             ORDER BY next_action_at LIMIT ?",
+    /// Claims the leases due at `claim.now` that no live replica holds, oldest first, at most
+    /// `limit`, and returns them: live leases whose next action is due, and `creating` leases whose
+    /// issuer's claim is free (creation deadline passed, or the issuer is dead). On PostgreSQL the
+    /// rows are taken `FOR UPDATE SKIP LOCKED`, so replicas sweeping together split the work
+    /// instead of queueing on each other's rows; SQLite has one writer at a time anyway.
+    pub async fn claim_due_leases(&self, claim: &Claim<'_>, limit: i64) -> Result<Vec<LeaseRow>> {
+        let skip_locked = match self.kind() {
+            StoreKind::Postgres => "FOR UPDATE SKIP LOCKED",
+            StoreKind::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE leases SET claimed_by = $1, claim_until = $3
+             WHERE id IN (
+                 SELECT id FROM leases
+                 WHERE state IN ('creating', 'active', 'revoking')
+                     AND ((next_action_at <= $2 AND {free})
+                          OR (state IN ('creating', 'revoking') AND claimed_by <> $1 AND {dead}))
+                 ORDER BY next_action_at LIMIT $5 {skip_locked}
+             )
+             RETURNING *",
+            free = claim.free_sql("leases"),
+            dead = claim.dead_sql("leases"),
+        );
+        Ok(with_pool!(self, |pool| bind_claim!(
+            sqlx::query_as(&sql),
+            claim
         )
-        .bind(now)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Leases still being revoked after at least `min_attempts` failed attempts, by id.
+    pub async fn irrevocable_leases(&self, min_attempts: i64, limit: i64) -> Result<Vec<LeaseRow>> {
+        Ok(with_pool!(self, |pool| sqlx::query_as(
+            "SELECT * FROM leases WHERE state = 'revoking' AND attempts >= $1 ORDER BY id LIMIT $2"
+        )
+        .bind(min_attempts)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
     }
 
     /// When the next lease falls due strictly after `after`, if any. The reaper asks this after
     /// handing out everything due at `after`, so leases it is still revoking do not count.
     pub async fn next_due_after(&self, after: i64) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
             "SELECT MIN(next_action_at) FROM leases
-             WHERE state IN ('creating', 'active', 'revoking') AND next_action_at > ?",
+             WHERE state IN ('creating', 'active', 'revoking') AND next_action_at > $1",
         )
         .bind(after)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(pool)
+        .await?))
     }
 
     /// Deletes revocation tombstones older than `before`, at most `limit` at a time.
     pub async fn tidy_revoked(&self, before: i64, limit: i64) -> Result<u64> {
-        let done = sqlx::query(
-            "DELETE FROM leases WHERE id IN (SELECT id FROM leases WHERE state = 'revoked' AND revoked_at < ? LIMIT ?)",
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+            "DELETE FROM leases WHERE id IN (SELECT id FROM leases WHERE state = 'revoked' AND revoked_at < $1 LIMIT $2)",
         )
         .bind(before)
         .bind(limit)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        .execute(pool)
+        .await?.rows_affected()
+        });
+        Ok(done)
     }
 
     pub async fn count_leases(&self, state: LeaseState) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM leases WHERE state = ?")
-                .bind(state)
-                .fetch_one(&self.pool)
-                .await?,
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM leases WHERE state = $1"
         )
+        .bind(state)
+        .fetch_one(pool)
+        .await?))
     }
 
     /// Live (creating, active or revoking) leases on `connection`.
     pub async fn count_live_leases_on_connection(&self, connection: &str) -> Result<i64> {
-        Ok(sqlx::query_scalar(
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
             "SELECT COUNT(*) FROM leases
-             WHERE connection_name = ? AND state IN ('creating', 'active', 'revoking')",
+             WHERE connection_name = $1 AND state IN ('creating', 'active', 'revoking')",
         )
         .bind(connection)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(pool)
+        .await?))
     }
 
     /// Static roles whose user lives on `connection`.
     pub async fn static_roles_on_connection(&self, connection: &str) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT name FROM static_roles WHERE db_name = ? ORDER BY name")
-                .bind(connection)
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT name FROM static_roles WHERE db_name = $1 ORDER BY name"
         )
+        .bind(connection)
+        .fetch_all(pool)
+        .await?))
     }
 
     // ---- tokens -----------------------------------------------------------------------------
 
     pub async fn count_tokens(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tokens"
+        )
+        .fetch_one(pool)
+        .await?))
     }
 }
 
@@ -694,6 +1048,8 @@ mod tests {
                     owner: "o".into(),
                     revoke_requested: false,
                     token_accessor: None,
+                    claimed_by: None,
+                    claim_until: None,
                 })
                 .await
                 .unwrap();
@@ -752,7 +1108,7 @@ mod tests {
             .bind("a0")
             .bind("")
             .bind(10)
-            .fetch_all(store.pool())
+            .fetch_all(store.sqlite_pool().unwrap())
             .await
             .unwrap()
             .iter()
@@ -764,46 +1120,7 @@ mod tests {
             "not a primary-key range scan: {plan}"
         );
         eprintln!("plan: {plan}");
-        store.pool().close().await;
-    }
-
-    #[tokio::test]
-    async fn a_connection_in_use_is_not_deleted_and_a_lease_needs_its_connection() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store_with_leases(dir.path(), &["database/creds/r/a"]).await;
-        assert_eq!(
-            store.delete_connection("db").await.unwrap(),
-            ConnectionDeletion::InUse {
-                live_leases: 1,
-                static_roles: vec![]
-            }
-        );
-        store
-            .mark_revoked("database/creds/r/a", 2, None)
-            .await
-            .unwrap();
-        assert_eq!(
-            store.delete_connection("db").await.unwrap(),
-            ConnectionDeletion::Deleted
-        );
-        assert_eq!(
-            store.delete_connection("db").await.unwrap(),
-            ConnectionDeletion::NotFound
-        );
-        let mut lease = store
-            .get_lease("database/creds/r/a")
-            .await
-            .unwrap()
-            .unwrap();
-        lease.id = "database/creds/r/b".into();
-        assert!(matches!(
-            store.insert_lease(&lease).await,
-            Err(Error::NotFound {
-                kind: "connection",
-                ..
-            })
-        ));
-        store.pool().close().await;
+        store.close().await;
     }
 
     /// Migration 0004 rebuilds the leases table: a store written before it keeps its leases.
@@ -850,7 +1167,13 @@ mod tests {
         assert_eq!(lease.state, LeaseState::Revoking);
         assert_eq!((lease.expires_at, lease.next_action_at), (2, 4));
         assert!(!lease.revoke_requested && lease.token_accessor.is_none());
-        assert_eq!(store.due_leases(10, 10).await.unwrap().len(), 1);
-        store.pool().close().await;
+        let claim = Claim {
+            by: "r",
+            now: 10,
+            until: 20,
+            stale_before: 0,
+        };
+        assert_eq!(store.claim_due_leases(&claim, 10).await.unwrap().len(), 1);
+        store.close().await;
     }
 }

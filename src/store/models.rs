@@ -57,8 +57,7 @@ pub struct RoleRow {
 }
 
 /// Where a lease is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
-#[sqlx(type_name = "TEXT", rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseState {
     /// The row is written and the user is being created (or the issuer died doing it). Only the
     /// issuer may move it to `active`; a revoke meeting it sets `revoke_requested` instead, and the
@@ -80,6 +79,52 @@ impl LeaseState {
             Self::Revoking => "revoking",
             Self::Revoked => "revoked",
         }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Self::Creating, Self::Active, Self::Revoking, Self::Revoked]
+            .into_iter()
+            .find(|state| state.as_str() == text)
+    }
+}
+
+// A lease state is stored as its name, in a TEXT column on either engine: these impls hand the
+// column to `str` for each database, so one set serves SQLite and PostgreSQL alike.
+impl<DB: sqlx::Database> sqlx::Type<DB> for LeaseState
+where
+    str: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <str as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <str as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for LeaseState
+where
+    String: sqlx::Encode<'q, DB>,
+{
+    fn encode_by_ref(
+        &self,
+        buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        // An owned copy: SQLite's `&str` encoding would tie the buffer to the string's lifetime.
+        self.as_str().to_owned().encode_by_ref(buf)
+    }
+}
+
+impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for LeaseState
+where
+    &'r str: sqlx::Decode<'r, DB>,
+{
+    fn decode(
+        value: <DB as sqlx::Database>::ValueRef<'r>,
+    ) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&'r str as sqlx::Decode<'r, DB>>::decode(value)?;
+        Self::parse(text).ok_or_else(|| format!("unknown lease state {text:?}").into())
     }
 }
 
@@ -110,4 +155,9 @@ pub struct LeaseRow {
     pub revoke_requested: bool,
     /// The accessor of the token that obtained the lease; revoking that token revokes the lease.
     pub token_accessor: Option<String>,
+    /// The replica working on the lease: its issuer while `creating`, its revoker while
+    /// `revoking` (see [`crate::store::Claim`]).
+    pub claimed_by: Option<String>,
+    /// When that claim lapses.
+    pub claim_until: Option<i64>,
 }

@@ -7,7 +7,7 @@
 
 use sqlx::FromRow;
 
-use super::Store;
+use super::{Claim, Store};
 use crate::error::Result;
 
 /// How many rotations of each static role the history keeps.
@@ -85,14 +85,24 @@ pub struct Promotion<'a> {
     pub next_rotation_at: i64,
 }
 
+/// SQL that holds for a static role whose pending rotation was started by a replica that is now
+/// dead (or by a version that did not record who), so another may finish it.
+fn orphaned_rotation_sql(claim: &Claim<'_>) -> String {
+    format!(
+        "(pending_password_sealed IS NOT NULL AND (claimed_by IS NULL OR (claimed_by <> $1 AND {dead})))",
+        dead = claim.dead_sql("static_roles")
+    )
+}
+
 impl Store {
     /// Creates a static role, or updates its configuration keeping its credential state.
     pub async fn upsert_static_role(&self, role: &StaticRoleConfig, now: i64) -> Result<()> {
-        sqlx::query(
+        with_pool!(self, |pool| {
+            sqlx::query(
             "INSERT INTO static_roles (name, db_name, username, alternate_username, rotation_period_secs,
                  rotation_schedule, rotation_window_secs, rotation_statements, skip_import_rotation,
                  scheduled_at, next_rotation_at, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (name) DO UPDATE SET rotation_period_secs = excluded.rotation_period_secs,
                  rotation_schedule = excluded.rotation_schedule, rotation_window_secs = excluded.rotation_window_secs,
                  rotation_statements = excluded.rotation_statements, skip_import_rotation = excluded.skip_import_rotation,
@@ -112,33 +122,39 @@ impl Store {
         .bind(role.next_rotation_at)
         .bind(now)
         .bind(now)
-        .execute(self.pool())
-        .await?;
+        .execute(pool)
+        .await?.rows_affected()
+        });
         Ok(())
     }
 
     pub async fn get_static_role(&self, name: &str) -> Result<Option<StaticRoleRow>> {
-        Ok(sqlx::query_as("SELECT * FROM static_roles WHERE name = ?")
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(with_pool!(self, |pool| sqlx::query_as(
+            "SELECT * FROM static_roles WHERE name = $1"
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?))
     }
 
     pub async fn list_static_roles(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT name FROM static_roles ORDER BY name")
-                .fetch_all(self.pool())
-                .await?,
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT name FROM static_roles ORDER BY name"
         )
+        .fetch_all(pool)
+        .await?))
     }
 
     /// Deletes a static role and its history; the database user is left as it is.
     pub async fn delete_static_role(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM static_roles WHERE name = ?")
-            .bind(name)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let done = with_pool!(self, |pool| sqlx::query(
+            "DELETE FROM static_roles WHERE name = $1"
+        )
+        .bind(name)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
     }
 
     /// Sets the current credentials directly: the password an operator gave with
@@ -150,16 +166,18 @@ impl Store {
         sealed: &str,
         now: i64,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE static_roles SET current_username = ?, current_password_sealed = ?, updated_at = ? WHERE name = ?",
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE static_roles SET current_username = $1, current_password_sealed = $2, updated_at = $3 WHERE name = $4",
         )
         .bind(username)
         .bind(sealed)
         .bind(now)
         .bind(name)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .execute(pool)
+        .await?.rows_affected()
+        });
+        Ok(done > 0)
     }
 
     /// Phase one of a rotation: the new password, sealed, stored durably before the database changes.
@@ -176,11 +194,14 @@ impl Store {
         sealed: &str,
         now: i64,
         resolve_by: i64,
+        replica: &str,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE static_roles SET pending_username = ?, pending_password_sealed = ?, pending_since = ?, updated_at = ?,
-                 next_rotation_at = MIN(next_rotation_at, ?)
-             WHERE name = ? AND pending_password_sealed IS NULL",
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE static_roles SET pending_username = $1, pending_password_sealed = $2, pending_since = $3, updated_at = $4,
+                 next_rotation_at = CASE WHEN next_rotation_at < $5 THEN next_rotation_at ELSE $5 END,
+                 claimed_by = $7
+             WHERE name = $6 AND pending_password_sealed IS NULL",
         )
         .bind(username)
         .bind(sealed)
@@ -188,9 +209,11 @@ impl Store {
         .bind(now)
         .bind(resolve_by)
         .bind(name)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .bind(replica)
+        .execute(pool)
+        .await?.rows_affected()
+        });
+        Ok(done > 0)
     }
 
     /// Last phase: current becomes previous, pending becomes current, the schedule moves on.
@@ -199,12 +222,13 @@ impl Store {
         name: &str,
         promotion: Promotion<'_>,
     ) -> Result<bool> {
-        let done = sqlx::query(
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
             "UPDATE static_roles SET previous_username = current_username, previous_password_sealed = current_password_sealed,
                  current_username = pending_username, current_password_sealed = pending_password_sealed,
                  pending_username = NULL, pending_password_sealed = NULL, pending_since = NULL,
-                 last_rotated_at = ?, scheduled_at = ?, next_rotation_at = ?, attempts = 0, last_error = NULL, updated_at = ?
-             WHERE name = ? AND pending_password_sealed = ?",
+                 last_rotated_at = $1, scheduled_at = $2, next_rotation_at = $3, attempts = 0, last_error = NULL, updated_at = $4
+             WHERE name = $5 AND pending_password_sealed = $6",
         )
         .bind(promotion.now)
         .bind(promotion.scheduled_at)
@@ -212,22 +236,25 @@ impl Store {
         .bind(promotion.now)
         .bind(name)
         .bind(promotion.pending_sealed)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .execute(pool)
+        .await?.rows_affected()
+        });
+        Ok(done > 0)
     }
 
     /// Drops a pending password once it is proven that the database never took it.
     pub async fn discard_static_pending(&self, name: &str, pending_sealed: &str) -> Result<bool> {
-        let done = sqlx::query(
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
             "UPDATE static_roles SET pending_username = NULL, pending_password_sealed = NULL, pending_since = NULL
-             WHERE name = ? AND pending_password_sealed = ?",
+             WHERE name = $1 AND pending_password_sealed = $2",
         )
         .bind(name)
         .bind(pending_sealed)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .execute(pool)
+        .await?.rows_affected()
+        });
+        Ok(done > 0)
     }
 
     /// Records a failed rotation and when to retry; returns the attempt count.
@@ -238,16 +265,16 @@ impl Store {
         retry_at: i64,
         now: i64,
     ) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            "UPDATE static_roles SET attempts = attempts + 1, last_error = ?, next_rotation_at = ?, updated_at = ?
-             WHERE name = ? RETURNING attempts",
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "UPDATE static_roles SET attempts = attempts + 1, last_error = $1, next_rotation_at = $2, updated_at = $3
+             WHERE name = $4 RETURNING attempts",
         )
         .bind(error)
         .bind(retry_at)
         .bind(now)
         .bind(name)
-        .fetch_optional(self.pool())
-        .await?
+        .fetch_optional(pool)
+        .await?)
         .unwrap_or(0))
     }
 
@@ -258,59 +285,80 @@ impl Store {
         scheduled_at: i64,
         now: i64,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE static_roles SET scheduled_at = ?, next_rotation_at = ?, attempts = 0, updated_at = ? WHERE name = ?",
+        with_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE static_roles SET scheduled_at = $1, next_rotation_at = $2, attempts = 0, updated_at = $3 WHERE name = $4",
         )
         .bind(scheduled_at)
         .bind(scheduled_at)
         .bind(now)
         .bind(name)
-        .execute(self.pool())
-        .await?;
+        .execute(pool)
+        .await?.rows_affected()
+        });
         Ok(())
     }
 
-    /// Claims a due role for this process until `until`, so that neither a second replica nor the
-    /// next pass of this rotator starts the same rotation. False when it is no longer due.
-    pub async fn claim_static_role(&self, name: &str, now: i64, until: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE static_roles SET next_rotation_at = ? WHERE name = ? AND next_rotation_at <= ?",
-        )
-        .bind(until)
-        .bind(name)
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
+    /// Claims the rotation of `name` until `claim.until` (its next look moves there): when it is
+    /// due, or when a rotation is pending and whoever started it is dead. False when another
+    /// replica has it.
+    pub async fn claim_static_role(&self, name: &str, claim: &Claim<'_>) -> Result<bool> {
+        let sql = format!(
+            "UPDATE static_roles SET next_rotation_at = $3, claimed_by = $1
+             WHERE name = $5 AND (next_rotation_at <= $2 OR {orphaned})",
+            orphaned = orphaned_rotation_sql(claim)
+        );
+        let done = with_pool!(self, |pool| bind_claim!(sqlx::query(&sql), claim)
+            .bind(name)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done > 0)
     }
 
-    /// Names of static roles due at `now`, earliest first.
-    pub async fn due_static_roles(&self, now: i64, limit: i64) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT name FROM static_roles WHERE next_rotation_at <= ? ORDER BY next_rotation_at LIMIT ?",
+    /// Names of static roles due at `claim.now`, or with a rotation whose starter is dead
+    /// (see [`Store::claim_static_role`]), earliest first.
+    pub async fn due_static_roles(&self, claim: &Claim<'_>, limit: i64) -> Result<Vec<String>> {
+        let sql = format!(
+            "SELECT name FROM static_roles
+             WHERE next_rotation_at <= $2 OR ({orphaned} AND $3 = $3)
+             ORDER BY next_rotation_at LIMIT $5",
+            orphaned = orphaned_rotation_sql(claim)
+        );
+        Ok(with_pool!(self, |pool| bind_claim!(
+            sqlx::query_scalar(&sql),
+            claim
         )
-        .bind(now)
         .bind(limit)
-        .fetch_all(self.pool())
-        .await?)
+        .fetch_all(pool)
+        .await?))
     }
 
     /// When the next static role falls due, if any.
     pub async fn next_static_rotation_at(&self) -> Result<Option<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT MIN(next_rotation_at) FROM static_roles")
-                .fetch_one(self.pool())
-                .await?,
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT MIN(next_rotation_at) FROM static_roles"
         )
+        .fetch_one(pool)
+        .await?))
     }
 
-    /// Static roles with a rotation in flight (resolved when the rotator starts).
-    pub async fn static_roles_with_pending(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT name FROM static_roles WHERE pending_password_sealed IS NOT NULL ORDER BY name",
+    /// Static roles with a rotation in flight that no live replica is running (resolved when the
+    /// rotator starts): its starter is dead, or it is this replica's own, or its claim lapsed.
+    pub async fn static_roles_with_pending(&self, claim: &Claim<'_>) -> Result<Vec<String>> {
+        let sql = format!(
+            "SELECT name FROM static_roles
+             WHERE pending_password_sealed IS NOT NULL
+                 AND (claimed_by = $1 OR next_rotation_at <= $2 OR {orphaned}) AND $3 = $3
+             ORDER BY name",
+            orphaned = orphaned_rotation_sql(claim)
+        );
+        Ok(with_pool!(self, |pool| bind_claim!(
+            sqlx::query_scalar(&sql),
+            claim
         )
-        .fetch_all(self.pool())
-        .await?)
+        .fetch_all(pool)
+        .await?))
     }
 
     /// Appends to a role's history, keeping the last [`ROTATION_HISTORY_LEN`] entries.
@@ -319,10 +367,11 @@ impl Store {
         name: &str,
         record: &RotationRecordRow,
     ) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        sqlx::query(
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
             "INSERT INTO static_role_rotations (role_name, at, username, cause, outcome, error)
-             SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM static_roles WHERE name = ?)",
+             SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM static_roles WHERE name = $7)",
         )
         .bind(name)
         .bind(record.at)
@@ -333,55 +382,59 @@ impl Store {
         .bind(name)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "DELETE FROM static_role_rotations WHERE role_name = ?1 AND id NOT IN
-                 (SELECT id FROM static_role_rotations WHERE role_name = ?1 ORDER BY id DESC LIMIT ?2)",
+            sqlx::query(
+            "DELETE FROM static_role_rotations WHERE role_name = $1 AND id NOT IN
+                 (SELECT id FROM static_role_rotations WHERE role_name = $1 ORDER BY id DESC LIMIT $2)",
         )
         .bind(name)
         .bind(ROTATION_HISTORY_LEN)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(())
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// A role's rotation history, newest first.
     pub async fn rotation_history(&self, name: &str) -> Result<Vec<RotationRecordRow>> {
-        Ok(sqlx::query_as(
-            "SELECT at, username, cause, outcome, error FROM static_role_rotations WHERE role_name = ?
-             ORDER BY id DESC LIMIT ?",
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(
+            "SELECT at, username, cause, outcome, error FROM static_role_rotations WHERE role_name = $1
+             ORDER BY id DESC LIMIT $2",
         )
         .bind(name)
         .bind(ROTATION_HISTORY_LEN)
-        .fetch_all(self.pool())
-        .await?)
+        .fetch_all(pool)
+        .await?
+        }))
     }
 
     // ---- admin (root) rotation ------------------------------------------------------------------
 
     /// The sealed pending admin password of a connection, if a root rotation is in flight.
     pub async fn root_pending(&self, connection: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT root_pending_password_sealed FROM connections WHERE name = ?",
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT root_pending_password_sealed FROM connections WHERE name = $1",
         )
         .bind(connection)
-        .fetch_optional(self.pool())
-        .await?
+        .fetch_optional(pool)
+        .await?)
         .flatten())
     }
 
     /// Phase one of a root rotation; refused (false) when one is already in flight.
     pub async fn set_root_pending(&self, connection: &str, sealed: &str, now: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE connections SET root_pending_password_sealed = ?, root_pending_since = ?
-             WHERE name = ? AND root_pending_password_sealed IS NULL",
+        let done = with_pool!(self, |pool| sqlx::query(
+            "UPDATE connections SET root_pending_password_sealed = $1, root_pending_since = $2
+             WHERE name = $3 AND root_pending_password_sealed IS NULL",
         )
         .bind(sealed)
         .bind(now)
         .bind(connection)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
     }
 
     /// Makes the pending admin password the connection's password. The pending value is sealed under
@@ -392,18 +445,20 @@ impl Store {
         pending_sealed: &str,
         now: i64,
     ) -> Result<bool> {
-        let done = sqlx::query(
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
             "UPDATE connections SET password_sealed = root_pending_password_sealed, root_pending_password_sealed = NULL,
-                 root_pending_since = NULL, root_rotated_at = ?, updated_at = ?
-             WHERE name = ? AND root_pending_password_sealed = ?",
+                 root_pending_since = NULL, root_rotated_at = $1, updated_at = $2
+             WHERE name = $3 AND root_pending_password_sealed = $4",
         )
         .bind(now)
         .bind(now)
         .bind(connection)
         .bind(pending_sealed)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .execute(pool)
+        .await?.rows_affected()
+        });
+        Ok(done > 0)
     }
 
     /// Drops a pending admin password once it is proven that the database never took it.
@@ -412,35 +467,41 @@ impl Store {
         connection: &str,
         pending_sealed: &str,
     ) -> Result<bool> {
-        let done = sqlx::query(
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
             "UPDATE connections SET root_pending_password_sealed = NULL, root_pending_since = NULL
-             WHERE name = ? AND root_pending_password_sealed = ?",
+             WHERE name = $1 AND root_pending_password_sealed = $2",
         )
         .bind(connection)
         .bind(pending_sealed)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .execute(pool)
+        .await?.rows_affected()
+        });
+        Ok(done > 0)
     }
 
     /// Connections with a root rotation in flight.
     pub async fn connections_with_root_pending(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar(
             "SELECT name FROM connections WHERE root_pending_password_sealed IS NOT NULL ORDER BY name",
         )
-        .fetch_all(self.pool())
-        .await?)
+        .fetch_all(pool)
+        .await?
+        }))
     }
 
     /// Connections whose root rotation has been pending since before `cutoff`: interrupted ones
     /// (a failed settlement, a lost task) that the rotator resolves.
     pub async fn connections_with_root_pending_before(&self, cutoff: i64) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar(
             "SELECT name FROM connections
-             WHERE root_pending_password_sealed IS NOT NULL AND root_pending_since < ? ORDER BY name",
+             WHERE root_pending_password_sealed IS NOT NULL AND root_pending_since < $1 ORDER BY name",
         )
         .bind(cutoff)
-        .fetch_all(self.pool())
-        .await?)
+        .fetch_all(pool)
+        .await?
+        }))
     }
 }

@@ -62,29 +62,30 @@ impl From<Row> for WrappedResponse {
 const INSERT: &str =
     "INSERT INTO wrapped_responses (token_hash, accessor, sealed_response, creation_path,
          created_at, ttl_secs, expires_at, wrapped_accessor)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
-fn bind_insert<'q>(
-    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    wrapped: &'q WrappedResponse,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    query
-        .bind(&wrapped.token_hash)
-        .bind(&wrapped.accessor)
-        .bind(&wrapped.sealed_response)
-        .bind(&wrapped.creation_path)
-        .bind(to_millis(wrapped.created_at))
-        .bind(wrapped.ttl.as_secs() as i64)
-        .bind(to_millis(wrapped.expires_at))
-        .bind(&wrapped.wrapped_accessor)
+/// Binds a wrapped answer's columns to [`INSERT`], for whichever engine the query is for.
+macro_rules! bind_insert {
+    ($query:expr, $wrapped:expr) => {
+        $query
+            .bind(&$wrapped.token_hash)
+            .bind(&$wrapped.accessor)
+            .bind(&$wrapped.sealed_response)
+            .bind(&$wrapped.creation_path)
+            .bind(to_millis($wrapped.created_at))
+            .bind($wrapped.ttl.as_secs() as i64)
+            .bind(to_millis($wrapped.expires_at))
+            .bind(&$wrapped.wrapped_accessor)
+    };
 }
 
 impl Store {
     /// Stores a wrapped answer.
     pub async fn insert_wrapped(&self, wrapped: &WrappedResponse) -> Result<()> {
-        bind_insert(sqlx::query(INSERT), wrapped)
-            .execute(self.pool())
-            .await?;
+        with_pool!(self, |pool| bind_insert!(sqlx::query(INSERT), wrapped)
+            .execute(pool)
+            .await?
+            .rows_affected());
         Ok(())
     }
 
@@ -92,21 +93,23 @@ impl Store {
     /// `Some` is the only one who ever will. Expired rows are removed and returned too; the caller
     /// decides that they are no longer valid.
     pub async fn take_wrapped(&self, token_hash: &str) -> Result<Option<WrappedResponse>> {
-        let row: Option<Row> =
-            sqlx::query_as("DELETE FROM wrapped_responses WHERE token_hash = ? RETURNING *")
-                .bind(token_hash)
-                .fetch_optional(self.pool())
-                .await?;
+        let row: Option<Row> = with_pool!(self, |pool| sqlx::query_as(
+            "DELETE FROM wrapped_responses WHERE token_hash = $1 RETURNING *"
+        )
+        .bind(token_hash)
+        .fetch_optional(pool)
+        .await?);
         Ok(row.map(Into::into))
     }
 
     /// Reads the wrapped answer of `token_hash` without consuming it (for `sys/wrapping/lookup`).
     pub async fn get_wrapped(&self, token_hash: &str) -> Result<Option<WrappedResponse>> {
-        let row: Option<Row> =
-            sqlx::query_as("SELECT * FROM wrapped_responses WHERE token_hash = ?")
-                .bind(token_hash)
-                .fetch_optional(self.pool())
-                .await?;
+        let row: Option<Row> = with_pool!(self, |pool| sqlx::query_as(
+            "SELECT * FROM wrapped_responses WHERE token_hash = $1"
+        )
+        .bind(token_hash)
+        .fetch_optional(pool)
+        .await?);
         Ok(row.map(Into::into))
     }
 
@@ -119,40 +122,48 @@ impl Store {
         old_hash: &str,
         replace: impl FnOnce(WrappedResponse) -> Result<Option<WrappedResponse>>,
     ) -> Result<Option<WrappedResponse>> {
-        let mut tx = self.pool().begin().await?;
-        let old: Option<Row> =
-            sqlx::query_as("DELETE FROM wrapped_responses WHERE token_hash = ? RETURNING *")
-                .bind(old_hash)
-                .fetch_optional(&mut *tx)
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let old: Option<Row> =
+                sqlx::query_as("DELETE FROM wrapped_responses WHERE token_hash = $1 RETURNING *")
+                    .bind(old_hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(old) = old else {
+                return Ok(None);
+            };
+            let Some(new) = replace(old.into())? else {
+                return Ok(None);
+            };
+            bind_insert!(sqlx::query(INSERT), &new)
+                .execute(&mut *tx)
                 .await?;
-        let Some(old) = old else {
-            return Ok(None);
-        };
-        let Some(new) = replace(old.into())? else {
-            return Ok(None);
-        };
-        bind_insert(sqlx::query(INSERT), &new)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Some(new))
+            tx.commit().await?;
+            Ok(Some(new))
+        })
     }
 
     /// Deletes the wrapped answer of `token_hash`; whether it was there.
     pub async fn delete_wrapped(&self, token_hash: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM wrapped_responses WHERE token_hash = ?")
-            .bind(token_hash)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let done = with_pool!(self, |pool| sqlx::query(
+            "DELETE FROM wrapped_responses WHERE token_hash = $1"
+        )
+        .bind(token_hash)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
     }
 
     /// Deletes every wrapped answer expired at `now`; how many.
     pub async fn purge_expired_wrapped(&self, now: DateTime<Utc>) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM wrapped_responses WHERE expires_at <= ?")
-            .bind(to_millis(now))
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected())
+        let done = with_pool!(self, |pool| sqlx::query(
+            "DELETE FROM wrapped_responses WHERE expires_at <= $1"
+        )
+        .bind(to_millis(now))
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done)
     }
 }

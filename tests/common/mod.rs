@@ -264,7 +264,7 @@ impl TestServer {
                 .expect("serve task");
         }
         // Closing the store checkpoints the WAL into the database file, as a clean exit does.
-        self.state.store.pool().close().await;
+        self.state.store.close().await;
     }
 
     /// Revokes every lease this server issued and checks it succeeded: the users are dropped on
@@ -419,4 +419,165 @@ pub async fn assert_postgres_checks_passwords() {
         wrong.is_err(),
         "PostgreSQL accepted a wrong password: pg_hba.conf trusts TCP logins; run scripts/services.sh"
     );
+}
+
+/// A throwaway PostgreSQL database on the local server, for a Lessor store shared by replicas.
+/// [`StoreDatabase::drop_now`] removes it (with every connection to it); a test calls it at its
+/// end, and the leftovers check at the end of the suite catches one that forgot.
+pub struct StoreDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+/// A test that panics before [`StoreDatabase::drop_now`] still drops its database: on a thread
+/// of its own (a runtime cannot block inside another), ending the sessions still on it.
+impl Drop for StoreDatabase {
+    fn drop(&mut self) {
+        let name = std::mem::take(&mut self.name);
+        if name.is_empty() {
+            return;
+        }
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let admin = admin_pool().await;
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&admin)
+                    .await;
+                admin.close().await;
+            });
+        })
+        .join();
+    }
+}
+
+impl StoreDatabase {
+    pub async fn create() -> Self {
+        let name = unique("lessor_store").replace('-', "_");
+        let admin = admin_pool().await;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .expect("create the store database");
+        admin.close().await;
+        let base = postgres_url();
+        let server = base
+            .rsplit_once('/')
+            .map(|(server, _)| server)
+            .unwrap_or(&base);
+        Self {
+            url: format!("{server}/{name}"),
+            name,
+        }
+    }
+
+    /// Drops the database, ending any session still on it (a killed replica's included).
+    pub async fn drop_now(mut self) {
+        let name = std::mem::take(&mut self.name);
+        let admin = admin_pool().await;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await
+            .expect("drop the store database");
+        admin.close().await;
+    }
+}
+
+async fn admin_pool() -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&postgres_url())
+        .await
+        .expect("PostgreSQL is not reachable; run scripts/services.sh")
+}
+
+impl TestServer {
+    /// Starts a replica on the shared PostgreSQL store `store` (created by the first replica that
+    /// starts), with the seal key every replica of that store shares.
+    pub async fn start_on(store: &StoreDatabase, configure: impl FnOnce(&mut Settings)) -> Self {
+        let url = store.url.clone();
+        Self::start_with(move |settings| {
+            settings.store_url = url;
+            settings.seal_key = Some(Secret::new(SHARED_SEAL_KEY));
+            settings.seal_key_file = None;
+            configure(settings);
+        })
+        .await
+    }
+}
+
+/// The seal key of every replica started by [`TestServer::start_on`] (64 hex digits).
+pub const SHARED_SEAL_KEY: &str =
+    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// A TCP proxy in front of a real server that can be cut, as a network partition or a stopped
+/// server would look: cutting closes every open connection and refuses new ones until restored.
+/// Nothing is simulated on the far side; the server behind it is the real one.
+pub struct CuttableProxy {
+    pub port: u16,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    sessions: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    pub async fn start(upstream_port: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sessions: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (flag, open) = (cut.clone(), sessions.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let session = tokio::spawn(async move {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                open.lock().unwrap().push(session.abort_handle());
+            }
+        });
+        Self {
+            port,
+            cut,
+            sessions,
+            task,
+        }
+    }
+
+    /// Closes every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for session in self.sessions.lock().unwrap().drain(..) {
+            session.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        for session in self.sessions.lock().unwrap().drain(..) {
+            session.abort();
+        }
+    }
+}
+
+/// `url` (a PostgreSQL URL on 127.0.0.1:5432) through `proxy` instead.
+pub fn through_proxy(url: &str, proxy: &CuttableProxy) -> String {
+    url.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1)
 }

@@ -1,0 +1,156 @@
+//! Store queries for reconciliation and periodic jobs (migration 0011): the record of every user
+//! this installation issued, which users on record have no live lease, and the claims that let one
+//! replica at a time run a periodic job.
+
+use std::collections::HashSet;
+
+use sqlx::FromRow;
+
+use super::{Claim, Store};
+use crate::error::Result;
+
+/// A user on record as issued by this installation.
+#[derive(Debug, Clone, FromRow)]
+pub struct IssuedUserRow {
+    pub connection_name: String,
+    pub username: String,
+    /// The lease it was issued under (its row may be gone after the tombstone period).
+    pub lease_id: String,
+    pub issued_at: i64,
+    /// Sweeps in a row that found the user on its database without a live lease.
+    pub suspect_sweeps: i64,
+    pub suspect_since: Option<i64>,
+}
+
+impl Store {
+    /// Users on record for `connection` that no live lease covers: those a reconciliation sweep
+    /// looks for on the database. A user being created has a live (`creating`) lease, so it is
+    /// never among them.
+    pub async fn orphan_candidates(&self, connection: &str) -> Result<Vec<IssuedUserRow>> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(
+            "SELECT i.* FROM issued_users i
+             WHERE i.connection_name = $1
+                 AND NOT EXISTS (SELECT 1 FROM leases l
+                                 WHERE l.connection_name = i.connection_name AND l.username = i.username
+                                     AND l.state IN ('creating', 'active', 'revoking'))
+             ORDER BY i.username"
+        )
+        .bind(connection)
+        .fetch_all(pool)
+        .await?
+        }))
+    }
+
+    /// Which of `usernames` are on record as issued on `connection`.
+    pub async fn issued_among(
+        &self,
+        connection: &str,
+        usernames: &[String],
+    ) -> Result<HashSet<String>> {
+        let mut known = HashSet::new();
+        for chunk in usernames.chunks(500) {
+            let found: Vec<String> = with_pool!(self, |pool| {
+                let mut query = sqlx::QueryBuilder::new(
+                    "SELECT username FROM issued_users WHERE connection_name = ",
+                );
+                query.push_bind(connection);
+                query.push(" AND username IN (");
+                let mut list = query.separated(", ");
+                for username in chunk {
+                    list.push_bind(username);
+                }
+                query.push(")");
+                query.build_query_scalar().fetch_all(pool).await?
+            });
+            known.extend(found);
+        }
+        Ok(known)
+    }
+
+    /// Counts one more sweep that found `username` orphaned (unless a new lease took it up since
+    /// `expected_lease`); returns the sweeps counted so far, 0 if the record moved on.
+    pub async fn mark_suspect(
+        &self,
+        connection: &str,
+        username: &str,
+        expected_lease: &str,
+        now: i64,
+    ) -> Result<i64> {
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "UPDATE issued_users SET suspect_sweeps = suspect_sweeps + 1,
+                 suspect_since = COALESCE(suspect_since, $4)
+             WHERE connection_name = $1 AND username = $2 AND lease_id = $3
+             RETURNING suspect_sweeps"
+        )
+        .bind(connection)
+        .bind(username)
+        .bind(expected_lease)
+        .bind(now)
+        .fetch_optional(pool)
+        .await?
+        .unwrap_or(0)))
+    }
+
+    /// Forgets the record of a user that is gone from its database (dropped, or never there).
+    pub async fn forget_issued_user(
+        &self,
+        connection: &str,
+        username: &str,
+        expected_lease: &str,
+    ) -> Result<bool> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+            "DELETE FROM issued_users WHERE connection_name = $1 AND username = $2 AND lease_id = $3"
+        )
+        .bind(connection)
+        .bind(username)
+        .bind(expected_lease)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        });
+        Ok(done > 0)
+    }
+
+    // ---- periodic jobs ----------------------------------------------------------------------
+
+    /// Claims the periodic job `name` when its claim is free and it last ran at or before
+    /// `ran_before` (so a job due every hour runs once an hour across all replicas).
+    pub async fn claim_job(&self, name: &str, claim: &Claim<'_>, ran_before: i64) -> Result<bool> {
+        with_pool!(self, |pool| sqlx::query(
+            "INSERT INTO jobs (name) VALUES ($1) ON CONFLICT (name) DO NOTHING"
+        )
+        .bind(name)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        let sql = format!(
+            "UPDATE jobs SET claimed_by = $1, claim_until = $3
+             WHERE name = $5 AND {free} AND (last_run_at IS NULL OR last_run_at <= $6)",
+            free = claim.free_sql("jobs")
+        );
+        let done = with_pool!(self, |pool| bind_claim!(sqlx::query(&sql), claim)
+            .bind(name)
+            .bind(ran_before)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done > 0)
+    }
+
+    /// Records that `by` finished job `name` at `now`, giving up its claim.
+    pub async fn finish_job(&self, name: &str, by: &str, now: i64) -> Result<()> {
+        with_pool!(self, |pool| sqlx::query(
+            "UPDATE jobs SET claimed_by = NULL, claim_until = NULL, last_run_at = $3
+             WHERE name = $1 AND claimed_by = $2"
+        )
+        .bind(name)
+        .bind(by)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+}

@@ -1,0 +1,529 @@
+//! One suite for both stores: every check here runs against the embedded SQLite store and against
+//! a throwaway PostgreSQL store, through the same `Store` methods the server uses. What one engine
+//! does, the other must do too: lease states and claims, prefix ranges (bytewise, whatever the
+//! database's collation), first-wins keys, token trees, wrapping's single use, and the claims that
+//! keep replicas from doing the same work twice.
+
+mod common;
+
+use std::future::Future;
+
+use common::StoreDatabase;
+use lessor::store::{
+    Claim, ConnectionDeletion, ConnectionRow, IdRange, LeaseRow, LeaseState, Store,
+};
+
+/// Runs `check` on a fresh SQLite store, then on a fresh PostgreSQL store, dropping both after.
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = lessor::store::Store::open(&dir.path().join("lessor.db").display().to_string())
+                        .await
+                        .unwrap();
+                    super::$name(&store).await;
+                    store.close().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::on_postgres(super::$name).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Runs `check` on a throwaway PostgreSQL store and drops the database even if `check` panics.
+async fn on_postgres<F, Fut>(check: F)
+where
+    F: FnOnce(&'static Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    use futures::FutureExt;
+    let database = StoreDatabase::create().await;
+    let store: &'static Store = Box::leak(Box::new(Store::open(&database.url).await.unwrap()));
+    let outcome = std::panic::AssertUnwindSafe(check(store))
+        .catch_unwind()
+        .await;
+    store.close().await;
+    database.drop_now().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+both_stores!(
+    prefix_ranges_match_whole_path_segments,
+    a_connection_in_use_is_not_deleted_and_a_lease_needs_its_connection,
+    lease_states_move_forward_only,
+    claims_keep_replicas_apart_until_the_holder_dies,
+    a_creating_lease_is_left_to_a_live_issuer,
+    the_first_value_stored_wins,
+    token_trees_are_deleted_whole,
+    a_wrapped_answer_is_taken_once,
+    anomaly_events_are_counted_in_their_window,
+    static_rotations_are_claimed_once,
+);
+
+fn connection(name: &str) -> ConnectionRow {
+    ConnectionRow {
+        name: name.into(),
+        plugin_name: "postgresql-database-plugin".into(),
+        connection_url_sealed: String::new(),
+        username: String::new(),
+        password_sealed: String::new(),
+        allowed_roles: "[]".into(),
+        verify_connection: false,
+        max_open_connections: 1,
+        root_rotation_statements: "[]".into(),
+        tls_ca_sealed: None,
+        tls_certificate_sealed: None,
+        private_key_sealed: None,
+        tls_certificate_key_sealed: None,
+        tls_server_name: None,
+        tls_skip_verify: false,
+        password_policy: None,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+fn lease(id: &str, state: LeaseState, next_action_at: i64) -> LeaseRow {
+    LeaseRow {
+        id: id.to_owned(),
+        role_name: "r".into(),
+        connection_name: "db".into(),
+        username: format!("u-{}", id.rsplit('/').next().unwrap()),
+        revocation_statements: "[]".into(),
+        rollback_statements: "[]".into(),
+        renew_statements: "[]".into(),
+        issued_at: 0,
+        last_renewed_at: None,
+        expires_at: next_action_at,
+        max_expires_at: next_action_at,
+        state,
+        next_action_at,
+        attempts: 0,
+        last_error: None,
+        revoked_at: None,
+        owner: "o".into(),
+        revoke_requested: false,
+        token_accessor: None,
+        claimed_by: None,
+        claim_until: None,
+    }
+}
+
+async fn with_leases(store: &Store, ids: &[&str]) {
+    store.upsert_connection(&connection("db")).await.unwrap();
+    for id in ids {
+        store
+            .insert_lease(&lease(id, LeaseState::Active, 1))
+            .await
+            .unwrap();
+    }
+}
+
+fn claim(by: &str, now: i64) -> Claim<'_> {
+    Claim {
+        by,
+        now,
+        until: now + 30_000,
+        stale_before: now - 10_000,
+    }
+}
+
+async fn prefix_ranges_match_whole_path_segments(store: &Store) {
+    with_leases(
+        store,
+        &[
+            "database/creds/app/a",
+            "database/creds/app/b",
+            "database/creds/app/x/y",
+            "database/creds/app2/c",
+            "database/creds/app-admin/d",
+            "database/creds/app.e/f",
+            "database/creds/apple",
+            "database/creds/App/g",
+        ],
+    )
+    .await;
+    for prefix in ["database/creds/app", "database/creds/app/"] {
+        let ids = store
+            .live_lease_ids_in(&IdRange::under(prefix), "", 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids,
+            [
+                "database/creds/app/a",
+                "database/creds/app/b",
+                "database/creds/app/x/y"
+            ],
+            "{prefix}"
+        );
+    }
+    let page = store
+        .live_lease_ids_in(
+            &IdRange::under("database/creds/app"),
+            "database/creds/app/a",
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page,
+        ["database/creds/app/b"],
+        "pages resume after the cursor"
+    );
+    let all = store
+        .live_lease_ids_in(&IdRange::under(""), "", 100)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 8);
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "ids come in bytewise order");
+}
+
+async fn a_connection_in_use_is_not_deleted_and_a_lease_needs_its_connection(store: &Store) {
+    with_leases(store, &["database/creds/r/a"]).await;
+    assert_eq!(
+        store.delete_connection("db").await.unwrap(),
+        ConnectionDeletion::InUse {
+            live_leases: 1,
+            static_roles: vec![]
+        }
+    );
+    store
+        .mark_revoked("database/creds/r/a", 2, None, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delete_connection("db").await.unwrap(),
+        ConnectionDeletion::Deleted
+    );
+    assert_eq!(
+        store.delete_connection("db").await.unwrap(),
+        ConnectionDeletion::NotFound
+    );
+    let refused = store
+        .insert_lease(&lease("database/creds/r/b", LeaseState::Creating, 5))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(lessor::Error::NotFound {
+                kind: "connection",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+}
+
+async fn lease_states_move_forward_only(store: &Store) {
+    store.upsert_connection(&connection("db")).await.unwrap();
+    let id = "database/creds/r/one";
+    store
+        .insert_lease(&lease(id, LeaseState::Creating, 1_000))
+        .await
+        .unwrap();
+    assert!(store.request_revocation(id).await.unwrap());
+    assert!(
+        !store.activate_lease(id, 5_000).await.unwrap(),
+        "a revoke requested during creation stops the activation"
+    );
+    let row = store.get_lease(id).await.unwrap().unwrap();
+    assert_eq!(row.state, LeaseState::Creating);
+    assert!(row.revoke_requested);
+
+    let id = "database/creds/r/two";
+    store
+        .insert_lease(&lease(id, LeaseState::Creating, 1_000))
+        .await
+        .unwrap();
+    assert!(store.activate_lease(id, 5_000).await.unwrap());
+    assert!(store.renew_lease(id, 9_000, 100).await.unwrap());
+    assert!(store
+        .mark_revoking(id, &claim("a", 100), None)
+        .await
+        .unwrap());
+    let attempts = store
+        .record_revocation_failure(id, "refused", 200)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 1);
+    store.mark_revoked(id, 300, None, true).await.unwrap();
+    assert!(
+        !store.renew_lease(id, 10_000, 400).await.unwrap(),
+        "a revoked lease is never renewed"
+    );
+    assert!(!store
+        .mark_revoking(id, &claim("a", 500), None)
+        .await
+        .unwrap());
+    let row = store.get_lease(id).await.unwrap().unwrap();
+    assert_eq!(row.state, LeaseState::Revoked);
+    assert_eq!(row.last_error.as_deref(), Some("refused"));
+    assert_eq!(store.count_leases(LeaseState::Revoked).await.unwrap(), 1);
+}
+
+async fn claims_keep_replicas_apart_until_the_holder_dies(store: &Store) {
+    let now = 1_000_000;
+    store.register_replica("a", "", now, false).await.unwrap();
+    store.register_replica("b", "", now, false).await.unwrap();
+    store.upsert_connection(&connection("db")).await.unwrap();
+    for i in 0..10 {
+        store
+            .insert_lease(&lease(
+                &format!("database/creds/r/{i:02}"),
+                LeaseState::Active,
+                now - 1,
+            ))
+            .await
+            .unwrap();
+    }
+    let taken_by_a = store.claim_due_leases(&claim("a", now), 6).await.unwrap();
+    assert_eq!(taken_by_a.len(), 6);
+    let taken_by_b = store.claim_due_leases(&claim("b", now), 100).await.unwrap();
+    assert_eq!(taken_by_b.len(), 4, "b gets only what a did not claim");
+    let a_ids: Vec<_> = taken_by_a.iter().map(|l| l.id.clone()).collect();
+    assert!(taken_by_b.iter().all(|l| !a_ids.contains(&l.id)));
+    assert!(
+        !store
+            .mark_revoking(&a_ids[0], &claim("b", now + 1), None)
+            .await
+            .unwrap(),
+        "a live replica's claim holds"
+    );
+    assert!(store
+        .mark_revoking(&a_ids[0], &claim("a", now + 1), Some(now + 1))
+        .await
+        .unwrap());
+
+    // a stops beating; once its heartbeat is stale, b takes its leases over.
+    store.heartbeat_replica("b", now + 20_000).await.unwrap();
+    let later = claim("b", now + 20_000);
+    assert!(later.stale_before > now, "a's last beat is stale");
+    let taken_over = store.claim_due_leases(&later, 100).await.unwrap();
+    let mut ids: Vec<_> = taken_over.iter().map(|l| l.id.clone()).collect();
+    ids.sort();
+    assert!(
+        a_ids.iter().all(|id| ids.contains(id)),
+        "a dead replica's claims are free: {ids:?}"
+    );
+    assert!(store.mark_revoking(&a_ids[0], &later, None).await.unwrap());
+    let replicas: Vec<_> = store
+        .replicas()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(replicas, ["b", "a"]);
+    assert_eq!(store.forget_replicas("b", now + 1).await.unwrap(), 2);
+}
+
+async fn a_creating_lease_is_left_to_a_live_issuer(store: &Store) {
+    let now = 5_000_000;
+    store
+        .register_replica("issuer", "", now, false)
+        .await
+        .unwrap();
+    store
+        .register_replica("reaper", "", now, false)
+        .await
+        .unwrap();
+    store.upsert_connection(&connection("db")).await.unwrap();
+    let mut creating = lease("database/creds/r/c", LeaseState::Creating, now + 90_000);
+    creating.claimed_by = Some("issuer".into());
+    creating.claim_until = Some(now + 90_000);
+    store.insert_lease(&creating).await.unwrap();
+    assert!(store
+        .claim_due_leases(&claim("reaper", now), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(!store
+        .take_over_creating(&creating.id, &claim("reaper", now), false)
+        .await
+        .unwrap());
+    // The issuer dies: its lease is the reaper's at once, long before the creation deadline.
+    store
+        .heartbeat_replica("reaper", now + 15_000)
+        .await
+        .unwrap();
+    let later = claim("reaper", now + 15_000);
+    let due = store.claim_due_leases(&later, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert!(store
+        .take_over_creating(&creating.id, &later, false)
+        .await
+        .unwrap());
+    let row = store.get_lease(&creating.id).await.unwrap().unwrap();
+    assert_eq!(row.state, LeaseState::Revoking);
+    assert_eq!(row.claimed_by.as_deref(), Some("reaper"));
+}
+
+async fn the_first_value_stored_wins(store: &Store) {
+    let (first, second) = tokio::join!(store.meta_init("k", "one"), store.meta_init("k", "two"));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first, second, "both callers get the one value stored");
+    assert_eq!(
+        store.meta_get("k").await.unwrap().as_deref(),
+        Some(first.as_str())
+    );
+}
+
+async fn token_trees_are_deleted_whole(store: &Store) {
+    let token = |accessor: &str, parent: Option<&str>| lessor::store::TokenRow {
+        token_hash: format!("hash-{accessor}"),
+        accessor: accessor.into(),
+        display_name: "t".into(),
+        policies: "[]".into(),
+        created_at: 0,
+        expires_at: None,
+        entity_id: String::new(),
+        renewable: true,
+        ttl_secs: 0,
+        explicit_max_ttl_secs: 0,
+        max_expires_at: None,
+        path: "auth/token/create".into(),
+        meta: "{}".into(),
+        parent_accessor: parent.map(Into::into),
+    };
+    store.insert_token(&token("root", None)).await.unwrap();
+    store
+        .insert_token(&token("child", Some("root")))
+        .await
+        .unwrap();
+    store
+        .insert_token(&token("grandchild", Some("child")))
+        .await
+        .unwrap();
+    store.insert_token(&token("other", None)).await.unwrap();
+    assert!(store.token_lineage_live("grandchild", 1).await.unwrap());
+    let mut deleted = store.delete_token_tree("child").await.unwrap();
+    deleted.sort();
+    assert_eq!(deleted, ["child", "grandchild"]);
+    assert_eq!(store.count_tokens().await.unwrap(), 2);
+    let many: Vec<String> = (0..1200).map(|i| format!("bulk-{i}")).collect();
+    for accessor in &many {
+        store.insert_token(&token(accessor, None)).await.unwrap();
+    }
+    assert_eq!(store.delete_tokens(&many).await.unwrap(), 1200);
+    assert_eq!(store.count_tokens().await.unwrap(), 2);
+}
+
+async fn a_wrapped_answer_is_taken_once(store: &Store) {
+    use lessor::store::wrapping::WrappedResponse;
+    let wrapped = WrappedResponse {
+        token_hash: "h".into(),
+        accessor: "acc".into(),
+        sealed_response: "sealed".into(),
+        creation_path: "database/creds/r".into(),
+        created_at: chrono::Utc::now(),
+        ttl: std::time::Duration::from_secs(60),
+        expires_at: chrono::Utc::now() + chrono::Duration::seconds(60),
+        wrapped_accessor: None,
+    };
+    store.insert_wrapped(&wrapped).await.unwrap();
+    let (one, two) = tokio::join!(store.take_wrapped("h"), store.take_wrapped("h"));
+    let taken = [one.unwrap(), two.unwrap()];
+    assert_eq!(taken.iter().filter(|t| t.is_some()).count(), 1);
+}
+
+async fn anomaly_events_are_counted_in_their_window(store: &Store) {
+    for at in [100, 200, 300] {
+        store
+            .count_anomaly_event("reads", "entity-1", at, 0)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .count_anomaly_event("reads", "entity-1", 400, 150)
+            .await
+            .unwrap(),
+        3,
+        "200, 300 and this one"
+    );
+    assert_eq!(
+        store
+            .count_anomaly_event("reads", "entity-2", 400, 150)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.forget_anomaly_events(250).await.unwrap(), 2);
+}
+
+async fn static_rotations_are_claimed_once(store: &Store) {
+    let now = 9_000_000;
+    store.register_replica("a", "", now, false).await.unwrap();
+    store.register_replica("b", "", now, false).await.unwrap();
+    store.upsert_connection(&connection("db")).await.unwrap();
+    let role = lessor::store::StaticRoleConfig {
+        name: "s".into(),
+        db_name: "db".into(),
+        username: "someone".into(),
+        alternate_username: None,
+        rotation_period_secs: Some(3600),
+        rotation_schedule: None,
+        rotation_window_secs: None,
+        rotation_statements: "[]".into(),
+        skip_import_rotation: true,
+        scheduled_at: now - 1,
+        next_rotation_at: now - 1,
+    };
+    store.upsert_static_role(&role, now).await.unwrap();
+    assert_eq!(
+        store.due_static_roles(&claim("a", now), 10).await.unwrap(),
+        ["s"]
+    );
+    assert!(store
+        .claim_static_role("s", &claim("a", now))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .claim_static_role("s", &claim("b", now))
+            .await
+            .unwrap(),
+        "claimed once"
+    );
+    assert!(store
+        .set_static_pending("s", "someone", "sealed", now, now + 30_000, "a")
+        .await
+        .unwrap());
+    assert!(store
+        .due_static_roles(&claim("b", now + 1), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        store
+            .static_roles_with_pending(&claim("b", now + 1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a live replica's rotation is not recovered by another"
+    );
+    // a dies mid-rotation: b finds the pending rotation and claims it.
+    store.heartbeat_replica("b", now + 20_000).await.unwrap();
+    let later = claim("b", now + 20_000);
+    assert_eq!(
+        store.static_roles_with_pending(&later).await.unwrap(),
+        ["s"]
+    );
+    assert_eq!(store.due_static_roles(&later, 10).await.unwrap(), ["s"]);
+    assert!(store.claim_static_role("s", &later).await.unwrap());
+}
