@@ -34,7 +34,10 @@ const UNSUPPORTED_CONNECTION_FIELDS: &[(&str, &str)] = &[
         "username_template",
         "Lessor keeps the username template on each role (database/roles/:name username_template)",
     ),
-    ("disable_escaping", "not supported"),
+    (
+        "disable_escaping",
+        "not supported: {{username}} and {{password}} in connection_url are always percent-encoded, so no password can change what the URL means; use the URL form (postgresql://{{username}}:{{password}}@host/db, mysql://{{username}}:{{password}}@host:3306/)",
+    ),
     (
         "max_idle_connections",
         "not supported; max_open_connections sizes the pool",
