@@ -447,6 +447,7 @@ path_names!(
     crate::names::StaticRoleName,
     crate::names::ConnectionName,
     crate::names::JwtRoleName,
+    crate::names::TokenRoleName,
     crate::names::AuditDeviceName,
     crate::names::LeaseId,
     crate::names::LeasePrefix,
@@ -485,6 +486,7 @@ mod tests {
         assert_eq!(
             sudo,
             [
+                "Delete /v1/auth/token/roles/{name}",
                 "Delete /v1/sys/audit/{name}",
                 "List /v1/sys/leases/lookup",
                 "List /v1/sys/leases/lookup/",
@@ -492,6 +494,8 @@ mod tests {
                 "Read /v1/sys/audit",
                 "Write /v1/auth/token/create-orphan",
                 "Write /v1/auth/token/revoke-orphan",
+                // A token role may grant policies its writer does not hold.
+                "Write /v1/auth/token/roles/{name}",
                 "Write /v1/database/rotate-root/{name}",
                 "Write /v1/sys/audit-hash/{name}",
                 "Write /v1/sys/audit/{name}",

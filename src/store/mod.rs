@@ -7,6 +7,7 @@
 mod identity;
 mod models;
 mod static_roles;
+mod token_roles;
 pub mod wrapping;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ pub use models::{ConnectionRow, LeaseRow, LeaseState, RoleRow};
 pub use static_roles::{
     Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow, ROTATION_HISTORY_LEN,
 };
+pub use token_roles::TokenRoleRow;
 
 use crate::error::{Error, Result};
 
