@@ -8,6 +8,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::gate::current_request_id;
+use super::routes::{field, BodyField, FieldKind};
 use super::{listing, respond, written, ApiError, ApiResult, Body, Caller, Routes};
 use crate::auth::jwt::{JwtConfig, JwtRole};
 use crate::auth::token_roles::TokenRoleInput;
@@ -19,44 +20,165 @@ use crate::AppState;
 pub fn routes() -> Routes {
     Routes::new()
         .write("/v1/auth/token/create", create_token)
+        .body(CREATE_TOKEN_BODY)
         .write("/v1/auth/token/create-orphan", create_orphan_token)
         .sudo()
+        .body(CREATE_TOKEN_BODY)
         .write("/v1/auth/token/create/{name}", create_token_from_role)
+        .body(CREATE_FROM_ROLE_BODY)
         .list("/v1/auth/token/roles", list_token_roles)
         .list("/v1/auth/token/roles/", list_token_roles)
         .read("/v1/auth/token/roles/{name}", read_token_role)
         // A role may grant policies its user does not hold: writing one is a sudo act.
         .write("/v1/auth/token/roles/{name}", write_token_role)
         .sudo()
+        .body(TOKEN_ROLE_BODY)
         .delete("/v1/auth/token/roles/{name}", delete_token_role)
         .sudo()
         .write("/v1/auth/token/revoke", revoke_token)
+        .body(TOKEN_BODY)
         .write("/v1/auth/token/revoke-orphan", revoke_orphan)
         .sudo()
+        .body(TOKEN_BODY)
         .write("/v1/auth/token/renew-self", renew_self)
+        .body(INCREMENT_BODY)
         .write("/v1/auth/token/renew", renew_token)
+        .body(RENEW_TOKEN_BODY)
         .write("/v1/auth/token/revoke-self", revoke_self)
+        .body(&[])
         .write("/v1/auth/token/lookup", lookup_token)
+        .body(TOKEN_BODY)
         .write("/v1/auth/token/lookup-accessor", lookup_accessor)
+        .body(ACCESSOR_BODY)
         .write("/v1/auth/token/revoke-accessor", revoke_accessor)
+        .body(ACCESSOR_BODY)
         .read("/v1/auth/jwt/config", read_jwt_config)
         .write("/v1/auth/jwt/config", write_jwt_config)
+        .body(JWT_CONFIG_BODY)
         .list("/v1/auth/jwt/role", list_jwt_roles)
         .list("/v1/auth/jwt/role/", list_jwt_roles)
         .read("/v1/auth/jwt/role/{name}", read_jwt_role)
         .write("/v1/auth/jwt/role/{name}", write_jwt_role)
+        .body(JWT_ROLE_BODY)
         .delete("/v1/auth/jwt/role/{name}", delete_jwt_role)
         .write("/v1/auth/jwt/login", jwt_login)
         .login()
+        .body(JWT_LOGIN_BODY)
         .list("/v1/auth/cert/certs", list_cert_roles)
         .list("/v1/auth/cert/certs/", list_cert_roles)
         .read("/v1/auth/cert/certs/{name}", read_cert_role)
         .write("/v1/auth/cert/certs/{name}", write_cert_role)
+        .body(CERT_ROLE_BODY)
         .delete("/v1/auth/cert/certs/{name}", delete_cert_role)
         .write("/v1/auth/cert/login", cert_login)
         .login()
+        .body(CERT_LOGIN_BODY)
 }
 
+/// `auth/token/create` and `create-orphan`, as [`token_request`] reads them.
+const CREATE_TOKEN_BODY: &[BodyField] = &[
+    field("policies", FieldKind::StringList),
+    field("ttl", FieldKind::Duration),
+    field("explicit_max_ttl", FieldKind::Duration),
+    field("renewable", FieldKind::Boolean),
+    field("display_name", FieldKind::String),
+    field("no_default_policy", FieldKind::Boolean),
+    field("meta", FieldKind::Object),
+    field("type", FieldKind::String),
+    field("no_parent", FieldKind::Boolean),
+];
+
+/// `auth/token/create/:role_name`: the same, and the role name repeated (hvac sends it).
+const CREATE_FROM_ROLE_BODY: &[BodyField] = &[
+    field("role_name", FieldKind::String),
+    field("policies", FieldKind::StringList),
+    field("ttl", FieldKind::Duration),
+    field("explicit_max_ttl", FieldKind::Duration),
+    field("renewable", FieldKind::Boolean),
+    field("display_name", FieldKind::String),
+    field("no_default_policy", FieldKind::Boolean),
+    field("meta", FieldKind::Object),
+    field("type", FieldKind::String),
+    field("no_parent", FieldKind::Boolean),
+];
+
+/// `auth/token/roles/:role_name`, as [`write_token_role`] reads it.
+const TOKEN_ROLE_BODY: &[BodyField] = &[
+    field("role_name", FieldKind::String),
+    field("allowed_policies", FieldKind::StringList),
+    field("disallowed_policies", FieldKind::StringList),
+    field("orphan", FieldKind::Boolean),
+    field("renewable", FieldKind::Boolean),
+    field("token_ttl", FieldKind::Duration),
+    field("token_max_ttl", FieldKind::Duration),
+    field("token_explicit_max_ttl", FieldKind::Duration),
+    field("explicit_max_ttl", FieldKind::Duration),
+    field("token_type", FieldKind::String),
+];
+
+const TOKEN_BODY: &[BodyField] = &[field("token", FieldKind::Secret)];
+const RENEW_TOKEN_BODY: &[BodyField] = &[
+    field("token", FieldKind::Secret),
+    field("increment", FieldKind::Duration),
+];
+const INCREMENT_BODY: &[BodyField] = &[field("increment", FieldKind::Duration)];
+const ACCESSOR_BODY: &[BodyField] = &[field("accessor", FieldKind::String)];
+
+const JWT_CONFIG_BODY: &[BodyField] = &[
+    field("oidc_discovery_url", FieldKind::String),
+    field("jwt_validation_pubkeys", FieldKind::StringList),
+    field("jwks_url", FieldKind::String),
+    field("bound_issuer", FieldKind::String),
+    field("jwt_supported_algs", FieldKind::StringList),
+    field("default_role", FieldKind::String),
+    field("namespace_in_state", FieldKind::Boolean),
+];
+
+const JWT_ROLE_BODY: &[BodyField] = &[
+    field("role_type", FieldKind::String),
+    field("bound_audiences", FieldKind::StringList),
+    field("bound_subject", FieldKind::String),
+    field("bound_claims", FieldKind::Object),
+    field("claim_mappings", FieldKind::Object),
+    field("user_claim", FieldKind::String),
+    field("user_claim_json_pointer", FieldKind::Boolean),
+    field("token_policies", FieldKind::StringList),
+    field("policies", FieldKind::StringList),
+    field("token_ttl", FieldKind::Duration),
+    field("ttl", FieldKind::Duration),
+    field("token_max_ttl", FieldKind::Duration),
+    field("max_ttl", FieldKind::Duration),
+    field("token_explicit_max_ttl", FieldKind::Duration),
+    field("token_no_default_policy", FieldKind::Boolean),
+    field("clock_skew_leeway", FieldKind::Duration),
+    field("bound_claims_type", FieldKind::String),
+    field("token_type", FieldKind::String),
+    field("token_bound_cidrs", FieldKind::StringList),
+];
+
+const JWT_LOGIN_BODY: &[BodyField] = &[
+    field("jwt", FieldKind::Secret),
+    field("role", FieldKind::String),
+];
+
+const CERT_ROLE_BODY: &[BodyField] = &[
+    field("name", FieldKind::String),
+    field("certificate", FieldKind::String),
+    field("allowed_common_names", FieldKind::StringList),
+    field("allowed_dns_sans", FieldKind::StringList),
+    field("display_name", FieldKind::String),
+    field("token_policies", FieldKind::StringList),
+    field("policies", FieldKind::StringList),
+    field("token_ttl", FieldKind::Duration),
+    field("ttl", FieldKind::Duration),
+    field("token_max_ttl", FieldKind::Duration),
+    field("max_ttl", FieldKind::Duration),
+    field("token_explicit_max_ttl", FieldKind::Duration),
+    field("token_no_default_policy", FieldKind::Boolean),
+    field("token_type", FieldKind::String),
+];
+
+const CERT_LOGIN_BODY: &[BodyField] = &[field("name", FieldKind::String)];
 
 /// Vault's answer to a login or token creation: the token in `auth`, no `data`.
 fn auth_response(issued: &IssuedToken, warnings: Vec<String>) -> Response {
