@@ -82,6 +82,12 @@ checked_name!(
     check_name
 );
 checked_name!(
+    /// A token role (`auth/token/roles/:name`, `auth/token/create/:name`).
+    TokenRoleName,
+    "token role name",
+    check_name
+);
+checked_name!(
     /// An audit device (`sys/audit/:name`).
     AuditDeviceName,
     "audit device name",

@@ -312,6 +312,67 @@ async fn exec_runs_psql_with_the_variables_then_the_user_is_gone() {
     server.stop().await;
 }
 
+/// Whether MariaDB/MySQL has a user named `user`, asked as the admin.
+async fn mysql_user_exists(user: &str) -> bool {
+    use mysql_async::prelude::Queryable;
+    let opts = mysql_async::Opts::from_url(&mysql_url()).expect("a mysql:// URL");
+    let mut admin = mysql_async::Conn::new(opts)
+        .await
+        .expect("MariaDB is reachable; run scripts/services.sh");
+    let found: Option<String> = admin
+        .exec_first("SELECT User FROM mysql.user WHERE User = ?", (user,))
+        .await
+        .unwrap();
+    let _ = admin.disconnect().await;
+    found.is_some()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_runs_the_mysql_client_with_the_variables_then_the_user_is_gone() {
+    let server = TestServer::start().await;
+    let connection = unique("my");
+    server.add_mysql(&connection).await;
+    let addr = server.api.base.clone();
+    let role = exec_role(&server, &connection).await;
+    // The stock mysql client reads MYSQL_HOST, MYSQL_TCP_PORT and MYSQL_PWD itself; the user is
+    // passed from MYSQL_USER, which the client does not read. DATABASE_URL must name the same
+    // login. Exits 4 to prove the code passes through.
+    let script = r#"set -e
+        test -n "$MYSQL_HOST" && test -n "$MYSQL_TCP_PORT" && test -n "$MYSQL_USER" && test -n "$MYSQL_PWD"
+        case "$DATABASE_URL" in
+          "mysql://$MYSQL_USER:"*"@$MYSQL_HOST:$MYSQL_TCP_PORT"*) ;;
+          *) echo "DATABASE_URL does not match the MYSQL_ variables" >&2; exit 9 ;;
+        esac
+        mysql --protocol=TCP -u "$MYSQL_USER" -N -B -e 'select current_user()'
+        exit 4"#;
+    let output = lessor(
+        &addr,
+        Some(ROOT_TOKEN),
+        &[
+            "exec", "--role", &role, "--ttl", "15m", "--", "sh", "-c", script,
+        ],
+    )
+    .await;
+    let stdout = text(&output.stdout);
+    let stderr = text(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    // current_user() answers user@host.
+    let current = stdout.lines().next().expect("current_user()").trim();
+    let (user, _host) = current.split_once('@').expect("user@host");
+    assert!(!user.is_empty() && user != "root", "{stdout}");
+    assert!(
+        !mysql_user_exists(user).await,
+        "{user} outlived the command"
+    );
+    assert!(!stderr.contains("MYSQL_PWD="), "{stderr}");
+    server.revoke_everything().await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_to_exec_reaches_the_command_and_the_user_is_revoked() {
     let (server, connection) = server_with_postgres().await;

@@ -9,7 +9,17 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::gate::current_request_id;
+use super::routes::{field, BodyField, FieldKind};
 use super::{respond, written, ApiError, ApiResult, Body, QueryParams, Routes};
+
+/// `sys/audit/:name`, as [`enable_device`] reads it.
+const DEVICE_BODY: &[BodyField] = &[
+    field("type", FieldKind::String),
+    field("description", FieldKind::String),
+    field("options", FieldKind::Object),
+];
+/// `sys/audit-hash/:name`.
+const HASH_BODY: &[BodyField] = &[field("input", FieldKind::Secret)];
 use crate::metrics::{render, Gauges};
 use crate::names::AuditDeviceName;
 use crate::store::LeaseState;
@@ -21,12 +31,15 @@ pub fn routes() -> Routes {
         .sudo()
         .write("/v1/sys/audit/{name}", enable_device)
         .sudo()
+        .body(DEVICE_BODY)
         .delete("/v1/sys/audit/{name}", disable_device)
         .sudo()
         .write("/v1/sys/audit-hash/{name}", audit_hash)
         .sudo()
+        .body(HASH_BODY)
         .read("/v1/sys/monitor/rules", read_rules)
         .write("/v1/sys/monitor/rules", write_rules)
+        .free_body("A patch of the anomaly rules, as GET sys/monitor/rules shows them: only the rules named change")
         .read("/v1/sys/alerts", list_alerts)
         .query(&["limit"])
         .read("/v1/sys/metrics", metrics)

@@ -1,5 +1,5 @@
-//! Handlers for `auth/token/*` (create, renew-self, revoke-self, lookup, lookup-accessor,
-//! revoke-accessor), the JWT auth method `auth/jwt/{config,role/:name,login}` and the certificate
+//! Handlers for `auth/token/*` (create, create/:role, roles/:name, renew-self, revoke-self,
+//! lookup, lookup-accessor, revoke-accessor), the JWT auth method `auth/jwt/{config,role/:name,login}` and the certificate
 //! auth method `auth/cert/{certs/:name,login}`.
 
 use axum::extract::State;
@@ -8,44 +8,177 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::gate::current_request_id;
+use super::routes::{field, BodyField, FieldKind};
 use super::{listing, respond, written, ApiError, ApiResult, Body, Caller, Routes};
 use crate::auth::jwt::{JwtConfig, JwtRole};
+use crate::auth::token_roles::TokenRoleInput;
 use crate::auth::tokens::{IssuedToken, TokenRequest};
-use crate::names::JwtRoleName;
+use crate::names::{JwtRoleName, TokenRoleName};
 use crate::AppState;
 
 /// The routes of this module.
 pub fn routes() -> Routes {
     Routes::new()
         .write("/v1/auth/token/create", create_token)
+        .body(CREATE_TOKEN_BODY)
         .write("/v1/auth/token/create-orphan", create_orphan_token)
         .sudo()
+        .body(CREATE_TOKEN_BODY)
+        .write("/v1/auth/token/create/{name}", create_token_from_role)
+        .body(CREATE_FROM_ROLE_BODY)
+        .list("/v1/auth/token/roles", list_token_roles)
+        .list("/v1/auth/token/roles/", list_token_roles)
+        .read("/v1/auth/token/roles/{name}", read_token_role)
+        // A role may grant policies its user does not hold: writing one is a sudo act.
+        .write("/v1/auth/token/roles/{name}", write_token_role)
+        .sudo()
+        .body(TOKEN_ROLE_BODY)
+        .delete("/v1/auth/token/roles/{name}", delete_token_role)
+        .sudo()
         .write("/v1/auth/token/revoke", revoke_token)
+        .body(TOKEN_BODY)
         .write("/v1/auth/token/revoke-orphan", revoke_orphan)
         .sudo()
+        .body(TOKEN_BODY)
         .write("/v1/auth/token/renew-self", renew_self)
+        .body(INCREMENT_BODY)
         .write("/v1/auth/token/renew", renew_token)
+        .body(RENEW_TOKEN_BODY)
         .write("/v1/auth/token/revoke-self", revoke_self)
+        .body(&[])
         .write("/v1/auth/token/lookup", lookup_token)
+        .body(TOKEN_BODY)
         .write("/v1/auth/token/lookup-accessor", lookup_accessor)
+        .body(ACCESSOR_BODY)
         .write("/v1/auth/token/revoke-accessor", revoke_accessor)
+        .body(ACCESSOR_BODY)
         .read("/v1/auth/jwt/config", read_jwt_config)
         .write("/v1/auth/jwt/config", write_jwt_config)
+        .body(JWT_CONFIG_BODY)
         .list("/v1/auth/jwt/role", list_jwt_roles)
         .list("/v1/auth/jwt/role/", list_jwt_roles)
         .read("/v1/auth/jwt/role/{name}", read_jwt_role)
         .write("/v1/auth/jwt/role/{name}", write_jwt_role)
+        .body(JWT_ROLE_BODY)
         .delete("/v1/auth/jwt/role/{name}", delete_jwt_role)
         .write("/v1/auth/jwt/login", jwt_login)
         .login()
+        .body(JWT_LOGIN_BODY)
         .list("/v1/auth/cert/certs", list_cert_roles)
         .list("/v1/auth/cert/certs/", list_cert_roles)
         .read("/v1/auth/cert/certs/{name}", read_cert_role)
         .write("/v1/auth/cert/certs/{name}", write_cert_role)
+        .body(CERT_ROLE_BODY)
         .delete("/v1/auth/cert/certs/{name}", delete_cert_role)
         .write("/v1/auth/cert/login", cert_login)
         .login()
+        .body(CERT_LOGIN_BODY)
 }
+
+/// `auth/token/create` and `create-orphan`, as [`token_request`] reads them.
+const CREATE_TOKEN_BODY: &[BodyField] = &[
+    field("policies", FieldKind::StringList),
+    field("ttl", FieldKind::Duration),
+    field("explicit_max_ttl", FieldKind::Duration),
+    field("renewable", FieldKind::Boolean),
+    field("display_name", FieldKind::String),
+    field("no_default_policy", FieldKind::Boolean),
+    field("meta", FieldKind::Object),
+    field("type", FieldKind::String),
+    field("no_parent", FieldKind::Boolean),
+];
+
+/// `auth/token/create/:role_name`: the same, and the role name repeated (hvac sends it).
+const CREATE_FROM_ROLE_BODY: &[BodyField] = &[
+    field("role_name", FieldKind::String),
+    field("policies", FieldKind::StringList),
+    field("ttl", FieldKind::Duration),
+    field("explicit_max_ttl", FieldKind::Duration),
+    field("renewable", FieldKind::Boolean),
+    field("display_name", FieldKind::String),
+    field("no_default_policy", FieldKind::Boolean),
+    field("meta", FieldKind::Object),
+    field("type", FieldKind::String),
+    field("no_parent", FieldKind::Boolean),
+];
+
+/// `auth/token/roles/:role_name`, as [`write_token_role`] reads it.
+const TOKEN_ROLE_BODY: &[BodyField] = &[
+    field("role_name", FieldKind::String),
+    field("allowed_policies", FieldKind::StringList),
+    field("disallowed_policies", FieldKind::StringList),
+    field("orphan", FieldKind::Boolean),
+    field("renewable", FieldKind::Boolean),
+    field("token_ttl", FieldKind::Duration),
+    field("token_max_ttl", FieldKind::Duration),
+    field("token_explicit_max_ttl", FieldKind::Duration),
+    field("explicit_max_ttl", FieldKind::Duration),
+    field("token_type", FieldKind::String),
+];
+
+const TOKEN_BODY: &[BodyField] = &[field("token", FieldKind::Secret)];
+const RENEW_TOKEN_BODY: &[BodyField] = &[
+    field("token", FieldKind::Secret),
+    field("increment", FieldKind::Duration),
+];
+const INCREMENT_BODY: &[BodyField] = &[field("increment", FieldKind::Duration)];
+const ACCESSOR_BODY: &[BodyField] = &[field("accessor", FieldKind::String)];
+
+const JWT_CONFIG_BODY: &[BodyField] = &[
+    field("oidc_discovery_url", FieldKind::String),
+    field("jwt_validation_pubkeys", FieldKind::StringList),
+    field("jwks_url", FieldKind::String),
+    field("bound_issuer", FieldKind::String),
+    field("jwt_supported_algs", FieldKind::StringList),
+    field("default_role", FieldKind::String),
+    field("namespace_in_state", FieldKind::Boolean),
+];
+
+const JWT_ROLE_BODY: &[BodyField] = &[
+    field("role_type", FieldKind::String),
+    field("bound_audiences", FieldKind::StringList),
+    field("bound_subject", FieldKind::String),
+    field("bound_claims", FieldKind::Object),
+    field("claim_mappings", FieldKind::Object),
+    field("user_claim", FieldKind::String),
+    field("user_claim_json_pointer", FieldKind::Boolean),
+    field("token_policies", FieldKind::StringList),
+    field("policies", FieldKind::StringList),
+    field("token_ttl", FieldKind::Duration),
+    field("ttl", FieldKind::Duration),
+    field("token_max_ttl", FieldKind::Duration),
+    field("max_ttl", FieldKind::Duration),
+    field("token_explicit_max_ttl", FieldKind::Duration),
+    field("token_no_default_policy", FieldKind::Boolean),
+    field("clock_skew_leeway", FieldKind::Duration),
+    field("bound_claims_type", FieldKind::String),
+    field("token_type", FieldKind::String),
+    field("token_bound_cidrs", FieldKind::StringList),
+];
+
+const JWT_LOGIN_BODY: &[BodyField] = &[
+    field("jwt", FieldKind::Secret),
+    field("role", FieldKind::String),
+];
+
+const CERT_ROLE_BODY: &[BodyField] = &[
+    field("name", FieldKind::String),
+    field("certificate", FieldKind::String),
+    field("allowed_common_names", FieldKind::StringList),
+    field("allowed_dns_sans", FieldKind::StringList),
+    field("display_name", FieldKind::String),
+    field("token_policies", FieldKind::StringList),
+    field("policies", FieldKind::StringList),
+    field("token_ttl", FieldKind::Duration),
+    field("ttl", FieldKind::Duration),
+    field("token_max_ttl", FieldKind::Duration),
+    field("max_ttl", FieldKind::Duration),
+    field("token_explicit_max_ttl", FieldKind::Duration),
+    field("token_no_default_policy", FieldKind::Boolean),
+    field("token_type", FieldKind::String),
+];
+
+const CERT_LOGIN_BODY: &[BodyField] = &[field("name", FieldKind::String)];
 
 /// Vault's answer to a login or token creation: the token in `auth`, no `data`.
 fn auth_response(issued: &IssuedToken, warnings: Vec<String>) -> Response {
@@ -86,12 +219,140 @@ pub async fn create_orphan_token(
     create(&state, &caller, body, true).await
 }
 
-async fn create(
-    state: &AppState,
-    caller: &Caller,
+/// `auth/token/create/:name`: a token shaped by the token role (policies, parent, lifetime).
+pub async fn create_token_from_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    name: TokenRoleName,
     mut body: Body,
-    orphan_route: bool,
 ) -> ApiResult {
+    body.echoed_path_parameter("role_name", &name)?;
+    let (request, no_parent) = token_request(&mut body)?;
+    if no_parent {
+        return Err(ApiError::bad_request(
+            "no_parent: a token made from a role is an orphan exactly when the role says orphan=true",
+        ));
+    }
+    body.finish()?;
+    let issued = state
+        .auth
+        .create_token_from_role(&caller.identity, &name, request)
+        .await?;
+    Ok(auth_response(&issued, vec![]))
+}
+
+pub async fn list_token_roles(State(state): State<AppState>, _caller: Caller) -> ApiResult {
+    listing(state.auth.list_token_roles().await?)
+}
+
+pub async fn read_token_role(
+    State(state): State<AppState>,
+    _caller: Caller,
+    name: TokenRoleName,
+) -> ApiResult {
+    let role = state.auth.token_role(&name).await?;
+    let secs = |d: std::time::Duration| d.as_secs();
+    // Vault's fields, with the ones Lessor refuses shown at their "off" value.
+    Ok(respond(json!({
+        "name": role.name,
+        "allowed_policies": role.allowed_policies,
+        "disallowed_policies": role.disallowed_policies,
+        "allowed_policies_glob": [],
+        "disallowed_policies_glob": [],
+        "orphan": role.orphan,
+        "renewable": role.renewable,
+        "token_ttl": secs(role.token_ttl),
+        "token_max_ttl": secs(role.token_max_ttl),
+        "token_explicit_max_ttl": secs(role.token_explicit_max_ttl),
+        "explicit_max_ttl": secs(role.token_explicit_max_ttl),
+        "token_period": 0,
+        "period": 0,
+        "token_type": "service",
+        "token_no_default_policy": false,
+        "token_num_uses": 0,
+        "token_bound_cidrs": [],
+        "path_suffix": "",
+        "allowed_entity_aliases": null,
+    })))
+}
+
+/// The fields of `auth/token/roles/:name` that Lessor does not implement, and why.
+const UNSUPPORTED_TOKEN_ROLE_FIELDS: &[(&str, &str)] = &[
+    ("period", "periodic tokens are not supported"),
+    ("token_period", "periodic tokens are not supported"),
+    ("path_suffix", "path suffixes are not supported"),
+    ("allowed_entity_aliases", "entity aliases are not supported"),
+    ("token_bound_cidrs", "CIDR-bound tokens are not supported"),
+    ("bound_cidrs", "CIDR-bound tokens are not supported"),
+    ("token_num_uses", "limited-use tokens are not supported"),
+    (
+        "allowed_policies_glob",
+        "policy globs are not supported; list the policies",
+    ),
+    (
+        "disallowed_policies_glob",
+        "policy globs are not supported; list the policies",
+    ),
+    (
+        "token_no_default_policy",
+        "not supported; pass no_default_policy when creating the token",
+    ),
+];
+
+pub async fn write_token_role(
+    State(state): State<AppState>,
+    _caller: Caller,
+    name: TokenRoleName,
+    mut body: Body,
+) -> ApiResult {
+    body.echoed_path_parameter("role_name", &name)?;
+    let token_explicit_max_ttl = body.duration("token_explicit_max_ttl")?;
+    // Vault's older name for the same setting; both at once must agree.
+    let legacy_explicit_max_ttl = body.duration("explicit_max_ttl")?;
+    if let (Some(new), Some(old)) = (token_explicit_max_ttl, legacy_explicit_max_ttl) {
+        if new != old {
+            return Err(ApiError::bad_request(
+                "explicit_max_ttl: differs from token_explicit_max_ttl; send one of them",
+            ));
+        }
+    }
+    let input = TokenRoleInput {
+        allowed_policies: body.string_list("allowed_policies", true)?,
+        disallowed_policies: body.string_list("disallowed_policies", true)?,
+        orphan: body.boolean("orphan")?,
+        renewable: body.boolean("renewable")?,
+        token_ttl: body.duration("token_ttl")?,
+        token_max_ttl: body.duration("token_max_ttl")?,
+        token_explicit_max_ttl: token_explicit_max_ttl.or(legacy_explicit_max_ttl),
+    };
+    match body.string("token_type")?.as_deref() {
+        None | Some("") | Some("default") | Some("service") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "token_type: only service tokens are issued, not {other:?}"
+            )))
+        }
+    }
+    for (field, why) in UNSUPPORTED_TOKEN_ROLE_FIELDS {
+        body.refuse_unsupported(field, why)?;
+    }
+    body.finish()?;
+    state.auth.write_token_role(&name, input).await?;
+    Ok(written(vec![]))
+}
+
+pub async fn delete_token_role(
+    State(state): State<AppState>,
+    _caller: Caller,
+    name: TokenRoleName,
+) -> ApiResult {
+    state.auth.delete_token_role(&name).await?;
+    Ok(written(vec![]))
+}
+
+/// The fields of a token creation request, shared by `create`, `create-orphan` and
+/// `create/:role`; returns the request and `no_parent`.
+fn token_request(body: &mut Body) -> Result<(TokenRequest, bool), ApiError> {
     let request = TokenRequest {
         policies: body.string_list("policies", true)?,
         ttl: body.duration("ttl")?,
@@ -114,6 +375,16 @@ async fn create(
     body.refuse_unsupported("entity_alias", "entity aliases are not supported")?;
     let no_parent = body.boolean("no_parent")?.unwrap_or(false);
     body.refuse_unsupported("id", "choosing a token's value is not supported")?;
+    Ok((request, no_parent))
+}
+
+async fn create(
+    state: &AppState,
+    caller: &Caller,
+    mut body: Body,
+    orphan_route: bool,
+) -> ApiResult {
+    let (request, no_parent) = token_request(&mut body)?;
     body.finish()?;
     let issued = if orphan_route {
         state

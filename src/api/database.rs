@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::routes::{field, BodyField, FieldKind};
 use super::{listing, respond, written, ApiResult, Body, Caller, Envelope};
 use crate::catalog::{options_from_json, ConnectionInput, RoleInput, TlsInput};
 use crate::lease::Requester;
@@ -34,13 +35,49 @@ const UNSUPPORTED_CONNECTION_FIELDS: &[(&str, &str)] = &[
         "username_template",
         "Lessor keeps the username template on each role (database/roles/:name username_template)",
     ),
-    ("disable_escaping", "not supported"),
+    (
+        "disable_escaping",
+        "not supported: {{username}} and {{password}} in connection_url are always percent-encoded, so no password can change what the URL means; use the URL form (postgresql://{{username}}:{{password}}@host/db, mysql://{{username}}:{{password}}@host:3306/)",
+    ),
     (
         "max_idle_connections",
         "not supported; max_open_connections sizes the pool",
     ),
     ("max_connection_lifetime", "not supported"),
     ("plugin_version", "plugin versions are not supported"),
+];
+
+/// The body of `database/config/:name`, as [`write_connection`] reads it.
+pub const CONNECTION_BODY: &[BodyField] = &[
+    field("plugin_name", FieldKind::String),
+    field("connection_url", FieldKind::Secret),
+    field("username", FieldKind::String),
+    field("password", FieldKind::Secret),
+    field("allowed_roles", FieldKind::StringList),
+    field("verify_connection", FieldKind::Boolean),
+    field("max_open_connections", FieldKind::Integer),
+    field("root_rotation_statements", FieldKind::StringList),
+    field("password_policy", FieldKind::String),
+    field("tls_ca", FieldKind::Secret),
+    field("tls_certificate", FieldKind::Secret),
+    field("private_key", FieldKind::Secret),
+    field("tls_certificate_key", FieldKind::Secret),
+    field("tls_server_name", FieldKind::String),
+    field("tls_skip_verify", FieldKind::Boolean),
+];
+
+/// The body of `database/roles/:name`, as [`write_role`] reads it.
+pub const ROLE_BODY: &[BodyField] = &[
+    field("db_name", FieldKind::String),
+    field("creation_statements", FieldKind::StringList),
+    field("revocation_statements", FieldKind::StringList),
+    field("rollback_statements", FieldKind::StringList),
+    field("renew_statements", FieldKind::StringList),
+    field("default_ttl", FieldKind::Duration),
+    field("max_ttl", FieldKind::Duration),
+    field("username_template", FieldKind::String),
+    field("credential_type", FieldKind::String),
+    field("options", FieldKind::Object),
 ];
 
 pub async fn write_connection(

@@ -305,6 +305,11 @@ pub async fn gate(State(gate): State<GateState>, request: Request, next: Next) -
         ))
         .into_response();
     }
+    // The handler's [`super::Body`] holds it to the fields this route declares.
+    let mut request = request;
+    request
+        .extensions_mut()
+        .insert(super::routes::DeclaredBody(endpoint.body));
     let response = if endpoint.access == Access::Public {
         next.run(request).await
     } else {

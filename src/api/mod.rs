@@ -58,16 +58,20 @@ pub fn routes() -> Routes {
         .public()
         .read("/v1/auth/token/lookup-self", sys::lookup_self)
         .write("/v1/auth/token/lookup-self", sys::lookup_self)
+        .body(&[])
         .list("/v1/database/config", database::list_connections)
         .list("/v1/database/config/", database::list_connections)
         .read("/v1/database/config/{name}", database::read_connection)
         .write("/v1/database/config/{name}", database::write_connection)
+        .body(database::CONNECTION_BODY)
         .delete("/v1/database/config/{name}", database::delete_connection)
         .write("/v1/database/reset/{name}", database::reset_connection)
+        .body(&[])
         .list("/v1/database/roles", database::list_roles)
         .list("/v1/database/roles/", database::list_roles)
         .read("/v1/database/roles/{name}", database::read_role)
         .write("/v1/database/roles/{name}", database::write_role)
+        .body(database::ROLE_BODY)
         .delete("/v1/database/roles/{name}", database::delete_role)
         // Issuing is a read in Vault's model, whichever method a client uses.
         .read("/v1/database/creds/{name}", database::issue_creds)
@@ -85,6 +89,7 @@ pub fn routes() -> Routes {
             "/v1/database/static-roles/{name}",
             static_roles::write_static_role,
         )
+        .body(static_roles::STATIC_ROLE_BODY)
         .delete(
             "/v1/database/static-roles/{name}",
             static_roles::delete_static_role,
@@ -95,9 +100,12 @@ pub fn routes() -> Routes {
         )
         .issues_credential()
         .write("/v1/database/rotate-role/{name}", static_roles::rotate_role)
+        .body(&[])
         .write("/v1/database/rotate-root/{name}", static_roles::rotate_root)
         .sudo()
+        .body(&[])
         .write("/v1/sys/leases/lookup", sys::lookup_lease)
+        .body(sys::LEASE_ID_BODY)
         .list("/v1/sys/leases/lookup", sys::list_leases_root)
         .sudo()
         .query(&["after", "limit"])
@@ -108,32 +116,46 @@ pub fn routes() -> Routes {
         .sudo()
         .query(&["after", "limit"])
         .write("/v1/sys/leases/renew", sys::renew_lease)
+        .body(sys::RENEW_BODY)
         .write("/v1/sys/leases/renew/{*lease_id}", sys::renew_lease_path)
+        .body(sys::RENEW_PATH_BODY)
         .write("/v1/sys/leases/revoke", sys::revoke_lease)
+        .body(sys::LEASE_ID_BODY)
         .write("/v1/sys/leases/revoke/{*lease_id}", sys::revoke_lease_path)
+        .body(&[])
         .write("/v1/sys/leases/revoke-prefix/{*prefix}", sys::revoke_prefix)
         .sudo()
+        .body(sys::PREFIX_BODY)
         .write("/v1/sys/leases/revoke-force/{*prefix}", sys::revoke_force)
         .sudo()
+        .body(sys::PREFIX_BODY)
         .write("/v1/sys/leases/reconcile", sys::reconcile)
         .sudo()
+        .body(sys::RECONCILE_BODY)
         .read("/v1/sys/leases", sys::irrevocable_leases)
         .sudo()
         .query(&["type", "include_child", "limit"])
         // Vault's older lease paths, still used by async-hvac and older clients.
         .write("/v1/sys/renew", sys::renew_lease)
+        .body(sys::RENEW_BODY)
         .write("/v1/sys/renew/{*lease_id}", sys::renew_lease_path)
+        .body(sys::RENEW_PATH_BODY)
         .write("/v1/sys/revoke", sys::revoke_lease)
+        .body(sys::LEASE_ID_BODY)
         .write("/v1/sys/revoke/{*lease_id}", sys::revoke_lease_path)
+        .body(&[])
         .write("/v1/sys/revoke-prefix/{*prefix}", sys::revoke_prefix)
         .sudo()
+        .body(sys::PREFIX_BODY)
         .write("/v1/sys/revoke-force/{*prefix}", sys::revoke_force)
         .sudo()
+        .body(sys::PREFIX_BODY)
         .read("/v1/sys/seal-status", sys::seal_status)
         .public()
         .read("/v1/sys/mounts", sys::mounts)
         .read("/v1/sys/auth", sys::auth_methods)
         .write("/v1/database/reload/{name}", database::reload_plugin)
+        .body(&[])
         .merge(auth::routes())
         .merge(policies::routes())
         .merge(audit::routes())
@@ -196,25 +218,32 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A request body parsed as a JSON object; an empty body is `{}`.
+/// A request body parsed as a JSON object; an empty body is `{}`. The second part is what the
+/// route declares ([`routes::BodySpec`]): taking a field it does not declare, or as another
+/// kind, is a 500, so a handler and the OpenAPI document made from the declaration cannot
+/// disagree without every request to that endpoint failing in the tests.
 #[derive(Debug, Default)]
-pub struct Body(pub Map<String, Value>);
+pub struct Body(pub Map<String, Value>, pub Option<routes::BodySpec>);
 
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declared = request
+            .extensions()
+            .get::<routes::DeclaredBody>()
+            .and_then(|d| d.0);
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(Map::new()));
+            return Ok(Self(Map::new(), declared));
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(mut map)) => {
                 // An explicit null means "not given" (async-hvac sends `"id": null`).
                 map.retain(|_, value| !value.is_null());
-                Ok(Self(map))
+                Ok(Self(map, declared))
             }
             Ok(_) => Err(ApiError::bad_request("request body must be a JSON object")),
             Err(e) => Err(ApiError::bad_request(format!("malformed JSON body: {e}"))),
@@ -223,9 +252,27 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 }
 
 impl Body {
+    /// Takes `field` out of the body, after checking the route declares it as `kind`.
+    fn take(&mut self, field: &str, kind: routes::FieldKind) -> Result<Option<Value>, ApiError> {
+        if let Some(routes::BodySpec::Fields(declared)) = self.1 {
+            if !declared.iter().any(|f| f.name == field && f.kind == kind) {
+                tracing::error!(
+                    field,
+                    ?kind,
+                    "a handler read a body field its route does not declare"
+                );
+                return Err(crate::error::Error::Internal(format!(
+                    "the handler reads body field {field} ({kind:?}), which its route does not declare"
+                ))
+                .into());
+            }
+        }
+        Ok(self.0.remove(field))
+    }
+
     /// Takes a string field; a wrong type is a 400 naming the field.
     pub fn string(&mut self, field: &str) -> Result<Option<String>, ApiError> {
-        match self.0.remove(field) {
+        match self.take(field, routes::FieldKind::String)? {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
@@ -235,7 +282,7 @@ impl Body {
 
     /// Takes a secret string field (password, URL); its value never appears in an error.
     pub fn secret(&mut self, field: &str) -> Result<Option<Secret>, ApiError> {
-        match self.0.remove(field) {
+        match self.take(field, routes::FieldKind::Secret)? {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(Secret::new(s))),
             Some(_) => Err(ApiError::bad_request(format!("{field}: expected a string"))),
@@ -249,7 +296,7 @@ impl Body {
         field: &str,
         comma_separated: bool,
     ) -> Result<Option<Vec<String>>, ApiError> {
-        match self.0.remove(field) {
+        match self.take(field, routes::FieldKind::StringList)? {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if comma_separated => Ok(Some(
                 s.split(',')
@@ -277,7 +324,7 @@ impl Body {
     }
 
     pub fn boolean(&mut self, field: &str) -> Result<Option<bool>, ApiError> {
-        match self.0.remove(field) {
+        match self.take(field, routes::FieldKind::Boolean)? {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(b)),
             Some(Value::String(s)) if s == "true" || s == "1" => Ok(Some(true)),
@@ -289,7 +336,7 @@ impl Body {
     }
 
     pub fn integer(&mut self, field: &str) -> Result<Option<u32>, ApiError> {
-        match self.0.remove(field) {
+        match self.take(field, routes::FieldKind::Integer)? {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => n
                 .as_u64()
@@ -308,14 +355,16 @@ impl Body {
     }
 
     pub fn duration(&mut self, field: &str) -> Result<Option<Duration>, ApiError> {
-        match self.0.remove(field) {
+        match self.take(field, routes::FieldKind::Duration)? {
             None | Some(Value::Null) => Ok(None),
             Some(value) => Ok(Some(crate::ttl::parse_duration_value(field, &value)?)),
         }
     }
 
     pub fn object(&mut self, field: &str) -> Result<Option<Value>, ApiError> {
-        Ok(self.0.remove(field).filter(|v| !v.is_null()))
+        Ok(self
+            .take(field, routes::FieldKind::Object)?
+            .filter(|v| !v.is_null()))
     }
 
     /// Refuses `field` unless it is absent or holds its "off" value (`""`, `false`, `0`, `"0s"`,
@@ -342,7 +391,7 @@ impl Body {
     /// parameters of its path templates, such as `path_prefix`, as body fields too): it must equal
     /// the path's value, or the request is ambiguous and refused.
     pub fn echoed_path_parameter(&mut self, field: &str, in_path: &str) -> Result<(), ApiError> {
-        match self.0.remove(field) {
+        match self.take(field, routes::FieldKind::String)? {
             None => Ok(()),
             Some(Value::String(s)) if s.trim_matches('/') == in_path.trim_matches('/') => Ok(()),
             Some(_) => Err(ApiError::bad_request(format!(
@@ -452,6 +501,7 @@ path_names!(
     crate::names::StaticRoleName,
     crate::names::ConnectionName,
     crate::names::JwtRoleName,
+    crate::names::TokenRoleName,
     crate::names::AuditDeviceName,
     crate::names::LeaseId,
     crate::names::LeasePrefix,
@@ -490,6 +540,7 @@ mod tests {
         assert_eq!(
             sudo,
             [
+                "Delete /v1/auth/token/roles/{name}",
                 "Delete /v1/sys/audit/{name}",
                 "List /v1/sys/leases/lookup",
                 "List /v1/sys/leases/lookup/",
@@ -498,6 +549,8 @@ mod tests {
                 "Read /v1/sys/leases",
                 "Write /v1/auth/token/create-orphan",
                 "Write /v1/auth/token/revoke-orphan",
+                // A token role may grant policies its writer does not hold.
+                "Write /v1/auth/token/roles/{name}",
                 "Write /v1/database/rotate-root/{name}",
                 "Write /v1/sys/audit-hash/{name}",
                 "Write /v1/sys/audit/{name}",

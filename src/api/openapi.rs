@@ -4,7 +4,10 @@
 //! an endpoint that does not exist or miss one that does: every (template, verb) becomes one
 //! operation, with its path parameters (from the template), its query parameters (as declared),
 //! who may call it (`security`, and Vault's `x-vault-sudo` / `x-vault-unauthenticated`
-//! extensions, which Vault tooling reads) and the answers the verb gives.
+//! extensions, which Vault tooling reads), the answers the verb gives, and for a write the request
+//! body: the fields its route declares, each with the schema of the way the handler reads it
+//! (the handler's [`super::Body`] refuses to read a field the route does not declare, so the two
+//! cannot drift).
 //!
 //! Served at `sys/openapi` and at Vault's `sys/internal/specs/openapi`, to a token whose policies
 //! grant `read` there (as in Vault, where the document is an authenticated endpoint): it reveals
@@ -18,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::routes::{Access, Endpoint, RouteTable, Verb};
+use super::routes::{Access, BodySpec, Endpoint, FieldKind, RouteTable, Verb};
 use super::Routes;
 
 /// The prefix of every route; the document's `servers` entry carries it, as Vault's does.
@@ -169,6 +172,9 @@ fn operation(template: &str, method: &str, endpoint: &Endpoint) -> Value {
         "responses": responses(endpoint),
     });
     let object = operation.as_object_mut().expect("an object");
+    if let Some(body) = endpoint.body.filter(|_| endpoint.verb == Verb::Write) {
+        object.insert("requestBody".into(), request_body(body));
+    }
     let security = match endpoint.access {
         Access::Public | Access::Login => {
             object.insert("x-vault-unauthenticated".into(), json!(true));
@@ -187,6 +193,57 @@ fn operation(template: &str, method: &str, endpoint: &Endpoint) -> Value {
         object.insert("x-lessor-issues-credential".into(), json!(true));
     }
     operation
+}
+
+/// The request body of a write endpoint, from the fields its route declares (the same
+/// declaration [`super::Body`] holds the handler to).
+fn request_body(body: BodySpec) -> Value {
+    let schema = match body {
+        BodySpec::Fields(fields) => {
+            let properties: Map<String, Value> = fields
+                .iter()
+                .map(|f| (f.name.to_owned(), field_schema(f.kind)))
+                .collect();
+            json!({
+                "type": "object",
+                "properties": properties,
+                // A field not listed is refused by name (400).
+                "additionalProperties": false,
+            })
+        }
+        BodySpec::Free(description) => json!({
+            "type": "object",
+            "description": description,
+            "additionalProperties": true,
+        }),
+    };
+    json!({
+        "required": false,
+        "content": { "application/json": { "schema": schema } },
+    })
+}
+
+/// The JSON schema of a field read as `kind`: what [`super::Body`]'s method of that kind accepts.
+pub fn field_schema(kind: FieldKind) -> Value {
+    match kind {
+        FieldKind::String => json!({ "type": "string" }),
+        FieldKind::Secret => json!({ "type": "string", "format": "password", "writeOnly": true }),
+        FieldKind::StringList => json!({
+            "oneOf": [
+                { "type": "array", "items": { "type": "string" } },
+                { "type": "string", "description": "One value, or several separated by commas where the field allows it." },
+            ],
+        }),
+        FieldKind::Boolean => json!({ "type": "boolean" }),
+        FieldKind::Integer => json!({ "type": "integer", "minimum": 0 }),
+        FieldKind::Duration => json!({
+            "oneOf": [
+                { "type": "integer", "minimum": 0, "description": "Seconds." },
+                { "type": "string", "example": "1h30m" },
+            ],
+        }),
+        FieldKind::Object => json!({ "type": "object" }),
+    }
 }
 
 /// The names of the `{parameters}` of an OpenAPI path.

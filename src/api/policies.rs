@@ -8,7 +8,16 @@ use axum::Json;
 use serde_json::json;
 
 use super::gate::current_request_id;
+use super::routes::{field, BodyField, FieldKind};
 use super::{listing, respond, written, ApiError, ApiResult, Body, Routes};
+
+/// `sys/policies/acl/:name`: the policy text.
+const ACL_BODY: &[BodyField] = &[field("policy", FieldKind::String)];
+/// `sys/policy/:name`: Vault's older path takes the text as `policy` or `rules`.
+const LEGACY_BODY: &[BodyField] = &[
+    field("policy", FieldKind::String),
+    field("rules", FieldKind::String),
+];
 use crate::names::PolicyName;
 use crate::password_policy::PasswordPolicies;
 use crate::AppState;
@@ -19,16 +28,19 @@ pub fn routes() -> Routes {
         .list("/v1/sys/policies/acl/", list_acl)
         .read("/v1/sys/policies/acl/{name}", read_acl)
         .write("/v1/sys/policies/acl/{name}", write_acl)
+        .body(ACL_BODY)
         .delete("/v1/sys/policies/acl/{name}", delete_policy)
         // The older path answers a plain GET with the list, as Vault's does.
         .read("/v1/sys/policy", list_legacy)
         .read("/v1/sys/policy/{name}", read_legacy)
         .write("/v1/sys/policy/{name}", write_legacy)
+        .body(LEGACY_BODY)
         .delete("/v1/sys/policy/{name}", delete_policy)
         .list("/v1/sys/policies/password", list_password)
         .list("/v1/sys/policies/password/", list_password)
         .read("/v1/sys/policies/password/{name}", read_password)
         .write("/v1/sys/policies/password/{name}", write_password)
+        .body(ACL_BODY)
         .delete("/v1/sys/policies/password/{name}", delete_password)
         .read(
             "/v1/sys/policies/password/{name}/generate",

@@ -74,6 +74,56 @@ pub enum Access {
     WrappingToken,
 }
 
+/// How a handler reads a body field: which of [`super::Body`]'s methods takes it. The OpenAPI
+/// document derives the field's schema from it, and [`super::Body`] refuses (500, a programming
+/// error) a take whose field and kind the route did not declare, so the document cannot drift
+/// from what the handler reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// [`super::Body::string`]: a string (a number is taken as its text).
+    String,
+    /// [`super::Body::secret`]: a string never echoed in an error.
+    Secret,
+    /// [`super::Body::string_list`]: a list of strings, or one string (split on commas where
+    /// the field allows it).
+    StringList,
+    /// [`super::Body::boolean`]: `true`/`false` (or `"true"`, `"1"`...).
+    Boolean,
+    /// [`super::Body::integer`]: a non-negative integer.
+    Integer,
+    /// [`super::Body::duration`]: seconds, or a duration string such as `"1h"`.
+    Duration,
+    /// [`super::Body::object`]: a JSON object.
+    Object,
+}
+
+/// One field of a request body: its name and how the handler reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyField {
+    pub name: &'static str,
+    pub kind: FieldKind,
+}
+
+/// Shorthand for a [`BodyField`] in the declarations of each module.
+pub const fn field(name: &'static str, kind: FieldKind) -> BodyField {
+    BodyField { name, kind }
+}
+
+/// What a write endpoint's request body may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodySpec {
+    /// Exactly these fields; any other is refused by name (or, for Vault fields Lessor does not
+    /// implement, refused unless it holds its "off" value).
+    Fields(&'static [BodyField]),
+    /// Any JSON object, described in words (`sys/wrapping/wrap` wraps whatever it is given).
+    Free(&'static str),
+}
+
+/// The body declaration of the endpoint a request reached, put in the request's extensions by
+/// the gate for [`super::Body`].
+#[derive(Debug, Clone, Copy)]
+pub struct DeclaredBody(pub Option<BodySpec>);
+
 /// What the gate knows of an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {
@@ -87,6 +137,8 @@ pub struct Endpoint {
     /// One line on what it does, for the OpenAPI document ([`super::openapi`]); without one the
     /// document says the operation and the path.
     pub summary: Option<&'static str>,
+    /// The request body it reads; every write endpoint declares one (checked by a test).
+    pub body: Option<BodySpec>,
 }
 
 /// Every declared endpoint, by route template and verb.
@@ -140,6 +192,7 @@ impl Routes {
             issues_credential: false,
             query: &[],
             summary: None,
+            body: None,
         };
         assert!(
             self.table.0.insert(key.clone(), endpoint).is_none(),
@@ -237,6 +290,16 @@ impl Routes {
     /// The endpoint declared last reads these query parameters.
     pub fn query(self, names: &'static [&'static str]) -> Self {
         self.set_last(|e| e.query = names)
+    }
+
+    /// The endpoint declared last reads exactly these body fields.
+    pub fn body(self, fields: &'static [BodyField]) -> Self {
+        self.set_last(|e| e.body = Some(BodySpec::Fields(fields)))
+    }
+
+    /// The endpoint declared last takes any JSON object as its body.
+    pub fn free_body(self, description: &'static str) -> Self {
+        self.set_last(|e| e.body = Some(BodySpec::Free(description)))
     }
 
     /// The endpoint declared last, in one line, for the OpenAPI document.

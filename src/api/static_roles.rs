@@ -8,7 +8,22 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
+use super::routes::{field, BodyField, FieldKind};
 use super::{listing, respond, written, ApiError, ApiResult, Body, Caller, Envelope};
+
+/// The body of `database/static-roles/:name`, as [`write_static_role`] reads it.
+pub const STATIC_ROLE_BODY: &[BodyField] = &[
+    field("db_name", FieldKind::String),
+    field("username", FieldKind::String),
+    field("alternate_username", FieldKind::String),
+    field("rotation_period", FieldKind::Duration),
+    field("rotation_schedule", FieldKind::String),
+    field("rotation_window", FieldKind::Duration),
+    field("rotation_statements", FieldKind::StringList),
+    field("skip_import_rotation", FieldKind::Boolean),
+    field("password", FieldKind::Secret),
+    field("credential_type", FieldKind::String),
+];
 use crate::names::{ConnectionName, StaticRoleName};
 use crate::rotation::StaticRoleInput;
 use crate::AppState;

@@ -9,7 +9,25 @@ use serde_json::json;
 
 use serde::Deserialize;
 
+use super::routes::{field, BodyField, FieldKind};
 use super::{listing, respond, written, ApiError, ApiResult, Body, Caller, Envelope, QueryParams};
+
+/// `sys/leases/lookup`, `sys/leases/revoke` (and the legacy `sys/revoke`).
+pub const LEASE_ID_BODY: &[BodyField] = &[field("lease_id", FieldKind::String)];
+/// `sys/leases/renew` (and `sys/renew`).
+pub const RENEW_BODY: &[BodyField] = &[
+    field("lease_id", FieldKind::String),
+    field("increment", FieldKind::Duration),
+];
+/// `sys/leases/renew/:lease_id` (and `sys/renew/:lease_id`).
+pub const RENEW_PATH_BODY: &[BodyField] = &[field("increment", FieldKind::Duration)];
+/// `sys/leases/revoke-prefix/:prefix`, `revoke-force/:prefix`: node-vault repeats the prefix.
+pub const PREFIX_BODY: &[BodyField] = &[field("path_prefix", FieldKind::String)];
+/// `sys/leases/reconcile`.
+pub const RECONCILE_BODY: &[BodyField] = &[
+    field("dry_run", FieldKind::Boolean),
+    field("connection", FieldKind::String),
+];
 use crate::auth::Auth;
 use crate::lease::ListPage;
 use crate::names::{LeaseId, LeasePrefix};

@@ -17,17 +17,25 @@ use serde_json::{json, Map, Value};
 
 use super::canonical::WrapRequest;
 use super::gate::current_request_id;
+use super::routes::{field, BodyField, FieldKind};
 use super::{respond, ApiError, ApiResult, Body, Caller, Routes};
+
+/// `sys/wrapping/unwrap`, `lookup`, `rewrap`: the wrapping token (else the request's token).
+const TOKEN_BODY: &[BodyField] = &[field("token", FieldKind::Secret)];
 use crate::AppState;
 
 pub fn routes() -> Routes {
     Routes::new()
         .write("/v1/sys/wrapping/unwrap", unwrap)
         .wrapping_token()
+        .body(TOKEN_BODY)
         .write("/v1/sys/wrapping/lookup", lookup)
         .wrapping_token()
+        .body(TOKEN_BODY)
         .write("/v1/sys/wrapping/rewrap", rewrap)
+        .body(TOKEN_BODY)
         .write("/v1/sys/wrapping/wrap", wrap)
+        .free_body("Any JSON object: it is wrapped as the data of the answer")
 }
 
 /// The wrapping token a request acts on, as the gate chose it (the body's `token`, else the
@@ -53,7 +61,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WrappingToken {
 /// `sys/wrapping/unwrap`: the wrapped answer, once.
 async fn unwrap(State(state): State<AppState>, token: WrappingToken, mut body: Body) -> ApiResult {
     // The gate already read `token` from the body: it is the one this request acts on.
-    body.0.remove("token");
+    body.secret("token")?;
     body.finish()?;
     let mut answer = state.wrapping.unwrap(&token.0).await?;
     if let Some(object) = answer.as_object_mut() {
@@ -64,7 +72,7 @@ async fn unwrap(State(state): State<AppState>, token: WrappingToken, mut body: B
 
 /// `sys/wrapping/lookup`: creation path, time and TTL; never the secret.
 async fn lookup(State(state): State<AppState>, token: WrappingToken, mut body: Body) -> ApiResult {
-    body.0.remove("token");
+    body.secret("token")?;
     body.finish()?;
     Ok(respond(state.wrapping.lookup(&token.0).await?))
 }

@@ -16,6 +16,7 @@ pub mod cert;
 pub mod hcl;
 pub mod jwt;
 pub mod policy;
+pub mod token_roles;
 pub mod tokens;
 
 use chrono::{DateTime, Utc};

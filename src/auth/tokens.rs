@@ -97,6 +97,33 @@ fn clean_display_name(name: &str) -> String {
         .collect()
 }
 
+/// `token-<name>`, or `token` without a name, as Vault shows a created token's display name.
+fn token_display_name(requested: Option<&str>) -> String {
+    match requested.map(clean_display_name) {
+        Some(name) if !name.is_empty() => format!("token-{name}"),
+        _ => "token".to_owned(),
+    }
+}
+
+/// Adds `default` unless asked not to (or the token is root), sorts, and refuses an empty list.
+fn finish_policies(policies: &mut Vec<String>, no_default_policy: bool) -> Result<()> {
+    let only_root = policies.iter().any(|p| p == ROOT_POLICY);
+    if !no_default_policy && !only_root && !policies.iter().any(|p| p == DEFAULT_POLICY) {
+        policies.push(DEFAULT_POLICY.to_owned());
+    }
+    if no_default_policy {
+        policies.retain(|p| p != DEFAULT_POLICY);
+    }
+    policies.sort();
+    policies.dedup();
+    if policies.is_empty() {
+        return Err(Error::invalid(
+            "policies: a token needs at least one policy",
+        ));
+    }
+    Ok(())
+}
+
 fn chrono(duration: Duration) -> Result<chrono::Duration> {
     chrono::Duration::from_std(duration).map_err(|_| Error::invalid("ttl: too long"))
 }
@@ -157,25 +184,8 @@ impl Auth {
                 )));
             }
         }
-        let only_root = policies.iter().any(|p| p == ROOT_POLICY);
-        if !request.no_default_policy && !only_root && !policies.iter().any(|p| p == DEFAULT_POLICY)
-        {
-            policies.push(DEFAULT_POLICY.to_owned());
-        }
-        if request.no_default_policy {
-            policies.retain(|p| p != DEFAULT_POLICY);
-        }
-        policies.sort();
-        policies.dedup();
-        if policies.is_empty() {
-            return Err(Error::invalid(
-                "policies: a token needs at least one policy",
-            ));
-        }
-        let display_name = match request.display_name.as_deref().map(clean_display_name) {
-            Some(name) if !name.is_empty() => format!("token-{name}"),
-            _ => "token".to_owned(),
-        };
+        finish_policies(&mut policies, request.no_default_policy)?;
+        let display_name = token_display_name(request.display_name.as_deref());
         self.issue_token(NewToken {
             display_name,
             policies,
@@ -194,6 +204,51 @@ impl Auth {
             meta: request.meta,
             parent_accessor: (!orphan).then(|| parent.accessor.clone()),
             not_after: if orphan { None } else { parent.expires_at },
+        })
+        .await
+    }
+
+    /// `auth/token/create/:role`: a token whose policies, parent and lifetime follow the token
+    /// role (see [`super::token_roles`]). An orphan role makes orphans without sudo, as in
+    /// Vault: whoever wrote the role (with sudo) decided so.
+    pub async fn create_token_from_role(
+        &self,
+        creator: &Identity,
+        role_name: &str,
+        request: TokenRequest,
+    ) -> Result<IssuedToken> {
+        let role = self.token_role(role_name).await.map_err(|e| match e {
+            Error::NotFound { .. } => Error::invalid(format!("unknown token role {role_name}")),
+            other => other,
+        })?;
+        let held = (!creator.is_root()).then_some(creator.policies.as_slice());
+        let mut policies = role.grant(request.policies, held)?;
+        finish_policies(&mut policies, request.no_default_policy)?;
+        let requested_cap = request.explicit_max_ttl.filter(|d| !d.is_zero());
+        let explicit_max_ttl = match (requested_cap, role.life_cap()) {
+            (Some(asked), Some(cap)) => asked.min(cap),
+            (asked, cap) => asked.or(cap).unwrap_or_default(),
+        };
+        let ttl = request
+            .ttl
+            .filter(|d| !d.is_zero())
+            .or((!role.token_ttl.is_zero()).then_some(role.token_ttl))
+            .unwrap_or(self.limits.default_ttl);
+        self.issue_token(NewToken {
+            display_name: token_display_name(request.display_name.as_deref()),
+            policies,
+            ttl,
+            explicit_max_ttl,
+            renewable: role.renewable && request.renewable.unwrap_or(true),
+            entity_id: None,
+            path: format!("auth/token/create/{}", role.name),
+            meta: request.meta,
+            parent_accessor: (!role.orphan).then(|| creator.accessor.clone()),
+            not_after: if role.orphan {
+                None
+            } else {
+                creator.expires_at
+            },
         })
         .await
     }

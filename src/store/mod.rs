@@ -39,6 +39,7 @@ mod models;
 mod reconcile;
 mod replicas;
 mod static_roles;
+mod token_roles;
 pub mod wrapping;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +58,7 @@ pub use replicas::{Change, ChangeFeed, Claim, ReplicaRow};
 pub use static_roles::{
     Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow, ROTATION_HISTORY_LEN,
 };
+pub use token_roles::TokenRoleRow;
 
 use crate::error::{Error, Result};
 

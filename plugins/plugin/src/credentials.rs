@@ -9,6 +9,7 @@
 use rand::rngs::OsRng;
 use rand::Rng;
 
+use crate::vault_template::{Env, VaultTemplate};
 use crate::{PluginError, Secret};
 
 /// Characters of generated passwords: safe in SQL literals, URLs, `.pgpass` and `my.cnf`.
@@ -265,16 +266,146 @@ enum Piece {
     UnixTime,
 }
 
-/// A parsed username template such as `v-{{role}}-{{random}}`. Placeholders: `{{role}}`,
-/// `{{display_name}}`, `{{unix_time}}` and exactly one `{{random}}`.
+/// Lessor's own placeholder names; a template using only these is read in Lessor's syntax.
+const LESSOR_PLACEHOLDERS: &[&str] = &["role", "role_name", "display_name", "unix_time", "random"];
+
+/// How many names the write-time check renders: all must differ, so a template whose random
+/// part is cut away by a later `truncate` is refused when the role is written.
+const SAMPLE_RENDERS: usize = 3;
+
+/// A parsed username template, in either of two syntaxes:
+/// - Lessor's own, `v-{{role}}-{{random}}`: placeholders `{{role}}`, `{{display_name}}`,
+///   `{{unix_time}}` and exactly one `{{random}}`; the text before the random part is cut to fit
+///   the engine's limit, never the random part.
+/// - Vault's (see [`crate::vault_template`]), `{{.RoleName | truncate 10}}-{{random 20}}`: the
+///   template decides the length itself, as in Vault; a name longer than the engine allows is
+///   refused, at write time for the sample role and display name, and at issue time for others.
+///
+/// A template whose every `{{ }}` is one of Lessor's names is read as Lessor's; any other is
+/// read as Vault's (where Lessor's names still work as aliases of the fields).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsernameTemplate {
+pub struct UsernameTemplate(Syntax);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Syntax {
+    Lessor(LessorTemplate),
+    Vault(VaultTemplate),
+}
+
+impl UsernameTemplate {
+    /// Parses a template, refusing (with [`PluginError::InvalidValue`] naming the problem) an
+    /// unknown placeholder or function, a malformed action, or a template without randomness.
+    pub fn parse(text: &str) -> Result<Self, PluginError> {
+        if looks_like_lessor(text) {
+            LessorTemplate::parse(text).map(|t| Self(Syntax::Lessor(t)))
+        } else {
+            VaultTemplate::parse(text).map(|t| Self(Syntax::Vault(t)))
+        }
+    }
+
+    /// Checks, when a role is written, that the template yields usernames the engine accepts:
+    /// for Lessor's syntax, that the random part and what follows fit in `max_len`; for Vault's,
+    /// that names rendered for `context` fit, pass [`check_username`] and differ from each other.
+    pub fn check_fits(
+        &self,
+        max_len: usize,
+        context: UsernameContext<'_>,
+    ) -> Result<(), PluginError> {
+        match &self.0 {
+            Syntax::Lessor(t) => t.check_fits(max_len, context),
+            Syntax::Vault(t) => {
+                let now = chrono::Utc::now();
+                let mut seen: Vec<String> = Vec::new();
+                for _ in 0..SAMPLE_RENDERS {
+                    let name = render_vault(t, max_len, context, now)?;
+                    if seen.contains(&name) {
+                        return Err(PluginError::invalid(
+                            "username_template",
+                            format!(
+                                "renders the same username ({name}) twice; its {{{{random N}}}} or {{{{uuid}}}} must survive any truncate"
+                            ),
+                        ));
+                    }
+                    seen.push(name);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Renders a fresh username no longer than `max_len` that passes [`check_username`].
+    pub fn generate(
+        &self,
+        max_len: usize,
+        context: UsernameContext<'_>,
+    ) -> Result<String, PluginError> {
+        match &self.0 {
+            Syntax::Lessor(t) => t.generate(max_len, context),
+            Syntax::Vault(t) => render_vault(t, max_len, context, chrono::Utc::now()),
+        }
+    }
+}
+
+/// Renders a Vault-syntax template and holds the result to the engine's rules.
+fn render_vault(
+    template: &VaultTemplate,
+    max_len: usize,
+    context: UsernameContext<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String, PluginError> {
+    let name = template.render(&Env {
+        role: context.role,
+        display_name: context.display_name,
+        now,
+    });
+    if name.len() > max_len {
+        return Err(PluginError::invalid(
+            "username_template",
+            format!(
+                "renders a {}-character username, longer than the engine's {max_len}-character limit; end the template with | truncate {max_len}",
+                name.len()
+            ),
+        ));
+    }
+    if let Err(err) = check_username(&name) {
+        let reason = match err {
+            PluginError::InvalidValue { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        return Err(PluginError::invalid(
+            "username_template",
+            format!("renders a username that {reason}"),
+        ));
+    }
+    Ok(name)
+}
+
+/// Whether every `{{ }}` in `text` is one of Lessor's own placeholder names.
+fn looks_like_lessor(text: &str) -> bool {
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            // Unclosed: let Lessor's parser say so.
+            return true;
+        };
+        if !LESSOR_PLACEHOLDERS.contains(&after[..end].trim()) {
+            return false;
+        }
+        rest = &after[end + 2..];
+    }
+    true
+}
+
+/// A template in Lessor's own syntax, split around its one `{{random}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LessorTemplate {
     before_random: Vec<Piece>,
     after_random: Vec<Piece>,
 }
 
-impl UsernameTemplate {
-    pub fn parse(text: &str) -> Result<Self, PluginError> {
+impl LessorTemplate {
+    fn parse(text: &str) -> Result<Self, PluginError> {
         let mut before = Vec::new();
         let mut after = Vec::new();
         let mut seen_random = false;
@@ -331,11 +462,7 @@ impl UsernameTemplate {
 
     /// Checks that the random part and everything after it fit in `max_len`; the part before it may
     /// be cut. Called when a role is written.
-    pub fn check_fits(
-        &self,
-        max_len: usize,
-        context: UsernameContext<'_>,
-    ) -> Result<(), PluginError> {
+    fn check_fits(&self, max_len: usize, context: UsernameContext<'_>) -> Result<(), PluginError> {
         let tail = render_pieces(&self.after_random, context, 0).len();
         if tail + USERNAME_RANDOM_LEN > max_len {
             return Err(PluginError::invalid(
@@ -350,7 +477,7 @@ impl UsernameTemplate {
 
     /// Renders a fresh username no longer than `max_len`, cutting the text before the random part
     /// (never the random part itself).
-    pub fn generate(
+    fn generate(
         &self,
         max_len: usize,
         context: UsernameContext<'_>,
@@ -385,7 +512,7 @@ fn check_literal(text: &str) -> Result<String, PluginError> {
 
 /// Replaces characters outside the username alphabet, so a display name like `jwt:alice@corp`
 /// becomes `jwt-alice-corp`.
-fn sanitize(value: &str) -> String {
+pub(crate) fn sanitize(value: &str) -> String {
     value
         .chars()
         .map(|c| {
@@ -531,6 +658,76 @@ mod tests {
             .to_string()
             .contains("{{rol}}"));
         assert!(UsernameTemplate::parse("v'-{{random}}").is_err());
+    }
+
+    #[test]
+    fn vault_templates_are_held_to_the_engine_rules_at_write_and_issue() {
+        let postgres_default = UsernameTemplate::parse(
+            r#"{{ printf "v-%s-%s-%s-%s" (.DisplayName | truncate 8) (.RoleName | truncate 8) (random 20) (unix_time) | truncate 63 }}"#,
+        )
+        .unwrap();
+        postgres_default.check_fits(63, CONTEXT).unwrap();
+        let name = postgres_default.generate(63, CONTEXT).unwrap();
+        assert!(name.starts_with("v-token-a-rather-"), "{name}");
+        check_username(&name).unwrap();
+        assert_ne!(postgres_default.generate(63, CONTEXT).unwrap(), name);
+
+        // Longer than MySQL 8's 32 characters: refused when the role is written, saying how.
+        let err = postgres_default
+            .check_fits(32, CONTEXT)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("32-character limit") && err.contains("truncate 32"),
+            "{err}"
+        );
+        // A display name that makes it too long is refused at issue time with the same reason.
+        let short = UsernameTemplate::parse("{{.DisplayName}}-{{random 8}}").unwrap();
+        short.check_fits(32, CONTEXT).unwrap();
+        let long_display = UsernameContext {
+            role: "r",
+            display_name: "a-display-name-that-is-far-too-long",
+        };
+        assert!(short.generate(32, long_display).is_err());
+
+        // Characters the engine rules refuse ('=' and '+' of base64, a quote in printf).
+        for text in [
+            r#"{{.RoleName | base64}}{{random 8}}"#,
+            r#"{{printf "a'%s" (random 8)}}"#,
+        ] {
+            let err = UsernameTemplate::parse(text)
+                .unwrap()
+                .check_fits(63, CONTEXT)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("renders a username that"), "{text}: {err}");
+        }
+        // Randomness cut away by a later truncate.
+        let err =
+            UsernameTemplate::parse(r#"{{printf "%s-%s" .RoleName (random 8) | truncate 10}}"#)
+                .unwrap()
+                .check_fits(63, CONTEXT)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("same username"), "{err}");
+    }
+
+    #[test]
+    fn lessor_and_vault_syntax_are_told_apart() {
+        // Lessor's: the text before {{random}} is cut to fit, the random part kept whole.
+        let lessor = UsernameTemplate::parse("v-{{role}}-{{unix_time}}-{{random}}").unwrap();
+        let name = lessor.generate(32, CONTEXT).unwrap();
+        assert_eq!(name.len(), 32);
+        // Vault's: {{random}} without a length is Lessor's and cannot be mixed in.
+        let err = UsernameTemplate::parse("v-{{role}}-{{random}}-{{.DisplayName}}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("random takes 1 argument"), "{err}");
+        let vault = UsernameTemplate::parse("v-{{role}}-{{random 10}}").unwrap();
+        assert_eq!(
+            vault.generate(63, CONTEXT).unwrap().len(),
+            "v-".len() + CONTEXT.role.len() + 11
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   role is written so that an unknown placeholder never reaches credential issuance.
 //! - [`credentials`]: username and password generation from OS randomness over alphabets that are
 //!   safe in SQL literals, URLs, `.pgpass` and MySQL option files.
+//! - [`vault_template`]: Vault's username template language (`{{.RoleName | truncate 10}}`), parsed
+//!   by hand with a depth limit, beside Lessor's own `v-{{role}}-{{random}}`.
 //! - [`Secret`]: the wrapper every password travels in, whose `Debug` and `Display` never print it.
 //! - [`PluginError`]: one error type that tells a transient failure (retry later) from a permanent one.
 
@@ -15,6 +17,7 @@
 
 pub mod credentials;
 pub mod template;
+pub mod vault_template;
 
 use std::collections::BTreeMap;
 use std::fmt;
