@@ -10,9 +10,8 @@ use serde_json::{json, Map, Value};
 
 use super::gate::current_request_id;
 use super::{respond, written, ApiError, ApiResult, Body, QueryParams, Routes};
-use crate::metrics::{render, Gauges};
+use crate::metrics::render;
 use crate::names::AuditDeviceName;
-use crate::store::LeaseState;
 use crate::AppState;
 
 pub fn routes() -> Routes {
@@ -141,17 +140,14 @@ async fn metrics(
             "format: only format=prometheus is supported",
         ));
     }
-    let gauges = Gauges {
-        active_leases: state.store.count_leases(LeaseState::Active).await?,
-        revoking_leases: state.store.count_leases(LeaseState::Revoking).await?,
-    };
+    let live = state.store.live_lease_counts().await?;
     Ok((
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&gauges),
+        render(&live),
     )
         .into_response())
 }

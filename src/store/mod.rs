@@ -5,6 +5,7 @@
 //! loads all leases: the reaper asks for what is due, in batches, through the `leases_due` index.
 
 mod identity;
+mod metrics;
 mod models;
 mod static_roles;
 pub mod wrapping;
@@ -18,6 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use identity::{AlertRow, AuditDeviceRow, PolicyRow, TokenRow};
+pub use metrics::LiveLeaseCount;
 pub use models::{ConnectionRow, LeaseRow, LeaseState, RoleRow};
 pub use static_roles::{
     Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow, ROTATION_HISTORY_LEN,
