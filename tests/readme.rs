@@ -1,5 +1,6 @@
-//! README.md's examples, run as written: every ```` ```sh ```` block, in the order the README
-//! gives them, in one bash shell, against a `lessor dev` this test starts; then the server is
+//! README.md's examples, run as written: every ```` ```sh ```` block (and ```` ```python ````
+//! block, with the hvac in `.venv` that scripts/test.sh installs), in the order the README gives
+//! them, in one bash shell, against a `lessor dev` this test starts; then the server is
 //! stopped (it revokes what it issued) and the ```` ```sh cleanup ```` block runs; then nothing the
 //! examples made may be left on PostgreSQL or MariaDB.
 //!
@@ -175,7 +176,10 @@ async fn the_readme_examples_run_as_written_and_clean_up() {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let all = blocks(&readme);
-    let examples: Vec<&Block> = all.iter().filter(|b| b.info == "sh").collect();
+    let examples: Vec<&Block> = all
+        .iter()
+        .filter(|b| b.info == "sh" || b.info == "python")
+        .collect();
     let cleanup: Vec<&Block> = all.iter().filter(|b| b.info == "sh cleanup").collect();
     assert!(
         examples.len() >= 5,
@@ -246,13 +250,25 @@ async fn the_readme_examples_run_as_written_and_clean_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // Python examples run with the hvac that scripts/test.sh installs into .venv.
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test.sh installs hvac there for the README's Python example",
+        python.display()
+    );
     let mut script = String::from("set -eo pipefail\n");
     for block in &examples {
-        script.push_str(&format!(
-            "echo '>>> README.md line {}' >&2\n{}\n",
-            block.line,
-            block.text.replace("127.0.0.1:8200", &addr)
-        ));
+        let text = block.text.replace("127.0.0.1:8200", &addr);
+        script.push_str(&format!(">&2 echo '>>> README.md line {}'\n", block.line));
+        if block.info == "python" {
+            script.push_str(&format!(
+                "'{}' - <<'README_PYTHON'\n{text}README_PYTHON\n",
+                python.display()
+            ));
+        } else {
+            script.push_str(&format!("{text}\n"));
+        }
     }
     let ran = tokio::task::spawn_blocking({
         let dir = work.path().to_path_buf();
@@ -298,4 +314,11 @@ async fn the_readme_examples_run_as_written_and_clean_up() {
     // read the table the README made.
     let stdout = String::from_utf8_lossy(&ran.stdout);
     assert!(stdout.matches("hello").count() >= 3, "{stdout}");
+    // hvac's example printed the username and lease duration it was given.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("v-readonly-") && l.ends_with(" 3600")),
+        "{stdout}"
+    );
 }
