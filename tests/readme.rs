@@ -96,7 +96,9 @@ fn mariadb(sql: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-/// What the examples would leave: their fixed names, and users issued for their `app-*` roles.
+/// What the examples would leave: their fixed names, and users issued for the roles they issue
+/// from (`app-ro`, `app-mysql-ro`; narrow patterns, since other tests issue for roles named
+/// `app-<random>` at the same time).
 fn made_by_examples() -> String {
     let roles = PG_ROLES
         .iter()
@@ -104,11 +106,11 @@ fn made_by_examples() -> String {
         .collect::<Vec<_>>()
         .join(",");
     let pg = psql(&format!(
-        "SELECT 'postgres role ' || rolname FROM pg_roles WHERE rolname IN ({roles}) OR rolname LIKE 'v-app-%' \
+        "SELECT 'postgres role ' || rolname FROM pg_roles WHERE rolname IN ({roles}) OR rolname LIKE 'v-app-ro-%' \
          UNION ALL SELECT 'postgres database ' || datname FROM pg_database WHERE datname = 'app'"
     ));
     let my = mariadb(
-        "SELECT CONCAT('mariadb user ', user) FROM mysql.user WHERE user = 'lessor_admin' OR user LIKE 'v-app-%' \
+        "SELECT CONCAT('mariadb user ', user) FROM mysql.user WHERE user = 'lessor_admin' OR user LIKE 'v-app-mysql-ro-%' \
          UNION ALL SELECT CONCAT('mariadb database ', schema_name) FROM information_schema.schemata WHERE schema_name = 'app'",
     );
     [pg, my]
