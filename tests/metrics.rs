@@ -349,6 +349,69 @@ async fn issue_renew_revoke_move_the_series_of_their_role_and_connection() {
     );
 }
 
+/// A revocation the database refuses is counted as a failure (and retried); revoke-force then
+/// marks it revoked, counted as `forced`.
+#[tokio::test]
+async fn refused_and_forced_revocations_are_counted() {
+    let server = TestServer::start().await;
+    let pg = unique("pg");
+    server.add_postgres(&pg).await;
+    let role = unique("refused");
+    server
+        .write_role(
+            &role,
+            json!({
+                "db_name": pg,
+                "creation_statements": [READONLY],
+                "revocation_statements": ["SELECT no_such_column FROM no_such_table_lessor"],
+                "default_ttl": "10m"
+            }),
+        )
+        .await;
+    let (lease, username, _) = server.creds(&role).await;
+    let (status, _) = server
+        .call(
+            "PUT",
+            "sys/leases/revoke",
+            Some(json!({ "lease_id": lease })),
+        )
+        .await;
+    assert!(
+        !status.is_success(),
+        "the database refused the drop: {status}"
+    );
+    let refused = scrape(&server).await;
+    let labels = [("role", role.as_str()), ("connection", pg.as_str())];
+    // At least one: the reaper may already have retried (and failed again).
+    assert!(
+        refused.value(
+            "lessor_lease_revocations_total",
+            &[labels[0], labels[1], ("outcome", "failure")]
+        ) >= 1.0
+    );
+    assert_eq!(refused.value("lessor_leases_revoking", &labels), 1.0);
+    assert_eq!(refused.value("lessor_leases_active", &labels), 0.0);
+
+    let (status, body) = server
+        .call("PUT", &format!("sys/leases/revoke-force/{lease}"), None)
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let forced = scrape(&server).await;
+    assert!(
+        forced.value(
+            "lessor_lease_revocations_total",
+            &[labels[0], labels[1], ("outcome", "forced")]
+        ) >= 1.0
+    );
+    assert_eq!(forced.value("lessor_leases_revoking", &labels), 0.0);
+    // revoke-force leaves the user on the database, as it says: the test drops it.
+    pg_admin()
+        .await
+        .batch_execute(&format!("DROP ROLE IF EXISTS \"{username}\""))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn replicas_sharing_a_store_report_the_same_active_leases() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,8 @@
 //!   only with what the README itself sets.
 //!
 //! ```` ```bash ```` blocks (the two commands and starting the dev server) are not run: they are
-//! what a reader runs before the examples, and what this test does itself.
+//! what a reader runs before the examples, and what this test does itself. ```` ```toml ````
+//! blocks are configuration files: each must load as Lessor's configuration.
 
 mod common;
 
@@ -323,4 +324,25 @@ async fn the_readme_examples_run_as_written_and_clean_up() {
             .any(|l| l.starts_with("v-readonly-") && l.ends_with(" 3600")),
         "{stdout}"
     );
+}
+
+/// Every TOML example is a configuration Lessor accepts as it is written (unknown keys and bad
+/// values are errors at load).
+#[test]
+fn the_readme_toml_examples_are_valid_configuration() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let tomls: Vec<Block> = blocks(&readme)
+        .into_iter()
+        .filter(|b| b.info == "toml")
+        .collect();
+    assert!(!tomls.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    for block in tomls {
+        let file = dir.path().join(format!("line-{}.toml", block.line));
+        std::fs::write(&file, &block.text).unwrap();
+        if let Err(e) = lessor::config::load(Some(&file), &[], &Default::default()) {
+            panic!("README.md line {}: {e}", block.line);
+        }
+    }
 }
