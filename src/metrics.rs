@@ -47,6 +47,9 @@ pub enum Outcome {
     Success,
     /// The database or the store refused or failed; for a revocation, it will be retried.
     Failure,
+    /// Refused before any database work: a bad request, a role not allowed on its connection,
+    /// renewing a lease that has expired or was revoked. The client's doing, not an outage.
+    Refused,
     /// An issue whose lease was revoked while its user was being created (a 409).
     Conflict,
     /// A revoke-force that marked the lease revoked although the database refused the drop.
@@ -60,9 +63,39 @@ impl Outcome {
         match self {
             Self::Success => "success",
             Self::Failure => "failure",
+            Self::Refused => "refused",
             Self::Conflict => "conflict",
             Self::Forced => "forced",
             Self::Skipped => "skipped",
+        }
+    }
+}
+
+impl Outcome {
+    /// How a request's answer counts: a client error is `refused`, a conflict `conflict`, and
+    /// anything the client could not have avoided (database, store, internal) `failure`. No `_`
+    /// arm, so a new error variant forces a decision here.
+    pub fn of<T>(result: &crate::error::Result<T>) -> Self {
+        use crate::error::Error;
+        match result {
+            Ok(_) => Self::Success,
+            Err(Error::Conflict(_)) => Self::Conflict,
+            Err(
+                Error::InvalidInput(_)
+                | Error::NotFound { .. }
+                | Error::PermissionDenied
+                | Error::LoginRefused(_),
+            ) => Self::Refused,
+            Err(
+                Error::AuditFailed(_)
+                | Error::Database { .. }
+                | Error::Unavailable(_)
+                | Error::Store(_)
+                | Error::Migration(_)
+                | Error::Seal(_)
+                | Error::Config(_)
+                | Error::Internal(_),
+            ) => Self::Failure,
         }
     }
 }
@@ -339,12 +372,12 @@ pub fn render(live: &[LiveLeaseCount]) -> String {
     );
     registry.register(
         "lessor_lease_issues",
-        "Credential requests for configured roles, by role, connection and outcome (success, failure, conflict)",
+        "Credential requests for configured roles, by role, connection and outcome (success, failure, refused, conflict)",
         m.issues.clone(),
     );
     registry.register(
         "lessor_lease_renewals",
-        "Lease renewals, by role, connection and outcome (success, failure)",
+        "Lease renewals, by role, connection and outcome (success, failure, refused)",
         m.renewals.clone(),
     );
     registry.register(
@@ -364,7 +397,7 @@ pub fn render(live: &[LiveLeaseCount]) -> String {
     );
     registry.register(
         "lessor_rotations",
-        "Password rotations of static roles (kind=static) and admin credentials (kind=root), by role, connection and outcome (success, failure, skipped)",
+        "Password rotations of static roles (kind=static) and admin credentials (kind=root), by role, connection and outcome (success, failure, refused, skipped)",
         m.rotations.clone(),
     );
     registry.register(

@@ -280,7 +280,31 @@ async fn issue_renew_revoke_move_the_series_of_their_role_and_connection() {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 
+    // Renewing a revoked lease is the client's mistake: refused, not failed.
+    let (status, _) = server
+        .call(
+            "PUT",
+            "sys/leases/renew",
+            Some(json!({ "lease_id": second })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
     let revoked = scrape(&server).await;
+    assert_eq!(
+        revoked.value(
+            "lessor_lease_renewals_total",
+            &[("role", &role), ("outcome", "refused")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        revoked.sum(
+            "lessor_lease_renewals_total",
+            &[("role", &role), ("outcome", "failure")]
+        ),
+        None
+    );
     assert_eq!(revoked.value("lessor_leases_active", &pg_role), 1.0);
     assert_eq!(
         revoked.value(
@@ -469,7 +493,7 @@ async fn rotations_are_counted_by_kind_role_connection_and_outcome() {
         .await;
     assert!(status.is_success(), "{status} {body}");
     // The dev-style connection has no `{{password}}` template: its admin password cannot be
-    // rotated, and that failure is counted under kind=root.
+    // rotated, a refusal (not an outage) counted under kind=root.
     let (status, _) = server
         .call("POST", &format!("database/rotate-root/{pg}"), None)
         .await;
@@ -509,7 +533,7 @@ async fn rotations_are_counted_by_kind_role_connection_and_outcome() {
             &[
                 ("kind", "root"),
                 ("connection", &pg),
-                ("outcome", "failure")
+                ("outcome", "refused")
             ]
         ),
         1.0

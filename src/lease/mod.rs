@@ -260,11 +260,7 @@ impl LeaseManager {
         let started = std::time::Instant::now();
         let issued = self.issue_for(role_name, role, requester).await;
         if let Some(labels) = &labels {
-            let outcome = match &issued {
-                Ok(_) => crate::metrics::Outcome::Success,
-                Err(Error::Conflict(_)) => crate::metrics::Outcome::Conflict,
-                Err(_) => crate::metrics::Outcome::Failure,
-            };
+            let outcome = crate::metrics::Outcome::of(&issued);
             crate::metrics::lease_issue(labels, outcome, started.elapsed());
         }
         issued
@@ -549,11 +545,7 @@ impl LeaseManager {
         if let Some(labels) =
             crate::metrics::LeaseLabels::checked(&lease.role_name, &lease.connection_name)
         {
-            let outcome = match renewed {
-                Ok(_) => crate::metrics::Outcome::Success,
-                Err(_) => crate::metrics::Outcome::Failure,
-            };
-            crate::metrics::lease_renewal(&labels, outcome);
+            crate::metrics::lease_renewal(&labels, crate::metrics::Outcome::of(&renewed));
         }
         renewed
     }

@@ -42,10 +42,7 @@ impl Rotator {
         let started = std::time::Instant::now();
         let rotated = self.rotate_root_row(connection, &row).await;
         if let Some(labels) = crate::metrics::RotationLabels::checked_root(connection) {
-            let outcome = match rotated {
-                Ok(()) => crate::metrics::Outcome::Success,
-                Err(_) => crate::metrics::Outcome::Failure,
-            };
+            let outcome = crate::metrics::Outcome::of(&rotated);
             crate::metrics::rotation(&labels, outcome, started.elapsed());
         }
         rotated
