@@ -14,6 +14,9 @@ command -v pg_ctlcluster >/dev/null 2>&1 || need_install+=(postgresql postgresql
 [ -x /usr/sbin/mariadbd ] || need_install+=(mariadb-server mariadb-client)
 # The identity tests make their signing keys with the openssl command-line tool.
 command -v openssl >/dev/null 2>&1 || need_install+=(openssl)
+# The README's examples (run by tests/readme.rs) use curl and jq.
+command -v curl >/dev/null 2>&1 || need_install+=(curl)
+command -v jq >/dev/null 2>&1 || need_install+=(jq)
 if [ ${#need_install[@]} -gt 0 ]; then
   log "installing ${need_install[*]}"
   export DEBIAN_FRONTEND=noninteractive

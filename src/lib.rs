@@ -14,7 +14,8 @@
 //! - [`replica`]: this process among the replicas: its id, heartbeat and claims.
 //! - [`auth`]: tokens (stored as hashes), ACL policies, workload identity (JWT login).
 //! - [`audit`]: audit devices with HMAC'd secrets, and the anomaly rules that raise alerts.
-//! - [`metrics`]: Prometheus counters and the request latency histogram.
+//! - [`metrics`]: Prometheus metrics (prometheus-client): per-role and per-connection counters and
+//!   latency histograms, lease gauges read from the store at scrape time (docs/metrics.md).
 //! - [`seal`]: AES-256-GCM for secrets at rest.
 //! - [`wrapping`]: response wrapping (single-use wrapping tokens for sealed answers).
 //! - [`config`]: defaults < TOML < `LESSOR_*` env < flags.

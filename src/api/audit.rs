@@ -20,9 +20,8 @@ const DEVICE_BODY: &[BodyField] = &[
 ];
 /// `sys/audit-hash/:name`.
 const HASH_BODY: &[BodyField] = &[field("input", FieldKind::Secret)];
-use crate::metrics::{render, Gauges};
+use crate::metrics::render;
 use crate::names::AuditDeviceName;
-use crate::store::LeaseState;
 use crate::AppState;
 
 pub fn routes() -> Routes {
@@ -154,17 +153,14 @@ async fn metrics(
             "format: only format=prometheus is supported",
         ));
     }
-    let gauges = Gauges {
-        active_leases: state.store.count_leases(LeaseState::Active).await?,
-        revoking_leases: state.store.count_leases(LeaseState::Revoking).await?,
-    };
+    let live = state.store.live_lease_counts().await?;
     Ok((
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&gauges),
+        render(&live),
     )
         .into_response())
 }

@@ -272,6 +272,25 @@ impl LeaseManager {
     pub async fn issue(&self, role_name: &str, requester: &Requester) -> Result<IssuedCredentials> {
         check_name("role name", role_name)?;
         let role = self.catalog.role(role_name).await?;
+        // Counted only from here on, once the role is known to be configured: a request for a
+        // made-up role name must not create a metric series.
+        let labels = crate::metrics::LeaseLabels::checked(role_name, &role.db_name);
+        let started = std::time::Instant::now();
+        let issued = self.issue_for(role_name, role, requester).await;
+        if let Some(labels) = &labels {
+            let outcome = crate::metrics::Outcome::of(&issued);
+            crate::metrics::lease_issue(labels, outcome, started.elapsed());
+        }
+        issued
+    }
+
+    /// [`Self::issue`] once the role is loaded.
+    async fn issue_for(
+        &self,
+        role_name: &str,
+        role: crate::catalog::Role,
+        requester: &Requester,
+    ) -> Result<IssuedCredentials> {
         let connection = self.catalog.check_allowed(&role.db_name, role_name).await?;
         let plugin = self.engines.get(&role.db_name).await?;
 
@@ -407,7 +426,6 @@ impl LeaseManager {
         self.reaper_wake.notify_one();
 
         tracing::info!(username = %username, ttl_secs = ttl.as_secs(), "issued credential");
-        crate::metrics::lease_issued();
         Ok(IssuedCredentials {
             lease_id,
             username,
@@ -546,6 +564,22 @@ impl LeaseManager {
         // Taken before reading, so a revocation in progress finishes first and is seen.
         let _serial = self.lock_for(lease_id).lock().await;
         let lease = self.lease(lease_id).await?;
+        let renewed = self.renew_loaded(lease_id, &lease, increment).await;
+        if let Some(labels) =
+            crate::metrics::LeaseLabels::checked(&lease.role_name, &lease.connection_name)
+        {
+            crate::metrics::lease_renewal(&labels, crate::metrics::Outcome::of(&renewed));
+        }
+        renewed
+    }
+
+    /// [`Self::renew`] with the lease's lock held and its row read.
+    async fn renew_loaded(
+        &self,
+        lease_id: &str,
+        lease: &LeaseRow,
+        increment: Option<Duration>,
+    ) -> Result<Renewed> {
         match lease.state {
             LeaseState::Active => {}
             LeaseState::Revoked | LeaseState::Revoking => {
@@ -605,7 +639,6 @@ impl LeaseManager {
             )));
         }
         self.reaper_wake.notify_one();
-        crate::metrics::lease_renewed();
         Ok(Renewed {
             lease_id: lease_id.to_owned(),
             lease_duration: Duration::from_millis((new_expires - now_ms).max(0) as u64),
@@ -701,6 +734,13 @@ impl LeaseManager {
     /// failed drop still marks the lease revoked (the operator's explicit choice, recorded in
     /// `last_error`).
     async fn drop_user(&self, lease: LeaseRow, force: bool) -> Result<()> {
+        let labels = crate::metrics::LeaseLabels::checked(&lease.role_name, &lease.connection_name);
+        let started = std::time::Instant::now();
+        let record = |outcome| {
+            if let Some(labels) = &labels {
+                crate::metrics::lease_revocation(labels, outcome, started.elapsed());
+            }
+        };
         let outcome = async {
             let statements = decode_list("revocation_statements", &lease.revocation_statements)?;
             let plugin = self.engines.get(&lease.connection_name).await?;
@@ -716,7 +756,7 @@ impl LeaseManager {
                     .mark_revoked(&lease.id, to_millis(Utc::now()), None, true)
                     .await?;
                 tracing::info!(lease_id = %lease.id, username = %lease.username, "revoked");
-                crate::metrics::lease_revoked();
+                record(crate::metrics::Outcome::Success);
                 Ok(())
             }
             Err(error) if force => {
@@ -725,7 +765,7 @@ impl LeaseManager {
                     .mark_revoked(&lease.id, to_millis(Utc::now()), Some(&note), false)
                     .await?;
                 tracing::warn!(lease_id = %lease.id, username = %lease.username, %error, "force-revoked despite failure");
-                crate::metrics::lease_revoked();
+                record(crate::metrics::Outcome::Forced);
                 Ok(())
             }
             Err(error) => {
@@ -737,7 +777,7 @@ impl LeaseManager {
                         to_millis(Utc::now() + retry_delay(lease.attempts + 1)),
                     )
                     .await?;
-                crate::metrics::revocation_failed();
+                record(crate::metrics::Outcome::Failure);
                 if attempts >= FLAG_AFTER_ATTEMPTS {
                     tracing::error!(lease_id = %lease.id, attempts, %error, "revocation keeps failing; still retrying");
                 } else {

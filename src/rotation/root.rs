@@ -38,12 +38,24 @@ impl Rotator {
     async fn rotate_root_in_task(&self, connection: &str) -> Result<()> {
         let _guard = self.lock(format!("root/{connection}")).await;
         let row = self.connection_row(connection).await?;
-        let admin = rotatable_admin(&row, &self.engines.settings_for(&row)?.connection_url)?;
+        // Counted once the connection is known to exist, so a made-up name makes no series.
+        let started = std::time::Instant::now();
+        let rotated = self.rotate_root_row(connection, &row).await;
+        if let Some(labels) = crate::metrics::RotationLabels::checked_root(connection) {
+            let outcome = crate::metrics::Outcome::of(&rotated);
+            crate::metrics::rotation(&labels, outcome, started.elapsed());
+        }
+        rotated
+    }
+
+    /// [`Self::rotate_root_in_task`] with the lock held and the connection's row read.
+    async fn rotate_root_row(&self, connection: &str, row: &ConnectionRow) -> Result<()> {
+        let admin = rotatable_admin(row, &self.engines.settings_for(row)?.connection_url)?;
         let statements = decode_list("root_rotation_statements", &row.root_rotation_statements)?;
 
         // A rotation interrupted earlier is settled first, so its password is never lost.
         if let Some(pending) = self.store.root_pending(connection).await? {
-            self.resolve_root(&row, &pending, &statements).await?;
+            self.resolve_root(row, &pending, &statements).await?;
         }
         let plugin = self.engines.get(connection).await?;
 

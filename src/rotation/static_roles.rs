@@ -24,6 +24,7 @@ use super::{Cause, Outcome, RotationFault, Rotator, Schedule};
 use crate::catalog::{check_name, decode_list, encode};
 use crate::error::{Error, Result};
 use crate::lease::retry_delay;
+use crate::metrics;
 use crate::store::{
     from_millis, to_millis, Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow,
 };
@@ -550,6 +551,7 @@ impl Rotator {
         }
         // A panic in a rotation is a failure like any other: recorded and retried with backoff,
         // never a pending password nobody comes back to.
+        let started = std::time::Instant::now();
         let attempt = std::panic::AssertUnwindSafe(self.attempt(&row, cause)).catch_unwind();
         let attempted = attempt.await.unwrap_or_else(|_| {
             Err(Stop::Failed {
@@ -557,6 +559,18 @@ impl Rotator {
                 error: Error::Internal("the rotation panicked".into()),
             })
         });
+        let outcome = match &attempted {
+            Ok(Outcome::Rotated { .. }) => Some(metrics::Outcome::Success),
+            Ok(Outcome::Skipped) => Some(metrics::Outcome::Skipped),
+            Ok(Outcome::NotDue) => None,
+            Err(_) => Some(metrics::Outcome::Failure),
+        };
+        if let (Some(outcome), Some(labels)) = (
+            outcome,
+            metrics::RotationLabels::checked_static(&row.name, &row.db_name),
+        ) {
+            metrics::rotation(&labels, outcome, started.elapsed());
+        }
         match attempted {
             Ok(outcome) => Ok(outcome),
             Err(Stop::Crashed(error)) => Err(error),

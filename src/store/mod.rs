@@ -35,6 +35,7 @@ macro_rules! bind_claim {
 }
 
 mod identity;
+mod metrics;
 mod models;
 mod reconcile;
 mod replicas;
@@ -52,6 +53,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use identity::{AlertRow, AuditDeviceRow, PolicyRow, TokenRow};
+pub use metrics::LiveLeaseCount;
 pub use models::{ConnectionRow, LeaseRow, LeaseState, RoleRow};
 pub use reconcile::IssuedUserRow;
 pub use replicas::{Change, ChangeFeed, Claim, ReplicaRow};
