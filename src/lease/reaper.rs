@@ -200,9 +200,10 @@ impl Reaper {
                 dispatched: 0,
             });
         }
-        // Leases this process is already revoking are claimed by it and come back in the batch
-        // (their claims renewed); the in-flight set skips them, and the limit leaves room for them.
-        let limit = BATCH + in_flight as i64;
+        // Leases this process is revoking are claimed by it and never come back in a batch; only
+        // one whose claim lapsed while it waited (a very slow database) could, and the in-flight
+        // set skips it.
+        let limit = BATCH;
         let now = chrono::DateTime::from_timestamp_millis(queried_at).unwrap_or_else(Utc::now);
         let claim = self.leases.replica().claim(now);
         let due = self.leases.store().claim_due_leases(&claim, limit).await?;

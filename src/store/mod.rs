@@ -864,9 +864,11 @@ impl Store {
         .unwrap_or(0))
     }
 
-    /// Claims the leases due at `claim.now` that no live replica holds, oldest first, at most
-    /// `limit`, and returns them: live leases whose next action is due, and `creating` leases whose
-    /// issuer's claim is free (creation deadline passed, or the issuer is dead). On PostgreSQL the
+    /// Claims the leases due at `claim.now` that nobody holds, oldest first, at most `limit`, and
+    /// returns them: live leases whose next action is due, and `creating` leases whose issuer's
+    /// claim is free (creation deadline passed, or the issuer is dead). Leases the claimant already
+    /// holds (being revoked by it right now) are not returned again, so a reaper never re-reads
+    /// what it has dispatched. On PostgreSQL the
     /// rows are taken `FOR UPDATE SKIP LOCKED`, so replicas sweeping together split the work
     /// instead of queueing on each other's rows; SQLite has one writer at a time anyway.
     pub async fn claim_due_leases(&self, claim: &Claim<'_>, limit: i64) -> Result<Vec<LeaseRow>> {
@@ -879,12 +881,12 @@ impl Store {
              WHERE id IN (
                  SELECT id FROM leases
                  WHERE state IN ('creating', 'active', 'revoking')
-                     AND ((next_action_at <= $2 AND {free})
+                     AND ((next_action_at <= $2 AND {unclaimed})
                           OR (state IN ('creating', 'revoking') AND claimed_by <> $1 AND {dead}))
                  ORDER BY next_action_at LIMIT $5 {skip_locked}
              )
              RETURNING *",
-            free = claim.free_sql("leases"),
+            unclaimed = claim.unclaimed_sql("leases"),
             dead = claim.dead_sql("leases"),
         );
         Ok(with_pool!(self, |pool| bind_claim!(

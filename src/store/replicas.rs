@@ -26,10 +26,20 @@ pub struct Claim<'a> {
 }
 
 impl Claim<'_> {
-    /// SQL that holds when the claim on a row of `table` is free for `$1` at `$2`.
+    /// SQL that holds when the claim on a row of `table` is free for `$1` at `$2`: unclaimed,
+    /// or already `$1`'s.
     pub(super) fn free_sql(&self, table: &str) -> String {
         format!(
-            "({table}.claimed_by IS NULL OR {table}.claimed_by = $1 OR {table}.claim_until <= $2 OR {dead})",
+            "({table}.claimed_by = $1 OR {unclaimed})",
+            unclaimed = self.unclaimed_sql(table)
+        )
+    }
+
+    /// SQL that holds when nobody holds the claim on a row of `table` at `$2`: never claimed,
+    /// lapsed, or its holder is dead.
+    pub(super) fn unclaimed_sql(&self, table: &str) -> String {
+        format!(
+            "({table}.claimed_by IS NULL OR {table}.claim_until <= $2 OR {dead})",
             dead = self.dead_sql(table)
         )
     }
