@@ -46,6 +46,10 @@ pub struct Settings {
     pub max_lease_ttl: Duration,
     /// Anomaly rules (`[monitor]`); `sys/monitor/rules` changes them at run time.
     pub monitor: crate::audit::anomaly::MonitorRules,
+    /// How the reaper retries failed revocations (`[revocation_retry]`).
+    pub revocation_retry: crate::lease::retry::RetryPolicy,
+    /// How the rotator retries failed rotations (`[rotation_retry]`).
+    pub rotation_retry: crate::lease::retry::RetryPolicy,
     /// Longest wait to open a connection to a target database (or for a pooled one).
     pub target_connect_timeout: Duration,
     /// Longest one operation on a target database may take as a whole (create, renew, revoke,
@@ -88,6 +92,8 @@ impl Default for Settings {
             default_lease_ttl: Duration::from_secs(3600),
             max_lease_ttl: Duration::from_secs(24 * 3600),
             monitor: Default::default(),
+            revocation_retry: Default::default(),
+            rotation_retry: Default::default(),
             target_connect_timeout: TargetDeadlines::default().connect,
             target_operation_timeout: TargetDeadlines::default().operation,
             reconcile_interval: Duration::from_secs(3600),
@@ -168,6 +174,8 @@ struct FileConfig {
     default_lease_ttl: Option<serde_json::Value>,
     max_lease_ttl: Option<serde_json::Value>,
     monitor: Option<crate::audit::anomaly::MonitorRules>,
+    revocation_retry: Option<crate::lease::retry::RetryPolicy>,
+    rotation_retry: Option<crate::lease::retry::RetryPolicy>,
     target_connect_timeout: Option<serde_json::Value>,
     target_operation_timeout: Option<serde_json::Value>,
     reconcile_interval: Option<serde_json::Value>,
@@ -320,6 +328,25 @@ pub fn load(
         }
         if let Some(v) = parsed.tls_disable {
             settings.tls_disable = v;
+        }
+        for (table, policy, target) in [
+            (
+                "revocation_retry",
+                parsed.revocation_retry,
+                &mut settings.revocation_retry,
+            ),
+            (
+                "rotation_retry",
+                parsed.rotation_retry,
+                &mut settings.rotation_retry,
+            ),
+        ] {
+            if let Some(policy) = policy {
+                policy
+                    .validate(table)
+                    .map_err(|message| Error::Config(format!("{source}: {message}")))?;
+                *target = policy;
+            }
         }
         if let Some(v) = parsed.monitor {
             v.validate()
@@ -479,6 +506,43 @@ mod tests {
         let env = vec![("LESSOR_TARGET_CONNECT_TIMEOUT".to_owned(), "0s".to_owned())];
         let err = load(None, &env, &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("target_connect_timeout"), "{err}");
+    }
+
+    #[test]
+    fn retry_policies_and_the_reconcile_interval_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lessor.toml");
+        std::fs::write(
+            &path,
+            "reconcile_interval = \"15m\"\n[revocation_retry]\ninitial = \"2s\"\nmax = \"1m\"\nflag_after = 4\n\n[rotation_retry]\njitter = 0\n",
+        )
+        .unwrap();
+        let settings = load(Some(&path), &[], &Overrides::default()).unwrap();
+        assert_eq!(settings.reconcile_interval, Duration::from_secs(900));
+        assert_eq!(settings.revocation_retry.initial, Duration::from_secs(2));
+        assert_eq!(settings.revocation_retry.max, Duration::from_secs(60));
+        assert_eq!(settings.revocation_retry.flag_after, 4);
+        assert_eq!(settings.rotation_retry.jitter, 0.0);
+        assert_eq!(
+            settings.rotation_retry.max,
+            Duration::from_secs(300),
+            "unset keys keep their default"
+        );
+
+        std::fs::write(
+            &path,
+            "[revocation_retry]\ninitial = \"10m\"\nmax = \"1m\"\n",
+        )
+        .unwrap();
+        let error = load(Some(&path), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("[revocation_retry]: initial"), "{error}");
+        std::fs::write(&path, "[rotation_retry]\nbackoff = 2\n").unwrap();
+        let error = load(Some(&path), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("backoff"), "unknown keys are named: {error}");
     }
 
     #[test]

@@ -165,12 +165,14 @@ impl AppState {
             engines.clone(),
             catalog.clone(),
             replica.clone(),
+            settings.rotation_retry,
         );
         let leases = LeaseManager::new(
             store.clone(),
             engines.clone(),
             catalog.clone(),
             replica.clone(),
+            settings.revocation_retry,
         );
         Ok(Self {
             auth,

@@ -140,3 +140,20 @@ mod tests {
         assert!(parse_duration_str("ttl", "99999999999999999999h").is_err());
     }
 }
+
+/// Serde for a `Duration` field of a config table: written as whole seconds, read as seconds or a
+/// duration string (`"90s"`, `"5m"`), as every other duration setting.
+pub mod duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(value.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        super::parse_duration_value("duration", &value).map_err(serde::de::Error::custom)
+    }
+}

@@ -34,27 +34,13 @@ pub const RULES_META: &str = "monitor_rules";
 const OUTSIDE_HOURS_REOPEN: Duration = Duration::from_secs(3600);
 
 /// Durations in the rules: seconds, or strings such as `"60s"` and `"7d"`.
-mod duration_secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_u64(value.as_secs())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
-        crate::ttl::parse_duration_value("duration", &value).map_err(serde::de::Error::custom)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BurstRule {
     pub enabled: bool,
     pub threshold: u32,
-    #[serde(with = "duration_secs")]
+    #[serde(with = "crate::ttl::duration_secs")]
     pub window: Duration,
 }
 
@@ -72,7 +58,7 @@ impl Default for BurstRule {
 #[serde(default, deny_unknown_fields)]
 pub struct NewAddressRule {
     pub enabled: bool,
-    #[serde(with = "duration_secs")]
+    #[serde(with = "crate::ttl::duration_secs")]
     pub lookback: Duration,
 }
 
@@ -107,7 +93,7 @@ impl Default for OutsideHoursRule {
 pub struct DenialRule {
     pub enabled: bool,
     pub threshold: u32,
-    #[serde(with = "duration_secs")]
+    #[serde(with = "crate::ttl::duration_secs")]
     pub window: Duration,
 }
 
@@ -128,7 +114,7 @@ pub struct WebhookSettings {
     pub url: String,
     /// Tries per alert, 1 to 10.
     pub attempts: u32,
-    #[serde(with = "duration_secs")]
+    #[serde(with = "crate::ttl::duration_secs")]
     pub timeout: Duration,
 }
 

@@ -16,6 +16,7 @@
 
 pub mod reaper;
 pub mod reconcile;
+pub mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use crate::engines::Engines;
 use crate::error::{Error, Result};
 use crate::replica::Replica;
 use crate::store::{from_millis, to_millis, IdRange, LeaseRow, LeaseState, Store};
+use retry::RetryPolicy;
 
 /// Revocations run at most this many at a time for bulk operations, so a revoke-prefix of
 /// thousands of leases does not exhaust a target's connection limit.
@@ -76,12 +78,6 @@ pub(crate) enum Revoker {
 /// After this many failed attempts a lease is listed as irrevocable (`sys/leases?type=irrevocable`):
 /// a few backed-off tries, so a brief outage does not list it, while the reaper keeps retrying.
 pub const IRREVOCABLE_AFTER_ATTEMPTS: i64 = 3;
-
-/// After this many failed attempts a revocation is flagged at ERROR level (it is still retried).
-pub const FLAG_AFTER_ATTEMPTS: i64 = 10;
-
-/// Longest wait between two attempts to revoke the same lease.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
 /// Where a test build can make issuing stop as if the process had crashed.
 #[cfg(feature = "fault-injection")]
@@ -159,6 +155,8 @@ pub struct LeaseManager {
     locks: Arc<[tokio::sync::Mutex<()>]>,
     /// This process among the replicas: the claims it takes on leases.
     replica: Replica,
+    /// How failed revocations are retried and when they are flagged.
+    retry: RetryPolicy,
     #[cfg(feature = "fault-injection")]
     fault: Arc<std::sync::Mutex<Option<FaultPoint>>>,
 }
@@ -181,16 +179,6 @@ pub fn check_lease_path(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Delay before retry number `attempts` (1-based): doubling from 1 s, capped at 5 minutes, with
-/// ±20 % jitter so that many leases failing together do not retry in lockstep.
-pub fn retry_delay(attempts: i64) -> Duration {
-    let exponent = attempts.clamp(1, 20) as u32 - 1;
-    let base = Duration::from_secs(1).saturating_mul(2u32.saturating_pow(exponent));
-    let capped = base.min(MAX_RETRY_DELAY);
-    let jitter = rand::thread_rng().gen_range(0.8..1.2);
-    capped.mul_f64(jitter)
-}
-
 fn random_suffix(len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rngs::OsRng;
@@ -200,12 +188,19 @@ fn random_suffix(len: usize) -> String {
 }
 
 impl LeaseManager {
-    pub fn new(store: Store, engines: Engines, catalog: Catalog, replica: Replica) -> Self {
+    pub fn new(
+        store: Store,
+        engines: Engines,
+        catalog: Catalog,
+        replica: Replica,
+        retry: RetryPolicy,
+    ) -> Self {
         Self {
             store,
             engines,
             catalog,
             replica,
+            retry,
             reaper_wake: Arc::new(Notify::new()),
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -464,7 +459,11 @@ impl LeaseManager {
             Err(error) => {
                 tracing::warn!(lease_id = %lease.id, %error, "rollback after failed creation failed; the reaper will retry");
                 self.store
-                    .record_revocation_failure(&lease.id, &error, to_millis(now + retry_delay(1)))
+                    .record_revocation_failure(
+                        &lease.id,
+                        &error,
+                        to_millis(now + self.retry.delay(1, true)),
+                    )
                     .await
                     .map(|_| ())
             }
@@ -769,17 +768,18 @@ impl LeaseManager {
                 Ok(())
             }
             Err(error) => {
+                let transient = retry::is_transient(&error);
                 let attempts = self
                     .store
                     .record_revocation_failure(
                         &lease.id,
                         &error.to_string(),
-                        to_millis(Utc::now() + retry_delay(lease.attempts + 1)),
+                        to_millis(Utc::now() + self.retry.delay(lease.attempts + 1, transient)),
                     )
                     .await?;
                 record(crate::metrics::Outcome::Failure);
-                if attempts >= FLAG_AFTER_ATTEMPTS {
-                    tracing::error!(lease_id = %lease.id, attempts, %error, "revocation keeps failing; still retrying");
+                if self.retry.flag(attempts, transient) {
+                    tracing::error!(lease_id = %lease.id, attempts, transient, %error, "revocation keeps failing, or cannot succeed until something changes; still retrying");
                 } else {
                     tracing::warn!(lease_id = %lease.id, attempts, %error, "revocation failed; will retry");
                 }
@@ -920,23 +920,6 @@ impl crate::audit::housekeeping::TokenLeaseRevoker for LeaseManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_delay_grows_and_is_capped() {
-        for _ in 0..50 {
-            let first = retry_delay(1);
-            assert!(
-                first >= Duration::from_millis(800) && first <= Duration::from_millis(1200),
-                "{first:?}"
-            );
-            let fourth = retry_delay(4);
-            assert!(
-                fourth >= Duration::from_millis(6400) && fourth <= Duration::from_millis(9600),
-                "{fourth:?}"
-            );
-            assert!(retry_delay(60) <= MAX_RETRY_DELAY.mul_f64(1.2));
-        }
-    }
 
     #[test]
     fn lease_paths_reject_traversal_and_metacharacters() {

@@ -40,6 +40,7 @@ pub use static_roles::{RotationRecord, StaticCredentials, StaticRoleInput, Stati
 use crate::catalog::Catalog;
 use crate::engines::Engines;
 use crate::error::{Error, Result};
+use crate::lease::retry::RetryPolicy;
 use crate::replica::Replica;
 use crate::seal::Sealer;
 use crate::store::Store;
@@ -100,6 +101,8 @@ pub struct Rotator {
     catalog: Catalog,
     /// This process among the replicas: the claims it takes on rotations.
     replica: Replica,
+    /// How failed rotations are retried.
+    retry: RetryPolicy,
     /// Wakes the background rotator when a role's next rotation moved earlier than it sleeps to.
     wake: Arc<Notify>,
     /// One lock per static role or connection, so that a manual rotation, the scheduled one and a
@@ -123,6 +126,7 @@ impl Rotator {
         engines: Engines,
         catalog: Catalog,
         replica: Replica,
+        retry: RetryPolicy,
     ) -> Self {
         Self {
             store,
@@ -130,6 +134,7 @@ impl Rotator {
             engines,
             catalog,
             replica,
+            retry,
             wake: Arc::new(Notify::new()),
             locks: Arc::default(),
             tasks: TaskTracker::new(),

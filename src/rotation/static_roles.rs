@@ -23,7 +23,6 @@ use serde::Serialize;
 use super::{Cause, Outcome, RotationFault, Rotator, Schedule};
 use crate::catalog::{check_name, decode_list, encode};
 use crate::error::{Error, Result};
-use crate::lease::retry_delay;
 use crate::metrics;
 use crate::store::{
     from_millis, to_millis, Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow,
@@ -829,7 +828,9 @@ impl Rotator {
         error: &Error,
     ) {
         let now = Utc::now();
-        let mut delay = retry_delay(row.attempts + 1);
+        let mut delay = self
+            .retry
+            .delay(row.attempts + 1, crate::lease::retry::is_transient(error));
         if let Some(period) = secs(row.rotation_period_secs) {
             delay = delay.min(period);
         }
