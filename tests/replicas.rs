@@ -153,6 +153,53 @@ async fn issued_in(db: &StoreDatabase, username: &str) -> bool {
 }
 
 #[tokio::test]
+async fn anomaly_rules_and_their_counts_span_the_replicas() {
+    let store = StoreDatabase::create().await;
+    let a = TestServer::start_on(&store, |_| {}).await;
+    let b = TestServer::start_on(&store, |_| {}).await;
+    a.add_postgres("pg").await;
+    let role = unique("bursty");
+    a.write_role(&role, json!({ "db_name": "pg", "default_ttl": "10m" }))
+        .await;
+    // Rules changed on a are in force on b within a second.
+    let (status, body) = a
+        .call(
+            "POST",
+            "sys/monitor/rules",
+            Some(json!({ "burst": { "threshold": 3, "window": "60s" } })),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    eventually(Duration::from_secs(1), "b applies a's rules", || async {
+        let (_, rules) = b.call("GET", "sys/monitor/rules", None).await;
+        rules["data"]["burst"]["threshold"] == 3
+    })
+    .await;
+    // Two reads on each replica: four within the window, over a threshold of three, though
+    // neither replica alone saw more than two.
+    for server in [&a, &b, &a, &b] {
+        server.creds(&role).await;
+    }
+    let (_, alerts) = b.call("GET", "sys/alerts", None).await;
+    let bursts: Vec<&Value> = alerts["data"]["alerts"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter(|alert| alert["rule"] == "burst")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(bursts.len(), 1, "one burst across the replicas: {alerts}");
+    assert_eq!(bursts[0]["count"], 4);
+
+    a.revoke_everything().await;
+    assert!(pg_users(&user_prefix(&role)).await.is_empty());
+    a.stop().await;
+    b.stop().await;
+    store.drop_now().await;
+}
+
+#[tokio::test]
 async fn expired_users_are_dropped_once_their_unreachable_database_returns() {
     let store = StoreDatabase::create().await;
     let proxy = CuttableProxy::start(5432).await;
