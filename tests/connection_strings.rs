@@ -15,27 +15,48 @@ use serde_json::{json, Value};
 /// escape a quoted libpq value; a space ends an unquoted one; `@` and `/` end a URL's user part.
 const HARD_PASSWORD: &str = "Adm-_%'\\ @/x1";
 
-/// A dedicated PostgreSQL admin with `password`, able to create and drop the dynamic users.
-async fn pg_admin_user(password: &str) -> String {
-    let user = unique("lessor_esc").replace('-', "_");
-    // standard_conforming_strings is on: only the quote needs doubling in the literal.
-    let literal = password.replace('\'', "''");
-    pg_admin()
-        .await
-        .batch_execute(&format!(
-            "CREATE ROLE {user} LOGIN CREATEROLE PASSWORD '{literal}'; GRANT pg_signal_backend TO {user};"
-        ))
-        .await
-        .unwrap();
-    user
+/// A dedicated PostgreSQL admin, dropped when the test ends however it ends (a failed assertion
+/// included), so the suite leaves no user behind.
+struct PgAdmin(String);
+
+impl PgAdmin {
+    /// Creates the admin with `password`, able to create and drop the dynamic users.
+    async fn create(password: &str) -> Self {
+        let user = unique("lessor_esc").replace('-', "_");
+        // standard_conforming_strings is on: only the quote needs doubling in the literal.
+        let literal = password.replace('\'', "''");
+        pg_admin()
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE {user} LOGIN CREATEROLE PASSWORD '{literal}'; GRANT pg_signal_backend TO {user};"
+            ))
+            .await
+            .unwrap();
+        Self(user)
+    }
 }
 
-async fn drop_pg_user(user: &str) {
-    pg_admin()
-        .await
-        .batch_execute(&format!("DROP ROLE IF EXISTS {user}"))
-        .await
-        .unwrap();
+impl Drop for PgAdmin {
+    fn drop(&mut self) {
+        // Drop cannot await: a short-lived runtime on its own thread runs the DROP ROLE.
+        let user = self.0.clone();
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    pg_admin()
+                        .await
+                        .batch_execute(&format!("DROP ROLE IF EXISTS {user}"))
+                        .await
+                })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
+            panic!("cannot drop the test admin {}", self.0);
+        }
+    }
 }
 
 /// Logs in with the password as it is, through the driver's API rather than a connection string,
@@ -88,8 +109,9 @@ async fn issues_and_rotates_root(template: &str) {
         "the login check refuses a bad login"
     );
     let lessor = TestServer::start().await;
-    let admin = pg_admin_user(HARD_PASSWORD).await;
-    assert!(admin_logs_in(&admin, HARD_PASSWORD).await);
+    let guard = PgAdmin::create(HARD_PASSWORD).await;
+    let admin = guard.0.as_str();
+    assert!(admin_logs_in(admin, HARD_PASSWORD).await);
     let conn = unique("esc");
     let (status, body) = lessor
         .call(
@@ -117,14 +139,13 @@ async fn issues_and_rotates_root(template: &str) {
             .await;
         assert_eq!(status, StatusCode::NO_CONTENT, "rotate-root: {body}");
         assert!(
-            !admin_logs_in(&admin, HARD_PASSWORD).await,
+            !admin_logs_in(admin, HARD_PASSWORD).await,
             "the old admin password is refused"
         );
         issue_and_log_in(&lessor, &role, "after rotate-root").await;
         lessor.revoke_everything().await;
     }
     lessor.stop().await;
-    drop_pg_user(&admin).await;
     assert!(
         registered,
         "the connection logs in with the admin password ({status}: {body})"
@@ -165,7 +186,8 @@ fn details(read: &Value) -> &Value {
 async fn disable_escaping_works_with_a_plain_password_and_round_trips() {
     let lessor = TestServer::start().await;
     let password = format!("Plain-pass_{}", unique("x").replace('-', ""));
-    let admin = pg_admin_user(&password).await;
+    let guard = PgAdmin::create(&password).await;
+    let admin = guard.0.as_str();
     let conn = unique("noesc");
     let role = unique("noesc-dyn");
     let path = format!("database/config/{conn}");
@@ -218,7 +240,6 @@ async fn disable_escaping_works_with_a_plain_password_and_round_trips() {
 
     lessor.revoke_everything().await;
     lessor.stop().await;
-    drop_pg_user(&admin).await;
 }
 
 /// Escaping really is off: an operator who writes the password already escaped for the URL (as
@@ -230,7 +251,8 @@ async fn disable_escaping_passes_an_operator_escaped_password_untouched() {
     let lessor = TestServer::start().await;
     let password = "p@ss/word-1";
     let escaped = "p%40ss%2Fword-1";
-    let admin = pg_admin_user(password).await;
+    let guard = PgAdmin::create(password).await;
+    let admin = guard.0.as_str();
     let body = |disable: bool| {
         json!({
             "plugin_name": "postgresql-database-plugin",
@@ -248,7 +270,6 @@ async fn disable_escaping_passes_an_operator_escaped_password_untouched() {
         .call("POST", "database/config/esc-verbatim", Some(body(true)))
         .await;
     lessor.stop().await;
-    drop_pg_user(&admin).await;
 
     assert_eq!(
         escaped_twice.0,
