@@ -59,6 +59,8 @@ pub struct ConnectionInput {
     pub password_policy: Option<String>,
     /// Inline TLS material (Vault's field names).
     pub tls: TlsInput,
+    /// `disable_escaping`: put the admin credentials into the connection URL as they are.
+    pub disable_escaping: Option<bool>,
 }
 
 /// The inline TLS fields of `database/config/:name`. As for the other fields, `None` (absent)
@@ -209,6 +211,8 @@ pub struct ConnectionDetails {
     pub tls_certificate_key_set: bool,
     pub tls_server_name: String,
     pub tls_skip_verify: bool,
+    /// Whether the admin credentials go into the URL unescaped (Vault shows it here too).
+    pub disable_escaping: bool,
 }
 
 /// What an operator may write to `database/roles/:name`. `None` keeps the stored value on update.
@@ -415,6 +419,10 @@ impl Catalog {
         };
 
         let tls = merge_tls(input.tls, old_settings.map(|s| s.tls).unwrap_or_default())?;
+        let disable_escaping = input
+            .disable_escaping
+            .or_else(|| existing.as_ref().map(|r| r.disable_escaping))
+            .unwrap_or(false);
 
         let settings = self.engines.new_settings(
             connection_url.clone(),
@@ -422,6 +430,7 @@ impl Catalog {
             password.clone(),
             max_open,
             tls.clone(),
+            disable_escaping,
         );
         // A fresh instance on every write, so a changed URL or TLS field is in force at once.
         let plugin = self
@@ -474,6 +483,7 @@ impl Catalog {
             )?,
             tls_server_name: tls.server_name,
             tls_skip_verify: tls.skip_verify,
+            disable_escaping,
             password_policy,
             created_at: existing.as_ref().map_or(now, |r| r.created_at),
             updated_at: now,
@@ -526,6 +536,7 @@ impl Catalog {
                 tls_certificate_key_set: row.tls_certificate_key_sealed.is_some(),
                 tls_server_name: row.tls_server_name.unwrap_or_default(),
                 tls_skip_verify: row.tls_skip_verify,
+                disable_escaping: row.disable_escaping,
             },
             allowed_roles: decode_list("allowed_roles", &row.allowed_roles)?,
             root_credentials_rotate_statements: decode_list(

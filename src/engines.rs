@@ -269,6 +269,7 @@ impl Engines {
         password: Secret,
         max_open_connections: u32,
         tls: TlsMaterial,
+        disable_escaping: bool,
     ) -> ConnectionSettings {
         ConnectionSettings {
             connection_url: url,
@@ -278,6 +279,7 @@ impl Engines {
             connect_timeout: self.deadlines.connect,
             statement_timeout: self.deadlines.operation,
             tls,
+            disable_escaping,
         }
     }
 
@@ -295,6 +297,7 @@ impl Engines {
             connect_timeout: self.deadlines.connect,
             statement_timeout: self.deadlines.operation,
             tls: self.tls_material(row)?,
+            disable_escaping: row.disable_escaping,
         })
     }
 

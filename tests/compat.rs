@@ -225,35 +225,3 @@ async fn auth_token_renew_renews_another_token() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
-
-/// `disable_escaping` (Vault 1.10+) is refused by name with the reason, and its "off" value is
-/// accepted: Lessor always percent-encodes the credentials it puts into a connection URL.
-#[tokio::test]
-async fn disable_escaping_is_refused_by_name_and_false_is_accepted() {
-    let server = TestServer::start().await;
-    let url = common::postgres_url();
-    let (status, body) = server
-        .call(
-            "POST",
-            "database/config/esc",
-            Some(json!({ "plugin_name": "postgresql-database-plugin", "connection_url": url, "allowed_roles": "*", "disable_escaping": true })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let message = body["errors"][0].as_str().unwrap_or_default();
-    assert!(
-        message.contains("disable_escaping") && message.contains("percent-encoded"),
-        "{message}"
-    );
-    let (status, _) = server.call("GET", "database/config/esc", None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, body) = server
-        .call(
-            "POST",
-            "database/config/esc",
-            Some(json!({ "plugin_name": "postgresql-database-plugin", "connection_url": url, "allowed_roles": "*", "disable_escaping": false })),
-        )
-        .await;
-    assert!(status.is_success(), "{body}");
-    server.stop().await;
-}

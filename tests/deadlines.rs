@@ -425,6 +425,7 @@ fn plugin_settings(url: &str, statement_timeout: Duration) -> ConnectionSettings
         connect_timeout: Duration::from_secs(5),
         statement_timeout,
         tls: Default::default(),
+        disable_escaping: false,
     }
 }
 

@@ -70,6 +70,7 @@ both_stores!(
     a_wrapped_answer_is_taken_once,
     anomaly_events_are_counted_in_their_window,
     static_rotations_are_claimed_once,
+    a_connection_keeps_its_disable_escaping,
 );
 
 fn connection(name: &str) -> ConnectionRow {
@@ -89,6 +90,7 @@ fn connection(name: &str) -> ConnectionRow {
         tls_certificate_key_sealed: None,
         tls_server_name: None,
         tls_skip_verify: false,
+        disable_escaping: false,
         password_policy: None,
         created_at: 0,
         updated_at: 0,
@@ -371,6 +373,25 @@ async fn a_creating_lease_is_left_to_a_live_issuer(store: &Store) {
     let row = store.get_lease(&creating.id).await.unwrap().unwrap();
     assert_eq!(row.state, LeaseState::Revoking);
     assert_eq!(row.claimed_by.as_deref(), Some("reaper"));
+}
+
+async fn stored_disable_escaping(store: &Store) -> bool {
+    let row = store.get_connection("db").await.unwrap();
+    row.expect("the connection is stored").disable_escaping
+}
+
+/// `disable_escaping` (migration 0012 on both engines): off unless set, stored, and changed by
+/// the upsert that rewrites the connection.
+async fn a_connection_keeps_its_disable_escaping(store: &Store) {
+    store.upsert_connection(&connection("db")).await.unwrap();
+    assert!(!stored_disable_escaping(store).await);
+    let mut row = connection("db");
+    row.disable_escaping = true;
+    store.upsert_connection(&row).await.unwrap();
+    assert!(stored_disable_escaping(store).await);
+    row.disable_escaping = false;
+    store.upsert_connection(&row).await.unwrap();
+    assert!(!stored_disable_escaping(store).await);
 }
 
 async fn the_first_value_stored_wins(store: &Store) {

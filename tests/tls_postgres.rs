@@ -120,6 +120,7 @@ async fn tls_login(user: &str, password: &str) -> Result<(), String> {
             ca_pem: Some(tls_file("ca.pem")),
             ..Default::default()
         },
+        disable_escaping: false,
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -36,10 +36,6 @@ const UNSUPPORTED_CONNECTION_FIELDS: &[(&str, &str)] = &[
         "Lessor keeps the username template on each role (database/roles/:name username_template)",
     ),
     (
-        "disable_escaping",
-        "not supported: {{username}} and {{password}} in connection_url are always percent-encoded, so no password can change what the URL means; use the URL form (postgresql://{{username}}:{{password}}@host/db, mysql://{{username}}:{{password}}@host:3306/)",
-    ),
-    (
         "max_idle_connections",
         "not supported; max_open_connections sizes the pool",
     ),
@@ -64,6 +60,7 @@ pub const CONNECTION_BODY: &[BodyField] = &[
     field("tls_certificate_key", FieldKind::Secret),
     field("tls_server_name", FieldKind::String),
     field("tls_skip_verify", FieldKind::Boolean),
+    field("disable_escaping", FieldKind::Boolean),
 ];
 
 /// The body of `database/roles/:name`, as [`write_role`] reads it.
@@ -104,6 +101,7 @@ pub async fn write_connection(
             tls_server_name: body.string("tls_server_name")?,
             tls_skip_verify: body.boolean("tls_skip_verify")?,
         },
+        disable_escaping: body.boolean("disable_escaping")?,
     };
     for (field, why) in UNSUPPORTED_CONNECTION_FIELDS {
         body.refuse_unsupported(field, why)?;

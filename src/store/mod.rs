@@ -413,8 +413,8 @@ impl Store {
             "INSERT INTO connections (name, plugin_name, connection_url_sealed, username, password_sealed, allowed_roles,
                  verify_connection, max_open_connections, root_rotation_statements,
                  tls_ca_sealed, tls_certificate_sealed, private_key_sealed, tls_certificate_key_sealed,
-                 tls_server_name, tls_skip_verify, password_policy, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                 tls_server_name, tls_skip_verify, password_policy, created_at, updated_at, disable_escaping)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
              ON CONFLICT (name) DO UPDATE SET plugin_name = excluded.plugin_name,
                  connection_url_sealed = excluded.connection_url_sealed, username = excluded.username,
                  password_sealed = excluded.password_sealed, allowed_roles = excluded.allowed_roles,
@@ -424,7 +424,8 @@ impl Store {
                  private_key_sealed = excluded.private_key_sealed,
                  tls_certificate_key_sealed = excluded.tls_certificate_key_sealed,
                  tls_server_name = excluded.tls_server_name, tls_skip_verify = excluded.tls_skip_verify,
-                 password_policy = excluded.password_policy, updated_at = excluded.updated_at",
+                 password_policy = excluded.password_policy, updated_at = excluded.updated_at,
+                 disable_escaping = excluded.disable_escaping",
         )
         .bind(&row.name)
         .bind(&row.plugin_name)
@@ -444,6 +445,7 @@ impl Store {
         .bind(&row.password_policy)
         .bind(row.created_at)
         .bind(row.updated_at)
+        .bind(row.disable_escaping)
         .execute(pool)
         .await?.rows_affected()
         });
@@ -1029,6 +1031,7 @@ mod tests {
                 tls_certificate_key_sealed: None,
                 tls_server_name: None,
                 tls_skip_verify: false,
+                disable_escaping: false,
                 password_policy: None,
                 created_at: 0,
                 updated_at: 0,

@@ -30,6 +30,8 @@ pub struct ConnectionRow {
     pub tls_server_name: Option<String>,
     /// `tls_skip_verify`.
     pub tls_skip_verify: bool,
+    /// `disable_escaping`: the admin credentials go into the connection URL as they are.
+    pub disable_escaping: bool,
     /// The password policy (`password_policies.name`) every generated password of this
     /// connection follows; `None` is the default generator.
     pub password_policy: Option<String>,

@@ -3,9 +3,10 @@
 //! - Vault's (Go driver) form: `{{username}}:{{password}}@tcp(127.0.0.1:3306)/[db][?params]`.
 //! - URL form: `mysql://{{username}}:{{password}}@127.0.0.1:3306/[db][?params]` (`mariadb://` too).
 //!
-//! Either may carry the placeholders (filled from the connection's admin credentials by
-//! [`lessor_plugin::render_connection_url`], which percent-encodes them) or inline credentials
-//! (which must then be percent-encoded, as in any URL). Where the URL names no user or no password,
+//! Either may carry the placeholders (filled from the connection's admin credentials,
+//! percent-encoded, since this plugin percent-decodes the user part of both forms; as they are
+//! when the operator set `disable_escaping`) or inline credentials (which must then be
+//! percent-encoded, as in any URL). Where the URL names no user or no password,
 //! the connection's admin credentials are used.
 //!
 //! Error messages never quote the URL or any value from it: the URL holds the admin password.
@@ -18,7 +19,9 @@
 
 use std::fmt;
 
-use lessor_plugin::{render_connection_url, ConnectionSettings, PluginError, Secret};
+use lessor_plugin::{
+    percent_encode_credential, render_connection_url, ConnectionSettings, PluginError, Secret,
+};
 use percent_encoding::percent_decode_str;
 
 use crate::tls::{self, Tls, UrlTls};
@@ -98,9 +101,10 @@ impl fmt::Debug for Target {
 /// to the admin credentials where the URL names none.
 pub(crate) fn parse(settings: &ConnectionSettings) -> Result<Target, PluginError> {
     let rendered = render_connection_url(
-        &settings.connection_url,
+        settings.connection_url.expose(),
         &settings.username,
         &settings.password,
+        settings.escaping(&percent_encode_credential),
     );
     let text = rendered.expose().trim();
     if text.is_empty() {
@@ -380,6 +384,20 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::ZERO,
             tls: Default::default(),
+            disable_escaping: false,
+        }
+    }
+
+    #[test]
+    fn disable_escaping_leaves_the_operators_escaping_alone() {
+        for url in [
+            "mysql://{{username}}:{{password}}@127.0.0.1:3306/",
+            "{{username}}:{{password}}@tcp(127.0.0.1:3306)/",
+        ] {
+            let mut s = settings(url, "admin", "p%40ss-1");
+            assert_eq!(parse(&s).unwrap().password.expose(), "p%40ss-1", "{url}");
+            s.disable_escaping = true;
+            assert_eq!(parse(&s).unwrap().password.expose(), "p@ss-1", "{url}");
         }
     }
 

@@ -30,6 +30,7 @@ fn settings(url: &str) -> ConnectionSettings {
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::ZERO,
         tls: Default::default(),
+        disable_escaping: false,
     }
 }
 

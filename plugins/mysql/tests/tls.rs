@@ -122,6 +122,7 @@ impl Admin {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::ZERO,
             tls,
+            disable_escaping: false,
         }
     }
 }
@@ -458,6 +459,7 @@ async fn foreign_fields_and_bad_material_are_refused_by_name() {
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::ZERO,
         tls,
+        disable_escaping: false,
     };
     let cases = [
         (

@@ -140,6 +140,11 @@ pub struct ConnectionSettings {
     /// TLS *modes* (PostgreSQL `sslmode`, MySQL `tls=`) live in the connection URL; these are the
     /// certificates and keys, and each engine refuses the fields it has no use for.
     pub tls: TlsMaterial,
+    /// `disable_escaping`: put the admin credentials into `{{username}}` and `{{password}}` exactly
+    /// as they are, neither percent-encoded nor quoted (Vault's field, for connection string forms
+    /// the engine's own escaping does not fit). The operator's choice: the credentials must then
+    /// hold nothing the string form would read specially.
+    pub disable_escaping: bool,
 }
 
 /// Inline TLS material for a target connection, as an operator gave it (PEM text). Every field is
@@ -282,18 +287,73 @@ pub trait DatabasePlugin: Send + Sync {
     async fn close(&self);
 }
 
-/// Substitutes the admin credentials into a Vault-style connection URL template. Values are
-/// percent-encoded so a password with `@` or `/` cannot change the URL's meaning.
-pub fn render_connection_url(template: &Secret, username: &str, password: &Secret) -> Secret {
-    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-    let user = utf8_percent_encode(username, NON_ALPHANUMERIC).to_string();
-    let pass = utf8_percent_encode(password.expose(), NON_ALPHANUMERIC).to_string();
-    Secret::new(
-        template
-            .expose()
-            .replace("{{username}}", &user)
-            .replace("{{password}}", &pass),
-    )
+/// Characters left as they are in a percent-encoded credential: letters, digits and RFC 3986's
+/// other unreserved characters, which mean nothing special anywhere in a URL.
+const URL_CREDENTIAL: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes a username or password for the user part of a URL, so that a password with
+/// `@`, `:` or `/` cannot change what the URL means. The rule of URL-form connection strings;
+/// engines whose drivers read other forms have their own rules.
+pub fn percent_encode_credential(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, URL_CREDENTIAL).to_string()
+}
+
+/// Substitutes the admin credentials into a Vault-style connection string template, in one pass
+/// (so a username that happens to contain `{{password}}` is not substituted again). Each value is
+/// written by `escape`, the engine's rule for the form of string the template is in: only the
+/// engine knows its forms (PostgreSQL reads a URL, percent-encoded, and libpq's keyword/value
+/// string, quoted). An engine passes `escape` through [`ConnectionSettings::escaping`] so that
+/// `disable_escaping` is honoured by every engine alike.
+pub fn render_connection_url(
+    template: &str,
+    username: &str,
+    password: &Secret,
+    escape: impl Fn(&str) -> String,
+) -> Secret {
+    let mut rendered = String::with_capacity(template.len() + password.expose().len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let (value, placeholder) = if rest[start..].starts_with("{{username}}") {
+            (username, "{{username}}")
+        } else if rest[start..].starts_with("{{password}}") {
+            (password.expose(), "{{password}}")
+        } else {
+            // Not a placeholder: keep one brace and look again from the next character, so
+            // `{{{password}}` still finds its placeholder.
+            rendered.push_str(&rest[..=start]);
+            rest = &rest[start + 1..];
+            continue;
+        };
+        rendered.push_str(&rest[..start]);
+        rendered.push_str(&escape(value));
+        rest = &rest[start + placeholder.len()..];
+    }
+    rendered.push_str(rest);
+    Secret::new(rendered)
+}
+
+impl ConnectionSettings {
+    /// The escaping an engine's rendering must use: its own rule `engine_rule`, or none at all
+    /// when the operator set `disable_escaping`.
+    pub fn escaping<'a>(
+        &self,
+        engine_rule: &'a dyn Fn(&str) -> String,
+    ) -> &'a dyn Fn(&str) -> String {
+        if self.disable_escaping {
+            &verbatim
+        } else {
+            engine_rule
+        }
+    }
+}
+
+/// The escaping `disable_escaping` asks for: none.
+fn verbatim(value: &str) -> String {
+    value.to_owned()
 }
 
 #[cfg(test)]
@@ -311,14 +371,52 @@ mod tests {
     #[test]
     fn connection_url_encodes_credentials() {
         let url = render_connection_url(
-            &Secret::new("postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres"),
+            "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres",
             "admin",
-            &Secret::new("p@ss/word"),
+            &Secret::new("p@ss/word-_.~%:"),
+            percent_encode_credential,
         );
         assert_eq!(
             url.expose(),
-            "postgresql://admin:p%40ss%2Fword@127.0.0.1:5432/postgres"
+            "postgresql://admin:p%40ss%2Fword-_.~%25%3A@127.0.0.1:5432/postgres"
         );
+    }
+
+    #[test]
+    fn placeholders_are_substituted_once_each() {
+        let upper = |v: &str| v.to_uppercase();
+        let url = render_connection_url(
+            "{{{username}}:{{password}}/{{password}}{{nope}}",
+            "a{{password}}",
+            &Secret::new("pw"),
+            upper,
+        );
+        assert_eq!(url.expose(), "{A{{PASSWORD}}:PW/PW{{nope}}");
+    }
+
+    #[test]
+    fn disable_escaping_turns_every_rule_off() {
+        let mut settings = ConnectionSettings {
+            connection_url: Secret::new("u={{username}} p={{password}}"),
+            username: "ad min".into(),
+            password: Secret::new("p@ss'"),
+            max_open_connections: 1,
+            connect_timeout: std::time::Duration::from_secs(1),
+            statement_timeout: std::time::Duration::ZERO,
+            tls: TlsMaterial::default(),
+            disable_escaping: false,
+        };
+        let render = |s: &ConnectionSettings| {
+            render_connection_url(
+                s.connection_url.expose(),
+                &s.username,
+                &s.password,
+                s.escaping(&percent_encode_credential),
+            )
+        };
+        assert_eq!(render(&settings).expose(), "u=ad%20min p=p%40ss%27");
+        settings.disable_escaping = true;
+        assert_eq!(render(&settings).expose(), "u=ad min p=p@ss'");
     }
 
     #[test]

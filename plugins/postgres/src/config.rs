@@ -5,6 +5,10 @@
 //! settings. Because the rendered URL may hold a password, it is never put in an error message or a
 //! log line: errors name the problem and nothing of the URL's text.
 //!
+//! The admin credentials are written into the template by the rule of its form: percent-encoded in
+//! the URL form (the driver decodes them), quoted in libpq's keyword/value form (which reads a
+//! `%2D` as three characters), or as they are when the operator set `disable_escaping`.
+//!
 //! The TLS options of libpq (`sslmode` with all five values, `sslrootcert`, `sslcert`, `sslkey`)
 //! are taken out of the text here, in both the URL and the keyword/value forms, because the
 //! driver knows only part of them; [`crate::tls`] turns them and the inline material into a
@@ -12,7 +16,9 @@
 
 use std::time::Duration;
 
-use lessor_plugin::{render_connection_url, ConnectionSettings, PluginError, Secret};
+use lessor_plugin::{
+    percent_encode_credential, render_connection_url, ConnectionSettings, PluginError, Secret,
+};
 
 use crate::error::{redact, with_sources};
 use crate::tls::{self, TlsSetup, UrlTlsOptions};
@@ -26,11 +32,7 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn admin_config(
     settings: &ConnectionSettings,
 ) -> Result<(tokio_postgres::Config, TlsSetup), PluginError> {
-    let rendered = render_connection_url(
-        &settings.connection_url,
-        &settings.username,
-        &settings.password,
-    );
+    let rendered = render_credentials(settings);
     let text = rendered.expose().trim();
 
     // tokio-postgres would read any other text as a `key=value` string and fail with a puzzling
@@ -90,6 +92,64 @@ pub(crate) fn admin_config(
         config.application_name("lessor");
     }
     Ok((config, tls))
+}
+
+/// The connection string with the admin credentials written in by the rule of its form.
+fn render_credentials(settings: &ConnectionSettings) -> Secret {
+    let template = settings.connection_url.expose();
+    let url_form = is_url_form(template);
+    let rule: &dyn Fn(&str) -> String = if url_form {
+        &percent_encode_credential
+    } else {
+        &quote_keyword_value
+    };
+    // A placeholder the operator put in quotes, as libpq's documentation writes values, is taken
+    // out of them when Lessor quotes the value itself: quotes inside quotes would end the value.
+    let unquoted;
+    let template = if url_form || settings.disable_escaping {
+        template
+    } else {
+        unquoted = Secret::new(
+            template
+                .replace("'{{username}}'", "{{username}}")
+                .replace("'{{password}}'", "{{password}}"),
+        );
+        unquoted.expose()
+    };
+    render_connection_url(
+        template,
+        &settings.username,
+        &settings.password,
+        settings.escaping(rule),
+    )
+}
+
+/// Whether a connection string is in the URL form (`scheme://...`) rather than libpq's
+/// keyword/value form. Any scheme counts, so that the check below can refuse a foreign one.
+fn is_url_form(text: &str) -> bool {
+    text.trim_start()
+        .split_once("://")
+        .is_some_and(|(scheme, _)| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        })
+}
+
+/// A value of libpq's keyword/value form, quoted so that it may hold anything: in single quotes,
+/// with `'` and `\` escaped by a backslash (libpq's rule, which tokio-postgres follows).
+fn quote_keyword_value(value: &str) -> String {
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('\'');
+    for c in value.chars() {
+        if matches!(c, '\'' | '\\') {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('\'');
+    quoted
 }
 
 /// Takes libpq's TLS options out of a connection string, in the URL form (`?sslmode=..&..`,
@@ -248,7 +308,52 @@ mod tests {
             connect_timeout: Duration::from_secs(3),
             statement_timeout: Duration::ZERO,
             tls: Default::default(),
+            disable_escaping: false,
         }
+    }
+
+    /// A password with every character one of the two forms reads specially.
+    const HARD: &str = "Adm-_%'\\ @/x1";
+
+    #[test]
+    fn each_form_carries_any_password() {
+        for url in [
+            "host=127.0.0.1 user={{username}} password={{password}} dbname=postgres",
+            "host=127.0.0.1 user='{{username}}' password = '{{password}}' dbname=postgres",
+            "postgresql://{{username}}:{{password}}@127.0.0.1/postgres",
+            "  postgres://{{username}}:{{password}}@127.0.0.1/postgres?sslmode=disable",
+        ] {
+            let config = admin_config(&settings(url, "ad'min \\x", HARD)).unwrap().0;
+            assert_eq!(config.get_user(), Some("ad'min \\x"), "{url}");
+            assert_eq!(config.get_password(), Some(HARD.as_bytes()), "{url}");
+            assert_eq!(config.get_dbname(), Some("postgres"), "{url}");
+        }
+    }
+
+    #[test]
+    fn disable_escaping_puts_credentials_in_as_written() {
+        let mut s = settings(
+            "host=127.0.0.1 user={{username}} password={{password}}",
+            "admin",
+            "Plain-pass_1.~",
+        );
+        s.disable_escaping = true;
+        let config = admin_config(&s).unwrap().0;
+        assert_eq!(config.get_password(), Some(&b"Plain-pass_1.~"[..]));
+
+        // The operator's own escaping reaches the driver untouched, in either form.
+        let mut s = settings(
+            "postgresql://{{username}}:{{password}}@127.0.0.1/postgres",
+            "admin",
+            "p%40ss",
+        );
+        s.disable_escaping = true;
+        let config = admin_config(&s).unwrap().0;
+        assert_eq!(config.get_password(), Some(&b"p@ss"[..]));
+        let mut s = settings("host=db password='{{password}}'", "admin", "it\\'s");
+        s.disable_escaping = true;
+        let config = admin_config(&s).unwrap().0;
+        assert_eq!(config.get_password(), Some(&b"it's"[..]));
     }
 
     #[test]
