@@ -20,6 +20,8 @@
 //! - [`wrapping`]: response wrapping (single-use wrapping tokens for sealed answers).
 //! - [`config`]: defaults < TOML < `LESSOR_*` env < flags.
 //! - [`dev`]: what `lessor dev` registers on a fresh machine.
+//! - [`ui`]: the web console at `/ui/`, made of in-process calls to the API (same gate, same
+//!   audit), server-rendered with its assets embedded.
 //! - [`listener`]: HTTPS on the listener (rustls), reloaded on SIGHUP; [`tls`]: the client
 //!   certificate a request carries, and the chain checks shared with [`auth::cert`].
 //!
@@ -50,6 +52,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod ttl;
+pub mod ui;
 pub mod wrapping;
 
 use std::future::Future;
@@ -233,7 +236,12 @@ pub fn app(state: AppState) -> axum::Router {
     // Canonicalization must run before routing, so it wraps the whole router rather than its
     // routes; the request log wraps it, so refused paths are logged too.
     let canonical = axum::middleware::from_fn(api::canonical::layer).layer(routes);
-    let logged = axum::middleware::from_fn(log_request).layer(canonical);
+    let api = axum::Router::new().fallback_service(canonical);
+    // The console calls the API through this very service, so its requests meet the same gate.
+    let served = axum::Router::new()
+        .merge(ui::router(api.clone()))
+        .fallback_service(api);
+    let logged = axum::middleware::from_fn(log_request).layer(served);
     axum::Router::new().fallback_service(logged)
 }
 
