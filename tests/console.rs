@@ -222,6 +222,25 @@ async fn the_console_in_a_browser() {
     browser.goto(&format!("{base}/ui/leases?role={role}")).await;
     browser.wait_for_text(&lease_id).await;
     browser.screenshot(&screenshot_path(&shots, "leases")).await;
+    // The owner filter: the lease's owner finds it, another owner does not.
+    let (status, looked_up) = server
+        .call(
+            "PUT",
+            "sys/leases/lookup",
+            Some(json!({ "lease_id": lease_id })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{looked_up}");
+    let owner = looked_up["data"]["owner"].as_str().unwrap().to_owned();
+    assert!(!owner.is_empty());
+    browser
+        .goto(&format!("{base}/ui/leases?owner=someone-else"))
+        .await;
+    browser.wait_for_text("No lease matches").await;
+    browser
+        .goto(&format!("{base}/ui/leases?owner={owner}&state=active"))
+        .await;
+    browser.wait_for_text(&lease_id).await;
     browser
         .find(&format!("button[aria-label='Revoke lease {lease_id}']"))
         .await

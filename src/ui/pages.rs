@@ -233,6 +233,11 @@ async fn lookup(console: &Console, lease_id: &str) -> Option<Value> {
     answer.ok().then(|| answer.body["data"].clone())
 }
 
+/// Whether `value` passes a filter: absent, or equal to it.
+fn passes(filter: Option<&str>, value: &str) -> bool {
+    filter.map_or(true, |wanted| wanted == value)
+}
+
 fn role_of_lease(id: &str) -> &str {
     id.strip_prefix("database/creds/")
         .and_then(|rest| rest.split('/').next())
@@ -387,16 +392,22 @@ pub struct LeaseFilter {
     role: Option<String>,
     connection: Option<String>,
     state: Option<String>,
+    owner: Option<String>,
     page: Option<usize>,
     done: Option<String>,
 }
 
-/// `GET /ui/leases`: paged, filtered by role, connection and state (including leases whose
-/// revocation keeps failing: `sys/leases?type=irrevocable`).
+/// `GET /ui/leases`: paged, filtered by role, connection, owner and state (including leases
+/// whose revocation keeps failing: `sys/leases?type=irrevocable`).
 pub async fn leases(console: Console, Query(filter): Query<LeaseFilter>) -> Response {
     let role = filter.role.as_deref().filter(|r| !r.is_empty());
     let connection = filter.connection.as_deref().filter(|c| !c.is_empty());
     let state = filter.state.as_deref().filter(|s| !s.is_empty());
+    let owner = filter
+        .owner
+        .as_deref()
+        .map(str::trim)
+        .filter(|o| !o.is_empty());
     if let Some(role) = role {
         if let Err(e) = RoleName::parse(role) {
             return error_page(StatusCode::BAD_REQUEST, "Bad filter", &e.to_string());
@@ -415,6 +426,25 @@ pub async fn leases(console: Console, Query(filter): Query<LeaseFilter>) -> Resp
             StatusCode::BAD_REQUEST,
             "Bad filter",
             "state: one of active, revoking, creating, irrevocable",
+        );
+    }
+    if owner.is_some_and(|o| {
+        o.len() > 128
+            || !o
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    }) {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Bad filter",
+            "owner: an entity id or token accessor (letters, digits, - _ . :)",
+        );
+    }
+    if owner.is_some() && state == Some("irrevocable") {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Bad filter",
+            "owner: cannot be combined with state irrevocable, whose listing does not name owners",
         );
     }
     let page_number = filter.page.unwrap_or(0);
@@ -468,13 +498,23 @@ pub async fn leases(console: Console, Query(filter): Query<LeaseFilter>) -> Resp
             })
             .flat_map(|(_, ids)| ids)
             .collect();
-        match state {
-            // The state is in each lease's lookup: look up until a page is full.
-            Some(wanted) => {
+        match (state, owner) {
+            (None, None) => {
+                more = candidates.len() > (page_number + 1) * PAGE;
+                for id in candidates.iter().skip(page_number * PAGE).take(PAGE) {
+                    if let Some(data) = lookup(&console, id).await {
+                        rows.push(((*id).clone(), data));
+                    }
+                }
+            }
+            // The state and the owner are in each lease's lookup: look up until a page is full.
+            (state, owner) => {
                 let mut matched = 0;
                 for id in candidates.iter().take(LOOKUP_CAP) {
                     if let Some(data) = lookup(&console, id).await {
-                        if str_of(&data, "state") == wanted {
+                        if passes(state, str_of(&data, "state"))
+                            && passes(owner, str_of(&data, "owner"))
+                        {
                             matched += 1;
                             if matched > page_number * PAGE && rows.len() < PAGE {
                                 rows.push(((*id).clone(), data));
@@ -486,19 +526,16 @@ pub async fn leases(console: Console, Query(filter): Query<LeaseFilter>) -> Resp
                     }
                 }
             }
-            None => {
-                more = candidates.len() > (page_number + 1) * PAGE;
-                for id in candidates.iter().skip(page_number * PAGE).take(PAGE) {
-                    if let Some(data) = lookup(&console, id).await {
-                        rows.push(((*id).clone(), data));
-                    }
-                }
-            }
         }
     }
     let query = |page: usize| {
         let mut q = format!("?page={page}");
-        for (k, v) in [("role", role), ("connection", connection), ("state", state)] {
+        for (k, v) in [
+            ("role", role),
+            ("connection", connection),
+            ("state", state),
+            ("owner", owner),
+        ] {
             if let Some(v) = v {
                 q.push_str(&format!("&{k}={v}"));
             }
@@ -518,6 +555,7 @@ pub async fn leases(console: Console, Query(filter): Query<LeaseFilter>) -> Resp
                 datalist id="role-names" { @for r in &all_roles { option value=(r) {} } }
                 label { "Connection " input type="text" name="connection" value=(connection.unwrap_or_default()) list="connection-names"; }
                 datalist id="connection-names" { @for c in &connection_names { option value=(c) {} } }
+                label { "Owner (entity id) " input type="text" name="owner" value=(owner.unwrap_or_default()); }
                 label { "State "
                     select name="state" {
                         @for (value, label) in [("", "any live"), ("active", "active"), ("creating", "creating"), ("revoking", "revoking"), ("irrevocable", "revocation keeps failing")] {
@@ -529,21 +567,22 @@ pub async fn leases(console: Console, Query(filter): Query<LeaseFilter>) -> Resp
             }
             @if rows.is_empty() {
                 p class="empty" { "No lease matches. "
-                    @if role.is_some() || connection.is_some() || state.is_some() { a href="/ui/leases" { "Clear the filters" } " to see every live lease, or " }
+                    @if role.is_some() || connection.is_some() || state.is_some() || owner.is_some() { a href="/ui/leases" { "Clear the filters" } " to see every live lease, or " }
                     "issue one with " code { "GET /v1/database/creds/<role>" } "." }
             } @else {
                 table class="leases" {
                     thead { tr {
                         th scope="col" { "Lease" } th scope="col" { "Role" } th scope="col" { "Connection" } th scope="col" { "User" }
-                        th scope="col" { "State" } th scope="col" { "Expires" } th scope="col" { "Revocation" } th scope="col" { span class="sr" { "Actions" } }
+                        th scope="col" { "Owner" } th scope="col" { "State" } th scope="col" { "Expires" } th scope="col" { "Revocation" } th scope="col" { span class="sr" { "Actions" } }
                     } }
                     tbody { @for (id, data) in &rows {
                         @let lease_role = role_of_lease(id);
                         tr {
                             td { code { (id) } }
                             td { (lease_role) }
-                            td { (connections.get(lease_role).map_or("", String::as_str)) }
+                            td { (data["connection"].as_str().or(connections.get(lease_role).map(String::as_str)).unwrap_or_default()) }
                             td { (str_of(data, "username")) }
+                            td { (str_of(data, "owner")) }
                             td { (str_of(data, "state")) }
                             td { (time_text(str_of(data, "expire_time"))) }
                             td { @if data["revocation_attempts"].as_i64().unwrap_or(0) > 0 {
