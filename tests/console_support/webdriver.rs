@@ -13,7 +13,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 /// The key W3C WebDriver puts element references under.
-const ELEMENT: &str = "element-6066-11e4-a5e6-4a1e6c8d8a9b";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 pub struct Browser {
     http: reqwest::Client,
@@ -197,8 +197,11 @@ impl Browser {
                 return element;
             }
             if started.elapsed() > Duration::from_secs(10) {
+                let last = self
+                    .post("/element", json!({ "using": "css selector", "value": css }))
+                    .await;
                 panic!(
-                    "no element matches {css:?} at {}; the page is:\n{}",
+                    "no element matches {css:?} at {} (webdriver: {last}); the page is:\n{}",
                     self.current_url().await,
                     self.text_of_page().await
                 );
@@ -316,24 +319,6 @@ impl Element<'_> {
     pub async fn text(&self) -> String {
         self.browser
             .get(&format!("/element/{}/text", self.id))
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    pub async fn attribute(&self, name: &str) -> Option<String> {
-        self.browser
-            .get(&format!("/element/{}/attribute/{name}", self.id))
-            .await
-            .as_str()
-            .map(str::to_owned)
-    }
-
-    /// The element's `value` property (what a field holds now).
-    pub async fn value(&self) -> String {
-        self.browser
-            .get(&format!("/element/{}/property/value", self.id))
             .await
             .as_str()
             .unwrap_or_default()
