@@ -1,8 +1,9 @@
 //! The web console in a real browser (Debian's headless chromium through chromedriver) against
 //! an in-process Lessor and the real PostgreSQL: sign in, write a static role with a cron
 //! schedule and see its next times (an invalid one refused before submit), rotate it and see the
-//! history entry, revoke a lease issued through the API, revoke a role's leases after the
-//! confirmation, a limited token that cannot see another role, and a change without the CSRF
+//! history entry, revoke a lease issued through the API (and find it in the audit log as the
+//! API call it is), revoke a role's and a connection's leases after the confirmation, a limited
+//! token that cannot see another role, and a change without the CSRF
 //! value refused. Screenshots of the main views go to `$LESSOR_CONSOLE_SCREENSHOTS` when set
 //! (docs/console/ holds the committed ones), else to a temporary directory.
 
@@ -85,6 +86,17 @@ async fn the_console_in_a_browser() {
             json!({ "db_name": CONN, "creation_statements": [PG_LOGIN], "default_ttl": "1h", "max_ttl": "2h" }),
         )
         .await;
+    // An audit device, to see console actions recorded as the API calls they are.
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_file = audit_dir.path().join("audit.log");
+    let (status, body) = server
+        .call(
+            "PUT",
+            "sys/audit/file",
+            Some(json!({ "type": "file", "options": { "file_path": audit_file } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let static_user = pg_user("dba").await;
     let other_user = pg_user("other").await;
     let static_role = unique("ui-nightly");
@@ -253,6 +265,31 @@ async fn the_console_in_a_browser() {
         !pg_role_exists(&admin, &username).await,
         "the user was not dropped"
     );
+    // The audit log has the revocation as an API call: path, lease, caller, address, outcome.
+    let audit = std::fs::read_to_string(&audit_file).unwrap();
+    let revocation = audit
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|entry| {
+            entry["type"] == "response"
+                && entry["path"] == "sys/leases/revoke"
+                && entry["lease_id"] == json!(lease_id)
+        })
+        .unwrap_or_else(|| panic!("no audit line for the console's revocation:\n{audit}"));
+    assert_eq!(revocation["status"], json!(204), "{revocation}");
+    assert_eq!(
+        revocation["remote_address"],
+        json!("127.0.0.1"),
+        "{revocation}"
+    );
+    assert!(
+        revocation["identity"]["accessor"].is_string(),
+        "{revocation}"
+    );
+    assert!(
+        !audit.contains(ROOT_TOKEN),
+        "the audit log holds the token in clear"
+    );
 
     // ---- a role's leases, after a confirmation that says how many
     let (_, first_user, _) = server.creds(&role).await;
@@ -285,7 +322,32 @@ async fn the_console_in_a_browser() {
     assert!(!pg_role_exists(&admin, &first_user).await);
     assert!(!pg_role_exists(&admin, &second_user).await);
 
-    // A phone-width view of the overview, readable without zooming.
+    // ---- every lease on a connection, after a confirmation that says how many
+    let (_, on_connection, _) = server.creds(&role).await;
+    browser.goto(&format!("{base}/ui/connections")).await;
+    browser
+        .find(&format!("a[href='/ui/connections/{CONN}/revoke']"))
+        .await
+        .click()
+        .await;
+    assert_eq!(browser.find("#lease-count").await.text().await, "1 lease");
+    assert!(pg_role_exists(&admin, &on_connection).await);
+    browser
+        .find(&format!(
+            "form[action='/ui/connections/{CONN}/revoke'] button"
+        ))
+        .await
+        .click()
+        .await;
+    browser
+        .wait_for_text("Every lease on the connection was revoked.")
+        .await;
+    assert!(!pg_role_exists(&admin, &on_connection).await);
+
+    browser.goto(&format!("{base}/ui/audit")).await;
+    browser.wait_for_text("file/").await;
+
+    // A phone-width view of the static roles, readable without zooming.
     browser.set_window_size(390, 844).await;
     browser.goto(&format!("{base}/ui/static-roles")).await;
     browser.wait_for_text(&static_role).await;

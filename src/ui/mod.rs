@@ -103,6 +103,10 @@ pub fn router(api: Router) -> Router {
             post(pages::verify_connection),
         )
         .route(
+            "/ui/connections/{name}/revoke",
+            get(pages::confirm_revoke_connection).post(pages::revoke_connection),
+        )
+        .route(
             "/ui/connections/{name}/rotate-root",
             post(pages::rotate_root),
         )
@@ -229,12 +233,13 @@ impl Console {
         .await
     }
 
-    /// Refuses a change whose form does not carry this session's CSRF value.
-    pub fn check_csrf(&self, sent: Option<&str>) -> Result<(), Response> {
+    /// The refusal of a change whose form does not carry this session's CSRF value; `None`
+    /// when it does.
+    pub fn csrf_refusal(&self, sent: Option<&str>) -> Option<Response> {
         if self.session.csrf_matches(sent) {
-            Ok(())
+            None
         } else {
-            Err(pages::error_page(
+            Some(pages::error_page(
                 StatusCode::FORBIDDEN,
                 "Refused: the form is stale or was not sent by this console",
                 "The change was not made. Reload the page and submit it again.",

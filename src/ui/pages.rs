@@ -143,6 +143,7 @@ fn notice(done: Option<&str>) -> Markup {
         Some("saved") => "The static role was saved.",
         Some("root-rotated") => "The connection's admin password was rotated.",
         Some("verified") => "The connection was reached and verified just now.",
+        Some("connection-revoked") => "Every lease on the connection was revoked.",
         _ => return html! {},
     };
     html! { p class="notice" role="status" { (text) } }
@@ -614,7 +615,7 @@ pub struct LeaseForm {
 
 /// `POST /ui/leases/revoke`: `PUT sys/leases/revoke`.
 pub async fn revoke_lease(console: Console, Form(form): Form<LeaseForm>) -> Response {
-    if let Err(refused) = console.check_csrf(form.csrf.as_deref()) {
+    if let Some(refused) = console.csrf_refusal(form.csrf.as_deref()) {
         return refused;
     }
     let id = match LeaseId::parse(form.lease_id.unwrap_or_default()) {
@@ -742,7 +743,7 @@ pub async fn revoke_role(
     Path(name): Path<String>,
     Form(form): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(refused) = console.check_csrf(form.csrf.as_deref()) {
+    if let Some(refused) = console.csrf_refusal(form.csrf.as_deref()) {
         return refused;
     }
     let name = match RoleName::parse(name) {
@@ -922,7 +923,7 @@ pub async fn rotate_static_role(
     Path(name): Path<String>,
     Form(form): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(refused) = console.check_csrf(form.csrf.as_deref()) {
+    if let Some(refused) = console.csrf_refusal(form.csrf.as_deref()) {
         return refused;
     }
     let name = match StaticRoleName::parse(name) {
@@ -1071,7 +1072,7 @@ pub async fn static_role_form_edit(console: Console, Path(name): Path<String>) -
 
 /// `POST /ui/static-roles/new`: `POST database/static-roles/:name` with the fields given.
 pub async fn write_static_role(console: Console, Form(form): Form<StaticRoleForm>) -> Response {
-    if let Err(refused) = console.check_csrf(form.csrf.as_deref()) {
+    if let Some(refused) = console.csrf_refusal(form.csrf.as_deref()) {
         return refused;
     }
     let editing = false;
@@ -1214,6 +1215,7 @@ pub async fn connections(console: Console, Query(done): Query<Done>) -> Response
                             (csrf_field(&console.session))
                             button type="submit" aria-label={ "Verify " (name) " now" } { "Verify now" }
                         }
+                        a class="button danger" href={ "/ui/connections/" (name) "/revoke" } { "Revoke all leases…" }
                         form method="post" action={ "/ui/connections/" (name) "/rotate-root" } {
                             (csrf_field(&console.session))
                             button type="submit" class="danger" aria-label={ "Rotate the admin password of " (name) } { "Rotate admin password" }
@@ -1268,7 +1270,7 @@ async fn connection_action(
     done: &str,
     failed: &str,
 ) -> Response {
-    if let Err(refused) = console.check_csrf(form.csrf.as_deref()) {
+    if let Some(refused) = console.csrf_refusal(form.csrf.as_deref()) {
         return refused;
     }
     let name = match ConnectionName::parse(name) {
@@ -1371,4 +1373,122 @@ pub fn login_page(csrf: &str, error: Option<&str>) -> Markup {
             p class="hint" { (PreEscaped("The token is kept only in an encrypted, HTTP-only cookie of this browser; the session ends with the token.")) }
         },
     )
+}
+
+/// The live leases on connection `name` with their users (each looked up: the connection is
+/// recorded on the lease, whatever its role points at now).
+async fn leases_on_connection(
+    console: &Console,
+    name: &str,
+) -> Result<(Vec<(String, String)>, bool), Answer> {
+    let live = live_leases(console, None).await?;
+    let ids: Vec<&String> = live.values().flatten().collect();
+    let complete = ids.len() <= LOOKUP_CAP;
+    let mut found = vec![];
+    for id in ids.into_iter().take(LOOKUP_CAP) {
+        if let Some(data) = lookup(console, id).await {
+            if str_of(&data, "connection") == name {
+                found.push((id.clone(), str_of(&data, "username").to_owned()));
+            }
+        }
+    }
+    Ok((found, complete))
+}
+
+/// `GET /ui/connections/:name/revoke`: how many leases and users revoking everything on the
+/// connection drops, before it does.
+pub async fn confirm_revoke_connection(console: Console, Path(name): Path<String>) -> Response {
+    let name = match ConnectionName::parse(name) {
+        Ok(name) => name,
+        Err(e) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Bad connection name",
+                &e.to_string(),
+            )
+        }
+    };
+    let (leases, complete) = match leases_on_connection(&console, &name).await {
+        Ok(found) => found,
+        Err(answer) => return api_failure(&console, "Revoke a connection's leases", &answer),
+    };
+    let count = leases.len();
+    respond(
+        &format!("Revoke every lease on connection {name}?"),
+        &console,
+        html! {
+            @if !complete {
+                p class="warning" { "More than " (LOOKUP_CAP) " live leases: only the first " (LOOKUP_CAP) " were examined; revoke again afterwards." }
+            }
+            @if count == 0 {
+                p class="empty" { "Connection " strong { (name) } " has no live leases: there is nothing to revoke." }
+                p { a href="/ui/connections" { "Back to connections" } }
+            } @else {
+                p class="warning" role="alert" {
+                    "This revokes " strong id="lease-count" { (count) " lease" @if count != 1 { "s" } }
+                    " and drops " strong id="user-count" { (count) " database user" @if count != 1 { "s" } }
+                    " on " (name) " now. Services using them lose their logins at once."
+                }
+                details { summary { "Users that will be dropped" }
+                    ul { @for (_, user) in &leases { li { code { (user) } } } } }
+                form method="post" action={ "/ui/connections/" (name) "/revoke" } {
+                    (csrf_field(&console.session))
+                    button type="submit" class="danger" { "Revoke " (count) " lease" @if count != 1 { "s" } " on " (name) }
+                    " "
+                    a href="/ui/connections" { "Cancel" }
+                }
+            }
+        },
+    )
+}
+
+/// `POST /ui/connections/:name/revoke`: `PUT sys/leases/revoke` for each live lease on the
+/// connection (the API has no revoke-by-connection; each revocation is decided and audited
+/// on its own).
+pub async fn revoke_connection(
+    console: Console,
+    Path(name): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> Response {
+    if let Some(refused) = console.csrf_refusal(form.csrf.as_deref()) {
+        return refused;
+    }
+    let name = match ConnectionName::parse(name) {
+        Ok(name) => name,
+        Err(e) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Bad connection name",
+                &e.to_string(),
+            )
+        }
+    };
+    let (leases, _) = match leases_on_connection(&console, &name).await {
+        Ok(found) => found,
+        Err(answer) => return api_failure(&console, "Revoke a connection's leases", &answer),
+    };
+    let mut failures = vec![];
+    for (id, _) in &leases {
+        let answer = console
+            .call("PUT", "sys/leases/revoke", Some(json!({ "lease_id": id })))
+            .await;
+        if !answer.ok() {
+            failures.push((id.clone(), refusal_text(&answer), answer.status));
+        }
+    }
+    if failures.is_empty() {
+        return Redirect::to("/ui/connections?done=connection-revoked").into_response();
+    }
+    let mut response = respond(
+        "Some leases were not revoked",
+        &console,
+        html! {
+            p class="error" role="alert" { (leases.len() - failures.len()) " of " (leases.len()) " leases were revoked; these were not:" }
+            ul { @for (id, why, _) in &failures { li { code { (id) } ": " (why) } } }
+            p { a href="/ui/leases?state=irrevocable" { "Leases whose revocation keeps failing" } }
+        },
+    );
+    // The first failure's status: a refusal by policy stays a 403.
+    *response.status_mut() = failures[0].2;
+    response
 }

@@ -130,8 +130,8 @@ pub fn describe(cron: &str, window: Option<Duration>) -> String {
                 if let Some(s) = seconds {
                     parts.push(part(s, "second"));
                 }
-                parts.push(part(*minute, "minute"));
-                parts.push(part(*hour, "hour"));
+                parts.push(part(minute, "minute"));
+                parts.push(part(hour, "hour"));
                 format!("{} (UTC)", parts.join(", "))
             }
         };

@@ -264,7 +264,7 @@ pub async fn logout(
     tls: Option<Extension<OverTls>>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = console.check_csrf(form.csrf.as_deref()) {
+    if let Some(refused) = console.csrf_refusal(form.csrf.as_deref()) {
         return refused;
     }
     let mut response = Redirect::to("/ui/login").into_response();

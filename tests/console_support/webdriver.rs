@@ -150,14 +150,6 @@ impl Browser {
             .to_owned()
     }
 
-    pub async fn source(&self) -> String {
-        self.get("/source")
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
     /// The first element matching `css` now, if any.
     pub async fn try_find(&self, css: &str) -> Option<Element<'_>> {
         let found = self
