@@ -311,6 +311,25 @@ mod tests {
         assert!(Session::from_headers(&other, &headers).is_none());
     }
 
+    #[tokio::test]
+    async fn cookies_are_http_only_strict_and_secure_exactly_over_tls() {
+        for (tls, secure) in [(Some(Extension(OverTls)), true), (None, false)] {
+            let form = login_form(tls).await;
+            let cookie = form.headers()[header::SET_COOKIE].to_str().unwrap();
+            assert!(cookie.starts_with("lessor_login="), "{cookie}");
+            assert!(cookie.contains("; HttpOnly; SameSite=Strict"), "{cookie}");
+            assert_eq!(cookie.ends_with("; Secure"), secure, "{cookie}");
+            let session = set_cookie(SESSION_COOKIE, "v1:x", "/ui", 60, secure);
+            assert_eq!(
+                session,
+                format!(
+                    "lessor_session=v1:x; Path=/ui; Max-Age=60; HttpOnly; SameSite=Strict{}",
+                    if secure { "; Secure" } else { "" }
+                )
+            );
+        }
+    }
+
     #[test]
     fn an_expired_session_is_no_session() {
         let sealer = Sealer::from_encoded_key(&Sealer::generate_encoded_key()).unwrap();
