@@ -476,3 +476,121 @@ async fn the_console_in_a_browser() {
     drop_pg_users(&[&static_user, &other_user]).await;
     server.stop().await;
 }
+
+/// A JWT signed by `key` with the claims Lessor's JWT login checks.
+fn service_account_jwt(key: &rcgen::KeyPair, issuer: &str, subject: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({
+        "iss": issuer, "aud": "lessor", "sub": subject,
+        "iat": now, "nbf": now - 5, "exp": now + 600,
+    });
+    let signing = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &claims,
+        &signing,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_jwt_sign_in_gets_the_jwt_role_s_policies_and_a_bad_jwt_is_refused() {
+    let server = TestServer::start().await;
+    let base = server.base.clone();
+    let issuer = "https://issuer.console.test";
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let (status, body) = server
+        .call(
+            "POST",
+            "auth/jwt/config",
+            Some(
+                json!({ "jwt_validation_pubkeys": [key.public_key_pem()], "bound_issuer": issuer }),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let policy = unique("ui-jwt");
+    let (status, body) = server
+        .call(
+            "PUT",
+            &format!("sys/policies/acl/{policy}"),
+            Some(json!({ "policy": "path \"auth/token/lookup-self\" { capabilities = [\"read\"] }\npath \"sys/alerts\" { capabilities = [\"read\"] }\n" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = server
+        .call(
+            "POST",
+            "auth/jwt/role/dashboards",
+            Some(json!({
+                "role_type": "jwt", "bound_audiences": ["lessor"], "user_claim": "sub",
+                "token_policies": [policy], "token_ttl": "10m",
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    let browser = Browser::start().await;
+    let sign_in_with = |jwt: String| {
+        let browser = &browser;
+        let base = base.clone();
+        async move {
+            browser.goto(&format!("{base}/ui/login")).await;
+            browser.find("#jwt-login").await;
+            browser.find("details summary").await.click().await;
+            browser
+                .find("#jwt-role")
+                .await
+                .type_text("dashboards")
+                .await;
+            browser.find("#jwt").await.type_text(&jwt).await;
+            browser
+                .find("#jwt-login button[type=submit]")
+                .await
+                .click()
+                .await;
+        }
+    };
+    // Signed by another key: refused on the page, no session.
+    let stranger = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    sign_in_with(service_account_jwt(
+        &stranger,
+        issuer,
+        "system:serviceaccount:ops:grafana",
+    ))
+    .await;
+    browser.find("#login-error").await;
+    browser.wait_for_text("JWT sign-in refused").await;
+    assert!(browser
+        .cookies()
+        .await
+        .iter()
+        .all(|c| c["name"] != "lessor_session"));
+
+    sign_in_with(service_account_jwt(
+        &key,
+        issuer,
+        "system:serviceaccount:ops:grafana",
+    ))
+    .await;
+    browser.find("nav[aria-label=Main]").await;
+    let session = browser
+        .cookies()
+        .await
+        .into_iter()
+        .find(|c| c["name"] == "lessor_session")
+        .expect("a session after the JWT sign-in");
+    let expires_in = session["expiry"].as_i64().unwrap() - chrono::Utc::now().timestamp();
+    assert!(
+        (500..=600).contains(&expires_in),
+        "the session ends with the 10-minute token, not in {expires_in} s"
+    );
+    // The token's policies: alerts are readable, leases are not.
+    browser.goto(&format!("{base}/ui/alerts")).await;
+    browser.wait_for_text("No alerts.").await;
+    browser.goto(&format!("{base}/ui/leases")).await;
+    browser.wait_for_text("Refused").await;
+
+    browser.quit().await;
+    server.stop().await;
+}
