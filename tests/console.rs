@@ -3,9 +3,10 @@
 //! schedule and see its next times (an invalid one refused before submit), rotate it and see the
 //! history entry, revoke a lease issued through the API (and find it in the audit log as the
 //! API call it is), revoke a role's and a connection's leases after the confirmation, a limited
-//! token that cannot see another role, and a change without the CSRF
-//! value refused. Screenshots of the main views go to `$LESSOR_CONSOLE_SCREENSHOTS` when set
-//! (docs/console/ holds the committed ones), else to a temporary directory.
+//! token that cannot see another role, the admin password of a connection rotated after a
+//! confirmation, and a change without the CSRF value refused; and a JWT sign-in. Screenshots of
+//! the main views go to `$LESSOR_CONSOLE_SCREENSHOTS` when set (docs/console/ holds the committed
+//! ones), else to a temporary directory.
 
 mod common;
 #[path = "console_support/webdriver.rs"]
@@ -41,6 +42,20 @@ async fn drop_pg_users(users: &[&str]) {
             .await
             .unwrap();
     }
+}
+
+/// A dedicated admin for the admin-password rotation: never the machine's own postgres password.
+async fn pg_admin_user() -> (String, String) {
+    let user = unique("lessor_ui_adm").replace('-', "_");
+    let password = format!("Admin-{}-pass1", unique("x").replace('-', ""));
+    pg_admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {user} LOGIN CREATEROLE PASSWORD '{password}'; GRANT pg_signal_backend TO {user};"
+        ))
+        .await
+        .unwrap();
+    (user, password)
 }
 
 async fn history_len(server: &TestServer, role: &str) -> usize {
@@ -344,6 +359,57 @@ async fn the_console_in_a_browser() {
         .await;
     assert!(!pg_role_exists(&admin, &on_connection).await);
 
+    // ---- the admin password of a connection with a dedicated admin, after a confirmation
+    let (admin_user, admin_password) = pg_admin_user().await;
+    server
+        .add_connection(
+            "pgadm",
+            json!({
+                "plugin_name": "postgresql-database-plugin",
+                "connection_url": "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres",
+                "username": admin_user,
+                "password": admin_password,
+                "allowed_roles": "*",
+            }),
+        )
+        .await;
+    assert!(pg_login(&admin_user, &admin_password).await.is_ok());
+    browser.goto(&format!("{base}/ui/connections")).await;
+    browser
+        .find("a[href='/ui/connections/pgadm/rotate-root']")
+        .await
+        .click()
+        .await;
+    browser
+        .wait_for_text("nobody else knows that password")
+        .await;
+    browser
+        .find("form[action='/ui/connections/pgadm/rotate-root'] button")
+        .await
+        .click()
+        .await;
+    browser
+        .wait_for_text("The connection's admin password was rotated.")
+        .await;
+    assert!(
+        pg_login(&admin_user, &admin_password).await.is_err(),
+        "the old admin password still logs in"
+    );
+    // Verify now: Lessor reaches the database with the password only it knows.
+    browser
+        .find("form[action='/ui/connections/pgadm/verify'] button")
+        .await
+        .click()
+        .await;
+    browser
+        .wait_for_text("The connection was reached and verified just now.")
+        .await;
+
+    browser.goto(&format!("{base}/ui/connections")).await;
+    browser.wait_for_text("postgresql-database-plugin").await;
+    browser
+        .screenshot(&screenshot_path(&shots, "connections"))
+        .await;
     browser.goto(&format!("{base}/ui/audit")).await;
     browser.wait_for_text("file/").await;
 
@@ -473,8 +539,8 @@ async fn the_console_in_a_browser() {
             None,
         )
         .await;
-    drop_pg_users(&[&static_user, &other_user]).await;
     server.stop().await;
+    drop_pg_users(&[&static_user, &other_user, &admin_user]).await;
 }
 
 /// A JWT signed by `key` with the claims Lessor's JWT login checks.

@@ -108,7 +108,7 @@ pub fn router(api: Router) -> Router {
         )
         .route(
             "/ui/connections/{name}/rotate-root",
-            post(pages::rotate_root),
+            get(pages::confirm_rotate_root).post(pages::rotate_root),
         )
         .route("/ui/alerts", get(pages::alerts))
         .route("/ui/audit", get(pages::audit_devices))

@@ -1216,10 +1216,7 @@ pub async fn connections(console: Console, Query(done): Query<Done>) -> Response
                             button type="submit" aria-label={ "Verify " (name) " now" } { "Verify now" }
                         }
                         a class="button danger" href={ "/ui/connections/" (name) "/revoke" } { "Revoke all leases…" }
-                        form method="post" action={ "/ui/connections/" (name) "/rotate-root" } {
-                            (csrf_field(&console.session))
-                            button type="submit" class="danger" aria-label={ "Rotate the admin password of " (name) } { "Rotate admin password" }
-                        }
+                        a class="button danger" href={ "/ui/connections/" (name) "/rotate-root" } { "Rotate admin password…" }
                     }
                 } } } }
             }
@@ -1243,6 +1240,37 @@ pub async fn verify_connection(
         "The connection could not be verified",
     )
     .await
+}
+
+/// `GET /ui/connections/:name/rotate-root`: what rotating the admin password means, before it
+/// happens.
+pub async fn confirm_rotate_root(console: Console, Path(name): Path<String>) -> Response {
+    let name = match ConnectionName::parse(name) {
+        Ok(name) => name,
+        Err(e) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Bad connection name",
+                &e.to_string(),
+            )
+        }
+    };
+    respond(
+        &format!("Rotate the admin password of {name}?"),
+        &console,
+        html! {
+            p class="warning" role="alert" {
+                "Lessor sets a new random password for the admin user of " strong { (name) }
+                " and keeps it sealed. After this, nobody else knows that password: use a dedicated admin user for Lessor, not one people log in with."
+            }
+            form method="post" action={ "/ui/connections/" (name) "/rotate-root" } {
+                (csrf_field(&console.session))
+                button type="submit" class="danger" { "Rotate the admin password of " (name) }
+                " "
+                a href="/ui/connections" { "Cancel" }
+            }
+        },
+    )
 }
 
 /// `POST /ui/connections/:name/rotate-root`: `POST database/rotate-root/:name` (sudo).
