@@ -21,6 +21,12 @@ if [ ! -d tests/clients/node_modules/node-vault ]; then
   npm ci --prefix tests/clients --silent --no-audit --no-fund >/dev/null
 fi
 
+# Headless Chromium and its WebDriver, for the console's browser tests (tests/console.rs).
+if ! command -v chromedriver >/dev/null 2>&1 || ! { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }; then
+  echo "test: installing chromium and chromium-driver" >&2
+  apt-get install -y -qq chromium chromium-driver >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
+fi
+
 snapshot=$(mktemp)
 trap 'rm -f "$snapshot"' EXIT
 ./scripts/leftovers.sh snapshot "$snapshot"

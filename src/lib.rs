@@ -20,6 +20,8 @@
 //! - [`wrapping`]: response wrapping (single-use wrapping tokens for sealed answers).
 //! - [`config`]: defaults < TOML < `LESSOR_*` env < flags.
 //! - [`dev`]: what `lessor dev` registers on a fresh machine.
+//! - [`ui`]: the web console at `/ui/`, made of in-process calls to the API (same gate, same
+//!   audit), server-rendered with its assets embedded.
 //! - [`listener`]: HTTPS on the listener (rustls), reloaded on SIGHUP; [`tls`]: the client
 //!   certificate a request carries, and the chain checks shared with [`auth::cert`].
 //!
@@ -50,6 +52,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod ttl;
+pub mod ui;
 pub mod wrapping;
 
 use std::future::Future;
@@ -83,6 +86,9 @@ use crate::store::Store;
 /// configured seal key is the one the store's secrets were sealed with.
 const SEAL_CHECK_KEY: &str = "seal_check";
 const SEAL_CHECK_CONTEXT: &str = "meta/seal_check";
+/// Key in the meta table of the console's sealed cookie key.
+const CONSOLE_KEY_META: &str = "console_session_key";
+const CONSOLE_KEY_CONTEXT: &str = "meta/console_session_key";
 
 /// Everything the handlers and background tasks share. Cheap to clone.
 #[derive(Clone)]
@@ -110,6 +116,9 @@ pub struct AppState {
     pub listen_address: String,
     /// How often the periodic reconciliation sweep runs (zero: never).
     pub reconcile_interval: std::time::Duration,
+    /// Seals the web console's session cookies; its key is the store's, so a session works on
+    /// every replica and across restarts.
+    pub console_sealer: Sealer,
 }
 
 impl AppState {
@@ -132,6 +141,14 @@ impl AppState {
         sealer.open(SEAL_CHECK_CONTEXT, &sealed).map_err(|_| {
             Error::Config("the seal key does not match the one this store was sealed with".into())
         })?;
+        // The console's cookie key: made once per store, sealed with the seal key like the other
+        // keys, so every replica opens the sessions any of them made.
+        let offered = sealer.seal(CONSOLE_KEY_CONTEXT, &Sealer::generate_encoded_key())?;
+        let console_key = sealer.open(
+            CONSOLE_KEY_CONTEXT,
+            &store.meta_init(CONSOLE_KEY_META, &offered).await?,
+        )?;
+        let console_sealer = Sealer::from_encoded_key(&console_key)?;
         let auth = Auth::open(store.clone(), &sealer, settings.lease_limits()).await?;
         let engines = Engines::new(store.clone(), sealer.clone(), settings.target_deadlines());
         let audit = Audit::open(store.clone(), &sealer, &data_directories(settings)?).await?;
@@ -189,6 +206,7 @@ impl AppState {
             replica,
             listen_address,
             reconcile_interval: settings.reconcile_interval,
+            console_sealer,
         })
     }
 }
@@ -231,11 +249,17 @@ async fn log_request(request: Request, next: Next) -> Response {
 /// The HTTP application: the router behind the request log and the canonicalization (decode the
 /// path once, `LIST` to a flag). Kept apart from [`serve`] so tests can drive it any way they like.
 pub fn app(state: AppState) -> axum::Router {
+    let console_sealer = state.console_sealer.clone();
     let routes = api::router(state);
     // Canonicalization must run before routing, so it wraps the whole router rather than its
     // routes; the request log wraps it, so refused paths are logged too.
     let canonical = axum::middleware::from_fn(api::canonical::layer).layer(routes);
-    let logged = axum::middleware::from_fn(log_request).layer(canonical);
+    let api = axum::Router::new().fallback_service(canonical);
+    // The console calls the API through this very service, so its requests meet the same gate.
+    let served = axum::Router::new()
+        .merge(ui::router(api.clone(), console_sealer))
+        .fallback_service(api);
+    let logged = axum::middleware::from_fn(log_request).layer(served);
     axum::Router::new().fallback_service(logged)
 }
 

@@ -341,6 +341,8 @@ async fn accept_loop(
             let service = hyper::service::service_fn(move |mut request| {
                 let extensions = request.extensions_mut();
                 extensions.insert(ConnectInfo(peer));
+                // The console marks its cookies Secure on requests that came over TLS.
+                extensions.insert(crate::ui::OverTls);
                 match &identity {
                     ClientIdentity::None => {}
                     ClientIdentity::Verified(chain) => {

@@ -773,6 +773,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         Some(tls) => {
             tracing::info!(
                 address = %lessor::listener::client_address(listener.local_addr()?, true),
+                console = %format!("{}/ui/", lessor::listener::client_address(listener.local_addr()?, true)),
                 client_ca = tls.files().client_ca_file.is_some(),
                 "lessor server listening (TLS; SIGHUP reloads the certificate)"
             );
@@ -783,6 +784,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         None => {
             tracing::warn!(
                 address = %lessor::listener::client_address(listener.local_addr()?, false),
+                console = %format!("{}/ui/", lessor::listener::client_address(listener.local_addr()?, false)),
                 "lessor server listening on plain HTTP (tls_disable): tokens and credentials cross the network in clear"
             );
             lessor::serve(listener, state, shutdown_signal()).await?;
@@ -853,6 +855,7 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         "Lessor dev server listening on {addr} (store in {})",
         data_dir.display()
     );
+    println!("  console: {addr}/ui/ (sign in with the token below)");
     println!("  export LESSOR_ADDR={addr} VAULT_ADDR={addr}");
     println!(
         "  export LESSOR_TOKEN={0} VAULT_TOKEN={0}",

@@ -121,6 +121,10 @@ pub struct LeaseInfo {
     pub username: String,
     pub revocation_attempts: i64,
     pub last_error: Option<String>,
+    /// The connection the user was created on.
+    pub connection: String,
+    /// The entity (or token accessor) that obtained the lease: who may renew or revoke it.
+    pub owner: String,
 }
 
 /// The outcome of a renewal.
@@ -502,6 +506,8 @@ impl LeaseManager {
             username: lease.username,
             revocation_attempts: lease.attempts,
             last_error: lease.last_error,
+            connection: lease.connection_name,
+            owner: lease.owner,
             id: lease.id,
         })
     }
