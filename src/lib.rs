@@ -319,6 +319,8 @@ pub(crate) async fn with_background_tasks(
     // Rotations run in tasks of their own (a disconnected client cannot cut one short); they
     // finish before the pools they use are closed.
     state.rotation.wait_for_rotations().await;
+    // Only now, with nothing of this replica's still running, are its claims given up.
+    state.replica.leave(&state.store).await;
     state.engines.close_all().await;
     served
 }

@@ -87,9 +87,10 @@ impl Replica {
             .await
     }
 
-    /// Beats until `shutdown`, then removes the registration (a clean stop frees claims at once).
-    /// A beat that finds the registration gone (removed as stale after a long store outage)
-    /// registers again. Failed beats are logged; the store being away is reported elsewhere.
+    /// Beats until `shutdown`. A beat that finds the registration gone (removed as stale after a
+    /// long store outage) registers again. Failed beats are logged; the store being away is
+    /// reported elsewhere. The registration is removed by [`Replica::leave`], once the work this
+    /// replica claimed has finished.
     pub async fn run_heartbeat(self, store: Store, address: String, shutdown: CancellationToken) {
         let mut ticks = tokio::time::interval(HEARTBEAT_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -108,6 +109,12 @@ impl Replica {
                 tracing::warn!(replica = %self.id, %error, "cannot record this replica's heartbeat");
             }
         }
+    }
+
+    /// Removes this replica's registration (a clean stop), so its remaining claims are free at
+    /// once, and registrations dead for long. Called after its revocations and rotations ended:
+    /// while they run, its claims must keep holding.
+    pub async fn leave(&self, store: &Store) {
         let forget_before = to_millis(Utc::now() - chrono_duration(FORGET_AFTER));
         if let Err(error) = store.forget_replicas(&self.id, forget_before).await {
             tracing::warn!(replica = %self.id, %error, "cannot remove this replica's registration");
