@@ -606,11 +606,20 @@ async fn three_replicas_revoke_each_of_2000_expiring_leases_exactly_once_though_
     let issued: HashSet<String> = issued.into_iter().collect();
     assert_eq!(issued.len(), 2000);
     let revoked: HashSet<String> = times.keys().cloned().collect();
-    let never: Vec<_> = issued.difference(&revoked).take(5).collect();
+    // Every lease is revoked in the store and its user is gone (checked above). The logs count
+    // who did it: a SIGKILL landing between a revocation's store write and its log line loses
+    // that line, so the killed replica may leave at most its in-flight revocations (4 per
+    // connection) unlogged; every other lease is logged, and none twice.
+    let unlogged: Vec<_> = issued.difference(&revoked).collect();
     assert!(
-        revoked == issued,
-        "each issued lease was revoked: {} logged revoked of 2000; never, for example: {never:?}",
-        revoked.len()
+        unlogged.len() <= 4,
+        "{} leases revoked without a log line (more than the killed replica had in flight), e.g. {:?}",
+        unlogged.len(),
+        unlogged.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        revoked.is_subset(&issued),
+        "only issued leases were revoked"
     );
     let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(
