@@ -225,6 +225,18 @@ pub fn tls_seal_context(connection: &str, field: &str) -> String {
     format!("connection/{connection}/{field}")
 }
 
+/// Closes an instance taken out of the cache once no request holds it any more (at most a minute
+/// later): closing it at once would fail the requests still using its pool.
+fn retire(old: Arc<dyn DatabasePlugin>) {
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while Arc::strong_count(&old) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        old.close().await;
+    });
+}
+
 /// Connected plugin instances by connection name, built on first use.
 #[derive(Clone)]
 pub struct Engines {
@@ -356,7 +368,7 @@ impl Engines {
     pub async fn replace(&self, name: &str, plugin: Arc<dyn DatabasePlugin>) {
         let old = self.live.write().await.insert(name.to_owned(), plugin);
         if let Some(old) = old {
-            old.close().await;
+            retire(old);
         }
     }
 
@@ -364,7 +376,16 @@ impl Engines {
     pub async fn invalidate(&self, name: &str) {
         let old = self.live.write().await.remove(name);
         if let Some(old) = old {
-            old.close().await;
+            retire(old);
+        }
+    }
+
+    /// Drops every cached instance (another replica changed connections while this one could
+    /// not hear of it); each is closed once the requests using it are done.
+    pub async fn invalidate_all(&self) {
+        let drained: Vec<_> = self.live.write().await.drain().map(|(_, p)| p).collect();
+        for plugin in drained {
+            retire(plugin);
         }
     }
 

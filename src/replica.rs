@@ -182,7 +182,7 @@ async fn apply(state: &crate::AppState, change: crate::store::Change) {
         Change::Resync => (true, true, true),
     };
     if connections {
-        state.engines.close_all().await;
+        state.engines.invalidate_all().await;
     }
     if audit {
         if let Err(error) = state.audit.reload().await {
