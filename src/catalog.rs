@@ -227,6 +227,10 @@ pub struct RoleInput {
     pub max_ttl: Option<Duration>,
     pub username_template: Option<String>,
     pub options: Option<RoleOptions>,
+    /// Give each lease a database of its own (dropped with the lease).
+    pub database_per_lease: Option<bool>,
+    /// Copy those databases from this one; empty clears it.
+    pub template_database: Option<String>,
 }
 
 /// A role as the API shows it.
@@ -242,6 +246,8 @@ pub struct RoleView {
     pub username_template: String,
     pub options: RoleOptions,
     pub credential_type: &'static str,
+    pub database_per_lease: bool,
+    pub template_database: String,
 }
 
 /// A role decoded from its row.
@@ -257,6 +263,8 @@ pub struct Role {
     pub max_ttl: Duration,
     pub username_template: Option<String>,
     pub options: RoleOptions,
+    pub database_per_lease: bool,
+    pub template_database: Option<String>,
 }
 
 pub(crate) fn decode_list(column: &str, text: &str) -> Result<Vec<String>> {
@@ -287,6 +295,8 @@ impl Role {
             })?,
             name: row.name,
             db_name: row.db_name,
+            database_per_lease: row.database_per_lease,
+            template_database: row.template_database,
         })
     }
 }
@@ -727,6 +737,25 @@ impl Catalog {
         plugin
             .validate_role(&options, &[])
             .map_err(|e| Error::invalid(format!("options: {e}")))?;
+        let database_per_lease = input
+            .database_per_lease
+            .or_else(|| existing.as_ref().map(|r| r.database_per_lease))
+            .unwrap_or(false);
+        let template_database = input
+            .template_database
+            .or_else(|| existing.as_ref().and_then(|r| r.template_database.clone()))
+            .filter(|t| !t.is_empty());
+        if template_database.is_some() && !database_per_lease {
+            return Err(Error::invalid(
+                "template_database: only a role with database_per_lease = true copies a database",
+            ));
+        }
+        if database_per_lease {
+            // The engine says whether it has databases, and checks the template's name.
+            plugin
+                .validate_database_per_lease(template_database.as_deref())
+                .map_err(|e| Error::invalid(e.to_string()))?;
+        }
         let template = UsernameTemplate::parse(
             username_template
                 .as_deref()
@@ -755,6 +784,8 @@ impl Catalog {
             max_ttl_secs: max_ttl.as_secs() as i64,
             username_template,
             options: encode(&options),
+            database_per_lease,
+            template_database,
             created_at: now,
             updated_at: now,
         };
@@ -791,6 +822,8 @@ impl Catalog {
             username_template: role.username_template.unwrap_or_default(),
             options: role.options,
             credential_type: "password",
+            database_per_lease: role.database_per_lease,
+            template_database: role.template_database.unwrap_or_default(),
         })
     }
 

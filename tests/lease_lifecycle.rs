@@ -482,6 +482,7 @@ async fn f18_list_returns_every_key_past_one_page() {
                 token_accessor: None,
                 claimed_by: None,
                 claim_until: None,
+                database_name: None,
             })
             .await
             .unwrap();
@@ -889,6 +890,7 @@ async fn creating_lease(server: &TestServer, role: &str, deadline_ms: i64) -> (S
             token_accessor: None,
             claimed_by: None,
             claim_until: None,
+            database_name: None,
         })
         .await
         .unwrap();

@@ -120,6 +120,7 @@ fn lease(id: &str, state: LeaseState, next_action_at: i64) -> LeaseRow {
         token_accessor: None,
         claimed_by: None,
         claim_until: None,
+        database_name: None,
     }
 }
 

@@ -75,6 +75,8 @@ pub const ROLE_BODY: &[BodyField] = &[
     field("username_template", FieldKind::String),
     field("credential_type", FieldKind::String),
     field("options", FieldKind::Object),
+    field("database_per_lease", FieldKind::Boolean),
+    field("template_database", FieldKind::String),
 ];
 
 pub async fn write_connection(
@@ -178,6 +180,8 @@ pub async fn write_role(
         max_ttl: body.duration("max_ttl")?,
         username_template: body.string("username_template")?,
         options,
+        database_per_lease: body.boolean("database_per_lease")?,
+        template_database: body.string("template_database")?,
     };
     match body.string("credential_type")?.as_deref() {
         None | Some("") | Some("password") => {}
@@ -217,10 +221,15 @@ pub async fn issue_creds(
         token_accessor: Some(caller.identity.accessor.clone()),
     };
     let issued = state.leases.issue(&name, &requester).await?;
-    let mut envelope = Envelope::new(json!({
+    let mut data = json!({
         "username": issued.username,
         "password": issued.password.expose(),
-    }));
+    });
+    if let Some(database) = &issued.database {
+        data["database"] = json!(database);
+        data["connection_url"] = json!(issued.connection_url);
+    }
+    let mut envelope = Envelope::new(data);
     envelope.lease_id = issued.lease_id;
     envelope.renewable = true;
     envelope.lease_duration = issued.lease_duration.as_secs();

@@ -24,7 +24,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use lessor_plugin::{
-    DeleteUserRequest, ExpirationChange, NewUserRequest, Secret, UpdateUserRequest,
+    DeleteUserRequest, ExpirationChange, NewDatabase, NewUserRequest, Secret, UpdateUserRequest,
     UsernameContext, UsernameTemplate,
 };
 use rand::Rng;
@@ -99,6 +99,10 @@ pub struct IssuedCredentials {
     pub username: String,
     pub password: Secret,
     pub lease_duration: Duration,
+    /// The lease's own database, for a `database_per_lease` role.
+    pub database: Option<String>,
+    /// How to reach that database as the user, without the password.
+    pub connection_url: Option<String>,
 }
 
 /// Which keys of a listing to answer (`LIST ...?after=KEY&limit=N`, as OpenBao pages lists).
@@ -360,6 +364,9 @@ impl LeaseManager {
             // deadline unless this one dies first.
             claimed_by: Some(self.replica.id().to_owned()),
             claim_until: Some(creation_deadline),
+            // The user's own database is named after it: unique, and already checked to be a
+            // safe identifier.
+            database_name: role.database_per_lease.then(|| username.clone()),
         };
         // The durable write comes first: from here on, the user's fate is recorded. The reaper
         // needs no wake-up: the creation deadline is further than its longest sleep.
@@ -376,7 +383,10 @@ impl LeaseManager {
                 expiration: expires_at,
                 statements: &role.creation_statements,
                 options: &role.options,
-                database: None,
+                database: lease.database_name.as_deref().map(|name| NewDatabase {
+                    name,
+                    template: role.template_database.as_deref(),
+                }),
             }),
         )
         .await;
@@ -429,11 +439,17 @@ impl LeaseManager {
         self.reaper_wake.notify_one();
 
         tracing::info!(username = %username, ttl_secs = ttl.as_secs(), "issued credential");
+        let connection_url = lease
+            .database_name
+            .as_deref()
+            .and_then(|database| plugin.user_connection_url(&username, Some(database)));
         Ok(IssuedCredentials {
             lease_id,
             username,
             password,
             lease_duration: ttl,
+            database: lease.database_name,
+            connection_url,
         })
     }
 
@@ -450,7 +466,7 @@ impl LeaseManager {
                 .delete_user(&DeleteUserRequest {
                     username: &lease.username,
                     statements: &statements,
-                    database: None,
+                    database: lease.database_name.as_deref(),
                 })
                 .await
                 .map_err(|e| e.to_string()),
@@ -768,7 +784,7 @@ impl LeaseManager {
                 .delete_user(&DeleteUserRequest {
                     username: &lease.username,
                     statements: &statements,
-                    database: None,
+                    database: lease.database_name.as_deref(),
                 })
                 .await
                 .map_err(|e| Error::database(format!("cannot revoke lease {}", lease.id), e))

@@ -503,13 +503,15 @@ impl Store {
         with_pool!(self, |pool| {
             sqlx::query(
             "INSERT INTO roles (name, db_name, creation_statements, revocation_statements, rollback_statements,
-                 renew_statements, default_ttl_secs, max_ttl_secs, username_template, options, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 renew_statements, default_ttl_secs, max_ttl_secs, username_template, options, created_at, updated_at,
+                 database_per_lease, template_database)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (name) DO UPDATE SET db_name = excluded.db_name,
                  creation_statements = excluded.creation_statements, revocation_statements = excluded.revocation_statements,
                  rollback_statements = excluded.rollback_statements, renew_statements = excluded.renew_statements,
                  default_ttl_secs = excluded.default_ttl_secs, max_ttl_secs = excluded.max_ttl_secs,
-                 username_template = excluded.username_template, options = excluded.options, updated_at = excluded.updated_at",
+                 username_template = excluded.username_template, options = excluded.options, updated_at = excluded.updated_at,
+                 database_per_lease = excluded.database_per_lease, template_database = excluded.template_database",
         )
         .bind(&row.name)
         .bind(&row.db_name)
@@ -523,6 +525,8 @@ impl Store {
         .bind(&row.options)
         .bind(row.created_at)
         .bind(row.updated_at)
+        .bind(row.database_per_lease)
+        .bind(&row.template_database)
         .execute(pool)
         .await?.rows_affected()
         });
@@ -570,8 +574,9 @@ impl Store {
             let done = sqlx::query(
             "INSERT INTO leases (id, role_name, connection_name, username, revocation_statements, rollback_statements,
                  renew_statements, issued_at, last_renewed_at, expires_at, max_expires_at, state, next_action_at,
-                 attempts, last_error, revoked_at, owner, revoke_requested, token_accessor, claimed_by, claim_until)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21
+                 attempts, last_error, revoked_at, owner, revoke_requested, token_accessor, claimed_by, claim_until,
+                 database_name)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $23
              WHERE EXISTS (SELECT 1 FROM connections WHERE name = $22)",
         )
         .bind(&lease.id)
@@ -596,6 +601,7 @@ impl Store {
         .bind(&lease.claimed_by)
         .bind(lease.claim_until)
         .bind(&lease.connection_name)
+        .bind(&lease.database_name)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -1062,6 +1068,7 @@ mod tests {
                     token_accessor: None,
                     claimed_by: None,
                     claim_until: None,
+                    database_name: None,
                 })
                 .await
                 .unwrap();

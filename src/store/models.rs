@@ -54,6 +54,10 @@ pub struct RoleRow {
     pub max_ttl_secs: i64,
     pub username_template: Option<String>,
     pub options: String,
+    /// Each lease gets a database of its own, dropped with it.
+    pub database_per_lease: bool,
+    /// What those databases are copied from (PostgreSQL `TEMPLATE`).
+    pub template_database: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -162,4 +166,6 @@ pub struct LeaseRow {
     pub claimed_by: Option<String>,
     /// When that claim lapses.
     pub claim_until: Option<i64>,
+    /// The lease's own database (a `database_per_lease` role), dropped at revocation.
+    pub database_name: Option<String>,
 }
