@@ -48,6 +48,64 @@ async fn drop_pg_users(users: &[&str]) {
     }
 }
 
+/// Drops the PostgreSQL users a test makes when the test ends, also when it fails part-way (a
+/// panic skips the test's own clean-up): the users named, and every user whose name starts with
+/// one of the prefixes (the dynamic users of a test's roles, `v-<role>-...`). After a passing
+/// test there is nothing left to drop.
+struct PgCleanup {
+    users: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl PgCleanup {
+    fn new(prefixes: &[String]) -> Self {
+        Self {
+            users: vec![],
+            prefixes: prefixes.to_vec(),
+        }
+    }
+}
+
+impl Drop for PgCleanup {
+    fn drop(&mut self) {
+        let users = std::mem::take(&mut self.users);
+        let prefixes = std::mem::take(&mut self.prefixes);
+        // Drop cannot await on the test's runtime, which may be unwinding: a runtime of its own.
+        let cleaned = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let admin = pg_admin().await;
+                let mut names = users;
+                for prefix in &prefixes {
+                    for row in admin
+                        .query(
+                            "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)",
+                            &[prefix],
+                        )
+                        .await
+                        .unwrap()
+                    {
+                        names.push(row.get(0));
+                    }
+                }
+                for name in names {
+                    admin
+                        .batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\""))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .join();
+        if cleaned.is_err() && !std::thread::panicking() {
+            panic!("dropping the test's PostgreSQL users failed");
+        }
+    }
+}
+
 /// A dedicated admin for the admin-password rotation: never the machine's own postgres password.
 async fn pg_admin_user() -> (String, String) {
     let user = unique("lessor_ui_adm").replace('-', "_");
@@ -105,6 +163,7 @@ async fn the_console_in_a_browser() {
             json!({ "db_name": CONN, "creation_statements": [PG_LOGIN], "default_ttl": "1h", "max_ttl": "2h" }),
         )
         .await;
+    let mut cleanup = PgCleanup::new(&[format!("v-{role}-")]);
     // An audit device, to see console actions recorded as the API calls they are.
     let audit_dir = tempfile::tempdir().unwrap();
     let audit_file = audit_dir.path().join("audit.log");
@@ -118,6 +177,9 @@ async fn the_console_in_a_browser() {
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let static_user = pg_user("dba").await;
     let other_user = pg_user("other").await;
+    cleanup
+        .users
+        .extend([static_user.clone(), other_user.clone()]);
     let static_role = unique("ui-nightly");
     let other_role = unique("ui-hidden");
     let temporary = tempfile::tempdir().unwrap();
@@ -430,6 +492,7 @@ async fn the_console_in_a_browser() {
 
     // ---- the admin password of a connection with a dedicated admin, after a confirmation
     let (admin_user, admin_password) = pg_admin_user().await;
+    cleanup.users.push(admin_user.clone());
     server
         .add_connection(
             "pgadm",
@@ -1143,6 +1206,7 @@ async fn the_leases_view_pages_and_finds_an_owner_by_display_name() {
             json!({ "db_name": CONN, "creation_statements": [PG_LOGIN], "default_ttl": "1h" }),
         )
         .await;
+    let _cleanup = PgCleanup::new(&[format!("v-{role}-")]);
     let ci = token_with_policy(
         &server,
         &format!("path \"database/creds/{role}\" {{ capabilities = [\"read\"] }}\n"),

@@ -1178,6 +1178,25 @@ mod tests {
             "not a primary-key range scan: {plan}"
         );
         eprintln!("plan: {plan}");
+        // One owner's leases come from the owner index, not a scan of every lease in the range.
+        let plan: Vec<String> =
+            sqlx::query(&format!("EXPLAIN QUERY PLAN {LIVE_IDS_OF_OWNER_IN_RANGE}"))
+                .bind("a/")
+                .bind("a0")
+                .bind("")
+                .bind(10)
+                .bind("someone")
+                .fetch_all(store.sqlite_pool().unwrap())
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<String, _>("detail"))
+                .collect();
+        let plan = plan.join("; ");
+        assert!(
+            plan.contains("leases_owner_display_name"),
+            "not through the owner index: {plan}"
+        );
         store.close().await;
     }
 
