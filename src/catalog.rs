@@ -197,6 +197,22 @@ pub struct ConnectionView {
     pub verify_connection: bool,
     pub password_policy: String,
     pub plugin_version: String,
+    /// Whether the database answers now; only when the read asked for it (`?verify=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<Reachability>,
+}
+
+/// Whether a connection's database answered a check just now.
+#[derive(Debug, Serialize)]
+pub struct Reachability {
+    pub reachable: bool,
+    /// Why not, when it did not: the plugin's message (which never quotes a password) or the
+    /// deadline that ran out.
+    pub error: Option<String>,
+    /// When the check started.
+    pub checked_at: chrono::DateTime<Utc>,
+    /// How long it took, so a slow database shows before it fails.
+    pub elapsed_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -556,6 +572,35 @@ impl Catalog {
             verify_connection: row.verify_connection,
             password_policy: row.password_policy.unwrap_or_default(),
             plugin_version: String::new(),
+            reachability: None,
+        })
+    }
+
+    /// Asks the connection's database whether it answers, with the cached plugin's `verify`
+    /// (a trivial query on a pooled connection), bounded by the connect and operation deadlines.
+    /// Unlike [`Catalog::reset_connection`] it changes nothing: the pool in use stays, and a
+    /// connection not used yet gets the pool its first use would have made. An unreachable
+    /// database is an answer (`reachable: false` and why), not an error.
+    #[tracing::instrument(skip_all, fields(connection = %name))]
+    pub async fn check_reachable(&self, name: &str) -> Result<Reachability> {
+        check_name("connection name", name)?;
+        let checked_at = Utc::now();
+        let started = std::time::Instant::now();
+        let outcome = match self.engines.get(name).await {
+            Ok(plugin) => plugin.verify().await.map_err(|e| e.to_string()),
+            // Building the pool failed (bad TLS material, an unusable URL): not reachable.
+            Err(Error::Database { source, .. }) => Err(source.to_string()),
+            Err(other) => return Err(other),
+        };
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let Err(error) = &outcome {
+            tracing::info!(%error, elapsed_ms, "connection check: unreachable");
+        }
+        Ok(Reachability {
+            reachable: outcome.is_ok(),
+            error: outcome.err(),
+            checked_at,
+            elapsed_ms,
         })
     }
 

@@ -112,6 +112,9 @@ pub struct ListPage {
     pub after: Option<String>,
     /// At most this many keys; none means all.
     pub limit: Option<usize>,
+    /// Only the leases whose owner had this display name when they were issued (a deeper level
+    /// is listed only if it holds one of them).
+    pub owner_display_name: Option<String>,
 }
 
 /// A lease as `sys/leases/lookup` shows it.
@@ -132,6 +135,9 @@ pub struct LeaseInfo {
     pub connection: String,
     /// The entity (or token accessor) that obtained the lease: who may renew or revoke it.
     pub owner: String,
+    /// The owner's display name when the lease was issued (`token-ci`, `jwt-<subject>`); empty
+    /// for leases issued before Lessor recorded it whose token is gone.
+    pub owner_display_name: String,
 }
 
 /// The outcome of a renewal.
@@ -358,6 +364,7 @@ impl LeaseManager {
             last_error: None,
             revoked_at: None,
             owner: requester.accessor.clone(),
+            owner_display_name: requester.display_name.clone(),
             revoke_requested: false,
             token_accessor: requester.token_accessor.clone(),
             // The issuer's claim: no other replica touches the lease before the creation
@@ -532,6 +539,7 @@ impl LeaseManager {
             last_error: lease.last_error,
             connection: lease.connection_name,
             owner: lease.owner,
+            owner_display_name: lease.owner_display_name,
             id: lease.id,
         })
     }
@@ -544,6 +552,8 @@ impl LeaseManager {
     ///
     /// `page` pages the keys as OpenBao does: only keys sorting after `page.after` (a key of an
     /// earlier answer), at most `page.limit` of them; without a limit every key is returned.
+    /// With `page.owner_display_name`, only that owner's leases count, so a deeper level is
+    /// listed only when it holds one of them.
     pub async fn list(&self, prefix: &str, page: &ListPage) -> Result<Vec<String>> {
         let prefix = prefix.trim_start_matches('/');
         if !prefix.is_empty() {
@@ -563,7 +573,14 @@ impl LeaseManager {
             },
         };
         'pages: while keys.len() < limit {
-            let ids = self.store.live_lease_ids_in(&range, &after, PAGE).await?;
+            let ids = match page.owner_display_name.as_deref() {
+                Some(owner) => {
+                    self.store
+                        .live_lease_ids_of_owner_in(&range, &after, PAGE, owner)
+                        .await?
+                }
+                None => self.store.live_lease_ids_in(&range, &after, PAGE).await?,
+            };
             let Some(last) = ids.last() else { break };
             let last = last.clone();
             for id in ids {

@@ -157,6 +157,9 @@ pub struct LeaseRow {
     pub revoked_at: Option<i64>,
     /// The entity (or token accessor) that owns the lease: who may look it up, renew or revoke it.
     pub owner: String,
+    /// The owner's display name when the lease was issued (`token-ci`, `jwt-<subject>`), so an
+    /// operator can find who holds credentials by the name they know.
+    pub owner_display_name: String,
     /// A revoke met the lease while `creating`; the issuer drops the user instead of activating.
     pub revoke_requested: bool,
     /// The accessor of the token that obtained the lease; revoking that token revokes the lease.
