@@ -1,24 +1,6 @@
 //! [`LeaseGuard`]: a lease that renews itself in the background while the guard lives, and is
-//! revoked when the guard is dropped, including when a test panics and unwinds.
-//!
-//! # Why dropping blocks
-//!
-//! A task spawned from `Drop` onto the caller's runtime is not enough: a `#[tokio::test]` body that
-//! panics, or simply returns, drops its runtime right after, and the runtime cancels the task
-//! before its request is sent. So a guard dropped without [`LeaseGuard::revoke`] revokes on a
-//! thread of its own, with its own runtime and connections, and waits for the answer (at most the
-//! client's timeout). In a task of a multi-thread runtime the wait goes through
-//! [`tokio::task::block_in_place`], so the runtime's other tasks keep running meanwhile.
-//!
-//! # What no guard can cover
-//!
-//! A process that ends without unwinding (`panic = "abort"`, `std::process::exit`, SIGKILL, an
-//! aborted test binary) runs no destructor, and neither does [`std::mem::forget`]. Lessor ending
-//! the lease at the end of its TTL is the backstop there: keep the TTL of test roles short, since
-//! the guard renews the lease for as long as it lives anyway. A drop on a current-thread runtime
-//! that also serves the Lessor it talks to (an in-process server in the same test runtime) cannot
-//! be answered while the thread waits: such a test revokes with [`LeaseGuard::revoke`] or runs on
-//! a multi-thread runtime.
+//! revoked when the guard is dropped, including when a test panics and unwinds. Its docs say how,
+//! and what no guard can cover.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,8 +54,27 @@ impl Renewal {
 }
 
 /// Owns a lease: renews it in the background at about two thirds of its duration, and revokes it
-/// when dropped (see the [module docs](self) for how, and for the one case no guard covers).
-/// [`LeaseGuard::revoke`] revokes explicitly and reports the outcome.
+/// when dropped. [`LeaseGuard::revoke`] revokes explicitly and reports the outcome.
+///
+/// # Revocation on drop
+///
+/// A task spawned from `Drop` onto the caller's runtime would not be enough: a `#[tokio::test]`
+/// body that panics, or simply returns, drops its runtime right after, and the runtime cancels
+/// the task before its request is sent. So a guard dropped without [`LeaseGuard::revoke`]
+/// revokes on a thread of its own, with its own runtime and connections, and waits for Lessor's
+/// answer (at most the client's timeout). In a task of a multi-thread runtime the wait goes
+/// through [`tokio::task::block_in_place`], so the runtime's other tasks keep running meanwhile.
+/// A failure is printed on standard error (a destructor has no caller to return it to).
+///
+/// # What no guard can cover
+///
+/// A process that ends without unwinding (`panic = "abort"`, `std::process::exit`, SIGKILL, a
+/// test harness killing a test on timeout) runs no destructor, and neither does
+/// [`std::mem::forget`]. Lessor ending the lease at the end of its TTL is the backstop there:
+/// keep the TTL of test roles short, since the guard renews the lease for as long as it lives
+/// anyway. And a drop on a current-thread runtime that also serves the Lessor it talks to (an
+/// in-process server in the same test runtime) cannot be answered while the thread waits; such
+/// a test revokes with [`LeaseGuard::revoke`] or runs on a multi-thread runtime.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), lessor_client::Error> {
@@ -181,7 +182,7 @@ impl Drop for LeaseGuard {
     }
 }
 
-/// Revokes `lease_id` on a thread of its own and waits for the answer (see the module docs).
+/// Revokes `lease_id` on a thread of its own and waits for the answer (see [`LeaseGuard`]).
 fn revoke_and_wait(client: &Client, lease_id: &str) -> Result<()> {
     let drop_failed = |reason: String| Error::DropRevocation {
         lease_id: lease_id.to_owned(),

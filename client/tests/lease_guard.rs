@@ -68,7 +68,12 @@ async fn a_guard_keeps_a_short_lease_alive_past_its_ttl_and_revokes_on_drop() {
     assert!(renewal.is_active(), "{renewal:?}");
     assert!(renewal.expires_at() > Instant::now(), "{renewal:?}");
 
+    let dropping = Instant::now();
     drop(guard);
+    eprintln!(
+        "dropping the guard revoked the lease in {:?}",
+        dropping.elapsed()
+    );
     // No waiting: the drop returns once Lessor has dropped the user.
     assert_revoked(&credential.username, credential.password.expose()).await;
     server.assert_logs_free_of(&[credential.password.expose()]);
