@@ -15,101 +15,70 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use lessor_plugin::credentials::DEFAULT_PASSWORD_LEN;
-use lessor_plugin::{generate_password, generate_username, Secret, UsernameContext};
+use lessor_plugin::{
+    generate_password, generate_username, DirectSession, EngineDescriptor, NewUserRequest,
+    RoleOptions, Secret, UsernameContext,
+};
 use serde_json::{json, Value};
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::AppState;
 
-/// PostgreSQL creation statement both sides run: membership in a read-only role, as recommended.
-const POSTGRES_CREATION: &str = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE pg_read_all_data;";
-
-/// MySQL/MariaDB creation statements both sides run.
-const MYSQL_CREATION: &str = "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'; GRANT SELECT ON *.* TO '{{name}}'@'%';";
-
-/// One engine under measurement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Engine {
-    Postgres,
-    MySql,
-}
+/// One engine under measurement: its descriptor, and the benchmark's names on it.
+#[derive(Clone, Copy)]
+struct Engine(&'static EngineDescriptor);
 
 impl Engine {
     fn label(self) -> &'static str {
-        match self {
-            Self::Postgres => "PostgreSQL",
-            Self::MySql => "MySQL/MariaDB",
-        }
+        self.0.label
     }
 
-    fn plugin_name(self) -> &'static str {
-        match self {
-            Self::Postgres => "postgresql-database-plugin",
-            Self::MySql => "mysql-database-plugin",
-        }
-    }
-
-    fn creation(self) -> &'static str {
-        match self {
-            Self::Postgres => POSTGRES_CREATION,
-            Self::MySql => MYSQL_CREATION,
-        }
+    /// The statements both sides run: the engine's `lessor dev` read-only role.
+    fn creation(self) -> Vec<String> {
+        self.0
+            .local
+            .readonly_creation
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
     }
 
     /// Connection and role names in the benchmark's Lessor.
-    fn slug(self) -> &'static str {
-        match self {
-            Self::Postgres => "bench-pg",
-            Self::MySql => "bench-my",
-        }
-    }
-
-    /// Username limit for directly created users (MySQL 8's 32 also fits MariaDB).
-    fn username_limit(self) -> usize {
-        match self {
-            Self::Postgres => 63,
-            Self::MySql => 32,
-        }
+    fn slug(self) -> String {
+        format!("bench-{}", self.0.name)
     }
 }
 
 /// The engine crate's direct-SQL session.
-enum Direct {
-    Postgres(lessor_postgres::baseline::DirectSession),
-    MySql(lessor_mysql::baseline::DirectSession),
-}
+struct Direct(Box<dyn DirectSession>);
 
 impl Direct {
     async fn connect(engine: Engine, url: &Secret) -> Result<Self> {
-        Ok(match engine {
-            Engine::Postgres => Self::Postgres(
-                lessor_postgres::baseline::DirectSession::connect(url)
-                    .await
-                    .map_err(|e| bench_error("connect to PostgreSQL", e))?,
-            ),
-            Engine::MySql => Self::MySql(
-                lessor_mysql::baseline::DirectSession::connect(url)
-                    .await
-                    .map_err(|e| bench_error("connect to MySQL/MariaDB", e))?,
-            ),
-        })
+        let connect = engine.0.direct.ok_or_else(|| {
+            bench_error(
+                "connect",
+                format!("the {} engine has no direct baseline", engine.0.name),
+            )
+        })?;
+        connect(url.clone())
+            .await
+            .map(Self)
+            .map_err(|e| bench_error(&format!("connect to {}", engine.label()), e))
     }
 
     async fn server_version(&mut self) -> Result<String> {
-        match self {
-            Self::Postgres(session) => session.server_version().await,
-            Self::MySql(session) => session.server_version().await,
-        }
-        .map_err(|e| bench_error("server version", e))
+        self.0
+            .server_version()
+            .await
+            .map_err(|e| bench_error("server version", e))
     }
 
     async fn user_exists(&mut self, username: &str) -> Result<bool> {
-        match self {
-            Self::Postgres(session) => session.role_exists(username).await,
-            Self::MySql(session) => session.user_exists(username).await,
-        }
-        .map_err(|e| bench_error("poll", e))
+        self.0
+            .user_exists(username)
+            .await
+            .map_err(|e| bench_error("poll", e))
     }
 
     /// Creates then drops one user; returns both durations.
@@ -120,7 +89,7 @@ impl Direct {
     ) -> Result<(Duration, Duration)> {
         let username = generate_username(
             None,
-            engine.username_limit(),
+            engine.0.max_username_len,
             UsernameContext {
                 role: "bench",
                 display_name: "direct",
@@ -128,24 +97,25 @@ impl Direct {
         )
         .map_err(|e| bench_error("username", e))?;
         let password = generate_password(DEFAULT_PASSWORD_LEN);
+        let options = RoleOptions::new();
         let started = Instant::now();
-        match self {
-            Self::Postgres(session) => {
-                let expiration = Utc::now() + chrono::Duration::hours(1);
-                session
-                    .create_user(&username, &password, expiration, statements)
-                    .await
-            }
-            Self::MySql(session) => session.create_user(&username, &password, statements).await,
-        }
-        .map_err(|e| bench_error("direct create", e))?;
+        self.0
+            .create_user(&NewUserRequest {
+                username: &username,
+                password: &password,
+                expiration: Utc::now() + chrono::Duration::hours(1),
+                statements,
+                options: &options,
+                database: None,
+            })
+            .await
+            .map_err(|e| bench_error("direct create", e))?;
         let created = started.elapsed();
         let started = Instant::now();
-        match self {
-            Self::Postgres(session) => session.revoke_user(&username).await,
-            Self::MySql(session) => session.revoke_user(&username).await,
-        }
-        .map_err(|e| bench_error("direct revoke", e))?;
+        self.0
+            .delete_user(&username)
+            .await
+            .map_err(|e| bench_error("direct revoke", e))?;
         Ok((created, started.elapsed()))
     }
 }
@@ -161,10 +131,9 @@ pub struct BenchOptions {
     pub pairs_per_worker: usize,
     /// Leases used to measure reaper promptness.
     pub expiring_leases: usize,
-    /// Admin URL of the PostgreSQL to measure against; `None` skips PostgreSQL.
-    pub postgres_url: Option<String>,
-    /// Admin URL (`mysql://`) of the MySQL or MariaDB to measure against; `None` skips it.
-    pub mysql_url: Option<String>,
+    /// The engines to measure (their `name`s, see `engines::ENGINES`), each with the admin URL
+    /// of the server to measure against.
+    pub targets: Vec<(String, String)>,
     /// Where Lessor keeps its state while measured.
     pub store: BenchStore,
     /// Lessor replicas sharing the store; workers spread their requests over them. More than
@@ -407,18 +376,16 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
             ),
         },
     );
-    let engines = [
-        (Engine::Postgres, options.postgres_url.as_deref()),
-        (Engine::MySql, options.mysql_url.as_deref()),
-    ];
-    for (engine, url) in engines {
-        if let Some(url) = url {
-            match run_engine(&target, engine, url, options).await {
-                Ok(section) => report.push_str(&section),
-                Err(error) => {
-                    target.finish().await?;
-                    return Err(error);
-                }
+    for (name, url) in &options.targets {
+        let Some(engine) = crate::engines::by_name(name) else {
+            target.finish().await?;
+            return Err(bench_error("engines", format!("unknown engine {name:?}")));
+        };
+        match run_engine(&target, Engine(engine), url, options).await {
+            Ok(section) => report.push_str(&section),
+            Err(error) => {
+                target.finish().await?;
+                return Err(error);
             }
         }
     }
@@ -434,6 +401,7 @@ async fn run_engine(
     options: &BenchOptions,
 ) -> Result<String> {
     let slug = engine.slug();
+    let slug = slug.as_str();
     let expiring = format!("{slug}-expiring");
     let url_secret = Secret::new(url.to_owned());
     target
@@ -441,7 +409,7 @@ async fn run_engine(
             reqwest::Method::POST,
             &format!("database/config/{slug}"),
             Some(json!({
-                "plugin_name": engine.plugin_name(),
+                "plugin_name": engine.0.plugin_name(),
                 "connection_url": url,
                 "allowed_roles": "*",
                 "max_open_connections": options.concurrency.max(4),
@@ -453,11 +421,11 @@ async fn run_engine(
             .call(
                 reqwest::Method::POST,
                 &format!("database/roles/{role}"),
-                Some(json!({ "db_name": slug, "creation_statements": [engine.creation()], "default_ttl": ttl, "max_ttl": ttl })),
+                Some(json!({ "db_name": slug, "creation_statements": engine.creation(), "default_ttl": ttl, "max_ttl": ttl })),
             )
             .await?;
     }
-    let statements = vec![engine.creation().to_owned()];
+    let statements = engine.creation();
     let mut direct = Direct::connect(engine, &url_secret).await?;
     let server_version = direct.server_version().await?;
 
@@ -487,7 +455,7 @@ async fn run_engine(
             base: target.bases[worker_index % target.bases.len()].clone(),
             token: target.token.clone(),
             http: reqwest::Client::new(),
-            role: slug,
+            role: slug.to_owned(),
         };
         let per_worker = options.pairs_per_worker;
         workers.push(tokio::spawn(async move {
@@ -603,7 +571,7 @@ struct WorkerTarget {
     base: String,
     token: Secret,
     http: reqwest::Client,
-    role: &'static str,
+    role: String,
 }
 
 impl WorkerTarget {

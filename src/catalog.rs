@@ -16,7 +16,7 @@ use lessor_plugin::{
 };
 use serde::Serialize;
 
-use crate::engines::{self, EngineKind, Engines};
+use crate::engines::{self, Engines};
 use crate::error::{Error, Result};
 use crate::seal::Sealer;
 use crate::store::{ConnectionDeletion, ConnectionRow, RoleRow, Store};
@@ -341,11 +341,11 @@ impl Catalog {
             .plugin_name
             .or_else(|| existing.as_ref().map(|r| r.plugin_name.clone()))
             .ok_or_else(|| Error::invalid("plugin_name: required when creating a connection"))?;
-        let kind = EngineKind::from_plugin_name(&plugin_name).ok_or_else(|| {
+        let engine = engines::by_plugin_name(&plugin_name).ok_or_else(|| {
             Error::invalid(format!(
                 "plugin_name: unknown plugin {:?}; known plugins are {}",
                 plugin_name.chars().take(64).collect::<String>(),
-                EngineKind::known_plugin_names().join(", ")
+                engines::known_plugin_names().join(", ")
             ))
         })?;
         let connection_url = input
@@ -435,7 +435,7 @@ impl Catalog {
         // A fresh instance on every write, so a changed URL or TLS field is in force at once.
         let plugin = self
             .engines
-            .connect(kind, name, settings)
+            .connect(engine, name, settings)
             .await
             .map_err(|e| match e {
                 // Names its own field (tls_ca, sslrootcert, ...).

@@ -1,6 +1,7 @@
-//! What `lessor dev` sets up so a credential can be had at once on a fresh machine: the local
-//! PostgreSQL as connection `dev-postgres` with role `readonly`, and the local MariaDB/MySQL as
-//! `dev-mysql` with role `mysql-readonly`, each only when the database answers.
+//! What `lessor dev` sets up so a credential can be had at once on a fresh machine: each built-in
+//! engine's local server (its descriptor's `local` target: PostgreSQL as connection
+//! `dev-postgres` with role `readonly`, MariaDB/MySQL as `dev-mysql` with role `mysql-readonly`),
+//! each only when the server answers.
 
 use std::time::Duration;
 
@@ -9,11 +10,6 @@ use lessor_plugin::Secret;
 use crate::catalog::{ConnectionInput, RoleInput};
 use crate::AppState;
 
-/// Default admin URL of the local PostgreSQL.
-pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-/// Default admin URL of the local MariaDB or MySQL.
-pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/";
-
 /// What was registered, for the start-up banner.
 #[derive(Debug, Default)]
 pub struct DevRegistration {
@@ -21,65 +17,43 @@ pub struct DevRegistration {
     pub skipped: Vec<String>,
 }
 
-/// Registers the local databases that answer. A database that does not answer is reported, not
-/// fatal: `lessor dev` still serves.
-pub async fn register_local_databases(
-    state: &AppState,
-    postgres_url: &str,
-    mysql_url: &str,
-) -> DevRegistration {
+/// Registers the local server of every engine that answers, at its descriptor's admin URL or the
+/// one its environment variable (`LESSOR_DEV_POSTGRES_URL`, ...) names. A server that does not
+/// answer is reported, not fatal: `lessor dev` still serves.
+pub async fn register_local_databases(state: &AppState) -> DevRegistration {
     let mut outcome = DevRegistration::default();
-    let postgres = ConnectionInput {
-        plugin_name: Some("postgresql-database-plugin".into()),
-        connection_url: Some(Secret::new(postgres_url)),
-        allowed_roles: Some(vec!["*".into()]),
-        ..Default::default()
-    };
-    // Membership in pg_read_all_data, never per-user table grants (which overflow pg_class.relacl
-    // after a few thousand live users).
-    let readonly = RoleInput {
-        db_name: Some("dev-postgres".into()),
-        creation_statements: Some(vec![
-            "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE pg_read_all_data;".into(),
-        ]),
-        default_ttl: Some(Duration::from_secs(3600)),
-        max_ttl: Some(Duration::from_secs(24 * 3600)),
-        ..Default::default()
-    };
-    register(
-        state,
-        "dev-postgres",
-        postgres,
-        "readonly",
-        readonly,
-        &mut outcome,
-    )
-    .await;
-
-    let mysql = ConnectionInput {
-        plugin_name: Some("mysql-database-plugin".into()),
-        connection_url: Some(Secret::new(mysql_url)),
-        allowed_roles: Some(vec!["*".into()]),
-        ..Default::default()
-    };
-    let mysql_readonly = RoleInput {
-        db_name: Some("dev-mysql".into()),
-        creation_statements: Some(vec![
-            "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'; GRANT SELECT ON *.* TO '{{name}}'@'%';".into(),
-        ]),
-        default_ttl: Some(Duration::from_secs(3600)),
-        max_ttl: Some(Duration::from_secs(24 * 3600)),
-        ..Default::default()
-    };
-    register(
-        state,
-        "dev-mysql",
-        mysql,
-        "mysql-readonly",
-        mysql_readonly,
-        &mut outcome,
-    )
-    .await;
+    for engine in crate::engines::ENGINES {
+        let local = &engine.local;
+        let url = std::env::var(local.url_env).unwrap_or_else(|_| local.admin_url.to_owned());
+        let connection = ConnectionInput {
+            plugin_name: Some(engine.plugin_name().into()),
+            connection_url: Some(Secret::new(url)),
+            allowed_roles: Some(vec!["*".into()]),
+            ..Default::default()
+        };
+        let role = RoleInput {
+            db_name: Some(local.connection.into()),
+            creation_statements: Some(
+                local
+                    .readonly_creation
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+            ),
+            default_ttl: Some(Duration::from_secs(3600)),
+            max_ttl: Some(Duration::from_secs(24 * 3600)),
+            ..Default::default()
+        };
+        register(
+            state,
+            local.connection,
+            connection,
+            local.role,
+            role,
+            &mut outcome,
+        )
+        .await;
+    }
     outcome
 }
 

@@ -1,8 +1,9 @@
 //! The registry of engine plugins, fixed at compile time, and the cache of connected plugin
 //! instances (one pool per configured connection).
 //!
-//! This is the only place the root crate names an engine crate; everything else goes through the
-//! `DatabasePlugin` trait.
+//! The registry is [`ENGINES`], one descriptor per engine crate; it is the only place the root
+//! crate names an engine crate. Everything else asks a descriptor (to connect, for `lessor dev`'s
+//! local target, for `lessor bench`'s baseline) or goes through the `DatabasePlugin` trait.
 //!
 //! It is also the one place where time limits on target databases are set, so every engine gets
 //! them: the connect timeout and the server-side statement timeout travel in the
@@ -17,10 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use lessor_plugin::{
-    ConnectionSettings, DatabasePlugin, DefaultStatements, NewUser, PluginError, RoleOptions,
-    Secret, TlsMaterial,
+    ConnectionSettings, DatabasePlugin, DefaultStatements, DeleteUserRequest, EngineDescriptor,
+    NewUserRequest, PluginError, RoleOptions, Secret, TlsMaterial, UpdateUserRequest,
 };
 use tokio::sync::RwLock;
 
@@ -28,45 +28,30 @@ use crate::error::{Error, Result};
 use crate::seal::Sealer;
 use crate::store::{ConnectionRow, Store};
 
-/// The engines Lessor is built with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineKind {
-    Postgres,
-    MySql,
+/// The engines Lessor is built with: each engine crate's descriptor, one line per engine. This
+/// list is the only place the root crate names an engine crate.
+pub static ENGINES: &[&EngineDescriptor] =
+    &[&lessor_postgres::DESCRIPTOR, &lessor_mysql::DESCRIPTOR];
+
+/// The engine a connection's `plugin_name` (Vault's name or a short alias) selects.
+pub fn by_plugin_name(plugin_name: &str) -> Option<&'static EngineDescriptor> {
+    ENGINES
+        .iter()
+        .copied()
+        .find(|engine| engine.answers_to(plugin_name))
 }
 
-impl EngineKind {
-    /// Resolves a Vault `plugin_name` (or a short alias) to an engine.
-    pub fn from_plugin_name(name: &str) -> Option<Self> {
-        if lessor_postgres::PLUGIN_NAMES.contains(&name) {
-            Some(Self::Postgres)
-        } else if lessor_mysql::PLUGIN_NAMES.contains(&name) {
-            Some(Self::MySql)
-        } else {
-            None
-        }
-    }
+/// The engine of that short name (`postgres`, `mysql`), as `lessor bench --engines` names them.
+pub fn by_name(name: &str) -> Option<&'static EngineDescriptor> {
+    ENGINES.iter().copied().find(|engine| engine.name == name)
+}
 
-    /// Every accepted plugin name, for error messages.
-    pub fn known_plugin_names() -> Vec<&'static str> {
-        lessor_postgres::PLUGIN_NAMES
-            .iter()
-            .chain(lessor_mysql::PLUGIN_NAMES)
-            .copied()
-            .collect()
-    }
-
-    /// Builds a plugin instance; pools are lazy, so this does not fail when the target is down.
-    /// Private: instances are built through [`Engines::connect`], which bounds them.
-    async fn connect(
-        self,
-        settings: ConnectionSettings,
-    ) -> Result<Arc<dyn DatabasePlugin>, PluginError> {
-        Ok(match self {
-            Self::Postgres => Arc::new(lessor_postgres::connect(settings).await?),
-            Self::MySql => Arc::new(lessor_mysql::connect(settings).await?),
-        })
-    }
+/// Every accepted plugin name, for error messages.
+pub fn known_plugin_names() -> Vec<&'static str> {
+    ENGINES
+        .iter()
+        .flat_map(|engine| engine.plugin_names.iter().copied())
+        .collect()
 }
 
 /// Time limits on every target database (`target_connect_timeout`, `target_operation_timeout`).
@@ -149,44 +134,27 @@ impl DatabasePlugin for Deadlined {
         self.inner.validate_role(options, statements)
     }
 
+    fn validate_database_per_lease(&self, template: Option<&str>) -> Result<(), PluginError> {
+        self.inner.validate_database_per_lease(template)
+    }
+
     async fn verify(&self) -> Result<(), PluginError> {
         self.bounded("verify", self.inner.verify()).await
     }
 
-    async fn create_user(&self, user: &NewUser<'_>) -> Result<(), PluginError> {
-        self.bounded("create_user", self.inner.create_user(user))
+    async fn create_user(&self, request: &NewUserRequest<'_>) -> Result<(), PluginError> {
+        self.bounded("create_user", self.inner.create_user(request))
             .await
     }
 
-    async fn renew_user(
-        &self,
-        username: &str,
-        expires: DateTime<Utc>,
-        statements: &[String],
-    ) -> Result<(), PluginError> {
-        self.bounded(
-            "renew_user",
-            self.inner.renew_user(username, expires, statements),
-        )
-        .await
-    }
-
-    async fn revoke_user(&self, username: &str, statements: &[String]) -> Result<(), PluginError> {
-        self.bounded("revoke_user", self.inner.revoke_user(username, statements))
+    async fn update_user(&self, request: &UpdateUserRequest<'_>) -> Result<(), PluginError> {
+        self.bounded("update_user", self.inner.update_user(request))
             .await
     }
 
-    async fn set_password(
-        &self,
-        username: &str,
-        password: &Secret,
-        statements: &[String],
-    ) -> Result<(), PluginError> {
-        self.bounded(
-            "set_password",
-            self.inner.set_password(username, password, statements),
-        )
-        .await
+    async fn delete_user(&self, request: &DeleteUserRequest<'_>) -> Result<(), PluginError> {
+        self.bounded("delete_user", self.inner.delete_user(request))
+            .await
     }
 
     async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError> {
@@ -197,6 +165,10 @@ impl DatabasePlugin for Deadlined {
     async fn list_users(&self, prefix: &str) -> Result<Vec<String>, PluginError> {
         self.bounded("list_users", self.inner.list_users(prefix))
             .await
+    }
+
+    fn user_connection_url(&self, username: &str, database: Option<&str>) -> Option<String> {
+        self.inner.user_connection_url(username, database)
     }
 
     async fn close(&self) {
@@ -261,11 +233,11 @@ impl Engines {
     /// The only way instances are made.
     pub async fn connect(
         &self,
-        kind: EngineKind,
+        engine: &EngineDescriptor,
         name: &str,
         settings: ConnectionSettings,
     ) -> Result<Arc<dyn DatabasePlugin>, PluginError> {
-        let inner = kind.connect(settings).await?;
+        let inner = (engine.connect)(settings).await?;
         Ok(Arc::new(Deadlined {
             inner,
             connection: name.to_owned(),
@@ -350,14 +322,14 @@ impl Engines {
             .get_connection(name)
             .await?
             .ok_or_else(|| Error::not_found("connection", name))?;
-        let kind = EngineKind::from_plugin_name(&row.plugin_name).ok_or_else(|| {
+        let engine = by_plugin_name(&row.plugin_name).ok_or_else(|| {
             Error::Internal(format!(
                 "connection {name} has unknown plugin {}",
                 row.plugin_name
             ))
         })?;
         let plugin = self
-            .connect(kind, name, self.settings_for(&row)?)
+            .connect(engine, name, self.settings_for(&row)?)
             .await
             .map_err(|e| Error::database(format!("cannot connect to {name}"), e))?;
         live.insert(name.to_owned(), plugin.clone());

@@ -237,30 +237,28 @@ struct BenchArgs {
     /// Leases used to time the reaper.
     #[arg(long, default_value_t = 20)]
     expiring_leases: usize,
-    /// Admin URL of the PostgreSQL to measure against.
-    #[arg(
-        long,
-        env = "LESSOR_BENCH_POSTGRES_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    postgres_url: String,
-    /// Admin URL of the MySQL or MariaDB to measure against.
-    #[arg(
-        long,
-        env = "LESSOR_BENCH_MYSQL_URL",
-        default_value = "mysql://root@127.0.0.1:3306/"
-    )]
-    mysql_url: String,
-    /// Measure only these engines (comma-separated: postgres, mysql).
-    #[arg(long, value_delimiter = ',', default_value = "postgres,mysql")]
+    /// Measure only these engines (comma-separated short names; default: every engine built in
+    /// that offers a direct baseline: postgres, mysql).
+    #[arg(long, value_delimiter = ',')]
     engines: Vec<String>,
+    /// Admin URL of an engine's server, as ENGINE=URL (repeatable). Default: the engine's local
+    /// server, or the environment variable LESSOR_BENCH_<ENGINE>_URL.
+    #[arg(long = "target", value_name = "ENGINE=URL")]
+    targets: Vec<String>,
     /// Append the report to this file as well as printing it.
     #[arg(long)]
     output: Option<PathBuf>,
     /// Lessor's store while measured: `sqlite` (a temporary file) or `postgres` (a throwaway
-    /// database on the PostgreSQL of --postgres-url, dropped at the end).
+    /// database on the PostgreSQL of --store-admin-url, dropped at the end).
     #[arg(long, value_parser = ["sqlite", "postgres"], default_value = "sqlite")]
     store: String,
+    /// Admin URL of the PostgreSQL that holds the throwaway store of `--store postgres`.
+    #[arg(
+        long,
+        env = "LESSOR_BENCH_STORE_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    store_admin_url: String,
     /// Replicas sharing the store (needs --store postgres); workers spread over them.
     #[arg(long, default_value_t = 1)]
     replicas: usize,
@@ -682,7 +680,7 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     telemetry::init(LogFormat::Text, "warn");
     let store = match args.store.as_str() {
         "postgres" => lessor::bench::BenchStore::Postgres {
-            admin_url: args.postgres_url.clone(),
+            admin_url: args.store_admin_url.clone(),
         },
         _ => lessor::bench::BenchStore::Sqlite,
     };
@@ -693,24 +691,8 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
         pairs_per_worker: args.pairs_per_worker.max(1),
         expiring_leases: args.expiring_leases.max(1),
-        postgres_url: args
-            .engines
-            .iter()
-            .any(|e| e == "postgres")
-            .then_some(args.postgres_url),
-        mysql_url: args
-            .engines
-            .iter()
-            .any(|e| e == "mysql")
-            .then_some(args.mysql_url),
+        targets: bench_targets(&args.engines, &args.targets)?,
     };
-    if let Some(unknown) = args
-        .engines
-        .iter()
-        .find(|e| !matches!(e.as_str(), "postgres" | "mysql"))
-    {
-        bail!("--engines: unknown engine {unknown:?}; use postgres, mysql or both");
-    }
     let report = lessor::bench::run(&options).await?;
     println!("{report}");
     if let Some(path) = args.output {
@@ -723,6 +705,57 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         writeln!(file, "{report}")?;
     }
     Ok(())
+}
+
+/// The engines `lessor bench` measures, each with its server's admin URL: `--target ENGINE=URL`,
+/// else `LESSOR_BENCH_<ENGINE>_URL`, else the engine's local server.
+fn bench_targets(engines: &[String], targets: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut urls = std::collections::HashMap::new();
+    for target in targets {
+        let Some((engine, url)) = target.split_once('=') else {
+            bail!("--target: expected ENGINE=URL, got a value without '='");
+        };
+        if lessor::engines::by_name(engine).is_none() {
+            bail!(
+                "--target: unknown engine {engine:?}; known: {}",
+                engine_names().join(", ")
+            );
+        }
+        urls.insert(engine.to_owned(), url.to_owned());
+    }
+    let chosen: Vec<&'static lessor_plugin::EngineDescriptor> = if engines.is_empty() {
+        lessor::engines::ENGINES
+            .iter()
+            .copied()
+            .filter(|engine| engine.direct.is_some())
+            .collect()
+    } else {
+        engines
+            .iter()
+            .map(|name| {
+                lessor::engines::by_name(name).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--engines: unknown engine {name:?}; known: {}",
+                        engine_names().join(", ")
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    Ok(chosen
+        .into_iter()
+        .map(|engine| {
+            let url = urls.remove(engine.name).unwrap_or_else(|| {
+                std::env::var(format!("LESSOR_BENCH_{}_URL", engine.name.to_uppercase()))
+                    .unwrap_or_else(|_| engine.local.admin_url.to_owned())
+            });
+            (engine.name.to_owned(), url)
+        })
+        .collect())
+}
+
+fn engine_names() -> Vec<&'static str> {
+    lessor::engines::ENGINES.iter().map(|e| e.name).collect()
 }
 
 async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
@@ -844,11 +877,7 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let postgres_url = std::env::var("LESSOR_DEV_POSTGRES_URL")
-        .unwrap_or_else(|_| dev::DEFAULT_POSTGRES_URL.into());
-    let mysql_url =
-        std::env::var("LESSOR_DEV_MYSQL_URL").unwrap_or_else(|_| dev::DEFAULT_MYSQL_URL.into());
-    let registration = dev::register_local_databases(&state, &postgres_url, &mysql_url).await;
+    let registration = dev::register_local_databases(&state).await;
 
     let addr = lessor::listener::client_address(listener.local_addr()?, tls.is_some());
     println!(

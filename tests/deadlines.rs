@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::*;
-use lessor_plugin::{ConnectionSettings, DatabasePlugin, NewUser, RoleOptions, Secret};
+use lessor_plugin::{
+    ConnectionSettings, DatabasePlugin, DeleteUserRequest, NewUserRequest, RoleOptions, Secret,
+};
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -442,12 +444,13 @@ async fn slow_statement_is_aborted_by_the_server(
     let password = lessor_plugin::generate_password(24);
     let started = Instant::now();
     let result = plugin
-        .create_user(&NewUser {
+        .create_user(&NewUserRequest {
             username,
             password: &password,
             expiration: Utc::now() + chrono::Duration::hours(1),
             statements: &statements,
             options: &options,
+            database: None,
         })
         .await;
     let took = started.elapsed();
@@ -455,7 +458,10 @@ async fn slow_statement_is_aborted_by_the_server(
     let leftover = plugin.list_users(username).await.unwrap();
     for user in &leftover {
         // Only if the statement was not aborted; dropped before the assertion fails.
-        plugin.revoke_user(user, &[]).await.unwrap();
+        plugin
+            .delete_user(&DeleteUserRequest::builtin(user))
+            .await
+            .unwrap();
     }
     assert!(leftover.is_empty(), "no user was left behind: {leftover:?}");
     assert!(verified.is_ok(), "the plugin works after: {verified:?}");

@@ -23,7 +23,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use lessor_plugin::{NewUser, Secret, UsernameContext, UsernameTemplate};
+use lessor_plugin::{
+    DeleteUserRequest, ExpirationChange, NewUserRequest, Secret, UpdateUserRequest,
+    UsernameContext, UsernameTemplate,
+};
 use rand::Rng;
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -367,12 +370,13 @@ impl LeaseManager {
 
         let created = tokio::time::timeout(
             CREATE_TIMEOUT,
-            plugin.create_user(&NewUser {
+            plugin.create_user(&NewUserRequest {
                 username: &username,
                 password: &password,
                 expiration: expires_at,
                 statements: &role.creation_statements,
                 options: &role.options,
+                database: None,
             }),
         )
         .await;
@@ -443,7 +447,11 @@ impl LeaseManager {
             .unwrap_or_default();
         let outcome = match self.engines.get(&lease.connection_name).await {
             Ok(plugin) => plugin
-                .revoke_user(&lease.username, &statements)
+                .delete_user(&DeleteUserRequest {
+                    username: &lease.username,
+                    statements: &statements,
+                    database: None,
+                })
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -630,7 +638,14 @@ impl LeaseManager {
         let plugin = self.engines.get(&lease.connection_name).await?;
         let statements = decode_list("renew_statements", &lease.renew_statements)?;
         plugin
-            .renew_user(&lease.username, from_millis(new_expires), &statements)
+            .update_user(&UpdateUserRequest {
+                username: &lease.username,
+                password: None,
+                expiration: Some(ExpirationChange {
+                    new_expiration: from_millis(new_expires),
+                    statements: &statements,
+                }),
+            })
             .await
             .map_err(|e| Error::database(format!("cannot renew lease {lease_id}"), e))?;
         if !self
@@ -750,7 +765,11 @@ impl LeaseManager {
             let statements = decode_list("revocation_statements", &lease.revocation_statements)?;
             let plugin = self.engines.get(&lease.connection_name).await?;
             plugin
-                .revoke_user(&lease.username, &statements)
+                .delete_user(&DeleteUserRequest {
+                    username: &lease.username,
+                    statements: &statements,
+                    database: None,
+                })
                 .await
                 .map_err(|e| Error::database(format!("cannot revoke lease {}", lease.id), e))
         }

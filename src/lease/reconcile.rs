@@ -19,6 +19,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
+use lessor_plugin::DeleteUserRequest;
 use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -165,7 +166,12 @@ async fn sweep_connection(
             Some(row) => decode_list("revocation_statements", &row.revocation_statements)?,
             None => Vec::new(),
         };
-        match plugin.revoke_user(user, &statements).await {
+        let request = DeleteUserRequest {
+            username: user,
+            statements: &statements,
+            database: None,
+        };
+        match plugin.delete_user(&request).await {
             Ok(()) => {
                 state
                     .store

@@ -8,7 +8,7 @@
 //! `{{password}}` placeholder: a password written into the URL itself could not be replaced.
 
 use chrono::Utc;
-use lessor_plugin::{DatabasePlugin, Secret};
+use lessor_plugin::{DatabasePlugin, PasswordChange, Secret, UpdateUserRequest};
 
 use super::{RotationFault, Rotator};
 use crate::catalog::{check_name, decode_list};
@@ -150,7 +150,14 @@ impl Rotator {
         statements: &[String],
     ) -> Result<()> {
         plugin
-            .set_password(admin, password, statements)
+            .update_user(&UpdateUserRequest {
+                username: admin,
+                password: Some(PasswordChange {
+                    new_password: password,
+                    statements,
+                }),
+                expiration: None,
+            })
             .await
             .map_err(|e| {
                 Error::database(

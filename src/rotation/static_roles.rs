@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use futures::FutureExt;
-use lessor_plugin::{check_username, DatabasePlugin, RoleOptions, Secret};
+use lessor_plugin::{
+    check_username, DatabasePlugin, PasswordChange, RoleOptions, Secret, UpdateUserRequest,
+};
 use serde::Serialize;
 
 use super::{Cause, Outcome, RotationFault, Rotator, Schedule};
@@ -678,7 +680,14 @@ impl Rotator {
             error,
         };
         plugin
-            .set_password(username, password, statements)
+            .update_user(&UpdateUserRequest {
+                username,
+                password: Some(PasswordChange {
+                    new_password: password,
+                    statements,
+                }),
+                expiration: None,
+            })
             .await
             .map_err(|e| {
                 failed(Error::database(

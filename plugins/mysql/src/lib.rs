@@ -41,14 +41,15 @@ pub mod baseline;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use lessor_plugin::{
     check_password, check_username, render_statements, split_statements, ConnectionSettings,
-    DatabasePlugin, DefaultStatements, NewUser, PluginError, RoleOptions, Secret,
-    StatementTemplate, TemplateValues,
+    DatabasePlugin, DefaultStatements, DeleteUserRequest, DirectSession, EngineDescriptor,
+    LocalTarget, NewUserRequest, PluginError, RoleOptions, Secret, StatementTemplate,
+    TemplateValues, UpdateUserRequest,
 };
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
@@ -301,23 +302,6 @@ impl MySqlPlugin {
         self.username_limit.store(limit, Ordering::Relaxed);
         Ok(limit)
     }
-
-    /// Drops the account on every host, for cleaning up after a failed creation.
-    async fn drop_everywhere(&self, username: &str) -> Result<(), PluginError> {
-        let mut conn = self.conn().await?;
-        let result = async {
-            for host in user_hosts(&mut conn, username).await? {
-                let account = sql::account(username, &host);
-                conn.query_drop(format!("DROP USER IF EXISTS {account}"))
-                    .await
-                    .map_err(|e| error::classify(&e, "dropping the partly created user", None))?;
-            }
-            Ok(())
-        }
-        .await;
-        conn.release();
-        result
-    }
 }
 
 /// The host parts of every account named `username`, each checked to be safe to splice into SQL.
@@ -354,12 +338,13 @@ async fn kill_sessions(conn: &mut Conn, username: &str) -> Result<usize, PluginE
     Ok(killed)
 }
 
-/// `revoke_user`'s work on one connection (also what `lessor bench` runs directly): lock every
+/// `delete_user`'s work on one connection (also what `lessor bench` runs directly): lock every
 /// account of the user, kill its sessions, then drop it (or run the lease's own statements).
 async fn revoke_on(
     conn: &mut Conn,
     username: &str,
     custom: Option<&[Secret]>,
+    database: Option<&str>,
 ) -> Result<(), PluginError> {
     let hosts = user_hosts(conn, username).await?;
     // Lock before killing, so a killed client cannot simply log in again before the drop.
@@ -382,6 +367,13 @@ async fn revoke_on(
     // Sessions survive DROP USER in MySQL, so they are killed explicitly. Done even when the
     // account is already gone, in case an earlier attempt dropped it before its sessions ended.
     let killed = kill_sessions(conn, username).await?;
+    // The user's throwaway database goes once nothing of the user runs in it; also when the
+    // account is gone, in case an earlier attempt dropped it before the database.
+    if let Some(database) = database {
+        conn.query_drop(format!("DROP DATABASE IF EXISTS {database}"))
+            .await
+            .map_err(|e| error::classify(&e, "dropping the user's database", None))?;
+    }
 
     if hosts.is_empty() {
         // Custom statements are skipped too: they are written for an existing account, and
@@ -401,6 +393,74 @@ async fn revoke_on(
         }
     }
     tracing::info!(hosts = hosts.len(), killed, "revoked user");
+    Ok(())
+}
+
+/// The creation statements of a request, rendered before anything runs so that a template error
+/// touches nothing. The engine's default creation is per host: the role's `host` option.
+fn render_creation(request: &NewUserRequest<'_>) -> Result<Vec<Secret>, PluginError> {
+    check_username(request.username)?;
+    check_password(request.password)?;
+    let host = role_host(request.options)?;
+    let templates = if uses_default(request.statements, &[sql::default_creation(DEFAULT_HOST)]) {
+        vec![sql::default_creation(host)]
+    } else {
+        request.statements.to_vec()
+    };
+    render_statements(
+        &templates,
+        &TemplateValues {
+            username: request.username,
+            password: Some(request.password),
+            expiration: Some(request.expiration),
+        },
+    )
+}
+
+/// How a creation failed: before anything was made, or part-way (the caller drops what was made).
+enum CreationFailure {
+    Untouched(PluginError),
+    Partial(PluginError),
+}
+
+/// `create_user`'s work on one connection (also what `lessor bench` runs directly): refuse an
+/// existing name, run the rendered statements, then make the user's database and grant it.
+async fn create_on(
+    conn: &mut Conn,
+    request: &NewUserRequest<'_>,
+    rendered: &[Secret],
+) -> Result<(), CreationFailure> {
+    let database = request
+        .database
+        .map(|database| sql::database_ident(database.name))
+        .transpose()
+        .map_err(CreationFailure::Untouched)?;
+    // The cleanup after a failure drops the account on every host; that must never hit an
+    // account someone else made, so an existing name is refused up front.
+    let existing = user_hosts(conn, request.username)
+        .await
+        .map_err(CreationFailure::Untouched)?;
+    if !existing.is_empty() {
+        return Err(CreationFailure::Untouched(PluginError::Rejected(format!(
+            "user {} already exists; refusing to take over an account Lessor did not create",
+            request.username
+        ))));
+    }
+    run_statements(conn, rendered, "creation", Some(request.password))
+        .await
+        .map_err(CreationFailure::Partial)?;
+    if let Some(database) = database {
+        let host = role_host(request.options).map_err(CreationFailure::Partial)?;
+        let account = sql::account(request.username, host);
+        for statement in [
+            format!("CREATE DATABASE {database}"),
+            format!("GRANT ALL PRIVILEGES ON {database}.* TO {account}"),
+        ] {
+            conn.query_drop(statement).await.map_err(|e| {
+                CreationFailure::Partial(error::classify(&e, "creating the user's database", None))
+            })?;
+        }
+    }
     Ok(())
 }
 
@@ -427,7 +487,7 @@ async fn run_statements(
 #[async_trait]
 impl DatabasePlugin for MySqlPlugin {
     fn engine(&self) -> &'static str {
-        "mysql"
+        DESCRIPTOR.name
     }
 
     fn max_username_len(&self) -> usize {
@@ -450,6 +510,16 @@ impl DatabasePlugin for MySqlPlugin {
             revocation: vec![],
             rollback: vec![],
             rotation: vec![sql::default_rotation(DEFAULT_HOST)],
+        }
+    }
+
+    fn validate_database_per_lease(&self, template: Option<&str>) -> Result<(), PluginError> {
+        match template {
+            None => Ok(()),
+            Some(_) => Err(PluginError::invalid(
+                "template_database",
+                "MySQL and MariaDB cannot copy a database; leave template_database unset",
+            )),
         }
     }
 
@@ -483,94 +553,93 @@ impl DatabasePlugin for MySqlPlugin {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(username = %user.username), err)]
-    async fn create_user(&self, user: &NewUser<'_>) -> Result<(), PluginError> {
-        check_username(user.username)?;
-        check_password(user.password)?;
-        let host = role_host(user.options)?;
-        let templates = if uses_default(user.statements, &self.default_statements().creation) {
-            vec![sql::default_creation(host)]
-        } else {
-            user.statements.to_vec()
-        };
-        // Everything is rendered before anything runs, so a template error touches nothing.
-        let rendered = render_statements(
-            &templates,
-            &TemplateValues {
-                username: user.username,
-                password: Some(user.password),
-                expiration: Some(user.expiration),
-            },
-        )?;
-
+    #[tracing::instrument(skip_all, fields(username = %request.username), err)]
+    async fn create_user(&self, request: &NewUserRequest<'_>) -> Result<(), PluginError> {
+        lessor_plugin::check_username_len(request.username, self.max_username_len())?;
+        let rendered = render_creation(request)?;
         let mut conn = self.conn().await?;
-        // Outer error: nothing was created. Inner error: a creation statement failed.
-        let created = async {
-            // The cleanup below drops the account on every host; that must never hit an account
-            // someone else made, so an existing name is refused up front.
-            if !user_hosts(&mut conn, user.username).await?.is_empty() {
-                return Err(PluginError::Rejected(format!(
-                    "user {} already exists; refusing to take over an account Lessor did not create",
-                    user.username
-                )));
-            }
-            Ok(run_statements(&mut conn, &rendered, "creation", Some(user.password)).await)
-        }
-        .await;
+        let created = create_on(&mut conn, request, &rendered).await;
         conn.release();
-        if let Err(err) = created? {
-            // DDL has auto-committed whatever ran, so undo by dropping the account. A fresh
-            // connection, since the failure may have broken this one.
-            match self.drop_everywhere(user.username).await {
-                Ok(()) => tracing::info!(
-                    "dropped the partly created user after a failed creation statement"
-                ),
-                Err(cleanup) => tracing::warn!(
-                    error = %cleanup,
-                    "could not drop the partly created user; revoking the lease will retry"
-                ),
+        match created {
+            Ok(()) => {
+                tracing::info!(statements = rendered.len(), "created user");
+                Ok(())
             }
-            return Err(err);
+            Err(CreationFailure::Untouched(err)) => Err(err),
+            Err(CreationFailure::Partial(err)) => {
+                // DDL has auto-committed whatever ran, so undo by dropping the account (and its
+                // database). A fresh connection, since the failure may have broken this one.
+                let cleanup = DeleteUserRequest {
+                    username: request.username,
+                    statements: &[],
+                    database: request.database.map(|database| database.name),
+                };
+                match self.delete_user(&cleanup).await {
+                    Ok(()) => tracing::info!(
+                        "dropped the partly created user after a failed creation statement"
+                    ),
+                    Err(cleanup) => tracing::warn!(
+                        error = %cleanup,
+                        "could not drop the partly created user; revoking the lease will retry"
+                    ),
+                }
+                Err(err)
+            }
         }
-        tracing::info!(statements = rendered.len(), "created user");
-        Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(username = %username), err)]
-    async fn renew_user(
-        &self,
-        username: &str,
-        expires: DateTime<Utc>,
-        statements: &[String],
-    ) -> Result<(), PluginError> {
-        check_username(username)?;
-        if uses_default(statements, &[]) {
+    /// MySQL has no expiry to move, so an expiration change runs only a role's own renew
+    /// statements; a password change sets it on every host of the account.
+    #[tracing::instrument(skip_all, fields(username = %request.username), err)]
+    async fn update_user(&self, request: &UpdateUserRequest<'_>) -> Result<(), PluginError> {
+        check_username(request.username)?;
+        let renew = match &request.expiration {
+            Some(change) if !uses_default(change.statements, &[]) => render_statements(
+                change.statements,
+                &TemplateValues {
+                    username: request.username,
+                    password: None,
+                    expiration: Some(change.new_expiration),
+                },
+            )?,
+            _ => Vec::new(),
+        };
+        if let Some(change) = &request.password {
+            check_password(change.new_password)?;
+        }
+        if request.password.is_none() && renew.is_empty() {
             return Ok(());
         }
-        let rendered = render_statements(
-            statements,
-            &TemplateValues {
-                username,
-                password: None,
-                expiration: Some(expires),
-            },
-        )?;
         let mut conn = self.conn().await?;
-        let result = run_statements(&mut conn, &rendered, "renew", None).await;
+        let result = async {
+            if let Some(change) = &request.password {
+                self.set_password_on(
+                    &mut conn,
+                    request.username,
+                    change.new_password,
+                    change.statements,
+                )
+                .await?;
+                tracing::info!("password set");
+            }
+            run_statements(&mut conn, &renew, "renew", None).await
+        }
+        .await;
         conn.release();
         result
     }
 
-    #[tracing::instrument(skip_all, fields(username = %username), err)]
-    async fn revoke_user(&self, username: &str, statements: &[String]) -> Result<(), PluginError> {
-        check_username(username)?;
-        let custom = if uses_default(statements, &[]) {
+    #[tracing::instrument(skip_all, fields(username = %request.username), err)]
+    async fn delete_user(&self, request: &DeleteUserRequest<'_>) -> Result<(), PluginError> {
+        check_username(request.username)?;
+        let database = request.database.map(sql::database_ident).transpose()?;
+        let custom = if uses_default(request.statements, &[]) {
             None
         } else {
             Some(render_statements(
-                statements,
+                request.statements,
                 &TemplateValues {
-                    username,
+                    username: request.username,
                     password: None,
                     expiration: None,
                 },
@@ -578,28 +647,15 @@ impl DatabasePlugin for MySqlPlugin {
         };
 
         let mut conn = self.conn().await?;
-        let result = revoke_on(&mut conn, username, custom.as_deref()).await;
+        let result = revoke_on(
+            &mut conn,
+            request.username,
+            custom.as_deref(),
+            database.as_deref(),
+        )
+        .await;
         conn.release();
         result
-    }
-
-    #[tracing::instrument(skip_all, fields(username = %username), err)]
-    async fn set_password(
-        &self,
-        username: &str,
-        password: &Secret,
-        statements: &[String],
-    ) -> Result<(), PluginError> {
-        check_username(username)?;
-        check_password(password)?;
-        let mut conn = self.conn().await?;
-        let result = self
-            .set_password_on(&mut conn, username, password, statements)
-            .await;
-        conn.release();
-        result?;
-        tracing::info!("password set");
-        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(username = %username), err)]
@@ -623,6 +679,23 @@ impl DatabasePlugin for MySqlPlugin {
         Ok(users)
     }
 
+    /// `mysql://user@host:port/database`: what a client needs besides the password.
+    fn user_connection_url(&self, username: &str, database: Option<&str>) -> Option<String> {
+        let host = if self.target.host.contains(':') {
+            format!("[{}]", self.target.host)
+        } else {
+            self.target.host.clone()
+        };
+        Some(format!(
+            "mysql://{}@{host}:{}/{}",
+            lessor_plugin::percent_encode_credential(username),
+            self.target.port,
+            database
+                .map(lessor_plugin::percent_encode_credential)
+                .unwrap_or_default()
+        ))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn close(&self) {
         // Pool is a handle; disconnecting a clone closes the shared pool.
@@ -633,7 +706,7 @@ impl DatabasePlugin for MySqlPlugin {
 }
 
 impl MySqlPlugin {
-    /// `set_password`'s work on one pooled connection.
+    /// A password change's work on one pooled connection.
     async fn set_password_on(
         &self,
         conn: &mut Conn,
@@ -699,6 +772,36 @@ impl MySqlPlugin {
         }
     }
 }
+
+/// What this crate offers Lessor's registry.
+pub static DESCRIPTOR: EngineDescriptor = EngineDescriptor {
+    name: "mysql",
+    label: "MySQL/MariaDB",
+    plugin_names: PLUGIN_NAMES,
+    max_username_len: CONSERVATIVE_USERNAME_LIMIT,
+    connect: |settings| {
+        Box::pin(async move {
+            let plugin: Arc<dyn DatabasePlugin> = Arc::new(connect(settings).await?);
+            Ok(plugin)
+        })
+    },
+    local: LocalTarget {
+        admin_url: "mysql://root@127.0.0.1:3306/",
+        url_env: "LESSOR_DEV_MYSQL_URL",
+        connection: "dev-mysql",
+        role: "mysql-readonly",
+        readonly_creation: &[
+            "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'; GRANT SELECT ON *.* TO '{{name}}'@'%';",
+        ],
+    },
+    direct: Some(|url| {
+        Box::pin(async move {
+            let session: Box<dyn DirectSession> =
+                Box::new(baseline::MySqlDirect::connect(&url).await?);
+            Ok(session)
+        })
+    }),
+};
 
 #[cfg(test)]
 mod tests {

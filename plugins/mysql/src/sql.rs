@@ -88,6 +88,21 @@ pub fn account(username: &str, host: &str) -> String {
     format!("'{username}'@'{host}'")
 }
 
+/// A throwaway database's name as a quoted identifier. The name must pass the username alphabet
+/// (letters, digits, `_`, `-`, `.`: no backtick possible) and MySQL's 64-character limit.
+pub fn database_ident(name: &str) -> Result<String, PluginError> {
+    lessor_plugin::check_username(name).map_err(|_| {
+        PluginError::invalid("database", "must be letters, digits, '_', '-' and '.' only")
+    })?;
+    if name.len() > 64 {
+        return Err(PluginError::invalid(
+            "database",
+            "is longer than MySQL's 64 characters",
+        ));
+    }
+    Ok(format!("`{name}`"))
+}
+
 /// Escapes `%`, `_` and the escape character itself for a `LIKE ... ESCAPE '!'` pattern. `!` is
 /// the escape character rather than `\` so the pattern means the same under `NO_BACKSLASH_ESCAPES`.
 pub fn like_prefix(prefix: &str) -> String {

@@ -2,16 +2,19 @@
 //!
 //! The admin URL comes from `LESSOR_TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/`, the
 //! MariaDB that `scripts/services.sh` starts). An unreachable server fails the tests: a skipped
-//! test would prove nothing. Every test uses its own random usernames, so they run in parallel.
+//! test would prove nothing. The scenarios every engine must pass are the conformance kit's, run
+//! once in `conformance_kit_passes`; the tests beside it are MySQL's own. Every test uses its own random usernames, so they run in parallel.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
 use lessor_mysql::{connect, MySqlPlugin, PLUGIN_NAMES};
+use lessor_plugin::conformance::{Harness, UserSession};
 use lessor_plugin::{
-    generate_password, generate_username, ConnectionSettings, DatabasePlugin, NewUser, PluginError,
-    RoleOptions, Secret, UsernameContext,
+    generate_password, generate_username, ConnectionSettings, DatabasePlugin, DeleteUserRequest,
+    ExpirationChange, NewUserRequest, PasswordChange, PluginError, RoleOptions, Secret,
+    UpdateUserRequest, UsernameContext,
 };
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
@@ -92,10 +95,35 @@ async fn hosts_of(user: &str) -> Vec<String> {
     hosts
 }
 
-fn server_code(err: &mysql_async::Error) -> Option<u16> {
-    match err {
-        mysql_async::Error::Server(server) => Some(server.code),
-        _ => None,
+/// An expiry change with `statements` (empty: the engine's, which for MySQL is nothing).
+fn renewal<'a>(
+    username: &'a str,
+    new_expiration: chrono::DateTime<Utc>,
+    statements: &'a [String],
+) -> UpdateUserRequest<'a> {
+    UpdateUserRequest {
+        username,
+        password: None,
+        expiration: Some(ExpirationChange {
+            new_expiration,
+            statements,
+        }),
+    }
+}
+
+/// A password change with `statements` (empty: the built-in one, on every host).
+fn password_change<'a>(
+    username: &'a str,
+    new_password: &'a Secret,
+    statements: &'a [String],
+) -> UpdateUserRequest<'a> {
+    UpdateUserRequest {
+        username,
+        password: Some(PasswordChange {
+            new_password,
+            statements,
+        }),
+        expiration: None,
     }
 }
 
@@ -107,93 +135,16 @@ async fn create(
     options: &RoleOptions,
 ) {
     plugin
-        .create_user(&NewUser {
+        .create_user(&NewUserRequest {
             username: user,
             password,
             expiration: Utc::now() + chrono::Duration::hours(1),
             statements,
             options,
+            database: None,
         })
         .await
         .unwrap_or_else(|e| panic!("create_user({user}): {e}"));
-}
-
-#[tokio::test]
-async fn created_user_logs_in_until_revoked() {
-    let plugin = plugin().await;
-    let user = username("life", plugin.max_username_len());
-    let password = generate_password(32);
-    create(&plugin, &user, &password, &[], &RoleOptions::new()).await;
-    assert_eq!(hosts_of(&user).await, vec!["%".to_owned()]);
-
-    let mut conn = login(&user, &password)
-        .await
-        .expect("the new user logs in over TCP");
-    let who: Option<String> = conn.query_first("SELECT CURRENT_USER()").await.unwrap();
-    assert_eq!(who.as_deref(), Some(format!("{user}@%").as_str()));
-    conn.disconnect().await.unwrap();
-    plugin
-        .check_login(&user, &password)
-        .await
-        .expect("check_login with the right password");
-
-    let wrong = generate_password(32);
-    let err = login(&user, &wrong)
-        .await
-        .expect_err("a wrong password is refused");
-    assert_eq!(server_code(&err), Some(1045), "{err}");
-    let err = plugin.check_login(&user, &wrong).await.unwrap_err();
-    assert!(matches!(err, PluginError::LoginRefused { .. }), "{err:?}");
-    assert!(!err.to_string().contains(wrong.expose()));
-
-    plugin.revoke_user(&user, &[]).await.expect("revoke");
-    let err = login(&user, &password)
-        .await
-        .expect_err("login after revocation");
-    // MariaDB answers a login as a just-dropped account with 1045 or 1698, both "access denied".
-    assert!(matches!(server_code(&err), Some(1045 | 1698)), "{err}");
-    assert!(matches!(
-        plugin.check_login(&user, &password).await,
-        Err(PluginError::LoginRefused { .. })
-    ));
-    assert!(
-        hosts_of(&user).await.is_empty(),
-        "the user is still in mysql.user"
-    );
-
-    plugin
-        .revoke_user(&user, &[])
-        .await
-        .expect("revoking again is Ok");
-    plugin.close().await;
-}
-
-#[tokio::test]
-async fn open_session_is_killed_at_revocation() {
-    let plugin = plugin().await;
-    let user = username("kill", plugin.max_username_len());
-    let password = generate_password(32);
-    create(&plugin, &user, &password, &[], &RoleOptions::new()).await;
-
-    let mut session = login(&user, &password).await.unwrap();
-    session
-        .query_drop("SELECT 1")
-        .await
-        .expect("the session works before revocation");
-    let mut second = login(&user, &password).await.unwrap();
-
-    plugin.revoke_user(&user, &[]).await.expect("revoke");
-
-    assert!(
-        session.query_drop("SELECT 1").await.is_err(),
-        "a session survived revocation"
-    );
-    assert!(
-        second.query_drop("SELECT 1").await.is_err(),
-        "a second session survived revocation"
-    );
-    assert!(hosts_of(&user).await.is_empty());
-    plugin.close().await;
 }
 
 #[tokio::test]
@@ -206,7 +157,11 @@ async fn custom_revocation_statements_run_after_the_sessions_end() {
 
     let revocation = vec!["DROP USER IF EXISTS '{{name}}'@'%'".to_owned()];
     plugin
-        .revoke_user(&user, &revocation)
+        .delete_user(&DeleteUserRequest {
+            username: &user,
+            statements: &revocation,
+            database: None,
+        })
         .await
         .expect("revoke with custom statements");
     assert!(
@@ -215,7 +170,11 @@ async fn custom_revocation_statements_run_after_the_sessions_end() {
     );
     assert!(hosts_of(&user).await.is_empty());
     plugin
-        .revoke_user(&user, &revocation)
+        .delete_user(&DeleteUserRequest {
+            username: &user,
+            statements: &revocation,
+            database: None,
+        })
         .await
         .expect("revoking again with custom statements is Ok");
     plugin.close().await;
@@ -242,7 +201,10 @@ async fn mariadb_usernames_of_80_characters_and_a_custom_host() {
     assert_eq!(who.as_deref(), Some(format!("{user}@127.0.0.1").as_str()));
     conn.disconnect().await.unwrap();
 
-    plugin.revoke_user(&user, &[]).await.unwrap();
+    plugin
+        .delete_user(&DeleteUserRequest::builtin(&user))
+        .await
+        .unwrap();
     assert!(hosts_of(&user).await.is_empty());
     plugin.close().await;
 }
@@ -261,7 +223,7 @@ async fn set_password_replaces_the_old_one() {
 
     let new = generate_password(32);
     plugin
-        .set_password(&user, &new, &[])
+        .update_user(&password_change(&user, &new, &[]))
         .await
         .expect("set_password");
     plugin
@@ -279,7 +241,7 @@ async fn set_password_replaces_the_old_one() {
         "ALTER USER '{{name}}'@'127.0.0.1' IDENTIFIED BY '{{password}}'".to_owned(),
     ];
     plugin
-        .set_password(&user, &newer, &rotation)
+        .update_user(&password_change(&user, &newer, &rotation))
         .await
         .expect("custom rotation");
     plugin
@@ -291,9 +253,15 @@ async fn set_password_replaces_the_old_one() {
         Err(PluginError::LoginRefused { .. })
     ));
 
-    plugin.revoke_user(&user, &[]).await.unwrap();
+    plugin
+        .delete_user(&DeleteUserRequest::builtin(&user))
+        .await
+        .unwrap();
     assert!(hosts_of(&user).await.is_empty(), "both hosts are dropped");
-    let err = plugin.set_password(&user, &newer, &[]).await.unwrap_err();
+    let err = plugin
+        .update_user(&password_change(&user, &newer, &[]))
+        .await
+        .unwrap_err();
     assert!(matches!(err, PluginError::Rejected(_)), "{err:?}");
     plugin.close().await;
 }
@@ -310,37 +278,19 @@ async fn generated_passwords_are_accepted_by_the_server() {
     passwords.push(Secret::new("A1-_-_-_-_-_-_-_-_-_-_-_-_-_-_-z"));
     passwords.push(Secret::new("_leadingUnderscore9-and-dashes--"));
     for password in &passwords {
-        plugin.set_password(&user, password, &[]).await.unwrap();
+        plugin
+            .update_user(&password_change(&user, password, &[]))
+            .await
+            .unwrap();
         plugin
             .check_login(&user, password)
             .await
             .unwrap_or_else(|e| panic!("a generated password was not accepted: {e}"));
     }
-    plugin.revoke_user(&user, &[]).await.unwrap();
-    plugin.close().await;
-}
-
-#[tokio::test]
-async fn list_users_by_prefix() {
-    let plugin = plugin().await;
-    // The '_' in the prefix must match only '_', not any character.
-    let base = username("ls", 40);
-    let prefix = format!("{base}_");
-    let a = format!("{prefix}a");
-    let b = format!("{prefix}b");
-    let other = format!("{base}xc");
-    let password = generate_password(32);
-    for user in [&a, &b, &other] {
-        create(&plugin, user, &password, &[], &RoleOptions::new()).await;
-    }
-    let listed = plugin.list_users(&prefix).await.unwrap();
-    assert_eq!(listed, vec![a.clone(), b.clone()]);
-    let listed = plugin.list_users(&base).await.unwrap();
-    assert_eq!(listed.len(), 3, "{listed:?}");
-    for user in [&a, &b, &other] {
-        plugin.revoke_user(user, &[]).await.unwrap();
-    }
-    assert!(plugin.list_users(&base).await.unwrap().is_empty());
+    plugin
+        .delete_user(&DeleteUserRequest::builtin(&user))
+        .await
+        .unwrap();
     plugin.close().await;
 }
 
@@ -356,12 +306,13 @@ async fn failed_creation_leaves_no_user_behind() {
         "ALTER USER '{{name}}'@'%' IDENTIFIED BYY '{{password}}'".to_owned(),
     ];
     let err = plugin
-        .create_user(&NewUser {
+        .create_user(&NewUserRequest {
             username: &user,
             password: &password,
             expiration: Utc::now(),
             statements: &statements,
             options: &RoleOptions::new(),
+            database: None,
         })
         .await
         .unwrap_err();
@@ -377,12 +328,13 @@ async fn failed_creation_leaves_no_user_behind() {
         "GRANT SELECT ON lessor_no_such_db.no_such_table TO '{{name}}'@'%'".to_owned(),
     ];
     let err = plugin
-        .create_user(&NewUser {
+        .create_user(&NewUserRequest {
             username: &user,
             password: &password,
             expiration: Utc::now(),
             statements: &statements,
             options: &RoleOptions::new(),
+            database: None,
         })
         .await
         .unwrap_err();
@@ -399,12 +351,13 @@ async fn existing_user_is_not_taken_over() {
     let password = generate_password(32);
     create(&plugin, &user, &password, &[], &RoleOptions::new()).await;
     let err = plugin
-        .create_user(&NewUser {
+        .create_user(&NewUserRequest {
             username: &user,
             password: &generate_password(32),
             expiration: Utc::now(),
             statements: &[],
             options: &RoleOptions::new(),
+            database: None,
         })
         .await
         .unwrap_err();
@@ -413,7 +366,10 @@ async fn existing_user_is_not_taken_over() {
         .check_login(&user, &password)
         .await
         .expect("the first user is untouched");
-    plugin.revoke_user(&user, &[]).await.unwrap();
+    plugin
+        .delete_user(&DeleteUserRequest::builtin(&user))
+        .await
+        .unwrap();
     plugin.close().await;
 }
 
@@ -424,12 +380,18 @@ async fn renew_without_statements_is_a_no_op_and_with_statements_runs_them() {
     let password = generate_password(32);
     create(&plugin, &user, &password, &[], &RoleOptions::new()).await;
     let expires = Utc::now() + chrono::Duration::hours(2);
-    plugin.renew_user(&user, expires, &[]).await.unwrap();
+    plugin
+        .update_user(&renewal(&user, expires, &[]))
+        .await
+        .unwrap();
     let renew = vec![
         "ALTER USER '{{name}}'@'%' WITH MAX_USER_CONNECTIONS 7".to_owned(),
         "DO '{{expiration}}'".to_owned(),
     ];
-    plugin.renew_user(&user, expires, &renew).await.unwrap();
+    plugin
+        .update_user(&renewal(&user, expires, &renew))
+        .await
+        .unwrap();
     let mut conn = Conn::new(admin_opts()).await.unwrap();
     let limit: Option<u64> = conn
         .exec_first(
@@ -441,7 +403,10 @@ async fn renew_without_statements_is_a_no_op_and_with_statements_runs_them() {
     conn.disconnect().await.unwrap();
     assert_eq!(limit, Some(7), "the renew statements ran");
     plugin.check_login(&user, &password).await.unwrap();
-    plugin.revoke_user(&user, &[]).await.unwrap();
+    plugin
+        .delete_user(&DeleteUserRequest::builtin(&user))
+        .await
+        .unwrap();
     plugin.close().await;
 }
 
@@ -495,7 +460,10 @@ async fn unreachable_server_is_a_transient_error() {
         .await
         .unwrap_err();
     assert!(err.is_transient(), "{err:?}");
-    let err = plugin.revoke_user("someone", &[]).await.unwrap_err();
+    let err = plugin
+        .delete_user(&DeleteUserRequest::builtin("someone"))
+        .await
+        .unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     plugin.close().await;
 }
@@ -531,5 +499,100 @@ async fn validate_role_checks_options_and_templates() {
     let defaults = plugin.default_statements();
     assert_eq!(defaults.creation, good);
     assert!(defaults.revocation.is_empty() && defaults.renew.is_empty());
+    plugin.close().await;
+}
+
+/// The conformance kit's view of this server: the plugin, and the driver's own checks beside it.
+struct MySqlHarness {
+    plugin: MySqlPlugin,
+}
+
+/// A session as an issued user.
+struct MySqlSession(Conn);
+
+#[async_trait::async_trait]
+impl UserSession for MySqlSession {
+    async fn ping(&mut self) -> Result<(), String> {
+        self.0
+            .query_drop("SELECT 1")
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn write(&mut self) -> Result<(), String> {
+        self.0
+            .query_drop(
+                "CREATE TABLE conformance_probe (id int); INSERT INTO conformance_probe VALUES (1)",
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl Harness for MySqlHarness {
+    fn plugin(&self) -> &dyn DatabasePlugin {
+        &self.plugin
+    }
+
+    async fn login(
+        &self,
+        username: &str,
+        password: &Secret,
+        database: Option<&str>,
+    ) -> Result<Box<dyn UserSession>, String> {
+        let opts = admin_opts()
+            .user(Some(username))
+            .pass(Some(password.expose()))
+            .db_name(database);
+        let conn = Conn::new(opts).await.map_err(|e| e.to_string())?;
+        Ok(Box::new(MySqlSession(conn)))
+    }
+
+    async fn user_exists(&self, username: &str) -> bool {
+        !hosts_of(username).await.is_empty()
+    }
+
+    async fn database_exists(&self, name: &str) -> Option<bool> {
+        let mut conn = Conn::new(admin_opts())
+            .await
+            .expect("admin login for checks");
+        let found: Option<String> = conn
+            .exec_first(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                (name,),
+            )
+            .await
+            .expect("SCHEMATA query");
+        conn.disconnect().await.expect("disconnect");
+        Some(found.is_some())
+    }
+
+    fn half_failing_creation(&self) -> Vec<String> {
+        vec![
+            "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'".to_owned(),
+            "THIS IS NOT SQL".to_owned(),
+        ]
+    }
+}
+
+#[tokio::test]
+async fn conformance_kit_passes() {
+    let harness = MySqlHarness {
+        plugin: plugin().await,
+    };
+    let ran = lessor_plugin::conformance::run(&harness).await;
+    assert_eq!(ran.len(), 10, "every scenario ran: {ran:?}");
+    harness.plugin.close().await;
+}
+
+#[tokio::test]
+async fn a_template_database_is_refused() {
+    let plugin = plugin().await;
+    let err = plugin
+        .validate_database_per_lease(Some("migrated"))
+        .unwrap_err();
+    assert!(err.to_string().contains("template_database"), "{err}");
+    plugin.validate_database_per_lease(None).unwrap();
     plugin.close().await;
 }

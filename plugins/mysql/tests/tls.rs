@@ -14,8 +14,9 @@ use std::time::Duration;
 use chrono::Utc;
 use lessor_mysql::{connect, MySqlPlugin};
 use lessor_plugin::{
-    generate_password, generate_username, ConnectionSettings, DatabasePlugin, NewUser, PluginError,
-    RoleOptions, Secret, TlsMaterial, UsernameContext,
+    generate_password, generate_username, ConnectionSettings, DatabasePlugin, DeleteUserRequest,
+    NewUserRequest, PasswordChange, PluginError, RoleOptions, Secret, TlsMaterial,
+    UpdateUserRequest, UsernameContext,
 };
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
@@ -202,12 +203,13 @@ fn tls_only_creation() -> Vec<String> {
 
 async fn create(plugin: &MySqlPlugin, user: &str, password: &Secret, statements: &[String]) {
     plugin
-        .create_user(&NewUser {
+        .create_user(&NewUserRequest {
             username: user,
             password,
             expiration: Utc::now() + chrono::Duration::hours(1),
             statements,
             options: &RoleOptions::new(),
+            database: None,
         })
         .await
         .unwrap_or_else(|e| panic!("create_user over TLS: {e}"));
@@ -256,7 +258,14 @@ async fn verified_tls_admin_issues_rotates_and_revokes() {
         // Rotation, then the check the rotator makes before promoting the new password.
         let new = generate_password(32);
         plugin
-            .set_password(&user, &new, &[])
+            .update_user(&UpdateUserRequest {
+                username: &user,
+                password: Some(PasswordChange {
+                    new_password: &new,
+                    statements: &[],
+                }),
+                expiration: None,
+            })
             .await
             .expect("set_password");
         plugin
@@ -267,7 +276,7 @@ async fn verified_tls_admin_issues_rotates_and_revokes() {
         assert!(matches!(err, PluginError::LoginRefused { .. }), "{err:?}");
 
         plugin
-            .revoke_user(&user, &[])
+            .delete_user(&DeleteUserRequest::builtin(&user))
             .await
             .expect("revoke over TLS");
         let err = tls_login(&user, &new)
@@ -281,7 +290,10 @@ async fn verified_tls_admin_issues_rotates_and_revokes() {
         tls_login(&user2, &password)
             .await
             .expect("default user over TLS");
-        plugin.revoke_user(&user2, &[]).await.unwrap();
+        plugin
+            .delete_user(&DeleteUserRequest::builtin(&user2))
+            .await
+            .unwrap();
         assert!(hosts_of(&user2).await.is_empty());
         plugin.close().await;
     })
@@ -420,14 +432,24 @@ async fn client_certificate_admin_works() {
         tls_login(&user, &password)
             .await
             .expect("the issued login works");
-        plugin.revoke_user(&user, &[]).await.expect("revoke");
+        plugin
+            .delete_user(&DeleteUserRequest::builtin(&user))
+            .await
+            .expect("revoke");
         assert!(hosts_of(&user).await.is_empty());
 
         // Root rotation: the new admin password, then the login check as the admin, which
         // the server accepts only with the certificate.
         let new = generate_password(32);
         plugin
-            .set_password(&admin.name, &new, &[])
+            .update_user(&UpdateUserRequest {
+                username: &admin.name,
+                password: Some(PasswordChange {
+                    new_password: &new,
+                    statements: &[],
+                }),
+                expiration: None,
+            })
             .await
             .expect("rotate the admin");
         plugin

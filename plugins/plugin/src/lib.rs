@@ -12,10 +12,17 @@
 //!   by hand with a depth limit, beside Lessor's own `v-{{role}}-{{random}}`.
 //! - [`Secret`]: the wrapper every password travels in, whose `Debug` and `Display` never print it.
 //! - [`PluginError`]: one error type that tells a transient failure (retry later) from a permanent one.
+//! - `conformance` (feature `testing`): the scenarios every engine must pass, for its own tests.
+//! - [`descriptor`]: what each engine crate exports so that Lessor can list it: names, how to
+//!   connect, its local defaults and its direct-SQL baseline. Adding an engine is a crate plus one
+//!   line in Lessor's registry (`src/engines.rs`).
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "testing")]
+pub mod conformance;
 pub mod credentials;
+pub mod descriptor;
 pub mod template;
 pub mod vault_template;
 
@@ -29,6 +36,7 @@ pub use credentials::{
     check_password, check_username, generate_password, generate_username, UsernameContext,
     UsernameTemplate,
 };
+pub use descriptor::{DirectSession, EngineDescriptor, LocalTarget};
 pub use template::{render_statements, split_statements, StatementTemplate, TemplateValues};
 
 /// A secret string (password, token, password-bearing URL) that redacts itself in `Debug` and
@@ -206,9 +214,9 @@ pub struct DefaultStatements {
     pub rotation: Vec<String>,
 }
 
-/// A user to create on the target.
+/// A user to create on the target (Vault dbplugin v5's `NewUserRequest`).
 #[derive(Debug)]
-pub struct NewUser<'a> {
+pub struct NewUserRequest<'a> {
     /// Already generated and checked against the username alphabet.
     pub username: &'a str,
     pub password: &'a Secret,
@@ -218,12 +226,72 @@ pub struct NewUser<'a> {
     pub statements: &'a [String],
     /// Engine-specific role options, already validated by [`DatabasePlugin::validate_role`].
     pub options: &'a RoleOptions,
+    /// A database to create for this user alone (a role's `database_per_lease`), owned by it or
+    /// granted to it in full; made after the user, and dropped with it by
+    /// [`DatabasePlugin::delete_user`]. Engines without databases refuse it when the role is
+    /// written ([`DatabasePlugin::validate_role`] sees `database_per_lease` among the options).
+    pub database: Option<NewDatabase<'a>>,
+}
+
+/// The throwaway database of a [`NewUserRequest`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewDatabase<'a> {
+    /// Already generated and checked against the username alphabet (it is the lease's username
+    /// or derived from it), so it is safe as a quoted identifier.
+    pub name: &'a str,
+    /// A database to copy (PostgreSQL `TEMPLATE`), already checked by the engine at role write.
+    pub template: Option<&'a str>,
+}
+
+/// A change to an existing user (Vault dbplugin v5's `UpdateUserRequest`): a new password, a new
+/// expiry, or both. A request with neither does nothing.
+#[derive(Debug)]
+pub struct UpdateUserRequest<'a> {
+    pub username: &'a str,
+    pub password: Option<PasswordChange<'a>>,
+    pub expiration: Option<ExpirationChange<'a>>,
+}
+
+/// A new password and the statements that set it (empty: the engine's rotation statements).
+#[derive(Debug, Clone, Copy)]
+pub struct PasswordChange<'a> {
+    pub new_password: &'a Secret,
+    pub statements: &'a [String],
+}
+
+/// A new expiry and the statements that move it (empty: the engine's renew statements).
+#[derive(Debug, Clone, Copy)]
+pub struct ExpirationChange<'a> {
+    pub new_expiration: DateTime<Utc>,
+    pub statements: &'a [String],
+}
+
+/// A user to remove (Vault dbplugin v5's `DeleteUserRequest`), with its sessions and, for a
+/// `database_per_lease` role, its database.
+#[derive(Debug, Clone, Copy)]
+pub struct DeleteUserRequest<'a> {
+    pub username: &'a str,
+    /// Revocation statement templates; empty means the engine's built-in revocation.
+    pub statements: &'a [String],
+    /// The user's throwaway database, dropped after its sessions are ended.
+    pub database: Option<&'a str>,
+}
+
+impl<'a> DeleteUserRequest<'a> {
+    /// The common case: the engine's built-in revocation, no database.
+    pub fn builtin(username: &'a str) -> Self {
+        Self {
+            username,
+            statements: &[],
+            database: None,
+        }
+    }
 }
 
 /// One database engine, connected to one target. Implementations hold their own connection pool.
 #[async_trait]
 pub trait DatabasePlugin: Send + Sync {
-    /// Short engine name: `"postgres"`, `"mysql"`.
+    /// Short engine name: `"postgres"`, `"mysql"`; the descriptor's [`EngineDescriptor::name`].
     fn engine(&self) -> &'static str;
 
     /// Longest username the target accepts.
@@ -251,30 +319,30 @@ pub trait DatabasePlugin: Send + Sync {
         Ok(())
     }
 
+    /// Checks, when a role is written, that the engine can give each lease its own database
+    /// (`database_per_lease`), copied from `template` if one is named.
+    fn validate_database_per_lease(&self, template: Option<&str>) -> Result<(), PluginError> {
+        let _ = template;
+        Err(PluginError::invalid(
+            "database_per_lease",
+            format!("the {} engine has no databases to create", self.engine()),
+        ))
+    }
+
     /// Connects and runs a trivial query.
     async fn verify(&self) -> Result<(), PluginError>;
 
-    /// Creates the user; all creation statements run in one transaction where the engine allows.
-    async fn create_user(&self, user: &NewUser<'_>) -> Result<(), PluginError>;
+    /// Creates the user (and its database, if asked); all creation statements run in one
+    /// transaction where the engine allows, and a failed creation leaves nothing behind.
+    async fn create_user(&self, request: &NewUserRequest<'_>) -> Result<(), PluginError>;
 
-    /// Moves the user's expiry (where the engine enforces one) to `expires`.
-    async fn renew_user(
-        &self,
-        username: &str,
-        expires: DateTime<Utc>,
-        statements: &[String],
-    ) -> Result<(), PluginError>;
+    /// Sets a new password and/or moves the expiry (where the engine enforces one) of an
+    /// existing user: static roles, admin rotation, renewals.
+    async fn update_user(&self, request: &UpdateUserRequest<'_>) -> Result<(), PluginError>;
 
-    /// Removes the user and ends its sessions. Idempotent: revoking a user that does not exist succeeds.
-    async fn revoke_user(&self, username: &str, statements: &[String]) -> Result<(), PluginError>;
-
-    /// Sets the password of an existing user (static roles, admin rotation).
-    async fn set_password(
-        &self,
-        username: &str,
-        password: &Secret,
-        statements: &[String],
-    ) -> Result<(), PluginError>;
+    /// Removes the user (and its database) and ends its sessions. Idempotent: deleting a user
+    /// that does not exist succeeds.
+    async fn delete_user(&self, request: &DeleteUserRequest<'_>) -> Result<(), PluginError>;
 
     /// Opens a fresh connection as `username` and runs a trivial query; used to prove a rotated
     /// password works before it is promoted.
@@ -282,6 +350,13 @@ pub trait DatabasePlugin: Send + Sync {
 
     /// Users whose name starts with `prefix`, for reconciliation.
     async fn list_users(&self, prefix: &str) -> Result<Vec<String>, PluginError>;
+
+    /// How the user reaches its database (a `database_per_lease` credential's
+    /// `connection_url`), without the password; `None` where the engine has no such form.
+    fn user_connection_url(&self, username: &str, database: Option<&str>) -> Option<String> {
+        let _ = (username, database);
+        None
+    }
 
     /// Closes pooled connections; called when the connection is reset, rewritten or deleted.
     async fn close(&self);
@@ -294,6 +369,22 @@ const URL_CREDENTIAL: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHA
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// Refuses a username longer than the engine's limit, before anything reaches the server: some
+/// engines silently cut a long name (PostgreSQL at 63 bytes), and the user dropped at revocation
+/// would then not be the one created.
+pub fn check_username_len(username: &str, limit: usize) -> Result<(), PluginError> {
+    if username.len() > limit {
+        return Err(PluginError::invalid(
+            "username",
+            format!(
+                "is {} characters long; this engine allows at most {limit}",
+                username.len()
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Percent-encodes a username or password for the user part of a URL, so that a password with
 /// `@`, `:` or `/` cannot change what the URL means. The rule of URL-form connection strings;

@@ -1,20 +1,20 @@
 //! The plugin's own SQL, issued directly on one plain connection, with no pool, no lease store and
 //! no HTTP in front: the baseline `lessor bench` measures Lessor against. The statements are the
-//! ones `create_user` and the built-in `revoke_user` run: both sides call the same functions.
+//! ones `create_user` and the built-in `delete_user` run: both sides call the same functions.
 
-use chrono::{DateTime, Utc};
-use lessor_plugin::{PluginError, Secret};
+use async_trait::async_trait;
+use lessor_plugin::{DirectSession, NewUserRequest, PluginError, Secret};
 use tokio_postgres::NoTls;
 
 use crate::error::classify;
 use crate::{create_on, revoke_on, LOCK_TIMEOUT, ROLE_EXISTS};
 
 /// One admin connection used the way a hand-written script would.
-pub struct DirectSession {
+pub struct PostgresDirect {
     client: tokio_postgres::Client,
 }
 
-impl DirectSession {
+impl PostgresDirect {
     /// Connects with a plain `postgres://` URL (credentials inline, no templates).
     pub async fn connect(url: &Secret) -> Result<Self, PluginError> {
         let (client, connection) = tokio_postgres::connect(url.expose(), NoTls)
@@ -23,9 +23,11 @@ impl DirectSession {
         tokio::spawn(connection);
         Ok(Self { client })
     }
+}
 
-    /// The server's version string, for the report.
-    pub async fn server_version(&self) -> Result<String, PluginError> {
+#[async_trait]
+impl DirectSession for PostgresDirect {
+    async fn server_version(&mut self) -> Result<String, PluginError> {
         let row = self
             .client
             .query_one("SHOW server_version", &[])
@@ -34,8 +36,7 @@ impl DirectSession {
         Ok(row.get(0))
     }
 
-    /// Whether a role of that name exists (the bench polls it to time the reaper).
-    pub async fn role_exists(&self, username: &str) -> Result<bool, PluginError> {
+    async fn user_exists(&mut self, username: &str) -> Result<bool, PluginError> {
         let row = self
             .client
             .query_one(ROLE_EXISTS, &[&username])
@@ -45,27 +46,13 @@ impl DirectSession {
     }
 
     /// `create_user`'s transaction: the creation statements, then `VALID UNTIL`.
-    pub async fn create_user(
-        &mut self,
-        username: &str,
-        password: &Secret,
-        expiration: DateTime<Utc>,
-        statements: &[String],
-    ) -> Result<(), PluginError> {
-        create_on(
-            &mut self.client,
-            &[LOCK_TIMEOUT],
-            username,
-            password,
-            expiration,
-            statements,
-        )
-        .await
+    async fn create_user(&mut self, request: &NewUserRequest<'_>) -> Result<(), PluginError> {
+        create_on(&mut self.client, &[LOCK_TIMEOUT], request).await
     }
 
     /// The built-in revocation: existence check, `NOLOGIN`, end sessions, `DROP ROLE`.
-    pub async fn revoke_user(&mut self, username: &str) -> Result<(), PluginError> {
+    async fn delete_user(&mut self, username: &str) -> Result<(), PluginError> {
         lessor_plugin::check_username(username)?;
-        revoke_on(&mut self.client, &[LOCK_TIMEOUT], username, &[]).await
+        revoke_on(&mut self.client, &[LOCK_TIMEOUT], username, &[], None).await
     }
 }

@@ -8,7 +8,7 @@
 //! - DDL is transactional, so a role's creation statements run in one transaction and a failing
 //!   statement leaves no half-made role behind.
 //! - `VALID UNTIL` makes the server refuse a login after the lease's expiry even while Lessor is
-//!   down; [`DatabasePlugin::create_user`] and [`DatabasePlugin::renew_user`] always set it.
+//!   down; [`DatabasePlugin::create_user`] and [`DatabasePlugin::update_user`] always set it.
 //! - Revocation first commits `NOLOGIN`, then terminates the role's sessions, then drops it, so no
 //!   session survives and no new one starts in between.
 //!
@@ -36,6 +36,7 @@ pub mod baseline;
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,7 +45,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use lessor_plugin::template::format_expiration;
 use lessor_plugin::{
     check_username, render_statements, ConnectionSettings, DatabasePlugin, DefaultStatements,
-    NewUser, PluginError, RoleOptions, Secret, StatementTemplate, TemplateValues,
+    DeleteUserRequest, DirectSession, EngineDescriptor, LocalTarget, NewDatabase, NewUserRequest,
+    PluginError, RoleOptions, Secret, StatementTemplate, TemplateValues, UpdateUserRequest,
 };
 
 use crate::error::{classify, is_undefined_object, login_error, pool_error};
@@ -279,35 +281,92 @@ fn valid_until(username: &str, at: DateTime<Utc>) -> String {
 }
 
 /// `create_user`'s work on one connection: the rendered creation statements, then `VALID UNTIL`,
-/// in one transaction. Also what `lessor bench` runs directly, so both sides run the same SQL.
+/// in one transaction; then the user's own database, if asked for. Also what `lessor bench` runs
+/// directly, so both sides run the same SQL. Empty `statements` mean the default creation.
 async fn create_on(
     client: &mut tokio_postgres::Client,
     limits: &[&str],
-    username: &str,
-    password: &Secret,
-    expiration: DateTime<Utc>,
-    templates: &[String],
+    request: &NewUserRequest<'_>,
 ) -> Result<(), PluginError> {
+    let username = request.username;
+    lessor_plugin::check_username_len(username, MAX_USERNAME_LEN)?;
+    let defaults = [DEFAULT_CREATION.to_owned()];
+    let templates = if request.statements.is_empty() {
+        &defaults[..]
+    } else {
+        request.statements
+    };
     // Rendering checks the username and password alphabets, before anything reaches SQL.
     let statements = render_statements(
         templates,
         &TemplateValues {
             username,
-            password: Some(password),
-            expiration: Some(expiration),
+            password: Some(request.password),
+            expiration: Some(request.expiration),
         },
     )?;
+    let database = request
+        .database
+        .map(|database| create_database_sql(username, &database))
+        .transpose()?;
     // Always set, so the server refuses the login after expiry even if the role's own
     // statements forgot VALID UNTIL and Lessor is down when the lease ends.
-    let trailer = valid_until(username, expiration);
+    let trailer = valid_until(username, request.expiration);
     run_in_transaction(
         client,
         limits,
         &statements,
         Some(&trailer),
-        &[password.expose()],
+        &[request.password.expose()],
     )
-    .await
+    .await?;
+    let Some(create_database) = database else {
+        return Ok(());
+    };
+    // CREATE DATABASE cannot run inside a transaction, so it follows the role's; if it fails, the
+    // role goes too, so a failed creation leaves nothing behind.
+    if let Err(err) = client.batch_execute(&create_database).await {
+        let err = classify(&err, &[]);
+        if let Err(cleanup) = revoke_on(client, limits, username, &[], None).await {
+            tracing::warn!(error = %cleanup, "could not drop the role after its database failed; revoking the lease will retry");
+        }
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// `CREATE DATABASE` for a user's throwaway database, owned by the user so that it can do
+/// anything inside it (migrations included) and nothing outside.
+fn create_database_sql(owner: &str, database: &NewDatabase<'_>) -> Result<String, PluginError> {
+    check_database_name("database", database.name)?;
+    let mut sql = format!(
+        "CREATE DATABASE {} OWNER {}",
+        quote_ident(database.name),
+        quote_ident(owner)
+    );
+    if let Some(template) = database.template {
+        check_database_name("template_database", template)?;
+        sql.push_str(&format!(" TEMPLATE {}", quote_ident(template)));
+    }
+    Ok(sql)
+}
+
+/// Database names are quoted identifiers here; they must also fit PostgreSQL's 63 bytes (a longer
+/// one is silently cut, and then dropping it by its full name would miss it).
+fn check_database_name(field: &'static str, name: &str) -> Result<(), PluginError> {
+    check_username(name).map_err(|_| {
+        PluginError::invalid(
+            field,
+            "must be letters, digits, '_', '-' and '.' only".to_owned(),
+        )
+    })?;
+    if name.len() > MAX_USERNAME_LEN {
+        return Err(PluginError::invalid(
+            field,
+            format!("is longer than PostgreSQL's {MAX_USERNAME_LEN} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 async fn role_exists(client: &tokio_postgres::Client, username: &str) -> Result<bool, PluginError> {
@@ -318,18 +377,26 @@ async fn role_exists(client: &tokio_postgres::Client, username: &str) -> Result<
     Ok(row.get(0))
 }
 
-/// `revoke_user`'s work on one connection (also what `lessor bench` runs directly): nothing if the
+/// `delete_user`'s work on one connection (also what `lessor bench` runs directly): nothing if the
 /// role is gone, else the revocation, treating a concurrent drop as done.
 async fn revoke_on(
     client: &mut tokio_postgres::Client,
     limits: &[&str],
     username: &str,
     custom: &[Secret],
+    database: Option<&str>,
 ) -> Result<(), PluginError> {
+    if let Some(database) = database {
+        check_database_name("database", database)?;
+    }
     if !role_exists(client, username).await? {
+        // The role may have gone in an earlier attempt that failed before its database did.
+        if let Some(database) = database {
+            drop_database(client, database).await?;
+        }
         return Ok(());
     }
-    match revoke_existing(client, limits, username, custom).await {
+    match revoke_existing(client, limits, username, custom, database).await {
         Ok(()) => Ok(()),
         Err(err) if is_undefined_object(&err) => {
             // Dropped under us by a concurrent revocation: done, if it is really gone. The
@@ -351,6 +418,7 @@ async fn revoke_existing(
     limits: &[&str],
     username: &str,
     custom: &[Secret],
+    database: Option<&str>,
 ) -> Result<(), tokio_postgres::Error> {
     let ident = quote_ident(username);
 
@@ -365,6 +433,11 @@ async fn revoke_existing(
 
     // The username is bound as a parameter, never formatted into this query.
     client.execute(TERMINATE_SESSIONS, &[&username]).await?;
+
+    // The role owns its throwaway database, so the database goes first (DROP ROLE would refuse).
+    if let Some(database) = database {
+        drop_database_raw(client, database).await?;
+    }
 
     let tx = client.transaction().await?;
     for limit in limits {
@@ -392,10 +465,145 @@ async fn revoke_existing(
     tx.commit().await
 }
 
+/// Drops a user's throwaway database, ending any session still in it (`WITH (FORCE)`,
+/// PostgreSQL 13+). Outside a transaction: `DROP DATABASE` cannot run in one.
+async fn drop_database_raw(
+    client: &tokio_postgres::Client,
+    database: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(database)
+        ))
+        .await
+}
+
+async fn drop_database(client: &tokio_postgres::Client, database: &str) -> Result<(), PluginError> {
+    drop_database_raw(client, database)
+        .await
+        .map_err(|e| classify(&e, &[]))
+}
+
+/// Gives a database copied from a template to its user: the copy's objects belong to whoever
+/// owned them in the template (the admin), and a test that wants a pre-migrated database must be
+/// able to migrate it further. Runs in the copy, on a connection of its own: ownership is per
+/// database. Only objects the admin owns change hands, outside the system schemas.
+const HAND_OVER_COPY: &str = r#"
+DO $hand_over$
+DECLARE
+    new_owner text := current_setting('lessor.new_owner');
+    item record;
+BEGIN
+    FOR item IN
+        SELECT format('ALTER SCHEMA %I OWNER TO %I', nspname, new_owner) AS ddl
+        FROM pg_namespace
+        WHERE nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+          AND nspname NOT LIKE 'pg\_%' AND nspname <> 'information_schema'
+        UNION ALL
+        SELECT format('ALTER %s %s OWNER TO %I',
+                      CASE c.relkind WHEN 'r' THEN 'TABLE' WHEN 'p' THEN 'TABLE' WHEN 'v' THEN 'VIEW'
+                                     WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+                                     WHEN 'f' THEN 'FOREIGN TABLE' END,
+                      c.oid::regclass, new_owner)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+          AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+          AND n.nspname NOT LIKE 'pg\_%' AND n.nspname <> 'information_schema'
+          -- A sequence owned by a column moves with its table.
+          AND NOT (c.relkind = 'S' AND EXISTS (
+              SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')))
+        UNION ALL
+        SELECT format('ALTER ROUTINE %s OWNER TO %I', p.oid::regprocedure, new_owner)
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE p.proowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+          AND n.nspname NOT LIKE 'pg\_%' AND n.nspname <> 'information_schema'
+    LOOP
+        EXECUTE item.ddl;
+    END LOOP;
+END
+$hand_over$"#;
+
+impl PostgresPlugin {
+    /// Runs [`HAND_OVER_COPY`] in `database` for `username` (both checked names; the username
+    /// travels as a setting, never spliced into the block).
+    async fn hand_over_copy(&self, username: &str, database: &str) -> Result<(), PluginError> {
+        check_username(username)?;
+        check_database_name("database", database)?;
+        let mut config = self.config.clone();
+        config.dbname(database);
+        let (mut client, connection) = config
+            .connect(self.tls.connector.clone())
+            .await
+            .map_err(|e| classify(&e, &[]))?;
+        let work = async move {
+            let tx = client.transaction().await.map_err(|e| classify(&e, &[]))?;
+            for limit in self.limits() {
+                tx.batch_execute(limit)
+                    .await
+                    .map_err(|e| classify(&e, &[]))?;
+            }
+            tx.execute(
+                "SELECT set_config('lessor.new_owner', $1, true)",
+                &[&username],
+            )
+            .await
+            .map_err(|e| classify(&e, &[]))?;
+            tx.batch_execute(HAND_OVER_COPY)
+                .await
+                .map_err(|e| classify(&e, &[]))?;
+            tx.commit().await.map_err(|e| classify(&e, &[]))
+            // The client drops here, which sends Terminate and ends the connection future.
+        };
+        // Driven here, as in check_login, so an abandoned call closes the socket.
+        let (result, _) = tokio::join!(work, connection);
+        result
+    }
+}
+
+/// The statements of an [`UpdateUserRequest`], rendered: the password change's, then the
+/// expiration change's, each falling back to the engine's defaults.
+fn render_update(request: &UpdateUserRequest<'_>) -> Result<Vec<Secret>, PluginError> {
+    let mut statements = Vec::new();
+    if let Some(change) = &request.password {
+        let defaults = [DEFAULT_ROTATION.to_owned()];
+        let templates = if change.statements.is_empty() {
+            &defaults[..]
+        } else {
+            change.statements
+        };
+        statements.extend(render_statements(
+            templates,
+            &TemplateValues {
+                username: request.username,
+                password: Some(change.new_password),
+                expiration: None,
+            },
+        )?);
+    }
+    if let Some(change) = &request.expiration {
+        let defaults = [DEFAULT_RENEW.to_owned()];
+        let templates = if change.statements.is_empty() {
+            &defaults[..]
+        } else {
+            change.statements
+        };
+        statements.extend(render_statements(
+            templates,
+            &TemplateValues {
+                username: request.username,
+                password: None,
+                expiration: Some(change.new_expiration),
+            },
+        )?);
+    }
+    Ok(statements)
+}
+
 #[async_trait]
 impl DatabasePlugin for PostgresPlugin {
     fn engine(&self) -> &'static str {
-        "postgres"
+        DESCRIPTOR.name
     }
 
     fn max_username_len(&self) -> usize {
@@ -445,6 +653,12 @@ impl DatabasePlugin for PostgresPlugin {
         Ok(())
     }
 
+    fn validate_database_per_lease(&self, template: Option<&str>) -> Result<(), PluginError> {
+        template.map_or(Ok(()), |template| {
+            check_database_name("template_database", template)
+        })
+    }
+
     #[tracing::instrument(skip_all, fields(engine = "postgres"), err)]
     async fn verify(&self) -> Result<(), PluginError> {
         let client = self.client().await?;
@@ -457,115 +671,83 @@ impl DatabasePlugin for PostgresPlugin {
         result
     }
 
-    #[tracing::instrument(skip_all, fields(engine = "postgres", username = %user.username), err)]
-    async fn create_user(&self, user: &NewUser<'_>) -> Result<(), PluginError> {
-        let defaults;
-        let templates = if user.statements.is_empty() {
-            defaults = self.default_statements().creation;
-            &defaults
-        } else {
-            user.statements
-        };
+    #[tracing::instrument(skip_all, fields(engine = "postgres", username = %request.username), err)]
+    async fn create_user(&self, request: &NewUserRequest<'_>) -> Result<(), PluginError> {
         let mut client = self.client().await?;
-        let result = create_on(
-            &mut client,
-            &self.limits(),
-            user.username,
-            user.password,
-            user.expiration,
-            templates,
-        )
-        .await;
+        let mut result = create_on(&mut client, &self.limits(), request).await;
+        if let (Ok(()), Some(database)) = (&result, request.database) {
+            if database.template.is_some() {
+                result = self.hand_over_copy(request.username, database.name).await;
+                if result.is_err() {
+                    let undo = revoke_on(
+                        &mut client,
+                        &self.limits(),
+                        request.username,
+                        &[],
+                        Some(database.name),
+                    )
+                    .await;
+                    if let Err(cleanup) = undo {
+                        tracing::warn!(error = %cleanup, "could not drop the user after its database failed; revoking the lease will retry");
+                    }
+                }
+            }
+        }
         client.release();
         result
     }
 
-    #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err)]
-    async fn renew_user(
-        &self,
-        username: &str,
-        expires: DateTime<Utc>,
-        statements: &[String],
-    ) -> Result<(), PluginError> {
-        let defaults;
-        let templates = if statements.is_empty() {
-            defaults = self.default_statements().renew;
-            &defaults
-        } else {
-            statements
-        };
-        let statements = render_statements(
-            templates,
-            &TemplateValues {
-                username,
-                password: None,
-                expiration: Some(expires),
-            },
-        )?;
-        // As in create_user: custom renew statements that forget VALID UNTIL would otherwise let
-        // the server lock the user out at the old expiry while the lease says it is still valid.
-        let trailer = valid_until(username, expires);
+    #[tracing::instrument(skip_all, fields(engine = "postgres", username = %request.username), err)]
+    async fn update_user(&self, request: &UpdateUserRequest<'_>) -> Result<(), PluginError> {
+        check_username(request.username)?;
+        if request.password.is_none() && request.expiration.is_none() {
+            return Ok(());
+        }
+        let statements = render_update(request)?;
+        // As at creation: custom renew statements that forget VALID UNTIL would otherwise let the
+        // server lock the user out at the old expiry while the lease says it is still valid.
+        let trailer = request
+            .expiration
+            .map(|change| valid_until(request.username, change.new_expiration));
+        let secrets: Vec<&str> = request
+            .password
+            .iter()
+            .map(|change| change.new_password.expose())
+            .collect();
         let mut client = self.client().await?;
         let result = run_in_transaction(
             &mut client,
             &self.limits(),
             &statements,
-            Some(&trailer),
-            &[],
+            trailer.as_deref(),
+            &secrets,
         )
         .await;
         client.release();
         result
     }
 
-    #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err)]
-    async fn revoke_user(&self, username: &str, statements: &[String]) -> Result<(), PluginError> {
+    #[tracing::instrument(skip_all, fields(engine = "postgres", username = %request.username), err)]
+    async fn delete_user(&self, request: &DeleteUserRequest<'_>) -> Result<(), PluginError> {
         // Our own statements format the name as an identifier, so it is checked here too.
-        check_username(username)?;
+        check_username(request.username)?;
+        lessor_plugin::check_username_len(request.username, MAX_USERNAME_LEN)?;
         // Rendered before anything changes, so a broken template cannot leave a half-revoked role.
         let custom = render_statements(
-            statements,
+            request.statements,
             &TemplateValues {
-                username,
+                username: request.username,
                 password: None,
                 expiration: None,
             },
         )?;
         let mut client = self.client().await?;
-        let result = revoke_on(&mut client, &self.limits(), username, &custom).await;
-        client.release();
-        result
-    }
-
-    #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err)]
-    async fn set_password(
-        &self,
-        username: &str,
-        password: &Secret,
-        statements: &[String],
-    ) -> Result<(), PluginError> {
-        let defaults;
-        let templates = if statements.is_empty() {
-            defaults = self.default_statements().rotation;
-            &defaults
-        } else {
-            statements
-        };
-        let statements = render_statements(
-            templates,
-            &TemplateValues {
-                username,
-                password: Some(password),
-                expiration: None,
-            },
-        )?;
-        let mut client = self.client().await?;
-        let result = run_in_transaction(
+        let result = revoke_on(
             &mut client,
             &self.limits(),
-            &statements,
-            None,
-            &[password.expose()],
+            request.username,
+            &custom,
+            request.database,
         )
         .await;
         client.release();
@@ -611,8 +793,59 @@ impl DatabasePlugin for PostgresPlugin {
         Ok(rows?.iter().map(|row| row.get::<_, String>(0)).collect())
     }
 
+    /// `postgresql://user@host:port/database`, with the admin connection's `sslmode`: what a
+    /// client needs besides the password.
+    fn user_connection_url(&self, username: &str, database: Option<&str>) -> Option<String> {
+        let host = match self.config.get_hosts().first()? {
+            tokio_postgres::config::Host::Tcp(host) if host.contains(':') => format!("[{host}]"),
+            tokio_postgres::config::Host::Tcp(host) => host.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => return None,
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let database = database.or(self.config.get_dbname()).unwrap_or("postgres");
+        Some(format!(
+            "postgresql://{}@{host}:{port}/{}?sslmode={}",
+            lessor_plugin::percent_encode_credential(username),
+            lessor_plugin::percent_encode_credential(database),
+            self.tls.mode.as_str()
+        ))
+    }
+
     async fn close(&self) {
         // Idle connections are dropped now; ones in use are dropped when returned.
         self.pool.close();
     }
 }
+
+/// What this crate offers Lessor's registry.
+pub static DESCRIPTOR: EngineDescriptor = EngineDescriptor {
+    name: "postgres",
+    label: "PostgreSQL",
+    plugin_names: PLUGIN_NAMES,
+    max_username_len: MAX_USERNAME_LEN,
+    connect: |settings| {
+        Box::pin(async move {
+            let plugin: Arc<dyn DatabasePlugin> = Arc::new(connect(settings).await?);
+            Ok(plugin)
+        })
+    },
+    local: LocalTarget {
+        admin_url: "postgres://postgres@127.0.0.1:5432/postgres",
+        url_env: "LESSOR_DEV_POSTGRES_URL",
+        connection: "dev-postgres",
+        role: "readonly",
+        // Membership in pg_read_all_data, never per-user table grants (which overflow
+        // pg_class.relacl after a few thousand live users).
+        readonly_creation: &[
+            r#"CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE pg_read_all_data;"#,
+        ],
+    },
+    direct: Some(|url| {
+        Box::pin(async move {
+            let session: Box<dyn DirectSession> =
+                Box::new(baseline::PostgresDirect::connect(&url).await?);
+            Ok(session)
+        })
+    }),
+};

@@ -6,15 +6,21 @@
 //! and the revocation and rotation tests would prove nothing, so [`admin`] checks for it. An
 //! unreachable server fails the tests: it is never a reason to skip them.
 //!
+//! The scenarios every engine must pass (create, log in, renew, delete, sessions, passwords,
+//! listing, bad statements, limits, throwaway databases) are the conformance kit's, run once in
+//! [`conformance_kit_passes`]; the tests after it are PostgreSQL's own.
+//!
 //! Every test uses its own randomly named roles (`lt-<test>-<random>`) so the tests can run in
 //! parallel and against a shared server.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Duration as ChronoDuration, SubsecRound, Utc};
+use lessor_plugin::conformance::{Harness, UserSession};
 use lessor_plugin::{
-    generate_password, generate_username, ConnectionSettings, DatabasePlugin, NewUser, PluginError,
-    RoleOptions, Secret, UsernameContext,
+    generate_password, generate_username, ConnectionSettings, DatabasePlugin, DeleteUserRequest,
+    ExpirationChange, NewUserRequest, PluginError, RoleOptions, Secret, UpdateUserRequest,
+    UsernameContext,
 };
 use lessor_postgres::{connect, PostgresPlugin, PLUGIN_NAMES};
 use tokio_postgres::error::SqlState;
@@ -91,7 +97,7 @@ fn unique_name(tag: &str) -> String {
 async fn role_exists(admin: &Client, username: &str) -> bool {
     admin
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname::text = $1)",
             &[&username],
         )
         .await
@@ -110,6 +116,22 @@ async fn valid_until(admin: &Client, username: &str) -> Option<DateTime<Utc>> {
         .get(0)
 }
 
+/// An expiry change with `statements` (empty: the engine's renew statements).
+fn renewal<'a>(
+    username: &'a str,
+    new_expiration: DateTime<Utc>,
+    statements: &'a [String],
+) -> UpdateUserRequest<'a> {
+    UpdateUserRequest {
+        username,
+        password: None,
+        expiration: Some(ExpirationChange {
+            new_expiration,
+            statements,
+        }),
+    }
+}
+
 fn in_one_hour() -> DateTime<Utc> {
     Utc::now() + ChronoDuration::hours(1)
 }
@@ -123,12 +145,13 @@ async fn create(
 ) {
     let options = RoleOptions::new();
     plugin
-        .create_user(&NewUser {
+        .create_user(&NewUserRequest {
             username,
             password,
             expiration,
             statements,
             options: &options,
+            database: None,
         })
         .await
         .unwrap_or_else(|err| panic!("create_user({username}) failed: {err}"));
@@ -158,56 +181,6 @@ fn plugin_names_and_limits() {
 }
 
 #[tokio::test]
-async fn created_user_logs_in_until_revoked_and_revocation_is_idempotent() {
-    let plugin = admin().await;
-    assert_eq!(plugin.engine(), "postgres");
-    assert_eq!(plugin.max_username_len(), 63);
-    assert!(plugin.enforces_expiration());
-    let admin = admin_client().await;
-    assert_passwords_are_checked().await;
-
-    let name = unique_name("life");
-    let password = generate_password(32);
-    create(&plugin, &name, &password, in_one_hour(), &[]).await;
-
-    let user = login(&name, &password)
-        .await
-        .expect("the new user logs in with its password");
-    let row = user
-        .query_one("SELECT current_user::text", &[])
-        .await
-        .expect("query as the new user");
-    assert_eq!(row.get::<_, String>(0), name);
-    drop(user);
-
-    assert!(
-        login(&name, &Secret::new("WrongPassword123"))
-            .await
-            .is_err(),
-        "a wrong password must be refused"
-    );
-
-    plugin.revoke_user(&name, &[]).await.expect("revoke_user");
-    assert!(
-        login(&name, &password).await.is_err(),
-        "login must fail after revocation"
-    );
-    assert!(
-        !role_exists(&admin, &name).await,
-        "the role must be gone from pg_roles"
-    );
-
-    plugin
-        .revoke_user(&name, &[])
-        .await
-        .expect("revoking again succeeds");
-    plugin
-        .revoke_user(&unique_name("never"), &[])
-        .await
-        .expect("revoking a role that never existed succeeds");
-}
-
-#[tokio::test]
 async fn valid_until_is_always_set_and_renew_moves_it() {
     let plugin = admin().await;
     let admin = admin_client().await;
@@ -232,7 +205,7 @@ async fn valid_until_is_always_set_and_renew_moves_it() {
     // Default renew statements.
     let later = expiration + ChronoDuration::hours(2);
     plugin
-        .renew_user(&name, later, &[])
+        .update_user(&renewal(&name, later, &[]))
         .await
         .expect("renew_user");
     assert_eq!(
@@ -244,7 +217,7 @@ async fn valid_until_is_always_set_and_renew_moves_it() {
     let even_later = later + ChronoDuration::hours(2);
     let renew = vec![r#"COMMENT ON ROLE "{{name}}" IS 'renewed by lessor test'"#.to_owned()];
     plugin
-        .renew_user(&name, even_later, &renew)
+        .update_user(&renewal(&name, even_later, &renew))
         .await
         .expect("renew_user with custom statements");
     assert_eq!(
@@ -255,7 +228,10 @@ async fn valid_until_is_always_set_and_renew_moves_it() {
         login(&name, &password).await.is_ok(),
         "login works before expiry"
     );
-    plugin.revoke_user(&name, &[]).await.expect("revoke");
+    plugin
+        .delete_user(&DeleteUserRequest::builtin(&name))
+        .await
+        .expect("revoke");
 
     // The server itself refuses a login once VALID UNTIL has passed, with the right password.
     let expired = unique_name("expired");
@@ -277,40 +253,17 @@ async fn valid_until_is_always_set_and_renew_moves_it() {
         matches!(refused, Err(PluginError::LoginRefused { .. })),
         "{refused:?}"
     );
-    plugin.revoke_user(&expired, &[]).await.expect("revoke");
+    plugin
+        .delete_user(&DeleteUserRequest::builtin(&expired))
+        .await
+        .expect("revoke");
 
     // Renewing a user that is gone is a permanent error, not a silent success.
     let err = plugin
-        .renew_user(&expired, later, &[])
+        .update_user(&renewal(&expired, later, &[]))
         .await
         .expect_err("renew of a dropped role");
     assert!(matches!(err, PluginError::Rejected(_)), "{err:?}");
-}
-
-#[tokio::test]
-async fn revocation_terminates_open_sessions() {
-    let plugin = admin().await;
-    let name = unique_name("session");
-    let password = generate_password(32);
-    create(&plugin, &name, &password, in_one_hour(), &[]).await;
-
-    let held = login(&name, &password).await.expect("login");
-    held.simple_query("SELECT 1")
-        .await
-        .expect("query before revocation");
-
-    plugin.revoke_user(&name, &[]).await.expect("revoke_user");
-
-    // The backend exits on the signal promptly; allow it a moment rather than race it.
-    let mut ended = false;
-    for _ in 0..50 {
-        if held.simple_query("SELECT 1").await.is_err() {
-            ended = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ended, "a session open at revocation must be terminated");
 }
 
 #[tokio::test]
@@ -334,7 +287,7 @@ async fn revocation_drops_a_role_that_owns_objects() {
     drop(user);
 
     plugin
-        .revoke_user(&name, &[])
+        .delete_user(&DeleteUserRequest::builtin(&name))
         .await
         .expect("revoke of a role owning a table");
     assert!(
@@ -366,72 +319,6 @@ async fn revocation_drops_a_role_that_owns_objects() {
 }
 
 #[tokio::test]
-async fn set_password_replaces_the_old_one() {
-    let plugin = admin().await;
-    assert_passwords_are_checked().await;
-    let name = unique_name("rotate");
-    let old = generate_password(32);
-    create(&plugin, &name, &old, in_one_hour(), &[]).await;
-    plugin
-        .check_login(&name, &old)
-        .await
-        .expect("the first password works");
-
-    let new = generate_password(32);
-    plugin
-        .set_password(&name, &new, &[])
-        .await
-        .expect("set_password");
-    plugin
-        .check_login(&name, &new)
-        .await
-        .expect("the new password works");
-
-    match plugin.check_login(&name, &old).await {
-        Err(PluginError::LoginRefused { username, reason }) => {
-            assert_eq!(username, name);
-            assert!(
-                !reason.contains(old.expose()),
-                "the reason must not hold the password"
-            );
-        }
-        other => panic!("the old password must be refused, got {other:?}"),
-    }
-    plugin.revoke_user(&name, &[]).await.expect("revoke");
-    let refused = plugin.check_login(&name, &new).await;
-    assert!(
-        matches!(refused, Err(PluginError::LoginRefused { .. })),
-        "{refused:?}"
-    );
-}
-
-#[tokio::test]
-async fn list_users_finds_users_by_prefix() {
-    let plugin = admin().await;
-    let prefix = format!("{}-", unique_name("list"));
-    let names = [format!("{prefix}a"), format!("{prefix}b")];
-    for name in &names {
-        create(&plugin, name, &generate_password(32), in_one_hour(), &[]).await;
-    }
-    let found = plugin.list_users(&prefix).await.expect("list_users");
-    assert_eq!(found, names.to_vec());
-    // `_` is not a wildcard: a prefix differing only there matches nothing.
-    assert!(plugin
-        .list_users(&prefix.replace('-', "_"))
-        .await
-        .expect("list_users")
-        .is_empty());
-    for name in &names {
-        plugin.revoke_user(name, &[]).await.expect("revoke");
-    }
-    assert!(plugin
-        .list_users(&prefix)
-        .await
-        .expect("list_users")
-        .is_empty());
-}
-
-#[tokio::test]
 async fn failed_creation_is_rejected_and_leaves_no_role() {
     let plugin = admin().await;
     let admin = admin_client().await;
@@ -445,12 +332,13 @@ async fn failed_creation_is_rejected_and_leaves_no_role() {
         "THIS IS NOT SQL".to_owned(),
     ];
     let err = plugin
-        .create_user(&NewUser {
+        .create_user(&NewUserRequest {
             username: &name,
             password: &password,
             expiration: in_one_hour(),
             statements: &statements,
             options: &options,
+            database: None,
         })
         .await
         .expect_err("a syntax error must fail creation");
@@ -464,12 +352,13 @@ async fn failed_creation_is_rejected_and_leaves_no_role() {
     // A syntax error right at the password makes the server quote it; it must not reach the error.
     let statements = vec![r#"CREATE ROLE "{{name}}" LOGIN '{{password}}'"#.to_owned()];
     let err = plugin
-        .create_user(&NewUser {
+        .create_user(&NewUserRequest {
             username: &name,
             password: &password,
             expiration: in_one_hour(),
             statements: &statements,
             options: &options,
+            database: None,
         })
         .await
         .expect_err("a syntax error must fail creation");
@@ -529,4 +418,192 @@ async fn unknown_role_options_are_refused() {
             &[&good.creation, &good.renew, &good.rotation]
         )
         .is_ok());
+}
+
+/// The conformance kit's view of this server: the plugin, and libpq-level checks beside it.
+struct PostgresHarness {
+    plugin: PostgresPlugin,
+    admin: Client,
+}
+
+/// A session as an issued user.
+struct PostgresSession(Client);
+
+#[async_trait::async_trait]
+impl UserSession for PostgresSession {
+    async fn ping(&mut self) -> Result<(), String> {
+        self.0
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn write(&mut self) -> Result<(), String> {
+        self.0
+            .batch_execute(
+                "CREATE TABLE conformance_probe (id int); INSERT INTO conformance_probe VALUES (1)",
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl Harness for PostgresHarness {
+    fn plugin(&self) -> &dyn DatabasePlugin {
+        &self.plugin
+    }
+
+    async fn login(
+        &self,
+        username: &str,
+        password: &Secret,
+        database: Option<&str>,
+    ) -> Result<Box<dyn UserSession>, String> {
+        let mut config: tokio_postgres::Config = admin_url().parse().expect("admin URL parses");
+        config
+            .user(username)
+            .password(password.expose())
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(database) = database {
+            config.dbname(database);
+        }
+        let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        Ok(Box::new(PostgresSession(client)))
+    }
+
+    async fn user_exists(&self, username: &str) -> bool {
+        role_exists(&self.admin, username).await
+    }
+
+    async fn database_exists(&self, name: &str) -> Option<bool> {
+        let row = self
+            .admin
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+                &[&name],
+            )
+            .await
+            .expect("pg_database query");
+        Some(row.get(0))
+    }
+
+    fn half_failing_creation(&self) -> Vec<String> {
+        vec![
+            r#"CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}';"#.to_owned(),
+            "THIS IS NOT SQL".to_owned(),
+        ]
+    }
+}
+
+#[tokio::test]
+async fn conformance_kit_passes() {
+    assert_passwords_are_checked().await;
+    let harness = PostgresHarness {
+        plugin: admin().await,
+        admin: admin_client().await,
+    };
+    let ran = lessor_plugin::conformance::run(&harness).await;
+    assert_eq!(ran.len(), 10, "every scenario ran: {ran:?}");
+}
+
+#[tokio::test]
+async fn throwaway_database_from_a_template_and_its_validation() {
+    let plugin = admin().await;
+    let admin = admin_client().await;
+    // A template with a table in it, as a pre-migrated schema would be.
+    let template = unique_name("tmpl");
+    admin
+        .batch_execute(&format!(r#"CREATE DATABASE "{template}""#))
+        .await
+        .expect("create the template database");
+    // In a task, so that the template is dropped below even when an assertion fails.
+    let template_name = template.clone();
+    let checks = tokio::spawn(async move {
+        let template = template_name;
+        let mut config: tokio_postgres::Config = admin_url().parse().unwrap();
+        config.dbname(&template);
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .expect("connect to the template");
+        tokio::spawn(connection);
+        client
+            .batch_execute(
+                "CREATE SCHEMA app; CREATE TABLE app.migrated (id serial, n int); \
+                 INSERT INTO app.migrated (n) VALUES (42); \
+                 CREATE FUNCTION app.answer() RETURNS int LANGUAGE sql AS 'SELECT 42'",
+            )
+            .await
+            .expect("migrate the template");
+        drop(client);
+
+        let name = unique_name("copy");
+        let database = format!("{name}-db");
+        let password = generate_password(32);
+        plugin
+            .create_user(&NewUserRequest {
+                username: &name,
+                password: &password,
+                expiration: in_one_hour(),
+                statements: &[],
+                options: &RoleOptions::new(),
+                database: Some(lessor_plugin::NewDatabase {
+                    name: &database,
+                    template: Some(&template),
+                }),
+            })
+            .await
+            .expect("create with a template");
+        let mut config: tokio_postgres::Config = admin_url().parse().unwrap();
+        config
+            .user(&name)
+            .password(password.expose())
+            .dbname(&database);
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .expect("the user logs in to its copy");
+        tokio::spawn(connection);
+        let row = client
+            .query_one("SELECT n, app.answer() FROM app.migrated", &[])
+            .await
+            .expect("the copy holds the template's table and function");
+        assert_eq!((row.get::<_, i32>(0), row.get::<_, i32>(1)), (42, 42));
+        // The copy is the user's to migrate further: its objects were handed over.
+        client
+            .batch_execute(
+                "ALTER TABLE app.migrated ADD COLUMN note text; \
+                 INSERT INTO app.migrated (n) VALUES (43); DROP FUNCTION app.answer()",
+            )
+            .await
+            .expect("the user alters the copied table, uses its sequence and drops its function");
+        plugin
+            .delete_user(&DeleteUserRequest {
+                username: &name,
+                statements: &[],
+                database: Some(&database),
+            })
+            .await
+            .expect("delete with the database");
+        assert!(!role_exists(&admin_client().await, &name).await);
+        plugin
+    })
+    .await;
+    admin
+        .batch_execute(&format!(
+            r#"DROP DATABASE IF EXISTS "{template}" WITH (FORCE)"#
+        ))
+        .await
+        .expect("drop the template");
+    let plugin = checks.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+
+    // A template name outside the safe alphabet is refused when the role is written.
+    assert!(plugin.validate_database_per_lease(Some("ok_name")).is_ok());
+    let err = plugin
+        .validate_database_per_lease(Some("bad\"name"))
+        .unwrap_err();
+    assert!(err.to_string().contains("template_database"), "{err}");
 }
