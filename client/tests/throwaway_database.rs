@@ -51,3 +51,65 @@ async fn a_role_without_database_per_lease_is_named_and_leaves_no_user() {
     );
     server.revoke_everything().await;
 }
+
+async fn database_exists(admin: &tokio_postgres::Client, name: &str) -> bool {
+    admin
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// What a test gets: a URL it can connect with, an empty database it owns, gone with the guard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throwaway_database_is_usable_and_goes_with_its_guard() {
+    let server = TestServer::start().await;
+    server.add_postgres("pg").await;
+    let role = unique("scratch");
+    server
+        .write_role(
+            &role,
+            json!({ "db_name": "pg", "database_per_lease": true, "default_ttl": "1h" }),
+        )
+        .await;
+    let client = Client::new(server.base.clone(), ROOT_TOKEN).unwrap();
+    let admin = pg_admin().await;
+
+    let db = throwaway_database(&client, &role).await.unwrap();
+    assert!(
+        !format!("{db:?}").contains(db.url.expose()),
+        "Debug of a throwaway database shows no URL with its password"
+    );
+    let (session, connection) = tokio_postgres::connect(db.url.expose(), tokio_postgres::NoTls)
+        .await
+        .expect("the URL connects as the lease's user");
+    tokio::spawn(connection);
+    let database: String = session
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(database, db.database);
+    session
+        .batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+        .await
+        .expect("the user owns its database");
+    drop(session);
+    assert!(database_exists(&admin, &db.database).await);
+
+    // Dropping the guard revokes the lease: the database and the user go.
+    let (name, username) = (db.database.clone(), db.username.clone());
+    drop(db);
+    assert!(
+        !database_exists(&admin, &name).await,
+        "the database went with the guard"
+    );
+    assert!(
+        !pg_role_exists(&admin, &username).await,
+        "the user went with the guard"
+    );
+    server.revoke_everything().await;
+}
