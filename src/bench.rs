@@ -7,6 +7,11 @@
 //!    the database affects both alike.
 //! 2. Throughput of issue-then-revoke pairs with several workers, both ways.
 //! 3. Reaper promptness: how long after its expiry an expired lease's role is gone.
+//! 4. With `--password-authentication scram-sha-256` (PostgreSQL), issuance throughput against the
+//!    floor: Lessor issuing with verifiers it computes, the same SQL run directly, and the
+//!    default-iterations floor (the password itself in `CREATE ROLE`, hashed by the server with
+//!    its 4,096 iterations), in interleaved rounds. Every other measurement then runs with the
+//!    verifiers on both sides too.
 //!
 //! The report is Markdown, with ratios Lessor / direct, for `docs/benchmarks.md`.
 
@@ -17,7 +22,7 @@ use chrono::Utc;
 use lessor_plugin::credentials::DEFAULT_PASSWORD_LEN;
 use lessor_plugin::{
     generate_password, generate_username, DirectSession, EngineDescriptor, NewUserRequest,
-    RoleOptions, Secret, UsernameContext,
+    PasswordAuthentication, PasswordStrength, RoleOptions, Secret, UsernameContext,
 };
 use serde_json::{json, Value};
 
@@ -54,17 +59,22 @@ impl Engine {
 struct Direct(Box<dyn DirectSession>);
 
 impl Direct {
-    async fn connect(engine: Engine, url: &Secret) -> Result<Self> {
+    /// A session whose statements carry passwords the way `mode` says, as the measured
+    /// connection's do.
+    async fn connect(engine: Engine, url: &Secret, mode: PasswordAuthentication) -> Result<Self> {
         let connect = engine.0.direct.ok_or_else(|| {
             bench_error(
                 "connect",
                 format!("the {} engine has no direct baseline", engine.0.name),
             )
         })?;
-        connect(url.clone())
+        let mut session = connect(url.clone())
             .await
-            .map(Self)
-            .map_err(|e| bench_error(&format!("connect to {}", engine.label()), e))
+            .map_err(|e| bench_error(&format!("connect to {}", engine.label()), e))?;
+        session
+            .use_password_authentication(mode)
+            .map_err(|e| bench_error(&format!("{} baseline", engine.label()), e))?;
+        Ok(Self(session))
     }
 
     async fn server_version(&mut self) -> Result<String> {
@@ -87,6 +97,16 @@ impl Direct {
         engine: Engine,
         statements: &[String],
     ) -> Result<(Duration, Duration)> {
+        let started = Instant::now();
+        let username = self.create(engine, statements).await?;
+        let created = started.elapsed();
+        let started = Instant::now();
+        self.delete(&username).await?;
+        Ok((created, started.elapsed()))
+    }
+
+    /// Creates one user with a generated name and password, as Lessor would; returns its name.
+    async fn create(&mut self, engine: Engine, statements: &[String]) -> Result<String> {
         let username = generate_username(
             None,
             engine.0.max_username_len,
@@ -98,11 +118,11 @@ impl Direct {
         .map_err(|e| bench_error("username", e))?;
         let password = generate_password(DEFAULT_PASSWORD_LEN);
         let options = RoleOptions::new();
-        let started = Instant::now();
         self.0
             .create_user(&NewUserRequest {
                 username: &username,
                 password: &password,
+                password_strength: PasswordStrength::Unguessable,
                 expiration: Utc::now() + chrono::Duration::hours(1),
                 statements,
                 options: &options,
@@ -110,13 +130,14 @@ impl Direct {
             })
             .await
             .map_err(|e| bench_error("direct create", e))?;
-        let created = started.elapsed();
-        let started = Instant::now();
+        Ok(username)
+    }
+
+    async fn delete(&mut self, username: &str) -> Result<()> {
         self.0
-            .delete_user(&username)
+            .delete_user(username)
             .await
-            .map_err(|e| bench_error("direct revoke", e))?;
-        Ok((created, started.elapsed()))
+            .map_err(|e| bench_error("direct revoke", e))
     }
 }
 
@@ -139,7 +160,15 @@ pub struct BenchOptions {
     /// Lessor replicas sharing the store; workers spread their requests over them. More than
     /// one needs the PostgreSQL store.
     pub replicas: usize,
+    /// The measured connections' `password_authentication` (and `scram_iterations`), which the
+    /// direct side follows too. Anything but `Password` also measures issuance against the
+    /// default-iterations floor; engines that compute no verifiers refuse it.
+    pub password_authentication: PasswordAuthentication,
 }
+
+/// Rounds of the floor comparison, each running its three blocks one after the other, so drift
+/// in the machine shows as spread across rounds rather than as a bias against one side.
+const FLOOR_ROUNDS: usize = 3;
 
 /// The store the measured Lessor runs on.
 #[derive(Debug, Clone)]
@@ -361,7 +390,7 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
     let _ = writeln!(
         report,
         "{} cores; {} sequential iterations per side (interleaved), {} workers x {} pairs for throughput, \
-         {} expiring leases. Lessor: release build={}, {}, no audit device.\n",
+         {} expiring leases. Lessor: release build={}, {}, no audit device; password_authentication = {}{}.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         options.iterations,
         options.concurrency,
@@ -375,6 +404,12 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
                  workers spread over them"
             ),
         },
+        options.password_authentication.name(),
+        options
+            .password_authentication
+            .generated_iterations()
+            .map(|n| format!(", scram_iterations = {n}"))
+            .unwrap_or_default(),
     );
     for (name, url) in &options.targets {
         let Some(engine) = crate::engines::by_name(name) else {
@@ -404,16 +439,22 @@ async fn run_engine(
     let slug = slug.as_str();
     let expiring = format!("{slug}-expiring");
     let url_secret = Secret::new(url.to_owned());
+    let mode = options.password_authentication;
+    let mut connection = json!({
+        "plugin_name": engine.0.plugin_name(),
+        "connection_url": url,
+        "allowed_roles": "*",
+        "max_open_connections": options.concurrency.max(4),
+    });
+    if let Some(iterations) = mode.generated_iterations() {
+        connection["password_authentication"] = json!(mode.name());
+        connection["scram_iterations"] = json!(iterations);
+    }
     target
         .call(
             reqwest::Method::POST,
             &format!("database/config/{slug}"),
-            Some(json!({
-                "plugin_name": engine.0.plugin_name(),
-                "connection_url": url,
-                "allowed_roles": "*",
-                "max_open_connections": options.concurrency.max(4),
-            })),
+            Some(connection),
         )
         .await?;
     for (role, ttl) in [(slug, json!("1h")), (expiring.as_str(), json!(1))] {
@@ -426,7 +467,7 @@ async fn run_engine(
             .await?;
     }
     let statements = engine.creation();
-    let mut direct = Direct::connect(engine, &url_secret).await?;
+    let mut direct = Direct::connect(engine, &url_secret, mode).await?;
     let server_version = direct.server_version().await?;
 
     // Warm both paths (pools, catalog caches) before measuring.
@@ -477,7 +518,7 @@ async fn run_engine(
         let statements = statements.clone();
         let per_worker = options.pairs_per_worker;
         workers.push(tokio::spawn(async move {
-            let mut session = Direct::connect(engine, &url).await?;
+            let mut session = Direct::connect(engine, &url, mode).await?;
             for _ in 0..per_worker {
                 session.pair(engine, &statements).await?;
             }
@@ -490,7 +531,7 @@ async fn run_engine(
     let direct_throughput = pairs as f64 / started.elapsed().as_secs_f64();
 
     // Reaper promptness: leases of one second, polled on the database every 10 ms.
-    let mut watcher = Direct::connect(engine, &url_secret).await?;
+    let mut watcher = Direct::connect(engine, &url_secret, mode).await?;
     let mut reaper_delays = Vec::new();
     for _ in 0..options.expiring_leases {
         let issued_at = Instant::now();
@@ -522,6 +563,10 @@ async fn run_engine(
     let revoke = (summarize(&mut lessor_revoke), summarize(&mut direct_revoke));
     let reaper = summarize(&mut reaper_delays);
     let reaper_max = reaper_delays.iter().max().copied().unwrap_or_default();
+    let floor = match mode {
+        PasswordAuthentication::Password => None,
+        _ => Some(measure_floor(target, engine, slug, &url_secret, options).await?),
+    };
 
     let mut report = String::new();
     let _ = writeln!(
@@ -563,7 +608,198 @@ async fn run_engine(
         ms(reaper.p95),
         ms(reaper_max)
     );
+    if let Some(floor) = floor {
+        report.push_str(&floor);
+    }
     Ok(report)
+}
+
+/// Creds/s of the three sides of one floor round.
+struct FloorRound {
+    lessor: f64,
+    same_sql: f64,
+    floor: f64,
+}
+
+/// Issuance throughput (creations only: each block's users are dropped after its clock stops)
+/// with `concurrency` workers: Lessor with its verifiers, the same SQL directly, and the floor,
+/// which is the same creation with the password itself (the server hashes it at its own 4,096
+/// iterations), in [`FLOOR_ROUNDS`] interleaved rounds. Returns the report's section.
+async fn measure_floor(
+    target: &Target,
+    engine: Engine,
+    role: &str,
+    url: &Secret,
+    options: &BenchOptions,
+) -> Result<String> {
+    let statements = engine.creation();
+    let mode = options.password_authentication;
+    let mut rounds = Vec::new();
+    for _ in 0..FLOOR_ROUNDS {
+        rounds.push(FloorRound {
+            lessor: lessor_issuance(target, role, options).await?,
+            same_sql: direct_issuance(engine, url, &statements, mode, options).await?,
+            floor: direct_issuance(
+                engine,
+                url,
+                &statements,
+                PasswordAuthentication::Password,
+                options,
+            )
+            .await?,
+        });
+    }
+    let spread = |values: Vec<f64>| {
+        let mut values = values;
+        values.sort_by(f64::total_cmp);
+        format!(
+            "{:.2}x / {:.2}x / {:.2}x",
+            values[0],
+            values[values.len() / 2],
+            values[values.len() - 1]
+        )
+    };
+    let mut section = String::new();
+    let _ = writeln!(
+        section,
+        "Issuance against the floor ({} = {}, scram_iterations = {}; {} workers x {} creations per block, \
+         {FLOOR_ROUNDS} interleaved rounds; users dropped after each block's clock stops):\n",
+        "password_authentication",
+        mode.name(),
+        mode.generated_iterations().unwrap_or_default(),
+        options.concurrency,
+        options.pairs_per_worker,
+    );
+    let _ = writeln!(
+        section,
+        "| round | Lessor creds/s | same SQL direct creds/s | floor (password, 4,096 by the server) creds/s | Lessor / floor | direct / floor | Lessor / direct |\n|---|---|---|---|---|---|---|"
+    );
+    for (index, round) in rounds.iter().enumerate() {
+        let _ = writeln!(
+            section,
+            "| {} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.2}x |",
+            index + 1,
+            round.lessor,
+            round.same_sql,
+            round.floor,
+            round.lessor / round.floor.max(1e-9),
+            round.same_sql / round.floor.max(1e-9),
+            round.lessor / round.same_sql.max(1e-9),
+        );
+    }
+    let _ = writeln!(
+        section,
+        "\nMin / median / max: Lessor / floor {}; direct / floor {}; Lessor / direct {}.\n",
+        spread(
+            rounds
+                .iter()
+                .map(|r| r.lessor / r.floor.max(1e-9))
+                .collect()
+        ),
+        spread(
+            rounds
+                .iter()
+                .map(|r| r.same_sql / r.floor.max(1e-9))
+                .collect()
+        ),
+        spread(
+            rounds
+                .iter()
+                .map(|r| r.lessor / r.same_sql.max(1e-9))
+                .collect()
+        ),
+    );
+    Ok(section)
+}
+
+/// Lessor's issuance throughput: `concurrency` workers each issue `pairs_per_worker` credentials;
+/// the leases are revoked after the clock stops.
+async fn lessor_issuance(target: &Target, role: &str, options: &BenchOptions) -> Result<f64> {
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker_index in 0..options.concurrency {
+        let worker = WorkerTarget {
+            base: target.bases[worker_index % target.bases.len()].clone(),
+            token: target.token.clone(),
+            http: reqwest::Client::new(),
+            role: role.to_owned(),
+        };
+        let count = options.pairs_per_worker;
+        workers.push(tokio::spawn(async move {
+            let mut leases = Vec::with_capacity(count);
+            for _ in 0..count {
+                leases.push(worker.issue().await?);
+            }
+            Ok::<_, Error>((worker, leases))
+        }));
+    }
+    let mut issued = Vec::new();
+    for worker in workers {
+        issued.push(worker.await.map_err(|e| bench_error("worker", e))??);
+    }
+    let rate =
+        (options.concurrency * options.pairs_per_worker) as f64 / started.elapsed().as_secs_f64();
+    let mut revokers = Vec::new();
+    for (worker, leases) in issued {
+        revokers.push(tokio::spawn(async move {
+            for lease in leases {
+                worker.revoke(&lease).await?;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for revoker in revokers {
+        revoker.await.map_err(|e| bench_error("worker", e))??;
+    }
+    Ok(rate)
+}
+
+/// Direct creation throughput with `mode`: `concurrency` sessions (connected before the clock
+/// starts, as Lessor's pool is warm) each create `pairs_per_worker` users; the users are dropped
+/// after the clock stops.
+async fn direct_issuance(
+    engine: Engine,
+    url: &Secret,
+    statements: &[String],
+    mode: PasswordAuthentication,
+    options: &BenchOptions,
+) -> Result<f64> {
+    let mut sessions = Vec::new();
+    for _ in 0..options.concurrency {
+        sessions.push(Direct::connect(engine, url, mode).await?);
+    }
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for mut session in sessions {
+        let statements = statements.to_vec();
+        let count = options.pairs_per_worker;
+        workers.push(tokio::spawn(async move {
+            let mut users = Vec::with_capacity(count);
+            for _ in 0..count {
+                users.push(session.create(engine, &statements).await?);
+            }
+            Ok::<_, Error>((session, users))
+        }));
+    }
+    let mut created = Vec::new();
+    for worker in workers {
+        created.push(worker.await.map_err(|e| bench_error("worker", e))??);
+    }
+    let rate =
+        (options.concurrency * options.pairs_per_worker) as f64 / started.elapsed().as_secs_f64();
+    let mut droppers = Vec::new();
+    for (mut session, users) in created {
+        droppers.push(tokio::spawn(async move {
+            for user in users {
+                session.delete(&user).await?;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for dropper in droppers {
+        dropper.await.map_err(|e| bench_error("worker", e))??;
+    }
+    Ok(rate)
 }
 
 /// A worker's own HTTP client for the throughput measurement.
@@ -576,6 +812,12 @@ struct WorkerTarget {
 
 impl WorkerTarget {
     async fn pair(&self) -> Result<()> {
+        let lease = self.issue().await?;
+        self.revoke(&lease).await
+    }
+
+    /// Issues one credential; returns its lease id.
+    async fn issue(&self) -> Result<String> {
         let answer: Value = self
             .http
             .get(format!("{}/v1/database/creds/{}", self.base, self.role))
@@ -586,9 +828,13 @@ impl WorkerTarget {
             .json()
             .await
             .map_err(|e| bench_error("creds", e))?;
-        let lease = answer["lease_id"]
+        answer["lease_id"]
             .as_str()
-            .ok_or_else(|| bench_error("creds", answer["errors"].to_string()))?;
+            .map(str::to_owned)
+            .ok_or_else(|| bench_error("creds", answer["errors"].to_string()))
+    }
+
+    async fn revoke(&self, lease: &str) -> Result<()> {
         let response = self
             .http
             .put(format!("{}/v1/sys/leases/revoke", self.base))

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lessor_plugin::{
-    DatabasePlugin, PluginError, RoleOptions, Secret, TlsMaterial, UsernameContext,
-    UsernameTemplate,
+    DatabasePlugin, PasswordAuthentication, PluginError, RoleOptions, Secret, TlsMaterial,
+    UsernameContext, UsernameTemplate, SCRAM_DEFAULT_ITERATIONS,
 };
 use serde::Serialize;
 
@@ -61,6 +61,12 @@ pub struct ConnectionInput {
     pub tls: TlsInput,
     /// `disable_escaping`: put the admin credentials into the connection URL as they are.
     pub disable_escaping: Option<bool>,
+    /// `password_authentication`: `"password"` (the default; an empty string means it too) or
+    /// `"scram-sha-256"` (Lessor computes the verifier the statements carry).
+    pub password_authentication: Option<String>,
+    /// `scram_iterations`: the verifier's iterations for unguessable generated passwords of
+    /// dynamic users; only with `"scram-sha-256"`.
+    pub scram_iterations: Option<u32>,
 }
 
 /// The inline TLS fields of `database/config/:name`. As for the other fields, `None` (absent)
@@ -126,6 +132,44 @@ fn check_pem(field: &str, text: &Secret, content: PemContent) -> Result<()> {
         PemContent::PrivateKey => key(),
         PemContent::CertificatesAndKey => certificates().and_then(|()| key()),
     }
+}
+
+/// The password authentication a write leaves on a connection: the given mode or the stored one,
+/// and the given iteration count, the stored one (under `scram-sha-256`) or 4096. An iteration
+/// count written without `scram-sha-256` is refused by name rather than kept for nothing; going
+/// back to `"password"` puts the stored count back to 4096. Whether the engine can compute
+/// verifiers is its own plugin's call, when the connection is built.
+fn merge_password_authentication(
+    mode: Option<String>,
+    iterations: Option<u32>,
+    existing: Option<&ConnectionRow>,
+) -> Result<PasswordAuthentication> {
+    let mode = mode
+        .map(|name| {
+            if name.is_empty() {
+                PasswordAuthentication::PASSWORD.to_owned()
+            } else {
+                name
+            }
+        })
+        .or_else(|| existing.map(|row| row.password_authentication.clone()))
+        .unwrap_or_else(|| PasswordAuthentication::PASSWORD.to_owned());
+    let scram = mode == PasswordAuthentication::SCRAM_SHA_256;
+    let iterations = match iterations {
+        Some(_) if !scram => {
+            return Err(Error::invalid(
+                "scram_iterations: only with password_authentication = \"scram-sha-256\" \
+                 (with \"password\" the database hashes the password with its own count)",
+            ))
+        }
+        Some(count) => count,
+        None => existing
+            .filter(|row| row.password_authentication == PasswordAuthentication::SCRAM_SHA_256)
+            .and_then(|row| u32::try_from(row.scram_iterations).ok())
+            .unwrap_or(SCRAM_DEFAULT_ITERATIONS),
+    };
+    PasswordAuthentication::from_fields(&mode, iterations)
+        .map_err(|e| Error::invalid(e.to_string()))
 }
 
 /// The TLS material a write leaves on a connection: the stored material, changed by what the
@@ -229,6 +273,11 @@ pub struct ConnectionDetails {
     pub tls_skip_verify: bool,
     /// Whether the admin credentials go into the URL unescaped (Vault shows it here too).
     pub disable_escaping: bool,
+    /// `"password"` or `"scram-sha-256"` (Vault shows it here too).
+    pub password_authentication: String,
+    /// The SCRAM iterations of unguessable generated passwords (4096 unless `scram-sha-256`
+    /// says otherwise).
+    pub scram_iterations: i64,
 }
 
 /// What an operator may write to `database/roles/:name`. `None` keeps the stored value on update.
@@ -450,6 +499,12 @@ impl Catalog {
             .or_else(|| existing.as_ref().map(|r| r.disable_escaping))
             .unwrap_or(false);
 
+        let password_authentication = merge_password_authentication(
+            input.password_authentication,
+            input.scram_iterations,
+            existing.as_ref(),
+        )?;
+
         let settings = self.engines.new_settings(
             connection_url.clone(),
             username.clone(),
@@ -457,6 +512,7 @@ impl Catalog {
             max_open,
             tls.clone(),
             disable_escaping,
+            password_authentication,
         );
         // A fresh instance on every write, so a changed URL or TLS field is in force at once.
         let plugin = self
@@ -510,6 +566,12 @@ impl Catalog {
             tls_server_name: tls.server_name,
             tls_skip_verify: tls.skip_verify,
             disable_escaping,
+            password_authentication: password_authentication.name().to_owned(),
+            scram_iterations: i64::from(
+                password_authentication
+                    .generated_iterations()
+                    .unwrap_or(SCRAM_DEFAULT_ITERATIONS),
+            ),
             password_policy,
             created_at: existing.as_ref().map_or(now, |r| r.created_at),
             updated_at: now,
@@ -563,6 +625,8 @@ impl Catalog {
                 tls_server_name: row.tls_server_name.unwrap_or_default(),
                 tls_skip_verify: row.tls_skip_verify,
                 disable_escaping: row.disable_escaping,
+                password_authentication: row.password_authentication,
+                scram_iterations: row.scram_iterations,
             },
             allowed_roles: decode_list("allowed_roles", &row.allowed_roles)?,
             root_credentials_rotate_statements: decode_list(

@@ -20,7 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lessor_plugin::{
     ConnectionSettings, DatabasePlugin, DefaultStatements, DeleteUserRequest, EngineDescriptor,
-    NewUserRequest, PluginError, RoleOptions, Secret, TlsMaterial, UpdateUserRequest,
+    NewUserRequest, PasswordAuthentication, PluginError, RoleOptions, Secret, TlsMaterial,
+    UpdateUserRequest,
 };
 use tokio::sync::RwLock;
 
@@ -254,6 +255,7 @@ impl Engines {
         max_open_connections: u32,
         tls: TlsMaterial,
         disable_escaping: bool,
+        password_authentication: PasswordAuthentication,
     ) -> ConnectionSettings {
         ConnectionSettings {
             connection_url: url,
@@ -264,6 +266,7 @@ impl Engines {
             statement_timeout: self.deadlines.operation,
             tls,
             disable_escaping,
+            password_authentication,
         }
     }
 
@@ -282,6 +285,7 @@ impl Engines {
             statement_timeout: self.deadlines.operation,
             tls: self.tls_material(row)?,
             disable_escaping: row.disable_escaping,
+            password_authentication: stored_password_authentication(row)?,
         })
     }
 
@@ -368,4 +372,16 @@ impl Engines {
             plugin.close().await;
         }
     }
+}
+
+/// A stored connection's `password_authentication` and `scram_iterations`, checked when written,
+/// so a failure here is corruption.
+pub fn stored_password_authentication(row: &ConnectionRow) -> Result<PasswordAuthentication> {
+    let iterations = u32::try_from(row.scram_iterations).unwrap_or(0);
+    PasswordAuthentication::from_fields(&row.password_authentication, iterations).map_err(|e| {
+        Error::Internal(format!(
+            "stored password authentication of connection {} is invalid: {e}",
+            row.name
+        ))
+    })
 }

@@ -262,6 +262,16 @@ struct BenchArgs {
     /// Replicas sharing the store (needs --store postgres); workers spread over them.
     #[arg(long, default_value_t = 1)]
     replicas: usize,
+    /// The measured connections' password_authentication: `password` (the server hashes the
+    /// password) or `scram-sha-256` (Lessor computes the verifier; the direct side too). With
+    /// `scram-sha-256` the report adds issuance against the default-iterations floor. PostgreSQL
+    /// only: use it with --engines postgres.
+    #[arg(long, value_parser = ["password", "scram-sha-256"], default_value = "password")]
+    password_authentication: String,
+    /// The connections' scram_iterations (1 to 4096) for generated passwords; only with
+    /// --password-authentication scram-sha-256.
+    #[arg(long)]
+    scram_iterations: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -692,6 +702,10 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         pairs_per_worker: args.pairs_per_worker.max(1),
         expiring_leases: args.expiring_leases.max(1),
         targets: bench_targets(&args.engines, &args.targets)?,
+        password_authentication: bench_password_authentication(
+            &args.password_authentication,
+            args.scram_iterations,
+        )?,
     };
     let report = lessor::bench::run(&options).await?;
     println!("{report}");
@@ -705,6 +719,21 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         writeln!(file, "{report}")?;
     }
     Ok(())
+}
+
+/// `--password-authentication` and `--scram-iterations`, checked as the connection fields are.
+fn bench_password_authentication(
+    mode: &str,
+    iterations: Option<u32>,
+) -> anyhow::Result<lessor_plugin::PasswordAuthentication> {
+    if iterations.is_some() && mode != lessor_plugin::PasswordAuthentication::SCRAM_SHA_256 {
+        bail!("--scram-iterations: only with --password-authentication scram-sha-256");
+    }
+    lessor_plugin::PasswordAuthentication::from_fields(
+        mode,
+        iterations.unwrap_or(lessor_plugin::SCRAM_DEFAULT_ITERATIONS),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The engines `lessor bench` measures, each with its server's admin URL: `--target ENGINE=URL`,

@@ -10,8 +10,8 @@
 //! The grammar here is flat (one level of blocks), the text is bounded by [`MAX_POLICY_BYTES`],
 //! and anything outside it is refused with the line it is on.
 
-use lessor_plugin::credentials::PasswordPolicy;
-use lessor_plugin::{generate_password, Secret};
+use lessor_plugin::credentials::{PasswordPolicy, DEFAULT_PASSWORD_ENTROPY_BITS};
+use lessor_plugin::{generate_password, PasswordStrength, Secret};
 
 use crate::error::{Error, Result};
 use crate::store::{ConnectionRow, Store};
@@ -334,11 +334,27 @@ pub async fn generate_for_connection(store: &Store, connection: &str) -> Result<
     }
 }
 
+/// A password for a dynamic user, with how hard its generator makes it to guess (the PostgreSQL
+/// plugin stretches its SCRAM verifier less only when it cannot be guessed).
+#[derive(Debug)]
+pub struct GeneratedPassword {
+    pub password: Secret,
+    pub strength: PasswordStrength,
+}
+
 /// As [`generate_for_connection`], for a connection row the caller has already read (issuing
-/// reads it to check `allowed_roles`): the store is asked only when the row names a policy.
-pub async fn generate_for_row(store: &Store, connection: &ConnectionRow) -> Result<Secret> {
+/// reads it to check `allowed_roles`): the store is asked only when the row names a policy. Also
+/// says whether the generator (the default, or the policy by its entropy) makes the password
+/// unguessable.
+pub async fn generate_for_row(
+    store: &Store,
+    connection: &ConnectionRow,
+) -> Result<GeneratedPassword> {
     let Some(name) = connection.password_policy.as_deref() else {
-        return Ok(generate_password(DEFAULT_PASSWORD_LEN));
+        return Ok(GeneratedPassword {
+            password: generate_password(DEFAULT_PASSWORD_LEN),
+            strength: PasswordStrength::of_entropy(DEFAULT_PASSWORD_ENTROPY_BITS),
+        });
     };
     let text = store.get_password_policy(name).await?.ok_or_else(|| {
         Error::Internal(format!(
@@ -346,7 +362,11 @@ pub async fn generate_for_row(store: &Store, connection: &ConnectionRow) -> Resu
             connection.name
         ))
     })?;
-    Ok(stored(name, &text)?.generate())
+    let policy = stored(name, &text)?;
+    Ok(GeneratedPassword {
+        password: policy.generate(),
+        strength: PasswordStrength::of_entropy(policy.entropy_bits()),
+    })
 }
 
 /// Parses a stored policy; it was checked when written, so a failure is corruption.

@@ -428,6 +428,7 @@ fn plugin_settings(url: &str, statement_timeout: Duration) -> ConnectionSettings
         statement_timeout,
         tls: Default::default(),
         disable_escaping: false,
+        password_authentication: Default::default(),
     }
 }
 
@@ -447,6 +448,7 @@ async fn slow_statement_is_aborted_by_the_server(
         .create_user(&NewUserRequest {
             username,
             password: &password,
+            password_strength: lessor_plugin::PasswordStrength::Unguessable,
             expiration: Utc::now() + chrono::Duration::hours(1),
             statements: &statements,
             options: &options,

@@ -71,6 +71,7 @@ both_stores!(
     anomaly_events_are_counted_in_their_window,
     static_rotations_are_claimed_once,
     a_connection_keeps_its_disable_escaping,
+    a_connection_keeps_its_password_authentication,
     a_lease_keeps_its_owner_s_display_name_and_is_found_by_it,
 );
 
@@ -92,6 +93,8 @@ fn connection(name: &str) -> ConnectionRow {
         tls_server_name: None,
         tls_skip_verify: false,
         disable_escaping: false,
+        password_authentication: "password".into(),
+        scram_iterations: 4096,
         password_policy: None,
         created_at: 0,
         updated_at: 0,
@@ -455,6 +458,27 @@ async fn a_connection_keeps_its_disable_escaping(store: &Store) {
     row.disable_escaping = false;
     store.upsert_connection(&row).await.unwrap();
     assert!(!stored_disable_escaping(store).await);
+}
+
+/// `password_authentication` and `scram_iterations` (migration 0015 on both engines): "password"
+/// and 4096 unless set, stored, and changed by the upsert that rewrites the connection.
+async fn a_connection_keeps_its_password_authentication(store: &Store) {
+    let stored = || async {
+        let row = store.get_connection("db").await.unwrap();
+        let row = row.expect("the connection is stored");
+        (row.password_authentication, row.scram_iterations)
+    };
+    store.upsert_connection(&connection("db")).await.unwrap();
+    assert_eq!(stored().await, ("password".to_owned(), 4096));
+    let mut row = connection("db");
+    row.password_authentication = "scram-sha-256".into();
+    row.scram_iterations = 1;
+    store.upsert_connection(&row).await.unwrap();
+    assert_eq!(stored().await, ("scram-sha-256".to_owned(), 1));
+    row.password_authentication = "password".into();
+    row.scram_iterations = 4096;
+    store.upsert_connection(&row).await.unwrap();
+    assert_eq!(stored().await, ("password".to_owned(), 4096));
 }
 
 async fn the_first_value_stored_wins(store: &Store) {

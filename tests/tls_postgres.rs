@@ -121,6 +121,7 @@ async fn tls_login(user: &str, password: &str) -> Result<(), String> {
             ..Default::default()
         },
         disable_escaping: false,
+        password_authentication: Default::default(),
     })
     .await
     .map_err(|e| e.to_string())?;

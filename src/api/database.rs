@@ -86,6 +86,8 @@ pub const CONNECTION_BODY: &[BodyField] = &[
     field("tls_server_name", FieldKind::String),
     field("tls_skip_verify", FieldKind::Boolean),
     field("disable_escaping", FieldKind::Boolean),
+    field("password_authentication", FieldKind::String),
+    field("scram_iterations", FieldKind::Integer),
 ];
 
 /// The body of `database/roles/:name`, as [`write_role`] reads it.
@@ -129,6 +131,8 @@ pub async fn write_connection(
             tls_skip_verify: body.boolean("tls_skip_verify")?,
         },
         disable_escaping: body.boolean("disable_escaping")?,
+        password_authentication: body.string("password_authentication")?,
+        scram_iterations: body.integer("scram_iterations")?,
     };
     for (field, why) in UNSUPPORTED_CONNECTION_FIELDS {
         body.refuse_unsupported(field, why)?;

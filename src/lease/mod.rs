@@ -334,7 +334,10 @@ impl LeaseManager {
                 },
             )
             .map_err(|e| Error::invalid(e.to_string()))?;
-        let password = crate::password_policy::generate_for_row(&self.store, &connection).await?;
+        let crate::password_policy::GeneratedPassword {
+            password,
+            strength: password_strength,
+        } = crate::password_policy::generate_for_row(&self.store, &connection).await?;
 
         let now = Utc::now();
         let expires_at =
@@ -387,6 +390,7 @@ impl LeaseManager {
             plugin.create_user(&NewUserRequest {
                 username: &username,
                 password: &password,
+                password_strength,
                 expiration: expires_at,
                 statements: &role.creation_statements,
                 options: &role.options,

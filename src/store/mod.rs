@@ -419,8 +419,10 @@ impl Store {
             "INSERT INTO connections (name, plugin_name, connection_url_sealed, username, password_sealed, allowed_roles,
                  verify_connection, max_open_connections, root_rotation_statements,
                  tls_ca_sealed, tls_certificate_sealed, private_key_sealed, tls_certificate_key_sealed,
-                 tls_server_name, tls_skip_verify, password_policy, created_at, updated_at, disable_escaping)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+                 tls_server_name, tls_skip_verify, password_policy, created_at, updated_at, disable_escaping,
+                 password_authentication, scram_iterations)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+                 $20, $21)
              ON CONFLICT (name) DO UPDATE SET plugin_name = excluded.plugin_name,
                  connection_url_sealed = excluded.connection_url_sealed, username = excluded.username,
                  password_sealed = excluded.password_sealed, allowed_roles = excluded.allowed_roles,
@@ -431,7 +433,9 @@ impl Store {
                  tls_certificate_key_sealed = excluded.tls_certificate_key_sealed,
                  tls_server_name = excluded.tls_server_name, tls_skip_verify = excluded.tls_skip_verify,
                  password_policy = excluded.password_policy, updated_at = excluded.updated_at,
-                 disable_escaping = excluded.disable_escaping",
+                 disable_escaping = excluded.disable_escaping,
+                 password_authentication = excluded.password_authentication,
+                 scram_iterations = excluded.scram_iterations",
         )
         .bind(&row.name)
         .bind(&row.plugin_name)
@@ -452,6 +456,8 @@ impl Store {
         .bind(row.created_at)
         .bind(row.updated_at)
         .bind(row.disable_escaping)
+        .bind(&row.password_authentication)
+        .bind(row.scram_iterations)
         .execute(pool)
         .await?.rows_affected()
         });
@@ -1066,6 +1072,8 @@ mod tests {
                 tls_server_name: None,
                 tls_skip_verify: false,
                 disable_escaping: false,
+                password_authentication: "password".into(),
+                scram_iterations: 4096,
                 password_policy: None,
                 created_at: 0,
                 updated_at: 0,

@@ -32,6 +32,11 @@ pub struct ConnectionRow {
     pub tls_skip_verify: bool,
     /// `disable_escaping`: the admin credentials go into the connection URL as they are.
     pub disable_escaping: bool,
+    /// `password_authentication`: `"password"` or `"scram-sha-256"` (Vault's values).
+    pub password_authentication: String,
+    /// `scram_iterations`: PBKDF2 iterations of the SCRAM verifiers of unguessable generated
+    /// passwords, under `"scram-sha-256"`; 4096 otherwise.
+    pub scram_iterations: i64,
     /// The password policy (`password_policies.name`) every generated password of this
     /// connection follows; `None` is the default generator.
     pub password_policy: Option<String>,

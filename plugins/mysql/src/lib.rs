@@ -48,8 +48,8 @@ use async_trait::async_trait;
 use lessor_plugin::{
     check_password, check_username, render_statements, split_statements, ConnectionSettings,
     DatabasePlugin, DefaultStatements, DeleteUserRequest, DirectSession, EngineDescriptor,
-    LocalTarget, NewUserRequest, PluginError, RoleOptions, Secret, StatementTemplate,
-    TemplateValues, UpdateUserRequest,
+    LocalTarget, NewUserRequest, PasswordAuthentication, PasswordValue, PluginError, RoleOptions,
+    Secret, StatementTemplate, TemplateValues, UpdateUserRequest,
 };
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
@@ -103,6 +103,20 @@ impl fmt::Debug for MySqlPlugin {
     }
 }
 
+/// MySQL and MariaDB hash a password themselves (`IDENTIFIED BY`), and the verifiers Lessor can
+/// compute are PostgreSQL's: `password_authentication = "scram-sha-256"` and its
+/// `scram_iterations` are refused here, by name, rather than ignored.
+fn refuse_password_verifiers(mode: PasswordAuthentication) -> Result<(), PluginError> {
+    match mode {
+        PasswordAuthentication::Password => Ok(()),
+        PasswordAuthentication::ScramSha256 { .. } => Err(PluginError::invalid(
+            "password_authentication",
+            "MySQL and MariaDB take passwords as they are (\"password\"); \"scram-sha-256\" \
+             and scram_iterations are for PostgreSQL connections",
+        )),
+    }
+}
+
 /// Builds the pool for `settings` and asks the server its version to learn the username limit.
 ///
 /// Fails only when the configuration is unusable (bad URL, bad option, TLS material that does not
@@ -112,6 +126,7 @@ impl fmt::Debug for MySqlPlugin {
 /// the conservative 32.
 #[tracing::instrument(skip_all, err)]
 pub async fn connect(settings: ConnectionSettings) -> Result<MySqlPlugin, PluginError> {
+    refuse_password_verifiers(settings.password_authentication)?;
     let target = dsn::parse(&settings)?;
     if let Some(tls) = &target.tls {
         tls::install_default_provider();
@@ -411,7 +426,7 @@ fn render_creation(request: &NewUserRequest<'_>) -> Result<Vec<Secret>, PluginEr
         &templates,
         &TemplateValues {
             username: request.username,
-            password: Some(request.password),
+            password: Some(PasswordValue::Cleartext(request.password)),
             expiration: Some(request.expiration),
         },
     )
@@ -731,7 +746,7 @@ impl MySqlPlugin {
             &templates,
             &TemplateValues {
                 username,
-                password: Some(password),
+                password: Some(PasswordValue::Cleartext(password)),
                 expiration: None,
             },
         )?;

@@ -34,6 +34,7 @@ fn settings(url: &str) -> ConnectionSettings {
         statement_timeout: Duration::ZERO,
         tls: Default::default(),
         disable_escaping: false,
+        password_authentication: Default::default(),
     }
 }
 
@@ -138,6 +139,7 @@ async fn create(
         .create_user(&NewUserRequest {
             username: user,
             password,
+            password_strength: lessor_plugin::PasswordStrength::Unguessable,
             expiration: Utc::now() + chrono::Duration::hours(1),
             statements,
             options,
@@ -309,6 +311,7 @@ async fn failed_creation_leaves_no_user_behind() {
         .create_user(&NewUserRequest {
             username: &user,
             password: &password,
+            password_strength: lessor_plugin::PasswordStrength::Unguessable,
             expiration: Utc::now(),
             statements: &statements,
             options: &RoleOptions::new(),
@@ -331,6 +334,7 @@ async fn failed_creation_leaves_no_user_behind() {
         .create_user(&NewUserRequest {
             username: &user,
             password: &password,
+            password_strength: lessor_plugin::PasswordStrength::Unguessable,
             expiration: Utc::now(),
             statements: &statements,
             options: &RoleOptions::new(),
@@ -354,6 +358,7 @@ async fn existing_user_is_not_taken_over() {
         .create_user(&NewUserRequest {
             username: &user,
             password: &generate_password(32),
+            password_strength: lessor_plugin::PasswordStrength::Unguessable,
             expiration: Utc::now(),
             statements: &[],
             options: &RoleOptions::new(),

@@ -124,6 +124,7 @@ impl Admin {
             statement_timeout: Duration::ZERO,
             tls,
             disable_escaping: false,
+            password_authentication: Default::default(),
         }
     }
 }
@@ -206,6 +207,7 @@ async fn create(plugin: &MySqlPlugin, user: &str, password: &Secret, statements:
         .create_user(&NewUserRequest {
             username: user,
             password,
+            password_strength: lessor_plugin::PasswordStrength::Unguessable,
             expiration: Utc::now() + chrono::Duration::hours(1),
             statements,
             options: &RoleOptions::new(),
@@ -482,6 +484,7 @@ async fn foreign_fields_and_bad_material_are_refused_by_name() {
         statement_timeout: Duration::ZERO,
         tls,
         disable_escaping: false,
+        password_authentication: Default::default(),
     };
     let cases = [
         (

@@ -17,7 +17,8 @@ use rand::Rng;
 
 use crate::{
     generate_password, DatabasePlugin, DeleteUserRequest, ExpirationChange, NewDatabase,
-    NewUserRequest, PasswordChange, PluginError, RoleOptions, Secret, UpdateUserRequest,
+    NewUserRequest, PasswordChange, PasswordStrength, PluginError, RoleOptions, Secret,
+    UpdateUserRequest,
 };
 
 /// What the kit needs from an engine's tests.
@@ -158,6 +159,8 @@ impl Kit<'_> {
             .create_user(&NewUserRequest {
                 username,
                 password,
+                // Every scenario's password comes from `generate_password(32)`.
+                password_strength: PasswordStrength::Unguessable,
                 expiration,
                 statements,
                 options: &RoleOptions::new(),

@@ -19,6 +19,11 @@ pub const PASSWORD_ALPHABET: &[u8] =
 /// Length of generated passwords: 32 characters of a 64-symbol alphabet is 192 bits.
 pub const DEFAULT_PASSWORD_LEN: usize = 32;
 
+/// A lower bound on the min-entropy of [`generate_password`]`(`[`DEFAULT_PASSWORD_LEN`]`)`: 192
+/// bits drawn, less under a tenth of a bit for the draws it rejects (no upper-case letter, no
+/// lower-case letter, no digit, or a leading dash: about 1 in 50), rounded down.
+pub const DEFAULT_PASSWORD_ENTROPY_BITS: f64 = 191.0;
+
 /// Characters of the random part of a username: lowercase so engines that fold case agree.
 const USERNAME_RANDOM_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -172,6 +177,29 @@ impl PasswordPolicy {
                 .all(|r| password.bytes().filter(|b| r.charset.contains(b)).count() >= r.min_chars)
     }
 
+    /// A lower bound, in bits, on the min-entropy of [`PasswordPolicy::generate`]'s output, to
+    /// tell whether its passwords can be guessed ([`crate::PasswordStrength::of_entropy`]): each
+    /// rule's `min_chars` draws from its charset plus the other draws from the union of charsets
+    /// (the shuffle only adds to that, since for each order distinct draws give distinct
+    /// passwords), less `log2(length)` for the swap that keeps a dash out of first place (it
+    /// merges at most `length` outcomes into one).
+    pub fn entropy_bits(&self) -> f64 {
+        let mut union: Vec<u8> = Vec::new();
+        let mut bits = 0.0;
+        let mut required = 0;
+        for rule in &self.rules {
+            bits += rule.min_chars as f64 * (rule.charset.len() as f64).log2();
+            required += rule.min_chars;
+            for b in &rule.charset {
+                if !union.contains(b) {
+                    union.push(*b);
+                }
+            }
+        }
+        bits += self.length.saturating_sub(required) as f64 * (union.len() as f64).log2();
+        (bits - (self.length as f64).log2()).max(0.0)
+    }
+
     /// Generates a password from the OS random source. Built, not drawn until it fits: each
     /// rule's `min_chars` come from its charset, the rest from the union of all charsets, then the
     /// whole is shuffled, so every rule is met on the first try however tight the policy.
@@ -246,6 +274,34 @@ pub fn check_password(password: &Secret) -> Result<(), PluginError> {
         return Err(PluginError::invalid(
             "password",
             "contains a character outside A-Z a-z 0-9 - _ . ~",
+        ));
+    }
+    Ok(())
+}
+
+/// The longest password verifier accepted into a statement: PostgreSQL's SCRAM-SHA-256 form is
+/// about 130 characters.
+const MAX_VERIFIER_LEN: usize = 512;
+
+/// Checks a password verifier (what the server stores for a password, computed by Lessor, such as
+/// PostgreSQL's `SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>`) before it is substituted into
+/// SQL: letters, digits, base64's `+ / =`, and the separators `$ : -`, none of which ends a quoted
+/// literal. The value is never quoted in the error.
+pub fn check_password_verifier(verifier: &Secret) -> Result<(), PluginError> {
+    let value = verifier.expose();
+    if value.is_empty() || value.len() > MAX_VERIFIER_LEN {
+        return Err(PluginError::invalid(
+            "password",
+            format!("the computed verifier must be 1 to {MAX_VERIFIER_LEN} characters long"),
+        ));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'$' | b':' | b'-'))
+    {
+        return Err(PluginError::invalid(
+            "password",
+            "the computed verifier contains a character outside A-Z a-z 0-9 + / = $ : -",
         ));
     }
     Ok(())
@@ -557,6 +613,42 @@ mod tests {
         role: "a-rather-long-role-name-for-reporting",
         display_name: "token",
     };
+
+    #[test]
+    fn policy_entropy_is_a_lower_bound_that_tells_weak_from_strong() {
+        let strong = PasswordPolicy::new(
+            32,
+            vec![
+                ("abcdefghijklmnopqrstuvwxyz".into(), 1),
+                ("ABCDEFGHIJKLMNOPQRSTUVWXYZ".into(), 1),
+                ("0123456789".into(), 1),
+            ],
+        )
+        .unwrap();
+        // 4.7 + 4.7 + 3.3 + 29 x log2(62) - log2(32) = about 180 bits.
+        let bits = strong.entropy_bits();
+        assert!((175.0..=185.0).contains(&bits), "{bits}");
+        assert_eq!(
+            crate::PasswordStrength::of_entropy(bits),
+            crate::PasswordStrength::Unguessable
+        );
+        // Vault's documented example: 20 characters of 62 symbols is about 115 bits.
+        let vaults = PasswordPolicy::new(
+            20,
+            vec![(
+                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789".into(),
+                0,
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            crate::PasswordStrength::of_entropy(vaults.entropy_bits()),
+            crate::PasswordStrength::Guessable
+        );
+        let tiny = PasswordPolicy::new(4, vec![("a".into(), 4)]).unwrap();
+        assert_eq!(tiny.entropy_bits(), 0.0);
+        assert!(DEFAULT_PASSWORD_ENTROPY_BITS >= crate::UNGUESSABLE_ENTROPY_BITS);
+    }
 
     #[test]
     fn passwords_are_long_and_from_the_safe_alphabet() {

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{ConnectionSettings, DatabasePlugin, NewUserRequest, PluginError, Secret};
+use crate::{
+    ConnectionSettings, DatabasePlugin, NewUserRequest, PasswordAuthentication, PluginError, Secret,
+};
 
 /// A boxed future, as the descriptor's function pointers return them (a plain `fn` cannot be
 /// `async`).
@@ -91,6 +93,25 @@ pub struct LocalTarget {
 pub trait DirectSession: Send {
     /// The server's version string, for the report.
     async fn server_version(&mut self) -> Result<String, PluginError>;
+
+    /// Makes [`DirectSession::create_user`] put passwords into the statements the way a
+    /// connection with this `password_authentication` does. Engines that hash nothing themselves
+    /// keep the default, which accepts only [`PasswordAuthentication::Password`].
+    fn use_password_authentication(
+        &mut self,
+        mode: PasswordAuthentication,
+    ) -> Result<(), PluginError> {
+        match mode {
+            PasswordAuthentication::Password => Ok(()),
+            other => Err(PluginError::invalid(
+                "password_authentication",
+                format!(
+                    "this engine's baseline sends passwords as they are, not as {}",
+                    other.name()
+                ),
+            )),
+        }
+    }
 
     /// Whether the user exists (the benchmark polls it to time the reaper).
     async fn user_exists(&mut self, username: &str) -> Result<bool, PluginError>;

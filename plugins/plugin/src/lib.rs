@@ -37,7 +37,9 @@ pub use credentials::{
     UsernameTemplate,
 };
 pub use descriptor::{DirectSession, EngineDescriptor, LocalTarget};
-pub use template::{render_statements, split_statements, StatementTemplate, TemplateValues};
+pub use template::{
+    render_statements, split_statements, PasswordValue, StatementTemplate, TemplateValues,
+};
 
 /// A secret string (password, token, password-bearing URL) that redacts itself in `Debug` and
 /// `Display`, so that a stray `{:?}` in a log line or an error message cannot leak it.
@@ -153,6 +155,116 @@ pub struct ConnectionSettings {
     /// the engine's own escaping does not fit). The operator's choice: the credentials must then
     /// hold nothing the string form would read specially.
     pub disable_escaping: bool,
+    /// `password_authentication`: whether `{{password}}` in creation and rotation statements is
+    /// the password itself (the server hashes it) or a verifier Lessor computed (PostgreSQL's
+    /// SCRAM-SHA-256), and with how many iterations. Engines that hash nothing themselves refuse
+    /// anything but [`PasswordAuthentication::Password`].
+    pub password_authentication: PasswordAuthentication,
+}
+
+/// PostgreSQL's own SCRAM-SHA-256 iteration count (`scram_iterations`' default): what every
+/// password gets unless it is an unguessable generated one on a connection that says otherwise.
+pub const SCRAM_DEFAULT_ITERATIONS: u32 = 4096;
+
+/// Entropy, in bits, from which a password cannot be guessed whatever its hash costs: at 2^128
+/// candidates, making each guess 4,096 times dearer (12 bits) changes nothing that matters.
+pub const UNGUESSABLE_ENTROPY_BITS: f64 = 128.0;
+
+/// How passwords reach the target in creation and rotation statements (Vault's connection field
+/// `password_authentication`, plus Lessor's iteration count for generated passwords).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PasswordAuthentication {
+    /// `"password"`: the statements carry the password itself and the server hashes it (Vault's
+    /// default).
+    #[default]
+    Password,
+    /// `"scram-sha-256"`: Lessor computes the SCRAM-SHA-256 verifier and the statements carry
+    /// that, so the password itself never reaches the server (nor its statement log).
+    ScramSha256 {
+        /// `scram_iterations`: PBKDF2 iterations for [`PasswordStrength::Unguessable`] passwords
+        /// of dynamic users (1 to [`SCRAM_DEFAULT_ITERATIONS`]). Every other password (static
+        /// roles, root rotation, weak password policies) gets [`SCRAM_DEFAULT_ITERATIONS`].
+        generated_iterations: std::num::NonZeroU32,
+    },
+}
+
+impl PasswordAuthentication {
+    /// Vault's name for [`PasswordAuthentication::Password`].
+    pub const PASSWORD: &'static str = "password";
+    /// Vault's name for [`PasswordAuthentication::ScramSha256`].
+    pub const SCRAM_SHA_256: &'static str = "scram-sha-256";
+
+    /// Vault's name for the mode: `"password"` or `"scram-sha-256"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Password => Self::PASSWORD,
+            Self::ScramSha256 { .. } => Self::SCRAM_SHA_256,
+        }
+    }
+
+    /// The iterations for unguessable generated passwords, where the mode has any.
+    pub fn generated_iterations(&self) -> Option<u32> {
+        match self {
+            Self::Password => None,
+            Self::ScramSha256 {
+                generated_iterations,
+            } => Some(generated_iterations.get()),
+        }
+    }
+
+    /// Reads the two connection fields, `password_authentication` and `scram_iterations`;
+    /// an error names the field at fault.
+    pub fn from_fields(name: &str, scram_iterations: u32) -> Result<Self, PluginError> {
+        match name {
+            Self::PASSWORD => Ok(Self::Password),
+            Self::SCRAM_SHA_256 => {
+                if !(1..=SCRAM_DEFAULT_ITERATIONS).contains(&scram_iterations) {
+                    return Err(PluginError::invalid(
+                        "scram_iterations",
+                        format!(
+                            "must be between 1 and {SCRAM_DEFAULT_ITERATIONS}, not {scram_iterations} \
+                             (more stretching adds nothing to a generated password and costs CPU on \
+                             Lessor and on the database at every issue)"
+                        ),
+                    ));
+                }
+                Ok(Self::ScramSha256 {
+                    generated_iterations: std::num::NonZeroU32::new(scram_iterations)
+                        .unwrap_or(std::num::NonZeroU32::MIN),
+                })
+            }
+            other => Err(PluginError::invalid(
+                "password_authentication",
+                format!(
+                    "must be \"password\" or \"scram-sha-256\", not {:?}",
+                    other.chars().take(40).collect::<String>()
+                ),
+            )),
+        }
+    }
+}
+
+/// How hard a password is to guess, which tells an engine that hashes passwords itself how much
+/// stretching the hash needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordStrength {
+    /// Drawn from the OS random source with at least [`UNGUESSABLE_ENTROPY_BITS`] of entropy (the
+    /// default generator's 32 characters carry 192): key stretching adds nothing to it.
+    Unguessable,
+    /// Anything else: a weak password policy, or a password a person may have chosen. Gets the
+    /// full iteration count.
+    Guessable,
+}
+
+impl PasswordStrength {
+    /// The strength of a generator whose output has at least `bits` of min-entropy.
+    pub fn of_entropy(bits: f64) -> Self {
+        if bits >= UNGUESSABLE_ENTROPY_BITS {
+            Self::Unguessable
+        } else {
+            Self::Guessable
+        }
+    }
 }
 
 /// Inline TLS material for a target connection, as an operator gave it (PEM text). Every field is
@@ -220,6 +332,9 @@ pub struct NewUserRequest<'a> {
     /// Already generated and checked against the username alphabet.
     pub username: &'a str,
     pub password: &'a Secret,
+    /// How the password was made: an engine that hashes it itself (PostgreSQL with
+    /// `password_authentication = "scram-sha-256"`) stretches only a guessable one fully.
+    pub password_strength: PasswordStrength,
     /// When the login must stop working; engines that can enforce it themselves do.
     pub expiration: DateTime<Utc>,
     /// Creation statement templates; empty means the engine's default.
@@ -496,6 +611,7 @@ mod tests {
             statement_timeout: std::time::Duration::ZERO,
             tls: TlsMaterial::default(),
             disable_escaping: false,
+            password_authentication: PasswordAuthentication::Password,
         };
         let render = |s: &ConnectionSettings| {
             render_connection_url(
@@ -508,6 +624,40 @@ mod tests {
         assert_eq!(render(&settings).expose(), "u=ad%20min p=p%40ss%27");
         settings.disable_escaping = true;
         assert_eq!(render(&settings).expose(), "u=ad min p=p@ss'");
+    }
+
+    #[test]
+    fn password_authentication_fields_are_checked_by_name() {
+        assert_eq!(
+            PasswordAuthentication::from_fields("password", 4096).unwrap(),
+            PasswordAuthentication::Password
+        );
+        let scram = PasswordAuthentication::from_fields("scram-sha-256", 1).unwrap();
+        assert_eq!(scram.name(), "scram-sha-256");
+        assert_eq!(scram.generated_iterations(), Some(1));
+        for (mode, iterations, field) in [
+            ("md5", 4096, "password_authentication"),
+            ("scram-sha-256", 0, "scram_iterations"),
+            ("scram-sha-256", 4097, "scram_iterations"),
+        ] {
+            let err = PasswordAuthentication::from_fields(mode, iterations).unwrap_err();
+            assert!(
+                matches!(err, PluginError::InvalidValue { field: f, .. } if f == field),
+                "{mode} {iterations}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_128_bits_and_more_are_unguessable() {
+        assert_eq!(
+            PasswordStrength::of_entropy(128.0),
+            PasswordStrength::Unguessable
+        );
+        assert_eq!(
+            PasswordStrength::of_entropy(127.9),
+            PasswordStrength::Guessable
+        );
     }
 
     #[test]

@@ -36,8 +36,21 @@ pub struct StatementTemplate {
 #[derive(Debug)]
 pub struct TemplateValues<'a> {
     pub username: &'a str,
-    pub password: Option<&'a Secret>,
+    pub password: Option<PasswordValue<'a>>,
     pub expiration: Option<DateTime<Utc>>,
+}
+
+/// What `{{password}}` stands for in a rendered statement. Each form has its own strict alphabet,
+/// checked at rendering, so neither can carry a quote into SQL.
+#[derive(Debug, Clone, Copy)]
+pub enum PasswordValue<'a> {
+    /// The password itself; the server hashes it. Checked by
+    /// [`crate::credentials::check_password`].
+    Cleartext(&'a Secret),
+    /// What the server stores for the password, computed by Lessor (PostgreSQL's
+    /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`), so the password itself never
+    /// reaches the server. Checked by [`crate::credentials::check_password_verifier`].
+    Verifier(&'a Secret),
 }
 
 impl StatementTemplate {
@@ -104,8 +117,17 @@ impl StatementTemplate {
                                 .into(),
                         )
                     })?;
-                    crate::credentials::check_password(password)?;
-                    out.push_str(password.expose());
+                    let text = match password {
+                        PasswordValue::Cleartext(password) => {
+                            crate::credentials::check_password(password)?;
+                            password
+                        }
+                        PasswordValue::Verifier(verifier) => {
+                            crate::credentials::check_password_verifier(verifier)?;
+                            verifier
+                        }
+                    };
+                    out.push_str(text.expose());
                 }
                 Segment::Expiration => {
                     let expiration = values.expiration.ok_or_else(|| {
@@ -196,7 +218,7 @@ mod tests {
         let rendered = template
             .render(&TemplateValues {
                 username: "v-app-abc123",
-                password: Some(&password),
+                password: Some(PasswordValue::Cleartext(&password)),
                 expiration: Some(Utc.with_ymd_and_hms(2026, 11, 28, 3, 0, 0).unwrap()),
             })
             .unwrap();
@@ -204,6 +226,49 @@ mod tests {
             rendered.expose(),
             "CREATE ROLE \"v-app-abc123\" WITH LOGIN PASSWORD 'Abcdefgh12345678-_xyzXYZ' VALID UNTIL '2026-11-28 03:00:00+0000'"
         );
+    }
+
+    #[test]
+    fn verifiers_render_with_their_own_alphabet() {
+        let template =
+            StatementTemplate::parse("ALTER ROLE \"{{name}}\" PASSWORD '{{password}}'").unwrap();
+        let verifier = Secret::new("SCRAM-SHA-256$1:c2FsdA==$c3RvcmVk+/8=:c2VydmVy");
+        let rendered = template
+            .render(&TemplateValues {
+                username: "v-app",
+                password: Some(PasswordValue::Verifier(&verifier)),
+                expiration: None,
+            })
+            .unwrap();
+        assert!(rendered
+            .expose()
+            .ends_with(&format!("'{}'", verifier.expose())));
+        // The cleartext alphabet refuses a verifier, and the verifier's refuses a quote.
+        let as_cleartext = template.render(&TemplateValues {
+            username: "v-app",
+            password: Some(PasswordValue::Cleartext(&verifier)),
+            expiration: None,
+        });
+        assert!(as_cleartext.is_err());
+        let quoted = Secret::new("SCRAM-SHA-256$1:c2FsdA==$x':y");
+        let err = template
+            .render(&TemplateValues {
+                username: "v-app",
+                password: Some(PasswordValue::Verifier(&quoted)),
+                expiration: None,
+            })
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PluginError::InvalidValue {
+                    field: "password",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("x'"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! ones `create_user` and the built-in `delete_user` run: both sides call the same functions.
 
 use async_trait::async_trait;
-use lessor_plugin::{DirectSession, NewUserRequest, PluginError, Secret};
+use lessor_plugin::{DirectSession, NewUserRequest, PasswordAuthentication, PluginError, Secret};
 use tokio_postgres::NoTls;
 
 use crate::error::classify;
@@ -12,6 +12,8 @@ use crate::{create_on, revoke_on, LOCK_TIMEOUT, ROLE_EXISTS};
 /// One admin connection used the way a hand-written script would.
 pub struct PostgresDirect {
     client: tokio_postgres::Client,
+    /// Passwords or SCRAM verifiers in the statements, as the measured connection has it.
+    password_authentication: PasswordAuthentication,
 }
 
 impl PostgresDirect {
@@ -21,7 +23,10 @@ impl PostgresDirect {
             .await
             .map_err(|e| classify(&e, &[]))?;
         tokio::spawn(connection);
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            password_authentication: PasswordAuthentication::Password,
+        })
     }
 }
 
@@ -45,9 +50,24 @@ impl DirectSession for PostgresDirect {
         Ok(row.get(0))
     }
 
-    /// `create_user`'s transaction: the creation statements, then `VALID UNTIL`.
+    fn use_password_authentication(
+        &mut self,
+        mode: PasswordAuthentication,
+    ) -> Result<(), PluginError> {
+        self.password_authentication = mode;
+        Ok(())
+    }
+
+    /// `create_user`'s transaction: the creation statements (with the password or its verifier,
+    /// computed the same way), then `VALID UNTIL`.
     async fn create_user(&mut self, request: &NewUserRequest<'_>) -> Result<(), PluginError> {
-        create_on(&mut self.client, &[LOCK_TIMEOUT], request).await
+        create_on(
+            &mut self.client,
+            &[LOCK_TIMEOUT],
+            self.password_authentication,
+            request,
+        )
+        .await
     }
 
     /// The built-in revocation: existence check, `NOLOGIN`, end sessions, `DROP ROLE`.

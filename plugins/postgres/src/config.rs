@@ -309,6 +309,7 @@ mod tests {
             statement_timeout: Duration::ZERO,
             tls: Default::default(),
             disable_escaping: false,
+            password_authentication: Default::default(),
         }
     }
 

@@ -23,18 +23,25 @@
 //!   client certificate and key, as paths in the URL or inline PEM in the settings, apply to the
 //!   admin pool and to the fresh connections of [`DatabasePlugin::check_login`] alike: see [`tls`].
 //!
+//! - Passwords: with `password_authentication = "scram-sha-256"` the statements carry a
+//!   SCRAM-SHA-256 verifier computed here ([`scram`]) instead of the password: unguessable
+//!   generated passwords of dynamic users get the connection's iteration count, every other
+//!   password (static roles, root rotation, weak password policies) PostgreSQL's 4,096.
+//!
 //! Modules: `config` parses connection settings, `tls` does the handshakes, `error` maps driver
-//! failures onto [`PluginError`].
+//! failures onto [`PluginError`], `scram` computes verifiers.
 
 #![forbid(unsafe_code)]
 
 mod config;
 mod error;
+pub mod scram;
 pub mod tls;
 
 pub mod baseline;
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +53,8 @@ use lessor_plugin::template::format_expiration;
 use lessor_plugin::{
     check_username, render_statements, ConnectionSettings, DatabasePlugin, DefaultStatements,
     DeleteUserRequest, DirectSession, EngineDescriptor, LocalTarget, NewDatabase, NewUserRequest,
-    PluginError, RoleOptions, Secret, StatementTemplate, TemplateValues, UpdateUserRequest,
+    PasswordAuthentication, PasswordStrength, PasswordValue, PluginError, RoleOptions, Secret,
+    StatementTemplate, TemplateValues, UpdateUserRequest, SCRAM_DEFAULT_ITERATIONS,
 };
 
 use crate::error::{classify, is_undefined_object, login_error, pool_error};
@@ -105,6 +113,8 @@ pub struct PostgresPlugin {
     timeout: Duration,
     /// `SET LOCAL statement_timeout` run first in each transaction, if the settings carry one.
     statement_timeout: Option<String>,
+    /// Whether statements carry passwords or SCRAM verifiers computed here.
+    password_authentication: PasswordAuthentication,
 }
 
 impl fmt::Debug for PostgresPlugin {
@@ -117,6 +127,7 @@ impl fmt::Debug for PostgresPlugin {
             .field("ports", &self.config.get_ports())
             .field("sslmode", &self.tls.mode.as_str())
             .field("max_size", &self.max_size)
+            .field("password_authentication", &self.password_authentication)
             .finish_non_exhaustive()
     }
 }
@@ -156,7 +167,59 @@ pub async fn connect(settings: ConnectionSettings) -> Result<PostgresPlugin, Plu
         max_size,
         timeout,
         statement_timeout: statement_timeout_sql(settings.statement_timeout),
+        password_authentication: settings.password_authentication,
     })
+}
+
+/// PostgreSQL's own iteration count, for every password that is not an unguessable generated one.
+const FULL_ITERATIONS: NonZeroU32 = match NonZeroU32::new(SCRAM_DEFAULT_ITERATIONS) {
+    Some(count) => count,
+    None => panic!("SCRAM_DEFAULT_ITERATIONS is not zero"),
+};
+
+/// What `{{password}}` becomes under `mode`: the password itself, or its SCRAM verifier with
+/// the connection's iteration count for an unguessable password and 4,096 for any other.
+async fn statement_password(
+    mode: PasswordAuthentication,
+    password: &Secret,
+    strength: PasswordStrength,
+) -> Result<StatementPassword, PluginError> {
+    match mode {
+        PasswordAuthentication::Password => Ok(StatementPassword::Cleartext(password.clone())),
+        PasswordAuthentication::ScramSha256 {
+            generated_iterations,
+        } => {
+            let iterations = match strength {
+                PasswordStrength::Unguessable => generated_iterations,
+                PasswordStrength::Guessable => FULL_ITERATIONS,
+            };
+            Ok(StatementPassword::Verifier(
+                scram::verifier_off_thread(password, iterations).await?,
+            ))
+        }
+    }
+}
+
+/// The owned form of [`PasswordValue`], computed before rendering.
+enum StatementPassword {
+    Cleartext(Secret),
+    Verifier(Secret),
+}
+
+impl StatementPassword {
+    fn value(&self) -> PasswordValue<'_> {
+        match self {
+            Self::Cleartext(password) => PasswordValue::Cleartext(password),
+            Self::Verifier(verifier) => PasswordValue::Verifier(verifier),
+        }
+    }
+
+    /// What must never appear in a server message passed on: the rendered value.
+    fn secret(&self) -> &str {
+        match self {
+            Self::Cleartext(secret) | Self::Verifier(secret) => secret.expose(),
+        }
+    }
 }
 
 /// The statement that bounds each statement of a transaction on the server, or none for zero.
@@ -286,6 +349,7 @@ fn valid_until(username: &str, at: DateTime<Utc>) -> String {
 async fn create_on(
     client: &mut tokio_postgres::Client,
     limits: &[&str],
+    mode: PasswordAuthentication,
     request: &NewUserRequest<'_>,
 ) -> Result<(), PluginError> {
     let username = request.username;
@@ -296,12 +360,14 @@ async fn create_on(
     } else {
         request.statements
     };
-    // Rendering checks the username and password alphabets, before anything reaches SQL.
+    let password = statement_password(mode, request.password, request.password_strength).await?;
+    // Rendering checks the username and password (or verifier) alphabets, before anything
+    // reaches SQL.
     let statements = render_statements(
         templates,
         &TemplateValues {
             username,
-            password: Some(request.password),
+            password: Some(password.value()),
             expiration: Some(request.expiration),
         },
     )?;
@@ -317,7 +383,7 @@ async fn create_on(
         limits,
         &statements,
         Some(&trailer),
-        &[request.password.expose()],
+        &[request.password.expose(), password.secret()],
     )
     .await?;
     let Some(create_database) = database else {
@@ -563,8 +629,16 @@ impl PostgresPlugin {
 
 /// The statements of an [`UpdateUserRequest`], rendered: the password change's, then the
 /// expiration change's, each falling back to the engine's defaults.
-fn render_update(request: &UpdateUserRequest<'_>) -> Result<Vec<Secret>, PluginError> {
+///
+/// A new password here belongs to a static role or to the admin (root rotation): either may be one
+/// a person chose (a static role's imported password, a policy of the operator's), and either
+/// lives for months, so under `scram-sha-256` its verifier always gets the full 4,096 iterations.
+async fn render_update(
+    mode: PasswordAuthentication,
+    request: &UpdateUserRequest<'_>,
+) -> Result<(Vec<Secret>, Option<StatementPassword>), PluginError> {
     let mut statements = Vec::new();
+    let mut rendered_password = None;
     if let Some(change) = &request.password {
         let defaults = [DEFAULT_ROTATION.to_owned()];
         let templates = if change.statements.is_empty() {
@@ -572,14 +646,17 @@ fn render_update(request: &UpdateUserRequest<'_>) -> Result<Vec<Secret>, PluginE
         } else {
             change.statements
         };
+        let password =
+            statement_password(mode, change.new_password, PasswordStrength::Guessable).await?;
         statements.extend(render_statements(
             templates,
             &TemplateValues {
                 username: request.username,
-                password: Some(change.new_password),
+                password: Some(password.value()),
                 expiration: None,
             },
         )?);
+        rendered_password = Some(password);
     }
     if let Some(change) = &request.expiration {
         let defaults = [DEFAULT_RENEW.to_owned()];
@@ -597,7 +674,7 @@ fn render_update(request: &UpdateUserRequest<'_>) -> Result<Vec<Secret>, PluginE
             },
         )?);
     }
-    Ok(statements)
+    Ok((statements, rendered_password))
 }
 
 #[async_trait]
@@ -674,7 +751,13 @@ impl DatabasePlugin for PostgresPlugin {
     #[tracing::instrument(skip_all, fields(engine = "postgres", username = %request.username), err)]
     async fn create_user(&self, request: &NewUserRequest<'_>) -> Result<(), PluginError> {
         let mut client = self.client().await?;
-        let mut result = create_on(&mut client, &self.limits(), request).await;
+        let mut result = create_on(
+            &mut client,
+            &self.limits(),
+            self.password_authentication,
+            request,
+        )
+        .await;
         if let (Ok(()), Some(database)) = (&result, request.database) {
             if database.template.is_some() {
                 result = self.hand_over_copy(request.username, database.name).await;
@@ -703,7 +786,8 @@ impl DatabasePlugin for PostgresPlugin {
         if request.password.is_none() && request.expiration.is_none() {
             return Ok(());
         }
-        let statements = render_update(request)?;
+        let (statements, rendered_password) =
+            render_update(self.password_authentication, request).await?;
         // As at creation: custom renew statements that forget VALID UNTIL would otherwise let the
         // server lock the user out at the old expiry while the lease says it is still valid.
         let trailer = request
@@ -713,6 +797,7 @@ impl DatabasePlugin for PostgresPlugin {
             .password
             .iter()
             .map(|change| change.new_password.expose())
+            .chain(rendered_password.iter().map(StatementPassword::secret))
             .collect();
         let mut client = self.client().await?;
         let result = run_in_transaction(

@@ -42,6 +42,7 @@ fn settings(url: &str) -> ConnectionSettings {
         statement_timeout: Duration::ZERO,
         tls: Default::default(),
         disable_escaping: false,
+        password_authentication: Default::default(),
     }
 }
 
@@ -148,6 +149,7 @@ async fn create(
         .create_user(&NewUserRequest {
             username,
             password,
+            password_strength: lessor_plugin::PasswordStrength::Unguessable,
             expiration,
             statements,
             options: &options,
@@ -335,6 +337,7 @@ async fn failed_creation_is_rejected_and_leaves_no_role() {
         .create_user(&NewUserRequest {
             username: &name,
             password: &password,
+            password_strength: lessor_plugin::PasswordStrength::Unguessable,
             expiration: in_one_hour(),
             statements: &statements,
             options: &options,
@@ -355,6 +358,7 @@ async fn failed_creation_is_rejected_and_leaves_no_role() {
         .create_user(&NewUserRequest {
             username: &name,
             password: &password,
+            password_strength: lessor_plugin::PasswordStrength::Unguessable,
             expiration: in_one_hour(),
             statements: &statements,
             options: &options,
@@ -547,6 +551,7 @@ async fn throwaway_database_from_a_template_and_its_validation() {
             .create_user(&NewUserRequest {
                 username: &name,
                 password: &password,
+                password_strength: lessor_plugin::PasswordStrength::Unguessable,
                 expiration: in_one_hour(),
                 statements: &[],
                 options: &RoleOptions::new(),
