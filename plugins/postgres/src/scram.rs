@@ -54,8 +54,9 @@ pub async fn verifier_off_thread(
 
 /// The verifier for a given salt: SaltedPassword = PBKDF2(password, salt, iterations),
 /// StoredKey = SHA-256(HMAC(SaltedPassword, "Client Key")),
-/// ServerKey = HMAC(SaltedPassword, "Server Key").
-fn verifier_with_salt(
+/// ServerKey = HMAC(SaltedPassword, "Server Key"). Public for known-answer tests against the
+/// verifiers PostgreSQL computes; Lessor itself always salts afresh ([`verifier`]).
+pub fn verifier_with_salt(
     password: &Secret,
     iterations: NonZeroU32,
     salt: &[u8],

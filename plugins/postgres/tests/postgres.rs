@@ -513,6 +513,23 @@ async fn conformance_kit_passes() {
     assert_eq!(ran.len(), 10, "every scenario ran: {ran:?}");
 }
 
+/// The same scenarios with `password_authentication = "scram-sha-256"` and one iteration: every
+/// creation and password change carries a verifier computed by the plugin, and every login the
+/// kit checks goes through the server's SCRAM exchange against it.
+#[tokio::test]
+async fn conformance_kit_passes_with_scram_verifiers() {
+    assert_passwords_are_checked().await;
+    let mut settings = settings(&admin_url());
+    settings.password_authentication =
+        lessor_plugin::PasswordAuthentication::from_fields("scram-sha-256", 1).unwrap();
+    let harness = PostgresHarness {
+        plugin: connect(settings).await.expect("connect"),
+        admin: admin_client().await,
+    };
+    let ran = lessor_plugin::conformance::run(&harness).await;
+    assert_eq!(ran.len(), 10, "every scenario ran: {ran:?}");
+}
+
 #[tokio::test]
 async fn throwaway_database_from_a_template_and_its_validation() {
     let plugin = admin().await;
