@@ -662,9 +662,8 @@ async fn measure_floor(
     let mut section = String::new();
     let _ = writeln!(
         section,
-        "Issuance against the floor ({} = {}, scram_iterations = {}; {} workers x {} creations per block, \
+        "Issuance against the floor (password_authentication = {}, scram_iterations = {}; {} workers x {} creations per block, \
          {FLOOR_ROUNDS} interleaved rounds; users dropped after each block's clock stops):\n",
-        "password_authentication",
         mode.name(),
         mode.generated_iterations().unwrap_or_default(),
         options.concurrency,

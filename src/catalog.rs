@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lessor_plugin::{
-    DatabasePlugin, PasswordAuthentication, PluginError, RoleOptions, Secret, TlsMaterial,
-    UsernameContext, UsernameTemplate, SCRAM_DEFAULT_ITERATIONS,
+    ConnectionSettings, DatabasePlugin, PasswordAuthentication, PluginError, RoleOptions, Secret,
+    TlsMaterial, UsernameContext, UsernameTemplate, SCRAM_DEFAULT_ITERATIONS,
 };
 use serde::Serialize;
 
@@ -505,15 +505,17 @@ impl Catalog {
             existing.as_ref(),
         )?;
 
-        let settings = self.engines.new_settings(
-            connection_url.clone(),
-            username.clone(),
-            password.clone(),
-            max_open,
-            tls.clone(),
+        let settings = self.engines.new_settings(ConnectionSettings {
+            connection_url: connection_url.clone(),
+            username: username.clone(),
+            password: password.clone(),
+            max_open_connections: max_open,
+            tls: tls.clone(),
             disable_escaping,
             password_authentication,
-        );
+            // The time limits are Lessor's, put in by `new_settings`.
+            ..ConnectionSettings::default()
+        });
         // A fresh instance on every write, so a changed URL or TLS field is in force at once.
         let plugin = self
             .engines

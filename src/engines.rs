@@ -246,27 +246,13 @@ impl Engines {
         }))
     }
 
-    /// Settings for a connection being written (before it is stored), with the time limits.
-    pub fn new_settings(
-        &self,
-        url: Secret,
-        username: String,
-        password: Secret,
-        max_open_connections: u32,
-        tls: TlsMaterial,
-        disable_escaping: bool,
-        password_authentication: PasswordAuthentication,
-    ) -> ConnectionSettings {
+    /// Settings for a connection being written (before it is stored): what the operator wrote,
+    /// with Lessor's time limits for targets.
+    pub fn new_settings(&self, written: ConnectionSettings) -> ConnectionSettings {
         ConnectionSettings {
-            connection_url: url,
-            username,
-            password,
-            max_open_connections,
             connect_timeout: self.deadlines.connect,
             statement_timeout: self.deadlines.operation,
-            tls,
-            disable_escaping,
-            password_authentication,
+            ..written
         }
     }
 

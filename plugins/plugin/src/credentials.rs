@@ -647,7 +647,13 @@ mod tests {
         );
         let tiny = PasswordPolicy::new(4, vec![("a".into(), 4)]).unwrap();
         assert_eq!(tiny.entropy_bits(), 0.0);
-        assert!(DEFAULT_PASSWORD_ENTROPY_BITS >= crate::UNGUESSABLE_ENTROPY_BITS);
+        // The default generator's bound is below what it draws, and unguessable.
+        let drawn = DEFAULT_PASSWORD_LEN as f64 * (PASSWORD_ALPHABET.len() as f64).log2();
+        assert!(DEFAULT_PASSWORD_ENTROPY_BITS < drawn);
+        assert_eq!(
+            crate::PasswordStrength::of_entropy(DEFAULT_PASSWORD_ENTROPY_BITS),
+            crate::PasswordStrength::Unguessable
+        );
     }
 
     #[test]

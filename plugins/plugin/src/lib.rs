@@ -128,7 +128,7 @@ impl PluginError {
 }
 
 /// How to reach a target database, as an operator configured it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ConnectionSettings {
     /// Vault-style URL template with `{{username}}` and `{{password}}` placeholders, or a URL with
     /// the credentials inline. Kept as a [`Secret`] because operators sometimes inline the password.

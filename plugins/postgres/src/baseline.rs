@@ -7,7 +7,7 @@ use lessor_plugin::{DirectSession, NewUserRequest, PasswordAuthentication, Plugi
 use tokio_postgres::NoTls;
 
 use crate::error::classify;
-use crate::{create_on, revoke_on, LOCK_TIMEOUT, ROLE_EXISTS};
+use crate::{create_on, revoke_on, statement_password, LOCK_TIMEOUT, ROLE_EXISTS};
 
 /// One admin connection used the way a hand-written script would.
 pub struct PostgresDirect {
@@ -61,13 +61,13 @@ impl DirectSession for PostgresDirect {
     /// `create_user`'s transaction: the creation statements (with the password or its verifier,
     /// computed the same way), then `VALID UNTIL`.
     async fn create_user(&mut self, request: &NewUserRequest<'_>) -> Result<(), PluginError> {
-        create_on(
-            &mut self.client,
-            &[LOCK_TIMEOUT],
+        let password = statement_password(
             self.password_authentication,
-            request,
+            request.password,
+            request.password_strength,
         )
-        .await
+        .await?;
+        create_on(&mut self.client, &[LOCK_TIMEOUT], request, &password).await
     }
 
     /// The built-in revocation: existence check, `NOLOGIN`, end sessions, `DROP ROLE`.
