@@ -219,7 +219,10 @@ mod tests {
     #[test]
     fn address_fields_make_a_url_and_come_back() {
         for (given, url) in [
-            (address("Cache.Example.com", 6380, true), "rediss://cache.example.com:6380"),
+            (
+                address("Cache.Example.com", 6380, true),
+                "rediss://cache.example.com:6380",
+            ),
             (address("127.0.0.1", 6379, false), "redis://127.0.0.1:6379"),
             (address("::1", 7000, false), "redis://[::1]:7000"),
         ] {
@@ -234,9 +237,21 @@ mod tests {
 
     #[test]
     fn hosts_that_would_change_the_url_are_refused() {
-        for bad in ["", "a b", "user@host", "host/path", "host:1", "localhost://127.0.0.1", "-x", "h?x"] {
+        for bad in [
+            "",
+            "a b",
+            "user@host",
+            "host/path",
+            "host:1",
+            "localhost://127.0.0.1",
+            "-x",
+            "h?x",
+        ] {
             let err = FORM.url(&address(bad, 6379, false)).unwrap_err();
-            assert!(err.to_string().starts_with("invalid host"), "{bad:?}: {err}");
+            assert!(
+                err.to_string().starts_with("invalid host"),
+                "{bad:?}: {err}"
+            );
         }
         assert!(FORM.url(&address("h", 0, false)).is_err());
     }

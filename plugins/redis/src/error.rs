@@ -23,6 +23,11 @@ pub fn classify(err: &RedisError, context: &str, secret: Option<&Secret>) -> Plu
     if let Some(secret) = secret.filter(|s| !s.is_empty()) {
         message = message.replace(secret.expose(), "<redacted>");
     }
+    // Before the connection arm: a refused certificate or a server that does not speak TLS
+    // arrives as an I/O error, but no retry helps; the CA, the host or `tls` must change.
+    if let Some(tls) = tls_failure(err) {
+        return PluginError::Config(format!("{context}: TLS handshake failed: {tls}"));
+    }
     if is_connection_failure(err) {
         return PluginError::Unavailable(message);
     }
@@ -40,6 +45,25 @@ pub fn classify(err: &RedisError, context: &str, secret: Option<&Secret>) -> Plu
         // server does not know: nothing passes by waiting.
         _ => PluginError::Rejected(message),
     }
+}
+
+/// The rustls error inside `err`, if the TLS handshake failed.
+fn tls_failure(err: &RedisError) -> Option<String> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(error) = current {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        let inner = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        if let Some(tls) = inner {
+            return Some(tls.to_string());
+        }
+        current = error.source();
+    }
+    None
 }
 
 /// Whether a login was refused for its credentials (wrong password, unknown or disabled user),
@@ -65,10 +89,8 @@ mod tests {
             "refused",
         ));
         assert!(classify(&io, "connecting", None).is_transient());
-        let loading = RedisError::from((
-            ErrorKind::Server(ServerErrorKind::BusyLoading),
-            "loading",
-        ));
+        let loading =
+            RedisError::from((ErrorKind::Server(ServerErrorKind::BusyLoading), "loading"));
         assert!(matches!(
             classify(&loading, "x", None),
             PluginError::Busy(_)

@@ -334,7 +334,11 @@ impl DatabasePlugin for RedisPlugin {
                 username: username.to_owned(),
                 reason: "the server refused the username and password (WRONGPASS)".to_owned(),
             }),
-            Ok(Err(e)) => Err(error::classify(&e, "logging in as the user", Some(password))),
+            Ok(Err(e)) => Err(error::classify(
+                &e,
+                "logging in as the user",
+                Some(password),
+            )),
             Err(_) => Err(PluginError::Unavailable(format!(
                 "no answer from {} within {:?} while logging in as the user",
                 self.target.address(),

@@ -171,12 +171,26 @@ mod tests {
     #[test]
     fn rules_that_touch_what_lessor_owns_are_refused() {
         for bad in [
-            ">secret", "<secret", "#abc", "!abc", "nopass", "NoPass", "resetpass", "on", "OFF",
+            ">secret",
+            "<secret",
+            "#abc",
+            "!abc",
+            "nopass",
+            "NoPass",
+            "resetpass",
+            "on",
+            "OFF",
             "reset",
         ] {
             let err = check_rule("creation_statements", bad).unwrap_err();
             assert!(
-                matches!(err, PluginError::InvalidValue { field: "creation_statements", .. }),
+                matches!(
+                    err,
+                    PluginError::InvalidValue {
+                        field: "creation_statements",
+                        ..
+                    }
+                ),
                 "{bad}: {err}"
             );
             if bad.starts_with(['>', '<', '#', '!']) {
@@ -187,7 +201,14 @@ mod tests {
 
     #[test]
     fn whitespace_and_control_characters_are_refused() {
-        for bad in ["~* +@read", "+get\n", "~a\tb", "+@read\u{0}", "(~a:* +get)", ""] {
+        for bad in [
+            "~* +@read",
+            "+get\n",
+            "~a\tb",
+            "+@read\u{0}",
+            "(~a:* +get)",
+            "",
+        ] {
             assert!(check_rule("creation_statements", bad).is_err(), "{bad:?}");
         }
     }
@@ -213,10 +234,7 @@ mod tests {
 
     #[test]
     fn too_many_or_too_long_rules_are_refused() {
-        let many = format!(
-            "[{}]",
-            vec!["\"+get\""; MAX_RULES + 1].join(",")
-        );
+        let many = format!("[{}]", vec!["\"+get\""; MAX_RULES + 1].join(","));
         assert!(parse("creation_statements", &[many]).is_err());
         let long = format!("~{}", "a".repeat(MAX_RULE_LEN));
         assert!(check_rule("creation_statements", &long).is_err());

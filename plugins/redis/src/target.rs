@@ -130,12 +130,16 @@ pub fn parse(settings: &ConnectionSettings) -> Result<Target, PluginError> {
     }
     let db = match url.path().trim_start_matches('/') {
         "" => 0,
-        number => number.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-            PluginError::invalid(
-                "connection_url",
-                "the path may only be a database number, such as redis://host:6379/0",
-            )
-        })?,
+        number => number
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                PluginError::invalid(
+                    "connection_url",
+                    "the path may only be a database number, such as redis://host:6379/0",
+                )
+            })?,
     };
     // Credentials inline in the URL win (as in any Redis URL); otherwise the connection's
     // `username` and `password` fields.
@@ -144,10 +148,7 @@ pub fn parse(settings: &ConnectionSettings) -> Result<Target, PluginError> {
             .decode_utf8()
             .map(|s| s.into_owned())
             .map_err(|_| {
-                PluginError::invalid(
-                    "connection_url",
-                    "the credentials in the URL are not UTF-8",
-                )
+                PluginError::invalid("connection_url", "the credentials in the URL are not UTF-8")
             })
     };
     let (admin_user, admin_password) = if url.password().is_some() || !url.username().is_empty() {
@@ -162,11 +163,7 @@ pub fn parse(settings: &ConnectionSettings) -> Result<Target, PluginError> {
     let tls = if tls {
         Some(Tls {
             insecure: tls_material.skip_verify,
-            ca_pem: tls_material
-                .ca_pem
-                .as_deref()
-                .map(check_ca)
-                .transpose()?,
+            ca_pem: tls_material.ca_pem.as_deref().map(check_ca).transpose()?,
         })
     } else {
         if tls_material.ca_pem.is_some() {
@@ -343,8 +340,10 @@ mod tests {
         assert_eq!(target.admin_password.expose(), "pa:ss@word");
         assert!(target.tls.is_none());
 
-        let target =
-            parse(&settings("rediss://{{username}}:{{password}}@cache.example:7000/3")).unwrap();
+        let target = parse(&settings(
+            "rediss://{{username}}:{{password}}@cache.example:7000/3",
+        ))
+        .unwrap();
         assert_eq!(target.address(), "cache.example:7000");
         assert_eq!(target.db, 3);
         assert_eq!(target.admin_password.expose(), "pa:ss@word");
