@@ -901,12 +901,7 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     for skipped in &registration.skipped {
         println!("  skipped {skipped}");
     }
-    if let Some(first) = registration.registered.first() {
-        let role = if first.starts_with("dev-postgres") {
-            "readonly"
-        } else {
-            "mysql-readonly"
-        };
+    if let Some(role) = registration.roles.first() {
         println!("  try: cargo run -- creds {role}");
     }
     let served = match tls {
