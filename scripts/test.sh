@@ -9,10 +9,10 @@ cd "$(dirname "$0")/.."
 
 ./scripts/services.sh
 
-if ! .venv/bin/python -c 'import hvac, async_hvac' >/dev/null 2>&1; then
-  echo "test: installing hvac and async-hvac into .venv" >&2
+if ! .venv/bin/python -c 'import hvac, async_hvac, pytest' >/dev/null 2>&1; then
+  echo "test: installing hvac, async-hvac and pytest into .venv" >&2
   [ -x .venv/bin/python ] || python3 -m venv .venv || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv .venv; }
-  .venv/bin/pip install --quiet --disable-pip-version-check 'hvac>=2,<3' 'async-hvac==0.7.4'
+  .venv/bin/pip install --quiet --disable-pip-version-check 'hvac>=2,<3' 'async-hvac==0.7.4' 'pytest>=8,<9'
 fi
 # node-vault, for tests/clients.rs (node and npm come with the machine, or from Debian).
 if [ ! -d tests/clients/node_modules/node-vault ]; then
@@ -37,5 +37,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@" || status=$?
 fi
+# nextest runs no doctests: lessor-client's documented examples must keep compiling.
+cargo test --doc -p lessor-client || status=$?
 ./scripts/leftovers.sh check "$snapshot" || status=1
 exit "$status"

@@ -309,6 +309,22 @@ pub struct ConnectionView {
     pub verify_connection: bool,
     pub password_policy: String,
     pub plugin_version: String,
+    /// Whether the database answers now; only when the read asked for it (`?verify=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<Reachability>,
+}
+
+/// Whether a connection's database answered a check just now.
+#[derive(Debug, Serialize)]
+pub struct Reachability {
+    pub reachable: bool,
+    /// Why not, when it did not: the plugin's message (which never quotes a password) or the
+    /// deadline that ran out.
+    pub error: Option<String>,
+    /// When the check started.
+    pub checked_at: chrono::DateTime<Utc>,
+    /// How long it took, so a slow database shows before it fails.
+    pub elapsed_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -352,6 +368,10 @@ pub struct RoleInput {
     pub max_ttl: Option<Duration>,
     pub username_template: Option<String>,
     pub options: Option<RoleOptions>,
+    /// Give each lease a database of its own (dropped with the lease).
+    pub database_per_lease: Option<bool>,
+    /// Copy those databases from this one; empty clears it.
+    pub template_database: Option<String>,
 }
 
 /// A role as the API shows it.
@@ -367,6 +387,8 @@ pub struct RoleView {
     pub username_template: String,
     pub options: RoleOptions,
     pub credential_type: &'static str,
+    pub database_per_lease: bool,
+    pub template_database: String,
 }
 
 /// A role decoded from its row.
@@ -382,6 +404,8 @@ pub struct Role {
     pub max_ttl: Duration,
     pub username_template: Option<String>,
     pub options: RoleOptions,
+    pub database_per_lease: bool,
+    pub template_database: Option<String>,
 }
 
 pub(crate) fn decode_list(column: &str, text: &str) -> Result<Vec<String>> {
@@ -412,6 +436,8 @@ impl Role {
             })?,
             name: row.name,
             db_name: row.db_name,
+            database_per_lease: row.database_per_lease,
+            template_database: row.template_database,
         })
     }
 }
@@ -691,6 +717,35 @@ impl Catalog {
             verify_connection: row.verify_connection,
             password_policy: row.password_policy.unwrap_or_default(),
             plugin_version: String::new(),
+            reachability: None,
+        })
+    }
+
+    /// Asks the connection's database whether it answers, with the cached plugin's `verify`
+    /// (a trivial query on a pooled connection), bounded by the connect and operation deadlines.
+    /// Unlike [`Catalog::reset_connection`] it changes nothing: the pool in use stays, and a
+    /// connection not used yet gets the pool its first use would have made. An unreachable
+    /// database is an answer (`reachable: false` and why), not an error.
+    #[tracing::instrument(skip_all, fields(connection = %name))]
+    pub async fn check_reachable(&self, name: &str) -> Result<Reachability> {
+        check_name("connection name", name)?;
+        let checked_at = Utc::now();
+        let started = std::time::Instant::now();
+        let outcome = match self.engines.get(name).await {
+            Ok(plugin) => plugin.verify().await.map_err(|e| e.to_string()),
+            // Building the pool failed (bad TLS material, an unusable URL): not reachable.
+            Err(Error::Database { source, .. }) => Err(source.to_string()),
+            Err(other) => return Err(other),
+        };
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let Err(error) = &outcome {
+            tracing::info!(%error, elapsed_ms, "connection check: unreachable");
+        }
+        Ok(Reachability {
+            reachable: outcome.is_ok(),
+            error: outcome.err(),
+            checked_at,
+            elapsed_ms,
         })
     }
 
@@ -877,6 +932,25 @@ impl Catalog {
         plugin
             .validate_role(&options, &[])
             .map_err(|e| Error::invalid(format!("options: {e}")))?;
+        let database_per_lease = input
+            .database_per_lease
+            .or_else(|| existing.as_ref().map(|r| r.database_per_lease))
+            .unwrap_or(false);
+        let template_database = input
+            .template_database
+            .or_else(|| existing.as_ref().and_then(|r| r.template_database.clone()))
+            .filter(|t| !t.is_empty());
+        if template_database.is_some() && !database_per_lease {
+            return Err(Error::invalid(
+                "template_database: only a role with database_per_lease = true copies a database",
+            ));
+        }
+        if database_per_lease {
+            // The engine says whether it has databases, and checks the template's name.
+            plugin
+                .validate_database_per_lease(template_database.as_deref())
+                .map_err(|e| Error::invalid(e.to_string()))?;
+        }
         let template = UsernameTemplate::parse(
             username_template
                 .as_deref()
@@ -905,6 +979,8 @@ impl Catalog {
             max_ttl_secs: max_ttl.as_secs() as i64,
             username_template,
             options: encode(&options),
+            database_per_lease,
+            template_database,
             created_at: now,
             updated_at: now,
         };
@@ -941,6 +1017,8 @@ impl Catalog {
             username_template: role.username_template.unwrap_or_default(),
             options: role.options,
             credential_type: "password",
+            database_per_lease: role.database_per_lease,
+            template_database: role.template_database.unwrap_or_default(),
         })
     }
 

@@ -478,10 +478,12 @@ async fn f18_list_returns_every_key_past_one_page() {
                 last_error: None,
                 revoked_at: None,
                 owner: "test".into(),
+                owner_display_name: String::new(),
                 revoke_requested: false,
                 token_accessor: None,
                 claimed_by: None,
                 claim_until: None,
+                database_name: None,
             })
             .await
             .unwrap();
@@ -885,10 +887,12 @@ async fn creating_lease(server: &TestServer, role: &str, deadline_ms: i64) -> (S
             last_error: None,
             revoked_at: None,
             owner: "test".into(),
+            owner_display_name: String::new(),
             revoke_requested: false,
             token_accessor: None,
             claimed_by: None,
             claim_until: None,
+            database_name: None,
         })
         .await
         .unwrap();

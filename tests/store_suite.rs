@@ -71,6 +71,7 @@ both_stores!(
     anomaly_events_are_counted_in_their_window,
     static_rotations_are_claimed_once,
     a_connection_keeps_its_disable_escaping,
+    a_lease_keeps_its_owner_s_display_name_and_is_found_by_it,
 );
 
 fn connection(name: &str) -> ConnectionRow {
@@ -116,10 +117,12 @@ fn lease(id: &str, state: LeaseState, next_action_at: i64) -> LeaseRow {
         last_error: None,
         revoked_at: None,
         owner: "o".into(),
+        owner_display_name: String::new(),
         revoke_requested: false,
         token_accessor: None,
         claimed_by: None,
         claim_until: None,
+        database_name: None,
     }
 }
 
@@ -193,6 +196,66 @@ async fn prefix_ranges_match_whole_path_segments(store: &Store) {
     let mut sorted = all.clone();
     sorted.sort();
     assert_eq!(all, sorted, "ids come in bytewise order");
+}
+
+/// The owner's display name is stored with the lease, and one owner's leases are listed by it
+/// (in id order, within a path prefix, resuming after a cursor, live ones only).
+async fn a_lease_keeps_its_owner_s_display_name_and_is_found_by_it(store: &Store) {
+    store.upsert_connection(&connection("db")).await.unwrap();
+    for (id, owner) in [
+        ("database/creds/app/a", "token-ci"),
+        ("database/creds/app/b", "jwt-grafana"),
+        ("database/creds/app/c", "token-ci"),
+        ("database/creds/other/d", "token-ci"),
+        ("database/creds/app/e", "token-ci2"),
+    ] {
+        let mut row = lease(id, LeaseState::Active, 1);
+        row.owner_display_name = owner.to_owned();
+        store.insert_lease(&row).await.unwrap();
+    }
+    let stored = store
+        .get_lease("database/creds/app/b")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.owner_display_name, "jwt-grafana");
+    let app = IdRange::under("database/creds/app");
+    assert_eq!(
+        store
+            .live_lease_ids_of_owner_in(&app, "", 100, "token-ci")
+            .await
+            .unwrap(),
+        ["database/creds/app/a", "database/creds/app/c"],
+        "exactly the name, within the prefix"
+    );
+    assert_eq!(
+        store
+            .live_lease_ids_of_owner_in(&app, "database/creds/app/a", 100, "token-ci")
+            .await
+            .unwrap(),
+        ["database/creds/app/c"],
+        "pages resume after the cursor"
+    );
+    assert_eq!(
+        store
+            .live_lease_ids_of_owner_in(&IdRange::under(""), "", 100, "token-ci")
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    store
+        .mark_revoked("database/creds/app/c", 2, None, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .live_lease_ids_of_owner_in(&app, "", 100, "token-ci")
+            .await
+            .unwrap(),
+        ["database/creds/app/a"],
+        "a revoked lease is not live"
+    );
 }
 
 async fn a_connection_in_use_is_not_deleted_and_a_lease_needs_its_connection(store: &Store) {

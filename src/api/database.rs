@@ -7,10 +7,11 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Deserialize;
 use serde_json::json;
 
 use super::routes::{field, BodyField, FieldKind};
-use super::{listing, respond, written, ApiResult, Body, Caller, Envelope};
+use super::{listing, respond, written, ApiResult, Body, Caller, Envelope, QueryParams};
 use crate::catalog::{options_from_json, AddressInput, ConnectionInput, RoleInput, TlsInput};
 use crate::lease::Requester;
 use crate::names::{ConnectionName, RoleName};
@@ -20,12 +21,36 @@ pub async fn list_connections(State(state): State<AppState>, _caller: Caller) ->
     listing(state.catalog.list_connections().await?)
 }
 
+/// `?verify=true` on `GET database/config/:name`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadConnectionQuery {
+    verify: Option<String>,
+}
+
+/// The query parameters of `GET database/config/:name`, as the route table declares them.
+pub const READ_CONNECTION_QUERY: &[&str] = &["verify"];
+
+/// `GET database/config/:name`: the connection as stored; with `?verify=true` also whether its
+/// database answers now (`reachability`), checked without side effects (see
+/// [`crate::catalog::Catalog::check_reachable`]). Reading the config is what authorizes both:
+/// whoever may see a connection may see whether it is up.
 pub async fn read_connection(
     State(state): State<AppState>,
     _caller: Caller,
     name: ConnectionName,
+    QueryParams(query): QueryParams<ReadConnectionQuery>,
 ) -> ApiResult {
-    Ok(respond(state.catalog.read_connection(&name).await?))
+    let verify = match query.verify.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(super::ApiError::bad_request("verify: true or false")),
+    };
+    let mut view = state.catalog.read_connection(&name).await?;
+    if verify {
+        view.reachability = Some(state.catalog.check_reachable(&name).await?);
+    }
+    Ok(respond(view))
 }
 
 /// Vault's connection fields that Lessor does not implement yet, and why; a client sending one
@@ -81,6 +106,8 @@ pub const ROLE_BODY: &[BodyField] = &[
     field("username_template", FieldKind::String),
     field("credential_type", FieldKind::String),
     field("options", FieldKind::Object),
+    field("database_per_lease", FieldKind::Boolean),
+    field("template_database", FieldKind::String),
 ];
 
 pub async fn write_connection(
@@ -191,6 +218,8 @@ pub async fn write_role(
         max_ttl: body.duration("max_ttl")?,
         username_template: body.string("username_template")?,
         options,
+        database_per_lease: body.boolean("database_per_lease")?,
+        template_database: body.string("template_database")?,
     };
     match body.string("credential_type")?.as_deref() {
         None | Some("") | Some("password") => {}
@@ -230,10 +259,15 @@ pub async fn issue_creds(
         token_accessor: Some(caller.identity.accessor.clone()),
     };
     let issued = state.leases.issue(&name, &requester).await?;
-    let mut envelope = Envelope::new(json!({
+    let mut data = json!({
         "username": issued.username,
         "password": issued.password.expose(),
-    }));
+    });
+    if let Some(database) = &issued.database {
+        data["database"] = json!(database);
+        data["connection_url"] = json!(issued.connection_url);
+    }
+    let mut envelope = Envelope::new(data);
     envelope.lease_id = issued.lease_id;
     envelope.renewable = true;
     envelope.lease_duration = issued.lease_duration.as_secs();

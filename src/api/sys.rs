@@ -235,13 +235,27 @@ pub async fn lookup_lease(
     Ok(respond(state.leases.lookup(&lease_id).await?))
 }
 
-/// `?after=KEY&limit=N` on a lease listing (OpenBao's paging).
+/// `?after=KEY&limit=N` on a lease listing (OpenBao's paging), and Lessor's
+/// `owner_display_name=NAME`: only the leases that owner obtained.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     after: Option<String>,
     limit: Option<usize>,
+    owner_display_name: Option<String>,
 }
+
+/// The query parameters of a lease listing, as the route table declares them.
+pub const LEASE_LIST_QUERY: &[&str] = &["after", "limit", "owner_display_name"];
+
+/// The lease listing, in one line for the OpenAPI document.
+pub const LEASE_LIST_SUMMARY: &str =
+    "List the live leases under a prefix (keys, deeper levels ending in /); \
+    after and limit page them, owner_display_name keeps only the leases that owner obtained";
+
+/// Longest owner display name a listing is filtered by: longer than any Lessor gives a token
+/// (96 characters), so a real name is never refused.
+const MAX_DISPLAY_NAME: usize = 128;
 
 /// Longest page a client may ask for; without `limit` every key is answered.
 const MAX_PAGE: usize = 100_000;
@@ -257,9 +271,23 @@ impl PageQuery {
                 "limit: must be 1 to {MAX_PAGE}"
             )));
         }
+        let owner_display_name = match self.owner_display_name {
+            None => None,
+            Some(name)
+                if name.is_empty()
+                    || name.chars().count() > MAX_DISPLAY_NAME
+                    || name.chars().any(char::is_control) =>
+            {
+                return Err(ApiError::bad_request(format!(
+                    "owner_display_name: 1 to {MAX_DISPLAY_NAME} characters, no control characters"
+                )))
+            }
+            Some(name) => Some(name),
+        };
         Ok(ListPage {
             after: self.after,
             limit: self.limit,
+            owner_display_name,
         })
     }
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use lessor_plugin::{
-    DeleteUserRequest, ExpirationChange, NewUserRequest, Secret, UpdateUserRequest,
+    DeleteUserRequest, ExpirationChange, NewDatabase, NewUserRequest, Secret, UpdateUserRequest,
     UsernameContext, UsernameTemplate,
 };
 use rand::Rng;
@@ -99,6 +99,10 @@ pub struct IssuedCredentials {
     pub username: String,
     pub password: Secret,
     pub lease_duration: Duration,
+    /// The lease's own database, for a `database_per_lease` role.
+    pub database: Option<String>,
+    /// How to reach that database as the user, without the password.
+    pub connection_url: Option<String>,
 }
 
 /// Which keys of a listing to answer (`LIST ...?after=KEY&limit=N`, as OpenBao pages lists).
@@ -108,6 +112,9 @@ pub struct ListPage {
     pub after: Option<String>,
     /// At most this many keys; none means all.
     pub limit: Option<usize>,
+    /// Only the leases whose owner had this display name when they were issued (a deeper level
+    /// is listed only if it holds one of them).
+    pub owner_display_name: Option<String>,
 }
 
 /// A lease as `sys/leases/lookup` shows it.
@@ -128,6 +135,9 @@ pub struct LeaseInfo {
     pub connection: String,
     /// The entity (or token accessor) that obtained the lease: who may renew or revoke it.
     pub owner: String,
+    /// The owner's display name when the lease was issued (`token-ci`, `jwt-<subject>`); empty
+    /// for leases issued before Lessor recorded it whose token is gone.
+    pub owner_display_name: String,
 }
 
 /// The outcome of a renewal.
@@ -354,12 +364,16 @@ impl LeaseManager {
             last_error: None,
             revoked_at: None,
             owner: requester.accessor.clone(),
+            owner_display_name: requester.display_name.clone(),
             revoke_requested: false,
             token_accessor: requester.token_accessor.clone(),
             // The issuer's claim: no other replica touches the lease before the creation
             // deadline unless this one dies first.
             claimed_by: Some(self.replica.id().to_owned()),
             claim_until: Some(creation_deadline),
+            // The user's own database is named after it: unique, and already checked to be a
+            // safe identifier.
+            database_name: role.database_per_lease.then(|| username.clone()),
         };
         // The durable write comes first: from here on, the user's fate is recorded. The reaper
         // needs no wake-up: the creation deadline is further than its longest sleep.
@@ -376,7 +390,10 @@ impl LeaseManager {
                 expiration: expires_at,
                 statements: &role.creation_statements,
                 options: &role.options,
-                database: None,
+                database: lease.database_name.as_deref().map(|name| NewDatabase {
+                    name,
+                    template: role.template_database.as_deref(),
+                }),
             }),
         )
         .await;
@@ -429,11 +446,17 @@ impl LeaseManager {
         self.reaper_wake.notify_one();
 
         tracing::info!(username = %username, ttl_secs = ttl.as_secs(), "issued credential");
+        let connection_url = lease
+            .database_name
+            .as_deref()
+            .and_then(|database| plugin.user_connection_url(&username, Some(database)));
         Ok(IssuedCredentials {
             lease_id,
             username,
             password,
             lease_duration: ttl,
+            database: lease.database_name,
+            connection_url,
         })
     }
 
@@ -450,7 +473,7 @@ impl LeaseManager {
                 .delete_user(&DeleteUserRequest {
                     username: &lease.username,
                     statements: &statements,
-                    database: None,
+                    database: lease.database_name.as_deref(),
                 })
                 .await
                 .map_err(|e| e.to_string()),
@@ -516,6 +539,7 @@ impl LeaseManager {
             last_error: lease.last_error,
             connection: lease.connection_name,
             owner: lease.owner,
+            owner_display_name: lease.owner_display_name,
             id: lease.id,
         })
     }
@@ -528,6 +552,8 @@ impl LeaseManager {
     ///
     /// `page` pages the keys as OpenBao does: only keys sorting after `page.after` (a key of an
     /// earlier answer), at most `page.limit` of them; without a limit every key is returned.
+    /// With `page.owner_display_name`, only that owner's leases count, so a deeper level is
+    /// listed only when it holds one of them.
     pub async fn list(&self, prefix: &str, page: &ListPage) -> Result<Vec<String>> {
         let prefix = prefix.trim_start_matches('/');
         if !prefix.is_empty() {
@@ -547,7 +573,14 @@ impl LeaseManager {
             },
         };
         'pages: while keys.len() < limit {
-            let ids = self.store.live_lease_ids_in(&range, &after, PAGE).await?;
+            let ids = match page.owner_display_name.as_deref() {
+                Some(owner) => {
+                    self.store
+                        .live_lease_ids_of_owner_in(&range, &after, PAGE, owner)
+                        .await?
+                }
+                None => self.store.live_lease_ids_in(&range, &after, PAGE).await?,
+            };
             let Some(last) = ids.last() else { break };
             let last = last.clone();
             for id in ids {
@@ -768,7 +801,7 @@ impl LeaseManager {
                 .delete_user(&DeleteUserRequest {
                     username: &lease.username,
                     statements: &statements,
-                    database: None,
+                    database: lease.database_name.as_deref(),
                 })
                 .await
                 .map_err(|e| Error::database(format!("cannot revoke lease {}", lease.id), e))

@@ -162,14 +162,18 @@ async fn sweep_connection(
             continue;
         }
         // The lease's own revocation statements if its row is still there, else the engine's.
-        let statements = match state.store.get_lease(lease).await? {
-            Some(row) => decode_list("revocation_statements", &row.revocation_statements)?,
-            None => Vec::new(),
+        // Its database too: only the lease row proves which database is the user's.
+        let (statements, database) = match state.store.get_lease(lease).await? {
+            Some(row) => (
+                decode_list("revocation_statements", &row.revocation_statements)?,
+                row.database_name,
+            ),
+            None => (Vec::new(), None),
         };
         let request = DeleteUserRequest {
             username: user,
             statements: &statements,
-            database: None,
+            database: database.as_deref(),
         };
         match plugin.delete_user(&request).await {
             Ok(()) => {

@@ -119,6 +119,12 @@ const LIVE_IDS_IN_RANGE: &str = "SELECT id FROM leases WHERE id >= $1 AND id < $
          AND state IN ('creating', 'active', 'revoking')
      ORDER BY id LIMIT $4";
 
+/// As [`LIVE_IDS_IN_RANGE`], only the leases of one owner display name (`$5`), through the
+/// `leases_owner_display_name` index.
+const LIVE_IDS_OF_OWNER_IN_RANGE: &str = "SELECT id FROM leases WHERE owner_display_name = $5
+         AND id >= $1 AND id < $2 AND id > $3 AND state IN ('creating', 'active', 'revoking')
+     ORDER BY id LIMIT $4";
+
 /// What [`Store::delete_connection`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionDeletion {
@@ -503,13 +509,15 @@ impl Store {
         with_pool!(self, |pool| {
             sqlx::query(
             "INSERT INTO roles (name, db_name, creation_statements, revocation_statements, rollback_statements,
-                 renew_statements, default_ttl_secs, max_ttl_secs, username_template, options, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 renew_statements, default_ttl_secs, max_ttl_secs, username_template, options, created_at, updated_at,
+                 database_per_lease, template_database)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (name) DO UPDATE SET db_name = excluded.db_name,
                  creation_statements = excluded.creation_statements, revocation_statements = excluded.revocation_statements,
                  rollback_statements = excluded.rollback_statements, renew_statements = excluded.renew_statements,
                  default_ttl_secs = excluded.default_ttl_secs, max_ttl_secs = excluded.max_ttl_secs,
-                 username_template = excluded.username_template, options = excluded.options, updated_at = excluded.updated_at",
+                 username_template = excluded.username_template, options = excluded.options, updated_at = excluded.updated_at,
+                 database_per_lease = excluded.database_per_lease, template_database = excluded.template_database",
         )
         .bind(&row.name)
         .bind(&row.db_name)
@@ -523,6 +531,8 @@ impl Store {
         .bind(&row.options)
         .bind(row.created_at)
         .bind(row.updated_at)
+        .bind(row.database_per_lease)
+        .bind(&row.template_database)
         .execute(pool)
         .await?.rows_affected()
         });
@@ -570,8 +580,9 @@ impl Store {
             let done = sqlx::query(
             "INSERT INTO leases (id, role_name, connection_name, username, revocation_statements, rollback_statements,
                  renew_statements, issued_at, last_renewed_at, expires_at, max_expires_at, state, next_action_at,
-                 attempts, last_error, revoked_at, owner, revoke_requested, token_accessor, claimed_by, claim_until)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21
+                 attempts, last_error, revoked_at, owner, revoke_requested, token_accessor, claimed_by, claim_until,
+                 database_name, owner_display_name)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $23, $24
              WHERE EXISTS (SELECT 1 FROM connections WHERE name = $22)",
         )
         .bind(&lease.id)
@@ -596,6 +607,8 @@ impl Store {
         .bind(&lease.claimed_by)
         .bind(lease.claim_until)
         .bind(&lease.connection_name)
+        .bind(&lease.database_name)
+        .bind(&lease.owner_display_name)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -657,6 +670,27 @@ impl Store {
         .bind(&range.end)
         .bind(after)
         .bind(limit)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// As [`Store::live_lease_ids_in`], only the leases whose owner had the display name
+    /// `owner_display_name` when they were issued.
+    pub async fn live_lease_ids_of_owner_in(
+        &self,
+        range: &IdRange,
+        after: &str,
+        limit: i64,
+        owner_display_name: &str,
+    ) -> Result<Vec<String>> {
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            LIVE_IDS_OF_OWNER_IN_RANGE
+        )
+        .bind(&range.start)
+        .bind(&range.end)
+        .bind(after)
+        .bind(limit)
+        .bind(owner_display_name)
         .fetch_all(pool)
         .await?))
     }
@@ -1058,10 +1092,12 @@ mod tests {
                     last_error: None,
                     revoked_at: None,
                     owner: "o".into(),
+                    owner_display_name: format!("name-of-{}", &id[id.len() - 1..]),
                     revoke_requested: false,
                     token_accessor: None,
                     claimed_by: None,
                     claim_until: None,
+                    database_name: None,
                 })
                 .await
                 .unwrap();
@@ -1112,6 +1148,22 @@ mod tests {
             ["database/creds/app/b"],
             "pages resume after the cursor"
         );
+        // One owner's leases only (each test lease is owned by `name-of-<its last letter>`).
+        let owned = store
+            .live_lease_ids_of_owner_in(&IdRange::under("database/creds/app"), "", 100, "name-of-b")
+            .await
+            .unwrap();
+        assert_eq!(owned, ["database/creds/app/b"]);
+        let elsewhere = store
+            .live_lease_ids_of_owner_in(
+                &IdRange::under("database/creds/app2"),
+                "",
+                100,
+                "name-of-b",
+            )
+            .await
+            .unwrap();
+        assert!(elsewhere.is_empty(), "{elsewhere:?}");
 
         // The plan's `detail` column names the index and the constraints it uses.
         use sqlx::Row;
@@ -1132,6 +1184,25 @@ mod tests {
             "not a primary-key range scan: {plan}"
         );
         eprintln!("plan: {plan}");
+        // One owner's leases come from the owner index, not a scan of every lease in the range.
+        let plan: Vec<String> =
+            sqlx::query(&format!("EXPLAIN QUERY PLAN {LIVE_IDS_OF_OWNER_IN_RANGE}"))
+                .bind("a/")
+                .bind("a0")
+                .bind("")
+                .bind(10)
+                .bind("someone")
+                .fetch_all(store.sqlite_pool().unwrap())
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<String, _>("detail"))
+                .collect();
+        let plan = plan.join("; ");
+        assert!(
+            plan.contains("leases_owner_display_name"),
+            "not through the owner index: {plan}"
+        );
         store.close().await;
     }
 

@@ -54,6 +54,10 @@ pub struct RoleRow {
     pub max_ttl_secs: i64,
     pub username_template: Option<String>,
     pub options: String,
+    /// Each lease gets a database of its own, dropped with it.
+    pub database_per_lease: bool,
+    /// What those databases are copied from (PostgreSQL `TEMPLATE`).
+    pub template_database: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -153,6 +157,9 @@ pub struct LeaseRow {
     pub revoked_at: Option<i64>,
     /// The entity (or token accessor) that owns the lease: who may look it up, renew or revoke it.
     pub owner: String,
+    /// The owner's display name when the lease was issued (`token-ci`, `jwt-<subject>`), so an
+    /// operator can find who holds credentials by the name they know.
+    pub owner_display_name: String,
     /// A revoke met the lease while `creating`; the issuer drops the user instead of activating.
     pub revoke_requested: bool,
     /// The accessor of the token that obtained the lease; revoking that token revokes the lease.
@@ -162,4 +169,6 @@ pub struct LeaseRow {
     pub claimed_by: Option<String>,
     /// When that claim lapses.
     pub claim_until: Option<i64>,
+    /// The lease's own database (a `database_per_lease` role), dropped at revocation.
+    pub database_name: Option<String>,
 }

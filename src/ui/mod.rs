@@ -97,8 +97,8 @@ pub fn router(api: Router, sealer: Sealer) -> Router {
         .route("/ui/schedule-preview", get(pages::schedule_preview))
         .route("/ui/connections", get(pages::connections))
         .route(
-            "/ui/connections/{name}/verify",
-            post(pages::verify_connection),
+            "/ui/connections/{name}/reset",
+            post(pages::reset_connection),
         )
         .route(
             "/ui/connections/{name}/revoke",
@@ -229,6 +229,29 @@ impl Console {
             body,
         )
         .await
+    }
+
+    /// As [`Console::call`] (a read without a body), in a task of its own that starts only if
+    /// one of `slots` frees before `start_by`, and `None` if none did. Once started it runs to
+    /// its end, bounded by the API's own deadlines, so its audit lines are written even when the
+    /// page has stopped waiting for it: a page waits for such calls as long as it likes, and a
+    /// stalled database costs it only that wait.
+    pub fn spawn_read(
+        &self,
+        slots: std::sync::Arc<tokio::sync::Semaphore>,
+        start_by: tokio::time::Instant,
+        path: String,
+    ) -> tokio::task::JoinHandle<Option<Answer>> {
+        let api = self.ui.api.clone();
+        let token = lessor_plugin::Secret::new(self.session.token());
+        let remote = self.remote;
+        tokio::spawn(async move {
+            let _slot = tokio::time::timeout_at(start_by, slots.acquire_owned())
+                .await
+                .ok()?
+                .ok()?;
+            Some(call_api(&api, Some(token.expose()), remote, "GET", &path, None).await)
+        })
     }
 
     /// The refusal of a change whose form does not carry this session's CSRF value; `None`

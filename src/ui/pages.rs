@@ -142,7 +142,9 @@ fn notice(done: Option<&str>) -> Markup {
         Some("rotated") => "The password was rotated.",
         Some("saved") => "The static role was saved.",
         Some("root-rotated") => "The connection's admin password was rotated.",
-        Some("verified") => "The connection was reached and verified just now.",
+        Some("reconnected") => {
+            "The connection's pool was closed and reopened with its stored settings."
+        }
         Some("connection-revoked") => "Every lease on the connection was revoked.",
         _ => return html! {},
     };
@@ -151,6 +153,23 @@ fn notice(done: Option<&str>) -> Markup {
 
 fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
     value[key].as_str().unwrap_or_default()
+}
+
+/// A duration as a form field holds it, in the API's own syntax (`1d`, `2h30m`, `90s`), so a
+/// form saved unchanged sends back what it showed. (humantime's "1day" is not that syntax.)
+fn duration_field(secs: u64) -> String {
+    let mut text = String::new();
+    let mut rest = secs;
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if rest >= size {
+            text.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    if text.is_empty() {
+        text.push_str("0s");
+    }
+    text
 }
 
 fn duration_words(secs: i64) -> String {
@@ -162,17 +181,31 @@ fn duration_words(secs: i64) -> String {
 
 // ---------------------------------------------------------------- shared reads
 
+/// A query string value, percent-encoded.
+fn query_value(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
 /// Live lease ids per dynamic role, from `LIST sys/leases/lookup/database/creds/` (which needs
-/// list and sudo). `only` limits it to one role.
+/// list and sudo). `only` limits it to one role; `owner_name` to the leases of the owner with
+/// that display name (the listing's `owner_display_name`, so the store does the filtering).
 async fn live_leases(
     console: &Console,
     only: Option<&str>,
+    owner_name: Option<&str>,
 ) -> Result<BTreeMap<String, Vec<String>>, Answer> {
+    let filter = owner_name
+        .map(|name| format!("?owner_display_name={}", query_value(name)))
+        .unwrap_or_default();
     let roles: Vec<String> = match only {
         Some(role) => vec![role.to_owned()],
         None => {
             let answer = console
-                .call("LIST", "sys/leases/lookup/database/creds/", None)
+                .call(
+                    "LIST",
+                    &format!("sys/leases/lookup/database/creds/{filter}"),
+                    None,
+                )
                 .await;
             answer
                 .keys()
@@ -187,7 +220,7 @@ async fn live_leases(
         let answer = console
             .call(
                 "LIST",
-                &format!("sys/leases/lookup/database/creds/{role}/"),
+                &format!("sys/leases/lookup/database/creds/{role}/{filter}"),
                 None,
             )
             .await;
@@ -255,7 +288,7 @@ pub struct Done {
 /// `GET /ui/`: live leases per connection and role, expiring soon, alerts of 24 h, rotations
 /// due next.
 pub async fn overview(console: Console, Query(done): Query<Done>) -> Response {
-    let leases = live_leases(&console, None).await;
+    let leases = live_leases(&console, None, None).await;
     let leases_part = match &leases {
         Err(answer) => refused_part(answer),
         Ok(map) if map.is_empty() => html! {
@@ -277,7 +310,7 @@ pub async fn overview(console: Console, Query(done): Query<Done>) -> Response {
                         h3 id="by-connection" { "By connection" }
                         table { thead { tr { th scope="col" { "Connection" } th scope="col" class="num" { "Live leases" } } }
                             tbody { @for (connection, count) in &per_connection {
-                                tr { td { (connection) } td class="num" { (count) } }
+                                tr { td data-label="Connection" { (connection) } td class="num" data-label="Live leases" { (count) } }
                             } } }
                     }
                     section aria-labelledby="by-role" {
@@ -285,9 +318,9 @@ pub async fn overview(console: Console, Query(done): Query<Done>) -> Response {
                         table { thead { tr { th scope="col" { "Role" } th scope="col" { "Connection" } th scope="col" class="num" { "Live leases" } } }
                             tbody { @for (role, ids) in map {
                                 tr {
-                                    td { a href={ "/ui/leases?role=" (role) } { (role) } }
-                                    td { (connections.get(role).map_or("(hidden)", String::as_str)) }
-                                    td class="num" { (ids.len()) }
+                                    td data-label="Role" { a href={ "/ui/leases?role=" (role) } { (role) } }
+                                    td data-label="Connection" { (connections.get(role).map_or("(hidden)", String::as_str)) }
+                                    td class="num" data-label="Live leases" { (ids.len()) }
                                 }
                             } } }
                     }
@@ -315,7 +348,7 @@ pub async fn overview(console: Console, Query(done): Query<Done>) -> Response {
                 } @else {
                     table { thead { tr { th scope="col" { "Lease" } th scope="col" { "User" } th scope="col" { "Expires" } } }
                         tbody { @for (_, id, data) in soon.iter().take(10) {
-                            tr { td { code { (id) } } td { (str_of(data, "username")) } td { (time_text(str_of(data, "expire_time"))) } }
+                            tr { td data-label="Lease" { code { (id) } } td data-label="User" { (str_of(data, "username")) } td data-label="Expires" { (time_text(str_of(data, "expire_time"))) } }
                         } } }
                 }
             }
@@ -354,7 +387,7 @@ pub async fn overview(console: Console, Query(done): Query<Done>) -> Response {
             html! {
                 table { thead { tr { th scope="col" { "Static role" } th scope="col" { "Next rotation" } } }
                     tbody { @for (name, data) in rows.iter().take(10) {
-                        tr { td { a href={ "/ui/static-roles/" (name) } { (name) } } td { (time_text(str_of(data, "next_vault_rotation"))) } }
+                        tr { td data-label="Static role" { a href={ "/ui/static-roles/" (name) } { (name) } } td data-label="Next rotation" { (time_text(str_of(data, "next_vault_rotation"))) } }
                     } } }
             }
         }
@@ -379,9 +412,9 @@ fn alert_table(alerts: &[&Value]) -> Markup {
             th scope="col" class="num" { "Count" } th scope="col" { "Last seen" } th scope="col" { "Detail" }
         } }
         tbody { @for a in alerts { tr {
-            td { (str_of(a, "rule")) } td { (str_of(a, "display_name")) } td { (str_of(a, "address")) }
-            td { (str_of(a, "role")) } td class="num" { (a["count"]) } td { (time_text(str_of(a, "last_seen"))) }
-            td { (str_of(a, "detail")) }
+            td data-label="Rule" { (str_of(a, "rule")) } td data-label="Who" { (str_of(a, "display_name")) } td data-label="From" { (str_of(a, "address")) }
+            td data-label="Role" { (str_of(a, "role")) } td class="num" data-label="Count" { (a["count"]) } td data-label="Last seen" { (time_text(str_of(a, "last_seen"))) }
+            td data-label="Detail" { (str_of(a, "detail")) }
         } } } }
     }
 }
@@ -394,18 +427,28 @@ pub struct LeaseFilter {
     connection: Option<String>,
     state: Option<String>,
     owner: Option<String>,
+    owner_name: Option<String>,
     page: Option<usize>,
     done: Option<String>,
 }
 
-/// `GET /ui/leases`: paged, filtered by role, connection, owner and state (including leases
-/// whose revocation keeps failing: `sys/leases?type=irrevocable`).
+/// Longest owner display name the filter takes (as the API's `owner_display_name`).
+const MAX_OWNER_NAME: usize = 128;
+
+/// `GET /ui/leases`: paged, filtered by role, connection, owner (its display name, or its
+/// entity id or token accessor) and state (including leases whose revocation keeps failing:
+/// `sys/leases?type=irrevocable`).
 pub async fn leases(console: Console, Query(filter): Query<LeaseFilter>) -> Response {
     let role = filter.role.as_deref().filter(|r| !r.is_empty());
     let connection = filter.connection.as_deref().filter(|c| !c.is_empty());
     let state = filter.state.as_deref().filter(|s| !s.is_empty());
     let owner = filter
         .owner
+        .as_deref()
+        .map(str::trim)
+        .filter(|o| !o.is_empty());
+    let owner_name = filter
+        .owner_name
         .as_deref()
         .map(str::trim)
         .filter(|o| !o.is_empty());
@@ -441,7 +484,16 @@ pub async fn leases(console: Console, Query(filter): Query<LeaseFilter>) -> Resp
             "owner: an entity id or token accessor (letters, digits, - _ . :)",
         );
     }
-    if owner.is_some() && state == Some("irrevocable") {
+    if owner_name
+        .is_some_and(|o| o.chars().count() > MAX_OWNER_NAME || o.chars().any(char::is_control))
+    {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Bad filter",
+            &format!("owner_name: at most {MAX_OWNER_NAME} characters, no control characters"),
+        );
+    }
+    if (owner.is_some() || owner_name.is_some()) && state == Some("irrevocable") {
         return error_page(
             StatusCode::BAD_REQUEST,
             "Bad filter",
@@ -486,7 +538,7 @@ pub async fn leases(console: Console, Query(filter): Query<LeaseFilter>) -> Resp
             .take(PAGE)
             .collect();
     } else {
-        let live = match live_leases(&console, role).await {
+        let live = match live_leases(&console, role, owner_name).await {
             Ok(live) => live,
             Err(answer) => return api_failure(&console, "Leases", &answer),
         };
@@ -536,9 +588,10 @@ pub async fn leases(console: Console, Query(filter): Query<LeaseFilter>) -> Resp
             ("connection", connection),
             ("state", state),
             ("owner", owner),
+            ("owner_name", owner_name),
         ] {
             if let Some(v) = v {
-                q.push_str(&format!("&{k}={v}"));
+                q.push_str(&format!("&{k}={}", query_value(v)));
             }
         }
         q
@@ -556,7 +609,8 @@ pub async fn leases(console: Console, Query(filter): Query<LeaseFilter>) -> Resp
                 datalist id="role-names" { @for r in &all_roles { option value=(r) {} } }
                 label { "Connection " input type="text" name="connection" value=(connection.unwrap_or_default()) list="connection-names"; }
                 datalist id="connection-names" { @for c in &connection_names { option value=(c) {} } }
-                label { "Owner (entity id) " input type="text" name="owner" value=(owner.unwrap_or_default()); }
+                label { "Owner name " input type="text" name="owner_name" value=(owner_name.unwrap_or_default()) placeholder="token-ci"; }
+                label { "Owner id " input type="text" name="owner" value=(owner.unwrap_or_default()) placeholder="entity id or accessor"; }
                 label { "State "
                     select name="state" {
                         @for (value, label) in [("", "any live"), ("active", "active"), ("creating", "creating"), ("revoking", "revoking"), ("irrevocable", "revocation keeps failing")] {
@@ -568,7 +622,7 @@ pub async fn leases(console: Console, Query(filter): Query<LeaseFilter>) -> Resp
             }
             @if rows.is_empty() {
                 p class="empty" { "No lease matches. "
-                    @if role.is_some() || connection.is_some() || state.is_some() || owner.is_some() { a href="/ui/leases" { "Clear the filters" } " to see every live lease, or " }
+                    @if role.is_some() || connection.is_some() || state.is_some() || owner.is_some() || owner_name.is_some() { a href="/ui/leases" { "Clear the filters" } " to see every live lease, or " }
                     "issue one with " code { "GET /v1/database/creds/<role>" } "." }
             } @else {
                 table class="leases" {
@@ -579,17 +633,22 @@ pub async fn leases(console: Console, Query(filter): Query<LeaseFilter>) -> Resp
                     tbody { @for (id, data) in &rows {
                         @let lease_role = role_of_lease(id);
                         tr {
-                            td { code { (id) } }
-                            td { (lease_role) }
-                            td { (data["connection"].as_str().or(connections.get(lease_role).map(String::as_str)).unwrap_or_default()) }
-                            td { (str_of(data, "username")) }
-                            td { (str_of(data, "owner")) }
-                            td { (str_of(data, "state")) }
-                            td { (time_text(str_of(data, "expire_time"))) }
-                            td { @if data["revocation_attempts"].as_i64().unwrap_or(0) > 0 {
+                            td data-label="Lease" { code { (id) } }
+                            td data-label="Role" { (lease_role) }
+                            td data-label="Connection" { (data["connection"].as_str().or(connections.get(lease_role).map(String::as_str)).unwrap_or_default()) }
+                            td data-label="User" { (str_of(data, "username")) }
+                            td data-label="Owner" class="owner" {
+                                @if !str_of(data, "owner_display_name").is_empty() {
+                                    span class="owner-name" { (str_of(data, "owner_display_name")) } " "
+                                }
+                                code class="owner-id" { (str_of(data, "owner")) }
+                            }
+                            td data-label="State" { (str_of(data, "state")) }
+                            td data-label="Expires" { (time_text(str_of(data, "expire_time"))) }
+                            td data-label="Revocation" { @if data["revocation_attempts"].as_i64().unwrap_or(0) > 0 {
                                 (data["revocation_attempts"]) " attempts: " (str_of(data, "last_error"))
                             } }
-                            td { form method="post" action="/ui/leases/revoke" {
+                            td class="row-actions" { form method="post" action="/ui/leases/revoke" {
                                 (csrf_field(&console.session))
                                 input type="hidden" name="lease_id" value=(id);
                                 button type="submit" class="danger" aria-label={ "Revoke lease " (id) } { "Revoke" }
@@ -643,7 +702,7 @@ pub async fn roles(console: Console, Query(done): Query<Done>) -> Response {
     let Some(names) = list.keys() else {
         return api_failure(&console, "Roles", &list);
     };
-    let live = live_leases(&console, None).await.ok();
+    let live = live_leases(&console, None, None).await.ok();
     let mut rows = vec![];
     for name in &names {
         let answer = console
@@ -668,17 +727,17 @@ pub async fn roles(console: Console, Query(done): Query<Done>) -> Response {
                 tbody { @for (name, answer) in &rows {
                     @let count = live.as_ref().map(|l| l.get(name.as_str()).map_or(0, Vec::len));
                     tr {
-                        td { a href={ "/ui/leases?role=" (name) } { (name) } }
+                        td data-label="Role" { a href={ "/ui/leases?role=" (name) } { (name) } }
                         @if answer.ok() {
                             @let data = &answer.body["data"];
-                            td { (str_of(data, "db_name")) }
-                            td { (duration_words(data["default_ttl"].as_i64().unwrap_or(0))) }
-                            td { (duration_words(data["max_ttl"].as_i64().unwrap_or(0))) }
+                            td data-label="Connection" { (str_of(data, "db_name")) }
+                            td data-label="Default TTL" { (duration_words(data["default_ttl"].as_i64().unwrap_or(0))) }
+                            td data-label="Max TTL" { (duration_words(data["max_ttl"].as_i64().unwrap_or(0))) }
                         } @else {
                             td colspan="3" { (refused_part(answer)) }
                         }
-                        td class="num" { @match count { Some(n) => (n), None => "?" } }
-                        td { a class="button danger" href={ "/ui/roles/" (name) "/revoke" } { "Revoke all leases…" } }
+                        td class="num" data-label="Live leases" { @match count { Some(n) => (n), None => "?" } }
+                        td class="row-actions" { a class="button danger" href={ "/ui/roles/" (name) "/revoke" } { "Revoke all leases…" } }
                     }
                 } } }
             }
@@ -692,7 +751,7 @@ pub async fn confirm_revoke_role(console: Console, Path(name): Path<String>) -> 
         Ok(name) => name,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad role name", &e.to_string()),
     };
-    let live = match live_leases(&console, Some(&name)).await {
+    let live = match live_leases(&console, Some(&name), None).await {
         Ok(live) => live,
         Err(answer) => return api_failure(&console, "Revoke a role's leases", &answer),
     };
@@ -818,13 +877,13 @@ pub async fn static_roles(console: Console, Query(done): Query<Done>) -> Respons
                     th scope="col" { "Schedule" } th scope="col" { "Last rotation" } th scope="col" { "Next rotation" } th scope="col" { "Status" }
                 } }
                 tbody { @for (name, data) in &rows { tr {
-                    td { a href={ "/ui/static-roles/" (name) } { (name) } }
-                    td { (str_of(data, "db_name")) }
-                    td { (str_of(data, "username")) }
-                    td { (schedule_words(data)) }
-                    td { @match data["last_vault_rotation"].as_str() { Some(t) => (time_text(t)), None => "never" } }
-                    td { (time_text(str_of(data, "next_vault_rotation"))) }
-                    td { @match data["last_error"].as_str() { Some(e) => span class="error" { "failing: " (e) }, None => "ok" } }
+                    td data-label="Static role" { a href={ "/ui/static-roles/" (name) } { (name) } }
+                    td data-label="Connection" { (str_of(data, "db_name")) }
+                    td data-label="User" { (str_of(data, "username")) }
+                    td data-label="Schedule" { (schedule_words(data)) }
+                    td data-label="Last rotation" { @match data["last_vault_rotation"].as_str() { Some(t) => (time_text(t)), None => "never" } }
+                    td data-label="Next rotation" { (time_text(str_of(data, "next_vault_rotation"))) }
+                    td data-label="Status" { @match data["last_error"].as_str() { Some(e) => span class="error" { "failing: " (e) }, None => "ok" } }
                 } } } }
             }
         },
@@ -956,6 +1015,8 @@ pub struct StaticRoleForm {
     rotation_window: Option<String>,
     rotation_period: Option<String>,
     skip_import_rotation: Option<String>,
+    /// Set by the edit form, so a refused edit is shown again as an edit.
+    editing: Option<String>,
 }
 
 fn static_role_form_page(
@@ -978,6 +1039,7 @@ fn static_role_form_page(
             @if let Some(error) = error { p class="error" role="alert" id="form-error" { (error) } }
             form method="post" action="/ui/static-roles/new" class="stacked" id="static-role-form" {
                 (csrf_field(&console.session))
+                @if editing { input type="hidden" name="editing" value="true"; }
                 label for="name" { "Name" }
                 input id="name" name="name" type="text" required pattern="[A-Za-z0-9_.-]+" value=(v(&form.name)) readonly[editing] autocomplete="off";
                 label for="db_name" { "Connection" }
@@ -1051,12 +1113,7 @@ pub async fn static_role_form_edit(console: Console, Path(name): Path<String>) -
         return api_failure(&console, &format!("Static role {name}"), &answer);
     }
     let data = &answer.body["data"];
-    let secs = |key: &str| {
-        data[key]
-            .as_u64()
-            .filter(|s| *s > 0)
-            .map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string())
-    };
+    let secs = |key: &str| data[key].as_u64().filter(|s| *s > 0).map(duration_field);
     let form = StaticRoleForm {
         name: Some(name.to_string()),
         db_name: data["db_name"].as_str().map(str::to_owned),
@@ -1075,7 +1132,7 @@ pub async fn write_static_role(console: Console, Form(form): Form<StaticRoleForm
     if let Some(refused) = console.csrf_refusal(form.csrf.as_deref()) {
         return refused;
     }
-    let editing = false;
+    let editing = form.editing.as_deref() == Some("true");
     let refuse = |console: &Console, form: &StaticRoleForm, connections: &[String], error: &str| {
         let mut page = static_role_form_page(console, form, connections, editing, Some(error));
         *page.status_mut() = StatusCode::BAD_REQUEST;
@@ -1097,6 +1154,12 @@ pub async fn write_static_role(console: Console, Form(form): Form<StaticRoleForm
         if let Some(value) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
             body.insert(key.into(), json!(value));
         }
+    }
+    // An emptied window field removes the window: the API keeps a stored window when a cron
+    // schedule comes without one, which would silently ignore what the form shows.
+    let given = |field: &Option<String>| field.as_deref().is_some_and(|v| !v.trim().is_empty());
+    if given(&form.rotation_schedule) && !given(&form.rotation_window) {
+        body.insert("rotation_window".into(), json!(0));
     }
     if form.skip_import_rotation.is_some() {
         body.insert("skip_import_rotation".into(), json!(true));
@@ -1155,37 +1218,124 @@ pub async fn schedule_preview(_console: Console, Query(query): Query<PreviewQuer
 
 // ---------------------------------------------------------------- connections, alerts, audit
 
-/// `GET /ui/connections`: engine, allowed roles, live leases; verify now; rotate the admin
-/// password.
+/// How long the connections view waits for its reachability checks. A check still running then
+/// goes on in the background (bounded by the connect and operation deadlines, and audited like
+/// any call) and the view says it had no answer yet: one stalled database costs the page this
+/// wait, never a hang.
+pub const REACHABILITY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Most reachability checks one view runs at once, so a page of many connections does not open
+/// a connection to each of them in the same instant.
+const REACHABILITY_CONCURRENCY: usize = 8;
+
+/// What the view learned of one connection's reachability.
+enum Reachability {
+    /// The API answered (the check's outcome, or a refusal).
+    Answered(Answer),
+    /// No answer within [`REACHABILITY_WAIT`].
+    Pending,
+    /// Never started: no slot freed within the wait.
+    NotChecked,
+}
+
+/// `GET database/config/:name?verify=true` for every connection at once (at most
+/// [`REACHABILITY_CONCURRENCY`] in flight), waiting at most [`REACHABILITY_WAIT`] in all.
+async fn check_reachability(console: &Console, names: &[String]) -> Vec<Reachability> {
+    let deadline = tokio::time::Instant::now() + REACHABILITY_WAIT;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(REACHABILITY_CONCURRENCY));
+    let checks: Vec<_> = names
+        .iter()
+        .map(|name| {
+            console.spawn_read(
+                slots.clone(),
+                deadline,
+                format!("database/config/{name}?verify=true"),
+            )
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(checks.len());
+    for check in checks {
+        outcomes.push(match tokio::time::timeout_at(deadline, check).await {
+            Ok(Ok(Some(answer))) => Reachability::Answered(answer),
+            Ok(Ok(None)) => Reachability::NotChecked,
+            // The task failed (a panic in a handler): as good as no answer.
+            Ok(Err(_)) | Err(_) => Reachability::Pending,
+        });
+    }
+    outcomes
+}
+
+fn reachability_cell(name: &str, check: &Reachability) -> Markup {
+    let wait = REACHABILITY_WAIT.as_secs();
+    html! {
+        td class="reachability" data-label="Reachable" data-connection=(name) {
+            @match check {
+                Reachability::Answered(answer) if answer.ok() => {
+                    @let status = &answer.body["data"]["reachability"];
+                    @if status["reachable"].as_bool() == Some(true) {
+                        span class="status status-reachable" { "Reachable" }
+                        " " span class="hint" { "answered in " (status["elapsed_ms"]) " ms" }
+                    } @else {
+                        span class="status status-unreachable" { "Unreachable" }
+                        " " span class="reason" { (str_of(status, "error")) }
+                    }
+                }
+                Reachability::Answered(answer) => (refused_part(answer)),
+                Reachability::Pending => {
+                    span class="status status-pending" { "No answer within " (wait) " s" }
+                    " " span class="hint" { "The check goes on until the connect and operation deadlines; reload to see its outcome." }
+                }
+                Reachability::NotChecked => {
+                    span class="status status-pending" { "Not checked" }
+                    " " span class="hint" { "Too many checks were running; reload to check again." }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /ui/connections`: engine, whether each database answers now (checked on every view,
+/// concurrently and bounded, see [`check_reachability`]), admin user, allowed roles, live
+/// leases; reconnect; revoke every lease on it; rotate the admin password.
 pub async fn connections(console: Console, Query(done): Query<Done>) -> Response {
     let list = console.call("LIST", "database/config", None).await;
     let Some(names) = list.keys() else {
         return api_failure(&console, "Connections", &list);
     };
-    let live = live_leases(&console, None).await.ok();
-    let per_connection: Option<BTreeMap<String, usize>> = match &live {
-        Some(live) => {
-            let roles: Vec<String> = live.keys().cloned().collect();
-            let map = role_connections(&console, &roles).await;
-            let mut counts = BTreeMap::new();
-            for (role, ids) in live {
-                if let Some(c) = map.get(role) {
-                    *counts.entry(c.clone()).or_default() += ids.len();
+    // Started first, so the checks run while the rest of the view is read.
+    let reachability = check_reachability(&console, &names);
+    let rest = async {
+        let live = live_leases(&console, None, None).await.ok();
+        let per_connection: Option<BTreeMap<String, usize>> = match &live {
+            Some(live) => {
+                let roles: Vec<String> = live.keys().cloned().collect();
+                let map = role_connections(&console, &roles).await;
+                let mut counts = BTreeMap::new();
+                for (role, ids) in live {
+                    if let Some(c) = map.get(role) {
+                        *counts.entry(c.clone()).or_default() += ids.len();
+                    }
                 }
+                Some(counts)
             }
-            Some(counts)
+            None => None,
+        };
+        let mut configs = vec![];
+        for name in &names {
+            configs.push(
+                console
+                    .call("GET", &format!("database/config/{name}"), None)
+                    .await,
+            );
         }
-        None => None,
+        (per_connection, configs)
     };
-    let mut rows = vec![];
-    for name in &names {
-        rows.push((
-            name,
-            console
-                .call("GET", &format!("database/config/{name}"), None)
-                .await,
-        ));
-    }
+    let (checks, (per_connection, configs)) = tokio::join!(reachability, rest);
+    let rows: Vec<(&String, &Answer, &Reachability)> = names
+        .iter()
+        .zip(configs.iter())
+        .zip(checks.iter())
+        .map(|((name, config), check)| (name, config, check))
+        .collect();
     respond(
         "Connections",
         &console,
@@ -1195,25 +1345,28 @@ pub async fn connections(console: Console, Query(done): Query<Done>) -> Response
                 p class="empty" { "No connections yet. Register a database with "
                     code { "lessor write database/config/<name> plugin_name=postgresql-database-plugin connection_url=… allowed_roles=…" } "." }
             } @else {
+                p class="hint" { "Each database was asked just now whether it answers (at most " (REACHABILITY_WAIT.as_secs()) " s of waiting). "
+                    a href="/ui/connections" { "Check again" } }
                 table { thead { tr {
-                    th scope="col" { "Connection" } th scope="col" { "Engine" } th scope="col" { "Admin user" }
+                    th scope="col" { "Connection" } th scope="col" { "Reachable" } th scope="col" { "Engine" } th scope="col" { "Admin user" }
                     th scope="col" { "Allowed roles" } th scope="col" class="num" { "Live leases" } th scope="col" { span class="sr" { "Actions" } }
                 } }
-                tbody { @for (name, answer) in &rows { tr {
-                    td { (name) }
+                tbody { @for (name, answer, check) in &rows { tr {
+                    td data-label="Connection" { (name) }
+                    (reachability_cell(name, check))
                     @if answer.ok() {
                         @let data = &answer.body["data"];
-                        td { (str_of(data, "plugin_name")) }
-                        td { (str_of(&data["connection_details"], "username")) }
-                        td { (data["allowed_roles"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
+                        td data-label="Engine" { (str_of(data, "plugin_name")) }
+                        td data-label="Admin user" { (str_of(&data["connection_details"], "username")) }
+                        td data-label="Allowed roles" { (data["allowed_roles"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
                     } @else {
                         td colspan="3" { (refused_part(answer)) }
                     }
-                    td class="num" { @match per_connection.as_ref() { Some(c) => (c.get(name.as_str()).copied().unwrap_or(0)), None => "?" } }
+                    td class="num" data-label="Live leases" { @match per_connection.as_ref() { Some(c) => (c.get(name.as_str()).copied().unwrap_or(0)), None => "?" } }
                     td class="row-actions" {
-                        form method="post" action={ "/ui/connections/" (name) "/verify" } {
+                        form method="post" action={ "/ui/connections/" (name) "/reset" } {
                             (csrf_field(&console.session))
-                            button type="submit" aria-label={ "Verify " (name) " now" } { "Verify now" }
+                            button type="submit" aria-label={ "Reconnect " (name) } { "Reconnect" }
                         }
                         a class="button danger" href={ "/ui/connections/" (name) "/revoke" } { "Revoke all leases…" }
                         a class="button danger" href={ "/ui/connections/" (name) "/rotate-root" } { "Rotate admin password…" }
@@ -1224,9 +1377,10 @@ pub async fn connections(console: Console, Query(done): Query<Done>) -> Response
     )
 }
 
-/// `POST /ui/connections/:name/verify`: `POST database/reset/:name`, which reconnects with the
-/// stored settings and so says whether the database is reachable now.
-pub async fn verify_connection(
+/// `POST /ui/connections/:name/reset`: `POST database/reset/:name`, which closes the
+/// connection's pool and opens a new one with the stored settings (after the database's
+/// address or the admin's password changed outside Lessor).
+pub async fn reset_connection(
     console: Console,
     Path(name): Path<String>,
     Form(form): Form<CsrfOnly>,
@@ -1236,8 +1390,8 @@ pub async fn verify_connection(
         name,
         form,
         "reset",
-        "verified",
-        "The connection could not be verified",
+        "reconnected",
+        "The connection could not be reopened",
     )
     .await
 }
@@ -1364,8 +1518,8 @@ pub async fn audit_devices(console: Console) -> Response {
             } @else {
                 table { thead { tr { th scope="col" { "Path" } th scope="col" { "Type" } th scope="col" { "Description" } th scope="col" { "Options" } } }
                 tbody { @for (path, device) in &devices { tr {
-                    td { (path) } td { (str_of(device, "type")) } td { (str_of(device, "description")) }
-                    td { code { (device["options"]) } }
+                    td data-label="Path" { (path) } td data-label="Type" { (str_of(device, "type")) } td data-label="Description" { (str_of(device, "description")) }
+                    td data-label="Options" { code { (device["options"]) } }
                 } } } }
             }
         },
@@ -1409,7 +1563,7 @@ async fn leases_on_connection(
     console: &Console,
     name: &str,
 ) -> Result<(Vec<(String, String)>, bool), Answer> {
-    let live = live_leases(console, None).await?;
+    let live = live_leases(console, None, None).await?;
     let ids: Vec<&String> = live.values().flatten().collect();
     let complete = ids.len() <= LOOKUP_CAP;
     let mut found = vec![];
@@ -1519,4 +1673,21 @@ pub async fn revoke_connection(
     // The first failure's status: a refusal by policy stays a 403.
     *response.status_mut() = failures[0].2;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_field;
+
+    /// What the edit form shows is read back by the API as the same duration.
+    #[test]
+    fn form_durations_round_trip_through_the_api_s_parser() {
+        for secs in [1, 59, 60, 90, 3600, 5400, 86_400, 90_061, 604_800] {
+            let text = duration_field(secs);
+            let parsed = crate::ttl::parse_duration_str("rotation_period", &text).unwrap();
+            assert_eq!(parsed.as_secs(), secs, "{text}");
+        }
+        assert_eq!(duration_field(86_400), "1d");
+        assert_eq!(duration_field(5400), "1h30m");
+    }
 }

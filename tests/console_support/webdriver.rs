@@ -1,6 +1,6 @@
 //! A small W3C WebDriver client over reqwest, driving Debian's headless `chromium` through
 //! `chromedriver`: only the commands the console tests use (navigate, find, click, type, read
-//! text, cookies, window size, screenshots).
+//! text, run a script, cookies, window size, screenshots).
 //!
 //! `chromedriver` runs in a process group of its own, so the browser it starts goes with it when
 //! the driver is dropped: a failing test leaves no browser behind. A missing `chromedriver` is a
@@ -39,6 +39,17 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium session. Panics with how to install them
     /// when they are missing.
     pub async fn start() -> Self {
+        Self::launch(false).await
+    }
+
+    /// As [`Browser::start`], for a server whose certificate comes from a test CA the browser
+    /// does not know (`acceptInsecureCerts`): the page is still served over TLS, which is what
+    /// a test of TLS-only behaviour (a `Secure` cookie) needs.
+    pub async fn start_accepting_test_certificates() -> Self {
+        Self::launch(true).await
+    }
+
+    async fn launch(accept_test_certificates: bool) -> Self {
         let driver_path = find_program(&["chromedriver"]).unwrap_or_else(|| {
             panic!(
                 "chromedriver is not installed, so the console's browser tests cannot run; \
@@ -91,6 +102,7 @@ impl Browser {
         }
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
+            "acceptInsecureCerts": accept_test_certificates,
             "goog:chromeOptions": {
                 "binary": browser_path,
                 // Root in a container has no user namespaces for the sandbox.
@@ -237,6 +249,14 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// Runs `script` (a function body; `return` gives the value) in the page and answers its
+    /// value. WebDriver runs it outside the page's Content-Security-Policy, which still forbids
+    /// the page's own inline scripts.
+    pub async fn execute(&self, script: &str) -> Value {
+        self.post("/execute/sync", json!({ "script": script, "args": [] }))
+            .await
+    }
+
     pub async fn set_window_size(&self, width: u32, height: u32) {
         self.post("/window/rect", json!({ "width": width, "height": height }))
             .await;
@@ -306,6 +326,28 @@ impl Element<'_> {
                 json!({ "text": text }),
             )
             .await;
+    }
+
+    /// The element's attribute `name` as WebDriver reports it (`"true"` for a boolean one that
+    /// is set), `None` when absent.
+    pub async fn attribute(&self, name: &str) -> Option<String> {
+        self.browser
+            .get(&format!("/element/{}/attribute/{name}", self.id))
+            .await
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// The element's DOM property `name` as text (a field's current `value`).
+    pub async fn property(&self, name: &str) -> String {
+        match self
+            .browser
+            .get(&format!("/element/{}/property/{name}", self.id))
+            .await
+        {
+            Value::String(text) => text,
+            other => other.to_string(),
+        }
     }
 
     pub async fn text(&self) -> String {
