@@ -238,7 +238,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 20)]
     expiring_leases: usize,
     /// Measure only these engines (comma-separated short names; default: every engine built in
-    /// that offers a direct baseline: postgres, mysql).
+    /// that offers a direct baseline: postgres, mysql, redis).
     #[arg(long, value_delimiter = ',')]
     engines: Vec<String>,
     /// Admin URL of an engine's server, as ENGINE=URL (repeatable). Default: the engine's local
