@@ -125,8 +125,9 @@ impl Direct {
 pub struct BenchOptions {
     /// Sequential issue/revoke iterations per side.
     pub iterations: usize,
-    /// Workers for the throughput measurement.
-    pub concurrency: usize,
+    /// Worker counts for the throughput measurement, one run per level; each side uses as many
+    /// database connections as workers.
+    pub concurrency: Vec<usize>,
     /// Issue/revoke pairs per worker in the throughput measurement.
     pub pairs_per_worker: usize,
     /// Leases used to measure reaper promptness.
@@ -156,18 +157,59 @@ pub enum BenchStore {
 struct Summary {
     p50: Duration,
     p95: Duration,
+    p99: Duration,
     mean: Duration,
 }
 
 fn summarize(samples: &mut [Duration]) -> Summary {
+    if samples.is_empty() {
+        return Summary {
+            p50: Duration::ZERO,
+            p95: Duration::ZERO,
+            p99: Duration::ZERO,
+            mean: Duration::ZERO,
+        };
+    }
     samples.sort();
     let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
     let total: Duration = samples.iter().sum();
     Summary {
         p50: pick(0.50),
         p95: pick(0.95),
-        mean: total / samples.len().max(1) as u32,
+        p99: pick(0.99),
+        mean: total / samples.len() as u32,
     }
+}
+
+/// One side's run at one concurrency level: pairs per second, and each operation's latency as
+/// the workers saw it.
+struct LoadResult {
+    pairs_per_sec: f64,
+    issue: Summary,
+    revoke: Summary,
+}
+
+/// A load worker: the (issue, revoke) durations of each pair it ran.
+type LoadWorker = tokio::task::JoinHandle<Result<Vec<(Duration, Duration)>>>;
+
+/// Gathers the workers' latencies into a [`LoadResult`].
+async fn collect_load(
+    started: Instant,
+    pairs: usize,
+    workers: Vec<LoadWorker>,
+) -> Result<LoadResult> {
+    let (mut issue, mut revoke) = (Vec::new(), Vec::new());
+    for worker in workers {
+        for (created, dropped) in worker.await.map_err(|e| bench_error("worker", e))?? {
+            issue.push(created);
+            revoke.push(dropped);
+        }
+    }
+    Ok(LoadResult {
+        pairs_per_sec: pairs as f64 / started.elapsed().as_secs_f64(),
+        issue: summarize(&mut issue),
+        revoke: summarize(&mut revoke),
+    })
 }
 
 fn ms(d: Duration) -> String {
@@ -360,8 +402,9 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
     );
     let _ = writeln!(
         report,
-        "{} cores; {} sequential iterations per side (interleaved), {} workers x {} pairs for throughput, \
-         {} expiring leases. Lessor: release build={}, {}, no audit device.\n",
+        "{} cores; {} sequential iterations per side (interleaved), {:?} workers x {} pairs for throughput \
+         (as many database connections as workers on each side), {} expiring leases. Lessor: release \
+         build={}, {}, no audit device.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         options.iterations,
         options.concurrency,
@@ -412,7 +455,7 @@ async fn run_engine(
                 "plugin_name": engine.0.plugin_name(),
                 "connection_url": url,
                 "allowed_roles": "*",
-                "max_open_connections": options.concurrency.max(4),
+                "max_open_connections": options.concurrency.iter().copied().max().unwrap_or(4),
             })),
         )
         .await?;
@@ -446,48 +489,56 @@ async fn run_engine(
         direct_revoke.push(revoke);
     }
 
-    // Throughput with concurrent workers.
-    let pairs = options.concurrency * options.pairs_per_worker;
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for worker_index in 0..options.concurrency {
-        let worker = WorkerTarget {
-            base: target.bases[worker_index % target.bases.len()].clone(),
-            token: target.token.clone(),
-            http: reqwest::Client::new(),
-            role: slug.to_owned(),
-        };
-        let per_worker = options.pairs_per_worker;
-        workers.push(tokio::spawn(async move {
-            for _ in 0..per_worker {
-                worker.pair().await?;
-            }
-            Ok::<_, Error>(())
-        }));
-    }
-    for worker in workers {
-        worker.await.map_err(|e| bench_error("worker", e))??;
-    }
-    let lessor_throughput = pairs as f64 / started.elapsed().as_secs_f64();
+    // Throughput and latency under load, one level of concurrency at a time; the Lessor side's
+    // pool is sized to the level, so both sides hold the same number of database connections.
+    let mut loads = Vec::new();
+    for &level in &options.concurrency {
+        target
+            .call(
+                reqwest::Method::POST,
+                &format!("database/config/{slug}"),
+                Some(json!({ "max_open_connections": level })),
+            )
+            .await?;
+        let pairs = level * options.pairs_per_worker;
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for worker_index in 0..level {
+            let worker = WorkerTarget {
+                base: target.bases[worker_index % target.bases.len()].clone(),
+                token: target.token.clone(),
+                http: reqwest::Client::new(),
+                role: slug.to_owned(),
+            };
+            let per_worker = options.pairs_per_worker;
+            workers.push(tokio::spawn(async move {
+                let mut timings = Vec::with_capacity(per_worker);
+                for _ in 0..per_worker {
+                    timings.push(worker.pair().await?);
+                }
+                Ok::<_, Error>(timings)
+            }));
+        }
+        let lessor = collect_load(started, pairs, workers).await?;
 
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..options.concurrency {
-        let url = url_secret.clone();
-        let statements = statements.clone();
-        let per_worker = options.pairs_per_worker;
-        workers.push(tokio::spawn(async move {
-            let mut session = Direct::connect(engine, &url).await?;
-            for _ in 0..per_worker {
-                session.pair(engine, &statements).await?;
-            }
-            Ok::<_, Error>(())
-        }));
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..level {
+            let url = url_secret.clone();
+            let statements = statements.clone();
+            let per_worker = options.pairs_per_worker;
+            workers.push(tokio::spawn(async move {
+                let mut session = Direct::connect(engine, &url).await?;
+                let mut timings = Vec::with_capacity(per_worker);
+                for _ in 0..per_worker {
+                    timings.push(session.pair(engine, &statements).await?);
+                }
+                Ok::<_, Error>(timings)
+            }));
+        }
+        let direct = collect_load(started, pairs, workers).await?;
+        loads.push((level, lessor, direct));
     }
-    for worker in workers {
-        worker.await.map_err(|e| bench_error("worker", e))??;
-    }
-    let direct_throughput = pairs as f64 / started.elapsed().as_secs_f64();
 
     // Reaper promptness: leases of one second, polled on the database every 10 ms.
     let mut watcher = Direct::connect(engine, &url_secret).await?;
@@ -549,12 +600,25 @@ async fn run_engine(
     }
     let _ = writeln!(
         report,
-        "\n| throughput | Lessor pairs/s | direct pairs/s | ratio (direct / Lessor) |\n|---|---|---|---|\n| issue+revoke, {} workers | {:.1} | {:.1} | {:.2}x |",
-        options.concurrency,
-        lessor_throughput,
-        direct_throughput,
-        direct_throughput / lessor_throughput.max(1e-9)
+        "\n| workers | Lessor pairs/s | direct pairs/s | Lessor / direct | issue p50 ms L / D | issue p99 ms L / D | revoke p50 ms L / D | revoke p99 ms L / D |\n|---|---|---|---|---|---|---|---|"
     );
+    for (level, lessor, direct) in &loads {
+        let _ = writeln!(
+            report,
+            "| {level} | {:.1} | {:.1} | {:.2} | {} / {} | {} / {} | {} / {} | {} / {} |",
+            lessor.pairs_per_sec,
+            direct.pairs_per_sec,
+            lessor.pairs_per_sec / direct.pairs_per_sec.max(1e-9),
+            ms(lessor.issue.p50),
+            ms(direct.issue.p50),
+            ms(lessor.issue.p99),
+            ms(direct.issue.p99),
+            ms(lessor.revoke.p50),
+            ms(direct.revoke.p50),
+            ms(lessor.revoke.p99),
+            ms(direct.revoke.p99),
+        );
+    }
     let _ = writeln!(
         report,
         "\nReaper: an expired lease's user was gone {} ms after expiry at p50, {} ms at p95, {} ms at worst \
@@ -575,7 +639,9 @@ struct WorkerTarget {
 }
 
 impl WorkerTarget {
-    async fn pair(&self) -> Result<()> {
+    /// Issues then revokes one credential; returns how long each took.
+    async fn pair(&self) -> Result<(Duration, Duration)> {
+        let started = Instant::now();
         let answer: Value = self
             .http
             .get(format!("{}/v1/database/creds/{}", self.base, self.role))
@@ -589,6 +655,8 @@ impl WorkerTarget {
         let lease = answer["lease_id"]
             .as_str()
             .ok_or_else(|| bench_error("creds", answer["errors"].to_string()))?;
+        let issued = started.elapsed();
+        let started = Instant::now();
         let response = self
             .http
             .put(format!("{}/v1/sys/leases/revoke", self.base))
@@ -600,6 +668,6 @@ impl WorkerTarget {
         if !response.status().is_success() {
             return Err(bench_error("revoke", response.status()));
         }
-        Ok(())
+        Ok((issued, started.elapsed()))
     }
 }

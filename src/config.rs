@@ -224,14 +224,22 @@ pub const KNOWN_ENV: &[&str] = &[
     "LESSOR_CACERT",
     "LESSOR_SKIP_VERIFY",
     "LESSOR_TOKEN",
-    "LESSOR_DEV_POSTGRES_URL",
-    "LESSOR_DEV_MYSQL_URL",
-    "LESSOR_TEST_POSTGRES_URL",
-    "LESSOR_TEST_MYSQL_URL",
     "LESSOR_CONNECTION_PASSWORD",
-    "LESSOR_BENCH_POSTGRES_URL",
-    "LESSOR_BENCH_MYSQL_URL",
+    "LESSOR_BENCH_STORE_ADMIN_URL",
 ];
+
+/// Whether Lessor reads this environment variable: one of [`KNOWN_ENV`], or an engine's own
+/// (`LESSOR_DEV_<ENGINE>_URL`, `LESSOR_BENCH_<ENGINE>_URL`, `LESSOR_TEST_<ENGINE>_URL`), asked of
+/// the engine registry so that a new engine needs no line here.
+pub fn is_known_env(name: &str) -> bool {
+    KNOWN_ENV.contains(&name)
+        || crate::engines::ENGINES.iter().any(|engine| {
+            let upper = engine.name.to_uppercase();
+            name == engine.local.url_env
+                || name == format!("LESSOR_BENCH_{upper}_URL")
+                || name == format!("LESSOR_TEST_{upper}_URL")
+        })
+}
 
 fn parse_log_format(source: &str, value: &str) -> Result<LogFormat> {
     match value {
@@ -387,7 +395,7 @@ pub fn load(
             "LESSOR_TLS_CLIENT_CA_FILE" => settings.tls_client_ca_file = Some(PathBuf::from(value)),
             "LESSOR_TLS_MIN_VERSION" => settings.tls_min_version = TlsVersion::parse(key, value)?,
             "LESSOR_TLS_DISABLE" => settings.tls_disable = parse_bool(key, value)?,
-            other if other.starts_with("LESSOR_") && !KNOWN_ENV.contains(&other) => {
+            other if other.starts_with("LESSOR_") && !is_known_env(other) => {
                 eprintln!("warning: ignoring unknown environment variable {other}");
             }
             _ => {}
