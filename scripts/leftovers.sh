@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the test suite must leave behind: nothing. `leftovers.sh snapshot FILE` records the
-# database users and databases of the local PostgreSQL and MariaDB; `leftovers.sh check FILE`
+# database users and databases of the local PostgreSQL and MariaDB, and the ACL users of the
+# local Redis; `leftovers.sh check FILE`
 # lists those that appeared since, and fails if there are any. scripts/test.sh runs the first
 # before the tests and the second after them, so a test that forgets to revoke or drop what it
 # made fails the run (a user that outlives its test is exactly the defect Lessor exists to prevent).
@@ -13,6 +14,7 @@ state() {
   mariadb -uroot -h127.0.0.1 -N -B \
     -e "SELECT CONCAT('mariadb user ', user, '@', host) FROM mysql.user;
         SELECT CONCAT('mariadb database ', schema_name) FROM information_schema.schemata"
+  redis-cli -h 127.0.0.1 -p 6379 ACL USERS | sed 's/^/redis user /'
 }
 
 case "${1:-}" in

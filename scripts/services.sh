@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Starts the databases Lessor's tests and `lessor dev` talk to: PostgreSQL and MariaDB on this
-# machine, installing them from Debian's packages when absent. Idempotent: safe to run again.
+# Starts the databases Lessor's tests and `lessor dev` talk to: PostgreSQL, MariaDB and Redis on
+# this machine, installing them from Debian's packages when absent. Idempotent: safe to run again.
 #
 # PostgreSQL here trusts every local connection, so a wrong password would still log in and a test
 # of revocation or rotation would prove nothing. This script therefore puts password rules
@@ -12,6 +12,8 @@ log() { printf 'services: %s\n' "$*" >&2; }
 need_install=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need_install+=(postgresql postgresql-client)
 [ -x /usr/sbin/mariadbd ] || need_install+=(mariadb-server mariadb-client)
+command -v redis-server >/dev/null 2>&1 || need_install+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_install+=(redis-tools)
 # The identity tests make their signing keys with the openssl command-line tool.
 command -v openssl >/dev/null 2>&1 || need_install+=(openssl)
 # The README's examples (run by tests/readme.rs) use curl and jq.
@@ -75,6 +77,16 @@ done
 if ! mariadb -uroot -h127.0.0.1 --connect-timeout=2 -e 'SELECT 1' >/dev/null 2>&1; then
   log "allowing root@127.0.0.1 without a password in MariaDB"
   mariadb -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;" || true
+fi
+
+# --- Redis ------------------------------------------------------------------
+# Kept in memory only (nothing to clean between runs); ACL users are what the tests make.
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  log "starting Redis"
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
 fi
 
 # --- TLS ----------------------------------------------------------------------

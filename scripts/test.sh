@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one command that runs Lessor's tests on a fresh machine: starts PostgreSQL and MariaDB (and
+# The one command that runs Lessor's tests on a fresh machine: starts PostgreSQL, MariaDB and Redis (and
 # makes PostgreSQL check passwords for non-admin logins), prepares the clients used by the
 # Vault-compatibility tests (hvac and async-hvac in .venv, node-vault in tests/clients), then runs
 # every test of the workspace, and at the end

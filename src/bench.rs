@@ -8,10 +8,11 @@
 //! 2. Throughput of issue-then-revoke pairs with several workers, both ways.
 //! 3. Reaper promptness: how long after its expiry an expired lease's role is gone.
 //! 4. With `--password-authentication scram-sha-256` (PostgreSQL), issuance throughput against the
-//!    floor: Lessor issuing with verifiers it computes, the same SQL run directly, and the
-//!    default-iterations floor (the password itself in `CREATE ROLE`, hashed by the server with
-//!    its 4,096 iterations), in interleaved rounds. Every other measurement then runs with the
-//!    verifiers on both sides too.
+//!    floor at each concurrency level: Lessor issuing with verifiers it computes, Lessor on a twin
+//!    connection that sends the password, the same SQL run directly, and the default-iterations
+//!    floor (the password itself in `CREATE ROLE`, hashed by the server with its 4,096
+//!    iterations), in interleaved rounds. Every other measurement then runs with the verifiers on
+//!    both sides too.
 //!
 //! The report is Markdown, with ratios Lessor / direct, for `docs/benchmarks.md`.
 
@@ -146,8 +147,9 @@ impl Direct {
 pub struct BenchOptions {
     /// Sequential issue/revoke iterations per side.
     pub iterations: usize,
-    /// Workers for the throughput measurement.
-    pub concurrency: usize,
+    /// Worker counts for the throughput measurement, one run per level; each side uses as many
+    /// database connections as workers.
+    pub concurrency: Vec<usize>,
     /// Issue/revoke pairs per worker in the throughput measurement.
     pub pairs_per_worker: usize,
     /// Leases used to measure reaper promptness.
@@ -166,8 +168,8 @@ pub struct BenchOptions {
     pub password_authentication: PasswordAuthentication,
 }
 
-/// Rounds of the floor comparison, each running its three blocks one after the other, so drift
-/// in the machine shows as spread across rounds rather than as a bias against one side.
+/// Rounds of the floor comparison, each running its blocks one after the other, so drift in the
+/// machine shows as spread across rounds rather than as a bias against one side.
 const FLOOR_ROUNDS: usize = 3;
 
 /// The store the measured Lessor runs on.
@@ -185,18 +187,59 @@ pub enum BenchStore {
 struct Summary {
     p50: Duration,
     p95: Duration,
+    p99: Duration,
     mean: Duration,
 }
 
 fn summarize(samples: &mut [Duration]) -> Summary {
+    if samples.is_empty() {
+        return Summary {
+            p50: Duration::ZERO,
+            p95: Duration::ZERO,
+            p99: Duration::ZERO,
+            mean: Duration::ZERO,
+        };
+    }
     samples.sort();
     let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
     let total: Duration = samples.iter().sum();
     Summary {
         p50: pick(0.50),
         p95: pick(0.95),
-        mean: total / samples.len().max(1) as u32,
+        p99: pick(0.99),
+        mean: total / samples.len() as u32,
     }
+}
+
+/// One side's run at one concurrency level: pairs per second, and each operation's latency as
+/// the workers saw it.
+struct LoadResult {
+    pairs_per_sec: f64,
+    issue: Summary,
+    revoke: Summary,
+}
+
+/// A load worker: the (issue, revoke) durations of each pair it ran.
+type LoadWorker = tokio::task::JoinHandle<Result<Vec<(Duration, Duration)>>>;
+
+/// Gathers the workers' latencies into a [`LoadResult`].
+async fn collect_load(
+    started: Instant,
+    pairs: usize,
+    workers: Vec<LoadWorker>,
+) -> Result<LoadResult> {
+    let (mut issue, mut revoke) = (Vec::new(), Vec::new());
+    for worker in workers {
+        for (created, dropped) in worker.await.map_err(|e| bench_error("worker", e))?? {
+            issue.push(created);
+            revoke.push(dropped);
+        }
+    }
+    Ok(LoadResult {
+        pairs_per_sec: pairs as f64 / started.elapsed().as_secs_f64(),
+        issue: summarize(&mut issue),
+        revoke: summarize(&mut revoke),
+    })
 }
 
 fn ms(d: Duration) -> String {
@@ -389,8 +432,9 @@ pub async fn run(options: &BenchOptions) -> Result<String> {
     );
     let _ = writeln!(
         report,
-        "{} cores; {} sequential iterations per side (interleaved), {} workers x {} pairs for throughput, \
-         {} expiring leases. Lessor: release build={}, {}, no audit device; password_authentication = {}{}.\n",
+        "{} cores; {} sequential iterations per side (interleaved), {:?} workers x {} pairs for throughput \
+         (as many database connections as workers on each side), {} expiring leases. Lessor: release \
+         build={}, {}, no audit device; password_authentication = {}{}.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         options.iterations,
         options.concurrency,
@@ -444,7 +488,7 @@ async fn run_engine(
         "plugin_name": engine.0.plugin_name(),
         "connection_url": url,
         "allowed_roles": "*",
-        "max_open_connections": options.concurrency.max(4),
+        "max_open_connections": options.concurrency.iter().copied().max().unwrap_or(4),
     });
     if let Some(iterations) = mode.generated_iterations() {
         connection["password_authentication"] = json!(mode.name());
@@ -487,48 +531,56 @@ async fn run_engine(
         direct_revoke.push(revoke);
     }
 
-    // Throughput with concurrent workers.
-    let pairs = options.concurrency * options.pairs_per_worker;
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for worker_index in 0..options.concurrency {
-        let worker = WorkerTarget {
-            base: target.bases[worker_index % target.bases.len()].clone(),
-            token: target.token.clone(),
-            http: reqwest::Client::new(),
-            role: slug.to_owned(),
-        };
-        let per_worker = options.pairs_per_worker;
-        workers.push(tokio::spawn(async move {
-            for _ in 0..per_worker {
-                worker.pair().await?;
-            }
-            Ok::<_, Error>(())
-        }));
-    }
-    for worker in workers {
-        worker.await.map_err(|e| bench_error("worker", e))??;
-    }
-    let lessor_throughput = pairs as f64 / started.elapsed().as_secs_f64();
+    // Throughput and latency under load, one level of concurrency at a time; the Lessor side's
+    // pool is sized to the level, so both sides hold the same number of database connections.
+    let mut loads = Vec::new();
+    for &level in &options.concurrency {
+        target
+            .call(
+                reqwest::Method::POST,
+                &format!("database/config/{slug}"),
+                Some(json!({ "max_open_connections": level })),
+            )
+            .await?;
+        let pairs = level * options.pairs_per_worker;
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for worker_index in 0..level {
+            let worker = WorkerTarget {
+                base: target.bases[worker_index % target.bases.len()].clone(),
+                token: target.token.clone(),
+                http: reqwest::Client::new(),
+                role: slug.to_owned(),
+            };
+            let per_worker = options.pairs_per_worker;
+            workers.push(tokio::spawn(async move {
+                let mut timings = Vec::with_capacity(per_worker);
+                for _ in 0..per_worker {
+                    timings.push(worker.pair().await?);
+                }
+                Ok::<_, Error>(timings)
+            }));
+        }
+        let lessor = collect_load(started, pairs, workers).await?;
 
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..options.concurrency {
-        let url = url_secret.clone();
-        let statements = statements.clone();
-        let per_worker = options.pairs_per_worker;
-        workers.push(tokio::spawn(async move {
-            let mut session = Direct::connect(engine, &url, mode).await?;
-            for _ in 0..per_worker {
-                session.pair(engine, &statements).await?;
-            }
-            Ok::<_, Error>(())
-        }));
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..level {
+            let url = url_secret.clone();
+            let statements = statements.clone();
+            let per_worker = options.pairs_per_worker;
+            workers.push(tokio::spawn(async move {
+                let mut session = Direct::connect(engine, &url, mode).await?;
+                let mut timings = Vec::with_capacity(per_worker);
+                for _ in 0..per_worker {
+                    timings.push(session.pair(engine, &statements).await?);
+                }
+                Ok::<_, Error>(timings)
+            }));
+        }
+        let direct = collect_load(started, pairs, workers).await?;
+        loads.push((level, lessor, direct));
     }
-    for worker in workers {
-        worker.await.map_err(|e| bench_error("worker", e))??;
-    }
-    let direct_throughput = pairs as f64 / started.elapsed().as_secs_f64();
 
     // Reaper promptness: leases of one second, polled on the database every 10 ms.
     let mut watcher = Direct::connect(engine, &url_secret, mode).await?;
@@ -563,10 +615,12 @@ async fn run_engine(
     let revoke = (summarize(&mut lessor_revoke), summarize(&mut direct_revoke));
     let reaper = summarize(&mut reaper_delays);
     let reaper_max = reaper_delays.iter().max().copied().unwrap_or_default();
-    let floor = match mode {
-        PasswordAuthentication::Password => None,
-        _ => Some(measure_floor(target, engine, slug, &url_secret, options).await?),
-    };
+    let mut floors = Vec::new();
+    if mode != PasswordAuthentication::Password {
+        for &level in &options.concurrency {
+            floors.push(measure_floor(target, engine, slug, &url_secret, level, options).await?);
+        }
+    }
 
     let mut report = String::new();
     let _ = writeln!(
@@ -594,12 +648,25 @@ async fn run_engine(
     }
     let _ = writeln!(
         report,
-        "\n| throughput | Lessor pairs/s | direct pairs/s | ratio (direct / Lessor) |\n|---|---|---|---|\n| issue+revoke, {} workers | {:.1} | {:.1} | {:.2}x |",
-        options.concurrency,
-        lessor_throughput,
-        direct_throughput,
-        direct_throughput / lessor_throughput.max(1e-9)
+        "\n| workers | Lessor pairs/s | direct pairs/s | Lessor / direct | issue p50 ms L / D | issue p99 ms L / D | revoke p50 ms L / D | revoke p99 ms L / D |\n|---|---|---|---|---|---|---|---|"
     );
+    for (level, lessor, direct) in &loads {
+        let _ = writeln!(
+            report,
+            "| {level} | {:.1} | {:.1} | {:.2} | {} / {} | {} / {} | {} / {} | {} / {} |",
+            lessor.pairs_per_sec,
+            direct.pairs_per_sec,
+            lessor.pairs_per_sec / direct.pairs_per_sec.max(1e-9),
+            ms(lessor.issue.p50),
+            ms(direct.issue.p50),
+            ms(lessor.issue.p99),
+            ms(direct.issue.p99),
+            ms(lessor.revoke.p50),
+            ms(direct.revoke.p50),
+            ms(lessor.revoke.p99),
+            ms(direct.revoke.p99),
+        );
+    }
     let _ = writeln!(
         report,
         "\nReaper: an expired lease's user was gone {} ms after expiry at p50, {} ms at p95, {} ms at worst \
@@ -608,7 +675,7 @@ async fn run_engine(
         ms(reaper.p95),
         ms(reaper_max)
     );
-    if let Some(floor) = floor {
+    for floor in floors {
         report.push_str(&floor);
     }
     Ok(report)
@@ -627,7 +694,7 @@ struct FloorRound {
 }
 
 /// Issuance throughput (creations only: each block's users are dropped after its clock stops)
-/// with `concurrency` workers, in [`FLOOR_ROUNDS`] interleaved rounds of four blocks: Lessor with
+/// with `level` workers, each side holding `level` database connections, in [`FLOOR_ROUNDS`] interleaved rounds of four blocks: Lessor with
 /// its verifiers; Lessor on a twin connection that sends the password (what the feature gains
 /// Lessor); the verifiers' SQL directly; and the floor, which is the same creation run directly
 /// with the password itself (the server hashes it at its own 4,096 iterations). Returns the
@@ -637,6 +704,7 @@ async fn measure_floor(
     engine: Engine,
     role: &str,
     url: &Secret,
+    level: usize,
     options: &BenchOptions,
 ) -> Result<String> {
     let statements = engine.creation();
@@ -645,12 +713,19 @@ async fn measure_floor(
     target
         .call(
             reqwest::Method::POST,
+            &format!("database/config/{role}"),
+            Some(json!({ "max_open_connections": level })),
+        )
+        .await?;
+    target
+        .call(
+            reqwest::Method::POST,
             &format!("database/config/{twin}"),
             Some(json!({
                 "plugin_name": engine.0.plugin_name(),
                 "connection_url": url.expose(),
                 "allowed_roles": "*",
-                "max_open_connections": options.concurrency.max(4),
+                "max_open_connections": level,
             })),
         )
         .await?;
@@ -663,19 +738,21 @@ async fn measure_floor(
             ),
         )
         .await?;
-    // Warm the twin's pool as the main connection's is.
-    lessor_issuance(target, &twin, options).await?;
+    // Warm both pools at this size.
+    lessor_issuance(target, role, level, options).await?;
+    lessor_issuance(target, &twin, level, options).await?;
     let mut rounds = Vec::new();
     for _ in 0..FLOOR_ROUNDS {
         rounds.push(FloorRound {
-            lessor: lessor_issuance(target, role, options).await?,
-            lessor_password: lessor_issuance(target, &twin, options).await?,
-            same_sql: direct_issuance(engine, url, &statements, mode, options).await?,
+            lessor: lessor_issuance(target, role, level, options).await?,
+            lessor_password: lessor_issuance(target, &twin, level, options).await?,
+            same_sql: direct_issuance(engine, url, &statements, mode, level, options).await?,
             floor: direct_issuance(
                 engine,
                 url,
                 &statements,
                 PasswordAuthentication::Password,
+                level,
                 options,
             )
             .await?,
@@ -699,7 +776,7 @@ async fn measure_floor(
          {FLOOR_ROUNDS} interleaved rounds; users dropped after each block's clock stops):\n",
         mode.name(),
         mode.generated_iterations().unwrap_or_default(),
-        options.concurrency,
+        level,
         options.pairs_per_worker,
     );
     let _ = writeln!(
@@ -732,12 +809,17 @@ async fn measure_floor(
     Ok(section)
 }
 
-/// Lessor's issuance throughput: `concurrency` workers each issue `pairs_per_worker` credentials;
+/// Lessor's issuance throughput: `level` workers each issue `pairs_per_worker` credentials;
 /// the leases are revoked after the clock stops.
-async fn lessor_issuance(target: &Target, role: &str, options: &BenchOptions) -> Result<f64> {
+async fn lessor_issuance(
+    target: &Target,
+    role: &str,
+    level: usize,
+    options: &BenchOptions,
+) -> Result<f64> {
     let started = Instant::now();
     let mut workers = Vec::new();
-    for worker_index in 0..options.concurrency {
+    for worker_index in 0..level {
         let worker = WorkerTarget {
             base: target.bases[worker_index % target.bases.len()].clone(),
             token: target.token.clone(),
@@ -757,8 +839,7 @@ async fn lessor_issuance(target: &Target, role: &str, options: &BenchOptions) ->
     for worker in workers {
         issued.push(worker.await.map_err(|e| bench_error("worker", e))??);
     }
-    let rate =
-        (options.concurrency * options.pairs_per_worker) as f64 / started.elapsed().as_secs_f64();
+    let rate = (level * options.pairs_per_worker) as f64 / started.elapsed().as_secs_f64();
     let mut revokers = Vec::new();
     for (worker, leases) in issued {
         revokers.push(tokio::spawn(async move {
@@ -774,7 +855,7 @@ async fn lessor_issuance(target: &Target, role: &str, options: &BenchOptions) ->
     Ok(rate)
 }
 
-/// Direct creation throughput with `mode`: `concurrency` sessions (connected before the clock
+/// Direct creation throughput with `mode`: `level` sessions (connected before the clock
 /// starts, as Lessor's pool is warm) each create `pairs_per_worker` users; the users are dropped
 /// after the clock stops.
 async fn direct_issuance(
@@ -782,10 +863,11 @@ async fn direct_issuance(
     url: &Secret,
     statements: &[String],
     mode: PasswordAuthentication,
+    level: usize,
     options: &BenchOptions,
 ) -> Result<f64> {
     let mut sessions = Vec::new();
-    for _ in 0..options.concurrency {
+    for _ in 0..level {
         sessions.push(Direct::connect(engine, url, mode).await?);
     }
     let started = Instant::now();
@@ -805,8 +887,7 @@ async fn direct_issuance(
     for worker in workers {
         created.push(worker.await.map_err(|e| bench_error("worker", e))??);
     }
-    let rate =
-        (options.concurrency * options.pairs_per_worker) as f64 / started.elapsed().as_secs_f64();
+    let rate = (level * options.pairs_per_worker) as f64 / started.elapsed().as_secs_f64();
     let mut droppers = Vec::new();
     for (mut session, users) in created {
         droppers.push(tokio::spawn(async move {
@@ -831,9 +912,14 @@ struct WorkerTarget {
 }
 
 impl WorkerTarget {
-    async fn pair(&self) -> Result<()> {
+    /// Issues then revokes one credential; returns how long each took.
+    async fn pair(&self) -> Result<(Duration, Duration)> {
+        let started = Instant::now();
         let lease = self.issue().await?;
-        self.revoke(&lease).await
+        let issued = started.elapsed();
+        let started = Instant::now();
+        self.revoke(&lease).await?;
+        Ok((issued, started.elapsed()))
     }
 
     /// Issues one credential; returns its lease id.

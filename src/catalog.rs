@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lessor_plugin::{
-    ConnectionSettings, DatabasePlugin, PasswordAuthentication, PluginError, RoleOptions, Secret,
-    TlsMaterial, UsernameContext, UsernameTemplate, SCRAM_DEFAULT_ITERATIONS,
+    Address, ConnectionSettings, DatabasePlugin, EngineDescriptor, PasswordAuthentication,
+    PluginError, RoleOptions, Secret, StatementKind, TlsMaterial, UsernameContext,
+    UsernameTemplate, SCRAM_DEFAULT_ITERATIONS,
 };
 use serde::Serialize;
 
@@ -67,6 +68,118 @@ pub struct ConnectionInput {
     /// `scram_iterations`: the verifier's iterations for unguessable generated passwords of
     /// dynamic users; only with `"scram-sha-256"`.
     pub scram_iterations: Option<u32>,
+    /// Vault's address fields, for engines that take them instead of a `connection_url`.
+    pub address: AddressInput,
+}
+
+/// Vault's `host`, `port`, `tls`, `insecure_tls` and `ca_cert` fields (its Redis plugin's), for
+/// engines whose descriptor has an [`lessor_plugin::AddressForm`]: `host`, `port` and `tls` become
+/// the stored connection URL, `insecure_tls` and `ca_cert` are these engines' names of
+/// `tls_skip_verify` and `tls_ca`. Other engines refuse them, naming the field.
+#[derive(Debug, Default)]
+pub struct AddressInput {
+    pub host: Option<String>,
+    pub port: Option<u32>,
+    pub tls: Option<bool>,
+    pub insecure_tls: Option<bool>,
+    pub ca_cert: Option<Secret>,
+}
+
+impl AddressInput {
+    /// The first field given, for an engine that takes none of them.
+    fn first_given(&self) -> Option<&'static str> {
+        [
+            ("host", self.host.is_some()),
+            ("port", self.port.is_some()),
+            ("tls", self.tls.is_some()),
+            ("insecure_tls", self.insecure_tls.is_some()),
+            ("ca_cert", self.ca_cert.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(field, given)| given.then_some(field))
+    }
+}
+
+/// Folds Vault's address fields into what the engine reads: the connection URL (returned: the
+/// given `connection_url`, or one made of `host`, `port` and `tls` merged over the stored URL's)
+/// and the TLS fields. Giving both forms of one thing is refused, naming the field.
+fn fold_address(
+    engine: &EngineDescriptor,
+    address: AddressInput,
+    connection_url: Option<Secret>,
+    stored_url: Option<&Secret>,
+    tls: &mut TlsInput,
+) -> Result<Option<Secret>> {
+    let Some(form) = engine.address else {
+        if let Some(field) = address.first_given() {
+            return Err(Error::invalid(format!(
+                "{field}: the {} plugin takes a connection_url (with tls_ca and tls_skip_verify), not host, port, tls, insecure_tls or ca_cert",
+                engine.plugin_name()
+            )));
+        }
+        return Ok(connection_url);
+    };
+    if let Some(ca) = address.ca_cert {
+        // Checked under the name it was given by; it is stored as `tls_ca`.
+        check_pem("ca_cert", &ca, PemContent::Certificates)?;
+        if tls.tls_ca.is_some() {
+            return Err(Error::invalid("ca_cert: give ca_cert or tls_ca, not both"));
+        }
+        tls.tls_ca = Some(ca);
+    }
+    if let Some(insecure) = address.insecure_tls {
+        if tls.tls_skip_verify.is_some() {
+            return Err(Error::invalid(
+                "insecure_tls: give insecure_tls or tls_skip_verify, not both",
+            ));
+        }
+        tls.tls_skip_verify = Some(insecure);
+    }
+    if address.host.is_none() && address.port.is_none() && address.tls.is_none() {
+        return Ok(connection_url);
+    }
+    if connection_url.is_some() {
+        return Err(Error::invalid(
+            "connection_url: give either connection_url or host, port and tls, not both",
+        ));
+    }
+    let stored = stored_url.and_then(|url| form.parse(url.expose()));
+    let host = address
+        .host
+        .or_else(|| stored.as_ref().map(|s| s.host.clone()))
+        .ok_or_else(|| Error::invalid("host: required with port or tls"))?;
+    let port = match address.port {
+        Some(port) => u16::try_from(port)
+            .ok()
+            .filter(|port| *port > 0)
+            .ok_or_else(|| Error::invalid("port: must be between 1 and 65535"))?,
+        None => stored.as_ref().map_or(form.default_port, |s| s.port),
+    };
+    let tls = address
+        .tls
+        .or_else(|| stored.as_ref().map(|s| s.tls))
+        .unwrap_or(false);
+    let url = form
+        .url(&Address { host, port, tls })
+        .map_err(|e| Error::invalid(e.to_string()))?;
+    Ok(Some(Secret::new(url)))
+}
+
+/// Refuses statements of a kind the engine never runs, naming the field, rather than keep
+/// statements that would be silently ignored.
+pub fn check_statement_kind(
+    plugin: &dyn DatabasePlugin,
+    field: &str,
+    kind: StatementKind,
+    statements: &[String],
+) -> Result<()> {
+    if !plugin.runs_statements(kind) && statements.iter().any(|s| !s.trim().is_empty()) {
+        return Err(Error::invalid(format!(
+            "{field}: the {} engine runs no statements of this kind; leave {field} empty",
+            plugin.engine()
+        )));
+    }
+    Ok(())
 }
 
 /// The inline TLS fields of `database/config/:name`. As for the other fields, `None` (absent)
@@ -278,6 +391,19 @@ pub struct ConnectionDetails {
     /// The SCRAM iterations of unguessable generated passwords (4096 unless `scram-sha-256`
     /// says otherwise).
     pub scram_iterations: i64,
+    /// Vault's address fields, for engines that take them: read back from the stored URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// `tls_skip_verify` under its Vault name, for those engines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure_tls: Option<bool>,
+    /// Whether `ca_cert` (`tls_ca`) is set, for those engines; its content is never shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert_set: Option<bool>,
 }
 
 /// What an operator may write to `database/roles/:name`. `None` keeps the stored value on update.
@@ -423,10 +549,16 @@ impl Catalog {
                 engines::known_plugin_names().join(", ")
             ))
         })?;
-        let connection_url = input
-            .connection_url
-            .or_else(|| old_settings.as_ref().map(|s| s.connection_url.clone()))
-            .ok_or_else(|| Error::invalid("connection_url: required when creating a connection"))?;
+        let mut tls_input = input.tls;
+        let connection_url = fold_address(
+            engine,
+            input.address,
+            input.connection_url,
+            old_settings.as_ref().map(|s| &s.connection_url),
+            &mut tls_input,
+        )?
+        .or_else(|| old_settings.as_ref().map(|s| s.connection_url.clone()))
+        .ok_or_else(|| Error::invalid("connection_url: required when creating a connection"))?;
         if connection_url.is_empty() {
             return Err(Error::invalid("connection_url: must not be empty"));
         }
@@ -493,7 +625,7 @@ impl Catalog {
             None => existing.as_ref().and_then(|r| r.password_policy.clone()),
         };
 
-        let tls = merge_tls(input.tls, old_settings.map(|s| s.tls).unwrap_or_default())?;
+        let tls = merge_tls(tls_input, old_settings.map(|s| s.tls).unwrap_or_default())?;
         let disable_escaping = input
             .disable_escaping
             .or_else(|| existing.as_ref().map(|r| r.disable_escaping))
@@ -537,6 +669,12 @@ impl Catalog {
         plugin
             .validate_role(&RoleOptions::new(), &[&root_rotation_statements])
             .map_err(|e| Error::invalid(format!("root_rotation_statements: {e}")))?;
+        check_statement_kind(
+            plugin.as_ref(),
+            "root_rotation_statements",
+            StatementKind::Rotation,
+            &root_rotation_statements,
+        )?;
 
         let now = Utc::now().timestamp_millis();
         let row = ConnectionRow {
@@ -614,8 +752,10 @@ impl Catalog {
             &engines::url_seal_context(&row.name),
             &row.connection_url_sealed,
         )?;
+        let address_form = engines::by_plugin_name(&row.plugin_name).and_then(|e| e.address);
+        let address = address_form.and_then(|form| form.parse(url.expose()));
+        let for_address_engines = |value: bool| address_form.map(|_| value);
         Ok(ConnectionView {
-            plugin_name: row.plugin_name,
             connection_details: ConnectionDetails {
                 connection_url: redact_url(&url),
                 username: row.username,
@@ -629,7 +769,13 @@ impl Catalog {
                 disable_escaping: row.disable_escaping,
                 password_authentication: row.password_authentication,
                 scram_iterations: row.scram_iterations,
+                host: address.as_ref().map(|a| a.host.clone()),
+                port: address.as_ref().map(|a| a.port),
+                tls: address.as_ref().map(|a| a.tls),
+                insecure_tls: for_address_engines(row.tls_skip_verify),
+                ca_cert_set: for_address_engines(row.tls_ca_sealed.is_some()),
             },
+            plugin_name: row.plugin_name,
             allowed_roles: decode_list("allowed_roles", &row.allowed_roles)?,
             root_credentials_rotate_statements: decode_list(
                 "root_rotation_statements",
@@ -835,15 +981,20 @@ impl Catalog {
                 }
                 other => other,
             })?;
-        for (field, list) in [
-            ("creation_statements", &creation),
-            ("revocation_statements", &revocation),
-            ("rollback_statements", &rollback),
-            ("renew_statements", &renew),
+        for (field, list, kind) in [
+            ("creation_statements", &creation, StatementKind::Creation),
+            (
+                "revocation_statements",
+                &revocation,
+                StatementKind::Revocation,
+            ),
+            ("rollback_statements", &rollback, StatementKind::Rollback),
+            ("renew_statements", &renew, StatementKind::Renew),
         ] {
             plugin
                 .validate_role(&RoleOptions::new(), &[list])
                 .map_err(|e| Error::invalid(format!("{field}: {e}")))?;
+            check_statement_kind(plugin.as_ref(), field, kind, list)?;
         }
         plugin
             .validate_role(&options, &[])

@@ -1,7 +1,7 @@
 //! What `lessor dev` sets up so a credential can be had at once on a fresh machine: each built-in
 //! engine's local server (its descriptor's `local` target: PostgreSQL as connection
-//! `dev-postgres` with role `readonly`, MariaDB/MySQL as `dev-mysql` with role `mysql-readonly`),
-//! each only when the server answers.
+//! `dev-postgres` with role `readonly`, MariaDB/MySQL as `dev-mysql` with role `mysql-readonly`,
+//! Redis as `dev-redis` with role `redis-readonly`), each only when the server answers.
 
 use std::time::Duration;
 
@@ -14,6 +14,8 @@ use crate::AppState;
 #[derive(Debug, Default)]
 pub struct DevRegistration {
     pub registered: Vec<String>,
+    /// The roles registered, in the same order, for the banner's example.
+    pub roles: Vec<&'static str>,
     pub skipped: Vec<String>,
 }
 
@@ -61,7 +63,7 @@ async fn register(
     state: &AppState,
     connection: &str,
     input: ConnectionInput,
-    role: &str,
+    role: &'static str,
     role_input: RoleInput,
     outcome: &mut DevRegistration,
 ) {
@@ -70,9 +72,12 @@ async fn register(
         return;
     }
     match state.catalog.write_role(role, role_input).await {
-        Ok(_) => outcome
-            .registered
-            .push(format!("{connection} (role {role})")),
+        Ok(_) => {
+            outcome
+                .registered
+                .push(format!("{connection} (role {role})"));
+            outcome.roles.push(role);
+        }
         Err(error) => outcome
             .skipped
             .push(format!("{connection} role {role}: {error}")),

@@ -20,8 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lessor_plugin::{
     ConnectionSettings, DatabasePlugin, DefaultStatements, DeleteUserRequest, EngineDescriptor,
-    NewUserRequest, PasswordAuthentication, PluginError, RoleOptions, Secret, TlsMaterial,
-    UpdateUserRequest,
+    NewUserRequest, PasswordAuthentication, PluginError, RoleOptions, Secret, StatementKind,
+    TlsMaterial, UpdateUserRequest,
 };
 use tokio::sync::RwLock;
 
@@ -31,8 +31,11 @@ use crate::store::{ConnectionRow, Store};
 
 /// The engines Lessor is built with: each engine crate's descriptor, one line per engine. This
 /// list is the only place the root crate names an engine crate.
-pub static ENGINES: &[&EngineDescriptor] =
-    &[&lessor_postgres::DESCRIPTOR, &lessor_mysql::DESCRIPTOR];
+pub static ENGINES: &[&EngineDescriptor] = &[
+    &lessor_postgres::DESCRIPTOR,
+    &lessor_mysql::DESCRIPTOR,
+    &lessor_redis::DESCRIPTOR,
+];
 
 /// The engine a connection's `plugin_name` (Vault's name or a short alias) selects.
 pub fn by_plugin_name(plugin_name: &str) -> Option<&'static EngineDescriptor> {
@@ -137,6 +140,10 @@ impl DatabasePlugin for Deadlined {
 
     fn validate_database_per_lease(&self, template: Option<&str>) -> Result<(), PluginError> {
         self.inner.validate_database_per_lease(template)
+    }
+
+    fn runs_statements(&self, kind: StatementKind) -> bool {
+        self.inner.runs_statements(kind)
     }
 
     async fn verify(&self) -> Result<(), PluginError> {

@@ -228,9 +228,9 @@ struct BenchArgs {
     /// Sequential issue/revoke iterations per side.
     #[arg(long, default_value_t = 200)]
     iterations: usize,
-    /// Workers for the throughput measurement.
-    #[arg(long, default_value_t = 4)]
-    concurrency: usize,
+    /// Worker counts for the throughput measurement (comma-separated levels, each run in turn).
+    #[arg(long, value_delimiter = ',', default_value = "4")]
+    concurrency: Vec<usize>,
     /// Issue/revoke pairs per worker in the throughput measurement.
     #[arg(long, default_value_t = 50)]
     pairs_per_worker: usize,
@@ -238,7 +238,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 20)]
     expiring_leases: usize,
     /// Measure only these engines (comma-separated short names; default: every engine built in
-    /// that offers a direct baseline: postgres, mysql).
+    /// that offers a direct baseline: postgres, mysql, redis).
     #[arg(long, value_delimiter = ',')]
     engines: Vec<String>,
     /// Admin URL of an engine's server, as ENGINE=URL (repeatable). Default: the engine's local
@@ -698,7 +698,7 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         store,
         replicas: args.replicas.max(1),
         iterations: args.iterations.max(1),
-        concurrency: args.concurrency.max(1),
+        concurrency: args.concurrency.iter().map(|&c| c.max(1)).collect(),
         pairs_per_worker: args.pairs_per_worker.max(1),
         expiring_leases: args.expiring_leases.max(1),
         targets: bench_targets(&args.engines, &args.targets)?,
@@ -930,12 +930,7 @@ async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     for skipped in &registration.skipped {
         println!("  skipped {skipped}");
     }
-    if let Some(first) = registration.registered.first() {
-        let role = if first.starts_with("dev-postgres") {
-            "readonly"
-        } else {
-            "mysql-readonly"
-        };
+    if let Some(role) = registration.roles.first() {
         println!("  try: cargo run -- creds {role}");
     }
     let served = match tls {

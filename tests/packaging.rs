@@ -6,11 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use lessor::config::{self, Overrides, KNOWN_ENV};
+use lessor::config::{self, is_known_env, Overrides};
 use serde_yaml::Value;
 
 /// Ports a developer's machine already uses: local PostgreSQL, MySQL/MariaDB and `lessor dev`.
-const LOCAL_PORTS: [u16; 3] = [5432, 3306, 8200];
+const LOCAL_PORTS: [u16; 4] = [5432, 3306, 6379, 8200];
 
 fn read(name: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
@@ -229,7 +229,7 @@ fn the_image_defaults_are_settings_lessor_reads_and_accepts() {
     );
     for name in env.keys() {
         assert!(
-            KNOWN_ENV.contains(&name.as_str()),
+            is_known_env(name.as_str()),
             "Dockerfile ENV {name} is not a variable config.rs reads"
         );
     }
@@ -298,8 +298,8 @@ fn compose_host_ports_leave_local_databases_and_lessor_alone() {
     }
     assert_eq!(
         published.len(),
-        3,
-        "postgres, mysql and lessor are reachable"
+        4,
+        "postgres, mysql, redis and lessor are reachable"
     );
 }
 
@@ -311,7 +311,7 @@ fn compose_passes_only_variables_lessor_knows_and_wires_them_to_its_services() {
     assert!(!env.is_empty());
     for name in env.keys() {
         assert!(
-            KNOWN_ENV.contains(&name.as_str()),
+            is_known_env(name.as_str()),
             "compose passes {name} to lessor, a variable config.rs does not know"
         );
     }
@@ -320,7 +320,7 @@ fn compose_passes_only_variables_lessor_knows_and_wires_them_to_its_services() {
         for name in environment(definition).keys() {
             if name.starts_with("LESSOR_") {
                 assert!(
-                    KNOWN_ENV.contains(&name.as_str()),
+                    is_known_env(name.as_str()),
                     "{service:?}: {name} is unknown"
                 );
             }
@@ -338,6 +338,9 @@ fn compose_passes_only_variables_lessor_knows_and_wires_them_to_its_services() {
     assert_eq!(my.host_str(), Some("mysql"));
     assert_eq!(my.port(), Some(3306));
     assert_eq!(my.password(), Some(mysql_password.as_str()));
+    let redis = url::Url::parse(&env["LESSOR_DEV_REDIS_URL"]).unwrap();
+    assert_eq!(redis.host_str(), Some("redis"));
+    assert_eq!(redis.port(), Some(6379));
 
     // Lessor listens on all interfaces, on the container port compose publishes.
     let command: Vec<&str> = lessor["command"]
@@ -364,7 +367,7 @@ fn compose_passes_only_variables_lessor_knows_and_wires_them_to_its_services() {
         "compose publishes the port Lessor listens on ({container_port}): {ports:?}"
     );
     // The services Lessor needs are up before it registers them.
-    for dependency in ["postgres", "mysql"] {
+    for dependency in ["postgres", "mysql", "redis"] {
         assert_eq!(
             lessor["depends_on"][dependency]["condition"].as_str(),
             Some("service_healthy"),

@@ -7,8 +7,8 @@
 //!   `SCRAM-SHA-256$1:...`, carry the verifier (never the password) in their statements, refuse a
 //!   wrong password, and are gone after revocation; a weak password policy gets 4,096;
 //! - static-role rotation and rotate-root on such a connection store 4,096 iterations and log in;
-//! - the fields are checked by name (MySQL refuses them), kept by a write that leaves them out,
-//!   and shown by a read.
+//! - the fields are checked by name (MySQL and Redis refuse them), kept by a write that leaves
+//!   them out, and shown by a read.
 
 mod common;
 
@@ -410,7 +410,7 @@ async fn static_and_root_rotation_on_a_one_iteration_connection_store_4096() {
 }
 
 #[tokio::test]
-async fn the_fields_are_checked_by_name_and_kept_and_mysql_refuses_them() {
+async fn the_fields_are_checked_by_name_and_kept_and_mysql_and_redis_refuse_them() {
     let server = TestServer::start().await;
     let refused = |status: StatusCode, body: &Value, field: &str| {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {body}");
@@ -554,6 +554,24 @@ async fn the_fields_are_checked_by_name_and_kept_and_mysql_refuses_them() {
         .call("GET", &format!("database/config/{mysql}"), None)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
+    // So does Redis (ACL SETUSER takes the password).
+    let redis = unique("rdchecks");
+    let redis_url =
+        std::env::var("LESSOR_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let (status, answer) = server
+        .call(
+            "POST",
+            &format!("database/config/{redis}"),
+            Some(json!({
+                "plugin_name": "redis-database-plugin",
+                "connection_url": redis_url,
+                "allowed_roles": "*",
+                "password_authentication": "scram-sha-256",
+                "scram_iterations": 1,
+            })),
+        )
+        .await;
+    refused(status, &answer, "password_authentication");
     // "password" is what MySQL does anyway, and is accepted.
     server
         .add_connection(

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::routes::{field, BodyField, FieldKind};
 use super::{listing, respond, written, ApiResult, Body, Caller, Envelope, QueryParams};
-use crate::catalog::{options_from_json, ConnectionInput, RoleInput, TlsInput};
+use crate::catalog::{options_from_json, AddressInput, ConnectionInput, RoleInput, TlsInput};
 use crate::lease::Requester;
 use crate::names::{ConnectionName, RoleName};
 use crate::AppState;
@@ -88,6 +88,12 @@ pub const CONNECTION_BODY: &[BodyField] = &[
     field("disable_escaping", FieldKind::Boolean),
     field("password_authentication", FieldKind::String),
     field("scram_iterations", FieldKind::Integer),
+    // Vault's address fields, for engines whose Vault plugin takes them (Redis).
+    field("host", FieldKind::String),
+    field("port", FieldKind::Integer),
+    field("tls", FieldKind::Boolean),
+    field("insecure_tls", FieldKind::Boolean),
+    field("ca_cert", FieldKind::Secret),
 ];
 
 /// The body of `database/roles/:name`, as [`write_role`] reads it.
@@ -133,6 +139,13 @@ pub async fn write_connection(
         disable_escaping: body.boolean("disable_escaping")?,
         password_authentication: body.string("password_authentication")?,
         scram_iterations: body.integer("scram_iterations")?,
+        address: AddressInput {
+            host: body.string("host")?,
+            port: body.integer("port")?,
+            tls: body.boolean("tls")?,
+            insecure_tls: body.boolean("insecure_tls")?,
+            ca_cert: body.secret("ca_cert")?,
+        },
     };
     for (field, why) in UNSUPPORTED_CONNECTION_FIELDS {
         body.refuse_unsupported(field, why)?;

@@ -300,6 +300,12 @@ impl Rotator {
         plugin
             .validate_role(&RoleOptions::new(), &[&statements])
             .map_err(|e| Error::invalid(format!("rotation_statements: {e}")))?;
+        crate::catalog::check_statement_kind(
+            plugin.as_ref(),
+            "rotation_statements",
+            lessor_plugin::StatementKind::Rotation,
+            &statements,
+        )?;
         let limit = plugin.max_username_len();
         for (field, user) in [
             ("username", Some(&username)),

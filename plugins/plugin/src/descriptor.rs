@@ -46,6 +46,102 @@ pub struct EngineDescriptor {
     pub local: LocalTarget,
     /// The same SQL run directly, for `lessor bench`; `None` where the engine offers no baseline.
     pub direct: Option<DirectConnectFn>,
+    /// Vault's discrete address fields (`host`, `port`, `tls`, with `insecure_tls` and `ca_cert`),
+    /// for engines whose Vault plugin takes those instead of a `connection_url` (Redis); `None`
+    /// where a connection is given by `connection_url` alone, and the fields are refused.
+    pub address: Option<AddressForm>,
+}
+
+/// How Vault's `host`, `port` and `tls` fields become a connection URL, `scheme://host:port`,
+/// which is what Lessor stores: the engine reads one form only, and a read of the connection shows
+/// the fields again by parsing it back. The admin credentials stay in `username` and `password`.
+/// `ca_cert` and `insecure_tls` are Vault's names, for these engines, of `tls_ca` and
+/// `tls_skip_verify`.
+#[derive(Debug, Clone, Copy)]
+pub struct AddressForm {
+    /// The URL scheme without TLS: `redis`.
+    pub scheme: &'static str,
+    /// The URL scheme with TLS: `rediss`.
+    pub tls_scheme: &'static str,
+    /// The port when `port` is not given.
+    pub default_port: u16,
+}
+
+/// Vault's address fields of one connection, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    /// A host name or an IP address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+/// The longest host name DNS allows.
+const MAX_HOST_LEN: usize = 253;
+
+impl AddressForm {
+    /// The connection URL of `address`. The host is checked first (a name of letters, digits,
+    /// `-` and `.`, or an IP address), so nothing else can reach the URL.
+    pub fn url(&self, address: &Address) -> Result<String, PluginError> {
+        let host = &address.host;
+        let ip: Option<std::net::IpAddr> = host.parse().ok();
+        let name_ok = !host.is_empty()
+            && host.len() <= MAX_HOST_LEN
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+            && !host.starts_with(['-', '.']);
+        let host = match ip {
+            Some(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+            Some(std::net::IpAddr::V4(v4)) => v4.to_string(),
+            None if name_ok => host.to_ascii_lowercase(),
+            None => {
+                return Err(PluginError::invalid(
+                    "host",
+                    "must be a host name (letters, digits, '-' and '.') or an IP address, without scheme, port or path",
+                ))
+            }
+        };
+        if address.port == 0 {
+            return Err(PluginError::invalid("port", "must be between 1 and 65535"));
+        }
+        let scheme = if address.tls {
+            self.tls_scheme
+        } else {
+            self.scheme
+        };
+        Ok(format!("{scheme}://{host}:{}", address.port))
+    }
+
+    /// The address fields of a stored connection URL, if it is of this form (a URL written as
+    /// `connection_url` with credentials or a path inline is not).
+    pub fn parse(&self, url: &str) -> Option<Address> {
+        let (scheme, rest) = url.split_once("://")?;
+        let tls = if scheme == self.tls_scheme {
+            true
+        } else if scheme == self.scheme {
+            false
+        } else {
+            return None;
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['@', '/', '?', '#']) {
+            return None;
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => (host, port.parse().ok()?),
+            _ => (rest, self.default_port),
+        };
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        Some(Address {
+            host: host.to_owned(),
+            port,
+            tls,
+        })
+    }
 }
 
 impl EngineDescriptor {
@@ -121,4 +217,75 @@ pub trait DirectSession: Send {
 
     /// The engine's built-in revocation, on this session.
     async fn delete_user(&mut self, username: &str) -> Result<(), PluginError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORM: AddressForm = AddressForm {
+        scheme: "redis",
+        tls_scheme: "rediss",
+        default_port: 6379,
+    };
+
+    fn address(host: &str, port: u16, tls: bool) -> Address {
+        Address {
+            host: host.into(),
+            port,
+            tls,
+        }
+    }
+
+    #[test]
+    fn address_fields_make_a_url_and_come_back() {
+        for (given, url) in [
+            (
+                address("Cache.Example.com", 6380, true),
+                "rediss://cache.example.com:6380",
+            ),
+            (address("127.0.0.1", 6379, false), "redis://127.0.0.1:6379"),
+            (address("::1", 7000, false), "redis://[::1]:7000"),
+        ] {
+            assert_eq!(FORM.url(&given).unwrap(), url);
+            let back = FORM.parse(url).unwrap();
+            assert_eq!(back.port, given.port);
+            assert_eq!(back.tls, given.tls);
+            assert_eq!(FORM.url(&back).unwrap(), url);
+        }
+        assert_eq!(FORM.parse("redis://localhost").unwrap().port, 6379);
+    }
+
+    #[test]
+    fn hosts_that_would_change_the_url_are_refused() {
+        for bad in [
+            "",
+            "a b",
+            "user@host",
+            "host/path",
+            "host:1",
+            "localhost://127.0.0.1",
+            "-x",
+            "h?x",
+        ] {
+            let err = FORM.url(&address(bad, 6379, false)).unwrap_err();
+            assert!(
+                err.to_string().starts_with("invalid host"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(FORM.url(&address("h", 0, false)).is_err());
+    }
+
+    #[test]
+    fn urls_of_another_form_are_not_read_as_fields() {
+        for other in [
+            "redis://admin:pw@127.0.0.1:6379",
+            "redis://127.0.0.1:6379/2",
+            "postgres://127.0.0.1:5432",
+            "redis://{{username}}:{{password}}@h:1",
+        ] {
+            assert_eq!(FORM.parse(other), None, "{other}");
+        }
+    }
 }

@@ -36,7 +36,7 @@ pub use credentials::{
     check_password, check_username, generate_password, generate_username, UsernameContext,
     UsernameTemplate,
 };
-pub use descriptor::{DirectSession, EngineDescriptor, LocalTarget};
+pub use descriptor::{Address, AddressForm, DirectSession, EngineDescriptor, LocalTarget};
 pub use template::{
     render_statements, split_statements, PasswordValue, StatementTemplate, TemplateValues,
 };
@@ -403,6 +403,16 @@ impl<'a> DeleteUserRequest<'a> {
     }
 }
 
+/// The kinds of statement list a role, a static role or a connection carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    Creation,
+    Revocation,
+    Rollback,
+    Renew,
+    Rotation,
+}
+
 /// One database engine, connected to one target. Implementations hold their own connection pool.
 #[async_trait]
 pub trait DatabasePlugin: Send + Sync {
@@ -432,6 +442,14 @@ pub trait DatabasePlugin: Send + Sync {
             }
         }
         Ok(())
+    }
+
+    /// Whether the engine runs statements of this kind. A list of a kind it does not run must
+    /// stay empty: Lessor refuses it when the role is written, naming the field, rather than keep
+    /// statements that would never run. Every kind, unless the engine says otherwise.
+    fn runs_statements(&self, kind: StatementKind) -> bool {
+        let _ = kind;
+        true
     }
 
     /// Checks, when a role is written, that the engine can give each lease its own database

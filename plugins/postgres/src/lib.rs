@@ -935,4 +935,6 @@ pub static DESCRIPTOR: EngineDescriptor = EngineDescriptor {
             Ok(session)
         })
     }),
+    // Vault's plugin for this engine takes a connection_url, not host/port fields.
+    address: None,
 };
