@@ -546,12 +546,7 @@ async fn run_engine(
         let started = Instant::now();
         let mut workers = Vec::new();
         for worker_index in 0..level {
-            let worker = WorkerTarget {
-                base: target.bases[worker_index % target.bases.len()].clone(),
-                token: target.token.clone(),
-                http: reqwest::Client::new(),
-                role: slug.to_owned(),
-            };
+            let worker = WorkerTarget::new(target, worker_index, slug);
             let per_worker = options.pairs_per_worker;
             workers.push(tokio::spawn(async move {
                 let mut timings = Vec::with_capacity(per_worker);
@@ -820,12 +815,7 @@ async fn lessor_issuance(
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker_index in 0..level {
-        let worker = WorkerTarget {
-            base: target.bases[worker_index % target.bases.len()].clone(),
-            token: target.token.clone(),
-            http: reqwest::Client::new(),
-            role: role.to_owned(),
-        };
+        let worker = WorkerTarget::new(target, worker_index, role);
         let count = options.pairs_per_worker;
         workers.push(tokio::spawn(async move {
             let mut leases = Vec::with_capacity(count);
@@ -912,6 +902,16 @@ struct WorkerTarget {
 }
 
 impl WorkerTarget {
+    /// Worker `index`'s client for `role`, on the replica the workers take in turn.
+    fn new(target: &Target, index: usize, role: &str) -> Self {
+        Self {
+            base: target.bases[index % target.bases.len()].clone(),
+            token: target.token.clone(),
+            http: reqwest::Client::new(),
+            role: role.to_owned(),
+        }
+    }
+
     /// Issues then revokes one credential; returns how long each took.
     async fn pair(&self) -> Result<(Duration, Duration)> {
         let started = Instant::now();
