@@ -1,0 +1,866 @@
+//! Store queries for leases: issuing, renewing and revoking them, the reaper's claims on due
+//! leases, prefix listings through the primary key, and the counts the API and metrics report.
+
+use sqlx::FromRow;
+
+use super::{Claim, Store, StoreKind};
+use crate::error::{Error, Result};
+
+/// Where a lease is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// The row is written and the user is being created (or the issuer died doing it). Only the
+    /// issuer may move it to `active`; a revoke meeting it sets `revoke_requested` instead, and the
+    /// reaper takes it only after the creation deadline.
+    Creating,
+    /// The credential is live and was handed out.
+    Active,
+    /// Revocation has begun and not yet succeeded; the reaper retries it.
+    Revoking,
+    /// The user is gone; the row stays as a tombstone for lookups and audit until tidied.
+    Revoked,
+}
+
+impl LeaseState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Active => "active",
+            Self::Revoking => "revoking",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Self::Creating, Self::Active, Self::Revoking, Self::Revoked]
+            .into_iter()
+            .find(|state| state.as_str() == text)
+    }
+}
+
+// A lease state is stored as its name, in a TEXT column on either engine: these impls hand the
+// column to `str` for each database, so one set serves SQLite and PostgreSQL alike.
+impl<DB: sqlx::Database> sqlx::Type<DB> for LeaseState
+where
+    str: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <str as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <str as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for LeaseState
+where
+    String: sqlx::Encode<'q, DB>,
+{
+    fn encode_by_ref(
+        &self,
+        buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        // An owned copy: SQLite's `&str` encoding would tie the buffer to the string's lifetime.
+        self.as_str().to_owned().encode_by_ref(buf)
+    }
+}
+
+impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for LeaseState
+where
+    &'r str: sqlx::Decode<'r, DB>,
+{
+    fn decode(
+        value: <DB as sqlx::Database>::ValueRef<'r>,
+    ) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&'r str as sqlx::Decode<'r, DB>>::decode(value)?;
+        Self::parse(text).ok_or_else(|| format!("unknown lease state {text:?}").into())
+    }
+}
+
+/// One issued credential.
+#[derive(Debug, Clone, FromRow)]
+pub struct LeaseRow {
+    pub id: String,
+    pub role_name: String,
+    pub connection_name: String,
+    pub username: String,
+    /// The revocation statements the user was created under (JSON array), so revocation works
+    /// after the role changed or was deleted.
+    pub revocation_statements: String,
+    pub rollback_statements: String,
+    pub renew_statements: String,
+    pub issued_at: i64,
+    pub last_renewed_at: Option<i64>,
+    pub expires_at: i64,
+    pub max_expires_at: i64,
+    pub state: LeaseState,
+    pub next_action_at: i64,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub revoked_at: Option<i64>,
+    /// The entity (or token accessor) that owns the lease: who may look it up, renew or revoke it.
+    pub owner: String,
+    /// The owner's display name when the lease was issued (`token-ci`, `jwt-<subject>`), so an
+    /// operator can find who holds credentials by the name they know.
+    pub owner_display_name: String,
+    /// A revoke met the lease while `creating`; the issuer drops the user instead of activating.
+    pub revoke_requested: bool,
+    /// The accessor of the token that obtained the lease; revoking that token revokes the lease.
+    pub token_accessor: Option<String>,
+    /// The replica working on the lease: its issuer while `creating`, its revoker while
+    /// `revoking` (see [`crate::store::Claim`]).
+    pub claimed_by: Option<String>,
+    /// When that claim lapses.
+    pub claim_until: Option<i64>,
+    /// The lease's own database (a `database_per_lease` role), dropped at revocation.
+    pub database_name: Option<String>,
+}
+
+/// One page of live lease ids in an [`IdRange`]: a range scan of the primary key.
+const LIVE_IDS_IN_RANGE: &str = "SELECT id FROM leases WHERE id >= $1 AND id < $2 AND id > $3
+         AND state IN ('creating', 'active', 'revoking')
+     ORDER BY id LIMIT $4";
+
+/// As [`LIVE_IDS_IN_RANGE`], only the leases of one owner display name (`$5`), through the
+/// `leases_owner_display_name` index.
+const LIVE_IDS_OF_OWNER_IN_RANGE: &str = "SELECT id FROM leases WHERE owner_display_name = $5
+         AND id >= $1 AND id < $2 AND id > $3 AND state IN ('creating', 'active', 'revoking')
+     ORDER BY id LIMIT $4";
+
+/// The lease ids under a path prefix, as a half-open range `[start, end)` of the primary key, so
+/// that a prefix query is an index range scan, and matches whole path segments only:
+/// `database/creds/app` covers `database/creds/app/...` and never `database/creds/app2/...`.
+///
+/// The prefix is normalized to end in `/`; every id starting with it sorts at or after it and
+/// before the same text with that last `/` (0x2F) replaced by `0` (0x30), the next byte value, and
+/// nothing else does (SQLite compares TEXT bytewise under its default BINARY collation). The empty
+/// prefix covers every id: valid lease ids are ASCII below 0x7F (see `lease::check_lease_path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdRange {
+    pub start: String,
+    pub end: String,
+}
+
+impl IdRange {
+    pub fn under(prefix: &str) -> Self {
+        let trimmed = prefix.trim_matches('/');
+        if trimmed.is_empty() {
+            return Self {
+                start: String::new(),
+                end: "\u{7f}".to_owned(),
+            };
+        }
+        Self {
+            start: format!("{trimmed}/"),
+            end: format!("{trimmed}0"),
+        }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        id >= self.start.as_str() && id < self.end.as_str()
+    }
+}
+
+impl Store {
+    // ---- leases -----------------------------------------------------------------------------
+
+    /// Writes a new lease, in state `creating`, before its user exists on the target, with the
+    /// record that this installation issued the user (see [`Store::orphan_candidates`]). This is
+    /// the one durable write on the credential hot path. It is refused (NotFound) if the lease's
+    /// connection no longer exists: the check and the write are one statement, so a concurrent
+    /// [`Store::delete_connection`] can never leave a lease whose connection is gone.
+    pub async fn insert_lease(&self, lease: &LeaseRow) -> Result<()> {
+        let done = with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(
+            "INSERT INTO leases (id, role_name, connection_name, username, revocation_statements, rollback_statements,
+                 renew_statements, issued_at, last_renewed_at, expires_at, max_expires_at, state, next_action_at,
+                 attempts, last_error, revoked_at, owner, revoke_requested, token_accessor, claimed_by, claim_until,
+                 database_name, owner_display_name)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $23, $24
+             WHERE EXISTS (SELECT 1 FROM connections WHERE name = $22)",
+        )
+        .bind(&lease.id)
+        .bind(&lease.role_name)
+        .bind(&lease.connection_name)
+        .bind(&lease.username)
+        .bind(&lease.revocation_statements)
+        .bind(&lease.rollback_statements)
+        .bind(&lease.renew_statements)
+        .bind(lease.issued_at)
+        .bind(lease.last_renewed_at)
+        .bind(lease.expires_at)
+        .bind(lease.max_expires_at)
+        .bind(lease.state)
+        .bind(lease.next_action_at)
+        .bind(lease.attempts)
+        .bind(&lease.last_error)
+        .bind(lease.revoked_at)
+        .bind(&lease.owner)
+        .bind(lease.revoke_requested)
+        .bind(&lease.token_accessor)
+        .bind(&lease.claimed_by)
+        .bind(lease.claim_until)
+        .bind(&lease.connection_name)
+        .bind(&lease.database_name)
+        .bind(&lease.owner_display_name)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+            if done > 0 {
+                // The proof that this installation made the user, durable before the user exists.
+                sqlx::query(
+                    "INSERT INTO issued_users (connection_name, username, lease_id, issued_at)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (connection_name, username) DO UPDATE SET lease_id = excluded.lease_id,
+                         issued_at = excluded.issued_at, suspect_sweeps = 0, suspect_since = NULL",
+                )
+                .bind(&lease.connection_name)
+                .bind(&lease.username)
+                .bind(&lease.id)
+                .bind(lease.issued_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            }
+            done
+        });
+        if done == 0 {
+            return Err(Error::not_found("connection", &lease.connection_name));
+        }
+        Ok(())
+    }
+
+    pub async fn get_lease(&self, id: &str) -> Result<Option<LeaseRow>> {
+        Ok(with_pool!(self, |pool| sqlx::query_as(
+            "SELECT * FROM leases WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Ids of live leases under the path `prefix` (see [`IdRange::under`]), in id order.
+    pub async fn live_lease_ids_with_prefix(
+        &self,
+        prefix: &str,
+        limit: i64,
+    ) -> Result<Vec<String>> {
+        self.live_lease_ids_in(&IdRange::under(prefix), "", limit)
+            .await
+    }
+
+    /// Ids of live leases in `range` after `after` (exclusive; "" for the start), in id order, at
+    /// most `limit`. A range scan of the primary key.
+    pub async fn live_lease_ids_in(
+        &self,
+        range: &IdRange,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>> {
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            LIVE_IDS_IN_RANGE
+        )
+        .bind(&range.start)
+        .bind(&range.end)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// As [`Store::live_lease_ids_in`], only the leases whose owner had the display name
+    /// `owner_display_name` when they were issued.
+    pub async fn live_lease_ids_of_owner_in(
+        &self,
+        range: &IdRange,
+        after: &str,
+        limit: i64,
+        owner_display_name: &str,
+    ) -> Result<Vec<String>> {
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            LIVE_IDS_OF_OWNER_IN_RANGE
+        )
+        .bind(&range.start)
+        .bind(&range.end)
+        .bind(after)
+        .bind(limit)
+        .bind(owner_display_name)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Ids of live leases obtained by the token `accessor`, after `after` (exclusive), in id
+    /// order, at most `limit` (through the `leases_token` index).
+    pub async fn live_lease_ids_of_token(
+        &self,
+        accessor: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>> {
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT id FROM leases WHERE token_accessor = $1 AND id > $2
+                 AND state IN ('creating', 'active', 'revoking')
+             ORDER BY id LIMIT $3",
+        )
+        .bind(accessor)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Moves a lease's expiry after a renewal (only while it is active).
+    pub async fn renew_lease(&self, id: &str, expires_at: i64, now: i64) -> Result<bool> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE leases SET expires_at = $1, next_action_at = $2, last_renewed_at = $3 WHERE id = $4 AND state = 'active'",
+        )
+        .bind(expires_at)
+        .bind(expires_at)
+        .bind(now)
+        .bind(id)
+        .execute(pool)
+        .await?.rows_affected()
+        });
+        Ok(done > 0)
+    }
+
+    /// The issuer's step after creating the user: `creating -> active`, due at `next_action_at`
+    /// (its expiry). False if a revocation was requested meanwhile or the reaper took the lease
+    /// over: then the issuer must drop the user and must not hand out the credentials.
+    pub async fn activate_lease(&self, id: &str, next_action_at: i64) -> Result<bool> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE leases SET state = 'active', next_action_at = $1, claimed_by = NULL, claim_until = NULL
+             WHERE id = $2 AND state = 'creating' AND revoke_requested = FALSE",
+        )
+        .bind(next_action_at)
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        });
+        Ok(done > 0)
+    }
+
+    /// A revoke met a `creating` lease: records the request for the issuer (or the reaper).
+    /// False if the lease is no longer `creating` (the caller re-reads it and acts on its state).
+    pub async fn request_revocation(&self, id: &str) -> Result<bool> {
+        let done = with_pool!(self, |pool| sqlx::query(
+            "UPDATE leases SET revoke_requested = TRUE WHERE id = $1 AND state = 'creating'",
+        )
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
+    }
+
+    /// Takes a `creating` lease over for revocation (`creating -> revoking`), claimed as
+    /// `claim` says. The issuer (`issuer: true`) takes its own lease unconditionally; anyone else
+    /// only a lease whose issuer's claim is free (see [`Claim`]): its creation deadline passed or
+    /// its issuer is dead.
+    pub async fn take_over_creating(
+        &self,
+        id: &str,
+        claim: &Claim<'_>,
+        issuer: bool,
+    ) -> Result<bool> {
+        let sql = format!(
+            "UPDATE leases SET state = 'revoking', next_action_at = $3, claimed_by = $1, claim_until = $3
+             WHERE id = $5 AND state = 'creating' AND ($6 OR {free})",
+            free = claim.free_sql("leases")
+        );
+        Ok(
+            with_pool!(self, |pool| bind_claim!(sqlx::query(&sql), claim)
+                .bind(id)
+                .bind(issuer)
+                .execute(pool)
+                .await?
+                .rows_affected())
+                > 0,
+        )
+    }
+
+    /// Moves the reaper's deadline of a `creating` lease, for an issuer that gave up on it.
+    pub async fn reschedule_creating(&self, id: &str, next_action_at: i64) -> Result<bool> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE leases SET next_action_at = $1, claim_until = $1 WHERE id = $2 AND state = 'creating'"
+        )
+        .bind(next_action_at)
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        });
+        Ok(done > 0)
+    }
+
+    /// Claims a live lease for revocation (`active|revoking -> revoking`) until `claim.until`,
+    /// which is also when the reaper looks again should the claimant die first. False when another
+    /// live replica holds it, or (with `due_by`, the reaper's case) when it is no longer due.
+    /// Never a `creating` lease: that belongs to its issuer until [`Store::take_over_creating`].
+    pub async fn mark_revoking(
+        &self,
+        id: &str,
+        claim: &Claim<'_>,
+        due_by: Option<i64>,
+    ) -> Result<bool> {
+        let sql = format!(
+            "UPDATE leases SET state = 'revoking', next_action_at = $3, claimed_by = $1, claim_until = $3
+             WHERE id = $5 AND state IN ('active', 'revoking') AND {free}
+                 AND ($6 IS NULL OR next_action_at <= $6)",
+            free = claim.free_sql("leases")
+        );
+        Ok(
+            with_pool!(self, |pool| bind_claim!(sqlx::query(&sql), claim)
+                .bind(id)
+                .bind(due_by)
+                .execute(pool)
+                .await?
+                .rows_affected())
+                > 0,
+        )
+    }
+
+    /// Gives up `claimant`'s claim on a lease it decided not to act on (renewed since), so a
+    /// revoke elsewhere need not wait for the claim to lapse.
+    pub async fn release_lease_claim(&self, id: &str, claimant: &str) -> Result<()> {
+        with_pool!(self, |pool| sqlx::query(
+            "UPDATE leases SET claimed_by = NULL, claim_until = NULL
+             WHERE id = $1 AND claimed_by = $2 AND state IN ('active', 'revoking')"
+        )
+        .bind(id)
+        .bind(claimant)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Marks a lease revoked. With `user_dropped` (the drop succeeded, so the user is gone) the
+    /// record of its user goes too; a forced revocation keeps it, so reconciliation drops the
+    /// user later should it still exist.
+    pub async fn mark_revoked(
+        &self,
+        id: &str,
+        now: i64,
+        note: Option<&str>,
+        user_dropped: bool,
+    ) -> Result<()> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let gone: Option<(String, String)> = sqlx::query_as(
+                "UPDATE leases SET state = 'revoked', revoked_at = $1, last_error = COALESCE($2, last_error),
+                     claimed_by = NULL, claim_until = NULL
+                 WHERE id = $3 AND state != 'revoked'
+                 RETURNING connection_name, username",
+            )
+            .bind(now)
+            .bind(note)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let (Some((connection, username)), true) = (gone, user_dropped) {
+                sqlx::query(
+                    "DELETE FROM issued_users WHERE connection_name = $1 AND username = $2 AND lease_id = $3",
+                )
+                .bind(connection)
+                .bind(username)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Records a failed revocation (or rollback) attempt and when to try again.
+    pub async fn record_revocation_failure(
+        &self,
+        id: &str,
+        error: &str,
+        retry_at: i64,
+    ) -> Result<i64> {
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "UPDATE leases SET state = 'revoking', attempts = attempts + 1, last_error = $1, next_action_at = $2,
+                 claimed_by = NULL, claim_until = NULL
+             WHERE id = $3 AND state IN ('creating', 'active', 'revoking') RETURNING attempts",
+        )
+        .bind(error)
+        .bind(retry_at)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+        .unwrap_or(0))
+    }
+
+    /// Claims the leases due at `claim.now` that nobody holds, oldest first, at most `limit`, and
+    /// returns them: live leases whose next action is due, and `creating` leases whose issuer's
+    /// claim is free (creation deadline passed, or the issuer is dead). Leases the claimant already
+    /// holds (being revoked by it right now) are not returned again, so a reaper never re-reads
+    /// what it has dispatched. On PostgreSQL the
+    /// rows are taken `FOR UPDATE SKIP LOCKED`, so replicas sweeping together split the work
+    /// instead of queueing on each other's rows; SQLite has one writer at a time anyway.
+    pub async fn claim_due_leases(&self, claim: &Claim<'_>, limit: i64) -> Result<Vec<LeaseRow>> {
+        let skip_locked = match self.kind() {
+            StoreKind::Postgres => "FOR UPDATE SKIP LOCKED",
+            StoreKind::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE leases SET claimed_by = $1, claim_until = $3
+             WHERE id IN (
+                 SELECT id FROM leases
+                 WHERE state IN ('creating', 'active', 'revoking')
+                     AND ((next_action_at <= $2 AND {unclaimed})
+                          OR (state IN ('creating', 'revoking') AND claimed_by <> $1 AND {dead}))
+                 ORDER BY next_action_at LIMIT $5 {skip_locked}
+             )
+             RETURNING *",
+            unclaimed = claim.unclaimed_sql("leases"),
+            dead = claim.dead_sql("leases"),
+        );
+        Ok(with_pool!(self, |pool| bind_claim!(
+            sqlx::query_as(&sql),
+            claim
+        )
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Leases still being revoked after at least `min_attempts` failed attempts, by id.
+    pub async fn irrevocable_leases(&self, min_attempts: i64, limit: i64) -> Result<Vec<LeaseRow>> {
+        Ok(with_pool!(self, |pool| sqlx::query_as(
+            "SELECT * FROM leases WHERE state = 'revoking' AND attempts >= $1 ORDER BY id LIMIT $2"
+        )
+        .bind(min_attempts)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// When the next lease falls due strictly after `after`, if any. The reaper asks this after
+    /// handing out everything due at `after`, so leases it is still revoking do not count.
+    pub async fn next_due_after(&self, after: i64) -> Result<Option<i64>> {
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT MIN(next_action_at) FROM leases
+             WHERE state IN ('creating', 'active', 'revoking') AND next_action_at > $1",
+        )
+        .bind(after)
+        .fetch_one(pool)
+        .await?))
+    }
+
+    /// Deletes revocation tombstones older than `before`, at most `limit` at a time.
+    pub async fn tidy_revoked(&self, before: i64, limit: i64) -> Result<u64> {
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+            "DELETE FROM leases WHERE id IN (SELECT id FROM leases WHERE state = 'revoked' AND revoked_at < $1 LIMIT $2)",
+        )
+        .bind(before)
+        .bind(limit)
+        .execute(pool)
+        .await?.rows_affected()
+        });
+        Ok(done)
+    }
+
+    pub async fn count_leases(&self, state: LeaseState) -> Result<i64> {
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM leases WHERE state = $1"
+        )
+        .bind(state)
+        .fetch_one(pool)
+        .await?))
+    }
+
+    /// Live (creating, active or revoking) leases on `connection`.
+    pub async fn count_live_leases_on_connection(&self, connection: &str) -> Result<i64> {
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM leases
+             WHERE connection_name = $1 AND state IN ('creating', 'active', 'revoking')",
+        )
+        .bind(connection)
+        .fetch_one(pool)
+        .await?))
+    }
+
+    /// Static roles whose user lives on `connection`.
+    pub async fn static_roles_on_connection(&self, connection: &str) -> Result<Vec<String>> {
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT name FROM static_roles WHERE db_name = $1 ORDER BY name"
+        )
+        .bind(connection)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    // ---- tokens -----------------------------------------------------------------------------
+
+    pub async fn count_tokens(&self) -> Result<i64> {
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tokens"
+        )
+        .fetch_one(pool)
+        .await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::SqlitePool;
+
+    use super::*;
+    use crate::store::ConnectionRow;
+
+    #[test]
+    fn id_ranges_cover_whole_path_segments_only() {
+        let app = IdRange::under("database/creds/app");
+        assert_eq!(app, IdRange::under("database/creds/app/"));
+        for inside in [
+            "database/creds/app/x",
+            "database/creds/app/x/y",
+            "database/creds/app/",
+        ] {
+            assert!(app.contains(inside), "{inside}");
+        }
+        for outside in [
+            "database/creds/app",
+            "database/creds/app2/x",
+            "database/creds/app-admin/x",
+            "database/creds/app.x/y",
+            "database/creds/apple/x",
+            "database/creds/ap/x",
+        ] {
+            assert!(!app.contains(outside), "{outside}");
+        }
+        let all = IdRange::under("");
+        assert!(all.contains("database/creds/app/x") && all.contains("a"));
+    }
+
+    async fn store_with_leases(dir: &Path, ids: &[&str]) -> Store {
+        let store = Store::open(&dir.join("lessor.db").display().to_string())
+            .await
+            .unwrap();
+        store
+            .upsert_connection(&ConnectionRow {
+                name: "db".into(),
+                plugin_name: "postgresql-database-plugin".into(),
+                connection_url_sealed: String::new(),
+                username: String::new(),
+                password_sealed: String::new(),
+                allowed_roles: "[]".into(),
+                verify_connection: false,
+                max_open_connections: 1,
+                root_rotation_statements: "[]".into(),
+                tls_ca_sealed: None,
+                tls_certificate_sealed: None,
+                private_key_sealed: None,
+                tls_certificate_key_sealed: None,
+                tls_server_name: None,
+                tls_skip_verify: false,
+                disable_escaping: false,
+                password_authentication: "password".into(),
+                scram_iterations: 4096,
+                password_policy: None,
+                created_at: 0,
+                updated_at: 0,
+            })
+            .await
+            .unwrap();
+        for id in ids {
+            store
+                .insert_lease(&LeaseRow {
+                    id: (*id).to_owned(),
+                    role_name: "r".into(),
+                    connection_name: "db".into(),
+                    username: "u".into(),
+                    revocation_statements: "[]".into(),
+                    rollback_statements: "[]".into(),
+                    renew_statements: "[]".into(),
+                    issued_at: 0,
+                    last_renewed_at: None,
+                    expires_at: 1,
+                    max_expires_at: 1,
+                    state: LeaseState::Active,
+                    next_action_at: 1,
+                    attempts: 0,
+                    last_error: None,
+                    revoked_at: None,
+                    owner: "o".into(),
+                    owner_display_name: format!("name-of-{}", &id[id.len() - 1..]),
+                    revoke_requested: false,
+                    token_accessor: None,
+                    claimed_by: None,
+                    claim_until: None,
+                    database_name: None,
+                })
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn prefix_queries_match_path_segments_through_the_primary_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_leases(
+            dir.path(),
+            &[
+                "database/creds/app/a",
+                "database/creds/app/b",
+                "database/creds/app/x/y",
+                "database/creds/app2/c",
+                "database/creds/app-admin/d",
+                "database/creds/apple",
+            ],
+        )
+        .await;
+        for prefix in ["database/creds/app", "database/creds/app/"] {
+            let ids = store
+                .live_lease_ids_in(&IdRange::under(prefix), "", 100)
+                .await
+                .unwrap();
+            assert_eq!(
+                ids,
+                [
+                    "database/creds/app/a",
+                    "database/creds/app/b",
+                    "database/creds/app/x/y"
+                ],
+                "{prefix}"
+            );
+        }
+        let page = store
+            .live_lease_ids_in(
+                &IdRange::under("database/creds/app"),
+                "database/creds/app/a",
+                1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            page,
+            ["database/creds/app/b"],
+            "pages resume after the cursor"
+        );
+        // One owner's leases only (each test lease is owned by `name-of-<its last letter>`).
+        let owned = store
+            .live_lease_ids_of_owner_in(&IdRange::under("database/creds/app"), "", 100, "name-of-b")
+            .await
+            .unwrap();
+        assert_eq!(owned, ["database/creds/app/b"]);
+        let elsewhere = store
+            .live_lease_ids_of_owner_in(
+                &IdRange::under("database/creds/app2"),
+                "",
+                100,
+                "name-of-b",
+            )
+            .await
+            .unwrap();
+        assert!(elsewhere.is_empty(), "{elsewhere:?}");
+
+        // The plan's `detail` column names the index and the constraints it uses.
+        use sqlx::Row;
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {LIVE_IDS_IN_RANGE}"))
+            .bind("a/")
+            .bind("a0")
+            .bind("")
+            .bind(10)
+            .fetch_all(store.sqlite_pool().unwrap())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect();
+        let plan = plan.join("; ");
+        assert!(
+            plan.contains("sqlite_autoindex_leases_1") && plan.contains("id>? AND id<?"),
+            "not a primary-key range scan: {plan}"
+        );
+        eprintln!("plan: {plan}");
+        // One owner's leases come from the owner index, not a scan of every lease in the range.
+        let plan: Vec<String> =
+            sqlx::query(&format!("EXPLAIN QUERY PLAN {LIVE_IDS_OF_OWNER_IN_RANGE}"))
+                .bind("a/")
+                .bind("a0")
+                .bind("")
+                .bind(10)
+                .bind("someone")
+                .fetch_all(store.sqlite_pool().unwrap())
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<String, _>("detail"))
+                .collect();
+        let plan = plan.join("; ");
+        assert!(
+            plan.contains("leases_owner_display_name"),
+            "not through the owner index: {plan}"
+        );
+        store.close().await;
+    }
+
+    /// Migration 0004 rebuilds the leases table: a store written before it keeps its leases.
+    #[tokio::test]
+    async fn leases_survive_the_lifecycle_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let earlier = dir.path().join("earlier-migrations");
+        std::fs::create_dir(&earlier).unwrap();
+        let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        for entry in std::fs::read_dir(&all).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if name.as_str() < "0004" {
+                std::fs::copy(&path, earlier.join(&name)).unwrap();
+            }
+        }
+        let file = dir.path().join("lessor.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&file)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        sqlx::migrate::Migrator::new(earlier.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO leases (id, role_name, connection_name, username, issued_at, expires_at,
+                 max_expires_at, state, next_action_at, owner)
+             VALUES ('database/creds/r/old', 'r', 'db', 'u', 1, 2, 3, 'revoking', 4, 'o')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = Store::open(&file.display().to_string()).await.unwrap();
+        let lease = store
+            .get_lease("database/creds/r/old")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(lease.state, LeaseState::Revoking);
+        assert_eq!((lease.expires_at, lease.next_action_at), (2, 4));
+        assert!(!lease.revoke_requested && lease.token_accessor.is_none());
+        let claim = Claim {
+            by: "r",
+            now: 10,
+            until: 20,
+            stale_before: 0,
+        };
+        assert_eq!(store.claim_due_leases(&claim, 10).await.unwrap().len(), 1);
+        store.close().await;
+    }
+}
