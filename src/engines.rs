@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use lessor_plugin::{
     ConnectionSettings, DatabasePlugin, DefaultStatements, DeleteUserRequest, EngineDescriptor,
     NewUserRequest, PasswordAuthentication, PluginError, RoleOptions, Secret, StatementKind,
-    TlsMaterial, UpdateUserRequest,
+    TlsMaterial, UpdateUserRequest, UserMarker,
 };
 use tokio::sync::RwLock;
 
@@ -175,6 +175,11 @@ impl DatabasePlugin for Deadlined {
             .await
     }
 
+    async fn marked_users(&self) -> Result<Option<HashMap<String, String>>, PluginError> {
+        self.bounded("marked_users", self.inner.marked_users())
+            .await
+    }
+
     fn user_connection_url(&self, username: &str, database: Option<&str>) -> Option<String> {
         self.inner.user_connection_url(username, database)
     }
@@ -224,17 +229,30 @@ pub struct Engines {
     sealer: Sealer,
     /// The time limits every instance is built with.
     deadlines: TargetDeadlines,
+    /// This installation's mark, left on every user an engine that can keep a note creates.
+    user_marker: UserMarker,
     live: Arc<RwLock<HashMap<String, Arc<dyn DatabasePlugin>>>>,
 }
 
 impl Engines {
-    pub fn new(store: Store, sealer: Sealer, deadlines: TargetDeadlines) -> Self {
+    pub fn new(
+        store: Store,
+        sealer: Sealer,
+        deadlines: TargetDeadlines,
+        user_marker: UserMarker,
+    ) -> Self {
         Self {
             store,
             sealer,
             deadlines,
+            user_marker,
             live: Arc::default(),
         }
+    }
+
+    /// This installation's marker (reconciliation compares users' marks with it).
+    pub fn user_marker(&self) -> &UserMarker {
+        &self.user_marker
     }
 
     /// Builds the instance for connection `name`, every call bounded by the operation deadline.
@@ -259,6 +277,7 @@ impl Engines {
         ConnectionSettings {
             connect_timeout: self.deadlines.connect,
             statement_timeout: self.deadlines.operation,
+            user_marker: Some(self.user_marker.clone()),
             ..written
         }
     }
@@ -279,6 +298,7 @@ impl Engines {
             tls: self.tls_material(row)?,
             disable_escaping: row.disable_escaping,
             password_authentication: stored_password_authentication(row)?,
+            user_marker: Some(self.user_marker.clone()),
         })
     }
 

@@ -57,7 +57,7 @@ pub use catalog::{ConnectionDeletion, ConnectionRow, RoleRow};
 pub use identity::{AlertRow, AuditDeviceRow, PolicyRow, TokenRow};
 pub use leases::{IdRange, LeaseRow, LeaseState};
 pub use metrics::LiveLeaseCount;
-pub use reconcile::IssuedUserRow;
+pub use reconcile::{IssuedUserRow, ADOPTED_WITHOUT_LEASE};
 pub use replicas::{Change, ChangeFeed, Claim, ReplicaRow};
 pub use static_roles::{
     Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow, ROTATION_HISTORY_LEN,

@@ -35,6 +35,7 @@ fn settings(url: &str) -> ConnectionSettings {
         tls: Default::default(),
         disable_escaping: false,
         password_authentication: Default::default(),
+        user_marker: None,
     }
 }
 

@@ -54,8 +54,9 @@ use lessor_plugin::{
     check_username, render_statements, ConnectionSettings, DatabasePlugin, DefaultStatements,
     DeleteUserRequest, DirectSession, EngineDescriptor, LocalTarget, NewDatabase, NewUserRequest,
     PasswordAuthentication, PasswordStrength, PasswordValue, PluginError, RoleOptions, Secret,
-    StatementTemplate, TemplateValues, UpdateUserRequest, SCRAM_DEFAULT_ITERATIONS,
+    StatementTemplate, TemplateValues, UpdateUserRequest, UserMarker, SCRAM_DEFAULT_ITERATIONS,
 };
+use std::collections::HashMap;
 
 use crate::error::{classify, is_undefined_object, login_error, pool_error};
 
@@ -101,6 +102,10 @@ const HAS_DEPENDENCIES: &str = "SELECT EXISTS (
 const LIST_USERS: &str =
     "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY rolname";
 
+/// Roles whose comment is a Lessor marker (`$1` is [`UserMarker::like_pattern`]), with it.
+const MARKED_USERS: &str = "SELECT rolname::text, shobj_description(oid, 'pg_authid')
+    FROM pg_roles WHERE shobj_description(oid, 'pg_authid') LIKE $1";
+
 /// One PostgreSQL target: a pool of admin connections plus what is needed to open a separate
 /// connection as another user ([`DatabasePlugin::check_login`]).
 pub struct PostgresPlugin {
@@ -115,6 +120,8 @@ pub struct PostgresPlugin {
     statement_timeout: Option<String>,
     /// Whether statements carry passwords or SCRAM verifiers computed here.
     password_authentication: PasswordAuthentication,
+    /// The installation's mark, put on every created role as its comment.
+    user_marker: Option<UserMarker>,
 }
 
 impl fmt::Debug for PostgresPlugin {
@@ -168,6 +175,7 @@ pub async fn connect(settings: ConnectionSettings) -> Result<PostgresPlugin, Plu
         timeout,
         statement_timeout: statement_timeout_sql(settings.statement_timeout),
         password_authentication: settings.password_authentication,
+        user_marker: settings.user_marker.clone(),
     })
 }
 
@@ -284,6 +292,12 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Quotes a string literal (standard_conforming_strings, on since PostgreSQL 9.1). Only marker
+/// texts come here, which [`UserMarker`] keeps to letters, digits, spaces and `-`.
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 impl PostgresPlugin {
     async fn client(&self) -> Result<Session, PluginError> {
         self.pool
@@ -354,6 +368,7 @@ async fn create_on(
     limits: &[&str],
     request: &NewUserRequest<'_>,
     password: &StatementPassword,
+    marker: Option<&UserMarker>,
 ) -> Result<(), PluginError> {
     let username = request.username;
     lessor_plugin::check_username_len(username, MAX_USERNAME_LEN)?;
@@ -378,8 +393,16 @@ async fn create_on(
         .map(|database| create_database_sql(username, &database))
         .transpose()?;
     // Always set, so the server refuses the login after expiry even if the role's own
-    // statements forgot VALID UNTIL and Lessor is down when the lease ends.
-    let trailer = valid_until(username, request.expiration);
+    // statements forgot VALID UNTIL and Lessor is down when the lease ends. The marker goes in
+    // the same transaction: a role of ours never exists unmarked, even for a moment.
+    let mut trailer = valid_until(username, request.expiration);
+    if let Some(marker) = marker {
+        trailer.push_str(&format!(
+            "; COMMENT ON ROLE {} IS {}",
+            quote_ident(username),
+            quote_literal(&marker.text())
+        ));
+    }
     run_in_transaction(
         client,
         limits,
@@ -759,7 +782,14 @@ impl DatabasePlugin for PostgresPlugin {
         )
         .await?;
         let mut client = self.client().await?;
-        let mut result = create_on(&mut client, &self.limits(), request, &password).await;
+        let mut result = create_on(
+            &mut client,
+            &self.limits(),
+            request,
+            &password,
+            self.user_marker.as_ref(),
+        )
+        .await;
         if let (Ok(()), Some(database)) = (&result, request.database) {
             if database.template.is_some() {
                 result = self.hand_over_copy(request.username, database.name).await;
@@ -878,6 +908,25 @@ impl DatabasePlugin for PostgresPlugin {
             .map_err(|e| classify(&e, &[]));
         client.release();
         Ok(rows?.iter().map(|row| row.get::<_, String>(0)).collect())
+    }
+
+    async fn marked_users(&self) -> Result<Option<HashMap<String, String>>, PluginError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(MARKED_USERS, &[&UserMarker::like_pattern()])
+            .await
+            .map_err(|e| classify(&e, &[]));
+        client.release();
+        Ok(Some(
+            rows?
+                .iter()
+                .filter_map(|row| {
+                    let note: String = row.get(1);
+                    let installation = UserMarker::installation_in(&note)?.to_owned();
+                    Some((row.get::<_, String>(0), installation))
+                })
+                .collect(),
+        ))
     }
 
     /// `postgresql://user@host:port/database`, with the admin connection's `sslmode`: what a

@@ -355,6 +355,14 @@ impl DatabasePlugin for RedisPlugin {
         .await
     }
 
+    /// Redis ACL users carry no note, so the store's record of issued users is the only proof
+    /// of ownership.
+    async fn marked_users(
+        &self,
+    ) -> Result<Option<std::collections::HashMap<String, String>>, PluginError> {
+        Ok(None)
+    }
+
     #[tracing::instrument(skip_all)]
     async fn close(&self) {
         // Dropping the last handle ends the connection's driver task, which closes the socket.

@@ -39,6 +39,7 @@ fn settings(url: &str) -> ConnectionSettings {
         tls: TlsMaterial::default(),
         disable_escaping: false,
         password_authentication: Default::default(),
+        user_marker: None,
     }
 }
 
