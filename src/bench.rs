@@ -214,7 +214,7 @@ const FLOOR_ROUNDS: usize = 3;
 const SEEDED_ROLE: &str = "bench-seeded";
 
 /// Seeded leases written per transaction.
-const SEED_BATCH: usize = 10_000;
+const SEED_BATCH: usize = 2_000;
 
 /// Keys in the timed `LIST` page, and how many times it is asked for.
 const LIST_PAGE_LIMIT: usize = 1_000;

@@ -291,3 +291,68 @@ async fn bench_servers_compares_two_vault_api_servers_side_by_side() {
     first.stop().await;
     second.stop().await;
 }
+
+/// `Store::seed_leases`, which `--leases` uses, on both store engines: the rows come back as
+/// written, live, in one page of their prefix, in statements of several hundred rows.
+#[tokio::test]
+async fn seed_leases_writes_live_rows_on_sqlite_and_postgres() {
+    use lessor::store::{IdRange, LeaseRow, LeaseState, Store};
+
+    let rows: Vec<LeaseRow> = (0..1_234)
+        .map(|index| LeaseRow {
+            id: format!("database/creds/seeded/{index:06}"),
+            role_name: "seeded".into(),
+            connection_name: "nowhere".into(),
+            username: format!("v-seeded-{index}"),
+            revocation_statements: "[]".into(),
+            rollback_statements: "[]".into(),
+            renew_statements: "[]".into(),
+            issued_at: 1,
+            last_renewed_at: None,
+            expires_at: i64::MAX / 2,
+            max_expires_at: i64::MAX / 2,
+            state: LeaseState::Active,
+            next_action_at: i64::MAX / 2,
+            attempts: 0,
+            last_error: None,
+            revoked_at: None,
+            owner: "owner".into(),
+            owner_display_name: "seeder".into(),
+            revoke_requested: false,
+            token_accessor: None,
+            claimed_by: None,
+            claim_until: None,
+            database_name: None,
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = common::StoreDatabase::create().await;
+    for url in [
+        dir.path().join("lessor.db").display().to_string(),
+        postgres.url.clone(),
+    ] {
+        let store = Store::open(&url).await.unwrap();
+        store.seed_leases(&rows).await.unwrap();
+        let ids = store
+            .live_lease_ids_in(&IdRange::under("database/creds/seeded"), "", 5_000)
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), rows.len(), "{url}");
+        let last = store
+            .get_lease("database/creds/seeded/001233")
+            .await
+            .unwrap()
+            .expect("the last row");
+        assert_eq!(
+            (
+                last.username.as_str(),
+                last.state,
+                last.owner_display_name.as_str()
+            ),
+            ("v-seeded-1233", LeaseState::Active, "seeder")
+        );
+        assert_eq!(last.next_action_at, i64::MAX / 2);
+        store.close().await;
+    }
+    postgres.drop_now().await;
+}
