@@ -52,7 +52,8 @@ enum Command {
     Server(ServerArgs),
     /// Runs a development server: temporary store, printed root token, local databases registered.
     Dev(DevArgs),
-    /// Measures Lessor against the same SQL run directly on PostgreSQL; prints a Markdown report.
+    /// Measures Lessor against the same SQL run directly on the databases (or, with --servers,
+    /// two Vault-API servers side by side); prints a Markdown report, or JSON with --json.
     Bench(BenchArgs),
     /// Reads PATH (e.g. database/creds/app); KEY=VALUE arguments become the query string.
     Read {
@@ -231,12 +232,32 @@ struct BenchArgs {
     /// Worker counts for the throughput measurement (comma-separated levels, each run in turn).
     #[arg(long, value_delimiter = ',', default_value = "4")]
     concurrency: Vec<usize>,
-    /// Issue/revoke pairs per worker in the throughput measurement.
+    /// Issue/revoke pairs per worker in each throughput block (with --servers: credentials
+    /// each worker issues, then revokes, per block).
     #[arg(long, default_value_t = 50)]
     pairs_per_worker: usize,
+    /// Rounds of the throughput measurement at each concurrency level; each round runs a Lessor
+    /// block and a direct block (with --servers: a block on each server), the order alternating
+    /// from round to round.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Leases used to time the reaper.
     #[arg(long, default_value_t = 20)]
     expiring_leases: usize,
+    /// Seed Lessor's (temporary) store with N live leases before measuring, and time a
+    /// 1,000-key LIST page of them. The leases are rows only: no database user is made.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    leases: usize,
+    /// Print one JSON object on standard output instead of the Markdown report (progress goes
+    /// to standard error either way).
+    #[arg(long)]
+    json: bool,
+    /// Compare two servers that speak Vault's API instead of Lessor against direct SQL: FILE
+    /// (JSON) names them, with token files, and the roles to measure on both
+    /// (scripts/bench-openbao.sh writes one). Takes --concurrency, --pairs-per-worker, --rounds,
+    /// --json and --output.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["engines", "targets", "leases", "replicas", "password_authentication", "scram_iterations"])]
+    servers: Option<PathBuf>,
     /// Measure only these engines (comma-separated short names; default: every engine built in
     /// that offers a direct baseline: postgres, mysql, redis).
     #[arg(long, value_delimiter = ',')]
@@ -688,26 +709,49 @@ async fn shutdown_signal() {
 
 async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     telemetry::init(LogFormat::Text, "warn");
-    let store = match args.store.as_str() {
-        "postgres" => lessor::bench::BenchStore::Postgres {
-            admin_url: args.store_admin_url.clone(),
-        },
-        _ => lessor::bench::BenchStore::Sqlite,
+    let concurrency: Vec<usize> = args.concurrency.iter().map(|&c| c.max(1)).collect();
+    let report = if let Some(file) = &args.servers {
+        let options = lessor::bench::peers::PeerOptions::from_file(
+            file,
+            concurrency,
+            args.pairs_per_worker,
+            args.rounds,
+        )?;
+        let report = lessor::bench::peers::run(&options).await?;
+        if args.json {
+            serde_json::to_string_pretty(&report)?
+        } else {
+            report.markdown()
+        }
+    } else {
+        let store = match args.store.as_str() {
+            "postgres" => lessor::bench::BenchStore::Postgres {
+                admin_url: args.store_admin_url.clone(),
+            },
+            _ => lessor::bench::BenchStore::Sqlite,
+        };
+        let options = lessor::bench::BenchOptions {
+            store,
+            replicas: args.replicas.max(1),
+            iterations: args.iterations.max(1),
+            concurrency,
+            pairs_per_worker: args.pairs_per_worker.max(1),
+            rounds: args.rounds.max(1),
+            expiring_leases: args.expiring_leases.max(1),
+            seeded_leases: args.leases,
+            targets: bench_targets(&args.engines, &args.targets)?,
+            password_authentication: bench_password_authentication(
+                &args.password_authentication,
+                args.scram_iterations,
+            )?,
+        };
+        let report = lessor::bench::run(&options).await?;
+        if args.json {
+            serde_json::to_string_pretty(&report)?
+        } else {
+            report.markdown()
+        }
     };
-    let options = lessor::bench::BenchOptions {
-        store,
-        replicas: args.replicas.max(1),
-        iterations: args.iterations.max(1),
-        concurrency: args.concurrency.iter().map(|&c| c.max(1)).collect(),
-        pairs_per_worker: args.pairs_per_worker.max(1),
-        expiring_leases: args.expiring_leases.max(1),
-        targets: bench_targets(&args.engines, &args.targets)?,
-        password_authentication: bench_password_authentication(
-            &args.password_authentication,
-            args.scram_iterations,
-        )?,
-    };
-    let report = lessor::bench::run(&options).await?;
     println!("{report}");
     if let Some(path) = args.output {
         use std::io::Write;

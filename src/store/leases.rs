@@ -611,6 +611,61 @@ impl Store {
     }
 }
 
+/// Rows per `INSERT` of [`Store::seed_leases`]: 23 bound values each, well under SQLite's 32,766
+/// and PostgreSQL's 65,535 parameters per statement.
+const SEED_ROWS_PER_STATEMENT: usize = 500;
+
+impl Store {
+    /// Writes `leases` exactly as given, in one transaction, a few hundred rows per statement:
+    /// for filling a store with leases whose users do not exist (`lessor bench --leases N`
+    /// measures the API with a large store this way). Unlike [`Store::insert_lease`] it checks
+    /// no connection and records no issued user: nothing was created on a database, so
+    /// reconciliation has nothing to find, and the caller gives the leases an expiry it will not
+    /// reach if the reaper is to leave them alone.
+    pub async fn seed_leases(&self, leases: &[LeaseRow]) -> Result<()> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            for chunk in leases.chunks(SEED_ROWS_PER_STATEMENT) {
+                let mut query = sqlx::QueryBuilder::new(
+                    "INSERT INTO leases (id, role_name, connection_name, username, revocation_statements,
+                         rollback_statements, renew_statements, issued_at, last_renewed_at, expires_at,
+                         max_expires_at, state, next_action_at, attempts, last_error, revoked_at, owner,
+                         revoke_requested, token_accessor, claimed_by, claim_until, database_name,
+                         owner_display_name) ",
+                );
+                query.push_values(chunk, |mut row, lease| {
+                    row.push_bind(&lease.id)
+                        .push_bind(&lease.role_name)
+                        .push_bind(&lease.connection_name)
+                        .push_bind(&lease.username)
+                        .push_bind(&lease.revocation_statements)
+                        .push_bind(&lease.rollback_statements)
+                        .push_bind(&lease.renew_statements)
+                        .push_bind(lease.issued_at)
+                        .push_bind(lease.last_renewed_at)
+                        .push_bind(lease.expires_at)
+                        .push_bind(lease.max_expires_at)
+                        .push_bind(lease.state)
+                        .push_bind(lease.next_action_at)
+                        .push_bind(lease.attempts)
+                        .push_bind(&lease.last_error)
+                        .push_bind(lease.revoked_at)
+                        .push_bind(&lease.owner)
+                        .push_bind(lease.revoke_requested)
+                        .push_bind(&lease.token_accessor)
+                        .push_bind(&lease.claimed_by)
+                        .push_bind(lease.claim_until)
+                        .push_bind(&lease.database_name)
+                        .push_bind(&lease.owner_display_name);
+                });
+                query.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
