@@ -165,6 +165,21 @@ impl DatabasePlugin for Deadlined {
             .await
     }
 
+    /// The whole batch under one deadline: each of its steps is one round trip for all users.
+    async fn delete_users(
+        &self,
+        requests: &[DeleteUserRequest<'_>],
+    ) -> Vec<Result<(), PluginError>> {
+        let all = async { Ok(self.inner.delete_users(requests).await) };
+        match self.bounded("delete_users", all).await {
+            Ok(outcomes) => outcomes,
+            Err(timeout) => requests
+                .iter()
+                .map(|_| Err(PluginError::Unavailable(timeout.to_string())))
+                .collect(),
+        }
+    }
+
     async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError> {
         self.bounded("check_login", self.inner.check_login(username, password))
             .await

@@ -673,6 +673,19 @@ impl DatabasePlugin for MySqlPlugin {
         result
     }
 
+    /// One by one: each user's drop is its own few statements, and MariaDB's `DROP USER` of a
+    /// list fails whole when one user is a problem, which would hide which.
+    async fn delete_users(
+        &self,
+        requests: &[DeleteUserRequest<'_>],
+    ) -> Vec<Result<(), PluginError>> {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in requests {
+            outcomes.push(self.delete_user(request).await);
+        }
+        outcomes
+    }
+
     #[tracing::instrument(skip_all, fields(username = %username), err)]
     async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError> {
         self.check_login_now(username, password).await

@@ -482,6 +482,15 @@ pub trait DatabasePlugin: Send + Sync {
     /// that does not exist succeeds.
     async fn delete_user(&self, request: &DeleteUserRequest<'_>) -> Result<(), PluginError>;
 
+    /// Deletes several users as [`DatabasePlugin::delete_user`] deletes each, in as few round
+    /// trips as the engine can (bulk revocation and the reaper hand over batches); one outcome
+    /// per request, in order. No default: an engine says how it batches, or that it does not
+    /// (then it deletes them one by one).
+    async fn delete_users(
+        &self,
+        requests: &[DeleteUserRequest<'_>],
+    ) -> Vec<Result<(), PluginError>>;
+
     /// Opens a fresh connection as `username` and runs a trivial query; used to prove a rotated
     /// password works before it is promoted.
     async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError>;

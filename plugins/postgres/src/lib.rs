@@ -86,6 +86,20 @@ const ROLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname =
 const TERMINATE_SESSIONS: &str =
     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()";
 
+/// Which of the roles `$1` exist.
+const ROLES_PRESENT: &str = "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)";
+
+/// As [`TERMINATE_SESSIONS`], for all the roles `$1`.
+const TERMINATE_SESSIONS_OF_ANY: &str =
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()";
+
+/// As [`HAS_DEPENDENCIES`], for the roles `$1`: those that have any.
+const WITH_DEPENDENCIES: &str = "SELECT r.rolname::text FROM pg_roles r
+    WHERE r.rolname = ANY($1) AND EXISTS (
+        SELECT 1 FROM pg_shdepend d
+        WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = r.oid
+          AND d.dbid IN (0, (SELECT oid FROM pg_database WHERE datname = current_database())))";
+
 /// Whether the role owns objects or holds privileges in this database or on shared objects
 /// (databases, tablespaces). Only then are `REASSIGN OWNED`/`DROP OWNED` needed; skipping them
 /// otherwise matters because on PostgreSQL 16+ they need the privileges *of* the role, which a
@@ -556,6 +570,63 @@ async fn revoke_existing(
     tx.commit().await
 }
 
+/// The built-in revocation of several roles at once, in the same steps as [`revoke_existing`]
+/// takes for one (`NOLOGIN` committed first, sessions ended, dependencies reassigned and
+/// dropped, `DROP ROLE`), each step one round trip for all of them. Usernames are checked by the
+/// caller. An error leaves the caller to retry each role alone: every step is safe to repeat.
+async fn revoke_batch_on(
+    client: &mut tokio_postgres::Client,
+    limits: &[&str],
+    usernames: &[&str],
+) -> Result<(), tokio_postgres::Error> {
+    let present: Vec<String> = client
+        .query(ROLES_PRESENT, &[&usernames])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    let idents: Vec<String> = present.iter().map(|name| quote_ident(name)).collect();
+
+    let tx = client.transaction().await?;
+    for limit in limits {
+        tx.batch_execute(limit).await?;
+    }
+    let nologin: String = idents
+        .iter()
+        .map(|ident| format!("ALTER ROLE {ident} NOLOGIN;"))
+        .collect();
+    tx.batch_execute(&nologin).await?;
+    tx.commit().await?;
+
+    client
+        .execute(TERMINATE_SESSIONS_OF_ANY, &[&present])
+        .await?;
+
+    let tx = client.transaction().await?;
+    for limit in limits {
+        tx.batch_execute(limit).await?;
+    }
+    let dependent: Vec<String> = tx
+        .query(WITH_DEPENDENCIES, &[&present])
+        .await?
+        .iter()
+        .map(|row| quote_ident(&row.get::<_, String>(0)))
+        .collect();
+    if !dependent.is_empty() {
+        let owners = dependent.join(", ");
+        tx.batch_execute(&format!(
+            "REASSIGN OWNED BY {owners} TO CURRENT_USER; DROP OWNED BY {owners}"
+        ))
+        .await?;
+    }
+    tx.batch_execute(&format!("DROP ROLE IF EXISTS {}", idents.join(", ")))
+        .await?;
+    tx.commit().await
+}
+
 /// Drops a user's throwaway database, ending any session still in it (`WITH (FORCE)`,
 /// PostgreSQL 13+). Outside a transaction: `DROP DATABASE` cannot run in one.
 async fn drop_database_raw(
@@ -869,6 +940,52 @@ impl DatabasePlugin for PostgresPlugin {
         .await;
         client.release();
         result
+    }
+
+    /// Requests with the built-in revocation (no custom statements, no database) go in one batch
+    /// ([`revoke_batch_on`]); the others, and all of a batch that failed, one by one.
+    #[tracing::instrument(skip_all, fields(engine = "postgres", users = requests.len()))]
+    async fn delete_users(
+        &self,
+        requests: &[DeleteUserRequest<'_>],
+    ) -> Vec<Result<(), PluginError>> {
+        let batchable = |request: &DeleteUserRequest<'_>| {
+            request.statements.is_empty()
+                && request.database.is_none()
+                && check_username(request.username).is_ok()
+                && lessor_plugin::check_username_len(request.username, MAX_USERNAME_LEN).is_ok()
+        };
+        let batch: Vec<&str> = requests
+            .iter()
+            .filter(|r| batchable(r))
+            .map(|r| r.username)
+            .collect();
+        let batch_done = batch.len() > 1
+            && {
+                match self.client().await {
+                    Ok(mut client) => {
+                        let result = revoke_batch_on(&mut client, &self.limits(), &batch).await;
+                        client.release();
+                        match result {
+                            Ok(()) => true,
+                            Err(error) => {
+                                tracing::warn!(error = %classify(&error, &[]), "batch revocation failed; revoking one by one");
+                                false
+                            }
+                        }
+                    }
+                    Err(_) => false,
+                }
+            };
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in requests {
+            outcomes.push(if batch_done && batchable(request) {
+                Ok(())
+            } else {
+                self.delete_user(request).await
+            });
+        }
+        outcomes
     }
 
     // A refused login is an expected answer (resolving a pending rotation), hence warn, not error.
