@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::decode_list;
 use crate::error::Result;
 use crate::store::to_millis;
+use crate::store::CatalogStore;
 use crate::AppState;
 
 /// Sweeps that must agree before an orphaned user is dropped.
