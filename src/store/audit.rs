@@ -96,8 +96,7 @@ impl From<AlertRow> for Alert {
 }
 
 /// Auditing: audit devices, the source addresses of the new-address rule, and anomaly alerts.
-// The traits are implemented and called inside this crate on concrete types only, so the
-// futures' `Send`-ness is known at every call site.
+// Only ever called on the concrete `Store`, so each future's `Send`-ness is known at the call.
 #[allow(async_fn_in_trait)]
 pub trait AuditStore {
     /// Stores a new device; false when the name is taken.
@@ -139,18 +138,18 @@ pub trait AuditStore {
 impl AuditStore for Store {
     // ---- audit devices ----------------------------------------------------------------------
 
-    async fn insert_audit_device(&self, row: &AuditDevice) -> Result<bool> {
-        let options = codec::encode("audit_devices", "options", &row.options)?;
+    async fn insert_audit_device(&self, device: &AuditDevice) -> Result<bool> {
+        let options = codec::encode("audit_devices", "options", &device.options)?;
         let done = with_pool!(self, |pool| {
             sqlx::query(
             "INSERT INTO audit_devices (name, device_type, description, options, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (name) DO NOTHING",
         )
-        .bind(&row.name)
-        .bind(&row.device_type)
-        .bind(&row.description)
+        .bind(&device.name)
+        .bind(&device.device_type)
+        .bind(&device.description)
         .bind(&options)
-        .bind(to_millis(row.created_at))
+        .bind(to_millis(device.created_at))
         .execute(pool)
         .await?.rows_affected()
         });
@@ -249,21 +248,21 @@ impl AuditStore for Store {
         Ok(row.map(Alert::from))
     }
 
-    async fn insert_alert(&self, row: &Alert) -> Result<i64> {
+    async fn insert_alert(&self, alert: &Alert) -> Result<i64> {
         Ok(with_pool!(self, |pool| {
             sqlx::query_scalar(
             "INSERT INTO alerts (rule, identity, display_name, address, role, count, first_seen, last_seen, detail)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
-        .bind(&row.rule)
-        .bind(&row.identity)
-        .bind(&row.display_name)
-        .bind(&row.address)
-        .bind(&row.role)
-        .bind(row.count)
-        .bind(to_millis(row.first_seen))
-        .bind(to_millis(row.last_seen))
-        .bind(&row.detail)
+        .bind(&alert.rule)
+        .bind(&alert.identity)
+        .bind(&alert.display_name)
+        .bind(&alert.address)
+        .bind(&alert.role)
+        .bind(alert.count)
+        .bind(to_millis(alert.first_seen))
+        .bind(to_millis(alert.last_seen))
+        .bind(&alert.detail)
         .fetch_one(pool)
         .await?
         }))

@@ -215,8 +215,7 @@ impl TryFrom<RoleRow> for Role {
 }
 
 /// The catalog: connections, roles, and the password policies connections name.
-// The traits are implemented and called inside this crate on concrete types only, so the
-// futures' `Send`-ness is known at every call site.
+// Only ever called on the concrete `Store`, so each future's `Send`-ness is known at the call.
 #[allow(async_fn_in_trait)]
 pub trait CatalogStore {
     /// Creates a connection or replaces its fields (all but `created_at`).
@@ -260,7 +259,7 @@ pub trait CatalogStore {
 impl CatalogStore for Store {
     // ---- connections ------------------------------------------------------------------------
 
-    async fn upsert_connection(&self, row: &Connection) -> Result<()> {
+    async fn upsert_connection(&self, connection: &Connection) -> Result<()> {
         with_pool!(self, |pool| {
             sqlx::query(
             "INSERT INTO connections (name, plugin_name, connection_url_sealed, username, password_sealed, allowed_roles,
@@ -284,27 +283,27 @@ impl CatalogStore for Store {
                  password_authentication = excluded.password_authentication,
                  scram_iterations = excluded.scram_iterations",
         )
-        .bind(&row.name)
-        .bind(&row.plugin_name)
-        .bind(&row.connection_url_sealed)
-        .bind(&row.username)
-        .bind(&row.password_sealed)
-        .bind(encode_list(&row.allowed_roles))
-        .bind(row.verify_connection)
-        .bind(i64::from(row.max_open_connections))
-        .bind(encode_list(&row.root_rotation_statements))
-        .bind(&row.tls_ca_sealed)
-        .bind(&row.tls_certificate_sealed)
-        .bind(&row.private_key_sealed)
-        .bind(&row.tls_certificate_key_sealed)
-        .bind(&row.tls_server_name)
-        .bind(row.tls_skip_verify)
-        .bind(&row.password_policy)
-        .bind(to_millis(row.created_at))
-        .bind(to_millis(row.updated_at))
-        .bind(row.disable_escaping)
-        .bind(&row.password_authentication)
-        .bind(i64::from(row.scram_iterations))
+        .bind(&connection.name)
+        .bind(&connection.plugin_name)
+        .bind(&connection.connection_url_sealed)
+        .bind(&connection.username)
+        .bind(&connection.password_sealed)
+        .bind(encode_list(&connection.allowed_roles))
+        .bind(connection.verify_connection)
+        .bind(i64::from(connection.max_open_connections))
+        .bind(encode_list(&connection.root_rotation_statements))
+        .bind(&connection.tls_ca_sealed)
+        .bind(&connection.tls_certificate_sealed)
+        .bind(&connection.private_key_sealed)
+        .bind(&connection.tls_certificate_key_sealed)
+        .bind(&connection.tls_server_name)
+        .bind(connection.tls_skip_verify)
+        .bind(&connection.password_policy)
+        .bind(to_millis(connection.created_at))
+        .bind(to_millis(connection.updated_at))
+        .bind(connection.disable_escaping)
+        .bind(&connection.password_authentication)
+        .bind(i64::from(connection.scram_iterations))
         .execute(pool)
         .await?.rows_affected()
         });
@@ -355,8 +354,8 @@ impl CatalogStore for Store {
 
     // ---- roles ------------------------------------------------------------------------------
 
-    async fn upsert_role(&self, row: &Role) -> Result<()> {
-        let options = codec::encode("roles", "options", &row.options)?;
+    async fn upsert_role(&self, role: &Role) -> Result<()> {
+        let options = codec::encode("roles", "options", &role.options)?;
         with_pool!(self, |pool| {
             sqlx::query(
             "INSERT INTO roles (name, db_name, creation_statements, revocation_statements, rollback_statements,
@@ -370,20 +369,20 @@ impl CatalogStore for Store {
                  username_template = excluded.username_template, options = excluded.options, updated_at = excluded.updated_at,
                  database_per_lease = excluded.database_per_lease, template_database = excluded.template_database",
         )
-        .bind(&row.name)
-        .bind(&row.db_name)
-        .bind(encode_list(&row.creation_statements))
-        .bind(encode_list(&row.revocation_statements))
-        .bind(encode_list(&row.rollback_statements))
-        .bind(encode_list(&row.renew_statements))
-        .bind(codec::to_secs(row.default_ttl))
-        .bind(codec::to_secs(row.max_ttl))
-        .bind(&row.username_template)
+        .bind(&role.name)
+        .bind(&role.db_name)
+        .bind(encode_list(&role.creation_statements))
+        .bind(encode_list(&role.revocation_statements))
+        .bind(encode_list(&role.rollback_statements))
+        .bind(encode_list(&role.renew_statements))
+        .bind(codec::to_secs(role.default_ttl))
+        .bind(codec::to_secs(role.max_ttl))
+        .bind(&role.username_template)
         .bind(&options)
-        .bind(to_millis(row.created_at))
-        .bind(to_millis(row.updated_at))
-        .bind(row.database_per_lease)
-        .bind(&row.template_database)
+        .bind(to_millis(role.created_at))
+        .bind(to_millis(role.updated_at))
+        .bind(role.database_per_lease)
+        .bind(&role.template_database)
         .execute(pool)
         .await?.rows_affected()
         });

@@ -118,8 +118,7 @@ impl From<PolicyRow> for Policy {
 
 /// Identity: client tokens and their tree, ACL policies, and the roles of the JWT and
 /// certificate auth methods (each kept as its owning module's type, JSON in the store).
-// The traits are implemented and called inside this crate on concrete types only, so the
-// futures' `Send`-ness is known at every call site.
+// Only ever called on the concrete `Store`, so each future's `Send`-ness is known at the call.
 #[allow(async_fn_in_trait)]
 pub trait IdentityStore {
     // ---- tokens -----------------------------------------------------------------------------

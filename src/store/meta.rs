@@ -8,8 +8,7 @@ use super::{codec, Store};
 use crate::error::{Error, Result};
 
 /// Meta keys: one value per key, text as the caller gives it, or JSON for a caller's own type.
-// The traits are implemented and called inside this crate on concrete types only, so the
-// futures' `Send`-ness is known at every call site.
+// Only ever called on the concrete `Store`, so each future's `Send`-ness is known at the call.
 #[allow(async_fn_in_trait)]
 pub trait MetaStore {
     async fn meta_get(&self, key: &str) -> Result<Option<String>>;

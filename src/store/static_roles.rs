@@ -194,8 +194,7 @@ fn orphaned_rotation_sql(claim: &Claim<'_>) -> String {
 
 /// Rotation: static roles with their two-phase credential state, claims and history, and the
 /// pending admin (root) password of connections.
-// The traits are implemented and called inside this crate on concrete types only, so the
-// futures' `Send`-ness is known at every call site.
+// Only ever called on the concrete `Store`, so each future's `Send`-ness is known at the call.
 #[allow(async_fn_in_trait)]
 pub trait RotationStore {
     // ---- static roles -----------------------------------------------------------------------

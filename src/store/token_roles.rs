@@ -77,8 +77,7 @@ impl TryFrom<TokenRoleRow> for TokenRole {
 }
 
 /// Token roles: the templates `auth/token/create/:role` makes tokens from.
-// The traits are implemented and called inside this crate on concrete types only, so the
-// futures' `Send`-ness is known at every call site.
+// Only ever called on the concrete `Store`, so each future's `Send`-ness is known at the call.
 #[allow(async_fn_in_trait)]
 pub trait TokenRoleStore {
     /// Creates or replaces a token role; `created_at` is kept on replacement.
@@ -90,7 +89,7 @@ pub trait TokenRoleStore {
 }
 
 impl TokenRoleStore for Store {
-    async fn upsert_token_role(&self, row: &TokenRole) -> Result<()> {
+    async fn upsert_token_role(&self, role: &TokenRole) -> Result<()> {
         with_pool!(self, |pool| {
             sqlx::query(
             "INSERT INTO token_roles (name, allowed_policies, disallowed_policies, orphan, renewable,
@@ -106,16 +105,16 @@ impl TokenRoleStore for Store {
                  token_explicit_max_ttl_secs = excluded.token_explicit_max_ttl_secs,
                  updated_at = excluded.updated_at",
         )
-        .bind(&row.name)
-        .bind(encode_list(&row.allowed_policies))
-        .bind(encode_list(&row.disallowed_policies))
-        .bind(row.orphan)
-        .bind(row.renewable)
-        .bind(codec::to_secs(row.token_ttl))
-        .bind(codec::to_secs(row.token_max_ttl))
-        .bind(codec::to_secs(row.token_explicit_max_ttl))
-        .bind(to_millis(row.created_at))
-        .bind(to_millis(row.updated_at))
+        .bind(&role.name)
+        .bind(encode_list(&role.allowed_policies))
+        .bind(encode_list(&role.disallowed_policies))
+        .bind(role.orphan)
+        .bind(role.renewable)
+        .bind(codec::to_secs(role.token_ttl))
+        .bind(codec::to_secs(role.token_max_ttl))
+        .bind(codec::to_secs(role.token_explicit_max_ttl))
+        .bind(to_millis(role.created_at))
+        .bind(to_millis(role.updated_at))
         .execute(pool)
         .await?.rows_affected()
         });

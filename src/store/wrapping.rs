@@ -1,9 +1,9 @@
 //! Store queries for response wrapping (migration 0008): wrapped answers, sealed, keyed by the
 //! wrapping token's keyed hash.
 //!
-//! Single use is the store's job: [`WrappingStore::take_wrapped`] deletes the row in the same statement
-//! that reads it (`DELETE .. RETURNING`), so of two concurrent unwraps exactly one gets the row.
-//! Row formats (milliseconds) stay in this file.
+//! Single use is the store's job: [`WrappingStore::take_wrapped`] deletes the row in the same
+//! statement that reads it (`DELETE .. RETURNING`), so of two concurrent unwraps exactly one gets
+//! the row. Row formats (milliseconds, seconds) stay in this file.
 
 use std::time::Duration;
 
@@ -81,8 +81,7 @@ macro_rules! bind_insert {
 }
 
 /// Response wrapping: wrapped answers, each taken at most once.
-// The traits are implemented and called inside this crate on concrete types only, so the
-// futures' `Send`-ness is known at every call site.
+// Only ever called on the concrete `Store`, so each future's `Send`-ness is known at the call.
 #[allow(async_fn_in_trait)]
 pub trait WrappingStore {
     /// Stores a wrapped answer.
