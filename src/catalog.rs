@@ -20,7 +20,9 @@ use serde::Serialize;
 use crate::engines::{self, Engines};
 use crate::error::{Error, Result};
 use crate::seal::Sealer;
-use crate::store::{ConnectionDeletion, ConnectionRow, RoleRow, Store};
+use crate::store::{CatalogStore, Connection, ConnectionDeletion, RotationStore, Store};
+
+pub use crate::store::Role;
 
 /// The longest name of a connection, role or static role.
 const MAX_NAME_LEN: usize = 64;
@@ -255,7 +257,7 @@ fn check_pem(field: &str, text: &Secret, content: PemContent) -> Result<()> {
 fn merge_password_authentication(
     mode: Option<String>,
     iterations: Option<u32>,
-    existing: Option<&ConnectionRow>,
+    existing: Option<&Connection>,
 ) -> Result<PasswordAuthentication> {
     let mode = mode
         .map(|name| {
@@ -278,8 +280,7 @@ fn merge_password_authentication(
         Some(count) => count,
         None => existing
             .filter(|row| row.password_authentication == PasswordAuthentication::SCRAM_SHA_256)
-            .and_then(|row| u32::try_from(row.scram_iterations).ok())
-            .unwrap_or(SCRAM_DEFAULT_ITERATIONS),
+            .map_or(SCRAM_DEFAULT_ITERATIONS, |row| row.scram_iterations),
     };
     PasswordAuthentication::from_fields(&mode, iterations)
         .map_err(|e| Error::invalid(e.to_string()))
@@ -376,7 +377,7 @@ pub struct Reachability {
 pub struct ConnectionDetails {
     pub connection_url: String,
     pub username: String,
-    pub max_open_connections: i64,
+    pub max_open_connections: u32,
     /// Whether each inline TLS PEM is set; their content is never shown.
     pub tls_ca_set: bool,
     pub tls_certificate_set: bool,
@@ -390,7 +391,7 @@ pub struct ConnectionDetails {
     pub password_authentication: String,
     /// The SCRAM iterations of unguessable generated passwords (4096 unless `scram-sha-256`
     /// says otherwise).
-    pub scram_iterations: i64,
+    pub scram_iterations: u32,
     /// Vault's address fields, for engines that take them: read back from the stored URL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -441,55 +442,17 @@ pub struct RoleView {
     pub template_database: String,
 }
 
-/// A role decoded from its row.
-#[derive(Debug, Clone)]
-pub struct Role {
-    pub name: String,
-    pub db_name: String,
-    pub creation_statements: Vec<String>,
-    pub revocation_statements: Vec<String>,
-    pub rollback_statements: Vec<String>,
-    pub renew_statements: Vec<String>,
-    pub default_ttl: Duration,
-    pub max_ttl: Duration,
-    pub username_template: Option<String>,
-    pub options: RoleOptions,
-    pub database_per_lease: bool,
-    pub template_database: Option<String>,
-}
-
+/// Decodes a lease's JSON list of statements. Only the lease code still reads lease rows as
+/// text; once leases speak `Vec<String>` (the store's other half of issue 9) this goes.
 pub(crate) fn decode_list(column: &str, text: &str) -> Result<Vec<String>> {
     serde_json::from_str(text)
         .map_err(|e| Error::Internal(format!("stored {column} is not a JSON list: {e}")))
 }
 
+/// Encodes a lease's list of statements as JSON text; see [`decode_list`].
 pub(crate) fn encode<T: Serialize>(value: &T) -> String {
     // Serializing plain lists and string maps cannot fail.
     serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
-}
-
-impl Role {
-    fn from_row(row: RoleRow) -> Result<Self> {
-        Ok(Self {
-            creation_statements: decode_list("creation_statements", &row.creation_statements)?,
-            revocation_statements: decode_list(
-                "revocation_statements",
-                &row.revocation_statements,
-            )?,
-            rollback_statements: decode_list("rollback_statements", &row.rollback_statements)?,
-            renew_statements: decode_list("renew_statements", &row.renew_statements)?,
-            default_ttl: Duration::from_secs(row.default_ttl_secs.max(0) as u64),
-            max_ttl: Duration::from_secs(row.max_ttl_secs.max(0) as u64),
-            username_template: row.username_template,
-            options: serde_json::from_str(&row.options).map_err(|e| {
-                Error::Internal(format!("stored role options are not a JSON map: {e}"))
-            })?,
-            name: row.name,
-            db_name: row.db_name,
-            database_per_lease: row.database_per_lease,
-            template_database: row.template_database,
-        })
-    }
 }
 
 /// System-wide lease limits.
@@ -582,10 +545,10 @@ impl Catalog {
                 }
                 roles
             }
-            None => match &existing {
-                Some(row) => decode_list("allowed_roles", &row.allowed_roles)?,
-                None => Vec::new(),
-            },
+            None => existing
+                .as_ref()
+                .map(|row| row.allowed_roles.clone())
+                .unwrap_or_default(),
         };
         let verify = input
             .verify_connection
@@ -593,7 +556,7 @@ impl Catalog {
             .unwrap_or(true);
         let max_open = input
             .max_open_connections
-            .or_else(|| existing.as_ref().map(|r| r.max_open_connections as u32))
+            .or_else(|| existing.as_ref().map(|r| r.max_open_connections))
             .unwrap_or(4);
         if !(1..=100).contains(&max_open) {
             return Err(Error::invalid(
@@ -602,12 +565,10 @@ impl Catalog {
         }
         let root_rotation_statements = match input.root_rotation_statements {
             Some(list) => list,
-            None => match &existing {
-                Some(row) => {
-                    decode_list("root_rotation_statements", &row.root_rotation_statements)?
-                }
-                None => Vec::new(),
-            },
+            None => existing
+                .as_ref()
+                .map(|row| row.root_rotation_statements.clone())
+                .unwrap_or_default(),
         };
 
         let password_policy = match input.password_policy {
@@ -676,8 +637,8 @@ impl Catalog {
             &root_rotation_statements,
         )?;
 
-        let now = Utc::now().timestamp_millis();
-        let row = ConnectionRow {
+        let now = Utc::now();
+        let row = Connection {
             name: name.to_owned(),
             plugin_name,
             connection_url_sealed: self
@@ -687,10 +648,10 @@ impl Catalog {
             password_sealed: self
                 .sealer
                 .seal(&engines::password_seal_context(name), &password)?,
-            allowed_roles: encode(&allowed_roles),
+            allowed_roles: allowed_roles.clone(),
             verify_connection: verify,
-            max_open_connections: i64::from(max_open),
-            root_rotation_statements: encode(&root_rotation_statements),
+            max_open_connections: max_open,
+            root_rotation_statements,
             tls_ca_sealed: self.seal_tls(name, "tls_ca", tls.ca_pem.map(Secret::new))?,
             tls_certificate_sealed: self.seal_tls(
                 name,
@@ -707,11 +668,9 @@ impl Catalog {
             tls_skip_verify: tls.skip_verify,
             disable_escaping,
             password_authentication: password_authentication.name().to_owned(),
-            scram_iterations: i64::from(
-                password_authentication
-                    .generated_iterations()
-                    .unwrap_or(SCRAM_DEFAULT_ITERATIONS),
-            ),
+            scram_iterations: password_authentication
+                .generated_iterations()
+                .unwrap_or(SCRAM_DEFAULT_ITERATIONS),
             password_policy,
             created_at: existing.as_ref().map_or(now, |r| r.created_at),
             updated_at: now,
@@ -776,11 +735,8 @@ impl Catalog {
                 ca_cert_set: for_address_engines(row.tls_ca_sealed.is_some()),
             },
             plugin_name: row.plugin_name,
-            allowed_roles: decode_list("allowed_roles", &row.allowed_roles)?,
-            root_credentials_rotate_statements: decode_list(
-                "root_rotation_statements",
-                &row.root_rotation_statements,
-            )?,
+            allowed_roles: row.allowed_roles,
+            root_credentials_rotate_statements: row.root_rotation_statements,
             verify_connection: row.verify_connection,
             password_policy: row.password_policy.unwrap_or_default(),
             plugin_version: String::new(),
@@ -870,14 +826,14 @@ impl Catalog {
 
     /// Whether `role` may use `connection`, by the connection's `allowed_roles`. Returns the
     /// connection's row, so issuing reads it once (its password policy comes from the same row).
-    pub async fn check_allowed(&self, connection: &str, role: &str) -> Result<ConnectionRow> {
+    pub async fn check_allowed(&self, connection: &str, role: &str) -> Result<Connection> {
         let row = self
             .store
             .get_connection(connection)
             .await?
             .ok_or_else(|| Error::not_found("connection", connection))?;
-        let allowed = decode_list("allowed_roles", &row.allowed_roles)?;
-        if allowed
+        if row
+            .allowed_roles
             .iter()
             .any(|pattern| crate::names::glob_matches(pattern, role))
         {
@@ -916,10 +872,7 @@ impl Catalog {
                 "a static role named {name} exists; a dynamic role may not share its name"
             )));
         }
-        let existing = match self.store.get_role(name).await? {
-            Some(row) => Some(Role::from_row(row)?),
-            None => None,
-        };
+        let existing = self.store.get_role(name).await?;
         let db_name = input
             .db_name
             .or_else(|| existing.as_ref().map(|r| r.db_name.clone()))
@@ -1034,24 +987,24 @@ impl Catalog {
             )
             .map_err(|e| Error::invalid(e.to_string()))?;
 
-        let now = Utc::now().timestamp_millis();
-        let row = RoleRow {
+        let now = Utc::now();
+        let role = Role {
             name: name.to_owned(),
             db_name: db_name.clone(),
-            creation_statements: encode(&creation),
-            revocation_statements: encode(&revocation),
-            rollback_statements: encode(&rollback),
-            renew_statements: encode(&renew),
-            default_ttl_secs: default_ttl.as_secs() as i64,
-            max_ttl_secs: max_ttl.as_secs() as i64,
+            creation_statements: creation,
+            revocation_statements: revocation,
+            rollback_statements: rollback,
+            renew_statements: renew,
+            default_ttl,
+            max_ttl,
             username_template,
-            options: encode(&options),
+            options,
             database_per_lease,
             template_database,
             created_at: now,
             updated_at: now,
         };
-        self.store.upsert_role(&row).await?;
+        self.store.upsert_role(&role).await?;
         let mut warnings = Vec::new();
         if self.check_allowed(&db_name, name).await.is_err() {
             warnings.push(format!(
@@ -1063,12 +1016,10 @@ impl Catalog {
 
     pub async fn role(&self, name: &str) -> Result<Role> {
         check_name("role name", name)?;
-        let row = self
-            .store
+        self.store
             .get_role(name)
             .await?
-            .ok_or_else(|| Error::not_found("role", name))?;
-        Role::from_row(row)
+            .ok_or_else(|| Error::not_found("role", name))
     }
 
     pub async fn read_role(&self, name: &str) -> Result<RoleView> {

@@ -27,7 +27,7 @@ use tokio::sync::RwLock;
 
 use crate::error::{Error, Result};
 use crate::seal::Sealer;
-use crate::store::{ConnectionRow, Store};
+use crate::store::{CatalogStore, Connection, Store};
 
 /// The engines Lessor is built with: each engine crate's descriptor, one line per engine. This
 /// list is the only place the root crate names an engine crate.
@@ -298,7 +298,7 @@ impl Engines {
     }
 
     /// Unseals a stored connection into the settings a plugin needs.
-    pub fn settings_for(&self, row: &ConnectionRow) -> Result<ConnectionSettings> {
+    pub fn settings_for(&self, row: &Connection) -> Result<ConnectionSettings> {
         Ok(ConnectionSettings {
             connection_url: self
                 .sealer
@@ -307,7 +307,7 @@ impl Engines {
             password: self
                 .sealer
                 .open(&password_seal_context(&row.name), &row.password_sealed)?,
-            max_open_connections: row.max_open_connections.clamp(1, 100) as u32,
+            max_open_connections: row.max_open_connections.clamp(1, 100),
             connect_timeout: self.deadlines.connect,
             statement_timeout: self.deadlines.operation,
             tls: self.tls_material(row)?,
@@ -318,7 +318,7 @@ impl Engines {
     }
 
     /// Unseals a stored connection's inline TLS material.
-    pub fn tls_material(&self, row: &ConnectionRow) -> Result<TlsMaterial> {
+    pub fn tls_material(&self, row: &Connection) -> Result<TlsMaterial> {
         let open = |field: &str, sealed: &Option<String>| -> Result<Option<Secret>> {
             sealed
                 .as_deref()
@@ -404,12 +404,13 @@ impl Engines {
 
 /// A stored connection's `password_authentication` and `scram_iterations`, checked when written,
 /// so a failure here is corruption.
-pub fn stored_password_authentication(row: &ConnectionRow) -> Result<PasswordAuthentication> {
-    let iterations = u32::try_from(row.scram_iterations).unwrap_or(0);
-    PasswordAuthentication::from_fields(&row.password_authentication, iterations).map_err(|e| {
-        Error::Internal(format!(
-            "stored password authentication of connection {} is invalid: {e}",
-            row.name
-        ))
-    })
+pub fn stored_password_authentication(row: &Connection) -> Result<PasswordAuthentication> {
+    PasswordAuthentication::from_fields(&row.password_authentication, row.scram_iterations).map_err(
+        |e| {
+            Error::Internal(format!(
+                "stored password authentication of connection {} is invalid: {e}",
+                row.name
+            ))
+        },
+    )
 }

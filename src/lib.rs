@@ -80,7 +80,7 @@ use crate::engines::Engines;
 use crate::lease::LeaseManager;
 use crate::rotation::Rotator;
 use crate::seal::Sealer;
-use crate::store::Store;
+use crate::store::{MetaStore, Store};
 
 /// Key in the store's meta table of a value sealed at first start; opening it proves the
 /// configured seal key is the one the store's secrets were sealed with.

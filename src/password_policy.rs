@@ -14,7 +14,7 @@ use lessor_plugin::credentials::{PasswordPolicy, DEFAULT_PASSWORD_ENTROPY_BITS};
 use lessor_plugin::{generate_password, PasswordStrength, Secret};
 
 use crate::error::{Error, Result};
-use crate::store::{ConnectionRow, Store};
+use crate::store::{CatalogStore, Connection, Store};
 
 /// The longest policy text accepted; real ones are a few hundred bytes.
 pub const MAX_POLICY_BYTES: usize = 16 * 1024;
@@ -281,7 +281,7 @@ impl PasswordPolicies {
     pub async fn write(&self, name: &str, text: &str) -> Result<()> {
         parse(text)?;
         self.store
-            .upsert_password_policy(name, text, chrono::Utc::now().timestamp_millis())
+            .upsert_password_policy(name, text, chrono::Utc::now())
             .await
     }
 
@@ -346,10 +346,7 @@ pub struct GeneratedPassword {
 /// reads it to check `allowed_roles`): the store is asked only when the row names a policy. Also
 /// says whether the generator (the default, or the policy by its entropy) makes the password
 /// unguessable.
-pub async fn generate_for_row(
-    store: &Store,
-    connection: &ConnectionRow,
-) -> Result<GeneratedPassword> {
+pub async fn generate_for_row(store: &Store, connection: &Connection) -> Result<GeneratedPassword> {
     let Some(name) = connection.password_policy.as_deref() else {
         return Ok(GeneratedPassword {
             password: generate_password(DEFAULT_PASSWORD_LEN),

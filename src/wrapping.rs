@@ -24,8 +24,7 @@ use serde_json::{json, Value};
 use crate::auth::{generate_accessor, generate_token, Auth};
 use crate::error::{Error, Result};
 use crate::seal::Sealer;
-use crate::store::wrapping::WrappedResponse;
-use crate::store::Store;
+use crate::store::{Store, WrappedResponse, WrappingStore};
 
 /// The shortest wrapping TTL, as in Vault: a shorter one would expire before a client could use it.
 pub const MIN_TTL: Duration = Duration::from_secs(1);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::{
     pg_admin, pg_role_exists, postgres_url, through_proxy, unique, CuttableProxy, TestServer,
 };
+use lessor::store::MetaStore;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

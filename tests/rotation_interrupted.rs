@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use lessor::rotation::RotationFault;
+use lessor::store::RotationStore;
 use rotation_support::*;
 use serde_json::json;
 

@@ -7,10 +7,13 @@
 mod common;
 
 use std::future::Future;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use common::StoreDatabase;
 use lessor::store::{
-    Claim, ConnectionDeletion, ConnectionRow, IdRange, LeaseRow, LeaseState, Store,
+    CatalogStore, Claim, Connection, ConnectionDeletion, IdRange, IdentityStore, LeaseRow,
+    LeaseState, MetaStore, RotationStore, Store, WrappingStore,
 };
 
 /// Runs `check` on a fresh SQLite store, then on a fresh PostgreSQL store, dropping both after.
@@ -73,19 +76,25 @@ both_stores!(
     a_connection_keeps_its_disable_escaping,
     a_connection_keeps_its_password_authentication,
     a_lease_keeps_its_owner_s_display_name_and_is_found_by_it,
+    catalog_and_identity_values_come_back_as_written,
 );
 
-fn connection(name: &str) -> ConnectionRow {
-    ConnectionRow {
+/// A time as the store keeps it (to the millisecond).
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap()
+}
+
+fn connection(name: &str) -> Connection {
+    Connection {
         name: name.into(),
         plugin_name: "postgresql-database-plugin".into(),
         connection_url_sealed: String::new(),
         username: String::new(),
         password_sealed: String::new(),
-        allowed_roles: "[]".into(),
+        allowed_roles: vec![],
         verify_connection: false,
         max_open_connections: 1,
-        root_rotation_statements: "[]".into(),
+        root_rotation_statements: vec![],
         tls_ca_sealed: None,
         tls_certificate_sealed: None,
         private_key_sealed: None,
@@ -96,8 +105,8 @@ fn connection(name: &str) -> ConnectionRow {
         password_authentication: "password".into(),
         scram_iterations: 4096,
         password_policy: None,
-        created_at: 0,
-        updated_at: 0,
+        created_at: at(0),
+        updated_at: at(0),
     }
 }
 
@@ -492,20 +501,20 @@ async fn the_first_value_stored_wins(store: &Store) {
 }
 
 async fn token_trees_are_deleted_whole(store: &Store) {
-    let token = |accessor: &str, parent: Option<&str>| lessor::store::TokenRow {
+    let token = |accessor: &str, parent: Option<&str>| lessor::store::Token {
         token_hash: format!("hash-{accessor}"),
         accessor: accessor.into(),
         display_name: "t".into(),
-        policies: "[]".into(),
-        created_at: 0,
+        policies: vec![],
+        created_at: at(0),
         expires_at: None,
         entity_id: String::new(),
         renewable: true,
-        ttl_secs: 0,
-        explicit_max_ttl_secs: 0,
+        ttl: Duration::ZERO,
+        explicit_max_ttl: Duration::ZERO,
         max_expires_at: None,
         path: "auth/token/create".into(),
-        meta: "{}".into(),
+        meta: serde_json::Map::new(),
         parent_accessor: parent.map(Into::into),
     };
     store.insert_token(&token("root", None)).await.unwrap();
@@ -518,7 +527,7 @@ async fn token_trees_are_deleted_whole(store: &Store) {
         .await
         .unwrap();
     store.insert_token(&token("other", None)).await.unwrap();
-    assert!(store.token_lineage_live("grandchild", 1).await.unwrap());
+    assert!(store.token_lineage_live("grandchild", at(1)).await.unwrap());
     let mut deleted = store.delete_token_tree("child").await.unwrap();
     deleted.sort();
     assert_eq!(deleted, ["child", "grandchild"]);
@@ -532,14 +541,14 @@ async fn token_trees_are_deleted_whole(store: &Store) {
 }
 
 async fn a_wrapped_answer_is_taken_once(store: &Store) {
-    use lessor::store::wrapping::WrappedResponse;
+    use lessor::store::WrappedResponse;
     let wrapped = WrappedResponse {
         token_hash: "h".into(),
         accessor: "acc".into(),
         sealed_response: "sealed".into(),
         creation_path: "database/creds/r".into(),
         created_at: chrono::Utc::now(),
-        ttl: std::time::Duration::from_secs(60),
+        ttl: Duration::from_secs(60),
         expires_at: chrono::Utc::now() + chrono::Duration::seconds(60),
         wrapped_accessor: None,
     };
@@ -584,15 +593,15 @@ async fn static_rotations_are_claimed_once(store: &Store) {
         db_name: "db".into(),
         username: "someone".into(),
         alternate_username: None,
-        rotation_period_secs: Some(3600),
+        rotation_period: Some(Duration::from_secs(3600)),
         rotation_schedule: None,
-        rotation_window_secs: None,
-        rotation_statements: "[]".into(),
+        rotation_window: None,
+        rotation_statements: vec![],
         skip_import_rotation: true,
-        scheduled_at: now - 1,
-        next_rotation_at: now - 1,
+        scheduled_at: at(now - 1),
+        next_rotation_at: at(now - 1),
     };
-    store.upsert_static_role(&role, now).await.unwrap();
+    store.upsert_static_role(&role, at(now)).await.unwrap();
     assert_eq!(
         store.due_static_roles(&claim("a", now), 10).await.unwrap(),
         ["s"]
@@ -609,7 +618,7 @@ async fn static_rotations_are_claimed_once(store: &Store) {
         "claimed once"
     );
     assert!(store
-        .set_static_pending("s", "someone", "sealed", now, now + 30_000, "a")
+        .set_static_pending("s", "someone", "sealed", at(now), at(now + 30_000), "a")
         .await
         .unwrap());
     assert!(store
@@ -634,4 +643,159 @@ async fn static_rotations_are_claimed_once(store: &Store) {
     );
     assert_eq!(store.due_static_roles(&later, 10).await.unwrap(), ["s"]);
     assert!(store.claim_static_role("s", &later).await.unwrap());
+}
+
+/// What the catalog, identity and rotation areas store comes back as it was written, on both
+/// engines: times to the millisecond, durations in whole seconds, lists and objects decoded.
+async fn catalog_and_identity_values_come_back_as_written(store: &Store) {
+    let mut db = connection("db");
+    db.allowed_roles = vec!["app".into(), "app-*".into()];
+    db.root_rotation_statements = vec!["ALTER ROLE \"{{name}}\" PASSWORD '{{password}}'".into()];
+    db.max_open_connections = 7;
+    db.scram_iterations = 600_000;
+    db.tls_server_name = Some("db.internal".into());
+    db.created_at = at(1_700_000_000_123);
+    db.updated_at = at(1_700_000_000_456);
+    store.upsert_connection(&db).await.unwrap();
+    assert_eq!(store.get_connection("db").await.unwrap(), Some(db.clone()));
+    let mut rewritten = db.clone();
+    rewritten.created_at = at(1_800_000_000_000);
+    rewritten.updated_at = at(1_800_000_000_000);
+    store.upsert_connection(&rewritten).await.unwrap();
+    assert_eq!(
+        store
+            .get_connection("db")
+            .await
+            .unwrap()
+            .unwrap()
+            .created_at,
+        db.created_at,
+        "an upsert keeps created_at"
+    );
+
+    let role = lessor::store::Role {
+        name: "app".into(),
+        db_name: "db".into(),
+        creation_statements: vec![
+            "CREATE ROLE \"{{name}}\"".into(),
+            "GRANT r TO \"{{name}}\"".into(),
+        ],
+        revocation_statements: vec!["DROP ROLE \"{{name}}\"".into()],
+        rollback_statements: vec![],
+        renew_statements: vec![],
+        default_ttl: Duration::from_secs(3600),
+        max_ttl: Duration::ZERO,
+        username_template: Some("v-{{role}}-{{random 8}}".into()),
+        options: [("schema".to_owned(), "app".to_owned())].into(),
+        database_per_lease: false,
+        template_database: None,
+        created_at: at(1_700_000_000_001),
+        updated_at: at(1_700_000_000_002),
+    };
+    store.upsert_role(&role).await.unwrap();
+    assert_eq!(store.get_role("app").await.unwrap(), Some(role));
+
+    let mut meta = serde_json::Map::new();
+    meta.insert("role".into(), serde_json::json!("ci"));
+    let token = lessor::store::Token {
+        token_hash: "hash".into(),
+        accessor: "acc".into(),
+        display_name: "jwt-ci".into(),
+        policies: vec!["default".into(), "app".into()],
+        created_at: at(1_700_000_000_789),
+        expires_at: Some(at(1_700_000_360_789)),
+        entity_id: "jwt:ci".into(),
+        renewable: true,
+        ttl: Duration::from_secs(360),
+        explicit_max_ttl: Duration::from_secs(7200),
+        max_expires_at: Some(at(1_700_007_200_789)),
+        path: "auth/jwt/login/ci".into(),
+        meta,
+        parent_accessor: None,
+    };
+    store.insert_token(&token).await.unwrap();
+    assert_eq!(store.get_token("hash").await.unwrap(), Some(token.clone()));
+    assert_eq!(
+        store.get_token_by_accessor("acc").await.unwrap(),
+        Some(token.clone())
+    );
+    assert!(store
+        .token_lineage_live("acc", at(1_700_000_360_788))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .token_lineage_live("acc", at(1_700_000_360_789))
+            .await
+            .unwrap(),
+        "expired at its expiry"
+    );
+    assert_eq!(
+        store.dead_token_trees(at(1_700_000_360_789)).await.unwrap(),
+        ["acc"]
+    );
+
+    let config = lessor::store::StaticRoleConfig {
+        name: "s".into(),
+        db_name: "db".into(),
+        username: "someone".into(),
+        alternate_username: Some("someone-b".into()),
+        rotation_period: None,
+        rotation_schedule: Some("0 3 * * *".into()),
+        rotation_window: Some(Duration::from_secs(600)),
+        rotation_statements: vec!["ALTER ROLE \"{{name}}\" PASSWORD '{{password}}'".into()],
+        skip_import_rotation: false,
+        scheduled_at: at(1_700_000_100_000),
+        next_rotation_at: at(1_700_000_100_001),
+    };
+    store
+        .upsert_static_role(&config, at(1_700_000_000_000))
+        .await
+        .unwrap();
+    let stored = store.get_static_role("s").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.alternate_username.as_deref(),
+            stored.rotation_schedule.as_deref(),
+            stored.rotation_window,
+            &stored.rotation_statements,
+            stored.scheduled_at,
+            stored.next_rotation_at,
+            stored.created_at,
+        ),
+        (
+            Some("someone-b"),
+            Some("0 3 * * *"),
+            Some(Duration::from_secs(600)),
+            &config.rotation_statements,
+            config.scheduled_at,
+            config.next_rotation_at,
+            at(1_700_000_000_000),
+        )
+    );
+    assert_eq!(
+        store.next_static_rotation_at().await.unwrap(),
+        Some(config.next_rotation_at)
+    );
+    let record = lessor::store::RotationRecord {
+        at: at(1_700_000_200_345),
+        username: "someone-b".into(),
+        cause: "schedule".into(),
+        outcome: "failed".into(),
+        error: Some("refused".into()),
+    };
+    store.insert_rotation_record("s", &record).await.unwrap();
+    assert_eq!(store.rotation_history("s").await.unwrap(), [record]);
+
+    store
+        .meta_set_json("json", &serde_json::json!({"a": [1, 2]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .meta_get_json::<serde_json::Value>("json")
+            .await
+            .unwrap(),
+        Some(serde_json::json!({"a": [1, 2]}))
+    );
 }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::store::{from_millis, to_millis, AlertRow, Store, StoreKind};
+use crate::store::{to_millis, Alert, AuditStore, MetaStore, Store, StoreKind};
 
 /// Meta-table key of rules written through the API.
 pub const RULES_META: &str = "monitor_rules";
@@ -255,7 +255,7 @@ fn slide(events: &mut VecDeque<DateTime<Utc>>, now: DateTime<Utc>, window: Durat
 }
 
 /// An alert as `sys/alerts` and the webhook show it.
-pub fn alert_json(row: &AlertRow) -> Value {
+pub fn alert_json(row: &Alert) -> Value {
     let blank = |s: &str| {
         if s.is_empty() {
             Value::Null
@@ -271,8 +271,8 @@ pub fn alert_json(row: &AlertRow) -> Value {
         "address": blank(&row.address),
         "role": blank(&row.role),
         "count": row.count,
-        "first_seen": from_millis(row.first_seen).to_rfc3339(),
-        "last_seen": from_millis(row.last_seen).to_rfc3339(),
+        "first_seen": row.first_seen.to_rfc3339(),
+        "last_seen": row.last_seen.to_rfc3339(),
         "detail": row.detail,
     })
 }
@@ -345,15 +345,15 @@ impl Monitor {
         configured
             .validate()
             .map_err(|e| Error::Config(format!("[monitor]: {e}")))?;
-        let rules = match store.meta_get(RULES_META).await? {
-            Some(text) => match serde_json::from_str::<MonitorRules>(&text) {
-                Ok(stored) => stored,
-                Err(e) => {
-                    tracing::error!(error = %e, "stored monitor rules are unreadable; using the config file's");
-                    configured
-                }
-            },
-            None => configured,
+        let rules = match store.meta_get_json::<MonitorRules>(RULES_META).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => configured,
+            // A value that does not decode; a store that cannot be read is an error here too.
+            Err(Error::Internal(e)) => {
+                tracing::error!(error = %e, "stored monitor rules are unreadable; using the config file's");
+                configured
+            }
+            Err(e) => return Err(e),
         };
         Ok(Self {
             store,
@@ -365,10 +365,7 @@ impl Monitor {
 
     /// Reads the rules again from the store, where another replica changed them.
     pub async fn reload_rules(&self) -> Result<()> {
-        if let Some(text) = self.store.meta_get(RULES_META).await? {
-            let stored = serde_json::from_str::<MonitorRules>(&text).map_err(|e| {
-                Error::Internal(format!("stored monitor rules are unreadable: {e}"))
-            })?;
+        if let Some(stored) = self.store.meta_get_json::<MonitorRules>(RULES_META).await? {
             *self.rules.write().unwrap_or_else(|p| p.into_inner()) = stored;
         }
         Ok(())
@@ -407,8 +404,7 @@ impl Monitor {
     /// Applies and stores a change (`sys/monitor/rules`), returning the new rules.
     pub async fn update_rules(&self, patch: &Value) -> Result<MonitorRules> {
         let rules = self.rules().merged(patch)?;
-        let text = serde_json::to_string(&rules).map_err(|e| Error::Internal(e.to_string()))?;
-        self.store.meta_set(RULES_META, &text).await?;
+        self.store.meta_set_json(RULES_META, &rules).await?;
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules.clone();
         tracing::info!("anomaly rules updated");
         Ok(rules)
@@ -462,7 +458,7 @@ impl Monitor {
                 now - chrono::Duration::from_std(rules.new_address.lookback).unwrap_or_default();
             let (has_history, known) = self
                 .store
-                .touch_source_address(&actor.identity, &address, to_millis(now), to_millis(since))
+                .touch_source_address(&actor.identity, &address, now, since)
                 .await?;
             if has_history && !known {
                 self.raise(
@@ -567,18 +563,15 @@ impl Monitor {
                     &raise.actor.identity,
                     &raise.address,
                     raise.role,
-                    to_millis(since),
+                    since,
                 )
                 .await?
             {
                 let count = raise.count.unwrap_or(open.count + 1).max(open.count);
-                return self
-                    .store
-                    .update_alert(open.id, count, to_millis(now))
-                    .await;
+                return self.store.update_alert(open.id, count, now).await;
             }
         }
-        let mut row = AlertRow {
+        let mut row = Alert {
             id: 0,
             rule: raise.rule.to_owned(),
             identity: raise.actor.identity.clone(),
@@ -586,8 +579,8 @@ impl Monitor {
             address: raise.address,
             role: raise.role.to_owned(),
             count: raise.count.unwrap_or(1),
-            first_seen: to_millis(now),
-            last_seen: to_millis(now),
+            first_seen: now,
+            last_seen: now,
             detail: raise.detail,
         };
         row.id = self.store.insert_alert(&row).await?;

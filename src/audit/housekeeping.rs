@@ -15,7 +15,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::anomaly::Monitor;
-use crate::store::{to_millis, Store};
+use crate::store::{to_millis, AuditStore, IdentityStore, Store};
 
 /// How often to tidy.
 const INTERVAL: Duration = Duration::from_secs(600);
@@ -78,8 +78,8 @@ pub async fn tidy_with(
     leases: &dyn TokenLeaseRevoker,
 ) -> Vec<String> {
     let now = Utc::now();
-    let ago = |d: Duration| to_millis(now - chrono::Duration::from_std(d).unwrap_or_default());
-    let removed = match remove_dead_tokens(store, leases, to_millis(now)).await {
+    let ago = |d: Duration| now - chrono::Duration::from_std(d).unwrap_or_default();
+    let removed = match remove_dead_tokens(store, leases, now).await {
         Ok(removed) => removed,
         Err(e) => {
             tracing::warn!(error = %e, "removing expired tokens failed; will retry");
@@ -99,7 +99,9 @@ pub async fn tidy_with(
         let addresses = store.forget_source_addresses(ago(lookback)).await?;
         let alerts = store.delete_alerts_before(ago(ALERT_RETENTION)).await?;
         // Events older than the longest window count for nothing.
-        store.forget_anomaly_events(ago(longest_window)).await?;
+        store
+            .forget_anomaly_events(to_millis(ago(longest_window)))
+            .await?;
         Ok((addresses, alerts))
     }
     .await;
@@ -122,7 +124,7 @@ pub async fn tidy_with(
 async fn remove_dead_tokens(
     store: &Store,
     leases: &dyn TokenLeaseRevoker,
-    now: i64,
+    now: chrono::DateTime<Utc>,
 ) -> crate::Result<Vec<String>> {
     let dead = store.dead_token_trees(now).await?;
     if dead.is_empty() {

@@ -34,7 +34,7 @@ use sha2::Sha256;
 
 use crate::error::{Error, Result};
 use crate::seal::Sealer;
-use crate::store::{to_millis, AuditDeviceRow, Store};
+use crate::store::{AuditDevice, AuditStore, MetaStore, Store};
 
 /// Meta-table key of the sealed HMAC key.
 const KEY_META: &str = "audit_hmac_key";
@@ -199,8 +199,8 @@ fn resolve_file_path(requested: &Path, protected: &[PathBuf]) -> Result<PathBuf>
 }
 
 impl Device {
-    fn from_row(row: &AuditDeviceRow, protected: &[PathBuf]) -> Result<Self> {
-        let options: Map<String, Value> = serde_json::from_str(&row.options).unwrap_or_default();
+    fn from_stored(row: &AuditDevice, protected: &[PathBuf]) -> Result<Self> {
+        let options = row.options.clone();
         let file_path = options
             .get("file_path")
             .and_then(Value::as_str)
@@ -295,7 +295,7 @@ async fn load_devices(
             devices.push(device.clone());
             continue;
         }
-        match Device::from_row(&row, protected) {
+        match Device::from_stored(&row, protected) {
             Ok(device) => devices.push(Arc::new(device)),
             Err(e) => {
                 tracing::error!(device = %row.name, error = %e, "stored audit device is unusable")
@@ -397,14 +397,14 @@ impl Audit {
     ) -> Result<()> {
         let name = name.trim_matches('/');
         crate::catalog::check_name("audit device name", name)?;
-        let row = AuditDeviceRow {
+        let row = AuditDevice {
             name: name.to_owned(),
             device_type: device_type.to_owned(),
             description: description.to_owned(),
-            options: Value::Object(options).to_string(),
-            created_at: to_millis(Utc::now()),
+            options,
+            created_at: Utc::now(),
         };
-        let device = Device::from_row(&row, &self.protected)?;
+        let device = Device::from_stored(&row, &self.protected)?;
         if self.has_device(name) {
             return Err(Error::invalid(format!(
                 "path already in use: audit device {name:?} is enabled"

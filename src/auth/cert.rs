@@ -21,7 +21,7 @@ use super::tokens::{IssuedToken, NewToken};
 use super::Auth;
 use crate::catalog::check_name;
 use crate::error::{Error, Result};
-use crate::store::{to_millis, Store};
+use crate::store::{IdentityStore, Store};
 use crate::tls::{
     certificates_from_pem, trust_anchors, verify_client_chain, ClientCertificates,
     RejectedClientCertificate,
@@ -196,20 +196,17 @@ impl CertAuth {
     pub async fn write_role(&self, name: &str, mut role: CertRole) -> Result<()> {
         check_name("role name", name)?;
         role.validate()?;
-        let text = serde_json::to_string(&role).map_err(|e| Error::Internal(e.to_string()))?;
         self.store
-            .upsert_cert_role(name, &text, to_millis(chrono::Utc::now()))
+            .upsert_cert_role(name, &role, chrono::Utc::now())
             .await
     }
 
     pub async fn role(&self, name: &str) -> Result<CertRole> {
         check_name("role name", name)?;
-        let text = self
-            .store
+        self.store
             .get_cert_role(name)
             .await?
-            .ok_or_else(|| Error::not_found("certificate role", name))?;
-        parse_role(&text)
+            .ok_or_else(|| Error::not_found("certificate role", name))
     }
 
     pub async fn list_roles(&self) -> Result<Vec<String>> {
@@ -247,23 +244,17 @@ impl CertAuth {
                 ))
             }
         };
-        let roles = match role_name {
+        let roles: Vec<(String, CertRole)> = match role_name {
             Some(name) => {
                 check_name("role name", name)?;
-                let text = self
+                let role = self
                     .store
                     .get_cert_role(name)
                     .await?
                     .ok_or_else(|| refused(format!("no certificate role named {name:?}")))?;
-                vec![(name.to_owned(), parse_role(&text)?)]
+                vec![(name.to_owned(), role)]
             }
-            None => self
-                .store
-                .all_cert_roles()
-                .await?
-                .into_iter()
-                .map(|(name, text)| Ok((name, parse_role(&text)?)))
-                .collect::<Result<Vec<_>>>()?,
+            None => self.store.all_cert_roles().await?,
         };
         if roles.is_empty() {
             return Err(refused("no certificate role is configured"));
@@ -341,11 +332,6 @@ impl CertAuth {
         })
         .await
     }
-}
-
-fn parse_role(text: &str) -> Result<CertRole> {
-    serde_json::from_str(text)
-        .map_err(|e| Error::Internal(format!("stored certificate role is unreadable: {e}")))
 }
 
 #[cfg(test)]

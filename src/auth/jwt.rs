@@ -31,7 +31,7 @@ use super::tokens::{IssuedToken, NewToken};
 use super::Auth;
 use crate::catalog::check_name;
 use crate::error::{Error, Result};
-use crate::store::{to_millis, Store};
+use crate::store::{IdentityStore, MetaStore, Store};
 
 /// Meta-table key of the method's configuration.
 const CONFIG_KEY: &str = "auth_jwt_config";
@@ -289,12 +289,7 @@ impl JwtAuth {
     }
 
     pub async fn config(&self) -> Result<Option<JwtConfig>> {
-        match self.store.meta_get(CONFIG_KEY).await? {
-            None => Ok(None),
-            Some(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| Error::Internal(format!("stored JWT config is unreadable: {e}"))),
-        }
+        self.store.meta_get_json(CONFIG_KEY).await
     }
 
     pub async fn write_config(&self, config: JwtConfig) -> Result<()> {
@@ -318,8 +313,7 @@ impl JwtAuth {
                 Error::invalid(format!("jwt_supported_algs: unknown algorithm {alg:?}"))
             })?;
         }
-        let text = serde_json::to_string(&config).map_err(|e| Error::Internal(e.to_string()))?;
-        self.store.meta_set(CONFIG_KEY, &text).await?;
+        self.store.meta_set_json(CONFIG_KEY, &config).await?;
         // A fetch still in flight for the old URL finishes on its own; its result is dropped
         // because its generation is no longer current.
         let mut state = self.jwks_state();
@@ -333,21 +327,17 @@ impl JwtAuth {
     pub async fn write_role(&self, name: &str, mut role: JwtRole) -> Result<()> {
         check_name("role name", name)?;
         role.validate()?;
-        let text = serde_json::to_string(&role).map_err(|e| Error::Internal(e.to_string()))?;
         self.store
-            .upsert_jwt_role(name, &text, to_millis(chrono::Utc::now()))
+            .upsert_jwt_role(name, &role, chrono::Utc::now())
             .await
     }
 
     pub async fn role(&self, name: &str) -> Result<JwtRole> {
         check_name("role name", name)?;
-        let text = self
-            .store
+        self.store
             .get_jwt_role(name)
             .await?
-            .ok_or_else(|| Error::not_found("role", name))?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::Internal(format!("stored JWT role is unreadable: {e}")))
+            .ok_or_else(|| Error::not_found("role", name))
     }
 
     pub async fn list_roles(&self) -> Result<Vec<String>> {

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::catalog::LeaseLimits;
 use crate::error::{Error, Result};
 use crate::seal::Sealer;
-use crate::store::{from_millis, to_millis, Store, TokenRow};
+use crate::store::{IdentityStore, MetaStore, Store, Token};
 
 /// Meta-table key of the sealed token-hash key, and its sealing context.
 const HASH_KEY_META: &str = "token_hmac_key";
@@ -74,25 +74,25 @@ impl Identity {
         self.policies.iter().any(|p| p == ROOT_POLICY)
     }
 
-    fn from_row(row: TokenRow) -> Self {
-        let entity_id = if row.entity_id.is_empty() {
-            row.accessor.clone()
+    fn from_token(token: Token) -> Self {
+        let entity_id = if token.entity_id.is_empty() {
+            token.accessor.clone()
         } else {
-            row.entity_id
+            token.entity_id
         };
         Self {
-            accessor: row.accessor,
-            display_name: row.display_name,
-            policies: serde_json::from_str(&row.policies).unwrap_or_default(),
-            created_at: from_millis(row.created_at),
-            expires_at: row.expires_at.map(from_millis),
+            accessor: token.accessor,
+            display_name: token.display_name,
+            policies: token.policies,
+            created_at: token.created_at,
+            expires_at: token.expires_at,
             entity_id,
-            renewable: row.renewable,
-            creation_ttl: row.ttl_secs,
-            explicit_max_ttl: row.explicit_max_ttl_secs,
-            path: row.path,
-            meta: serde_json::from_str(&row.meta).unwrap_or_default(),
-            parent_accessor: row.parent_accessor,
+            renewable: token.renewable,
+            creation_ttl: token.ttl.as_secs() as i64,
+            explicit_max_ttl: token.explicit_max_ttl.as_secs() as i64,
+            path: token.path,
+            meta: token.meta,
+            parent_accessor: token.parent_accessor,
         }
     }
 }
@@ -239,21 +239,21 @@ impl Auth {
             )));
         }
         self.store
-            .insert_token(&TokenRow {
+            .insert_token(&Token {
                 token_hash: self.hash_token(token),
                 accessor: generate_accessor(),
                 display_name: "root".into(),
-                policies: serde_json::to_string(&[ROOT_POLICY]).unwrap_or_default(),
-                created_at: to_millis(Utc::now()),
+                policies: vec![ROOT_POLICY.to_owned()],
+                created_at: Utc::now(),
                 expires_at: None,
                 // Empty: the root token is its own entity (its accessor).
                 entity_id: String::new(),
                 renewable: false,
-                ttl_secs: 0,
-                explicit_max_ttl_secs: 0,
+                ttl: std::time::Duration::ZERO,
+                explicit_max_ttl: std::time::Duration::ZERO,
                 max_expires_at: None,
                 path: "auth/token/root".into(),
-                meta: "{}".into(),
+                meta: serde_json::Map::new(),
                 parent_accessor: None,
             })
             .await
@@ -289,15 +289,15 @@ impl Auth {
         if !self.is_live(&row).await? {
             return Err(Error::PermissionDenied);
         }
-        Ok(Identity::from_row(row))
+        Ok(Identity::from_token(row))
     }
 
     /// Whether `row` may be used now: unexpired, and (for a child) every ancestor present and
     /// unexpired. Revocation removes a whole subtree at once; this check also covers a parent that
     /// expired before housekeeping removed its children, and a child made while its parent was
     /// being revoked.
-    async fn is_live(&self, row: &TokenRow) -> Result<bool> {
-        let now = to_millis(Utc::now());
+    async fn is_live(&self, row: &Token) -> Result<bool> {
+        let now = Utc::now();
         if row.expires_at.is_some_and(|at| at <= now) {
             return Ok(false);
         }

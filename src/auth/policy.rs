@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::hcl;
 use crate::error::{Error, Result};
-use crate::store::{to_millis, Store};
+use crate::store::{IdentityStore, Store};
 
 /// The policy that allows everything.
 pub const ROOT_POLICY: &str = "root";
@@ -507,7 +507,7 @@ impl Policies {
     /// Stores the built-in `default` policy if it is not there yet.
     pub async fn ensure_default(&self) -> Result<()> {
         self.store
-            .insert_policy_if_absent(DEFAULT_POLICY, DEFAULT_POLICY_TEXT, to_millis(Utc::now()))
+            .insert_policy_if_absent(DEFAULT_POLICY, DEFAULT_POLICY_TEXT, Utc::now())
             .await
     }
 
@@ -518,9 +518,7 @@ impl Policies {
             return Err(Error::invalid("cannot update the root policy"));
         }
         parse_policy(&name, text)?;
-        self.store
-            .upsert_policy(&name, text, to_millis(Utc::now()))
-            .await
+        self.store.upsert_policy(&name, text, Utc::now()).await
     }
 
     pub async fn read(&self, name: &str) -> Result<String> {

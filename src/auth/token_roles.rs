@@ -16,25 +16,8 @@ use chrono::Utc;
 use super::policy::{check_policy_name, DEFAULT_POLICY, ROOT_POLICY};
 use super::Auth;
 use crate::error::{Error, Result};
-use crate::store::TokenRoleRow;
-
-/// A token role, decoded and checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRole {
-    pub name: String,
-    /// Empty: tokens hold a subset of their creator's policies.
-    pub allowed_policies: Vec<String>,
-    pub disallowed_policies: Vec<String>,
-    /// Tokens from the role have no parent (no sudo needed: the role says so).
-    pub orphan: bool,
-    pub renewable: bool,
-    /// Zero: the server's default TTL.
-    pub token_ttl: Duration,
-    /// Zero: the server's maximum.
-    pub token_max_ttl: Duration,
-    /// Zero: none.
-    pub token_explicit_max_ttl: Duration,
-}
+pub use crate::store::TokenRole;
+use crate::store::TokenRoleStore;
 
 /// What a write of `auth/token/roles/:name` sets; `None` keeps the stored value (or the default
 /// for a new role), as Vault's update does.
@@ -50,24 +33,6 @@ pub struct TokenRoleInput {
 }
 
 impl TokenRole {
-    fn from_row(row: TokenRoleRow) -> Result<Self> {
-        let list = |text: &str| -> Result<Vec<String>> {
-            serde_json::from_str(text)
-                .map_err(|e| Error::Internal(format!("stored token role policies: {e}")))
-        };
-        let secs = |s: i64| Duration::from_secs(s.max(0) as u64);
-        Ok(Self {
-            allowed_policies: list(&row.allowed_policies)?,
-            disallowed_policies: list(&row.disallowed_policies)?,
-            name: row.name,
-            orphan: row.orphan,
-            renewable: row.renewable,
-            token_ttl: secs(row.token_ttl_secs),
-            token_max_ttl: secs(row.token_max_ttl_secs),
-            token_explicit_max_ttl: secs(row.token_explicit_max_ttl_secs),
-        })
-    }
-
     /// The tightest nonzero cap on a token's life this role sets, if any.
     pub fn life_cap(&self) -> Option<Duration> {
         [self.token_max_ttl, self.token_explicit_max_ttl]
@@ -218,15 +183,12 @@ impl Auth {
                 token_max_ttl.as_secs()
             )));
         }
-        let encode = |list: &[String]| {
-            serde_json::to_string(list).map_err(|e| Error::Internal(e.to_string()))
-        };
-        let now = Utc::now().timestamp_millis();
+        let now = Utc::now();
         self.store
-            .upsert_token_role(&TokenRoleRow {
+            .upsert_token_role(&TokenRole {
                 name: name.to_owned(),
-                allowed_policies: encode(&allowed)?,
-                disallowed_policies: encode(&disallowed)?,
+                allowed_policies: allowed,
+                disallowed_policies: disallowed,
                 orphan: input
                     .orphan
                     .or(existing.as_ref().map(|r| r.orphan))
@@ -235,9 +197,9 @@ impl Auth {
                     .renewable
                     .or(existing.as_ref().map(|r| r.renewable))
                     .unwrap_or(true),
-                token_ttl_secs: token_ttl.as_secs() as i64,
-                token_max_ttl_secs: token_max_ttl.as_secs() as i64,
-                token_explicit_max_ttl_secs: token_explicit_max_ttl.as_secs() as i64,
+                token_ttl,
+                token_max_ttl,
+                token_explicit_max_ttl,
                 created_at: now,
                 updated_at: now,
             })
@@ -245,11 +207,7 @@ impl Auth {
     }
 
     async fn token_role_opt(&self, name: &str) -> Result<Option<TokenRole>> {
-        self.store
-            .get_token_role(name)
-            .await?
-            .map(TokenRole::from_row)
-            .transpose()
+        self.store.get_token_role(name).await
     }
 
     pub async fn token_role(&self, name: &str) -> Result<TokenRole> {
@@ -282,6 +240,8 @@ mod tests {
             token_ttl: Duration::ZERO,
             token_max_ttl: Duration::ZERO,
             token_explicit_max_ttl: Duration::ZERO,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
         }
     }
 

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use super::policy::{check_policy_name, DEFAULT_POLICY, ROOT_POLICY};
 use super::{generate_accessor, generate_token, Auth, Identity, TokenInfo};
 use crate::error::{Error, Result};
-use crate::store::{from_millis, to_millis, TokenRow};
+use crate::store::{IdentityStore, Token};
 
 /// What `auth/token/create` asks for.
 #[derive(Debug, Default)]
@@ -271,21 +271,20 @@ impl Auth {
         let entity_id = new.entity_id.unwrap_or_else(|| accessor.clone());
         let orphan = new.parent_accessor.is_none();
         self.store
-            .insert_token(&TokenRow {
+            .insert_token(&Token {
                 token_hash: self.hash_token(&token),
                 accessor: accessor.clone(),
                 display_name: new.display_name,
-                policies: serde_json::to_string(&new.policies)
-                    .map_err(|e| Error::Internal(e.to_string()))?,
-                created_at: to_millis(now),
-                expires_at: Some(to_millis(expires_at)),
+                policies: new.policies.clone(),
+                created_at: now,
+                expires_at: Some(expires_at),
                 entity_id: entity_id.clone(),
                 renewable: new.renewable,
-                ttl_secs: new.ttl.as_secs() as i64,
-                explicit_max_ttl_secs: new.explicit_max_ttl.as_secs() as i64,
-                max_expires_at: Some(to_millis(max_expires_at)),
+                ttl: new.ttl,
+                explicit_max_ttl: new.explicit_max_ttl,
+                max_expires_at: Some(max_expires_at),
                 path: new.path,
-                meta: Value::Object(new.meta.clone()).to_string(),
+                meta: new.meta.clone(),
                 parent_accessor: new.parent_accessor,
             })
             .await?;
@@ -320,11 +319,9 @@ impl Auth {
             return Err(Error::invalid("this token is not renewable"));
         }
         let now = Utc::now();
-        let requested = increment
-            .filter(|d| !d.is_zero())
-            .unwrap_or(Duration::from_secs(row.ttl_secs.max(0) as u64));
+        let requested = increment.filter(|d| !d.is_zero()).unwrap_or(row.ttl);
         let wanted = now + chrono(requested)?;
-        let limit = row.max_expires_at.map(from_millis).unwrap_or(wanted);
+        let limit = row.max_expires_at.unwrap_or(wanted);
         let new_expiry = wanted.min(limit);
         let mut warnings = Vec::new();
         if new_expiry < wanted {
@@ -334,9 +331,7 @@ impl Auth {
                 (new_expiry - now).num_seconds().max(0)
             ));
         }
-        self.store
-            .renew_token(&row.accessor, to_millis(new_expiry))
-            .await?;
+        self.store.renew_token(&row.accessor, new_expiry).await?;
         Ok(((new_expiry - now).to_std().unwrap_or_default(), warnings))
     }
 
@@ -411,7 +406,7 @@ impl Auth {
         if !self.is_live(&row).await? {
             return Err(Error::invalid("invalid accessor"));
         }
-        let identity = Identity::from_row(row);
+        let identity = Identity::from_token(row);
         Ok(Self::describe(&identity, &Secret::new("")))
     }
 }

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::decode_list;
 use crate::error::Result;
-use crate::store::{to_millis, ADOPTED_WITHOUT_LEASE};
+use crate::store::{to_millis, CatalogStore, ADOPTED_WITHOUT_LEASE};
 use crate::AppState;
 
 /// Sweeps that must agree before an orphaned user is dropped.

@@ -11,10 +11,10 @@ use chrono::Utc;
 use lessor_plugin::{DatabasePlugin, PasswordChange, Secret, UpdateUserRequest};
 
 use super::{RotationFault, Rotator};
-use crate::catalog::{check_name, decode_list};
+use crate::catalog::check_name;
 use crate::engines::password_seal_context;
 use crate::error::{Error, Result};
-use crate::store::{to_millis, ConnectionRow};
+use crate::store::{CatalogStore, Connection, RotationStore};
 
 /// What resolving a pending admin password came to.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,13 +49,13 @@ impl Rotator {
     }
 
     /// [`Self::rotate_root_in_task`] with the lock held and the connection's row read.
-    async fn rotate_root_row(&self, connection: &str, row: &ConnectionRow) -> Result<()> {
+    async fn rotate_root_row(&self, connection: &str, row: &Connection) -> Result<()> {
         let admin = rotatable_admin(row, &self.engines.settings_for(row)?.connection_url)?;
-        let statements = decode_list("root_rotation_statements", &row.root_rotation_statements)?;
+        let statements = &row.root_rotation_statements;
 
         // A rotation interrupted earlier is settled first, so its password is never lost.
         if let Some(pending) = self.store.root_pending(connection).await? {
-            self.resolve_root(row, &pending, &statements).await?;
+            self.resolve_root(row, &pending, statements).await?;
         }
         let plugin = self.engines.get(connection).await?;
 
@@ -66,7 +66,7 @@ impl Rotator {
             .seal(&password_seal_context(connection), &password)?;
         if !self
             .store
-            .set_root_pending(connection, &sealed, to_millis(Utc::now()))
+            .set_root_pending(connection, &sealed, Utc::now())
             .await?
         {
             return Err(Error::Conflict(format!(
@@ -75,14 +75,14 @@ impl Rotator {
         }
         self.crash_point(RotationFault::AfterPendingStored)?;
         let applied = self
-            .set_and_verify_root(connection, plugin.as_ref(), &admin, &password, &statements)
+            .set_and_verify_root(connection, plugin.as_ref(), &admin, &password, statements)
             .await;
         if let Err(error) = applied {
             if !is_injected(&error) {
                 // Settle now where the database allows, so Lessor keeps a working admin password
                 // without waiting for a restart; the error is what the caller hears either way.
                 let row = self.connection_row(connection).await?;
-                if let Err(settle) = self.resolve_root(&row, &sealed, &statements).await {
+                if let Err(settle) = self.resolve_root(&row, &sealed, statements).await {
                     tracing::warn!(error = %settle, "the failed admin rotation stays pending until the next rotate-root or restart");
                 }
             }
@@ -90,7 +90,7 @@ impl Rotator {
         }
         if !self
             .store
-            .promote_root_pending(connection, &sealed, to_millis(Utc::now()))
+            .promote_root_pending(connection, &sealed, Utc::now())
             .await?
         {
             return Err(Error::Conflict(format!(
@@ -124,8 +124,9 @@ impl Rotator {
         let Some(pending) = self.store.root_pending(connection).await? else {
             return Ok(());
         };
-        let statements = decode_list("root_rotation_statements", &row.root_rotation_statements)?;
-        let resolution = self.resolve_root(&row, &pending, &statements).await?;
+        let resolution = self
+            .resolve_root(&row, &pending, &row.root_rotation_statements)
+            .await?;
         tracing::info!(
             connection,
             ?resolution,
@@ -134,7 +135,7 @@ impl Rotator {
         Ok(())
     }
 
-    async fn connection_row(&self, connection: &str) -> Result<ConnectionRow> {
+    async fn connection_row(&self, connection: &str) -> Result<Connection> {
         self.store
             .get_connection(connection)
             .await?
@@ -183,7 +184,7 @@ impl Rotator {
     /// does (the database never took it), otherwise set again through the pool.
     async fn resolve_root(
         &self,
-        row: &ConnectionRow,
+        row: &Connection,
         pending_sealed: &str,
         statements: &[String],
     ) -> Result<RootResolution> {
@@ -222,7 +223,7 @@ impl Rotator {
     async fn promote_root(&self, connection: &str, pending_sealed: &str) -> Result<()> {
         if !self
             .store
-            .promote_root_pending(connection, pending_sealed, to_millis(Utc::now()))
+            .promote_root_pending(connection, pending_sealed, Utc::now())
             .await?
         {
             return Err(Error::Conflict(format!(
@@ -254,7 +255,7 @@ impl Rotator {
 }
 
 /// The admin user of a connection whose password Lessor can rotate, or a 400 saying why not.
-fn rotatable_admin(row: &ConnectionRow, url: &Secret) -> Result<String> {
+fn rotatable_admin(row: &Connection, url: &Secret) -> Result<String> {
     if !url.expose().contains("{{password}}") {
         return Err(Error::invalid(format!(
             "connection {}: rotate-root needs a connection_url that takes the password from the {{{{password}}}} \

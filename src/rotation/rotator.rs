@@ -17,13 +17,13 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, SubsecRound, Utc};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::static_roles::ROTATION_TIMEOUT;
 use super::{Outcome, Rotator};
-use crate::store::{to_millis, StoreKind};
+use crate::store::{RotationStore, StoreKind};
 
 /// Roles looked at per pass.
 const BATCH: i64 = 64;
@@ -42,6 +42,13 @@ const ROOT_PENDING_GRACE: Duration = Duration::from_secs(30);
 pub(super) fn claim_length() -> chrono::Duration {
     chrono::Duration::from_std(ROTATION_TIMEOUT + Duration::from_secs(30))
         .unwrap_or_else(|_| chrono::Duration::seconds(90))
+}
+
+/// When a claim taken at `now` lapses, in whole milliseconds: the claim moves a role's
+/// `next_rotation_at` there, which the store keeps to the millisecond, and the rotation knows
+/// its claim by finding that value unchanged.
+fn claim_until(now: DateTime<Utc>) -> DateTime<Utc> {
+    (now + claim_length()).trunc_subsecs(3)
 }
 
 /// Runs until `shutdown` is cancelled.
@@ -85,7 +92,8 @@ pub async fn run(rotator: Rotator, shutdown: CancellationToken) {
 /// again (or, where the database provably never took it, replaced by a fresh rotation).
 pub async fn recover(rotator: &Rotator) {
     let now = Utc::now();
-    let claim = rotator.replica().claim_until(now, now + claim_length());
+    let until = claim_until(now);
+    let claim = rotator.replica().claim_until(now, until);
     match rotator.store().static_roles_with_pending(&claim).await {
         Ok(names) => {
             for name in names {
@@ -98,7 +106,7 @@ pub async fn recover(rotator: &Rotator) {
                         continue;
                     }
                 }
-                match rotator.recover_static_role(&name, claim.until).await {
+                match rotator.recover_static_role(&name, until).await {
                     Ok(outcome) => {
                         tracing::info!(static_role = %name, ?outcome, "interrupted rotation resolved")
                     }
@@ -114,10 +122,10 @@ pub async fn recover(rotator: &Rotator) {
     // only those pending for longer than the grace are left over from a crash. An embedded
     // store's pending rotations all are.
     let cutoff = match rotator.store().kind() {
-        StoreKind::Sqlite => to_millis(Utc::now()) + 1,
-        StoreKind::Postgres => to_millis(
-            Utc::now() - chrono::Duration::from_std(ROOT_PENDING_GRACE).unwrap_or_default(),
-        ),
+        StoreKind::Sqlite => Utc::now() + chrono::Duration::milliseconds(1),
+        StoreKind::Postgres => {
+            Utc::now() - chrono::Duration::from_std(ROOT_PENDING_GRACE).unwrap_or_default()
+        }
     };
     match rotator
         .store()
@@ -140,10 +148,10 @@ pub async fn recover(rotator: &Rotator) {
 /// Rotates one batch of due roles. Returns whether the batch was full.
 async fn rotate_due(rotator: &Rotator) -> crate::error::Result<bool> {
     let now = Utc::now();
-    let claim = rotator.replica().claim_until(now, now + claim_length());
+    let until = claim_until(now);
+    let claim = rotator.replica().claim_until(now, until);
     let due = rotator.store().due_static_roles(&claim, BATCH).await?;
     let full = due.len() as i64 == BATCH;
-    let claim_until = claim.until;
     let claim = &claim;
     futures::stream::iter(due)
         .for_each_concurrent(CONCURRENCY, |name| async move {
@@ -157,7 +165,7 @@ async fn rotate_due(rotator: &Rotator) -> crate::error::Result<bool> {
             }
             // The timeout ends this pass's wait, not the rotation: it runs in its own task and
             // records its outcome, so one slow database does not hold a slot of this loop.
-            match tokio::time::timeout(ROTATION_TIMEOUT, rotator.rotate_claimed(&name, claim_until)).await {
+            match tokio::time::timeout(ROTATION_TIMEOUT, rotator.rotate_claimed(&name, until)).await {
                 Ok(Ok(Outcome::Rotated { .. } | Outcome::Skipped | Outcome::NotDue)) => {}
                 // Failures are recorded (history, retry time) where they happen.
                 Ok(Err(_)) => {}
@@ -179,7 +187,7 @@ async fn settle_interrupted_roots(rotator: &Rotator) {
             .unwrap_or_else(|_| chrono::Duration::zero());
     let names = match rotator
         .store()
-        .connections_with_root_pending_before(to_millis(cutoff))
+        .connections_with_root_pending_before(cutoff)
         .await
     {
         Ok(names) => names,
@@ -209,9 +217,10 @@ async fn settle_interrupted_roots(rotator: &Rotator) {
 /// Time until the next role falls due, at most [`MAX_SLEEP`].
 async fn next_sleep(rotator: &Rotator) -> Duration {
     match rotator.store().next_static_rotation_at().await {
-        Ok(Some(at)) => {
-            Duration::from_millis((at - to_millis(Utc::now())).max(0) as u64).min(MAX_SLEEP)
-        }
+        Ok(Some(at)) => (at - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_SLEEP),
         Ok(None) => MAX_SLEEP,
         Err(error) => {
             tracing::error!(%error, "rotator cannot read the next due time");

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use futures::FutureExt;
 use lessor_plugin::{
     check_username, DatabasePlugin, PasswordChange, RoleOptions, Secret, UpdateUserRequest,
@@ -23,12 +23,10 @@ use lessor_plugin::{
 use serde::Serialize;
 
 use super::{Cause, Outcome, RotationFault, Rotator, Schedule};
-use crate::catalog::{check_name, decode_list, encode};
+use crate::catalog::check_name;
 use crate::error::{Error, Result};
 use crate::metrics;
-use crate::store::{
-    from_millis, to_millis, Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow,
-};
+use crate::store::{self, CatalogStore, Promotion, RotationStore, StaticRole, StaticRoleConfig};
 
 /// Longest a rotation waits before the rotator gives up on it (its pending stays and is resolved
 /// at the next attempt): plugins time out on their own well before this.
@@ -129,20 +127,21 @@ fn password_context(role: &str, username: &str) -> String {
     format!("static-role/{role}/{username}/password")
 }
 
-fn rfc3339(ms: i64) -> String {
-    from_millis(ms).to_rfc3339_opts(SecondsFormat::Millis, true)
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn secs(value: Option<i64>) -> Option<Duration> {
-    value.map(|s| Duration::from_secs(s.max(0) as u64))
+/// Whole seconds until `at`, zero once it has passed.
+fn secs_until(at: DateTime<Utc>) -> i64 {
+    (at - Utc::now()).num_seconds().max(0)
 }
 
 /// The schedule a stored role follows.
-fn schedule_of(row: &StaticRoleRow) -> Result<Schedule> {
+fn schedule_of(row: &StaticRole) -> Result<Schedule> {
     Schedule::from_fields(
-        secs(row.rotation_period_secs),
+        row.rotation_period,
         row.rotation_schedule.as_deref(),
-        secs(row.rotation_window_secs),
+        row.rotation_window,
     )
     .map_err(|e| {
         Error::Internal(format!(
@@ -154,7 +153,7 @@ fn schedule_of(row: &StaticRoleRow) -> Result<Schedule> {
 
 /// The user the next rotation changes: the role's user, or under the alternating strategy the one
 /// not in use.
-fn rotation_target(row: &StaticRoleRow) -> String {
+fn rotation_target(row: &StaticRole) -> String {
     match &row.alternate_username {
         Some(alternate) if row.current_username.as_deref() == Some(row.username.as_str()) => {
             alternate.clone()
@@ -164,7 +163,7 @@ fn rotation_target(row: &StaticRoleRow) -> String {
 }
 
 impl Rotator {
-    async fn static_row(&self, name: &str) -> Result<StaticRoleRow> {
+    async fn static_row(&self, name: &str) -> Result<StaticRole> {
         self.store
             .get_static_role(name)
             .await?
@@ -255,7 +254,7 @@ impl Rotator {
                     Some(row)
                         if input.rotation_schedule.is_some() && row.rotation_schedule.is_some() =>
                     {
-                        secs(row.rotation_window_secs)
+                        row.rotation_window
                     }
                     _ => None,
                 };
@@ -266,9 +265,9 @@ impl Rotator {
                 )
             } else if let Some(row) = &existing {
                 (
-                    secs(row.rotation_period_secs),
+                    row.rotation_period,
                     row.rotation_schedule.clone(),
-                    input.rotation_window.or(secs(row.rotation_window_secs)),
+                    input.rotation_window.or(row.rotation_window),
                 )
             } else {
                 (None, None, input.rotation_window)
@@ -278,7 +277,7 @@ impl Rotator {
 
         let statements = match (input.rotation_statements, &existing) {
             (Some(list), _) => list,
-            (None, Some(row)) => decode_list("rotation_statements", &row.rotation_statements)?,
+            (None, Some(row)) => row.rotation_statements.clone(),
             (None, None) => Vec::new(),
         };
         let skip_import_rotation = input
@@ -355,8 +354,9 @@ impl Rotator {
         let now = Utc::now();
         let (scheduled_at, next_rotation_at) = match &existing {
             Some(row) => {
-                let unchanged = row.rotation_period_secs
-                    == schedule.period().map(|p| p.as_secs() as i64)
+                // Periods are kept in whole seconds.
+                let unchanged = row.rotation_period.map(|p| p.as_secs())
+                    == schedule.period().map(|p| p.as_secs())
                     && row.rotation_schedule.as_deref() == schedule.cron_text();
                 if unchanged {
                     (row.scheduled_at, row.next_rotation_at)
@@ -364,10 +364,10 @@ impl Rotator {
                     // A new period counts from the last rotation (a due one runs at once); a new cron
                     // pattern from now. A pending retry keeps its earlier time.
                     let base = match (&schedule, row.last_rotated_at) {
-                        (Schedule::Period(_), Some(last)) => from_millis(last),
+                        (Schedule::Period(_), Some(last)) => last,
                         _ => now,
                     };
-                    let scheduled = to_millis(schedule.next_after(base)?);
+                    let scheduled = schedule.next_after(base)?;
                     let next = if row.attempts > 0 {
                         scheduled.min(row.next_rotation_at)
                     } else {
@@ -377,7 +377,7 @@ impl Rotator {
                 }
             }
             None => {
-                let scheduled = to_millis(schedule.next_after(now)?);
+                let scheduled = schedule.next_after(now)?;
                 (scheduled, scheduled)
             }
         };
@@ -386,23 +386,21 @@ impl Rotator {
             db_name: db_name.clone(),
             username: username.clone(),
             alternate_username,
-            rotation_period_secs: schedule.period().map(|p| p.as_secs() as i64),
+            rotation_period: schedule.period(),
             rotation_schedule: schedule.cron_text().map(str::to_owned),
-            rotation_window_secs: schedule.window().map(|w| w.as_secs() as i64),
-            rotation_statements: encode(&statements),
+            rotation_window: schedule.window(),
+            rotation_statements: statements,
             skip_import_rotation,
             scheduled_at,
             next_rotation_at,
         };
-        self.store
-            .upsert_static_role(&config, to_millis(now))
-            .await?;
+        self.store.upsert_static_role(&config, now).await?;
         if let Some(password) = initial_password {
             let sealed = self
                 .sealer
                 .seal(&password_context(name, &username), &password)?;
             self.store
-                .set_static_current(name, &username, &sealed, to_millis(now))
+                .set_static_current(name, &username, &sealed, now)
                 .await?;
         }
         self.wake.notify_one();
@@ -449,14 +447,14 @@ impl Rotator {
             })
             .collect();
         Ok(StaticRoleView {
-            rotation_statements: decode_list("rotation_statements", &row.rotation_statements)?,
-            rotation_period: row.rotation_period_secs.map(|s| s.max(0) as u64),
+            rotation_statements: row.rotation_statements,
+            rotation_period: row.rotation_period.map(|p| p.as_secs()),
             rotation_schedule: row.rotation_schedule,
-            rotation_window: row.rotation_window_secs.map(|s| s.max(0) as u64),
+            rotation_window: row.rotation_window.map(|w| w.as_secs()),
             skip_import_rotation: row.skip_import_rotation,
             last_vault_rotation: row.last_rotated_at.map(rfc3339),
             next_vault_rotation: rfc3339(row.next_rotation_at),
-            ttl: ((row.next_rotation_at - to_millis(Utc::now())) / 1000).max(0),
+            ttl: secs_until(row.next_rotation_at),
             rotation_in_progress: row.pending_password_sealed.is_some(),
             rotation_attempts: row.attempts,
             last_error: row.last_error,
@@ -502,10 +500,10 @@ impl Rotator {
             username: username.clone(),
             password,
             last_vault_rotation: row.last_rotated_at.map(rfc3339),
-            rotation_period: row.rotation_period_secs.map(|s| s.max(0) as u64),
+            rotation_period: row.rotation_period.map(|p| p.as_secs()),
             rotation_schedule: row.rotation_schedule.clone(),
-            rotation_window: row.rotation_window_secs.map(|s| s.max(0) as u64),
-            ttl: ((row.next_rotation_at - to_millis(Utc::now())) / 1000).max(0),
+            rotation_window: row.rotation_window.map(|w| w.as_secs()),
+            ttl: secs_until(row.next_rotation_at),
         })
     }
 
@@ -519,14 +517,18 @@ impl Rotator {
 
     /// Rotates a role the background rotator claimed until `claim`; does nothing if something else
     /// (a manual rotation) moved its schedule meanwhile.
-    pub(super) async fn rotate_claimed(&self, name: &str, claim: i64) -> Result<Outcome> {
+    pub(super) async fn rotate_claimed(&self, name: &str, claim: DateTime<Utc>) -> Result<Outcome> {
         self.rotate_in_task(name.to_owned(), Cause::Schedule, Some(claim))
             .await
     }
 
     /// Resolves a rotation left pending by a crash (the rotator's start-up), which the caller
     /// claimed until `claim`.
-    pub(super) async fn recover_static_role(&self, name: &str, claim: i64) -> Result<Outcome> {
+    pub(super) async fn recover_static_role(
+        &self,
+        name: &str,
+        claim: DateTime<Utc>,
+    ) -> Result<Outcome> {
         self.rotate_in_task(name.to_owned(), Cause::Recovery, Some(claim))
             .await
     }
@@ -536,7 +538,7 @@ impl Rotator {
         &self,
         name: String,
         cause: Cause,
-        claim: Option<i64>,
+        claim: Option<DateTime<Utc>>,
     ) -> Result<Outcome> {
         let rotator = self.clone();
         self.run_detached(async move {
@@ -548,7 +550,12 @@ impl Rotator {
 
     /// One rotation of `name`, with its lock held: failures are recorded and scheduled for retry.
     #[tracing::instrument(skip_all, fields(static_role = %name, cause = cause.as_str()), err(level = "warn"))]
-    async fn rotate_locked(&self, name: &str, cause: Cause, claim: Option<i64>) -> Result<Outcome> {
+    async fn rotate_locked(
+        &self,
+        name: &str,
+        cause: Cause,
+        claim: Option<DateTime<Utc>>,
+    ) -> Result<Outcome> {
         let row = self.static_row(name).await?;
         if claim.is_some_and(|c| c != row.next_rotation_at) {
             return Ok(Outcome::NotDue);
@@ -588,7 +595,7 @@ impl Rotator {
         }
     }
 
-    async fn attempt(&self, row: &StaticRoleRow, cause: Cause) -> Result<Outcome, Stop> {
+    async fn attempt(&self, row: &StaticRole, cause: Cause) -> Result<Outcome, Stop> {
         let name = row.name.as_str();
         let target = rotation_target(row);
         let failed = |username: &str| {
@@ -600,13 +607,12 @@ impl Rotator {
             .get(&row.db_name)
             .await
             .map_err(failed(&target))?;
-        let statements = decode_list("rotation_statements", &row.rotation_statements)
-            .map_err(failed(&target))?;
+        let statements = &row.rotation_statements;
         let schedule = schedule_of(row).map_err(failed(&target))?;
 
         if row.pending_password_sealed.is_some() {
             match self
-                .resolve_pending(row, plugin.as_ref(), &statements, &schedule, cause)
+                .resolve_pending(row, plugin.as_ref(), statements, &schedule, cause)
                 .await?
             {
                 Resolution::Promoted { username } => return Ok(Outcome::Rotated { username }),
@@ -615,16 +621,16 @@ impl Rotator {
         }
 
         let now = Utc::now();
-        if cause == Cause::Schedule && !schedule.within_window(from_millis(row.scheduled_at), now) {
+        if cause == Cause::Schedule && !schedule.within_window(row.scheduled_at, now) {
             let next = schedule.next_after(now).map_err(failed(&target))?;
             self.store
-                .reschedule_static_role(name, to_millis(next), to_millis(now))
+                .reschedule_static_role(name, next, now)
                 .await
                 .map_err(failed(&target))?;
             let error = format!(
                 "the rotation window of the occurrence at {} passed before the rotation could run; next at {}",
                 rfc3339(row.scheduled_at),
-                rfc3339(to_millis(next))
+                rfc3339(next)
             );
             tracing::warn!(username = %target, %error, "scheduled rotation skipped");
             self.record(name, &target, cause, "skipped", Some(error))
@@ -643,14 +649,7 @@ impl Rotator {
         let resolve_by = now + super::rotator::claim_length();
         let stored = self
             .store
-            .set_static_pending(
-                name,
-                &target,
-                &sealed,
-                to_millis(now),
-                to_millis(resolve_by),
-                self.replica.id(),
-            )
+            .set_static_pending(name, &target, &sealed, now, resolve_by, self.replica.id())
             .await
             .map_err(failed(&target))?;
         if !stored {
@@ -664,7 +663,7 @@ impl Rotator {
         self.crash_point(RotationFault::AfterPendingStored)
             .map_err(Stop::Crashed)?;
         // Phases 2 and 3: set it, then prove it logs in.
-        self.set_and_verify(name, plugin.as_ref(), &target, &password, &statements)
+        self.set_and_verify(name, plugin.as_ref(), &target, &password, statements)
             .await?;
         // Phase 4.
         self.promote(row, &target, &sealed, &schedule, cause)
@@ -718,7 +717,7 @@ impl Rotator {
     /// Makes the pending password current and moves the schedule on.
     async fn promote(
         &self,
-        row: &StaticRoleRow,
+        row: &StaticRole,
         username: &str,
         pending_sealed: &str,
         schedule: &Schedule,
@@ -729,14 +728,14 @@ impl Rotator {
             error,
         };
         let now = Utc::now();
-        let next = to_millis(schedule.next_after(now).map_err(failed)?);
+        let next = schedule.next_after(now).map_err(failed)?;
         let promoted = self
             .store
             .promote_static_pending(
                 &row.name,
                 Promotion {
                     pending_sealed,
-                    now: to_millis(now),
+                    now,
                     scheduled_at: next,
                     next_rotation_at: next,
                 },
@@ -760,7 +759,7 @@ impl Rotator {
     /// database might hold.
     async fn resolve_pending(
         &self,
-        row: &StaticRoleRow,
+        row: &StaticRole,
         plugin: &dyn DatabasePlugin,
         statements: &[String],
         schedule: &Schedule,
@@ -835,18 +834,12 @@ impl Rotator {
 
     /// Records a failed attempt and schedules the retry: capped exponential backoff with jitter,
     /// never longer than a period role's own period.
-    async fn record_failure(
-        &self,
-        row: &StaticRoleRow,
-        cause: Cause,
-        username: &str,
-        error: &Error,
-    ) {
+    async fn record_failure(&self, row: &StaticRole, cause: Cause, username: &str, error: &Error) {
         let now = Utc::now();
         let mut delay = self
             .retry
             .delay(row.attempts + 1, crate::lease::retry::is_transient(error));
-        if let Some(period) = secs(row.rotation_period_secs) {
+        if let Some(period) = row.rotation_period {
             delay = delay.min(period);
         }
         let retry_at = now
@@ -854,13 +847,13 @@ impl Rotator {
         let message = error.to_string();
         match self
             .store
-            .record_static_failure(&row.name, &message, to_millis(retry_at), to_millis(now))
+            .record_static_failure(&row.name, &message, retry_at, now)
             .await
         {
             Ok(attempts) => tracing::warn!(
                 %username,
                 attempts,
-                retry_at = %rfc3339(to_millis(retry_at)),
+                retry_at = %rfc3339(retry_at),
                 error = %message,
                 "static role rotation failed; it will be retried"
             ),
@@ -882,8 +875,8 @@ impl Rotator {
         outcome: &str,
         error: Option<String>,
     ) {
-        let record = RotationRecordRow {
-            at: to_millis(Utc::now()),
+        let record = store::RotationRecord {
+            at: Utc::now(),
             username: username.to_owned(),
             cause: cause.as_str().to_owned(),
             outcome: outcome.to_owned(),

@@ -674,7 +674,7 @@ mod tests {
     use sqlx::SqlitePool;
 
     use super::*;
-    use crate::store::ConnectionRow;
+    use crate::store::{CatalogStore, Connection};
 
     #[test]
     fn id_ranges_cover_whole_path_segments_only() {
@@ -706,16 +706,16 @@ mod tests {
             .await
             .unwrap();
         store
-            .upsert_connection(&ConnectionRow {
+            .upsert_connection(&Connection {
                 name: "db".into(),
                 plugin_name: "postgresql-database-plugin".into(),
                 connection_url_sealed: String::new(),
                 username: String::new(),
                 password_sealed: String::new(),
-                allowed_roles: "[]".into(),
+                allowed_roles: vec![],
                 verify_connection: false,
                 max_open_connections: 1,
-                root_rotation_statements: "[]".into(),
+                root_rotation_statements: vec![],
                 tls_ca_sealed: None,
                 tls_certificate_sealed: None,
                 private_key_sealed: None,
@@ -726,8 +726,8 @@ mod tests {
                 password_authentication: "password".into(),
                 scram_iterations: 4096,
                 password_policy: None,
-                created_at: 0,
-                updated_at: 0,
+                created_at: chrono::DateTime::UNIX_EPOCH,
+                updated_at: chrono::DateTime::UNIX_EPOCH,
             })
             .await
             .unwrap();

@@ -3,14 +3,33 @@
 //! replicas), through sqlx with the migrations under `migrations/sqlite` or `migrations/postgres`
 //! run at start-up.
 //!
-//! Every query is written once, in SQL both engines run (`$1` placeholders, `ON CONFLICT`,
-//! `RETURNING`, `TRUE`/`FALSE`), and [`with_pool!`] compiles it for each: the engines differ only
-//! where the SQL must (claims take `FOR UPDATE SKIP LOCKED` on PostgreSQL), and one test suite
-//! (`tests/store_suite.rs`) runs against both. Times are milliseconds since the epoch in the rows
-//! and JSON lists are text; the conversions live here and in the modules that own their meaning.
+//! The interface is one trait per area, each in its own file and implemented for [`Store`], each
+//! speaking domain types (times as `DateTime<Utc>`, durations as `Duration`, lists as
+//! `Vec<String>`, JSON objects decoded):
+//! - [`CatalogStore`] (`catalog.rs`): connections, roles and password policies.
+//! - [`IdentityStore`] (`identity.rs`): tokens and their tree, ACL policies, JWT and
+//!   certificate roles; [`TokenRoleStore`] (`token_roles.rs`): token roles; [`WrappingStore`]
+//!   (`wrapping.rs`): wrapped answers.
+//! - [`AuditStore`] (`audit.rs`): audit devices, source addresses, anomaly alerts.
+//! - [`RotationStore`] (`static_roles.rs`): static roles, their claims and history, and the
+//!   pending admin passwords of connections.
+//! - [`MetaStore`] (`meta.rs`): named values of the installation.
+//! - Leases, reconciliation and replicas: `leases.rs`, `reconcile.rs`, `replicas.rs`.
 //!
-//! Sealing happens above (callers pass sealed strings), and no query loads all leases: the
-//! reaper asks for what is due, in batches, through the `leases_due` index.
+//! Callers bring the traits they use into scope (`use crate::store::{CatalogStore, ...}`). Row
+//! formats never leave this module: each table's `*Row` struct is private to its file and
+//! converted to the domain type there; times are milliseconds since the epoch in the rows,
+//! durations whole seconds, lists and objects JSON text (`codec.rs`), and a column that does not
+//! decode is an internal error naming its table and column.
+//!
+//! There are two implementations, SQLite and PostgreSQL, and they are one text: every query is
+//! written once, in SQL both engines run (`$1` placeholders, `ON CONFLICT`, `RETURNING`,
+//! `TRUE`/`FALSE`), and [`with_pool!`] compiles it for each. The engines differ only where the
+//! SQL must (claims take `FOR UPDATE SKIP LOCKED` on PostgreSQL), and one test suite
+//! (`tests/store_suite.rs`) runs against both.
+//!
+//! Sealing happens above (callers pass sealed strings, in fields named `*_sealed`), and no query
+//! loads all leases: the reaper asks for what is due, in batches, through the `leases_due` index.
 
 /// Runs `$body` with `$pool` bound to the store's connection pool, whichever engine holds it: the
 /// same query text and binds are compiled once per engine, so the two cannot drift apart.
@@ -34,15 +53,18 @@ macro_rules! bind_claim {
     };
 }
 
+mod audit;
 mod catalog;
+mod codec;
 mod identity;
 mod leases;
+mod meta;
 mod metrics;
 mod reconcile;
 mod replicas;
 mod static_roles;
 mod token_roles;
-pub mod wrapping;
+mod wrapping;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -53,16 +75,19 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-pub use catalog::{ConnectionDeletion, ConnectionRow, RoleRow};
-pub use identity::{AlertRow, AuditDeviceRow, PolicyRow, TokenRow};
+pub use audit::{Alert, AuditDevice, AuditStore};
+pub use catalog::{CatalogStore, Connection, ConnectionDeletion, Role};
+pub use identity::{IdentityStore, Policy, Token};
 pub use leases::{IdRange, LeaseRow, LeaseState};
+pub use meta::MetaStore;
 pub use metrics::LiveLeaseCount;
 pub use reconcile::{IssuedUserRow, ADOPTED_WITHOUT_LEASE};
 pub use replicas::{Change, ChangeFeed, Claim, ReplicaRow};
 pub use static_roles::{
-    Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow, ROTATION_HISTORY_LEN,
+    Promotion, RotationRecord, RotationStore, StaticRole, StaticRoleConfig, ROTATION_HISTORY_LEN,
 };
-pub use token_roles::TokenRoleRow;
+pub use token_roles::{TokenRole, TokenRoleStore};
+pub use wrapping::{WrappedResponse, WrappingStore};
 
 use crate::error::{Error, Result};
 
@@ -316,43 +341,5 @@ impl Store {
     /// Closes every connection of the pool (a test's last step, or shutdown).
     pub async fn close(&self) {
         with_pool!(self, |pool| pool.close().await)
-    }
-
-    // ---- meta -------------------------------------------------------------------------------
-
-    pub async fn meta_get(&self, key: &str) -> Result<Option<String>> {
-        Ok(with_pool!(self, |pool| sqlx::query_scalar(
-            "SELECT value FROM meta WHERE key = $1"
-        )
-        .bind(key)
-        .fetch_optional(pool)
-        .await?))
-    }
-
-    /// Stores `offered` under `key` unless a value is there already, and returns the value that
-    /// is: of several processes starting together, all end up with the first one's.
-    pub async fn meta_init(&self, key: &str, offered: &str) -> Result<String> {
-        with_pool!(self, |pool| sqlx::query(
-            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING"
-        )
-        .bind(key)
-        .bind(offered)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        self.meta_get(key)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("meta {key} vanished after it was stored")))
-    }
-
-    pub async fn meta_set(&self, key: &str, value: &str) -> Result<()> {
-        with_pool!(self, |pool| {
-            sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(key)
-            .bind(value)
-            .execute(pool)
-            .await?.rows_affected()
-        });
-        Ok(())
     }
 }

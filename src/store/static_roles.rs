@@ -5,27 +5,34 @@
 //! names the pending value it expects, so a rotation that lost a race (another replica, a delete)
 //! changes nothing instead of overwriting someone else's password.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
-use super::{Claim, Store};
-use crate::error::Result;
+use super::codec::{self, encode_list};
+use super::{from_millis, to_millis, Claim, Store};
+use crate::error::{Error, Result};
 
 /// How many rotations of each static role the history keeps.
 pub const ROTATION_HISTORY_LEN: i64 = 20;
 
-/// A static role with its credential state. Password columns are sealed.
-#[derive(Debug, Clone, FromRow)]
-pub struct StaticRoleRow {
+/// A static role with its credential state. Password fields are sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticRole {
     pub name: String,
     pub db_name: String,
     pub username: String,
     /// The second user of the alternating strategy.
     pub alternate_username: Option<String>,
-    pub rotation_period_secs: Option<i64>,
+    /// Rotate this long after the last rotation (whole seconds); `None` with a cron schedule.
+    pub rotation_period: Option<Duration>,
+    /// A cron pattern; `None` with a period.
     pub rotation_schedule: Option<String>,
-    pub rotation_window_secs: Option<i64>,
-    /// JSON array of statement templates; empty means the engine's default.
-    pub rotation_statements: String,
+    /// How long after a schedule occurrence a rotation may still run (whole seconds).
+    pub rotation_window: Option<Duration>,
+    /// Statement templates; empty means the engine's default.
+    pub rotation_statements: Vec<String>,
     pub skip_import_rotation: bool,
     /// The credentials handed to clients; `None` until Lessor knows a password.
     pub current_username: Option<String>,
@@ -35,22 +42,24 @@ pub struct StaticRoleRow {
     /// A rotation in flight, stored before the database is changed.
     pub pending_username: Option<String>,
     pub pending_password_sealed: Option<String>,
-    pub pending_since: Option<i64>,
-    pub last_rotated_at: Option<i64>,
+    pub pending_since: Option<DateTime<Utc>>,
+    pub last_rotated_at: Option<DateTime<Utc>>,
     /// The schedule occurrence being served; the rotation window counts from here.
-    pub scheduled_at: i64,
-    /// When the rotator next looks at the role (schedule, retry, or a replica's claim).
-    pub next_rotation_at: i64,
+    pub scheduled_at: DateTime<Utc>,
+    /// When the rotator next looks at the role (schedule, retry, or a replica's claim). Kept to
+    /// the millisecond, so it compares equal to the claim's `until` that set it.
+    pub next_rotation_at: DateTime<Utc>,
+    /// Failed attempts since the last successful rotation.
     pub attempts: i64,
     pub last_error: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// One line of a static role's rotation history.
-#[derive(Debug, Clone, FromRow)]
-pub struct RotationRecordRow {
-    pub at: i64,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationRecord {
+    pub at: DateTime<Utc>,
     pub username: String,
     /// `import`, `schedule`, `manual` or `recovery`.
     pub cause: String,
@@ -60,19 +69,21 @@ pub struct RotationRecordRow {
 }
 
 /// The fields an operator sets on a static role (not its credential state).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticRoleConfig {
     pub name: String,
     pub db_name: String,
     pub username: String,
     pub alternate_username: Option<String>,
-    pub rotation_period_secs: Option<i64>,
+    /// Stored in whole seconds.
+    pub rotation_period: Option<Duration>,
     pub rotation_schedule: Option<String>,
-    pub rotation_window_secs: Option<i64>,
-    pub rotation_statements: String,
+    /// Stored in whole seconds.
+    pub rotation_window: Option<Duration>,
+    pub rotation_statements: Vec<String>,
     pub skip_import_rotation: bool,
-    pub scheduled_at: i64,
-    pub next_rotation_at: i64,
+    pub scheduled_at: DateTime<Utc>,
+    pub next_rotation_at: DateTime<Utc>,
 }
 
 /// What a successful rotation writes when it promotes its pending password.
@@ -80,9 +91,96 @@ pub struct StaticRoleConfig {
 pub struct Promotion<'a> {
     /// The sealed pending value this rotation wrote; the promotion happens only if it is still there.
     pub pending_sealed: &'a str,
-    pub now: i64,
-    pub scheduled_at: i64,
-    pub next_rotation_at: i64,
+    pub now: DateTime<Utc>,
+    pub scheduled_at: DateTime<Utc>,
+    pub next_rotation_at: DateTime<Utc>,
+}
+
+/// A `static_roles` row as stored (the columns [`StaticRole`] has).
+#[derive(FromRow)]
+struct StaticRoleRow {
+    name: String,
+    db_name: String,
+    username: String,
+    alternate_username: Option<String>,
+    rotation_period_secs: Option<i64>,
+    rotation_schedule: Option<String>,
+    rotation_window_secs: Option<i64>,
+    /// JSON array.
+    rotation_statements: String,
+    skip_import_rotation: bool,
+    current_username: Option<String>,
+    current_password_sealed: Option<String>,
+    previous_username: Option<String>,
+    previous_password_sealed: Option<String>,
+    pending_username: Option<String>,
+    pending_password_sealed: Option<String>,
+    pending_since: Option<i64>,
+    last_rotated_at: Option<i64>,
+    scheduled_at: i64,
+    next_rotation_at: i64,
+    attempts: i64,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<StaticRoleRow> for StaticRole {
+    type Error = Error;
+
+    fn try_from(row: StaticRoleRow) -> Result<Self> {
+        Ok(Self {
+            rotation_period: row.rotation_period_secs.map(codec::from_secs),
+            rotation_window: row.rotation_window_secs.map(codec::from_secs),
+            rotation_statements: codec::decode(
+                "static_roles",
+                "rotation_statements",
+                &row.rotation_statements,
+            )?,
+            pending_since: row.pending_since.map(from_millis),
+            last_rotated_at: row.last_rotated_at.map(from_millis),
+            scheduled_at: from_millis(row.scheduled_at),
+            next_rotation_at: from_millis(row.next_rotation_at),
+            created_at: from_millis(row.created_at),
+            updated_at: from_millis(row.updated_at),
+            name: row.name,
+            db_name: row.db_name,
+            username: row.username,
+            alternate_username: row.alternate_username,
+            rotation_schedule: row.rotation_schedule,
+            skip_import_rotation: row.skip_import_rotation,
+            current_username: row.current_username,
+            current_password_sealed: row.current_password_sealed,
+            previous_username: row.previous_username,
+            previous_password_sealed: row.previous_password_sealed,
+            pending_username: row.pending_username,
+            pending_password_sealed: row.pending_password_sealed,
+            attempts: row.attempts,
+            last_error: row.last_error,
+        })
+    }
+}
+
+/// A `static_role_rotations` row as stored.
+#[derive(FromRow)]
+struct RotationRecordRow {
+    at: i64,
+    username: String,
+    cause: String,
+    outcome: String,
+    error: Option<String>,
+}
+
+impl From<RotationRecordRow> for RotationRecord {
+    fn from(row: RotationRecordRow) -> Self {
+        Self {
+            at: from_millis(row.at),
+            username: row.username,
+            cause: row.cause,
+            outcome: row.outcome,
+            error: row.error,
+        }
+    }
 }
 
 /// SQL that holds for a static role whose pending rotation was started by a replica that is now
@@ -94,9 +192,113 @@ fn orphaned_rotation_sql(claim: &Claim<'_>) -> String {
     )
 }
 
-impl Store {
+/// Rotation: static roles with their two-phase credential state, claims and history, and the
+/// pending admin (root) password of connections.
+// Only ever called on the concrete `Store`, so each future's `Send`-ness is known at the call.
+#[allow(async_fn_in_trait)]
+pub trait RotationStore {
+    // ---- static roles -----------------------------------------------------------------------
+
     /// Creates a static role, or updates its configuration keeping its credential state.
-    pub async fn upsert_static_role(&self, role: &StaticRoleConfig, now: i64) -> Result<()> {
+    async fn upsert_static_role(&self, role: &StaticRoleConfig, now: DateTime<Utc>) -> Result<()>;
+    async fn get_static_role(&self, name: &str) -> Result<Option<StaticRole>>;
+    async fn list_static_roles(&self) -> Result<Vec<String>>;
+    /// Deletes a static role and its history; the database user is left as it is.
+    async fn delete_static_role(&self, name: &str) -> Result<bool>;
+    /// Sets the current credentials directly: the password an operator gave with
+    /// `skip_import_rotation`, after Lessor checked that it logs in.
+    async fn set_static_current(
+        &self,
+        name: &str,
+        username: &str,
+        sealed: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Phase one of a rotation: the new password, sealed, stored durably before the database changes.
+    /// Refused (false) when another rotation's pending value is already there.
+    ///
+    /// The role also falls due at `resolve_by` at the latest, in the same write: whatever stops
+    /// the rotation before it promotes or records a failure (a crash, a lost task), the rotator
+    /// finds the pending password then and resolves it, instead of at the next period. Promotion
+    /// and a recorded failure set the next time themselves.
+    async fn set_static_pending(
+        &self,
+        name: &str,
+        username: &str,
+        sealed: &str,
+        now: DateTime<Utc>,
+        resolve_by: DateTime<Utc>,
+        replica: &str,
+    ) -> Result<bool>;
+    /// Last phase: current becomes previous, pending becomes current, the schedule moves on.
+    async fn promote_static_pending(&self, name: &str, promotion: Promotion<'_>) -> Result<bool>;
+    /// Drops a pending password once it is proven that the database never took it.
+    async fn discard_static_pending(&self, name: &str, pending_sealed: &str) -> Result<bool>;
+    /// Records a failed rotation and when to retry; returns the attempt count.
+    async fn record_static_failure(
+        &self,
+        name: &str,
+        error: &str,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<i64>;
+    /// Moves a role to a later schedule occurrence without rotating (its window passed).
+    async fn reschedule_static_role(
+        &self,
+        name: &str,
+        scheduled_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Claims the rotation of `name` until `claim.until` (its next look moves there): when it is
+    /// due, or when a rotation is pending and whoever started it is dead. False when another
+    /// replica has it.
+    async fn claim_static_role(&self, name: &str, claim: &Claim<'_>) -> Result<bool>;
+    /// Names of static roles due at `claim.now`, or with a rotation whose starter is dead
+    /// (see [`RotationStore::claim_static_role`]), earliest first.
+    async fn due_static_roles(&self, claim: &Claim<'_>, limit: i64) -> Result<Vec<String>>;
+    /// When the next static role falls due, if any.
+    async fn next_static_rotation_at(&self) -> Result<Option<DateTime<Utc>>>;
+    /// Static roles with a rotation in flight that no live replica is running (resolved when the
+    /// rotator starts): its starter is dead, or it is this replica's own, or its claim lapsed.
+    async fn static_roles_with_pending(&self, claim: &Claim<'_>) -> Result<Vec<String>>;
+    /// Appends to a role's history, keeping the last [`ROTATION_HISTORY_LEN`] entries.
+    async fn insert_rotation_record(&self, name: &str, record: &RotationRecord) -> Result<()>;
+    /// A role's rotation history, newest first.
+    async fn rotation_history(&self, name: &str) -> Result<Vec<RotationRecord>>;
+
+    // ---- admin (root) rotation --------------------------------------------------------------
+
+    /// The sealed pending admin password of a connection, if a root rotation is in flight.
+    async fn root_pending(&self, connection: &str) -> Result<Option<String>>;
+    /// Phase one of a root rotation; refused (false) when one is already in flight.
+    async fn set_root_pending(
+        &self,
+        connection: &str,
+        sealed: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Makes the pending admin password the connection's password. The pending value is sealed under
+    /// the password's own context, so it moves as it is.
+    async fn promote_root_pending(
+        &self,
+        connection: &str,
+        pending_sealed: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Drops a pending admin password once it is proven that the database never took it.
+    async fn discard_root_pending(&self, connection: &str, pending_sealed: &str) -> Result<bool>;
+    /// Connections with a root rotation in flight.
+    async fn connections_with_root_pending(&self) -> Result<Vec<String>>;
+    /// Connections whose root rotation has been pending since before `cutoff`: interrupted ones
+    /// (a failed settlement, a lost task) that the rotator resolves.
+    async fn connections_with_root_pending_before(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<String>>;
+}
+
+impl RotationStore for Store {
+    async fn upsert_static_role(&self, role: &StaticRoleConfig, now: DateTime<Utc>) -> Result<()> {
         with_pool!(self, |pool| {
             sqlx::query(
             "INSERT INTO static_roles (name, db_name, username, alternate_username, rotation_period_secs,
@@ -113,31 +315,32 @@ impl Store {
         .bind(&role.db_name)
         .bind(&role.username)
         .bind(&role.alternate_username)
-        .bind(role.rotation_period_secs)
+        .bind(role.rotation_period.map(codec::to_secs))
         .bind(&role.rotation_schedule)
-        .bind(role.rotation_window_secs)
-        .bind(&role.rotation_statements)
+        .bind(role.rotation_window.map(codec::to_secs))
+        .bind(encode_list(&role.rotation_statements))
         .bind(role.skip_import_rotation)
-        .bind(role.scheduled_at)
-        .bind(role.next_rotation_at)
-        .bind(now)
-        .bind(now)
+        .bind(to_millis(role.scheduled_at))
+        .bind(to_millis(role.next_rotation_at))
+        .bind(to_millis(now))
+        .bind(to_millis(now))
         .execute(pool)
         .await?.rows_affected()
         });
         Ok(())
     }
 
-    pub async fn get_static_role(&self, name: &str) -> Result<Option<StaticRoleRow>> {
-        Ok(with_pool!(self, |pool| sqlx::query_as(
+    async fn get_static_role(&self, name: &str) -> Result<Option<StaticRole>> {
+        let row: Option<StaticRoleRow> = with_pool!(self, |pool| sqlx::query_as(
             "SELECT * FROM static_roles WHERE name = $1"
         )
         .bind(name)
         .fetch_optional(pool)
-        .await?))
+        .await?);
+        row.map(StaticRole::try_from).transpose()
     }
 
-    pub async fn list_static_roles(&self) -> Result<Vec<String>> {
+    async fn list_static_roles(&self) -> Result<Vec<String>> {
         Ok(with_pool!(self, |pool| sqlx::query_scalar(
             "SELECT name FROM static_roles ORDER BY name"
         )
@@ -145,8 +348,7 @@ impl Store {
         .await?))
     }
 
-    /// Deletes a static role and its history; the database user is left as it is.
-    pub async fn delete_static_role(&self, name: &str) -> Result<bool> {
+    async fn delete_static_role(&self, name: &str) -> Result<bool> {
         let done = with_pool!(self, |pool| sqlx::query(
             "DELETE FROM static_roles WHERE name = $1"
         )
@@ -157,14 +359,12 @@ impl Store {
         Ok(done > 0)
     }
 
-    /// Sets the current credentials directly: the password an operator gave with
-    /// `skip_import_rotation`, after Lessor checked that it logs in.
-    pub async fn set_static_current(
+    async fn set_static_current(
         &self,
         name: &str,
         username: &str,
         sealed: &str,
-        now: i64,
+        now: DateTime<Utc>,
     ) -> Result<bool> {
         let done = with_pool!(self, |pool| {
             sqlx::query(
@@ -172,7 +372,7 @@ impl Store {
         )
         .bind(username)
         .bind(sealed)
-        .bind(now)
+        .bind(to_millis(now))
         .bind(name)
         .execute(pool)
         .await?.rows_affected()
@@ -180,20 +380,13 @@ impl Store {
         Ok(done > 0)
     }
 
-    /// Phase one of a rotation: the new password, sealed, stored durably before the database changes.
-    /// Refused (false) when another rotation's pending value is already there.
-    ///
-    /// The role also falls due at `resolve_by` at the latest, in the same write: whatever stops
-    /// the rotation before it promotes or records a failure (a crash, a lost task), the rotator
-    /// finds the pending password then and resolves it, instead of at the next period. Promotion
-    /// and a recorded failure set the next time themselves.
-    pub async fn set_static_pending(
+    async fn set_static_pending(
         &self,
         name: &str,
         username: &str,
         sealed: &str,
-        now: i64,
-        resolve_by: i64,
+        now: DateTime<Utc>,
+        resolve_by: DateTime<Utc>,
         replica: &str,
     ) -> Result<bool> {
         let done = with_pool!(self, |pool| {
@@ -205,9 +398,9 @@ impl Store {
         )
         .bind(username)
         .bind(sealed)
-        .bind(now)
-        .bind(now)
-        .bind(resolve_by)
+        .bind(to_millis(now))
+        .bind(to_millis(now))
+        .bind(to_millis(resolve_by))
         .bind(name)
         .bind(replica)
         .execute(pool)
@@ -216,12 +409,7 @@ impl Store {
         Ok(done > 0)
     }
 
-    /// Last phase: current becomes previous, pending becomes current, the schedule moves on.
-    pub async fn promote_static_pending(
-        &self,
-        name: &str,
-        promotion: Promotion<'_>,
-    ) -> Result<bool> {
+    async fn promote_static_pending(&self, name: &str, promotion: Promotion<'_>) -> Result<bool> {
         let done = with_pool!(self, |pool| {
             sqlx::query(
             "UPDATE static_roles SET previous_username = current_username, previous_password_sealed = current_password_sealed,
@@ -230,10 +418,10 @@ impl Store {
                  last_rotated_at = $1, scheduled_at = $2, next_rotation_at = $3, attempts = 0, last_error = NULL, updated_at = $4
              WHERE name = $5 AND pending_password_sealed = $6",
         )
-        .bind(promotion.now)
-        .bind(promotion.scheduled_at)
-        .bind(promotion.next_rotation_at)
-        .bind(promotion.now)
+        .bind(to_millis(promotion.now))
+        .bind(to_millis(promotion.scheduled_at))
+        .bind(to_millis(promotion.next_rotation_at))
+        .bind(to_millis(promotion.now))
         .bind(name)
         .bind(promotion.pending_sealed)
         .execute(pool)
@@ -242,8 +430,7 @@ impl Store {
         Ok(done > 0)
     }
 
-    /// Drops a pending password once it is proven that the database never took it.
-    pub async fn discard_static_pending(&self, name: &str, pending_sealed: &str) -> Result<bool> {
+    async fn discard_static_pending(&self, name: &str, pending_sealed: &str) -> Result<bool> {
         let done = with_pool!(self, |pool| {
             sqlx::query(
             "UPDATE static_roles SET pending_username = NULL, pending_password_sealed = NULL, pending_since = NULL
@@ -257,41 +444,39 @@ impl Store {
         Ok(done > 0)
     }
 
-    /// Records a failed rotation and when to retry; returns the attempt count.
-    pub async fn record_static_failure(
+    async fn record_static_failure(
         &self,
         name: &str,
         error: &str,
-        retry_at: i64,
-        now: i64,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<i64> {
         Ok(with_pool!(self, |pool| sqlx::query_scalar(
             "UPDATE static_roles SET attempts = attempts + 1, last_error = $1, next_rotation_at = $2, updated_at = $3
              WHERE name = $4 RETURNING attempts",
         )
         .bind(error)
-        .bind(retry_at)
-        .bind(now)
+        .bind(to_millis(retry_at))
+        .bind(to_millis(now))
         .bind(name)
         .fetch_optional(pool)
         .await?)
         .unwrap_or(0))
     }
 
-    /// Moves a role to a later schedule occurrence without rotating (its window passed).
-    pub async fn reschedule_static_role(
+    async fn reschedule_static_role(
         &self,
         name: &str,
-        scheduled_at: i64,
-        now: i64,
+        scheduled_at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<()> {
         with_pool!(self, |pool| {
             sqlx::query(
             "UPDATE static_roles SET scheduled_at = $1, next_rotation_at = $2, attempts = 0, updated_at = $3 WHERE name = $4",
         )
-        .bind(scheduled_at)
-        .bind(scheduled_at)
-        .bind(now)
+        .bind(to_millis(scheduled_at))
+        .bind(to_millis(scheduled_at))
+        .bind(to_millis(now))
         .bind(name)
         .execute(pool)
         .await?.rows_affected()
@@ -299,10 +484,7 @@ impl Store {
         Ok(())
     }
 
-    /// Claims the rotation of `name` until `claim.until` (its next look moves there): when it is
-    /// due, or when a rotation is pending and whoever started it is dead. False when another
-    /// replica has it.
-    pub async fn claim_static_role(&self, name: &str, claim: &Claim<'_>) -> Result<bool> {
+    async fn claim_static_role(&self, name: &str, claim: &Claim<'_>) -> Result<bool> {
         let sql = format!(
             "UPDATE static_roles SET next_rotation_at = $3, claimed_by = $1
              WHERE name = $5 AND (next_rotation_at <= $2 OR {orphaned})",
@@ -316,9 +498,7 @@ impl Store {
         Ok(done > 0)
     }
 
-    /// Names of static roles due at `claim.now`, or with a rotation whose starter is dead
-    /// (see [`Store::claim_static_role`]), earliest first.
-    pub async fn due_static_roles(&self, claim: &Claim<'_>, limit: i64) -> Result<Vec<String>> {
+    async fn due_static_roles(&self, claim: &Claim<'_>, limit: i64) -> Result<Vec<String>> {
         let sql = format!(
             "SELECT name FROM static_roles
              WHERE next_rotation_at <= $2 OR ({orphaned} AND $3 = $3)
@@ -334,18 +514,16 @@ impl Store {
         .await?))
     }
 
-    /// When the next static role falls due, if any.
-    pub async fn next_static_rotation_at(&self) -> Result<Option<i64>> {
-        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+    async fn next_static_rotation_at(&self) -> Result<Option<DateTime<Utc>>> {
+        let at: Option<i64> = with_pool!(self, |pool| sqlx::query_scalar(
             "SELECT MIN(next_rotation_at) FROM static_roles"
         )
         .fetch_one(pool)
-        .await?))
+        .await?);
+        Ok(at.map(from_millis))
     }
 
-    /// Static roles with a rotation in flight that no live replica is running (resolved when the
-    /// rotator starts): its starter is dead, or it is this replica's own, or its claim lapsed.
-    pub async fn static_roles_with_pending(&self, claim: &Claim<'_>) -> Result<Vec<String>> {
+    async fn static_roles_with_pending(&self, claim: &Claim<'_>) -> Result<Vec<String>> {
         let sql = format!(
             "SELECT name FROM static_roles
              WHERE pending_password_sealed IS NOT NULL
@@ -361,12 +539,7 @@ impl Store {
         .await?))
     }
 
-    /// Appends to a role's history, keeping the last [`ROTATION_HISTORY_LEN`] entries.
-    pub async fn insert_rotation_record(
-        &self,
-        name: &str,
-        record: &RotationRecordRow,
-    ) -> Result<()> {
+    async fn insert_rotation_record(&self, name: &str, record: &RotationRecord) -> Result<()> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
@@ -374,7 +547,7 @@ impl Store {
              SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM static_roles WHERE name = $7)",
         )
         .bind(name)
-        .bind(record.at)
+        .bind(to_millis(record.at))
         .bind(&record.username)
         .bind(&record.cause)
         .bind(&record.outcome)
@@ -395,9 +568,8 @@ impl Store {
         })
     }
 
-    /// A role's rotation history, newest first.
-    pub async fn rotation_history(&self, name: &str) -> Result<Vec<RotationRecordRow>> {
-        Ok(with_pool!(self, |pool| {
+    async fn rotation_history(&self, name: &str) -> Result<Vec<RotationRecord>> {
+        let rows: Vec<RotationRecordRow> = with_pool!(self, |pool| {
             sqlx::query_as(
             "SELECT at, username, cause, outcome, error FROM static_role_rotations WHERE role_name = $1
              ORDER BY id DESC LIMIT $2",
@@ -406,13 +578,13 @@ impl Store {
         .bind(ROTATION_HISTORY_LEN)
         .fetch_all(pool)
         .await?
-        }))
+        });
+        Ok(rows.into_iter().map(RotationRecord::from).collect())
     }
 
     // ---- admin (root) rotation ------------------------------------------------------------------
 
-    /// The sealed pending admin password of a connection, if a root rotation is in flight.
-    pub async fn root_pending(&self, connection: &str) -> Result<Option<String>> {
+    async fn root_pending(&self, connection: &str) -> Result<Option<String>> {
         Ok(with_pool!(self, |pool| sqlx::query_scalar(
             "SELECT root_pending_password_sealed FROM connections WHERE name = $1",
         )
@@ -422,14 +594,18 @@ impl Store {
         .flatten())
     }
 
-    /// Phase one of a root rotation; refused (false) when one is already in flight.
-    pub async fn set_root_pending(&self, connection: &str, sealed: &str, now: i64) -> Result<bool> {
+    async fn set_root_pending(
+        &self,
+        connection: &str,
+        sealed: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let done = with_pool!(self, |pool| sqlx::query(
             "UPDATE connections SET root_pending_password_sealed = $1, root_pending_since = $2
              WHERE name = $3 AND root_pending_password_sealed IS NULL",
         )
         .bind(sealed)
-        .bind(now)
+        .bind(to_millis(now))
         .bind(connection)
         .execute(pool)
         .await?
@@ -437,13 +613,11 @@ impl Store {
         Ok(done > 0)
     }
 
-    /// Makes the pending admin password the connection's password. The pending value is sealed under
-    /// the password's own context, so it moves as it is.
-    pub async fn promote_root_pending(
+    async fn promote_root_pending(
         &self,
         connection: &str,
         pending_sealed: &str,
-        now: i64,
+        now: DateTime<Utc>,
     ) -> Result<bool> {
         let done = with_pool!(self, |pool| {
             sqlx::query(
@@ -451,8 +625,8 @@ impl Store {
                  root_pending_since = NULL, root_rotated_at = $1, updated_at = $2
              WHERE name = $3 AND root_pending_password_sealed = $4",
         )
-        .bind(now)
-        .bind(now)
+        .bind(to_millis(now))
+        .bind(to_millis(now))
         .bind(connection)
         .bind(pending_sealed)
         .execute(pool)
@@ -461,12 +635,7 @@ impl Store {
         Ok(done > 0)
     }
 
-    /// Drops a pending admin password once it is proven that the database never took it.
-    pub async fn discard_root_pending(
-        &self,
-        connection: &str,
-        pending_sealed: &str,
-    ) -> Result<bool> {
+    async fn discard_root_pending(&self, connection: &str, pending_sealed: &str) -> Result<bool> {
         let done = with_pool!(self, |pool| {
             sqlx::query(
             "UPDATE connections SET root_pending_password_sealed = NULL, root_pending_since = NULL
@@ -480,8 +649,7 @@ impl Store {
         Ok(done > 0)
     }
 
-    /// Connections with a root rotation in flight.
-    pub async fn connections_with_root_pending(&self) -> Result<Vec<String>> {
+    async fn connections_with_root_pending(&self) -> Result<Vec<String>> {
         Ok(with_pool!(self, |pool| {
             sqlx::query_scalar(
             "SELECT name FROM connections WHERE root_pending_password_sealed IS NOT NULL ORDER BY name",
@@ -491,15 +659,16 @@ impl Store {
         }))
     }
 
-    /// Connections whose root rotation has been pending since before `cutoff`: interrupted ones
-    /// (a failed settlement, a lost task) that the rotator resolves.
-    pub async fn connections_with_root_pending_before(&self, cutoff: i64) -> Result<Vec<String>> {
+    async fn connections_with_root_pending_before(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
         Ok(with_pool!(self, |pool| {
             sqlx::query_scalar(
             "SELECT name FROM connections
              WHERE root_pending_password_sealed IS NOT NULL AND root_pending_since < $1 ORDER BY name",
         )
-        .bind(cutoff)
+        .bind(to_millis(cutoff))
         .fetch_all(pool)
         .await?
         }))

@@ -1,16 +1,16 @@
 //! Store queries for response wrapping (migration 0008): wrapped answers, sealed, keyed by the
 //! wrapping token's keyed hash.
 //!
-//! Single use is the store's job: [`Store::take_wrapped`] deletes the row in the same statement
-//! that reads it (`DELETE .. RETURNING`), so of two concurrent unwraps exactly one gets the row.
-//! Row formats (milliseconds) stay in this file.
+//! Single use is the store's job: [`WrappingStore::take_wrapped`] deletes the row in the same
+//! statement that reads it (`DELETE .. RETURNING`), so of two concurrent unwraps exactly one gets
+//! the row. Row formats (milliseconds, seconds) stay in this file.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
-use super::{from_millis, to_millis, Store};
+use super::{codec, from_millis, to_millis, Store};
 use crate::error::Result;
 
 /// One wrapped answer as stored.
@@ -32,8 +32,9 @@ pub struct WrappedResponse {
     pub wrapped_accessor: Option<String>,
 }
 
+/// A `wrapped_responses` row as stored.
 #[derive(FromRow)]
-struct Row {
+struct WrappedRow {
     token_hash: String,
     accessor: String,
     sealed_response: String,
@@ -44,15 +45,15 @@ struct Row {
     wrapped_accessor: Option<String>,
 }
 
-impl From<Row> for WrappedResponse {
-    fn from(row: Row) -> Self {
+impl From<WrappedRow> for WrappedResponse {
+    fn from(row: WrappedRow) -> Self {
         Self {
             token_hash: row.token_hash,
             accessor: row.accessor,
             sealed_response: row.sealed_response,
             creation_path: row.creation_path,
             created_at: from_millis(row.created_at),
-            ttl: Duration::from_secs(row.ttl_secs.max(0) as u64),
+            ttl: codec::from_secs(row.ttl_secs),
             expires_at: from_millis(row.expires_at),
             wrapped_accessor: row.wrapped_accessor,
         }
@@ -73,15 +74,41 @@ macro_rules! bind_insert {
             .bind(&$wrapped.sealed_response)
             .bind(&$wrapped.creation_path)
             .bind(to_millis($wrapped.created_at))
-            .bind($wrapped.ttl.as_secs() as i64)
+            .bind(codec::to_secs($wrapped.ttl))
             .bind(to_millis($wrapped.expires_at))
             .bind(&$wrapped.wrapped_accessor)
     };
 }
 
-impl Store {
+/// Response wrapping: wrapped answers, each taken at most once.
+// Only ever called on the concrete `Store`, so each future's `Send`-ness is known at the call.
+#[allow(async_fn_in_trait)]
+pub trait WrappingStore {
     /// Stores a wrapped answer.
-    pub async fn insert_wrapped(&self, wrapped: &WrappedResponse) -> Result<()> {
+    async fn insert_wrapped(&self, wrapped: &WrappedResponse) -> Result<()>;
+    /// Removes the wrapped answer of `token_hash` and returns it, in one statement: whoever gets
+    /// `Some` is the only one who ever will. Expired rows are removed and returned too; the caller
+    /// decides that they are no longer valid.
+    async fn take_wrapped(&self, token_hash: &str) -> Result<Option<WrappedResponse>>;
+    /// Reads the wrapped answer of `token_hash` without consuming it (for `sys/wrapping/lookup`).
+    async fn get_wrapped(&self, token_hash: &str) -> Result<Option<WrappedResponse>>;
+    /// Replaces the wrapped answer of `old_hash` by the one `replace` makes of it, in one
+    /// transaction: the old token stops working exactly when the new one starts. `None` (and
+    /// nothing changed) when `old_hash` holds nothing, or `replace` refuses (then the old row is
+    /// kept: an expired one is left to [`Self::purge_expired_wrapped`]).
+    async fn replace_wrapped(
+        &self,
+        old_hash: &str,
+        replace: impl FnOnce(WrappedResponse) -> Result<Option<WrappedResponse>>,
+    ) -> Result<Option<WrappedResponse>>;
+    /// Deletes the wrapped answer of `token_hash`; whether it was there.
+    async fn delete_wrapped(&self, token_hash: &str) -> Result<bool>;
+    /// Deletes every wrapped answer expired at `now`; how many.
+    async fn purge_expired_wrapped(&self, now: DateTime<Utc>) -> Result<u64>;
+}
+
+impl WrappingStore for Store {
+    async fn insert_wrapped(&self, wrapped: &WrappedResponse) -> Result<()> {
         with_pool!(self, |pool| bind_insert!(sqlx::query(INSERT), wrapped)
             .execute(pool)
             .await?
@@ -89,11 +116,8 @@ impl Store {
         Ok(())
     }
 
-    /// Removes the wrapped answer of `token_hash` and returns it, in one statement: whoever gets
-    /// `Some` is the only one who ever will. Expired rows are removed and returned too; the caller
-    /// decides that they are no longer valid.
-    pub async fn take_wrapped(&self, token_hash: &str) -> Result<Option<WrappedResponse>> {
-        let row: Option<Row> = with_pool!(self, |pool| sqlx::query_as(
+    async fn take_wrapped(&self, token_hash: &str) -> Result<Option<WrappedResponse>> {
+        let row: Option<WrappedRow> = with_pool!(self, |pool| sqlx::query_as(
             "DELETE FROM wrapped_responses WHERE token_hash = $1 RETURNING *"
         )
         .bind(token_hash)
@@ -102,9 +126,8 @@ impl Store {
         Ok(row.map(Into::into))
     }
 
-    /// Reads the wrapped answer of `token_hash` without consuming it (for `sys/wrapping/lookup`).
-    pub async fn get_wrapped(&self, token_hash: &str) -> Result<Option<WrappedResponse>> {
-        let row: Option<Row> = with_pool!(self, |pool| sqlx::query_as(
+    async fn get_wrapped(&self, token_hash: &str) -> Result<Option<WrappedResponse>> {
+        let row: Option<WrappedRow> = with_pool!(self, |pool| sqlx::query_as(
             "SELECT * FROM wrapped_responses WHERE token_hash = $1"
         )
         .bind(token_hash)
@@ -113,18 +136,14 @@ impl Store {
         Ok(row.map(Into::into))
     }
 
-    /// Replaces the wrapped answer of `old_hash` by the one `replace` makes of it, in one
-    /// transaction: the old token stops working exactly when the new one starts. `None` (and
-    /// nothing changed) when `old_hash` holds nothing, or `replace` refuses (then the old row is
-    /// kept: an expired one is left to [`Self::purge_expired_wrapped`]).
-    pub async fn replace_wrapped(
+    async fn replace_wrapped(
         &self,
         old_hash: &str,
         replace: impl FnOnce(WrappedResponse) -> Result<Option<WrappedResponse>>,
     ) -> Result<Option<WrappedResponse>> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let old: Option<Row> =
+            let old: Option<WrappedRow> =
                 sqlx::query_as("DELETE FROM wrapped_responses WHERE token_hash = $1 RETURNING *")
                     .bind(old_hash)
                     .fetch_optional(&mut *tx)
@@ -143,8 +162,7 @@ impl Store {
         })
     }
 
-    /// Deletes the wrapped answer of `token_hash`; whether it was there.
-    pub async fn delete_wrapped(&self, token_hash: &str) -> Result<bool> {
+    async fn delete_wrapped(&self, token_hash: &str) -> Result<bool> {
         let done = with_pool!(self, |pool| sqlx::query(
             "DELETE FROM wrapped_responses WHERE token_hash = $1"
         )
@@ -155,8 +173,7 @@ impl Store {
         Ok(done > 0)
     }
 
-    /// Deletes every wrapped answer expired at `now`; how many.
-    pub async fn purge_expired_wrapped(&self, now: DateTime<Utc>) -> Result<u64> {
+    async fn purge_expired_wrapped(&self, now: DateTime<Utc>) -> Result<u64> {
         let done = with_pool!(self, |pool| sqlx::query(
             "DELETE FROM wrapped_responses WHERE expires_at <= $1"
         )
