@@ -126,8 +126,9 @@ fn chrono_duration(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
-/// Keeps what this replica holds in memory in step with the store when others change it: a
-/// connection's pool, the audit devices, the anomaly rules. Returns at once on an embedded store.
+/// Keeps what this replica holds in memory in step with the store when others change it: the
+/// store's read cache (roles, connections, policies, tokens), a connection's pool, the audit
+/// devices, the anomaly rules. Returns at once on an embedded store.
 /// While the feed cannot be had (the store is away), it tries again each second; each time it
 /// connects it reloads everything, since changes made before were not announced to it.
 pub async fn follow_changes(state: crate::AppState, shutdown: CancellationToken) {
@@ -169,6 +170,8 @@ pub async fn follow_changes(state: crate::AppState, shutdown: CancellationToken)
 /// Drops or reloads what `change` made stale.
 async fn apply(state: &crate::AppState, change: crate::store::Change) {
     use crate::store::Change;
+    // First the store's read cache, so that what is reloaded below reads the new rows.
+    state.store.forget_cached(&change);
     let (connections, audit, rules) = match &change {
         Change::Row { table, key } => match table.as_str() {
             "connections" => {

@@ -474,10 +474,16 @@ async fn a_child_of_an_expired_parent_is_refused_and_tidied_with_it() {
         child_of(&server, None, json!({ "policies": ["maker"], "ttl": "1h" })).await;
     let (child, child_accessor) = child_of(&server, Some(&parent), json!({})).await;
     assert!(works(&server, &child).await);
-    // The parent expires (moved into the past rather than waited for).
-    sqlx::query("UPDATE tokens SET expires_at = 1 WHERE accessor = ?")
-        .bind(&parent_accessor)
-        .execute(server.state.store.sqlite_pool().unwrap())
+    // The parent expires (moved into the past rather than waited for), through the store so
+    // that its read cache hears of it as it would of any renewal.
+    use lessor::store::IdentityStore;
+    server
+        .state
+        .store
+        .renew_token(
+            &parent_accessor,
+            chrono::DateTime::from_timestamp_millis(1).unwrap(),
+        )
         .await
         .unwrap();
     assert!(!works(&server, &parent).await);

@@ -141,6 +141,221 @@ async fn a_connection_written_on_one_replica_is_in_force_on_another_within_a_sec
     }
 }
 
+// ---- the store's read cache -----------------------------------------------------------------
+
+async fn write_policy(server: &TestServer, name: &str, text: &str) {
+    let (status, body) = server
+        .call(
+            "PUT",
+            &format!("sys/policies/acl/{name}"),
+            Some(json!({ "policy": text })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "policy {name}: {body}");
+}
+
+/// A token with only `policy`, and its accessor.
+async fn token_with(server: &TestServer, policy: &str) -> (String, String) {
+    let (status, answer) = server
+        .call(
+            "POST",
+            "auth/token/create",
+            Some(json!({ "policies": [policy], "no_default_policy": true })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    (
+        answer["auth"]["client_token"].as_str().unwrap().to_owned(),
+        answer["auth"]["accessor"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The status of `GET database/creds/<role>` with `token`, and the lease it got.
+async fn creds_as(server: &TestServer, token: &str, role: &str) -> (StatusCode, Value) {
+    server
+        .call_as(Some(token), "GET", &format!("database/creds/{role}"), None)
+        .await
+}
+
+fn reader_of(role: &str) -> String {
+    format!("path \"database/creds/{role}\" {{ capabilities = [\"read\"] }}")
+}
+
+/// On one Lessor, a write is in force on its next request although every read it changes was
+/// just cached: a role rewritten is issued with its new settings, a policy rewritten gives its
+/// new decision, a revoked token is refused. Also reports how many store operations a warm
+/// `GET database/creds/:role` costs (`--nocapture` shows it).
+async fn writes_are_in_force_on_the_next_request(server: &TestServer) {
+    let role = unique("cached");
+    server.add_postgres("cachedb").await;
+    let statements = json!([
+        "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
+    ]);
+    server
+        .write_role(
+            &role,
+            json!({ "db_name": "cachedb", "creation_statements": statements, "default_ttl": "10m" }),
+        )
+        .await;
+    write_policy(server, "cached-reader", &reader_of(&role)).await;
+    let (token, accessor) = token_with(server, "cached-reader").await;
+    let (status, body) = creds_as(server, &token, &role).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["lease_duration"], json!(600));
+
+    let mut costs = Vec::new();
+    for _ in 0..3 {
+        let before = server.state.store.operations_run();
+        let (status, _) = creds_as(server, &token, &role).await;
+        assert_eq!(status, StatusCode::OK);
+        costs.push(server.state.store.operations_run() - before);
+    }
+    eprintln!(
+        "store operations per warm GET database/creds/:role on {:?}: {costs:?}",
+        server.state.store.kind()
+    );
+
+    server
+        .write_role(
+            &role,
+            json!({ "db_name": "cachedb", "creation_statements": statements, "default_ttl": "2m" }),
+        )
+        .await;
+    let (status, body) = creds_as(server, &token, &role).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["lease_duration"],
+        json!(120),
+        "the rewritten role is in force"
+    );
+    server
+        .write_role(
+            &role,
+            json!({ "db_name": "cachedb", "creation_statements": ["SELECT no_such_function_here();"] }),
+        )
+        .await;
+    let (status, body) = creds_as(server, &token, &role).await;
+    assert!(
+        !status.is_success(),
+        "the new (broken) statements are used: {body}"
+    );
+
+    write_policy(server, "cached-reader", &reader_of("something-else")).await;
+    let (status, body) = creds_as(server, &token, &role).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the rewritten policy is in force: {body}"
+    );
+    write_policy(server, "cached-reader", &reader_of(&role)).await;
+    server
+        .write_role(
+            &role,
+            json!({ "db_name": "cachedb", "creation_statements": statements, "default_ttl": "10m" }),
+        )
+        .await;
+    let (status, body) = creds_as(server, &token, &role).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, body) = server
+        .call(
+            "POST",
+            "auth/token/revoke-accessor",
+            Some(json!({ "accessor": accessor })),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (status, body) = creds_as(server, &token, &role).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the revoked token is refused: {body}"
+    );
+    server.revoke_everything().await;
+    assert!(pg_users(&user_prefix(&role)).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_write_is_in_force_on_the_next_request_on_an_embedded_store() {
+    let server = TestServer::start().await;
+    writes_are_in_force_on_the_next_request(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_write_is_in_force_on_the_next_request_on_a_shared_store() {
+    let store = StoreDatabase::create().await;
+    let server = TestServer::start_on(&store, |_| {}).await;
+    writes_are_in_force_on_the_next_request(&server).await;
+    server.stop().await;
+    store.drop_now().await;
+}
+
+#[tokio::test]
+async fn a_policy_change_or_revocation_on_one_replica_is_in_force_on_another_within_a_second() {
+    let store = StoreDatabase::create().await;
+    let a = TestServer::start_on(&store, |_| {}).await;
+    let b = TestServer::start_on(&store, |_| {}).await;
+    let role = unique("replicated");
+    a.add_postgres("shared").await;
+    a.write_role(
+        &role,
+        json!({
+            "db_name": "shared",
+            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
+            "default_ttl": "10m",
+        }),
+    )
+    .await;
+    write_policy(&a, "replicated-reader", &reader_of(&role)).await;
+    let (token, accessor) = token_with(&a, "replicated-reader").await;
+    // b caches the token, its policy and the role.
+    for _ in 0..2 {
+        let (status, body) = creds_as(&b, &token, &role).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    write_policy(&a, "replicated-reader", &reader_of("something-else")).await;
+    let written = Instant::now();
+    eventually(
+        Duration::from_secs(1),
+        "the policy change reaches b",
+        || async { creds_as(&b, &token, &role).await.0 == StatusCode::FORBIDDEN },
+    )
+    .await;
+    eprintln!("policy change in force on b after {:?}", written.elapsed());
+
+    write_policy(&a, "replicated-reader", &reader_of(&role)).await;
+    eventually(
+        Duration::from_secs(1),
+        "the policy restored reaches b",
+        || async { creds_as(&b, &token, &role).await.0 == StatusCode::OK },
+    )
+    .await;
+    let (status, body) = a
+        .call(
+            "POST",
+            "auth/token/revoke-accessor",
+            Some(json!({ "accessor": accessor })),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let revoked = Instant::now();
+    eventually(
+        Duration::from_secs(1),
+        "the revocation reaches b",
+        || async { creds_as(&b, &token, &role).await.0 == StatusCode::FORBIDDEN },
+    )
+    .await;
+    eprintln!("revocation in force on b after {:?}", revoked.elapsed());
+
+    b.revoke_everything().await;
+    assert!(pg_users(&user_prefix(&role)).await.is_empty());
+    a.stop().await;
+    b.stop().await;
+    store.drop_now().await;
+}
+
 async fn issued_in(db: &StoreDatabase, username: &str) -> bool {
     let pool = store_pool(db).await;
     let found: Option<String> = sqlx::query_scalar("SELECT name FROM issued_here WHERE name = $1")

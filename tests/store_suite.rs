@@ -77,6 +77,7 @@ both_stores!(
     a_connection_keeps_its_password_authentication,
     a_lease_keeps_its_owner_s_display_name_and_is_found_by_it,
     catalog_and_identity_values_come_back_as_written,
+    a_write_is_in_force_on_the_next_read_despite_the_read_cache,
 );
 
 /// A time as the store keeps it (to the millisecond).
@@ -798,4 +799,153 @@ async fn catalog_and_identity_values_come_back_as_written(store: &Store) {
             .unwrap(),
         Some(serde_json::json!({"a": [1, 2]}))
     );
+}
+
+/// The store caches the rows every credential request reads; a write through the store is in
+/// force on the very next read (each read below follows a read that filled the cache), nothing
+/// absent is cached, and a cached token's expiry is still checked against the clock.
+async fn a_write_is_in_force_on_the_next_read_despite_the_read_cache(store: &Store) {
+    let before = store.operations_run();
+    assert_eq!(store.get_role("app").await.unwrap(), None);
+    assert_eq!(store.get_policy("p").await.unwrap(), None);
+    assert!(
+        store.operations_run() >= before + 2,
+        "an absent row is asked for each time"
+    );
+
+    let mut db = connection("db");
+    store.upsert_connection(&db).await.unwrap();
+    assert_eq!(store.get_connection("db").await.unwrap(), Some(db.clone()));
+    let before = store.operations_run();
+    assert_eq!(store.get_connection("db").await.unwrap(), Some(db.clone()));
+    assert_eq!(
+        store.operations_run(),
+        before,
+        "a warm read asks the store nothing"
+    );
+    db.allowed_roles = vec!["other".into()];
+    store.upsert_connection(&db).await.unwrap();
+    assert_eq!(store.get_connection("db").await.unwrap(), Some(db.clone()));
+    // A root rotation's promotion changes the admin password under the cached row.
+    assert!(store
+        .set_root_pending("db", "sealed-new", at(5))
+        .await
+        .unwrap());
+    assert!(store
+        .promote_root_pending("db", "sealed-new", at(6))
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .get_connection("db")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_sealed,
+        "sealed-new"
+    );
+
+    let mut role = lessor::store::Role {
+        name: "app".into(),
+        db_name: "db".into(),
+        creation_statements: vec!["CREATE ROLE \"{{name}}\"".into()],
+        revocation_statements: vec![],
+        rollback_statements: vec![],
+        renew_statements: vec![],
+        default_ttl: Duration::from_secs(60),
+        max_ttl: Duration::ZERO,
+        username_template: None,
+        options: Default::default(),
+        database_per_lease: false,
+        template_database: None,
+        created_at: at(1),
+        updated_at: at(1),
+    };
+    store.upsert_role(&role).await.unwrap();
+    assert_eq!(store.get_role("app").await.unwrap(), Some(role.clone()));
+    role.creation_statements = vec!["CREATE ROLE \"{{name}}\" LOGIN".into()];
+    store.upsert_role(&role).await.unwrap();
+    assert_eq!(
+        store.get_role("app").await.unwrap(),
+        Some(role.clone()),
+        "the next issue uses the new statements"
+    );
+    assert!(store.delete_role("app").await.unwrap());
+    assert_eq!(store.get_role("app").await.unwrap(), None);
+
+    store.upsert_policy("p", "one", at(1)).await.unwrap();
+    assert_eq!(store.get_policy("p").await.unwrap().unwrap().text, "one");
+    store.upsert_policy("p", "two", at(2)).await.unwrap();
+    assert_eq!(store.get_policy("p").await.unwrap().unwrap().text, "two");
+    assert!(store.delete_policy("p").await.unwrap());
+    assert_eq!(store.get_policy("p").await.unwrap(), None);
+
+    store
+        .upsert_password_policy("pp", "length = 20", at(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_password_policy("pp").await.unwrap().as_deref(),
+        Some("length = 20")
+    );
+    store
+        .upsert_password_policy("pp", "length = 30", at(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_password_policy("pp").await.unwrap().as_deref(),
+        Some("length = 30")
+    );
+    store.delete_password_policy("pp").await.unwrap();
+    assert_eq!(store.get_password_policy("pp").await.unwrap(), None);
+
+    let token = |accessor: &str, parent: Option<&str>, expires: Option<i64>| lessor::store::Token {
+        token_hash: format!("hash-{accessor}"),
+        accessor: accessor.into(),
+        display_name: "t".into(),
+        policies: vec![],
+        created_at: at(0),
+        expires_at: expires.map(at),
+        entity_id: String::new(),
+        renewable: true,
+        ttl: Duration::ZERO,
+        explicit_max_ttl: Duration::ZERO,
+        max_expires_at: None,
+        path: "auth/token/create".into(),
+        meta: serde_json::Map::new(),
+        parent_accessor: parent.map(Into::into),
+    };
+    store
+        .insert_token(&token("root", None, None))
+        .await
+        .unwrap();
+    store
+        .insert_token(&token("parent", Some("root"), Some(1_000)))
+        .await
+        .unwrap();
+    store
+        .insert_token(&token("child", Some("parent"), None))
+        .await
+        .unwrap();
+    assert!(store.get_token("hash-child").await.unwrap().is_some());
+    assert!(store.token_lineage_live("parent", at(10)).await.unwrap());
+    assert!(
+        !store.token_lineage_live("parent", at(1_000)).await.unwrap(),
+        "a cached lineage's expiry is checked against the time asked about"
+    );
+    assert!(store.renew_token("parent", at(5)).await.unwrap());
+    assert!(
+        !store.token_lineage_live("parent", at(10)).await.unwrap(),
+        "a renewal that shortens a parent is in force at once"
+    );
+    store.delete_token_tree("parent").await.unwrap();
+    assert_eq!(
+        store.get_token("hash-child").await.unwrap(),
+        None,
+        "revoked"
+    );
+    assert!(!store.token_lineage_live("parent", at(1)).await.unwrap());
+    assert!(store.get_token("hash-root").await.unwrap().is_some());
+    assert!(store.delete_token_orphaning_children("root").await.unwrap());
+    assert_eq!(store.get_token("hash-root").await.unwrap(), None);
 }

@@ -307,17 +307,28 @@ impl CatalogStore for Store {
         .execute(pool)
         .await?.rows_affected()
         });
+        self.cache.connections.forget(&connection.name);
         Ok(())
     }
 
     async fn get_connection(&self, name: &str) -> Result<Option<Connection>> {
+        if let Some(cached) = self.cache.connections.get(name) {
+            return Ok(Some(cached));
+        }
+        let generation = self.cache.connections.generation();
         let row: Option<ConnectionRow> = with_pool!(self, |pool| sqlx::query_as(
             "SELECT * FROM connections WHERE name = $1"
         )
         .bind(name)
         .fetch_optional(pool)
         .await?);
-        row.map(Connection::try_from).transpose()
+        let connection = row.map(Connection::try_from).transpose()?;
+        if let Some(connection) = &connection {
+            self.cache
+                .connections
+                .put(generation, name, connection.clone());
+        }
+        Ok(connection)
     }
 
     async fn list_connections(&self) -> Result<Vec<String>> {
@@ -340,6 +351,7 @@ impl CatalogStore for Store {
         .execute(pool)
         .await?.rows_affected()
         });
+        self.cache.connections.forget(name);
         if done > 0 {
             return Ok(ConnectionDeletion::Deleted);
         }
@@ -386,17 +398,26 @@ impl CatalogStore for Store {
         .execute(pool)
         .await?.rows_affected()
         });
+        self.cache.roles.forget(&role.name);
         Ok(())
     }
 
     async fn get_role(&self, name: &str) -> Result<Option<Role>> {
+        if let Some(cached) = self.cache.roles.get(name) {
+            return Ok(Some(cached));
+        }
+        let generation = self.cache.roles.generation();
         let row: Option<RoleRow> = with_pool!(self, |pool| sqlx::query_as(
             "SELECT * FROM roles WHERE name = $1"
         )
         .bind(name)
         .fetch_optional(pool)
         .await?);
-        row.map(Role::try_from).transpose()
+        let role = row.map(Role::try_from).transpose()?;
+        if let Some(role) = &role {
+            self.cache.roles.put(generation, name, role.clone());
+        }
+        Ok(role)
     }
 
     async fn list_roles(&self) -> Result<Vec<String>> {
@@ -415,6 +436,7 @@ impl CatalogStore for Store {
         .execute(pool)
         .await?
         .rows_affected());
+        self.cache.roles.forget(name);
         Ok(done > 0)
     }
 
@@ -438,16 +460,27 @@ impl CatalogStore for Store {
         .execute(pool)
         .await?.rows_affected()
         });
+        self.cache.password_policies.forget(name);
         Ok(())
     }
 
     async fn get_password_policy(&self, name: &str) -> Result<Option<String>> {
-        Ok(with_pool!(self, |pool| sqlx::query_scalar(
+        if let Some(cached) = self.cache.password_policies.get(name) {
+            return Ok(Some(cached));
+        }
+        let generation = self.cache.password_policies.generation();
+        let text: Option<String> = with_pool!(self, |pool| sqlx::query_scalar(
             "SELECT text FROM password_policies WHERE name = $1"
         )
         .bind(name)
         .fetch_optional(pool)
-        .await?))
+        .await?);
+        if let Some(text) = &text {
+            self.cache
+                .password_policies
+                .put(generation, name, text.clone());
+        }
+        Ok(text)
     }
 
     async fn list_password_policies(&self) -> Result<Vec<String>> {
@@ -468,12 +501,15 @@ impl CatalogStore for Store {
     }
 
     async fn delete_password_policy(&self, name: &str) -> Result<()> {
-        match with_pool!(self, |pool| sqlx::query("DELETE FROM password_policies WHERE name = $1")
-            .bind(name)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))
-        {
+        let deleted = with_pool!(self, |pool| sqlx::query(
+            "DELETE FROM password_policies WHERE name = $1"
+        )
+        .bind(name)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()));
+        self.cache.password_policies.forget(name);
+        match deleted {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
                 Err(Error::Conflict(format!(

@@ -226,17 +226,28 @@ impl IdentityStore for Store {
         .execute(pool)
         .await?.rows_affected()
         });
+        // Nothing cached can be stale (no negative caching, and an insert changes no existing
+        // token's lineage); the hash's entry is dropped all the same, in case it was there.
+        self.cache.tokens.forget(&token.token_hash);
         Ok(())
     }
 
     async fn get_token(&self, token_hash: &str) -> Result<Option<Token>> {
+        if let Some(cached) = self.cache.tokens.get(token_hash) {
+            return Ok(Some(cached));
+        }
+        let generation = self.cache.tokens.generation();
         let row: Option<TokenRow> = with_pool!(self, |pool| sqlx::query_as(
             "SELECT * FROM tokens WHERE token_hash = $1"
         )
         .bind(token_hash)
         .fetch_optional(pool)
         .await?);
-        row.map(Token::try_from).transpose()
+        let token = row.map(Token::try_from).transpose()?;
+        if let Some(token) = &token {
+            self.cache.tokens.put(generation, token_hash, token.clone());
+        }
+        Ok(token)
     }
 
     async fn get_token_by_accessor(&self, accessor: &str) -> Result<Option<Token>> {
@@ -250,6 +261,7 @@ impl IdentityStore for Store {
     }
 
     async fn renew_token(&self, accessor: &str, expires_at: DateTime<Utc>) -> Result<bool> {
+        let _forget = ForgetTokensOnReturn(self);
         let done = with_pool!(self, |pool| sqlx::query(
             "UPDATE tokens SET expires_at = $1 WHERE accessor = $2"
         )
@@ -262,6 +274,7 @@ impl IdentityStore for Store {
     }
 
     async fn delete_token_tree(&self, accessor: &str) -> Result<Vec<String>> {
+        let _forget = ForgetTokensOnReturn(self);
         Ok(with_pool!(self, |pool| sqlx::query_scalar(
             "DELETE FROM tokens WHERE accessor IN (
                  WITH RECURSIVE tree(accessor) AS (
@@ -278,6 +291,7 @@ impl IdentityStore for Store {
     }
 
     async fn delete_token_orphaning_children(&self, accessor: &str) -> Result<bool> {
+        let _forget = ForgetTokensOnReturn(self);
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE tokens SET parent_accessor = NULL WHERE parent_accessor = $1")
@@ -294,8 +308,12 @@ impl IdentityStore for Store {
     }
 
     async fn token_lineage_live(&self, accessor: &str, now: DateTime<Utc>) -> Result<bool> {
-        let chain: Vec<(Option<String>, Option<i64>)> = with_pool!(self, |pool| sqlx::query_as(
-            "WITH RECURSIVE up(accessor, parent_accessor, expires_at, depth) AS (
+        let cached = self.cache.lineages.get(accessor);
+        let generation = self.cache.lineages.generation();
+        let chain: Vec<(Option<String>, Option<i64>)> = match cached {
+            Some(chain) => chain,
+            None => with_pool!(self, |pool| sqlx::query_as(
+                "WITH RECURSIVE up(accessor, parent_accessor, expires_at, depth) AS (
                  SELECT accessor, parent_accessor, expires_at, 0 FROM tokens WHERE accessor = $1
                  UNION ALL
                  SELECT t.accessor, t.parent_accessor, t.expires_at, up.depth + 1
@@ -303,14 +321,19 @@ impl IdentityStore for Store {
                  WHERE up.depth < 1000
              )
              SELECT parent_accessor, expires_at FROM up ORDER BY depth",
-        )
-        .bind(accessor)
-        .fetch_all(pool)
-        .await?);
+            )
+            .bind(accessor)
+            .fetch_all(pool)
+            .await?),
+        };
         let now = to_millis(now);
         // Live when the chain ends at a root (no parent) and nothing on it has expired; a chain
-        // that ends at a parent that is gone is dead.
+        // that ends at a parent that is gone is dead (and not kept: no negative caching). The
+        // expiries are checked here, against `now`, whether the chain was cached or not.
         let reaches_root = chain.last().is_some_and(|(parent, _)| parent.is_none());
+        if reaches_root {
+            self.cache.lineages.put(generation, accessor, chain.clone());
+        }
         let unexpired = chain
             .iter()
             .all(|(_, expires)| expires.map_or(true, |at| at > now));
@@ -323,6 +346,7 @@ impl IdentityStore for Store {
         scheme: &str,
         convert: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<u64>> {
+        let _forget = ForgetTokensOnReturn(self);
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let claimed = sqlx::query(
@@ -369,6 +393,7 @@ impl IdentityStore for Store {
         .execute(pool)
         .await?.rows_affected()
         });
+        self.cache.policies.forget(name);
         Ok(())
     }
 
@@ -389,17 +414,26 @@ impl IdentityStore for Store {
         .execute(pool)
         .await?.rows_affected()
         });
+        self.cache.policies.forget(name);
         Ok(())
     }
 
     async fn get_policy(&self, name: &str) -> Result<Option<Policy>> {
+        if let Some(cached) = self.cache.policies.get(name) {
+            return Ok(Some(cached));
+        }
+        let generation = self.cache.policies.generation();
         let row: Option<PolicyRow> = with_pool!(self, |pool| sqlx::query_as(
             "SELECT * FROM policies WHERE name = $1"
         )
         .bind(name)
         .fetch_optional(pool)
         .await?);
-        Ok(row.map(Policy::from))
+        let policy = row.map(Policy::from);
+        if let Some(policy) = &policy {
+            self.cache.policies.put(generation, name, policy.clone());
+        }
+        Ok(policy)
     }
 
     async fn list_policies(&self) -> Result<Vec<String>> {
@@ -418,6 +452,7 @@ impl IdentityStore for Store {
         .execute(pool)
         .await?
         .rows_affected());
+        self.cache.policies.forget(name);
         Ok(done > 0)
     }
 
@@ -498,6 +533,7 @@ impl IdentityStore for Store {
     }
 
     async fn delete_tokens(&self, accessors: &[String]) -> Result<u64> {
+        let _forget = ForgetTokensOnReturn(self);
         let mut deleted = 0;
         for chunk in accessors.chunks(500) {
             deleted += with_pool!(self, |pool| {
@@ -577,5 +613,16 @@ impl IdentityStore for Store {
         .await?
         .rows_affected());
         Ok(done > 0)
+    }
+}
+
+/// Forgets every cached token and lineage when dropped: held by each token write but an insert,
+/// so the cache is cleared on every way out of it (an error included, as the write may have
+/// committed before it), and before the caller sees the result.
+struct ForgetTokensOnReturn<'a>(&'a Store);
+
+impl Drop for ForgetTokensOnReturn<'_> {
+    fn drop(&mut self) {
+        self.0.cache.forget_tokens();
     }
 }

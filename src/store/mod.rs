@@ -33,13 +33,15 @@
 
 /// Runs `$body` with `$pool` bound to the store's connection pool, whichever engine holds it: the
 /// same query text and binds are compiled once per engine, so the two cannot drift apart.
+/// Each use is counted as one store operation ([`Store::operations_run`]).
 macro_rules! with_pool {
-    ($store:expr, |$pool:ident| $body:expr) => {
+    ($store:expr, |$pool:ident| $body:expr) => {{
+        $store.count_operation();
         match &$store.backend {
             $crate::store::Backend::Sqlite($pool) => $body,
             $crate::store::Backend::Postgres($pool) => $body,
         }
-    };
+    }};
 }
 
 /// Binds a [`Claim`]'s values to `$1` (claimant), `$2` (now), `$3` (until), `$4` (stale before).
@@ -54,6 +56,7 @@ macro_rules! bind_claim {
 }
 
 mod audit;
+mod cache;
 mod catalog;
 mod codec;
 mod identity;
@@ -68,6 +71,8 @@ mod wrapping;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -183,6 +188,10 @@ const STORE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct Store {
     backend: Backend,
+    /// The hot path's catalog and identity reads, shared by every clone (see `cache.rs`).
+    cache: Arc<cache::ReadCache>,
+    /// Store operations run, shared by every clone: what a request costs, for tests and tuning.
+    operations: Arc<AtomicU64>,
 }
 
 /// Connect options of a store URL (`sqlite:///path/lessor.db`, `sqlite::memory:` or a plain path).
@@ -275,9 +284,7 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self {
-            backend: Backend::Sqlite(pool),
-        })
+        Ok(Self::over(Backend::Sqlite(pool)))
     }
 
     /// Connects to the PostgreSQL store at `url` and runs pending migrations. sqlx's migrator
@@ -296,9 +303,16 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self {
-            backend: Backend::Postgres(pool),
-        })
+        Ok(Self::over(Backend::Postgres(pool)))
+    }
+
+    /// A store over `backend` with an empty read cache.
+    fn over(backend: Backend) -> Self {
+        Self {
+            backend,
+            cache: Arc::default(),
+            operations: Arc::default(),
+        }
     }
 
     /// Which engine holds this store.

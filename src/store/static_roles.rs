@@ -610,6 +610,9 @@ impl RotationStore for Store {
         .execute(pool)
         .await?
         .rows_affected());
+        // The cached row has no pending column, but a connection row that changed is forgotten
+        // whatever changed in it, so no later column can be missed.
+        self.cache.connections.forget(connection);
         Ok(done > 0)
     }
 
@@ -632,6 +635,7 @@ impl RotationStore for Store {
         .execute(pool)
         .await?.rows_affected()
         });
+        self.cache.connections.forget(connection);
         Ok(done > 0)
     }
 
@@ -646,6 +650,7 @@ impl RotationStore for Store {
         .execute(pool)
         .await?.rows_affected()
         });
+        self.cache.connections.forget(connection);
         Ok(done > 0)
     }
 
