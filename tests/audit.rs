@@ -566,6 +566,24 @@ async fn new_address_rule_fires_for_an_unseen_source_only() {
         .await
         .unwrap();
     assert_eq!(remembered, 2, "the token's two addresses");
+    // A known address is written at most once a minute, not on every read (issue 10).
+    let last_seen = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT last_seen FROM source_addresses WHERE address = '127.0.0.1'",
+        )
+        .fetch_one(server.state.store.sqlite_pool().unwrap())
+        .await
+        .unwrap()
+    };
+    let written = last_seen().await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    creds_from(&server, home, &token, &role).await;
+    assert_eq!(
+        last_seen().await,
+        written,
+        "a repeat read within a minute writes nothing"
+    );
+    assert_eq!(alerts(&server).await.len(), 1);
     server.revoke_everything().await;
 }
 

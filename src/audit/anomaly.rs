@@ -32,6 +32,11 @@ use crate::store::{to_millis, Alert, AuditStore, MetaStore, Store, StoreKind};
 pub const RULES_META: &str = "monitor_rules";
 /// How long an outside-hours alert stays open for repeats.
 const OUTSIDE_HOURS_REOPEN: Duration = Duration::from_secs(3600);
+/// A known (identity, address) pair's `last_seen` is written at most this often by one process:
+/// the new-address rule only needs it within the lookback, which is days.
+const ADDRESS_REWRITE_AFTER: Duration = Duration::from_secs(60);
+/// Pairs remembered as recently written before the memory is cleared (and rebuilt from the store).
+const REMEMBERED_ADDRESSES: usize = 10_000;
 
 /// Durations in the rules: seconds, or strings such as `"60s"` and `"7d"`.
 
@@ -317,6 +322,10 @@ pub struct Monitor {
     store: Store,
     rules: Arc<RwLock<MonitorRules>>,
     windows: Arc<Mutex<Windows>>,
+    /// When this process last wrote each (identity, address) pair's `last_seen` to the store: a
+    /// repeat read within [`ADDRESS_REWRITE_AFTER`] is known without asking the store. The store
+    /// stays the shared truth for first sight: a pair not remembered here goes to it.
+    recorded_addresses: Arc<Mutex<HashMap<(String, String), DateTime<Utc>>>>,
     http: reqwest::Client,
 }
 
@@ -359,6 +368,7 @@ impl Monitor {
             store,
             rules: Arc::new(RwLock::new(rules)),
             windows: Arc::default(),
+            recorded_addresses: Arc::default(),
             http: reqwest::Client::new(),
         })
     }
@@ -457,7 +467,6 @@ impl Monitor {
             let since =
                 now - chrono::Duration::from_std(rules.new_address.lookback).unwrap_or_default();
             let (has_history, known) = self
-                .store
                 .touch_source_address(&actor.identity, &address, now, since)
                 .await?;
             if has_history && !known {
@@ -507,6 +516,47 @@ impl Monitor {
             }
         }
         Ok(())
+    }
+
+    /// Records that `identity` read from `address` at `now`, answering as
+    /// [`AuditStore::touch_source_address`] does: whether the identity had read from any address
+    /// since `since`, and from this one. A pair this process wrote less than
+    /// [`ADDRESS_REWRITE_AFTER`] ago, and within the lookback, is in the store with a `last_seen`
+    /// at least that recent (housekeeping only forgets pairs older than the lookback), so the
+    /// store's answer is known to be (true, true) and is not asked for.
+    async fn touch_source_address(
+        &self,
+        identity: &str,
+        address: &str,
+        now: DateTime<Utc>,
+        since: DateTime<Utc>,
+    ) -> Result<(bool, bool)> {
+        let key = (identity.to_owned(), address.to_owned());
+        let fresh_after =
+            since.max(now - chrono::Duration::from_std(ADDRESS_REWRITE_AFTER).unwrap_or_default());
+        let recent = self
+            .recorded_addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .is_some_and(|written| *written > fresh_after);
+        if recent {
+            return Ok((true, true));
+        }
+        let answer = self
+            .store
+            .touch_source_address(identity, address, now, since)
+            .await?;
+        let mut recorded = self
+            .recorded_addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if recorded.len() >= REMEMBERED_ADDRESSES && !recorded.contains_key(&key) {
+            recorded.clear();
+        }
+        let written = recorded.entry(key).or_insert(now);
+        *written = (*written).max(now);
+        Ok(answer)
     }
 
     /// A request from `actor` was refused (403).
