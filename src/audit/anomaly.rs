@@ -316,6 +316,9 @@ impl Window {
     }
 }
 
+/// When this process last wrote each (identity, address) pair's `last_seen`.
+type RecordedAddresses = HashMap<(String, String), DateTime<Utc>>;
+
 /// The anomaly monitor. Cheap to clone.
 #[derive(Clone)]
 pub struct Monitor {
@@ -325,7 +328,7 @@ pub struct Monitor {
     /// When this process last wrote each (identity, address) pair's `last_seen` to the store: a
     /// repeat read within [`ADDRESS_REWRITE_AFTER`] is known without asking the store. The store
     /// stays the shared truth for first sight: a pair not remembered here goes to it.
-    recorded_addresses: Arc<Mutex<HashMap<(String, String), DateTime<Utc>>>>,
+    recorded_addresses: Arc<Mutex<RecordedAddresses>>,
     http: reqwest::Client,
 }
 
