@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::{
     pg_admin, pg_role_exists, postgres_url, through_proxy, unique, CuttableProxy, TestServer,
 };
+use lessor::store::LeaseStore;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -50,7 +51,12 @@ async fn an_orphaned_user_is_dropped_after_two_agreeing_sweeps_and_a_lookalike_n
     server
         .state
         .store
-        .mark_revoked(&lost, 1, Some("forced for the test"), false)
+        .mark_revoked(
+            &lost,
+            chrono::DateTime::from_timestamp_millis(1).unwrap(),
+            Some("forced for the test"),
+            false,
+        )
         .await
         .unwrap();
     // A user named like Lessor's that this installation never issued (Vault's, say).

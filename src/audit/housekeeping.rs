@@ -15,6 +15,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::anomaly::Monitor;
+use crate::store::ReplicaStore;
 use crate::store::{to_millis, Store};
 
 /// How often to tidy.
@@ -99,7 +100,11 @@ pub async fn tidy_with(
         let addresses = store.forget_source_addresses(ago(lookback)).await?;
         let alerts = store.delete_alerts_before(ago(ALERT_RETENTION)).await?;
         // Events older than the longest window count for nothing.
-        store.forget_anomaly_events(ago(longest_window)).await?;
+        store
+            .forget_anomaly_events(
+                now - chrono::Duration::from_std(longest_window).unwrap_or_default(),
+            )
+            .await?;
         Ok((addresses, alerts))
     }
     .await;

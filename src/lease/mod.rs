@@ -31,11 +31,11 @@ use rand::Rng;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::catalog::{check_name, decode_list, encode, Catalog};
+use crate::catalog::{check_name, Catalog};
 use crate::engines::Engines;
 use crate::error::{Error, Result};
 use crate::replica::Replica;
-use crate::store::{from_millis, to_millis, IdRange, LeaseRow, LeaseState, Store};
+use crate::store::{IdRange, Lease, LeaseState, LeaseStore, Store};
 use retry::RetryPolicy;
 
 /// Revocations run at most this many at a time for bulk operations, so a revoke-prefix of
@@ -260,7 +260,7 @@ impl LeaseManager {
     /// falls to the reaper; since this process lives on, the lease is made due at its expiry
     /// rather than at the creation deadline, so that tests need not wait for the deadline.
     #[cfg(feature = "fault-injection")]
-    async fn take_fault(&self, point: FaultPoint, lease: &LeaseRow) -> Result<()> {
+    async fn take_fault(&self, point: FaultPoint, lease: &Lease) -> Result<()> {
         let hit = {
             let mut armed = self.fault.lock().unwrap_or_else(|p| p.into_inner());
             let hit = *armed == Some(point);
@@ -345,22 +345,21 @@ impl LeaseManager {
         let max_expires_at = now
             + chrono::Duration::from_std(max_ttl).map_err(|e| Error::Internal(e.to_string()))?;
         let lease_id = format!("database/creds/{role_name}/{}", random_suffix(24));
-        let creation_deadline =
-            to_millis(now + chrono::Duration::seconds(CREATION_DEADLINE.as_secs() as i64));
+        let creation_deadline = now + chrono::Duration::seconds(CREATION_DEADLINE.as_secs() as i64);
         tracing::Span::current().record("lease_id", lease_id.as_str());
 
-        let lease = LeaseRow {
+        let lease = Lease {
             id: lease_id.clone(),
             role_name: role_name.to_owned(),
             connection_name: role.db_name.clone(),
             username: username.clone(),
-            revocation_statements: encode(&role.revocation_statements),
-            rollback_statements: encode(&role.rollback_statements),
-            renew_statements: encode(&role.renew_statements),
-            issued_at: to_millis(now),
+            revocation_statements: role.revocation_statements.clone(),
+            rollback_statements: role.rollback_statements.clone(),
+            renew_statements: role.renew_statements.clone(),
+            issued_at: now,
             last_renewed_at: None,
-            expires_at: to_millis(expires_at),
-            max_expires_at: to_millis(max_expires_at),
+            expires_at,
+            max_expires_at,
             state: LeaseState::Creating,
             next_action_at: creation_deadline,
             attempts: 0,
@@ -428,11 +427,7 @@ impl LeaseManager {
         self.take_fault(FaultPoint::AfterUserCreated, &lease)
             .await?;
 
-        if !self
-            .store
-            .activate_lease(&lease_id, to_millis(expires_at))
-            .await?
-        {
+        if !self.store.activate_lease(&lease_id, expires_at).await? {
             // A revoke met the lease while the user was being created (or the reaper took it
             // over): the credentials must not leave this process, and the user must go.
             let dropped = self.revoke_lease(&lease_id, Revoker::Issuer).await;
@@ -466,17 +461,17 @@ impl LeaseManager {
 
     /// Undoes a failed creation: drops whatever part of the user exists and marks the lease
     /// revoked; if the drop fails too, the lease stays for the reaper to retry.
-    async fn roll_back(&self, lease: &LeaseRow) {
-        let statements = decode_list("rollback_statements", &lease.rollback_statements)
-            .ok()
-            .filter(|s| !s.is_empty())
-            .or_else(|| decode_list("revocation_statements", &lease.revocation_statements).ok())
-            .unwrap_or_default();
+    async fn roll_back(&self, lease: &Lease) {
+        let statements = if lease.rollback_statements.is_empty() {
+            &lease.revocation_statements
+        } else {
+            &lease.rollback_statements
+        };
         let outcome = match self.engines.get(&lease.connection_name).await {
             Ok(plugin) => plugin
                 .delete_user(&DeleteUserRequest {
                     username: &lease.username,
-                    statements: &statements,
+                    statements,
                     database: lease.database_name.as_deref(),
                 })
                 .await
@@ -487,22 +482,13 @@ impl LeaseManager {
         let recorded = match outcome {
             Ok(()) => self
                 .store
-                .mark_revoked(
-                    &lease.id,
-                    to_millis(now),
-                    Some("creation failed; rolled back"),
-                    true,
-                )
+                .mark_revoked(&lease.id, now, Some("creation failed; rolled back"), true)
                 .await
                 .map(|_| ()),
             Err(error) => {
                 tracing::warn!(lease_id = %lease.id, %error, "rollback after failed creation failed; the reaper will retry");
                 self.store
-                    .record_revocation_failure(
-                        &lease.id,
-                        &error,
-                        to_millis(now + self.retry.delay(1, true)),
-                    )
+                    .record_revocation_failure(&lease.id, &error, now + self.retry.delay(1, true))
                     .await
                     .map(|_| ())
             }
@@ -513,7 +499,7 @@ impl LeaseManager {
         self.reaper_wake.notify_one();
     }
 
-    async fn lease(&self, lease_id: &str) -> Result<LeaseRow> {
+    async fn lease(&self, lease_id: &str) -> Result<Lease> {
         check_lease_path("lease_id", lease_id)?;
         self.store
             .get_lease(lease_id)
@@ -529,13 +515,12 @@ impl LeaseManager {
             return Err(Error::invalid("invalid lease"));
         }
         let now = Utc::now();
-        let expire = from_millis(lease.expires_at);
         Ok(LeaseInfo {
-            issue_time: from_millis(lease.issued_at),
-            expire_time: Some(expire),
-            last_renewal: lease.last_renewed_at.map(from_millis),
-            renewable: lease.state == LeaseState::Active && lease.max_expires_at > to_millis(now),
-            ttl: (expire - now).num_seconds().max(0),
+            issue_time: lease.issued_at,
+            expire_time: Some(lease.expires_at),
+            last_renewal: lease.last_renewed_at,
+            renewable: lease.state == LeaseState::Active && lease.max_expires_at > now,
+            ttl: (lease.expires_at - now).num_seconds().max(0),
             state: lease.state.as_str(),
             role: lease.role_name,
             username: lease.username,
@@ -627,7 +612,7 @@ impl LeaseManager {
     async fn renew_loaded(
         &self,
         lease_id: &str,
-        lease: &LeaseRow,
+        lease: &Lease,
         increment: Option<Duration>,
     ) -> Result<Renewed> {
         match lease.state {
@@ -644,13 +629,12 @@ impl LeaseManager {
             }
         }
         let now = Utc::now();
-        let now_ms = to_millis(now);
-        if lease.expires_at <= now_ms {
+        if lease.expires_at <= now {
             return Err(Error::invalid(format!(
                 "lease {lease_id} has expired and cannot be renewed"
             )));
         }
-        if lease.max_expires_at <= now_ms {
+        if lease.max_expires_at <= now {
             return Err(Error::invalid(format!(
                 "lease {lease_id} has reached its max_ttl and cannot be renewed"
             )));
@@ -662,34 +646,33 @@ impl LeaseManager {
                 _ => self.catalog.limits().default_ttl,
             },
         };
-        let wanted = now_ms.saturating_add(requested.as_millis().min(i64::MAX as u128) as i64);
+        // Past the end of time is "as long as allowed": the cap applies.
+        let wanted = chrono::Duration::from_std(requested)
+            .ok()
+            .and_then(|requested| now.checked_add_signed(requested))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let new_expires = wanted.min(lease.max_expires_at);
         let mut warnings = Vec::new();
         if new_expires < wanted {
-            let allowed = (new_expires - now_ms) / 1000;
+            let allowed = (new_expires - now).num_seconds();
             warnings.push(format!(
                 "TTL of {}s exceeded the effective max_ttl of the lease; TTL value is capped at {allowed}s",
                 requested.as_secs()
             ));
         }
         let plugin = self.engines.get(&lease.connection_name).await?;
-        let statements = decode_list("renew_statements", &lease.renew_statements)?;
         plugin
             .update_user(&UpdateUserRequest {
                 username: &lease.username,
                 password: None,
                 expiration: Some(ExpirationChange {
-                    new_expiration: from_millis(new_expires),
-                    statements: &statements,
+                    new_expiration: new_expires,
+                    statements: &lease.renew_statements,
                 }),
             })
             .await
             .map_err(|e| Error::database(format!("cannot renew lease {lease_id}"), e))?;
-        if !self
-            .store
-            .renew_lease(lease_id, new_expires, now_ms)
-            .await?
-        {
+        if !self.store.renew_lease(lease_id, new_expires, now).await? {
             // Another replica revoked it: only this process's operations are serialized.
             return Err(Error::invalid(format!(
                 "lease is revoked and cannot be renewed: {lease_id}"
@@ -698,7 +681,7 @@ impl LeaseManager {
         self.reaper_wake.notify_one();
         Ok(Renewed {
             lease_id: lease_id.to_owned(),
-            lease_duration: Duration::from_millis((new_expires - now_ms).max(0) as u64),
+            lease_duration: (new_expires - now).to_std().unwrap_or_default(),
             warnings,
         })
     }
@@ -726,10 +709,9 @@ impl LeaseManager {
                 return Ok(());
             };
             let now = Utc::now();
-            let now_ms = to_millis(now);
             if revoker == Revoker::Reaper
                 && lease.state == LeaseState::Active
-                && lease.next_action_at > now_ms
+                && lease.next_action_at > now
             {
                 // Renewed since the reaper claimed it: give the claim back.
                 self.store
@@ -761,7 +743,7 @@ impl LeaseManager {
                 // another replica may have moved it since the reaper read it.
                 (LeaseState::Active, Revoker::Reaper) => {
                     self.store
-                        .mark_revoking(lease_id, &claim, Some(now_ms))
+                        .mark_revoking(lease_id, &claim, Some(now))
                         .await?
                 }
                 (LeaseState::Active | LeaseState::Revoking, _) => {
@@ -790,7 +772,7 @@ impl LeaseManager {
     /// Drops the user of a lease marked `revoking` and records the outcome. With `force`, a
     /// failed drop still marks the lease revoked (the operator's explicit choice, recorded in
     /// `last_error`).
-    async fn drop_user(&self, lease: LeaseRow, force: bool) -> Result<()> {
+    async fn drop_user(&self, lease: Lease, force: bool) -> Result<()> {
         let labels = crate::metrics::LeaseLabels::checked(&lease.role_name, &lease.connection_name);
         let started = std::time::Instant::now();
         let record = |outcome| {
@@ -799,12 +781,11 @@ impl LeaseManager {
             }
         };
         let outcome = async {
-            let statements = decode_list("revocation_statements", &lease.revocation_statements)?;
             let plugin = self.engines.get(&lease.connection_name).await?;
             plugin
                 .delete_user(&DeleteUserRequest {
                     username: &lease.username,
-                    statements: &statements,
+                    statements: &lease.revocation_statements,
                     database: lease.database_name.as_deref(),
                 })
                 .await
@@ -814,7 +795,7 @@ impl LeaseManager {
         match outcome {
             Ok(()) => {
                 self.store
-                    .mark_revoked(&lease.id, to_millis(Utc::now()), None, true)
+                    .mark_revoked(&lease.id, Utc::now(), None, true)
                     .await?;
                 tracing::info!(lease_id = %lease.id, username = %lease.username, "revoked");
                 record(crate::metrics::Outcome::Success);
@@ -823,7 +804,7 @@ impl LeaseManager {
             Err(error) if force => {
                 let note = format!("force-revoked; the database user may remain: {error}");
                 self.store
-                    .mark_revoked(&lease.id, to_millis(Utc::now()), Some(&note), false)
+                    .mark_revoked(&lease.id, Utc::now(), Some(&note), false)
                     .await?;
                 tracing::warn!(lease_id = %lease.id, username = %lease.username, %error, "force-revoked despite failure");
                 record(crate::metrics::Outcome::Forced);
@@ -836,7 +817,7 @@ impl LeaseManager {
                     .record_revocation_failure(
                         &lease.id,
                         &error.to_string(),
-                        to_millis(Utc::now() + self.retry.delay(lease.attempts + 1, transient)),
+                        Utc::now() + self.retry.delay(lease.attempts + 1, transient),
                     )
                     .await?;
                 record(crate::metrics::Outcome::Failure);

@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{LeaseManager, Revoker};
 use crate::error::Error;
-use crate::store::{to_millis, LeaseState, StoreKind};
+use crate::store::{LeaseState, LeaseStore, StoreKind};
 
 /// How many due leases one pass takes from the store (beyond those already being revoked).
 const BATCH: i64 = 64;
@@ -133,7 +133,7 @@ pub async fn run(leases: LeaseManager, shutdown: CancellationToken) {
                     pause = STORE_ERROR_PAUSE;
                 }
                 match reaper.leases.store().next_due_after(queried_at).await {
-                    Ok(next) => next_sleep(next, to_millis(Utc::now())).min(max_sleep),
+                    Ok(next) => next_sleep(next, Utc::now()).min(max_sleep),
                     Err(error) => {
                         tracing::error!(%error, pause_secs = pause.as_secs(), "reaper cannot read the next due time");
                         if pause_or_stop(&shutdown, &mut pause).await {
@@ -155,7 +155,7 @@ pub async fn run(leases: LeaseManager, shutdown: CancellationToken) {
         };
         if last_tidy.elapsed() > Duration::from_secs(600) {
             last_tidy = Instant::now();
-            let before = to_millis(Utc::now() - TOMBSTONE_RETENTION);
+            let before = Utc::now() - TOMBSTONE_RETENTION;
             match reaper.leases.store().tidy_revoked(before, 1000).await {
                 Ok(0) => {}
                 Ok(removed) => tracing::info!(removed, "tidied revoked lease tombstones"),
@@ -178,7 +178,10 @@ enum Dispatch {
     /// A full batch was handed out: more may be due right now.
     More,
     /// Everything due at `queried_at` is handed out, `dispatched` of it by this pass.
-    Done { queried_at: i64, dispatched: usize },
+    Done {
+        queried_at: DateTime<Utc>,
+        dispatched: usize,
+    },
 }
 
 impl Reaper {
@@ -192,7 +195,7 @@ impl Reaper {
     /// Hands every due lease not already in flight to a task of its own.
     async fn dispatch_due(&self) -> crate::error::Result<Dispatch> {
         let in_flight = lock(&self.in_flight).len();
-        let queried_at = to_millis(Utc::now());
+        let queried_at = Utc::now();
         if in_flight >= MAX_IN_FLIGHT {
             // Finishing tasks wake the loop; until then there is nothing to add.
             return Ok(Dispatch::Done {
@@ -204,8 +207,7 @@ impl Reaper {
         // one whose claim lapsed while it waited (a very slow database) could, and the in-flight
         // set skips it.
         let limit = BATCH;
-        let now = chrono::DateTime::from_timestamp_millis(queried_at).unwrap_or_else(Utc::now);
-        let claim = self.leases.replica().claim(now);
+        let claim = self.leases.replica().claim(queried_at);
         let due = self.leases.store().claim_due_leases(&claim, limit).await?;
         let fetched = due.len() as i64;
         let mut dispatched = 0;
@@ -282,9 +284,10 @@ fn next_pause(pause: Duration) -> Duration {
 
 /// Time from `now` until `next` (the next lease due after the leases just handed out, whose tasks
 /// wake the loop when they finish), at most [`MAX_SLEEP`].
-fn next_sleep(next: Option<i64>, now: i64) -> Duration {
+fn next_sleep(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
     match next {
-        Some(at) => Duration::from_millis((at - now).max(0) as u64).min(MAX_SLEEP),
+        // A time already past is no wait at all (`to_std` refuses negative spans).
+        Some(at) => (at - now).to_std().unwrap_or_default().min(MAX_SLEEP),
         None => MAX_SLEEP,
     }
 }
@@ -295,10 +298,14 @@ mod tests {
 
     #[test]
     fn sleeps_until_the_next_due_time_at_most_max_sleep() {
-        assert_eq!(next_sleep(None, 1_000), MAX_SLEEP);
-        assert_eq!(next_sleep(Some(1_500), 1_000), Duration::from_millis(500));
-        assert_eq!(next_sleep(Some(500), 1_000), Duration::ZERO);
-        assert_eq!(next_sleep(Some(i64::MAX), 0), MAX_SLEEP);
+        let at = |ms| DateTime::from_timestamp_millis(ms).unwrap();
+        assert_eq!(next_sleep(None, at(1_000)), MAX_SLEEP);
+        assert_eq!(
+            next_sleep(Some(at(1_500)), at(1_000)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(next_sleep(Some(at(500)), at(1_000)), Duration::ZERO);
+        assert_eq!(next_sleep(Some(DateTime::<Utc>::MAX_UTC), at(0)), MAX_SLEEP);
     }
 
     #[test]

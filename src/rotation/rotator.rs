@@ -98,7 +98,10 @@ pub async fn recover(rotator: &Rotator) {
                         continue;
                     }
                 }
-                match rotator.recover_static_role(&name, claim.until).await {
+                match rotator
+                    .recover_static_role(&name, to_millis(claim.until()))
+                    .await
+                {
                     Ok(outcome) => {
                         tracing::info!(static_role = %name, ?outcome, "interrupted rotation resolved")
                     }
@@ -143,7 +146,7 @@ async fn rotate_due(rotator: &Rotator) -> crate::error::Result<bool> {
     let claim = rotator.replica().claim_until(now, now + claim_length());
     let due = rotator.store().due_static_roles(&claim, BATCH).await?;
     let full = due.len() as i64 == BATCH;
-    let claim_until = claim.until;
+    let claim_until = to_millis(claim.until());
     let claim = &claim;
     futures::stream::iter(due)
         .for_each_concurrent(CONCURRENCY, |name| async move {

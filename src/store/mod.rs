@@ -3,11 +3,21 @@
 //! replicas), through sqlx with the migrations under `migrations/sqlite` or `migrations/postgres`
 //! run at start-up.
 //!
-//! Every query is written once, in SQL both engines run (`$1` placeholders, `ON CONFLICT`,
-//! `RETURNING`, `TRUE`/`FALSE`), and [`with_pool!`] compiles it for each: the engines differ only
+//! Storage sits behind one trait per area, each in its area's file and implemented for
+//! [`Store`]: [`LeaseStore`] (leases), [`ReconcileStore`] (the users issued, periodic jobs),
+//! [`ReplicaStore`] (the replica registry, the change feed, anomaly event windows) and
+//! [`MetricsStore`] (the lease gauges); the catalog, identity, audit and rotation areas follow
+//! the same pattern. Callers import the traits they use from here. The traits speak domain types
+//! ([`Lease`], [`IssuedUser`], [`Replica`], [`Claim`], ...): times as `DateTime<Utc>`, statement
+//! lists as `Vec<String>`. The rows they are stored as (milliseconds since the epoch, JSON text)
+//! are private to this module and converted in it; a column that cannot be decoded is an
+//! internal error naming its table and column.
+//!
+//! The SQLite and the PostgreSQL implementation are one text: every query is written once, in
+//! SQL both engines run (`$1` placeholders, `ON CONFLICT`, `RETURNING`, `TRUE`/`FALSE`), and
+//! [`with_pool!`] compiles it for each, so the two cannot drift apart. The engines differ only
 //! where the SQL must (claims take `FOR UPDATE SKIP LOCKED` on PostgreSQL), and one test suite
-//! (`tests/store_suite.rs`) runs against both. Times are milliseconds since the epoch in the rows
-//! and JSON lists are text; the conversions live here and in the modules that own their meaning.
+//! (`tests/store_suite.rs`) runs against both.
 //!
 //! Sealing happens above (callers pass sealed strings), and no query loads all leases: the
 //! reaper asks for what is due, in batches, through the `leases_due` index.
@@ -23,14 +33,15 @@ macro_rules! with_pool {
     };
 }
 
-/// Binds a [`Claim`]'s values to `$1` (claimant), `$2` (now), `$3` (until), `$4` (stale before).
+/// Binds a [`Claim`]'s values to `$1` (claimant), `$2` (now), `$3` (until), `$4` (stale before),
+/// its times in the store's milliseconds.
 macro_rules! bind_claim {
     ($query:expr, $claim:expr) => {
         $query
-            .bind($claim.by)
-            .bind($claim.now)
-            .bind($claim.until)
-            .bind($claim.stale_before)
+            .bind($claim.by())
+            .bind($crate::store::to_millis($claim.now()))
+            .bind($crate::store::to_millis($claim.until()))
+            .bind($crate::store::to_millis($claim.stale_before()))
     };
 }
 
@@ -55,10 +66,10 @@ use sqlx::SqlitePool;
 
 pub use catalog::{ConnectionDeletion, ConnectionRow, RoleRow};
 pub use identity::{AlertRow, AuditDeviceRow, PolicyRow, TokenRow};
-pub use leases::{IdRange, LeaseRow, LeaseState};
-pub use metrics::LiveLeaseCount;
-pub use reconcile::IssuedUserRow;
-pub use replicas::{Change, ChangeFeed, Claim, ReplicaRow};
+pub use leases::{DueLease, IdRange, Lease, LeaseState, LeaseStore};
+pub use metrics::{LiveLeaseCount, MetricsStore};
+pub use reconcile::{IssuedUser, ReconcileStore};
+pub use replicas::{Change, ChangeFeed, Claim, Replica, ReplicaStore};
 pub use static_roles::{
     Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow, ROTATION_HISTORY_LEN,
 };
@@ -114,6 +125,12 @@ pub fn to_millis(at: DateTime<Utc>) -> i64 {
 
 pub fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// `at` cut to the store's resolution (whole milliseconds, rounded down as [`to_millis`] does),
+/// so a time handed in compares equal to the same time read back.
+fn whole_millis(at: DateTime<Utc>) -> DateTime<Utc> {
+    from_millis(to_millis(at))
 }
 
 /// Which engine holds the store, with its connection pool.
