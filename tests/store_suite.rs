@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use common::StoreDatabase;
 use lessor::store::{
     Claim, ConnectionDeletion, ConnectionRow, DueLease, IdRange, Lease, LeaseState, LeaseStore,
-    ReplicaStore, Store,
+    ReconcileStore, ReplicaStore, Store,
 };
 
 /// Runs `check` on a fresh SQLite store, then on a fresh PostgreSQL store, dropping both after.
@@ -75,6 +75,8 @@ both_stores!(
     a_connection_keeps_its_disable_escaping,
     a_connection_keeps_its_password_authentication,
     a_lease_keeps_its_owner_s_display_name_and_is_found_by_it,
+    a_lease_reads_back_as_written,
+    periodic_jobs_run_once_per_period,
 );
 
 fn connection(name: &str) -> ConnectionRow {
@@ -459,6 +461,146 @@ async fn a_creating_lease_is_left_to_a_live_issuer(store: &Store) {
     assert_eq!(row.state, LeaseState::Revoking);
     assert_eq!(row.claimed_by.as_deref(), Some("reaper"));
     assert_eq!(row.claim_until, Some(later.until()));
+}
+
+/// Every field of a lease comes back as it was written: its statement lists, and its times to
+/// the store's resolution (whole milliseconds).
+async fn a_lease_reads_back_as_written(store: &Store) {
+    store.upsert_connection(&connection("db")).await.unwrap();
+    let issued = at(1_700_000_000_123);
+    let written = Lease {
+        id: "database/creds/r/full".into(),
+        role_name: "r".into(),
+        connection_name: "db".into(),
+        username: "u-full".into(),
+        revocation_statements: vec![
+            "DROP ROLE \"{{name}}\"".into(),
+            "-- a second statement, with 'quotes' and ünïcode".into(),
+        ],
+        rollback_statements: vec!["DROP ROLE IF EXISTS \"{{name}}\"".into()],
+        renew_statements: vec![],
+        issued_at: issued,
+        last_renewed_at: Some(issued + chrono::Duration::milliseconds(1)),
+        expires_at: issued + chrono::Duration::hours(1),
+        max_expires_at: issued + chrono::Duration::hours(24),
+        state: LeaseState::Creating,
+        next_action_at: issued + chrono::Duration::seconds(90),
+        attempts: 2,
+        last_error: Some("refused".into()),
+        revoked_at: None,
+        owner: "entity-1".into(),
+        owner_display_name: "token-ci".into(),
+        revoke_requested: false,
+        token_accessor: Some("accessor-1".into()),
+        claimed_by: Some("issuer".into()),
+        claim_until: Some(issued + chrono::Duration::seconds(90)),
+        database_name: Some("u-full".into()),
+    };
+    store.insert_lease(&written).await.unwrap();
+    let read = store.get_lease(&written.id).await.unwrap().unwrap();
+    assert_eq!(read, written);
+    assert!(store
+        .get_lease("database/creds/r/none")
+        .await
+        .unwrap()
+        .is_none());
+
+    // A time finer than a millisecond is stored to the millisecond below it.
+    let mut fine = lease("database/creds/r/fine", LeaseState::Active, 0);
+    fine.expires_at = issued + chrono::Duration::microseconds(1_999);
+    fine.next_action_at = fine.expires_at;
+    store.insert_lease(&fine).await.unwrap();
+    let read = store.get_lease(&fine.id).await.unwrap().unwrap();
+    assert_eq!(read.expires_at, issued + chrono::Duration::milliseconds(1));
+    assert_eq!(
+        store.next_due_after(issued).await.unwrap(),
+        Some(issued + chrono::Duration::milliseconds(1)),
+        "the next due time, as a time"
+    );
+    assert_eq!(
+        store
+            .next_due_after(issued + chrono::Duration::hours(2))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Tombstones older than the cut go, newer ones stay.
+    store
+        .mark_revoked(&fine.id, issued, None, true)
+        .await
+        .unwrap();
+    assert_eq!(store.tidy_revoked(issued, 10).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .tidy_revoked(issued + chrono::Duration::milliseconds(1), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.get_lease(&fine.id).await.unwrap().is_none());
+}
+
+/// A periodic job runs once per period across replicas, and its record of users issued is kept
+/// with their times.
+async fn periodic_jobs_run_once_per_period(store: &Store) {
+    let now = 3_000_000;
+    store
+        .register_replica("a", "", at(now), false)
+        .await
+        .unwrap();
+    store
+        .register_replica("b", "", at(now), false)
+        .await
+        .unwrap();
+    assert!(store
+        .claim_job("sweep", &claim("a", now), at(now - 60_000))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .claim_job("sweep", &claim("b", now), at(now - 60_000))
+            .await
+            .unwrap(),
+        "a holds it"
+    );
+    store.finish_job("sweep", "a", at(now + 1)).await.unwrap();
+    assert!(
+        !store
+            .claim_job("sweep", &claim("b", now + 2), at(now))
+            .await
+            .unwrap(),
+        "it ran after the cut"
+    );
+    assert!(store
+        .claim_job("sweep", &claim("b", now + 2), at(now + 1))
+        .await
+        .unwrap());
+
+    // A revoked lease whose user may remain leaves its user on record, suspect once marked.
+    store.upsert_connection(&connection("db")).await.unwrap();
+    let mut gone = lease("database/creds/r/gone", LeaseState::Active, now);
+    gone.issued_at = at(now - 5);
+    store.insert_lease(&gone).await.unwrap();
+    store
+        .mark_revoked(&gone.id, at(now), Some("forced"), false)
+        .await
+        .unwrap();
+    let candidates = store.orphan_candidates("db").await.unwrap();
+    assert_eq!(candidates.len(), 1);
+    assert_eq!(
+        (candidates[0].issued_at, candidates[0].suspect_since),
+        (at(now - 5), None)
+    );
+    assert_eq!(
+        store
+            .mark_suspect("db", &gone.username, &gone.id, at(now + 7))
+            .await
+            .unwrap(),
+        1
+    );
+    let candidates = store.orphan_candidates("db").await.unwrap();
+    assert_eq!(candidates[0].suspect_since, Some(at(now + 7)));
 }
 
 async fn stored_disable_escaping(store: &Store) -> bool {

@@ -1058,6 +1058,46 @@ mod tests {
         store.close().await;
     }
 
+    /// A statement list that is not JSON fails the read of its own lease, naming the table and
+    /// column, and nothing else: the reaper still claims the lease with the others due.
+    #[tokio::test]
+    async fn a_malformed_statement_list_fails_its_own_lease_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_leases(
+            dir.path(),
+            &["database/creds/r/bad", "database/creds/r/good"],
+        )
+        .await;
+        sqlx::query("UPDATE leases SET renew_statements = 'not json' WHERE id = $1")
+            .bind("database/creds/r/bad")
+            .execute(store.sqlite_pool().unwrap())
+            .await
+            .unwrap();
+        let error = store.get_lease("database/creds/r/bad").await.unwrap_err();
+        assert!(
+            matches!(&error, Error::Internal(message)
+                if message.contains("leases.renew_statements")
+                    && message.contains("database/creds/r/bad")),
+            "{error:?}"
+        );
+        assert!(store
+            .get_lease("database/creds/r/good")
+            .await
+            .unwrap()
+            .is_some());
+        let claim = Claim::new("r", from_millis(10), from_millis(20), from_millis(0));
+        let mut due: Vec<String> = store
+            .claim_due_leases(&claim, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|lease| lease.id)
+            .collect();
+        due.sort();
+        assert_eq!(due, ["database/creds/r/bad", "database/creds/r/good"]);
+        store.close().await;
+    }
+
     /// Migration 0004 rebuilds the leases table: a store written before it keeps its leases.
     #[tokio::test]
     async fn leases_survive_the_lifecycle_migration() {
