@@ -185,36 +185,6 @@ fn decode_statements(id: &str, column: &str, text: &str) -> Result<Vec<String>> 
     })
 }
 
-impl From<&Lease> for LeaseRow {
-    fn from(lease: &Lease) -> Self {
-        Self {
-            id: lease.id.clone(),
-            role_name: lease.role_name.clone(),
-            connection_name: lease.connection_name.clone(),
-            username: lease.username.clone(),
-            revocation_statements: encode_statements(&lease.revocation_statements),
-            rollback_statements: encode_statements(&lease.rollback_statements),
-            renew_statements: encode_statements(&lease.renew_statements),
-            issued_at: to_millis(lease.issued_at),
-            last_renewed_at: lease.last_renewed_at.map(to_millis),
-            expires_at: to_millis(lease.expires_at),
-            max_expires_at: to_millis(lease.max_expires_at),
-            state: lease.state,
-            next_action_at: to_millis(lease.next_action_at),
-            attempts: lease.attempts,
-            last_error: lease.last_error.clone(),
-            revoked_at: lease.revoked_at.map(to_millis),
-            owner: lease.owner.clone(),
-            owner_display_name: lease.owner_display_name.clone(),
-            revoke_requested: lease.revoke_requested,
-            token_accessor: lease.token_accessor.clone(),
-            claimed_by: lease.claimed_by.clone(),
-            claim_until: lease.claim_until.map(to_millis),
-            database_name: lease.database_name.clone(),
-        }
-    }
-}
-
 impl TryFrom<LeaseRow> for Lease {
     type Error = Error;
 
@@ -451,7 +421,8 @@ pub trait LeaseStore {
 
 impl LeaseStore for Store {
     async fn insert_lease(&self, lease: &Lease) -> Result<()> {
-        let lease = LeaseRow::from(lease);
+        // Bound straight from the lease, converted on the way: this is the hot path's write.
+        let issued_at = to_millis(lease.issued_at);
         let done = with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let done = sqlx::query(
@@ -466,23 +437,23 @@ impl LeaseStore for Store {
         .bind(&lease.role_name)
         .bind(&lease.connection_name)
         .bind(&lease.username)
-        .bind(&lease.revocation_statements)
-        .bind(&lease.rollback_statements)
-        .bind(&lease.renew_statements)
-        .bind(lease.issued_at)
-        .bind(lease.last_renewed_at)
-        .bind(lease.expires_at)
-        .bind(lease.max_expires_at)
+        .bind(encode_statements(&lease.revocation_statements))
+        .bind(encode_statements(&lease.rollback_statements))
+        .bind(encode_statements(&lease.renew_statements))
+        .bind(issued_at)
+        .bind(lease.last_renewed_at.map(to_millis))
+        .bind(to_millis(lease.expires_at))
+        .bind(to_millis(lease.max_expires_at))
         .bind(lease.state)
-        .bind(lease.next_action_at)
+        .bind(to_millis(lease.next_action_at))
         .bind(lease.attempts)
         .bind(&lease.last_error)
-        .bind(lease.revoked_at)
+        .bind(lease.revoked_at.map(to_millis))
         .bind(&lease.owner)
         .bind(lease.revoke_requested)
         .bind(&lease.token_accessor)
         .bind(&lease.claimed_by)
-        .bind(lease.claim_until)
+        .bind(lease.claim_until.map(to_millis))
         .bind(&lease.connection_name)
         .bind(&lease.database_name)
         .bind(&lease.owner_display_name)
@@ -500,7 +471,7 @@ impl LeaseStore for Store {
                 .bind(&lease.connection_name)
                 .bind(&lease.username)
                 .bind(&lease.id)
-                .bind(lease.issued_at)
+                .bind(issued_at)
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
