@@ -23,7 +23,7 @@ use chrono::Utc;
 use lessor_plugin::credentials::DEFAULT_PASSWORD_LEN;
 use lessor_plugin::{
     generate_password, generate_username, DirectSession, EngineDescriptor, NewUserRequest,
-    PasswordAuthentication, PasswordStrength, RoleOptions, Secret, UsernameContext,
+    PasswordAuthentication, PasswordStrength, RoleOptions, Secret, UserMarker, UsernameContext,
 };
 use serde_json::{json, Value};
 
@@ -56,6 +56,9 @@ impl Engine {
     }
 }
 
+/// The installation id the direct side marks its users with (see [`Direct::connect`]).
+const DIRECT_SIDE_INSTALLATION: &str = "00000000-0000-0000-0000-00000bench000";
+
 /// The engine crate's direct-SQL session.
 struct Direct(Box<dyn DirectSession>);
 
@@ -75,6 +78,11 @@ impl Direct {
         session
             .use_password_authentication(mode)
             .map_err(|e| bench_error(&format!("{} baseline", engine.label()), e))?;
+        // The same marking statement Lessor's plugin runs, with an id of a UUID's length that no
+        // installation has: the direct side's users are dropped by the benchmark itself.
+        let marker = UserMarker::for_installation(DIRECT_SIDE_INSTALLATION)
+            .map_err(|e| bench_error("direct side's user marker", e))?;
+        session.use_user_marker(Some(marker));
         Ok(Self(session))
     }
 

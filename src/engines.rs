@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use lessor_plugin::{
     ConnectionSettings, DatabasePlugin, DefaultStatements, DeleteUserRequest, EngineDescriptor,
     NewUserRequest, PasswordAuthentication, PluginError, RoleOptions, Secret, StatementKind,
-    TlsMaterial, UpdateUserRequest,
+    TlsMaterial, UpdateUserRequest, UserMarker,
 };
 use tokio::sync::RwLock;
 
@@ -165,6 +165,21 @@ impl DatabasePlugin for Deadlined {
             .await
     }
 
+    /// The whole batch under one deadline: each of its steps is one round trip for all users.
+    async fn delete_users(
+        &self,
+        requests: &[DeleteUserRequest<'_>],
+    ) -> Vec<Result<(), PluginError>> {
+        let all = async { Ok(self.inner.delete_users(requests).await) };
+        match self.bounded("delete_users", all).await {
+            Ok(outcomes) => outcomes,
+            Err(timeout) => requests
+                .iter()
+                .map(|_| Err(PluginError::Unavailable(timeout.to_string())))
+                .collect(),
+        }
+    }
+
     async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError> {
         self.bounded("check_login", self.inner.check_login(username, password))
             .await
@@ -172,6 +187,11 @@ impl DatabasePlugin for Deadlined {
 
     async fn list_users(&self, prefix: &str) -> Result<Vec<String>, PluginError> {
         self.bounded("list_users", self.inner.list_users(prefix))
+            .await
+    }
+
+    async fn marked_users(&self) -> Result<Option<HashMap<String, String>>, PluginError> {
+        self.bounded("marked_users", self.inner.marked_users())
             .await
     }
 
@@ -224,17 +244,30 @@ pub struct Engines {
     sealer: Sealer,
     /// The time limits every instance is built with.
     deadlines: TargetDeadlines,
+    /// This installation's mark, left on every user an engine that can keep a note creates.
+    user_marker: UserMarker,
     live: Arc<RwLock<HashMap<String, Arc<dyn DatabasePlugin>>>>,
 }
 
 impl Engines {
-    pub fn new(store: Store, sealer: Sealer, deadlines: TargetDeadlines) -> Self {
+    pub fn new(
+        store: Store,
+        sealer: Sealer,
+        deadlines: TargetDeadlines,
+        user_marker: UserMarker,
+    ) -> Self {
         Self {
             store,
             sealer,
             deadlines,
+            user_marker,
             live: Arc::default(),
         }
+    }
+
+    /// This installation's marker (reconciliation compares users' marks with it).
+    pub fn user_marker(&self) -> &UserMarker {
+        &self.user_marker
     }
 
     /// Builds the instance for connection `name`, every call bounded by the operation deadline.
@@ -259,6 +292,7 @@ impl Engines {
         ConnectionSettings {
             connect_timeout: self.deadlines.connect,
             statement_timeout: self.deadlines.operation,
+            user_marker: Some(self.user_marker.clone()),
             ..written
         }
     }
@@ -279,6 +313,7 @@ impl Engines {
             tls: self.tls_material(row)?,
             disable_escaping: row.disable_escaping,
             password_authentication: stored_password_authentication(row)?,
+            user_marker: Some(self.user_marker.clone()),
         })
     }
 

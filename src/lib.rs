@@ -89,6 +89,9 @@ const SEAL_CHECK_CONTEXT: &str = "meta/seal_check";
 /// Key in the meta table of the console's sealed cookie key.
 const CONSOLE_KEY_META: &str = "console_session_key";
 const CONSOLE_KEY_CONTEXT: &str = "meta/console_session_key";
+/// Key in the meta table of this installation's id: made by the first process on a store and
+/// shared by every replica, it is the mark left on the users engines can keep a note on.
+const INSTALLATION_ID_META: &str = "installation_id";
 
 /// Everything the handlers and background tasks share. Cheap to clone.
 #[derive(Clone)]
@@ -150,7 +153,17 @@ impl AppState {
         )?;
         let console_sealer = Sealer::from_encoded_key(&console_key)?;
         let auth = Auth::open(store.clone(), &sealer, settings.lease_limits()).await?;
-        let engines = Engines::new(store.clone(), sealer.clone(), settings.target_deadlines());
+        let installation_id = store
+            .meta_init(INSTALLATION_ID_META, &uuid::Uuid::new_v4().to_string())
+            .await?;
+        let user_marker = lessor_plugin::UserMarker::for_installation(&installation_id)
+            .map_err(|e| Error::Internal(format!("the stored installation id: {e}")))?;
+        let engines = Engines::new(
+            store.clone(),
+            sealer.clone(),
+            settings.target_deadlines(),
+            user_marker,
+        );
         let audit = Audit::open(store.clone(), &sealer, &data_directories(settings)?).await?;
         let monitor = Monitor::open(store.clone(), settings.monitor.clone()).await?;
         let policies = Policies::new(store.clone());

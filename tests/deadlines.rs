@@ -429,6 +429,7 @@ fn plugin_settings(url: &str, statement_timeout: Duration) -> ConnectionSettings
         tls: Default::default(),
         disable_escaping: false,
         password_authentication: Default::default(),
+        user_marker: None,
     }
 }
 

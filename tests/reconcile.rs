@@ -241,3 +241,117 @@ async fn leases_whose_revocation_keeps_failing_are_listed_as_irrevocable() {
     }
     server.stop().await;
 }
+
+/// The comment PostgreSQL keeps on a role.
+async fn role_comment(admin: &tokio_postgres::Client, username: &str) -> Option<String> {
+    admin
+        .query_one(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+            &[&username],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn the_installation_s_marker_proves_a_user_whose_record_is_lost_and_another_s_vetoes() {
+    let server = TestServer::start().await;
+    server.add_postgres("pg").await;
+    let role = unique("marked");
+    server
+        .write_role(&role, json!({ "db_name": "pg", "default_ttl": "1h" }))
+        .await;
+    let installation = server
+        .state
+        .store
+        .meta_get("installation_id")
+        .await
+        .unwrap()
+        .expect("an installation id is made at first start");
+    let admin = pg_admin().await;
+
+    // Every user Lessor creates carries the marker, from the moment it exists.
+    let (lost, lost_user, _) = server.creds(&role).await;
+    assert_eq!(
+        role_comment(&admin, &lost_user).await.as_deref(),
+        Some(format!("lessor installation {installation}").as_str())
+    );
+    // The store forgets the user entirely (a store restored from a backup older than the
+    // lease): no lease row, no record of its issue. Only the marker says it is ours.
+    let pool = server.state.store.sqlite_pool().expect("an embedded store");
+    for sql in [
+        "DELETE FROM leases WHERE id = $1",
+        "DELETE FROM issued_users WHERE lease_id = $1",
+    ] {
+        sqlx::query(sql).bind(&lost).execute(pool).await.unwrap();
+    }
+    // A user of another Lessor installation, named like ours and with no lease here, and one
+    // that is on our record yet carries the other installation's marker.
+    let foreign = format!("v-{role}-other-installation");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE \"{foreign}\" LOGIN;
+             COMMENT ON ROLE \"{foreign}\" IS 'lessor installation 11111111-2222-3333-4444-555555555555'"
+        ))
+        .await
+        .unwrap();
+    let (disputed, disputed_user, _) = server.creds(&role).await;
+    server
+        .state
+        .store
+        .mark_revoked(
+            &disputed,
+            chrono::Utc::now(),
+            Some("forced for the test"),
+            false,
+        )
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "COMMENT ON ROLE \"{disputed_user}\" IS 'lessor installation 11111111-2222-3333-4444-555555555555'"
+        ))
+        .await
+        .unwrap();
+
+    let dry = sweep(&server, true).await;
+    assert_eq!(outcomes(&dry, &lost_user), ["would_suspect"]);
+    assert_eq!(outcomes(&dry, &foreign), ["foreign"]);
+    assert_eq!(outcomes(&dry, &disputed_user), ["foreign"]);
+    let first = sweep(&server, false).await;
+    assert_eq!(outcomes(&first, &lost_user), ["suspect"]);
+    assert!(
+        pg_role_exists(&admin, &lost_user).await,
+        "one sweep drops nothing"
+    );
+    let second = sweep(&server, false).await;
+    assert_eq!(outcomes(&second, &lost_user), ["dropped"]);
+    assert!(
+        !pg_role_exists(&admin, &lost_user).await,
+        "the marked orphan is gone"
+    );
+    for (user, what) in [
+        (&foreign, "another installation's user"),
+        (&disputed_user, "a user another installation marked"),
+    ] {
+        assert_eq!(outcomes(&second, user), ["foreign"], "{what}");
+        assert!(
+            pg_role_exists(&admin, user).await,
+            "{what} is never dropped"
+        );
+    }
+    let third = sweep(&server, false).await;
+    assert!(
+        outcomes(&third, &lost_user).is_empty(),
+        "nothing left of it"
+    );
+
+    for user in [&foreign, &disputed_user] {
+        admin
+            .batch_execute(&format!("DROP ROLE \"{user}\""))
+            .await
+            .unwrap();
+    }
+    server.stop().await;
+}

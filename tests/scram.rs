@@ -203,7 +203,9 @@ async fn dynamic_credentials_with_one_iteration_log_in_and_carry_only_the_verifi
                 "default_ttl": "1h",
                 "creation_statements": [
                     "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'",
-                    "COMMENT ON ROLE \"{{name}}\" IS '{{password}}'",
+                    // Where the test can read back what the statements carried (the role's
+                    // comment is Lessor's installation marker).
+                    "ALTER ROLE \"{{name}}\" SET lessor.statement_password TO '{{password}}'",
                 ],
             }),
         )
@@ -224,17 +226,18 @@ async fn dynamic_credentials_with_one_iteration_log_in_and_carry_only_the_verifi
     let (lease, user, password) = server.creds(&role).await;
     let stored = stored_verifier(&admin, &user).await;
     assert!(stored.starts_with("SCRAM-SHA-256$1:"), "{stored}");
-    let comment: Option<String> = admin
+    let carried: Vec<String> = admin
         .query_one(
-            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+            "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+             WHERE r.rolname = $1",
             &[&user],
         )
         .await
         .unwrap()
         .get(0);
     assert_eq!(
-        comment.as_deref(),
-        Some(stored.as_str()),
+        carried,
+        [format!("lessor.statement_password={stored}")],
         "the statements carried the verifier"
     );
     assert!(!stored.contains(&password));

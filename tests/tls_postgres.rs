@@ -122,6 +122,7 @@ async fn tls_login(user: &str, password: &str) -> Result<(), String> {
         },
         disable_escaping: false,
         password_authentication: Default::default(),
+        user_marker: None,
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -18,6 +18,7 @@ pub mod reaper;
 pub mod reconcile;
 pub mod retry;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,10 @@ const BULK_REVOCATION_CONCURRENCY: usize = 8;
 /// Lease ids read per query by bulk revocations and LIST, which page through ranges of the
 /// primary key rather than loading every id at once.
 const PAGE: i64 = 500;
+
+/// Leases revoked together by [`LeaseManager::revoke_batch`]: one store statement to claim
+/// them, one `delete_users` per connection, one transaction to record them.
+pub(crate) const REVOCATION_BATCH: usize = 100;
 
 /// The longest the issuer waits for `create_user`. Past it the issuer gives up and answers an
 /// error, leaving the `creating` lease to the reaper at the creation deadline.
@@ -230,10 +235,15 @@ impl LeaseManager {
     /// The lock that serializes operations on `lease_id`. `DefaultHasher::new()` has fixed keys,
     /// which is fine: ids are random and this only spreads them over stripes.
     fn lock_for(&self, lease_id: &str) -> &tokio::sync::Mutex<()> {
+        &self.locks[self.stripe_of(lease_id)]
+    }
+
+    /// Which of the lock stripes `lease_id` falls in.
+    fn stripe_of(&self, lease_id: &str) -> usize {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         lease_id.hash(&mut hasher);
-        &self.locks[(hasher.finish() % self.locks.len() as u64) as usize]
+        (hasher.finish() % self.locks.len() as u64) as usize
     }
 
     /// This process among the replicas.
@@ -801,35 +811,45 @@ impl LeaseManager {
                 record(crate::metrics::Outcome::Success);
                 Ok(())
             }
-            Err(error) if force => {
-                let note = format!("force-revoked; the database user may remain: {error}");
-                self.store
-                    .mark_revoked(&lease.id, Utc::now(), Some(&note), false)
-                    .await?;
-                tracing::warn!(lease_id = %lease.id, username = %lease.username, %error, "force-revoked despite failure");
-                record(crate::metrics::Outcome::Forced);
-                Ok(())
-            }
             Err(error) => {
-                let transient = retry::is_transient(&error);
-                let attempts = self
-                    .store
-                    .record_revocation_failure(
-                        &lease.id,
-                        &error.to_string(),
-                        Utc::now() + self.retry.delay(lease.attempts + 1, transient),
-                    )
-                    .await?;
-                record(crate::metrics::Outcome::Failure);
-                if self.retry.flag(attempts, transient) {
-                    tracing::error!(lease_id = %lease.id, attempts, transient, %error, "revocation keeps failing, or cannot succeed until something changes; still retrying");
+                record(if force {
+                    crate::metrics::Outcome::Forced
                 } else {
-                    tracing::warn!(lease_id = %lease.id, attempts, %error, "revocation failed; will retry");
-                }
-                self.reaper_wake.notify_one();
-                Err(error)
+                    crate::metrics::Outcome::Failure
+                });
+                self.record_drop_failure(&lease, error, force).await
             }
         }
+    }
+
+    /// What a failed drop leaves: with `force`, the lease marked revoked anyway (the operator's
+    /// explicit choice, recorded in `last_error`, the user kept on record for reconciliation);
+    /// otherwise the failure recorded and the retry scheduled by the retry policy.
+    async fn record_drop_failure(&self, lease: &Lease, error: Error, force: bool) -> Result<()> {
+        if force {
+            let note = format!("force-revoked; the database user may remain: {error}");
+            self.store
+                .mark_revoked(&lease.id, Utc::now(), Some(&note), false)
+                .await?;
+            tracing::warn!(lease_id = %lease.id, username = %lease.username, %error, "force-revoked despite failure");
+            return Ok(());
+        }
+        let transient = retry::is_transient(&error);
+        let attempts = self
+            .store
+            .record_revocation_failure(
+                &lease.id,
+                &error.to_string(),
+                Utc::now() + self.retry.delay(lease.attempts + 1, transient),
+            )
+            .await?;
+        if self.retry.flag(attempts, transient) {
+            tracing::error!(lease_id = %lease.id, attempts, transient, %error, "revocation keeps failing, or cannot succeed until something changes; still retrying");
+        } else {
+            tracing::warn!(lease_id = %lease.id, attempts, %error, "revocation failed; will retry");
+        }
+        self.reaper_wake.notify_one();
+        Err(error)
     }
 
     /// Revokes every live lease under the path `prefix` (`database/creds/app` means
@@ -888,6 +908,136 @@ impl LeaseManager {
         total.into_result("obtained by the revoked tokens")
     }
 
+    /// Revokes the leases `ids` as `revoker` (a client's bulk request, or the reaper), as
+    /// [`Self::revoke_lease`] revokes each, with one outcome per id, in order; but the common case
+    /// in few round trips: the leases that can be claimed at once are claimed in one store
+    /// statement, their users dropped by one `delete_users` per connection, and their end
+    /// recorded in one transaction. The rest (still being created, held by another replica,
+    /// renewed since the reaper saw them, already revoked) go through [`Self::revoke_lease`], which
+    /// tells those cases apart. The leases' locks are held throughout, in stripe order, so a
+    /// renew or a single revoke in this process waits as it would for [`Self::revoke_lease`].
+    pub(crate) async fn revoke_batch(&self, ids: &[String], revoker: Revoker) -> Vec<Result<()>> {
+        let mut stripes: Vec<usize> = ids.iter().map(|id| self.stripe_of(id)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(self.locks[stripe].lock().await);
+        }
+        let now = Utc::now();
+        let claim = self.replica.claim(now);
+        let due_by = (revoker == Revoker::Reaper).then_some(now);
+        let claimed = match self.store.mark_revoking_many(ids, &claim, due_by).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                drop(guards);
+                let message = error.to_string();
+                return ids
+                    .iter()
+                    .map(|_| Err(Error::Store(message.clone())))
+                    .collect();
+            }
+        };
+        let force = matches!(revoker, Revoker::Request { force: true });
+        let claimed_ids: HashSet<String> = claimed.iter().map(|l| l.id.clone()).collect();
+        let mut outcomes: HashMap<String, Result<()>> = self.drop_users(claimed, force).await;
+        drop(guards);
+        for id in ids.iter().filter(|id| !claimed_ids.contains(*id)) {
+            outcomes.insert(id.clone(), self.revoke_lease(id, revoker).await);
+        }
+        ids.iter()
+            .map(|id| {
+                outcomes.remove(id).unwrap_or(Ok(())) // a duplicate id: done with its first
+            })
+            .collect()
+    }
+
+    /// Drops the users of leases marked `revoking` by this replica, one `delete_users` per
+    /// connection, then records the successes in one transaction and each failure as
+    /// [`Self::drop_user`] does.
+    async fn drop_users(&self, leases: Vec<Lease>, force: bool) -> HashMap<String, Result<()>> {
+        let mut by_connection: HashMap<String, Vec<Lease>> = HashMap::new();
+        for lease in leases {
+            by_connection
+                .entry(lease.connection_name.clone())
+                .or_default()
+                .push(lease);
+        }
+        let mut outcomes = HashMap::new();
+        let mut dropped: Vec<Lease> = Vec::new();
+        let mut failed: Vec<(Lease, Error)> = Vec::new();
+        for (connection, leases) in by_connection {
+            let started = std::time::Instant::now();
+            let plugin = match self.engines.get(&connection).await {
+                Ok(plugin) => plugin,
+                Err(error) => {
+                    let message = error.to_string();
+                    failed.extend(
+                        leases
+                            .into_iter()
+                            .map(|l| (l, Error::Unavailable(message.clone()))),
+                    );
+                    continue;
+                }
+            };
+            let requests: Vec<DeleteUserRequest<'_>> = leases
+                .iter()
+                .map(|lease| DeleteUserRequest {
+                    username: &lease.username,
+                    statements: &lease.revocation_statements,
+                    database: lease.database_name.as_deref(),
+                })
+                .collect();
+            let results = plugin.delete_users(&requests).await;
+            drop(requests);
+            let elapsed = started.elapsed() / leases.len().max(1) as u32;
+            for (lease, result) in leases.into_iter().zip(results) {
+                if let Some(labels) =
+                    crate::metrics::LeaseLabels::checked(&lease.role_name, &lease.connection_name)
+                {
+                    let outcome = match (&result, force) {
+                        (Ok(()), _) => crate::metrics::Outcome::Success,
+                        (Err(_), true) => crate::metrics::Outcome::Forced,
+                        (Err(_), false) => crate::metrics::Outcome::Failure,
+                    };
+                    crate::metrics::lease_revocation(&labels, outcome, elapsed);
+                }
+                match result {
+                    Ok(()) => dropped.push(lease),
+                    Err(e) => {
+                        let error = Error::database(format!("cannot revoke lease {}", lease.id), e);
+                        failed.push((lease, error));
+                    }
+                }
+            }
+        }
+        if !dropped.is_empty() {
+            let ids: Vec<String> = dropped.iter().map(|l| l.id.clone()).collect();
+            match self.store.mark_revoked_many(&ids, Utc::now()).await {
+                Ok(()) => {
+                    for lease in &dropped {
+                        tracing::info!(lease_id = %lease.id, username = %lease.username, "revoked");
+                        outcomes.insert(lease.id.clone(), Ok(()));
+                    }
+                }
+                Err(error) => {
+                    // The users are gone; the leases stay `revoking` under this replica's claim
+                    // and the reaper finishes them (dropping a missing user succeeds).
+                    let message = error.to_string();
+                    for lease in &dropped {
+                        outcomes.insert(lease.id.clone(), Err(Error::Store(message.clone())));
+                    }
+                }
+            }
+        }
+        for (lease, error) in failed {
+            let id = lease.id.clone();
+            let outcome = self.record_drop_failure(&lease, error, force).await;
+            outcomes.insert(id, outcome);
+        }
+        outcomes
+    }
+
     /// Revokes page after page of lease ids, `BULK_REVOCATION_CONCURRENCY` at a time. `page`
     /// gives the ids after its argument (exclusive), in id order; each lease is visited once, so
     /// leases issued meanwhile with lower ids, and failures, are left (to the reaper) rather than
@@ -903,11 +1053,21 @@ impl LeaseManager {
             let ids = page(after.clone()).await?;
             let Some(last) = ids.last() else { break };
             after = last.clone();
-            let results: Vec<Result<()>> = futures::stream::iter(ids)
-                .map(|id| async move { self.revoke_lease(&id, Revoker::Request { force }).await })
-                .buffer_unordered(BULK_REVOCATION_CONCURRENCY)
-                .collect()
-                .await;
+            let batches: Vec<Vec<String>> = ids
+                .chunks(REVOCATION_BATCH)
+                .map(<[String]>::to_vec)
+                .collect();
+            let results: Vec<Result<()>> =
+                futures::stream::iter(batches)
+                    .map(|batch| async move {
+                        self.revoke_batch(&batch, Revoker::Request { force }).await
+                    })
+                    .buffer_unordered(BULK_REVOCATION_CONCURRENCY)
+                    .collect::<Vec<_>>()
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect();
             for outcome in results {
                 match outcome {
                     Ok(()) => tally.revoked += 1,

@@ -211,49 +211,69 @@ impl Reaper {
         let due = self.leases.store().claim_due_leases(&claim, limit).await?;
         let fetched = due.len() as i64;
         let mut dispatched = 0;
+        // Per connection, in batches: each batch is claimed, dropped and recorded in a few
+        // round trips (`LeaseManager::revoke_batch`).
+        let mut by_connection: std::collections::BTreeMap<String, Vec<(String, bool)>> =
+            std::collections::BTreeMap::new();
         for lease in due {
             if !lock(&self.in_flight).insert(lease.id.clone()) {
                 continue;
             }
             dispatched += 1;
-            let semaphore = self.semaphore_for(&lease.connection_name);
-            let (leases, in_flight, wake, shutdown, trouble) = (
-                self.leases.clone(),
-                self.in_flight.clone(),
-                self.wake.clone(),
-                self.shutdown.clone(),
-                self.trouble.clone(),
-            );
-            self.tasks.spawn(async move {
-                let id = lease.id.clone();
-                let permit = tokio::select! {
-                    permit = semaphore.acquire_owned() => permit.ok(),
-                    _ = shutdown.cancelled() => None,
-                };
-                if permit.is_some() {
-                    let expired = lease.state == LeaseState::Active;
-                    // revoke_lease records database failures and schedules the retry itself; a
-                    // store failure cannot be recorded, so it is the loop's to pause on.
-                    match leases.revoke_lease(&id, Revoker::Reaper).await {
-                        Ok(()) => {
-                            lock(&trouble).recorded += 1;
-                            if expired {
-                                tracing::info!(lease_id = %id, "expired lease revoked");
+            by_connection
+                .entry(lease.connection_name.clone())
+                .or_default()
+                .push((lease.id.clone(), lease.state == LeaseState::Active));
+        }
+        for (connection, leases) in by_connection {
+            for batch in leases.chunks(super::REVOCATION_BATCH) {
+                let batch = batch.to_vec();
+                let semaphore = self.semaphore_for(&connection);
+                let (leases, in_flight, wake, shutdown, trouble) = (
+                    self.leases.clone(),
+                    self.in_flight.clone(),
+                    self.wake.clone(),
+                    self.shutdown.clone(),
+                    self.trouble.clone(),
+                );
+                self.tasks.spawn(async move {
+                    let permit = tokio::select! {
+                        permit = semaphore.acquire_owned() => permit.ok(),
+                        _ = shutdown.cancelled() => None,
+                    };
+                    let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+                    if permit.is_some() {
+                        // revoke_batch records database failures and schedules the retries
+                        // itself; a store failure cannot be recorded, so it is the loop's to
+                        // pause on.
+                        let outcomes = leases.revoke_batch(&ids, Revoker::Reaper).await;
+                        let mut trouble = lock(&trouble);
+                        for ((id, expired), outcome) in batch.iter().zip(outcomes) {
+                            match outcome {
+                                Ok(()) => {
+                                    trouble.recorded += 1;
+                                    if *expired {
+                                        tracing::info!(lease_id = %id, "expired lease revoked");
+                                    }
+                                }
+                                Err(error @ (Error::Store(_) | Error::StoreUnavailable(_))) => {
+                                    trouble.failures += 1;
+                                    trouble.first.get_or_insert_with(|| error.to_string());
+                                }
+                                // A database failure was recorded: the store works.
+                                Err(_) => trouble.recorded += 1,
                             }
                         }
-                        Err(error @ (Error::Store(_) | Error::StoreUnavailable(_))) => {
-                            let mut trouble = lock(&trouble);
-                            trouble.failures += 1;
-                            trouble.first.get_or_insert_with(|| error.to_string());
-                        }
-                        // A database failure was recorded: the store works.
-                        Err(_) => lock(&trouble).recorded += 1,
                     }
-                }
-                drop(permit);
-                lock(&in_flight).remove(&id);
-                wake.notify_one();
-            });
+                    drop(permit);
+                    let mut in_flight = lock(&in_flight);
+                    for id in &ids {
+                        in_flight.remove(id);
+                    }
+                    drop(in_flight);
+                    wake.notify_one();
+                });
+            }
         }
         if fetched == limit && dispatched > 0 {
             Ok(Dispatch::More)

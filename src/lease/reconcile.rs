@@ -1,21 +1,31 @@
 //! Reconciliation: finding database users this installation created that no live lease covers,
 //! and dropping them, without ever touching a user it cannot prove it created.
 //!
-//! The proof is the store's record of every issued user (`issued_users`), written with the lease
-//! before the user exists and kept until its drop succeeded; a name prefix is not proof (Vault's
-//! default template starts with `v-` too, and teams migrating from Vault run both on one
-//! database). A sweep, per connection, looks up the users on record without a live lease:
+//! A name prefix is not proof (Vault's default template starts with `v-` too, and teams migrating
+//! from Vault run both on one database). There are two proofs:
+//! - the store's record of every issued user (`issued_users`), written with the lease before the
+//!   user exists and kept until its drop succeeded: every engine has it;
+//! - the installation's marker on the user itself (PostgreSQL: the role's comment, set in the
+//!   transaction that creates it; see `lessor_plugin::UserMarker`), on engines that can keep a
+//!   note on a user. It survives the record: a store restored from an older backup has no record
+//!   of users issued since, and the marker still proves them ours.
+//!
+//! A marker of another installation vetoes: such a user is never dropped, whatever the record
+//! says. A sweep, per connection, looks up the users on record without a live lease:
 //! - gone from the database: the record is forgotten;
 //! - still there: the first sweep marks it suspect, the next sweep that agrees drops it (a user
 //!   being created always has a live lease, so it is never among them);
-//! - users that look like Lessor's (a role's username prefix) but are not on record are reported
-//!   as look-alikes and never dropped.
+//! - users carrying this installation's marker with no record and no live lease are recorded
+//!   (adopted) as counted by this sweep, so the next sweep that agrees drops them;
+//! - users that look like Lessor's (a role's username prefix) but carry neither proof are
+//!   reported as look-alikes and never dropped; users marked by another installation are
+//!   reported as `foreign`.
 //!
 //! Sweeps run on demand (`PUT sys/leases/reconcile`, with a dry run that changes nothing) and
 //! periodically, claimed as a job so one replica sweeps per period. Findings go to the answer, the
 //! audit log (as `event` entries) and the `lessor_reconcile_findings_total` counter.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -25,7 +35,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
-use crate::store::{LeaseStore, ReconcileStore};
+use crate::store::{LeaseStore, ReconcileStore, ADOPTED_WITHOUT_LEASE};
 use crate::AppState;
 
 /// Sweeps that must agree before an orphaned user is dropped.
@@ -39,8 +49,8 @@ pub struct Finding {
     /// The lease the user was issued under; none for a look-alike.
     pub lease_id: Option<String>,
     /// `dropped`, `suspect` (first sweep; the next drops it), `gone` (record forgotten),
-    /// `lookalike` (not ours: reported only), `drop_failed`; in a dry run `would_drop`,
-    /// `would_suspect`, `would_forget`.
+    /// `lookalike` (unproven: reported only), `foreign` (marked by another installation: reported
+    /// only), `drop_failed`; in a dry run `would_drop`, `would_suspect`, `would_forget`.
     pub outcome: &'static str,
     pub error: Option<String>,
 }
@@ -106,14 +116,24 @@ async fn sweep_connection(
 ) -> Result<Vec<Finding>> {
     let candidates = state.store.orphan_candidates(connection).await?;
     let prefixes = lessor_prefixes(state, connection).await?;
-    if candidates.is_empty() && prefixes.is_empty() {
+    let plugin = state.engines.get(connection).await?;
+    let listing_failed =
+        |e| crate::Error::database(format!("cannot list the users of {connection}"), e);
+    // Who marked each marked user; empty where the engine keeps no note on a user.
+    let marked: HashMap<String, String> = plugin
+        .marked_users()
+        .await
+        .map_err(listing_failed)?
+        .unwrap_or_default();
+    if candidates.is_empty() && prefixes.is_empty() && marked.is_empty() {
         return Ok(Vec::new());
     }
-    let plugin = state.engines.get(connection).await?;
+    let ours = state.engines.user_marker().installation_id();
+    let marked_by_another = |user: &str| marked.get(user).is_some_and(|id| id != ours);
     let on_database: HashSet<String> = plugin
         .list_users("")
         .await
-        .map_err(|e| crate::Error::database(format!("cannot list the users of {connection}"), e))?
+        .map_err(listing_failed)?
         .into_iter()
         .collect();
     let mut findings = Vec::new();
@@ -121,13 +141,22 @@ async fn sweep_connection(
         |username: &str, lease_id: Option<&str>, outcome, error: Option<String>| Finding {
             connection: connection.to_owned(),
             username: username.to_owned(),
-            lease_id: lease_id.map(str::to_owned),
+            // A user adopted by its marker has no lease.
+            lease_id: lease_id
+                .filter(|id| *id != ADOPTED_WITHOUT_LEASE)
+                .map(str::to_owned),
             outcome,
             error,
         };
     let now = Utc::now();
     for candidate in &candidates {
         let (user, lease) = (&candidate.username, candidate.lease_id.as_str());
+        if on_database.contains(user) && marked_by_another(user) {
+            // Our record and another installation's mark disagree: the user is not provably
+            // ours, so it is left alone and its record kept for an operator to look at.
+            findings.push(finding(user, Some(lease), "foreign", None));
+            continue;
+        }
         if !on_database.contains(user) {
             if dry_run {
                 findings.push(finding(user, Some(lease), "would_forget", None));
@@ -187,24 +216,39 @@ async fn sweep_connection(
             )),
         }
     }
-    // Look-alikes: users named like this installation's (a role's fixed username prefix) that it
-    // has no record of issuing. Reported, never dropped.
+    // Users with no record: named like this installation's (a role's fixed username prefix), or
+    // carrying a marker. Ours by marker are adopted; the rest are reported, never dropped.
     let on_record: HashSet<&str> = candidates.iter().map(|c| c.username.as_str()).collect();
-    let lookalikes: Vec<String> = on_database
+    let unrecorded: Vec<String> = on_database
         .iter()
         .filter(|user| !on_record.contains(user.as_str()))
         .filter(|user| {
-            prefixes
-                .iter()
-                .any(|prefix| user.starts_with(prefix.as_str()))
+            marked.contains_key(user.as_str())
+                || prefixes
+                    .iter()
+                    .any(|prefix| user.starts_with(prefix.as_str()))
         })
         .cloned()
         .collect();
-    let issued = state.store.issued_among(connection, &lookalikes).await?;
-    let mut unproven: Vec<&String> = lookalikes.iter().filter(|u| !issued.contains(*u)).collect();
-    unproven.sort();
-    for user in unproven {
-        findings.push(finding(user, None, "lookalike", None));
+    let issued = state.store.issued_among(connection, &unrecorded).await?;
+    let mut unrecorded: Vec<&String> = unrecorded.iter().filter(|u| !issued.contains(*u)).collect();
+    unrecorded.sort();
+    for user in unrecorded {
+        match marked.get(user.as_str()) {
+            Some(id) if id == ours => {
+                if dry_run {
+                    findings.push(finding(user, None, "would_suspect", None));
+                } else if state
+                    .store
+                    .adopt_marked_user(connection, user, Utc::now())
+                    .await?
+                {
+                    findings.push(finding(user, None, "suspect", None));
+                }
+            }
+            Some(_) => findings.push(finding(user, None, "foreign", None)),
+            None => findings.push(finding(user, None, "lookalike", None)),
+        }
     }
     Ok(findings)
 }

@@ -9,6 +9,10 @@ use sqlx::FromRow;
 use super::{from_millis, to_millis, Claim, Store, StoreKind};
 use crate::error::{Error, Result};
 
+/// Lease ids bound in one statement by the batch methods: far under SQLite's and PostgreSQL's
+/// limits on bound values.
+const BATCH_BINDS: usize = 500;
+
 /// Where a lease is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseState {
@@ -372,6 +376,20 @@ pub trait LeaseStore {
         due_by: Option<DateTime<Utc>>,
     ) -> Result<bool>;
 
+    /// [`LeaseStore::mark_revoking`] for several leases in one statement (bulk revocation and
+    /// the reaper's batches): returns the leases claimed, as they are now. The others are left
+    /// for [`LeaseStore::mark_revoking`] one by one, which tells their cases apart.
+    async fn mark_revoking_many(
+        &self,
+        ids: &[String],
+        claim: &Claim<'_>,
+        due_by: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Lease>>;
+
+    /// [`LeaseStore::mark_revoked`] of several leases whose users were dropped, in one
+    /// transaction.
+    async fn mark_revoked_many(&self, ids: &[String], now: DateTime<Utc>) -> Result<()>;
+
     /// Gives up `claimant`'s claim on a lease it decided not to act on (renewed since), so a
     /// revoke elsewhere need not wait for the claim to lapse.
     async fn release_lease_claim(&self, id: &str, claimant: &str) -> Result<()>;
@@ -652,6 +670,80 @@ impl LeaseStore for Store {
                 .rows_affected())
                 > 0,
         )
+    }
+
+    async fn mark_revoking_many(
+        &self,
+        ids: &[String],
+        claim: &Claim<'_>,
+        due_by: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Lease>> {
+        let mut claimed = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH_BINDS) {
+            // $1-$4 are the claim's, $5 the due time, then the ids.
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 6)).collect();
+            let sql = format!(
+                "UPDATE leases SET state = 'revoking', next_action_at = $3, claimed_by = $1, claim_until = $3
+                 WHERE id IN ({ids}) AND state IN ('active', 'revoking') AND {free}
+                     AND ($5 IS NULL OR next_action_at <= $5)
+                 RETURNING *",
+                ids = placeholders.join(", "),
+                free = claim.free_sql("leases")
+            );
+            let rows: Vec<LeaseRow> = with_pool!(self, |pool| {
+                let mut query =
+                    bind_claim!(sqlx::query_as(&sql), claim).bind(due_by.map(to_millis));
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.fetch_all(pool).await?
+            });
+            for row in rows {
+                claimed.push(Lease::try_from(row)?);
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn mark_revoked_many(&self, ids: &[String], now: DateTime<Utc>) -> Result<()> {
+        let now = to_millis(now);
+        for chunk in ids.chunks(BATCH_BINDS) {
+            let ids_from = |first: usize| {
+                (0..chunk.len())
+                    .map(|i| format!("${}", i + first))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let revoke = format!(
+                "UPDATE leases SET state = 'revoked', revoked_at = $1, claimed_by = NULL, claim_until = NULL
+                 WHERE id IN ({}) AND state != 'revoked'",
+                ids_from(2)
+            );
+            // The record of each user goes with its lease, as in `mark_revoked`.
+            let forget = format!(
+                "DELETE FROM issued_users WHERE lease_id IN ({})
+                     AND EXISTS (SELECT 1 FROM leases l WHERE l.id = issued_users.lease_id
+                                 AND l.connection_name = issued_users.connection_name
+                                 AND l.username = issued_users.username)",
+                ids_from(1)
+            );
+            with_pool!(self, |pool| {
+                let mut tx = pool.begin().await?;
+                let mut query = sqlx::query(&revoke).bind(now);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.execute(&mut *tx).await?;
+                let mut query = sqlx::query(&forget);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.execute(&mut *tx).await?;
+                tx.commit().await?;
+            });
+        }
+        Ok(())
     }
 
     async fn release_lease_claim(&self, id: &str, claimant: &str) -> Result<()> {

@@ -68,7 +68,7 @@ pub use catalog::{ConnectionDeletion, ConnectionRow, RoleRow};
 pub use identity::{AlertRow, AuditDeviceRow, PolicyRow, TokenRow};
 pub use leases::{DueLease, IdRange, Lease, LeaseState, LeaseStore};
 pub use metrics::{LiveLeaseCount, MetricsStore};
-pub use reconcile::{IssuedUser, ReconcileStore};
+pub use reconcile::{IssuedUser, ReconcileStore, ADOPTED_WITHOUT_LEASE};
 pub use replicas::{Change, ChangeFeed, Claim, Replica, ReplicaStore};
 pub use static_roles::{
     Promotion, RotationRecordRow, StaticRoleConfig, StaticRoleRow, ROTATION_HISTORY_LEN,

@@ -223,3 +223,37 @@ impl ReconcileStore for Store {
         Ok(())
     }
 }
+
+/// The lease id recorded for a user adopted by its marker: no lease row has an empty id.
+pub const ADOPTED_WITHOUT_LEASE: &str = "";
+
+impl Store {
+    /// Records a user that carries this installation's marker but that the store has no record
+    /// of (its record was lost, say with a store restored from an older backup), as counted by
+    /// one sweep already, unless a live lease covers it. True when the record was made.
+    pub async fn adopt_marked_user(
+        &self,
+        connection: &str,
+        username: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let now = super::to_millis(now);
+        let done = with_pool!(self, |pool| sqlx::query(
+            "INSERT INTO issued_users
+                 (connection_name, username, lease_id, issued_at, suspect_sweeps, suspect_since)
+             SELECT $1, $2, $3, $4, 1, $4
+             WHERE NOT EXISTS (SELECT 1 FROM leases l
+                               WHERE l.connection_name = $1 AND l.username = $2
+                                   AND l.state IN ('creating', 'active', 'revoking'))
+             ON CONFLICT (connection_name, username) DO NOTHING"
+        )
+        .bind(connection)
+        .bind(username)
+        .bind(ADOPTED_WITHOUT_LEASE)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
+    }
+}

@@ -386,6 +386,7 @@ mod tests {
             tls: Default::default(),
             disable_escaping: false,
             password_authentication: Default::default(),
+            user_marker: None,
         }
     }
 

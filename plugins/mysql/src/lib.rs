@@ -673,6 +673,19 @@ impl DatabasePlugin for MySqlPlugin {
         result
     }
 
+    /// One by one: each user's drop is its own few statements, and MariaDB's `DROP USER` of a
+    /// list fails whole when one user is a problem, which would hide which.
+    async fn delete_users(
+        &self,
+        requests: &[DeleteUserRequest<'_>],
+    ) -> Vec<Result<(), PluginError>> {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in requests {
+            outcomes.push(self.delete_user(request).await);
+        }
+        outcomes
+    }
+
     #[tracing::instrument(skip_all, fields(username = %username), err)]
     async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError> {
         self.check_login_now(username, password).await
@@ -692,6 +705,15 @@ impl DatabasePlugin for MySqlPlugin {
         // LIKE follows the column's collation; the exact prefix test keeps the contract exact.
         users.retain(|u| u.starts_with(prefix));
         Ok(users)
+    }
+
+    /// MariaDB keeps no comment on a user (MySQL 8's `ATTRIBUTE` is not
+    /// in MariaDB 10.11, the server tested here), so the store's record of issued users is the
+    /// only proof of ownership.
+    async fn marked_users(
+        &self,
+    ) -> Result<Option<std::collections::HashMap<String, String>>, PluginError> {
+        Ok(None)
     }
 
     /// `mysql://user@host:port/database`: what a client needs besides the password.

@@ -35,6 +35,7 @@ fn settings(url: &str) -> ConnectionSettings {
         tls: Default::default(),
         disable_escaping: false,
         password_authentication: Default::default(),
+        user_marker: None,
     }
 }
 
@@ -587,7 +588,7 @@ async fn conformance_kit_passes() {
         plugin: plugin().await,
     };
     let ran = lessor_plugin::conformance::run(&harness).await;
-    assert_eq!(ran.len(), 10, "every scenario ran: {ran:?}");
+    assert_eq!(ran.len(), 11, "every scenario ran: {ran:?}");
     harness.plugin.close().await;
 }
 

@@ -125,6 +125,7 @@ impl Admin {
             tls,
             disable_escaping: false,
             password_authentication: Default::default(),
+            user_marker: None,
         }
     }
 }
@@ -485,6 +486,7 @@ async fn foreign_fields_and_bad_material_are_refused_by_name() {
         tls,
         disable_escaping: false,
         password_authentication: Default::default(),
+        user_marker: None,
     };
     let cases = [
         (

@@ -84,6 +84,7 @@ pub async fn run(harness: &dyn Harness) -> Vec<&'static str> {
     scenario!("passwords are checked", kit.passwords_are_checked());
     scenario!("create, log in, delete, delete again", kit.lifecycle());
     scenario!("sessions are ended on delete", kit.sessions_end());
+    scenario!("delete several at once", kit.delete_several());
     scenario!("renew", kit.renew());
     scenario!("set password", kit.set_password());
     scenario!("list users by prefix", kit.list_users());
@@ -290,6 +291,63 @@ impl Kit<'_> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err("a session open at delete_user still answers 5 s later".into())
+    }
+
+    /// `delete_users` with users that exist (one with a session open), one that never did, and
+    /// the same user twice: every outcome is success, in order, and every user and session is
+    /// gone.
+    async fn delete_several(&self) -> Outcome {
+        let names: Vec<String> = (0..3).map(|_| self.name()).collect();
+        let password = generate_password(32);
+        for name in &names {
+            self.create(name, &password, in_one_hour(), &[], None)
+                .await
+                .map_err(|e| format!("create_user: {e}"))?;
+        }
+        let mut held = self
+            .harness
+            .login(&names[0], &password, None)
+            .await
+            .map_err(|e| format!("login: {e}"))?;
+        held.ping()
+            .await
+            .map_err(|e| format!("query before delete: {e}"))?;
+        let never = random_name();
+        let mut usernames: Vec<&str> = names.iter().map(String::as_str).collect();
+        usernames.push(&never);
+        usernames.push(&names[1]);
+        let requests: Vec<DeleteUserRequest<'_>> = usernames
+            .iter()
+            .map(|name| DeleteUserRequest::builtin(name))
+            .collect();
+        let outcomes = self.plugin().delete_users(&requests).await;
+        ensure(outcomes.len() == requests.len(), || {
+            format!(
+                "{} outcomes for {} requests",
+                outcomes.len(),
+                requests.len()
+            )
+        })?;
+        for (name, outcome) in usernames.iter().zip(&outcomes) {
+            if let Err(e) = outcome {
+                return Err(format!("delete_users failed for {name}: {e}"));
+            }
+        }
+        for name in &names {
+            ensure(!self.harness.user_exists(name).await, || {
+                format!("{name} still exists after delete_users")
+            })?;
+            ensure(!self.logs_in(name, &password).await, || {
+                format!("{name} still logs in after delete_users")
+            })?;
+        }
+        for _ in 0..50 {
+            if held.ping().await.is_err() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err("a session open at delete_users still answers 5 s later".into())
     }
 
     /// An engine that enforces expiry refuses a user created already expired, and lets it in

@@ -209,6 +209,12 @@ pub trait DirectSession: Send {
         }
     }
 
+    /// Makes [`DirectSession::create_user`] mark users as a plugin with this
+    /// [`ConnectionSettings::user_marker`](crate::ConnectionSettings) does, so both sides run the
+    /// same SQL. Engines that keep no note on a user put no mark in their SQL either, so the
+    /// default has nothing to do.
+    fn use_user_marker(&mut self, _marker: Option<crate::UserMarker>) {}
+
     /// Whether the user exists (the benchmark polls it to time the reaper).
     async fn user_exists(&mut self, username: &str) -> Result<bool, PluginError>;
 

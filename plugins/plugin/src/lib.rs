@@ -23,6 +23,7 @@
 pub mod conformance;
 pub mod credentials;
 pub mod descriptor;
+mod marker;
 pub mod template;
 pub mod vault_template;
 
@@ -37,6 +38,7 @@ pub use credentials::{
     UsernameTemplate,
 };
 pub use descriptor::{Address, AddressForm, DirectSession, EngineDescriptor, LocalTarget};
+pub use marker::UserMarker;
 pub use template::{
     render_statements, split_statements, PasswordValue, StatementTemplate, TemplateValues,
 };
@@ -160,6 +162,9 @@ pub struct ConnectionSettings {
     /// SCRAM-SHA-256), and with how many iterations. Engines that hash nothing themselves refuse
     /// anything but [`PasswordAuthentication::Password`].
     pub password_authentication: PasswordAuthentication,
+    /// The installation whose mark every created user carries, on engines that can keep a note
+    /// on a user ([`DatabasePlugin::marked_users`]); `None` leaves users unmarked.
+    pub user_marker: Option<UserMarker>,
 }
 
 /// PostgreSQL's own SCRAM-SHA-256 iteration count (`scram_iterations`' default): what every
@@ -477,12 +482,29 @@ pub trait DatabasePlugin: Send + Sync {
     /// that does not exist succeeds.
     async fn delete_user(&self, request: &DeleteUserRequest<'_>) -> Result<(), PluginError>;
 
+    /// Deletes several users as [`DatabasePlugin::delete_user`] deletes each, in as few round
+    /// trips as the engine can (bulk revocation and the reaper hand over batches); one outcome
+    /// per request, in order. No default: an engine says how it batches, or that it does not
+    /// (then it deletes them one by one).
+    async fn delete_users(
+        &self,
+        requests: &[DeleteUserRequest<'_>],
+    ) -> Vec<Result<(), PluginError>>;
+
     /// Opens a fresh connection as `username` and runs a trivial query; used to prove a rotated
     /// password works before it is promoted.
     async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError>;
 
     /// Users whose name starts with `prefix`, for reconciliation.
     async fn list_users(&self, prefix: &str) -> Result<Vec<String>, PluginError>;
+
+    /// The users that carry a Lessor installation's marker, with the installation id each
+    /// names, for reconciliation's proof of ownership; `None` where the engine keeps no note on
+    /// a user (then the store's record of issued users is the only proof). No default: a
+    /// wrapper that forgot to pass it on would hide every marker.
+    async fn marked_users(
+        &self,
+    ) -> Result<Option<std::collections::HashMap<String, String>>, PluginError>;
 
     /// How the user reaches its database (a `database_per_lease` credential's
     /// `connection_url`), without the password; `None` where the engine has no such form.
@@ -630,6 +652,7 @@ mod tests {
             tls: TlsMaterial::default(),
             disable_escaping: false,
             password_authentication: PasswordAuthentication::Password,
+            user_marker: None,
         };
         let render = |s: &ConnectionSettings| {
             render_connection_url(

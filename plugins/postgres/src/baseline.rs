@@ -3,7 +3,9 @@
 //! ones `create_user` and the built-in `delete_user` run: both sides call the same functions.
 
 use async_trait::async_trait;
-use lessor_plugin::{DirectSession, NewUserRequest, PasswordAuthentication, PluginError, Secret};
+use lessor_plugin::{
+    DirectSession, NewUserRequest, PasswordAuthentication, PluginError, Secret, UserMarker,
+};
 use tokio_postgres::NoTls;
 
 use crate::error::classify;
@@ -14,6 +16,8 @@ pub struct PostgresDirect {
     client: tokio_postgres::Client,
     /// Passwords or SCRAM verifiers in the statements, as the measured connection has it.
     password_authentication: PasswordAuthentication,
+    /// The comment every created role gets, as the measured connection's plugin gives it.
+    user_marker: Option<UserMarker>,
 }
 
 impl PostgresDirect {
@@ -26,6 +30,7 @@ impl PostgresDirect {
         Ok(Self {
             client,
             password_authentication: PasswordAuthentication::Password,
+            user_marker: None,
         })
     }
 }
@@ -58,8 +63,12 @@ impl DirectSession for PostgresDirect {
         Ok(())
     }
 
+    fn use_user_marker(&mut self, marker: Option<UserMarker>) {
+        self.user_marker = marker;
+    }
+
     /// `create_user`'s transaction: the creation statements (with the password or its verifier,
-    /// computed the same way), then `VALID UNTIL`.
+    /// computed the same way), then `VALID UNTIL` and the installation's marker.
     async fn create_user(&mut self, request: &NewUserRequest<'_>) -> Result<(), PluginError> {
         let password = statement_password(
             self.password_authentication,
@@ -67,7 +76,14 @@ impl DirectSession for PostgresDirect {
             request.password_strength,
         )
         .await?;
-        create_on(&mut self.client, &[LOCK_TIMEOUT], request, &password).await
+        create_on(
+            &mut self.client,
+            &[LOCK_TIMEOUT],
+            request,
+            &password,
+            self.user_marker.as_ref(),
+        )
+        .await
     }
 
     /// The built-in revocation: existence check, `NOLOGIN`, end sessions, `DROP ROLE`.

@@ -54,8 +54,9 @@ use lessor_plugin::{
     check_username, render_statements, ConnectionSettings, DatabasePlugin, DefaultStatements,
     DeleteUserRequest, DirectSession, EngineDescriptor, LocalTarget, NewDatabase, NewUserRequest,
     PasswordAuthentication, PasswordStrength, PasswordValue, PluginError, RoleOptions, Secret,
-    StatementTemplate, TemplateValues, UpdateUserRequest, SCRAM_DEFAULT_ITERATIONS,
+    StatementTemplate, TemplateValues, UpdateUserRequest, UserMarker, SCRAM_DEFAULT_ITERATIONS,
 };
+use std::collections::HashMap;
 
 use crate::error::{classify, is_undefined_object, login_error, pool_error};
 
@@ -85,6 +86,20 @@ const ROLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname =
 const TERMINATE_SESSIONS: &str =
     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()";
 
+/// Which of the roles `$1` exist.
+const ROLES_PRESENT: &str = "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)";
+
+/// As [`TERMINATE_SESSIONS`], for all the roles `$1`.
+const TERMINATE_SESSIONS_OF_ANY: &str =
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()";
+
+/// As [`HAS_DEPENDENCIES`], for the roles `$1`: those that have any.
+const WITH_DEPENDENCIES: &str = "SELECT r.rolname::text FROM pg_roles r
+    WHERE r.rolname = ANY($1) AND EXISTS (
+        SELECT 1 FROM pg_shdepend d
+        WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = r.oid
+          AND d.dbid IN (0, (SELECT oid FROM pg_database WHERE datname = current_database())))";
+
 /// Whether the role owns objects or holds privileges in this database or on shared objects
 /// (databases, tablespaces). Only then are `REASSIGN OWNED`/`DROP OWNED` needed; skipping them
 /// otherwise matters because on PostgreSQL 16+ they need the privileges *of* the role, which a
@@ -101,6 +116,10 @@ const HAS_DEPENDENCIES: &str = "SELECT EXISTS (
 const LIST_USERS: &str =
     "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY rolname";
 
+/// Roles whose comment is a Lessor marker (`$1` is [`UserMarker::like_pattern`]), with it.
+const MARKED_USERS: &str = "SELECT rolname::text, shobj_description(oid, 'pg_authid')
+    FROM pg_roles WHERE shobj_description(oid, 'pg_authid') LIKE $1";
+
 /// One PostgreSQL target: a pool of admin connections plus what is needed to open a separate
 /// connection as another user ([`DatabasePlugin::check_login`]).
 pub struct PostgresPlugin {
@@ -115,6 +134,8 @@ pub struct PostgresPlugin {
     statement_timeout: Option<String>,
     /// Whether statements carry passwords or SCRAM verifiers computed here.
     password_authentication: PasswordAuthentication,
+    /// The installation's mark, put on every created role as its comment.
+    user_marker: Option<UserMarker>,
 }
 
 impl fmt::Debug for PostgresPlugin {
@@ -168,6 +189,7 @@ pub async fn connect(settings: ConnectionSettings) -> Result<PostgresPlugin, Plu
         timeout,
         statement_timeout: statement_timeout_sql(settings.statement_timeout),
         password_authentication: settings.password_authentication,
+        user_marker: settings.user_marker.clone(),
     })
 }
 
@@ -284,6 +306,12 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Quotes a string literal (standard_conforming_strings, on since PostgreSQL 9.1). Only marker
+/// texts come here, which [`UserMarker`] keeps to letters, digits, spaces and `-`.
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 impl PostgresPlugin {
     async fn client(&self) -> Result<Session, PluginError> {
         self.pool
@@ -354,6 +382,7 @@ async fn create_on(
     limits: &[&str],
     request: &NewUserRequest<'_>,
     password: &StatementPassword,
+    marker: Option<&UserMarker>,
 ) -> Result<(), PluginError> {
     let username = request.username;
     lessor_plugin::check_username_len(username, MAX_USERNAME_LEN)?;
@@ -378,8 +407,16 @@ async fn create_on(
         .map(|database| create_database_sql(username, &database))
         .transpose()?;
     // Always set, so the server refuses the login after expiry even if the role's own
-    // statements forgot VALID UNTIL and Lessor is down when the lease ends.
-    let trailer = valid_until(username, request.expiration);
+    // statements forgot VALID UNTIL and Lessor is down when the lease ends. The marker goes in
+    // the same transaction: a role of ours never exists unmarked, even for a moment.
+    let mut trailer = valid_until(username, request.expiration);
+    if let Some(marker) = marker {
+        trailer.push_str(&format!(
+            "; COMMENT ON ROLE {} IS {}",
+            quote_ident(username),
+            quote_literal(&marker.text())
+        ));
+    }
     run_in_transaction(
         client,
         limits,
@@ -530,6 +567,63 @@ async fn revoke_existing(
             tx.batch_execute(statement.expose()).await?;
         }
     }
+    tx.commit().await
+}
+
+/// The built-in revocation of several roles at once, in the same steps as [`revoke_existing`]
+/// takes for one (`NOLOGIN` committed first, sessions ended, dependencies reassigned and
+/// dropped, `DROP ROLE`), each step one round trip for all of them. Usernames are checked by the
+/// caller. An error leaves the caller to retry each role alone: every step is safe to repeat.
+async fn revoke_batch_on(
+    client: &mut tokio_postgres::Client,
+    limits: &[&str],
+    usernames: &[&str],
+) -> Result<(), tokio_postgres::Error> {
+    let present: Vec<String> = client
+        .query(ROLES_PRESENT, &[&usernames])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    let idents: Vec<String> = present.iter().map(|name| quote_ident(name)).collect();
+
+    let tx = client.transaction().await?;
+    for limit in limits {
+        tx.batch_execute(limit).await?;
+    }
+    let nologin: String = idents
+        .iter()
+        .map(|ident| format!("ALTER ROLE {ident} NOLOGIN;"))
+        .collect();
+    tx.batch_execute(&nologin).await?;
+    tx.commit().await?;
+
+    client
+        .execute(TERMINATE_SESSIONS_OF_ANY, &[&present])
+        .await?;
+
+    let tx = client.transaction().await?;
+    for limit in limits {
+        tx.batch_execute(limit).await?;
+    }
+    let dependent: Vec<String> = tx
+        .query(WITH_DEPENDENCIES, &[&present])
+        .await?
+        .iter()
+        .map(|row| quote_ident(&row.get::<_, String>(0)))
+        .collect();
+    if !dependent.is_empty() {
+        let owners = dependent.join(", ");
+        tx.batch_execute(&format!(
+            "REASSIGN OWNED BY {owners} TO CURRENT_USER; DROP OWNED BY {owners}"
+        ))
+        .await?;
+    }
+    tx.batch_execute(&format!("DROP ROLE IF EXISTS {}", idents.join(", ")))
+        .await?;
     tx.commit().await
 }
 
@@ -759,7 +853,14 @@ impl DatabasePlugin for PostgresPlugin {
         )
         .await?;
         let mut client = self.client().await?;
-        let mut result = create_on(&mut client, &self.limits(), request, &password).await;
+        let mut result = create_on(
+            &mut client,
+            &self.limits(),
+            request,
+            &password,
+            self.user_marker.as_ref(),
+        )
+        .await;
         if let (Ok(()), Some(database)) = (&result, request.database) {
             if database.template.is_some() {
                 result = self.hand_over_copy(request.username, database.name).await;
@@ -841,6 +942,52 @@ impl DatabasePlugin for PostgresPlugin {
         result
     }
 
+    /// Requests with the built-in revocation (no custom statements, no database) go in one batch
+    /// ([`revoke_batch_on`]); the others, and all of a batch that failed, one by one.
+    #[tracing::instrument(skip_all, fields(engine = "postgres", users = requests.len()))]
+    async fn delete_users(
+        &self,
+        requests: &[DeleteUserRequest<'_>],
+    ) -> Vec<Result<(), PluginError>> {
+        let batchable = |request: &DeleteUserRequest<'_>| {
+            request.statements.is_empty()
+                && request.database.is_none()
+                && check_username(request.username).is_ok()
+                && lessor_plugin::check_username_len(request.username, MAX_USERNAME_LEN).is_ok()
+        };
+        let batch: Vec<&str> = requests
+            .iter()
+            .filter(|r| batchable(r))
+            .map(|r| r.username)
+            .collect();
+        let batch_done = batch.len() > 1
+            && {
+                match self.client().await {
+                    Ok(mut client) => {
+                        let result = revoke_batch_on(&mut client, &self.limits(), &batch).await;
+                        client.release();
+                        match result {
+                            Ok(()) => true,
+                            Err(error) => {
+                                tracing::warn!(error = %classify(&error, &[]), "batch revocation failed; revoking one by one");
+                                false
+                            }
+                        }
+                    }
+                    Err(_) => false,
+                }
+            };
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in requests {
+            outcomes.push(if batch_done && batchable(request) {
+                Ok(())
+            } else {
+                self.delete_user(request).await
+            });
+        }
+        outcomes
+    }
+
     // A refused login is an expected answer (resolving a pending rotation), hence warn, not error.
     #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err(level = "warn"))]
     async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError> {
@@ -878,6 +1025,25 @@ impl DatabasePlugin for PostgresPlugin {
             .map_err(|e| classify(&e, &[]));
         client.release();
         Ok(rows?.iter().map(|row| row.get::<_, String>(0)).collect())
+    }
+
+    async fn marked_users(&self) -> Result<Option<HashMap<String, String>>, PluginError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(MARKED_USERS, &[&UserMarker::like_pattern()])
+            .await
+            .map_err(|e| classify(&e, &[]));
+        client.release();
+        Ok(Some(
+            rows?
+                .iter()
+                .filter_map(|row| {
+                    let note: String = row.get(1);
+                    let installation = UserMarker::installation_in(&note)?.to_owned();
+                    Some((row.get::<_, String>(0), installation))
+                })
+                .collect(),
+        ))
     }
 
     /// `postgresql://user@host:port/database`, with the admin connection's `sslmode`: what a

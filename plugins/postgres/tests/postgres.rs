@@ -20,7 +20,7 @@ use lessor_plugin::conformance::{Harness, UserSession};
 use lessor_plugin::{
     generate_password, generate_username, ConnectionSettings, DatabasePlugin, DeleteUserRequest,
     ExpirationChange, NewUserRequest, PluginError, RoleOptions, Secret, UpdateUserRequest,
-    UsernameContext,
+    UserMarker, UsernameContext,
 };
 use lessor_postgres::{connect, PostgresPlugin, PLUGIN_NAMES};
 use tokio_postgres::error::SqlState;
@@ -43,6 +43,7 @@ fn settings(url: &str) -> ConnectionSettings {
         tls: Default::default(),
         disable_escaping: false,
         password_authentication: Default::default(),
+        user_marker: None,
     }
 }
 
@@ -510,7 +511,7 @@ async fn conformance_kit_passes() {
         admin: admin_client().await,
     };
     let ran = lessor_plugin::conformance::run(&harness).await;
-    assert_eq!(ran.len(), 10, "every scenario ran: {ran:?}");
+    assert_eq!(ran.len(), 11, "every scenario ran: {ran:?}");
 }
 
 /// The same scenarios with `password_authentication = "scram-sha-256"` and one iteration: every
@@ -527,7 +528,7 @@ async fn conformance_kit_passes_with_scram_verifiers() {
         admin: admin_client().await,
     };
     let ran = lessor_plugin::conformance::run(&harness).await;
-    assert_eq!(ran.len(), 10, "every scenario ran: {ran:?}");
+    assert_eq!(ran.len(), 11, "every scenario ran: {ran:?}");
 }
 
 #[tokio::test]
@@ -628,4 +629,73 @@ async fn throwaway_database_from_a_template_and_its_validation() {
         .validate_database_per_lease(Some("bad\"name"))
         .unwrap_err();
     assert!(err.to_string().contains("template_database"), "{err}");
+}
+
+/// The role's comment, as the server keeps it.
+async fn role_comment(admin: &Client, username: &str) -> Option<String> {
+    admin
+        .query_one(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+            &[&username],
+        )
+        .await
+        .expect("the role exists")
+        .get(0)
+}
+
+#[tokio::test]
+async fn created_roles_carry_the_installation_s_marker_and_are_listed_by_it() {
+    let installation = format!("test-{}", uuid_like());
+    let marker = UserMarker::for_installation(&installation).unwrap();
+    let marking = connect(ConnectionSettings {
+        user_marker: Some(marker.clone()),
+        ..settings(&admin_url())
+    })
+    .await
+    .expect("connect");
+    let unmarking = admin().await;
+    let admin = admin_client().await;
+    let (marked, unmarked) = (unique_name("marked"), unique_name("unmarked"));
+    let password = generate_password(32);
+    create(&marking, &marked, &password, in_one_hour(), &[]).await;
+    create(&unmarking, &unmarked, &password, in_one_hour(), &[]).await;
+
+    assert_eq!(role_comment(&admin, &marked).await, Some(marker.text()));
+    assert_eq!(role_comment(&admin, &unmarked).await, None);
+    let listed = marking
+        .marked_users()
+        .await
+        .expect("listing")
+        .expect("PostgreSQL marks users");
+    assert_eq!(listed.get(&marked), Some(&installation));
+    assert!(
+        !listed.contains_key(&unmarked),
+        "an unmarked role is not listed"
+    );
+    // A comment that is not a marker (an operator's note) is not taken for one.
+    admin
+        .batch_execute(&format!(
+            r#"COMMENT ON ROLE "{unmarked}" IS 'lessor installation x''; DROP'"#
+        ))
+        .await
+        .unwrap();
+    let listed = marking.marked_users().await.unwrap().unwrap();
+    assert!(!listed.contains_key(&unmarked), "{listed:?}");
+
+    for name in [&marked, &unmarked] {
+        marking
+            .delete_user(&DeleteUserRequest::builtin(name))
+            .await
+            .expect("delete");
+        assert!(!role_exists(&admin, name).await, "{name} is gone");
+    }
+}
+
+/// A short random id for a test installation.
+fn uuid_like() -> String {
+    generate_password(12)
+        .expose()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect()
 }

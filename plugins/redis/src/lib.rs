@@ -317,6 +317,18 @@ impl DatabasePlugin for RedisPlugin {
         Ok(())
     }
 
+    /// One by one: each deletion is already one `MULTI`/`EXEC` round trip.
+    async fn delete_users(
+        &self,
+        requests: &[DeleteUserRequest<'_>],
+    ) -> Vec<Result<(), PluginError>> {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in requests {
+            outcomes.push(self.delete_user(request).await);
+        }
+        outcomes
+    }
+
     /// A fresh connection that logs in as the user (`AUTH`) and sends `PING`. A user allowed no
     /// `PING` (a read-only one) has still logged in, which is what is checked.
     #[tracing::instrument(skip_all, fields(username = %username), err)]
@@ -353,6 +365,14 @@ impl DatabasePlugin for RedisPlugin {
             acl::users_with_prefix(conn, prefix).await
         })
         .await
+    }
+
+    /// Redis ACL users carry no note, so the store's record of issued users is the only proof
+    /// of ownership.
+    async fn marked_users(
+        &self,
+    ) -> Result<Option<std::collections::HashMap<String, String>>, PluginError> {
+        Ok(None)
     }
 
     #[tracing::instrument(skip_all)]

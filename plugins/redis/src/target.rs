@@ -329,6 +329,7 @@ mod tests {
             tls: TlsMaterial::default(),
             disable_escaping: false,
             password_authentication: Default::default(),
+            user_marker: None,
         }
     }
 

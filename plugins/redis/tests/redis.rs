@@ -39,6 +39,7 @@ fn settings(url: &str) -> ConnectionSettings {
         tls: TlsMaterial::default(),
         disable_escaping: false,
         password_authentication: Default::default(),
+        user_marker: None,
     }
 }
 
@@ -207,7 +208,7 @@ async fn conformance_kit_passes() {
         plugin: admin().await,
     };
     let ran = lessor_plugin::conformance::run(&harness).await;
-    assert_eq!(ran.len(), 10, "every scenario ran: {ran:?}");
+    assert_eq!(ran.len(), 11, "every scenario ran: {ran:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
