@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use lessor_plugin::credentials::DEFAULT_PASSWORD_LEN;
 use lessor_plugin::{
     generate_password, generate_username, DirectSession, EngineDescriptor, NewUserRequest,
@@ -45,7 +45,7 @@ use serde_json::{json, Value};
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::store::{to_millis, LeaseRow, LeaseState, Store};
+use crate::store::{Lease, LeaseState, Store};
 use crate::AppState;
 
 /// One engine under measurement: its descriptor, and the benchmark's names on it.
@@ -781,20 +781,20 @@ async fn measure(
 
 /// One seeded lease: live for 30 days, so the reaper leaves it alone during the run; its user
 /// does not exist anywhere.
-fn seeded_lease(index: usize, issued_at: i64, expires_at: i64) -> LeaseRow {
+fn seeded_lease(index: usize, issued_at: DateTime<Utc>, expires_at: DateTime<Utc>) -> Lease {
     let suffix: String = rand::thread_rng()
         .sample_iter(&rand::distributions::Alphanumeric)
         .take(24)
         .map(char::from)
         .collect();
-    LeaseRow {
+    Lease {
         id: format!("database/creds/{SEEDED_ROLE}/{suffix}"),
         role_name: SEEDED_ROLE.to_owned(),
         connection_name: SEEDED_ROLE.to_owned(),
         username: format!("v-{SEEDED_ROLE}-{index:08}"),
-        revocation_statements: "[]".to_owned(),
-        rollback_statements: "[]".to_owned(),
-        renew_statements: "[]".to_owned(),
+        revocation_statements: Vec::new(),
+        rollback_statements: Vec::new(),
+        renew_statements: Vec::new(),
         issued_at,
         last_renewed_at: None,
         expires_at,
@@ -822,11 +822,11 @@ async fn seed(target: &Target, count: usize) -> Result<Seeded> {
     ));
     let started = Instant::now();
     let now = Utc::now();
-    let (issued_at, expires_at) = (to_millis(now), to_millis(now + chrono::Duration::days(30)));
+    let (issued_at, expires_at) = (now, now + chrono::Duration::days(30));
     let report_every = (count / 10).max(SEED_BATCH);
     let (mut written, mut next_report) = (0, report_every);
     while written < count {
-        let batch: Vec<LeaseRow> = (written..(written + SEED_BATCH).min(count))
+        let batch: Vec<Lease> = (written..(written + SEED_BATCH).min(count))
             .map(|index| seeded_lease(index, issued_at, expires_at))
             .collect();
         target.store.seed_leases(&batch).await?;

@@ -442,19 +442,6 @@ pub struct RoleView {
     pub template_database: String,
 }
 
-/// Decodes a lease's JSON list of statements. Only the lease code still reads lease rows as
-/// text; once leases speak `Vec<String>` (the store's other half of issue 9) this goes.
-pub(crate) fn decode_list(column: &str, text: &str) -> Result<Vec<String>> {
-    serde_json::from_str(text)
-        .map_err(|e| Error::Internal(format!("stored {column} is not a JSON list: {e}")))
-}
-
-/// Encodes a lease's list of statements as JSON text; see [`decode_list`].
-pub(crate) fn encode<T: Serialize>(value: &T) -> String {
-    // Serializing plain lists and string maps cannot fail.
-    serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
-}
-
 /// System-wide lease limits.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseLimits {

@@ -5,8 +5,9 @@
 //! Counters and histograms are process-wide (the lease manager, the rotator, the anomaly monitor
 //! and the gate record through the free functions here, without threading a handle through every
 //! call); each replica counts what it did, and Prometheus sums replicas. The lease gauges are the
-//! store's truth, computed by one GROUP BY when scraped ([`crate::store::Store::live_lease_counts`]),
-//! so they are right across restarts and across replicas sharing one store.
+//! store's truth, computed by one GROUP BY when scraped
+//! ([`crate::store::MetricsStore::live_lease_counts`]), so they are right across restarts and
+//! across replicas sharing one store.
 //!
 //! Cardinality: a label value is a route template, a fixed word ([`Outcome`], [`RotationKind`],
 //! an anomaly rule) or a name that passed [`crate::names`]' check *and* exists in the

@@ -14,7 +14,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
-use crate::store::{to_millis, Claim, Store, StoreKind};
+use crate::store::{Claim, ReplicaStore, Store, StoreKind};
 
 /// How often a replica records that it is alive.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
@@ -70,12 +70,7 @@ impl Replica {
 
     /// A claim taken at `now` lasting until `until`.
     pub fn claim_until(&self, now: DateTime<Utc>, until: DateTime<Utc>) -> Claim<'_> {
-        Claim {
-            by: &self.id,
-            now: to_millis(now),
-            until: to_millis(until),
-            stale_before: to_millis(now - chrono_duration(STALE_AFTER)),
-        }
+        Claim::new(&self.id, now, until, now - chrono_duration(STALE_AFTER))
     }
 
     /// Registers this replica. On an embedded (SQLite) store this process is the only one, so
@@ -83,7 +78,7 @@ impl Replica {
     pub async fn register(&self, store: &Store, address: &str) -> Result<()> {
         let only = store.kind() == StoreKind::Sqlite;
         store
-            .register_replica(&self.id, address, to_millis(Utc::now()), only)
+            .register_replica(&self.id, address, Utc::now(), only)
             .await
     }
 
@@ -100,7 +95,7 @@ impl Replica {
                 _ = shutdown.cancelled() => break,
             }
             let now = Utc::now();
-            let beat = match store.heartbeat_replica(&self.id, to_millis(now)).await {
+            let beat = match store.heartbeat_replica(&self.id, now).await {
                 Ok(true) => Ok(()),
                 Ok(false) => self.register(&store, &address).await,
                 Err(error) => Err(error),
@@ -115,7 +110,7 @@ impl Replica {
     /// once, and registrations dead for long. Called after its revocations and rotations ended:
     /// while they run, its claims must keep holding.
     pub async fn leave(&self, store: &Store) {
-        let forget_before = to_millis(Utc::now() - chrono_duration(FORGET_AFTER));
+        let forget_before = Utc::now() - chrono_duration(FORGET_AFTER);
         if let Err(error) = store.forget_replicas(&self.id, forget_before).await {
             tracing::warn!(replica = %self.id, %error, "cannot remove this replica's registration");
         }

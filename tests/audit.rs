@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use lessor::store::LeaseStore;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

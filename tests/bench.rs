@@ -296,23 +296,25 @@ async fn bench_servers_compares_two_vault_api_servers_side_by_side() {
 /// written, live, in one page of their prefix, in statements of several hundred rows.
 #[tokio::test]
 async fn seed_leases_writes_live_rows_on_sqlite_and_postgres() {
-    use lessor::store::{IdRange, LeaseRow, LeaseState, Store};
+    use chrono::{Duration, TimeZone, Utc};
+    use lessor::store::{IdRange, Lease, LeaseState, LeaseStore, Store};
 
-    let rows: Vec<LeaseRow> = (0..1_234)
-        .map(|index| LeaseRow {
+    let far = Utc::now() + Duration::days(3650);
+    let rows: Vec<Lease> = (0..1_234)
+        .map(|index| Lease {
             id: format!("database/creds/seeded/{index:06}"),
             role_name: "seeded".into(),
             connection_name: "nowhere".into(),
             username: format!("v-seeded-{index}"),
-            revocation_statements: "[]".into(),
-            rollback_statements: "[]".into(),
-            renew_statements: "[]".into(),
-            issued_at: 1,
+            revocation_statements: Vec::new(),
+            rollback_statements: Vec::new(),
+            renew_statements: Vec::new(),
+            issued_at: Utc.timestamp_millis_opt(1).unwrap(),
             last_renewed_at: None,
-            expires_at: i64::MAX / 2,
-            max_expires_at: i64::MAX / 2,
+            expires_at: far,
+            max_expires_at: far,
             state: LeaseState::Active,
-            next_action_at: i64::MAX / 2,
+            next_action_at: far,
             attempts: 0,
             last_error: None,
             revoked_at: None,
@@ -351,7 +353,10 @@ async fn seed_leases_writes_live_rows_on_sqlite_and_postgres() {
             ),
             ("v-seeded-1233", LeaseState::Active, "seeder")
         );
-        assert_eq!(last.next_action_at, i64::MAX / 2);
+        assert_eq!(
+            last.next_action_at.timestamp_millis(),
+            far.timestamp_millis()
+        );
         store.close().await;
     }
     postgres.drop_now().await;

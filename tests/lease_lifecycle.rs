@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use common::*;
 use futures::StreamExt;
+use lessor::store::{Lease, LeaseState, LeaseStore};
 use mysql_async::prelude::Queryable;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -455,25 +457,26 @@ async fn f18_list_returns_every_key_past_one_page() {
     // database; they are marked revoked directly at the end.
     let role = unique("many");
     let count = 1234;
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = Utc::now();
+    let in_an_hour = now + chrono::Duration::hours(1);
     for i in 0..count {
         server
             .state
             .store
-            .insert_lease(&lessor::store::LeaseRow {
+            .insert_lease(&Lease {
                 id: format!("database/creds/{role}/k{i:05}"),
                 role_name: role.clone(),
                 connection_name: "db".into(),
                 username: format!("v-{role}-{i}"),
-                revocation_statements: "[]".into(),
-                rollback_statements: "[]".into(),
-                renew_statements: "[]".into(),
+                revocation_statements: vec![],
+                rollback_statements: vec![],
+                renew_statements: vec![],
                 issued_at: now,
                 last_renewed_at: None,
-                expires_at: now + 3_600_000,
-                max_expires_at: now + 3_600_000,
-                state: lessor::store::LeaseState::Active,
-                next_action_at: now + 3_600_000,
+                expires_at: in_an_hour,
+                max_expires_at: in_an_hour,
+                state: LeaseState::Active,
+                next_action_at: in_an_hour,
                 attempts: 0,
                 last_error: None,
                 revoked_at: None,
@@ -852,8 +855,12 @@ async fn f8_reaper_pauses_when_the_store_cannot_be_written_and_recovers() {
 // ---- F4: the reaper and a lease still being created ----------------------------------------------
 
 /// A `creating` lease row for a user made directly on PostgreSQL, as a live (or dead) issuer
-/// would leave it, with the reaper's deadline at `deadline_ms`.
-async fn creating_lease(server: &TestServer, role: &str, deadline_ms: i64) -> (String, String) {
+/// would leave it, with the reaper's deadline at `deadline`.
+async fn creating_lease(
+    server: &TestServer,
+    role: &str,
+    deadline: DateTime<Utc>,
+) -> (String, String) {
     let user = format!("v-{role}-{}", unique("u").replace('-', ""));
     let password = "Creating-password-123";
     pg_admin()
@@ -863,26 +870,26 @@ async fn creating_lease(server: &TestServer, role: &str, deadline_ms: i64) -> (S
         ))
         .await
         .unwrap();
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = Utc::now();
     let id = format!("database/creds/{role}/{}", unique("lease").replace('-', ""));
     server
         .state
         .store
-        .insert_lease(&lessor::store::LeaseRow {
+        .insert_lease(&Lease {
             id: id.clone(),
             role_name: role.to_owned(),
             connection_name: "db".into(),
             username: user.clone(),
-            revocation_statements: "[]".into(),
-            rollback_statements: "[]".into(),
-            renew_statements: "[]".into(),
+            revocation_statements: vec![],
+            rollback_statements: vec![],
+            renew_statements: vec![],
             // Already expired: an expiry never hands a creating lease to the reaper.
-            issued_at: now - 10_000,
+            issued_at: now - chrono::Duration::seconds(10),
             last_renewed_at: None,
-            expires_at: now - 5_000,
-            max_expires_at: now - 5_000,
-            state: lessor::store::LeaseState::Creating,
-            next_action_at: deadline_ms,
+            expires_at: now - chrono::Duration::seconds(5),
+            max_expires_at: now - chrono::Duration::seconds(5),
+            state: LeaseState::Creating,
+            next_action_at: deadline,
             attempts: 0,
             last_error: None,
             revoked_at: None,
@@ -904,9 +911,11 @@ async fn f4_the_reaper_takes_a_creating_lease_only_after_its_creation_deadline()
     assert_postgres_checks_passwords().await;
     let role = unique("dead");
     let (server, sweep) = server_with_role(Engine::Postgres, &role).await;
-    let now = chrono::Utc::now().timestamp_millis();
-    let (live_id, live_user) = creating_lease(&server, &role, now + 60_000).await;
-    let (dead_id, dead_user) = creating_lease(&server, &role, now - 1).await;
+    let now = Utc::now();
+    let (live_id, live_user) =
+        creating_lease(&server, &role, now + chrono::Duration::seconds(60)).await;
+    let (dead_id, dead_user) =
+        creating_lease(&server, &role, now - chrono::Duration::milliseconds(1)).await;
     server.state.leases.reaper_wake().notify_one();
 
     // The issuer of `dead` is past its deadline: the reaper drops its user.
@@ -938,7 +947,7 @@ async fn f4_the_reaper_takes_a_creating_lease_only_after_its_creation_deadline()
     assert!(!server
         .state
         .store
-        .activate_lease(&live_id, now + 3_600_000)
+        .activate_lease(&live_id, now + chrono::Duration::hours(1))
         .await
         .unwrap());
     let (status, body) = server
@@ -954,7 +963,7 @@ async fn f4_the_reaper_takes_a_creating_lease_only_after_its_creation_deadline()
     server
         .state
         .store
-        .reschedule_creating(&live_id, chrono::Utc::now().timestamp_millis())
+        .reschedule_creating(&live_id, Utc::now())
         .await
         .unwrap();
     server.state.leases.reaper_wake().notify_one();

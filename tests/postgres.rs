@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use lessor::lease::FaultPoint;
+use lessor::store::LeaseStore;
 use reqwest::StatusCode;
 use serde_json::json;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{
     pg_admin, pg_role_exists, postgres_url, through_proxy, unique, CuttableProxy, TestServer,
 };
-use lessor::store::MetaStore;
+use lessor::store::{LeaseStore, MetaStore};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -51,7 +51,12 @@ async fn an_orphaned_user_is_dropped_after_two_agreeing_sweeps_and_a_lookalike_n
     server
         .state
         .store
-        .mark_revoked(&lost, 1, Some("forced for the test"), false)
+        .mark_revoked(
+            &lost,
+            chrono::DateTime::from_timestamp_millis(1).unwrap(),
+            Some("forced for the test"),
+            false,
+        )
         .await
         .unwrap();
     // A user named like Lessor's that this installation never issued (Vault's, say).
@@ -295,7 +300,12 @@ async fn the_installation_s_marker_proves_a_user_whose_record_is_lost_and_anothe
     server
         .state
         .store
-        .mark_revoked(&disputed, 1, Some("forced for the test"), false)
+        .mark_revoked(
+            &disputed,
+            chrono::Utc::now(),
+            Some("forced for the test"),
+            false,
+        )
         .await
         .unwrap();
     admin

@@ -12,8 +12,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::StoreDatabase;
 use lessor::store::{
-    CatalogStore, Claim, Connection, ConnectionDeletion, IdRange, IdentityStore, LeaseRow,
-    LeaseState, MetaStore, RotationStore, Store, WrappingStore,
+    CatalogStore, Claim, Connection, ConnectionDeletion, DueLease, IdRange, IdentityStore, Lease,
+    LeaseState, LeaseStore, MetaStore, ReconcileStore, ReplicaStore, RotationStore, Store,
+    WrappingStore,
 };
 
 /// Runs `check` on a fresh SQLite store, then on a fresh PostgreSQL store, dropping both after.
@@ -78,6 +79,8 @@ both_stores!(
     a_lease_keeps_its_owner_s_display_name_and_is_found_by_it,
     catalog_and_identity_values_come_back_as_written,
     a_write_is_in_force_on_the_next_read_despite_the_read_cache,
+    a_lease_reads_back_as_written,
+    periodic_jobs_run_once_per_period,
 );
 
 /// A time as the store keeps it (to the millisecond).
@@ -111,16 +114,17 @@ fn connection(name: &str) -> Connection {
     }
 }
 
-fn lease(id: &str, state: LeaseState, next_action_at: i64) -> LeaseRow {
-    LeaseRow {
+fn lease(id: &str, state: LeaseState, next_action_at: i64) -> Lease {
+    let next_action_at = at(next_action_at);
+    Lease {
         id: id.to_owned(),
         role_name: "r".into(),
         connection_name: "db".into(),
         username: format!("u-{}", id.rsplit('/').next().unwrap()),
-        revocation_statements: "[]".into(),
-        rollback_statements: "[]".into(),
-        renew_statements: "[]".into(),
-        issued_at: 0,
+        revocation_statements: vec![],
+        rollback_statements: vec![],
+        renew_statements: vec![],
+        issued_at: at(0),
         last_renewed_at: None,
         expires_at: next_action_at,
         max_expires_at: next_action_at,
@@ -150,12 +154,7 @@ async fn with_leases(store: &Store, ids: &[&str]) {
 }
 
 fn claim(by: &str, now: i64) -> Claim<'_> {
-    Claim {
-        by,
-        now,
-        until: now + 30_000,
-        stale_before: now - 10_000,
-    }
+    Claim::new(by, at(now), at(now + 30_000), at(now - 10_000))
 }
 
 async fn prefix_ranges_match_whole_path_segments(store: &Store) {
@@ -258,7 +257,7 @@ async fn a_lease_keeps_its_owner_s_display_name_and_is_found_by_it(store: &Store
         3
     );
     store
-        .mark_revoked("database/creds/app/c", 2, None, true)
+        .mark_revoked("database/creds/app/c", at(2), None, true)
         .await
         .unwrap();
     assert_eq!(
@@ -281,7 +280,7 @@ async fn a_connection_in_use_is_not_deleted_and_a_lease_needs_its_connection(sto
         }
     );
     store
-        .mark_revoked("database/creds/r/a", 2, None, true)
+        .mark_revoked("database/creds/r/a", at(2), None, true)
         .await
         .unwrap();
     assert_eq!(
@@ -316,7 +315,7 @@ async fn lease_states_move_forward_only(store: &Store) {
         .unwrap();
     assert!(store.request_revocation(id).await.unwrap());
     assert!(
-        !store.activate_lease(id, 5_000).await.unwrap(),
+        !store.activate_lease(id, at(5_000)).await.unwrap(),
         "a revoke requested during creation stops the activation"
     );
     let row = store.get_lease(id).await.unwrap().unwrap();
@@ -328,20 +327,20 @@ async fn lease_states_move_forward_only(store: &Store) {
         .insert_lease(&lease(id, LeaseState::Creating, 1_000))
         .await
         .unwrap();
-    assert!(store.activate_lease(id, 5_000).await.unwrap());
-    assert!(store.renew_lease(id, 9_000, 100).await.unwrap());
+    assert!(store.activate_lease(id, at(5_000)).await.unwrap());
+    assert!(store.renew_lease(id, at(9_000), at(100)).await.unwrap());
     assert!(store
         .mark_revoking(id, &claim("a", 100), None)
         .await
         .unwrap());
     let attempts = store
-        .record_revocation_failure(id, "refused", 200)
+        .record_revocation_failure(id, "refused", at(200))
         .await
         .unwrap();
     assert_eq!(attempts, 1);
-    store.mark_revoked(id, 300, None, true).await.unwrap();
+    store.mark_revoked(id, at(300), None, true).await.unwrap();
     assert!(
-        !store.renew_lease(id, 10_000, 400).await.unwrap(),
+        !store.renew_lease(id, at(10_000), at(400)).await.unwrap(),
         "a revoked lease is never renewed"
     );
     assert!(!store
@@ -351,13 +350,20 @@ async fn lease_states_move_forward_only(store: &Store) {
     let row = store.get_lease(id).await.unwrap().unwrap();
     assert_eq!(row.state, LeaseState::Revoked);
     assert_eq!(row.last_error.as_deref(), Some("refused"));
+    assert_eq!(row.revoked_at, Some(at(300)));
     assert_eq!(store.count_leases(LeaseState::Revoked).await.unwrap(), 1);
 }
 
 async fn claims_keep_replicas_apart_until_the_holder_dies(store: &Store) {
     let now = 1_000_000;
-    store.register_replica("a", "", now, false).await.unwrap();
-    store.register_replica("b", "", now, false).await.unwrap();
+    store
+        .register_replica("a", "", at(now), false)
+        .await
+        .unwrap();
+    store
+        .register_replica("b", "", at(now), false)
+        .await
+        .unwrap();
     store.upsert_connection(&connection("db")).await.unwrap();
     for i in 0..10 {
         store
@@ -383,14 +389,17 @@ async fn claims_keep_replicas_apart_until_the_holder_dies(store: &Store) {
         "a live replica's claim holds"
     );
     assert!(store
-        .mark_revoking(&a_ids[0], &claim("a", now + 1), Some(now + 1))
+        .mark_revoking(&a_ids[0], &claim("a", now + 1), Some(at(now + 1)))
         .await
         .unwrap());
 
     // a stops beating; once its heartbeat is stale, b takes its leases over.
-    store.heartbeat_replica("b", now + 20_000).await.unwrap();
+    store
+        .heartbeat_replica("b", at(now + 20_000))
+        .await
+        .unwrap();
     let later = claim("b", now + 20_000);
-    assert!(later.stale_before > now, "a's last beat is stale");
+    assert!(later.stale_before() > at(now), "a's last beat is stale");
     let taken_over = store.claim_due_leases(&later, 100).await.unwrap();
     let mut ids: Vec<_> = taken_over.iter().map(|l| l.id.clone()).collect();
     ids.sort();
@@ -399,31 +408,30 @@ async fn claims_keep_replicas_apart_until_the_holder_dies(store: &Store) {
         "a dead replica's claims are free: {ids:?}"
     );
     assert!(store.mark_revoking(&a_ids[0], &later, None).await.unwrap());
-    let replicas: Vec<_> = store
-        .replicas()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(replicas, ["b", "a"]);
-    assert_eq!(store.forget_replicas("b", now + 1).await.unwrap(), 2);
+    let replicas = store.replicas().await.unwrap();
+    let ids: Vec<_> = replicas.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["b", "a"]);
+    assert_eq!(
+        (replicas[0].started_at, replicas[0].heartbeat_at),
+        (at(now), at(now + 20_000))
+    );
+    assert_eq!(store.forget_replicas("b", at(now + 1)).await.unwrap(), 2);
 }
 
 async fn a_creating_lease_is_left_to_a_live_issuer(store: &Store) {
     let now = 5_000_000;
     store
-        .register_replica("issuer", "", now, false)
+        .register_replica("issuer", "", at(now), false)
         .await
         .unwrap();
     store
-        .register_replica("reaper", "", now, false)
+        .register_replica("reaper", "", at(now), false)
         .await
         .unwrap();
     store.upsert_connection(&connection("db")).await.unwrap();
     let mut creating = lease("database/creds/r/c", LeaseState::Creating, now + 90_000);
     creating.claimed_by = Some("issuer".into());
-    creating.claim_until = Some(now + 90_000);
+    creating.claim_until = Some(at(now + 90_000));
     store.insert_lease(&creating).await.unwrap();
     assert!(store
         .claim_due_leases(&claim("reaper", now), 10)
@@ -436,12 +444,19 @@ async fn a_creating_lease_is_left_to_a_live_issuer(store: &Store) {
         .unwrap());
     // The issuer dies: its lease is the reaper's at once, long before the creation deadline.
     store
-        .heartbeat_replica("reaper", now + 15_000)
+        .heartbeat_replica("reaper", at(now + 15_000))
         .await
         .unwrap();
     let later = claim("reaper", now + 15_000);
     let due = store.claim_due_leases(&later, 10).await.unwrap();
-    assert_eq!(due.len(), 1);
+    assert_eq!(
+        due,
+        [DueLease {
+            id: creating.id.clone(),
+            connection_name: "db".into(),
+            state: LeaseState::Creating,
+        }]
+    );
     assert!(store
         .take_over_creating(&creating.id, &later, false)
         .await
@@ -449,6 +464,147 @@ async fn a_creating_lease_is_left_to_a_live_issuer(store: &Store) {
     let row = store.get_lease(&creating.id).await.unwrap().unwrap();
     assert_eq!(row.state, LeaseState::Revoking);
     assert_eq!(row.claimed_by.as_deref(), Some("reaper"));
+    assert_eq!(row.claim_until, Some(later.until()));
+}
+
+/// Every field of a lease comes back as it was written: its statement lists, and its times to
+/// the store's resolution (whole milliseconds).
+async fn a_lease_reads_back_as_written(store: &Store) {
+    store.upsert_connection(&connection("db")).await.unwrap();
+    let issued = at(1_700_000_000_123);
+    let written = Lease {
+        id: "database/creds/r/full".into(),
+        role_name: "r".into(),
+        connection_name: "db".into(),
+        username: "u-full".into(),
+        revocation_statements: vec![
+            "DROP ROLE \"{{name}}\"".into(),
+            "-- a second statement, with 'quotes' and ünïcode".into(),
+        ],
+        rollback_statements: vec!["DROP ROLE IF EXISTS \"{{name}}\"".into()],
+        renew_statements: vec![],
+        issued_at: issued,
+        last_renewed_at: Some(issued + chrono::Duration::milliseconds(1)),
+        expires_at: issued + chrono::Duration::hours(1),
+        max_expires_at: issued + chrono::Duration::hours(24),
+        state: LeaseState::Creating,
+        next_action_at: issued + chrono::Duration::seconds(90),
+        attempts: 2,
+        last_error: Some("refused".into()),
+        revoked_at: None,
+        owner: "entity-1".into(),
+        owner_display_name: "token-ci".into(),
+        revoke_requested: false,
+        token_accessor: Some("accessor-1".into()),
+        claimed_by: Some("issuer".into()),
+        claim_until: Some(issued + chrono::Duration::seconds(90)),
+        database_name: Some("u-full".into()),
+    };
+    store.insert_lease(&written).await.unwrap();
+    let read = store.get_lease(&written.id).await.unwrap().unwrap();
+    assert_eq!(read, written);
+    assert!(store
+        .get_lease("database/creds/r/none")
+        .await
+        .unwrap()
+        .is_none());
+
+    // A time finer than a millisecond is stored to the millisecond below it.
+    let mut fine = lease("database/creds/r/fine", LeaseState::Active, 0);
+    fine.expires_at = issued + chrono::Duration::microseconds(1_999);
+    fine.next_action_at = fine.expires_at;
+    store.insert_lease(&fine).await.unwrap();
+    let read = store.get_lease(&fine.id).await.unwrap().unwrap();
+    assert_eq!(read.expires_at, issued + chrono::Duration::milliseconds(1));
+    assert_eq!(
+        store.next_due_after(issued).await.unwrap(),
+        Some(issued + chrono::Duration::milliseconds(1)),
+        "the next due time, as a time"
+    );
+    assert_eq!(
+        store
+            .next_due_after(issued + chrono::Duration::hours(2))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Tombstones older than the cut go, newer ones stay.
+    store
+        .mark_revoked(&fine.id, issued, None, true)
+        .await
+        .unwrap();
+    assert_eq!(store.tidy_revoked(issued, 10).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .tidy_revoked(issued + chrono::Duration::milliseconds(1), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.get_lease(&fine.id).await.unwrap().is_none());
+}
+
+/// A periodic job runs once per period across replicas, and its record of users issued is kept
+/// with their times.
+async fn periodic_jobs_run_once_per_period(store: &Store) {
+    let now = 3_000_000;
+    store
+        .register_replica("a", "", at(now), false)
+        .await
+        .unwrap();
+    store
+        .register_replica("b", "", at(now), false)
+        .await
+        .unwrap();
+    assert!(store
+        .claim_job("sweep", &claim("a", now), at(now - 60_000))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .claim_job("sweep", &claim("b", now), at(now - 60_000))
+            .await
+            .unwrap(),
+        "a holds it"
+    );
+    store.finish_job("sweep", "a", at(now + 1)).await.unwrap();
+    assert!(
+        !store
+            .claim_job("sweep", &claim("b", now + 2), at(now))
+            .await
+            .unwrap(),
+        "it ran after the cut"
+    );
+    assert!(store
+        .claim_job("sweep", &claim("b", now + 2), at(now + 1))
+        .await
+        .unwrap());
+
+    // A revoked lease whose user may remain leaves its user on record, suspect once marked.
+    store.upsert_connection(&connection("db")).await.unwrap();
+    let mut gone = lease("database/creds/r/gone", LeaseState::Active, now);
+    gone.issued_at = at(now - 5);
+    store.insert_lease(&gone).await.unwrap();
+    store
+        .mark_revoked(&gone.id, at(now), Some("forced"), false)
+        .await
+        .unwrap();
+    let candidates = store.orphan_candidates("db").await.unwrap();
+    assert_eq!(candidates.len(), 1);
+    assert_eq!(
+        (candidates[0].issued_at, candidates[0].suspect_since),
+        (at(now - 5), None)
+    );
+    assert_eq!(
+        store
+            .mark_suspect("db", &gone.username, &gone.id, at(now + 7))
+            .await
+            .unwrap(),
+        1
+    );
+    let candidates = store.orphan_candidates("db").await.unwrap();
+    assert_eq!(candidates[0].suspect_since, Some(at(now + 7)));
 }
 
 async fn stored_disable_escaping(store: &Store) -> bool {
@@ -560,15 +716,15 @@ async fn a_wrapped_answer_is_taken_once(store: &Store) {
 }
 
 async fn anomaly_events_are_counted_in_their_window(store: &Store) {
-    for at in [100, 200, 300] {
+    for ms in [100, 200, 300] {
         store
-            .count_anomaly_event("reads", "entity-1", at, 0)
+            .count_anomaly_event("reads", "entity-1", at(ms), at(0))
             .await
             .unwrap();
     }
     assert_eq!(
         store
-            .count_anomaly_event("reads", "entity-1", 400, 150)
+            .count_anomaly_event("reads", "entity-1", at(400), at(150))
             .await
             .unwrap(),
         3,
@@ -576,18 +732,24 @@ async fn anomaly_events_are_counted_in_their_window(store: &Store) {
     );
     assert_eq!(
         store
-            .count_anomaly_event("reads", "entity-2", 400, 150)
+            .count_anomaly_event("reads", "entity-2", at(400), at(150))
             .await
             .unwrap(),
         1
     );
-    assert_eq!(store.forget_anomaly_events(250).await.unwrap(), 2);
+    assert_eq!(store.forget_anomaly_events(at(250)).await.unwrap(), 2);
 }
 
 async fn static_rotations_are_claimed_once(store: &Store) {
     let now = 9_000_000;
-    store.register_replica("a", "", now, false).await.unwrap();
-    store.register_replica("b", "", now, false).await.unwrap();
+    store
+        .register_replica("a", "", at(now), false)
+        .await
+        .unwrap();
+    store
+        .register_replica("b", "", at(now), false)
+        .await
+        .unwrap();
     store.upsert_connection(&connection("db")).await.unwrap();
     let role = lessor::store::StaticRoleConfig {
         name: "s".into(),
@@ -636,7 +798,10 @@ async fn static_rotations_are_claimed_once(store: &Store) {
         "a live replica's rotation is not recovered by another"
     );
     // a dies mid-rotation: b finds the pending rotation and claims it.
-    store.heartbeat_replica("b", now + 20_000).await.unwrap();
+    store
+        .heartbeat_replica("b", at(now + 20_000))
+        .await
+        .unwrap();
     let later = claim("b", now + 20_000);
     assert_eq!(
         store.static_roles_with_pending(&later).await.unwrap(),

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{pg_admin, pg_login, unique, TestServer, ROOT_TOKEN};
-use lessor::store::LeaseState;
+use lessor::store::{LeaseState, LeaseStore};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

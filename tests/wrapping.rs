@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use lessor::store::LeaseStore;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

@@ -9,6 +9,7 @@
 mod common;
 
 use common::*;
+use lessor::store::LeaseStore;
 use serde_json::{json, Value};
 
 const READONLY: &str = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE pg_read_all_data;";

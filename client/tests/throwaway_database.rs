@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use lessor::store::LeaseStore;
 use lessor_client::{testing::throwaway_database, Client, Error};
 use serde_json::json;
 

@@ -22,6 +22,7 @@ const DEVICE_BODY: &[BodyField] = &[
 const HASH_BODY: &[BodyField] = &[field("input", FieldKind::Secret)];
 use crate::metrics::render;
 use crate::names::AuditDeviceName;
+use crate::store::MetricsStore;
 use crate::AppState;
 
 pub fn routes() -> Routes {

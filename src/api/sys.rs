@@ -31,6 +31,7 @@ pub const RECONCILE_BODY: &[BodyField] = &[
 use crate::auth::Auth;
 use crate::lease::ListPage;
 use crate::names::{LeaseId, LeasePrefix};
+use crate::store::LeaseStore;
 use crate::AppState;
 
 /// `sys/health`: unauthenticated, as in Vault; load balancers poll it.
@@ -472,7 +473,7 @@ pub async fn irrevocable_leases(
                 "attempts": lease.attempts,
                 "username": lease.username,
                 "connection": lease.connection_name,
-                "expire_time": crate::store::from_millis(lease.expires_at).to_rfc3339(),
+                "expire_time": lease.expires_at.to_rfc3339(),
                 "mount_id": "database",
             })
         })

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::store::{to_millis, Alert, AuditStore, MetaStore, Store, StoreKind};
+use crate::store::{Alert, AuditStore, MetaStore, ReplicaStore, Store, StoreKind};
 
 /// Meta-table key of rules written through the API.
 pub const RULES_META: &str = "monitor_rules";
@@ -398,7 +398,7 @@ impl Monitor {
             let since = now - chrono::Duration::from_std(length).unwrap_or(chrono::Duration::MAX);
             let count = self
                 .store
-                .count_anomaly_event(window.as_str(), subject, to_millis(now), to_millis(since))
+                .count_anomaly_event(window.as_str(), subject, now, since)
                 .await?;
             return Ok(count.max(0) as usize);
         }

@@ -15,7 +15,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::anomaly::Monitor;
-use crate::store::{to_millis, AuditStore, IdentityStore, Store};
+use crate::store::{AuditStore, IdentityStore, ReplicaStore, Store};
 
 /// How often to tidy.
 const INTERVAL: Duration = Duration::from_secs(600);
@@ -99,9 +99,7 @@ pub async fn tidy_with(
         let addresses = store.forget_source_addresses(ago(lookback)).await?;
         let alerts = store.delete_alerts_before(ago(ALERT_RETENTION)).await?;
         // Events older than the longest window count for nothing.
-        store
-            .forget_anomaly_events(to_millis(ago(longest_window)))
-            .await?;
+        store.forget_anomaly_events(ago(longest_window)).await?;
         Ok((addresses, alerts))
     }
     .await;

@@ -18,6 +18,7 @@ pub mod reaper;
 pub mod reconcile;
 pub mod retry;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,11 +32,11 @@ use rand::Rng;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::catalog::{check_name, decode_list, encode, Catalog};
+use crate::catalog::{check_name, Catalog};
 use crate::engines::Engines;
 use crate::error::{Error, Result};
 use crate::replica::Replica;
-use crate::store::{from_millis, to_millis, IdRange, LeaseRow, LeaseState, Store};
+use crate::store::{IdRange, Lease, LeaseState, LeaseStore, Store};
 use retry::RetryPolicy;
 
 /// Revocations run at most this many at a time for bulk operations, so a revoke-prefix of
@@ -45,6 +46,10 @@ const BULK_REVOCATION_CONCURRENCY: usize = 8;
 /// Lease ids read per query by bulk revocations and LIST, which page through ranges of the
 /// primary key rather than loading every id at once.
 const PAGE: i64 = 500;
+
+/// Leases revoked together by [`LeaseManager::revoke_batch`]: one store statement to claim
+/// them, one `delete_users` per connection, one transaction to record them.
+pub(crate) const REVOCATION_BATCH: usize = 100;
 
 /// The longest the issuer waits for `create_user`. Past it the issuer gives up and answers an
 /// error, leaving the `creating` lease to the reaper at the creation deadline.
@@ -230,10 +235,15 @@ impl LeaseManager {
     /// The lock that serializes operations on `lease_id`. `DefaultHasher::new()` has fixed keys,
     /// which is fine: ids are random and this only spreads them over stripes.
     fn lock_for(&self, lease_id: &str) -> &tokio::sync::Mutex<()> {
+        &self.locks[self.stripe_of(lease_id)]
+    }
+
+    /// Which of the lock stripes `lease_id` falls in.
+    fn stripe_of(&self, lease_id: &str) -> usize {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         lease_id.hash(&mut hasher);
-        &self.locks[(hasher.finish() % self.locks.len() as u64) as usize]
+        (hasher.finish() % self.locks.len() as u64) as usize
     }
 
     /// This process among the replicas.
@@ -260,7 +270,7 @@ impl LeaseManager {
     /// falls to the reaper; since this process lives on, the lease is made due at its expiry
     /// rather than at the creation deadline, so that tests need not wait for the deadline.
     #[cfg(feature = "fault-injection")]
-    async fn take_fault(&self, point: FaultPoint, lease: &LeaseRow) -> Result<()> {
+    async fn take_fault(&self, point: FaultPoint, lease: &Lease) -> Result<()> {
         let hit = {
             let mut armed = self.fault.lock().unwrap_or_else(|p| p.into_inner());
             let hit = *armed == Some(point);
@@ -345,22 +355,21 @@ impl LeaseManager {
         let max_expires_at = now
             + chrono::Duration::from_std(max_ttl).map_err(|e| Error::Internal(e.to_string()))?;
         let lease_id = format!("database/creds/{role_name}/{}", random_suffix(24));
-        let creation_deadline =
-            to_millis(now + chrono::Duration::seconds(CREATION_DEADLINE.as_secs() as i64));
+        let creation_deadline = now + chrono::Duration::seconds(CREATION_DEADLINE.as_secs() as i64);
         tracing::Span::current().record("lease_id", lease_id.as_str());
 
-        let lease = LeaseRow {
+        let lease = Lease {
             id: lease_id.clone(),
             role_name: role_name.to_owned(),
             connection_name: role.db_name.clone(),
             username: username.clone(),
-            revocation_statements: encode(&role.revocation_statements),
-            rollback_statements: encode(&role.rollback_statements),
-            renew_statements: encode(&role.renew_statements),
-            issued_at: to_millis(now),
+            revocation_statements: role.revocation_statements.clone(),
+            rollback_statements: role.rollback_statements.clone(),
+            renew_statements: role.renew_statements.clone(),
+            issued_at: now,
             last_renewed_at: None,
-            expires_at: to_millis(expires_at),
-            max_expires_at: to_millis(max_expires_at),
+            expires_at,
+            max_expires_at,
             state: LeaseState::Creating,
             next_action_at: creation_deadline,
             attempts: 0,
@@ -428,11 +437,7 @@ impl LeaseManager {
         self.take_fault(FaultPoint::AfterUserCreated, &lease)
             .await?;
 
-        if !self
-            .store
-            .activate_lease(&lease_id, to_millis(expires_at))
-            .await?
-        {
+        if !self.store.activate_lease(&lease_id, expires_at).await? {
             // A revoke met the lease while the user was being created (or the reaper took it
             // over): the credentials must not leave this process, and the user must go.
             let dropped = self.revoke_lease(&lease_id, Revoker::Issuer).await;
@@ -466,17 +471,17 @@ impl LeaseManager {
 
     /// Undoes a failed creation: drops whatever part of the user exists and marks the lease
     /// revoked; if the drop fails too, the lease stays for the reaper to retry.
-    async fn roll_back(&self, lease: &LeaseRow) {
-        let statements = decode_list("rollback_statements", &lease.rollback_statements)
-            .ok()
-            .filter(|s| !s.is_empty())
-            .or_else(|| decode_list("revocation_statements", &lease.revocation_statements).ok())
-            .unwrap_or_default();
+    async fn roll_back(&self, lease: &Lease) {
+        let statements = if lease.rollback_statements.is_empty() {
+            &lease.revocation_statements
+        } else {
+            &lease.rollback_statements
+        };
         let outcome = match self.engines.get(&lease.connection_name).await {
             Ok(plugin) => plugin
                 .delete_user(&DeleteUserRequest {
                     username: &lease.username,
-                    statements: &statements,
+                    statements,
                     database: lease.database_name.as_deref(),
                 })
                 .await
@@ -487,22 +492,13 @@ impl LeaseManager {
         let recorded = match outcome {
             Ok(()) => self
                 .store
-                .mark_revoked(
-                    &lease.id,
-                    to_millis(now),
-                    Some("creation failed; rolled back"),
-                    true,
-                )
+                .mark_revoked(&lease.id, now, Some("creation failed; rolled back"), true)
                 .await
                 .map(|_| ()),
             Err(error) => {
                 tracing::warn!(lease_id = %lease.id, %error, "rollback after failed creation failed; the reaper will retry");
                 self.store
-                    .record_revocation_failure(
-                        &lease.id,
-                        &error,
-                        to_millis(now + self.retry.delay(1, true)),
-                    )
+                    .record_revocation_failure(&lease.id, &error, now + self.retry.delay(1, true))
                     .await
                     .map(|_| ())
             }
@@ -513,7 +509,7 @@ impl LeaseManager {
         self.reaper_wake.notify_one();
     }
 
-    async fn lease(&self, lease_id: &str) -> Result<LeaseRow> {
+    async fn lease(&self, lease_id: &str) -> Result<Lease> {
         check_lease_path("lease_id", lease_id)?;
         self.store
             .get_lease(lease_id)
@@ -529,13 +525,12 @@ impl LeaseManager {
             return Err(Error::invalid("invalid lease"));
         }
         let now = Utc::now();
-        let expire = from_millis(lease.expires_at);
         Ok(LeaseInfo {
-            issue_time: from_millis(lease.issued_at),
-            expire_time: Some(expire),
-            last_renewal: lease.last_renewed_at.map(from_millis),
-            renewable: lease.state == LeaseState::Active && lease.max_expires_at > to_millis(now),
-            ttl: (expire - now).num_seconds().max(0),
+            issue_time: lease.issued_at,
+            expire_time: Some(lease.expires_at),
+            last_renewal: lease.last_renewed_at,
+            renewable: lease.state == LeaseState::Active && lease.max_expires_at > now,
+            ttl: (lease.expires_at - now).num_seconds().max(0),
             state: lease.state.as_str(),
             role: lease.role_name,
             username: lease.username,
@@ -627,7 +622,7 @@ impl LeaseManager {
     async fn renew_loaded(
         &self,
         lease_id: &str,
-        lease: &LeaseRow,
+        lease: &Lease,
         increment: Option<Duration>,
     ) -> Result<Renewed> {
         match lease.state {
@@ -644,13 +639,12 @@ impl LeaseManager {
             }
         }
         let now = Utc::now();
-        let now_ms = to_millis(now);
-        if lease.expires_at <= now_ms {
+        if lease.expires_at <= now {
             return Err(Error::invalid(format!(
                 "lease {lease_id} has expired and cannot be renewed"
             )));
         }
-        if lease.max_expires_at <= now_ms {
+        if lease.max_expires_at <= now {
             return Err(Error::invalid(format!(
                 "lease {lease_id} has reached its max_ttl and cannot be renewed"
             )));
@@ -662,34 +656,33 @@ impl LeaseManager {
                 _ => self.catalog.limits().default_ttl,
             },
         };
-        let wanted = now_ms.saturating_add(requested.as_millis().min(i64::MAX as u128) as i64);
+        // Past the end of time is "as long as allowed": the cap applies.
+        let wanted = chrono::Duration::from_std(requested)
+            .ok()
+            .and_then(|requested| now.checked_add_signed(requested))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let new_expires = wanted.min(lease.max_expires_at);
         let mut warnings = Vec::new();
         if new_expires < wanted {
-            let allowed = (new_expires - now_ms) / 1000;
+            let allowed = (new_expires - now).num_seconds();
             warnings.push(format!(
                 "TTL of {}s exceeded the effective max_ttl of the lease; TTL value is capped at {allowed}s",
                 requested.as_secs()
             ));
         }
         let plugin = self.engines.get(&lease.connection_name).await?;
-        let statements = decode_list("renew_statements", &lease.renew_statements)?;
         plugin
             .update_user(&UpdateUserRequest {
                 username: &lease.username,
                 password: None,
                 expiration: Some(ExpirationChange {
-                    new_expiration: from_millis(new_expires),
-                    statements: &statements,
+                    new_expiration: new_expires,
+                    statements: &lease.renew_statements,
                 }),
             })
             .await
             .map_err(|e| Error::database(format!("cannot renew lease {lease_id}"), e))?;
-        if !self
-            .store
-            .renew_lease(lease_id, new_expires, now_ms)
-            .await?
-        {
+        if !self.store.renew_lease(lease_id, new_expires, now).await? {
             // Another replica revoked it: only this process's operations are serialized.
             return Err(Error::invalid(format!(
                 "lease is revoked and cannot be renewed: {lease_id}"
@@ -698,7 +691,7 @@ impl LeaseManager {
         self.reaper_wake.notify_one();
         Ok(Renewed {
             lease_id: lease_id.to_owned(),
-            lease_duration: Duration::from_millis((new_expires - now_ms).max(0) as u64),
+            lease_duration: (new_expires - now).to_std().unwrap_or_default(),
             warnings,
         })
     }
@@ -726,10 +719,9 @@ impl LeaseManager {
                 return Ok(());
             };
             let now = Utc::now();
-            let now_ms = to_millis(now);
             if revoker == Revoker::Reaper
                 && lease.state == LeaseState::Active
-                && lease.next_action_at > now_ms
+                && lease.next_action_at > now
             {
                 // Renewed since the reaper claimed it: give the claim back.
                 self.store
@@ -761,7 +753,7 @@ impl LeaseManager {
                 // another replica may have moved it since the reaper read it.
                 (LeaseState::Active, Revoker::Reaper) => {
                     self.store
-                        .mark_revoking(lease_id, &claim, Some(now_ms))
+                        .mark_revoking(lease_id, &claim, Some(now))
                         .await?
                 }
                 (LeaseState::Active | LeaseState::Revoking, _) => {
@@ -790,7 +782,7 @@ impl LeaseManager {
     /// Drops the user of a lease marked `revoking` and records the outcome. With `force`, a
     /// failed drop still marks the lease revoked (the operator's explicit choice, recorded in
     /// `last_error`).
-    async fn drop_user(&self, lease: LeaseRow, force: bool) -> Result<()> {
+    async fn drop_user(&self, lease: Lease, force: bool) -> Result<()> {
         let labels = crate::metrics::LeaseLabels::checked(&lease.role_name, &lease.connection_name);
         let started = std::time::Instant::now();
         let record = |outcome| {
@@ -799,12 +791,11 @@ impl LeaseManager {
             }
         };
         let outcome = async {
-            let statements = decode_list("revocation_statements", &lease.revocation_statements)?;
             let plugin = self.engines.get(&lease.connection_name).await?;
             plugin
                 .delete_user(&DeleteUserRequest {
                     username: &lease.username,
-                    statements: &statements,
+                    statements: &lease.revocation_statements,
                     database: lease.database_name.as_deref(),
                 })
                 .await
@@ -814,41 +805,51 @@ impl LeaseManager {
         match outcome {
             Ok(()) => {
                 self.store
-                    .mark_revoked(&lease.id, to_millis(Utc::now()), None, true)
+                    .mark_revoked(&lease.id, Utc::now(), None, true)
                     .await?;
                 tracing::info!(lease_id = %lease.id, username = %lease.username, "revoked");
                 record(crate::metrics::Outcome::Success);
                 Ok(())
             }
-            Err(error) if force => {
-                let note = format!("force-revoked; the database user may remain: {error}");
-                self.store
-                    .mark_revoked(&lease.id, to_millis(Utc::now()), Some(&note), false)
-                    .await?;
-                tracing::warn!(lease_id = %lease.id, username = %lease.username, %error, "force-revoked despite failure");
-                record(crate::metrics::Outcome::Forced);
-                Ok(())
-            }
             Err(error) => {
-                let transient = retry::is_transient(&error);
-                let attempts = self
-                    .store
-                    .record_revocation_failure(
-                        &lease.id,
-                        &error.to_string(),
-                        to_millis(Utc::now() + self.retry.delay(lease.attempts + 1, transient)),
-                    )
-                    .await?;
-                record(crate::metrics::Outcome::Failure);
-                if self.retry.flag(attempts, transient) {
-                    tracing::error!(lease_id = %lease.id, attempts, transient, %error, "revocation keeps failing, or cannot succeed until something changes; still retrying");
+                record(if force {
+                    crate::metrics::Outcome::Forced
                 } else {
-                    tracing::warn!(lease_id = %lease.id, attempts, %error, "revocation failed; will retry");
-                }
-                self.reaper_wake.notify_one();
-                Err(error)
+                    crate::metrics::Outcome::Failure
+                });
+                self.record_drop_failure(&lease, error, force).await
             }
         }
+    }
+
+    /// What a failed drop leaves: with `force`, the lease marked revoked anyway (the operator's
+    /// explicit choice, recorded in `last_error`, the user kept on record for reconciliation);
+    /// otherwise the failure recorded and the retry scheduled by the retry policy.
+    async fn record_drop_failure(&self, lease: &Lease, error: Error, force: bool) -> Result<()> {
+        if force {
+            let note = format!("force-revoked; the database user may remain: {error}");
+            self.store
+                .mark_revoked(&lease.id, Utc::now(), Some(&note), false)
+                .await?;
+            tracing::warn!(lease_id = %lease.id, username = %lease.username, %error, "force-revoked despite failure");
+            return Ok(());
+        }
+        let transient = retry::is_transient(&error);
+        let attempts = self
+            .store
+            .record_revocation_failure(
+                &lease.id,
+                &error.to_string(),
+                Utc::now() + self.retry.delay(lease.attempts + 1, transient),
+            )
+            .await?;
+        if self.retry.flag(attempts, transient) {
+            tracing::error!(lease_id = %lease.id, attempts, transient, %error, "revocation keeps failing, or cannot succeed until something changes; still retrying");
+        } else {
+            tracing::warn!(lease_id = %lease.id, attempts, %error, "revocation failed; will retry");
+        }
+        self.reaper_wake.notify_one();
+        Err(error)
     }
 
     /// Revokes every live lease under the path `prefix` (`database/creds/app` means
@@ -907,6 +908,136 @@ impl LeaseManager {
         total.into_result("obtained by the revoked tokens")
     }
 
+    /// Revokes the leases `ids` as `revoker` (a client's bulk request, or the reaper), as
+    /// [`Self::revoke_lease`] revokes each, with one outcome per id, in order; but the common case
+    /// in few round trips: the leases that can be claimed at once are claimed in one store
+    /// statement, their users dropped by one `delete_users` per connection, and their end
+    /// recorded in one transaction. The rest (still being created, held by another replica,
+    /// renewed since the reaper saw them, already revoked) go through [`Self::revoke_lease`], which
+    /// tells those cases apart. The leases' locks are held throughout, in stripe order, so a
+    /// renew or a single revoke in this process waits as it would for [`Self::revoke_lease`].
+    pub(crate) async fn revoke_batch(&self, ids: &[String], revoker: Revoker) -> Vec<Result<()>> {
+        let mut stripes: Vec<usize> = ids.iter().map(|id| self.stripe_of(id)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(self.locks[stripe].lock().await);
+        }
+        let now = Utc::now();
+        let claim = self.replica.claim(now);
+        let due_by = (revoker == Revoker::Reaper).then_some(now);
+        let claimed = match self.store.mark_revoking_many(ids, &claim, due_by).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                drop(guards);
+                let message = error.to_string();
+                return ids
+                    .iter()
+                    .map(|_| Err(Error::Store(message.clone())))
+                    .collect();
+            }
+        };
+        let force = matches!(revoker, Revoker::Request { force: true });
+        let claimed_ids: HashSet<String> = claimed.iter().map(|l| l.id.clone()).collect();
+        let mut outcomes: HashMap<String, Result<()>> = self.drop_users(claimed, force).await;
+        drop(guards);
+        for id in ids.iter().filter(|id| !claimed_ids.contains(*id)) {
+            outcomes.insert(id.clone(), self.revoke_lease(id, revoker).await);
+        }
+        ids.iter()
+            .map(|id| {
+                outcomes.remove(id).unwrap_or(Ok(())) // a duplicate id: done with its first
+            })
+            .collect()
+    }
+
+    /// Drops the users of leases marked `revoking` by this replica, one `delete_users` per
+    /// connection, then records the successes in one transaction and each failure as
+    /// [`Self::drop_user`] does.
+    async fn drop_users(&self, leases: Vec<Lease>, force: bool) -> HashMap<String, Result<()>> {
+        let mut by_connection: HashMap<String, Vec<Lease>> = HashMap::new();
+        for lease in leases {
+            by_connection
+                .entry(lease.connection_name.clone())
+                .or_default()
+                .push(lease);
+        }
+        let mut outcomes = HashMap::new();
+        let mut dropped: Vec<Lease> = Vec::new();
+        let mut failed: Vec<(Lease, Error)> = Vec::new();
+        for (connection, leases) in by_connection {
+            let started = std::time::Instant::now();
+            let plugin = match self.engines.get(&connection).await {
+                Ok(plugin) => plugin,
+                Err(error) => {
+                    let message = error.to_string();
+                    failed.extend(
+                        leases
+                            .into_iter()
+                            .map(|l| (l, Error::Unavailable(message.clone()))),
+                    );
+                    continue;
+                }
+            };
+            let requests: Vec<DeleteUserRequest<'_>> = leases
+                .iter()
+                .map(|lease| DeleteUserRequest {
+                    username: &lease.username,
+                    statements: &lease.revocation_statements,
+                    database: lease.database_name.as_deref(),
+                })
+                .collect();
+            let results = plugin.delete_users(&requests).await;
+            drop(requests);
+            let elapsed = started.elapsed() / leases.len().max(1) as u32;
+            for (lease, result) in leases.into_iter().zip(results) {
+                if let Some(labels) =
+                    crate::metrics::LeaseLabels::checked(&lease.role_name, &lease.connection_name)
+                {
+                    let outcome = match (&result, force) {
+                        (Ok(()), _) => crate::metrics::Outcome::Success,
+                        (Err(_), true) => crate::metrics::Outcome::Forced,
+                        (Err(_), false) => crate::metrics::Outcome::Failure,
+                    };
+                    crate::metrics::lease_revocation(&labels, outcome, elapsed);
+                }
+                match result {
+                    Ok(()) => dropped.push(lease),
+                    Err(e) => {
+                        let error = Error::database(format!("cannot revoke lease {}", lease.id), e);
+                        failed.push((lease, error));
+                    }
+                }
+            }
+        }
+        if !dropped.is_empty() {
+            let ids: Vec<String> = dropped.iter().map(|l| l.id.clone()).collect();
+            match self.store.mark_revoked_many(&ids, Utc::now()).await {
+                Ok(()) => {
+                    for lease in &dropped {
+                        tracing::info!(lease_id = %lease.id, username = %lease.username, "revoked");
+                        outcomes.insert(lease.id.clone(), Ok(()));
+                    }
+                }
+                Err(error) => {
+                    // The users are gone; the leases stay `revoking` under this replica's claim
+                    // and the reaper finishes them (dropping a missing user succeeds).
+                    let message = error.to_string();
+                    for lease in &dropped {
+                        outcomes.insert(lease.id.clone(), Err(Error::Store(message.clone())));
+                    }
+                }
+            }
+        }
+        for (lease, error) in failed {
+            let id = lease.id.clone();
+            let outcome = self.record_drop_failure(&lease, error, force).await;
+            outcomes.insert(id, outcome);
+        }
+        outcomes
+    }
+
     /// Revokes page after page of lease ids, `BULK_REVOCATION_CONCURRENCY` at a time. `page`
     /// gives the ids after its argument (exclusive), in id order; each lease is visited once, so
     /// leases issued meanwhile with lower ids, and failures, are left (to the reaper) rather than
@@ -922,11 +1053,21 @@ impl LeaseManager {
             let ids = page(after.clone()).await?;
             let Some(last) = ids.last() else { break };
             after = last.clone();
-            let results: Vec<Result<()>> = futures::stream::iter(ids)
-                .map(|id| async move { self.revoke_lease(&id, Revoker::Request { force }).await })
-                .buffer_unordered(BULK_REVOCATION_CONCURRENCY)
-                .collect()
-                .await;
+            let batches: Vec<Vec<String>> = ids
+                .chunks(REVOCATION_BATCH)
+                .map(<[String]>::to_vec)
+                .collect();
+            let results: Vec<Result<()>> =
+                futures::stream::iter(batches)
+                    .map(|batch| async move {
+                        self.revoke_batch(&batch, Revoker::Request { force }).await
+                    })
+                    .buffer_unordered(BULK_REVOCATION_CONCURRENCY)
+                    .collect::<Vec<_>>()
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect();
             for outcome in results {
                 match outcome {
                     Ok(()) => tally.revoked += 1,

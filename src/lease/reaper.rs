@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{LeaseManager, Revoker};
 use crate::error::Error;
-use crate::store::{to_millis, LeaseState, StoreKind};
+use crate::store::{LeaseState, LeaseStore, StoreKind};
 
 /// How many due leases one pass takes from the store (beyond those already being revoked).
 const BATCH: i64 = 64;
@@ -133,7 +133,7 @@ pub async fn run(leases: LeaseManager, shutdown: CancellationToken) {
                     pause = STORE_ERROR_PAUSE;
                 }
                 match reaper.leases.store().next_due_after(queried_at).await {
-                    Ok(next) => next_sleep(next, to_millis(Utc::now())).min(max_sleep),
+                    Ok(next) => next_sleep(next, Utc::now()).min(max_sleep),
                     Err(error) => {
                         tracing::error!(%error, pause_secs = pause.as_secs(), "reaper cannot read the next due time");
                         if pause_or_stop(&shutdown, &mut pause).await {
@@ -155,7 +155,7 @@ pub async fn run(leases: LeaseManager, shutdown: CancellationToken) {
         };
         if last_tidy.elapsed() > Duration::from_secs(600) {
             last_tidy = Instant::now();
-            let before = to_millis(Utc::now() - TOMBSTONE_RETENTION);
+            let before = Utc::now() - TOMBSTONE_RETENTION;
             match reaper.leases.store().tidy_revoked(before, 1000).await {
                 Ok(0) => {}
                 Ok(removed) => tracing::info!(removed, "tidied revoked lease tombstones"),
@@ -178,7 +178,10 @@ enum Dispatch {
     /// A full batch was handed out: more may be due right now.
     More,
     /// Everything due at `queried_at` is handed out, `dispatched` of it by this pass.
-    Done { queried_at: i64, dispatched: usize },
+    Done {
+        queried_at: DateTime<Utc>,
+        dispatched: usize,
+    },
 }
 
 impl Reaper {
@@ -192,7 +195,7 @@ impl Reaper {
     /// Hands every due lease not already in flight to a task of its own.
     async fn dispatch_due(&self) -> crate::error::Result<Dispatch> {
         let in_flight = lock(&self.in_flight).len();
-        let queried_at = to_millis(Utc::now());
+        let queried_at = Utc::now();
         if in_flight >= MAX_IN_FLIGHT {
             // Finishing tasks wake the loop; until then there is nothing to add.
             return Ok(Dispatch::Done {
@@ -204,54 +207,73 @@ impl Reaper {
         // one whose claim lapsed while it waited (a very slow database) could, and the in-flight
         // set skips it.
         let limit = BATCH;
-        let now = chrono::DateTime::from_timestamp_millis(queried_at).unwrap_or_else(Utc::now);
-        let claim = self.leases.replica().claim(now);
+        let claim = self.leases.replica().claim(queried_at);
         let due = self.leases.store().claim_due_leases(&claim, limit).await?;
         let fetched = due.len() as i64;
         let mut dispatched = 0;
+        // Per connection, in batches: each batch is claimed, dropped and recorded in a few
+        // round trips (`LeaseManager::revoke_batch`).
+        let mut by_connection: std::collections::BTreeMap<String, Vec<(String, bool)>> =
+            std::collections::BTreeMap::new();
         for lease in due {
             if !lock(&self.in_flight).insert(lease.id.clone()) {
                 continue;
             }
             dispatched += 1;
-            let semaphore = self.semaphore_for(&lease.connection_name);
-            let (leases, in_flight, wake, shutdown, trouble) = (
-                self.leases.clone(),
-                self.in_flight.clone(),
-                self.wake.clone(),
-                self.shutdown.clone(),
-                self.trouble.clone(),
-            );
-            self.tasks.spawn(async move {
-                let id = lease.id.clone();
-                let permit = tokio::select! {
-                    permit = semaphore.acquire_owned() => permit.ok(),
-                    _ = shutdown.cancelled() => None,
-                };
-                if permit.is_some() {
-                    let expired = lease.state == LeaseState::Active;
-                    // revoke_lease records database failures and schedules the retry itself; a
-                    // store failure cannot be recorded, so it is the loop's to pause on.
-                    match leases.revoke_lease(&id, Revoker::Reaper).await {
-                        Ok(()) => {
-                            lock(&trouble).recorded += 1;
-                            if expired {
-                                tracing::info!(lease_id = %id, "expired lease revoked");
+            by_connection
+                .entry(lease.connection_name.clone())
+                .or_default()
+                .push((lease.id.clone(), lease.state == LeaseState::Active));
+        }
+        for (connection, leases) in by_connection {
+            for batch in leases.chunks(super::REVOCATION_BATCH) {
+                let batch = batch.to_vec();
+                let semaphore = self.semaphore_for(&connection);
+                let (leases, in_flight, wake, shutdown, trouble) = (
+                    self.leases.clone(),
+                    self.in_flight.clone(),
+                    self.wake.clone(),
+                    self.shutdown.clone(),
+                    self.trouble.clone(),
+                );
+                self.tasks.spawn(async move {
+                    let permit = tokio::select! {
+                        permit = semaphore.acquire_owned() => permit.ok(),
+                        _ = shutdown.cancelled() => None,
+                    };
+                    let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+                    if permit.is_some() {
+                        // revoke_batch records database failures and schedules the retries
+                        // itself; a store failure cannot be recorded, so it is the loop's to
+                        // pause on.
+                        let outcomes = leases.revoke_batch(&ids, Revoker::Reaper).await;
+                        let mut trouble = lock(&trouble);
+                        for ((id, expired), outcome) in batch.iter().zip(outcomes) {
+                            match outcome {
+                                Ok(()) => {
+                                    trouble.recorded += 1;
+                                    if *expired {
+                                        tracing::info!(lease_id = %id, "expired lease revoked");
+                                    }
+                                }
+                                Err(error @ (Error::Store(_) | Error::StoreUnavailable(_))) => {
+                                    trouble.failures += 1;
+                                    trouble.first.get_or_insert_with(|| error.to_string());
+                                }
+                                // A database failure was recorded: the store works.
+                                Err(_) => trouble.recorded += 1,
                             }
                         }
-                        Err(error @ (Error::Store(_) | Error::StoreUnavailable(_))) => {
-                            let mut trouble = lock(&trouble);
-                            trouble.failures += 1;
-                            trouble.first.get_or_insert_with(|| error.to_string());
-                        }
-                        // A database failure was recorded: the store works.
-                        Err(_) => lock(&trouble).recorded += 1,
                     }
-                }
-                drop(permit);
-                lock(&in_flight).remove(&id);
-                wake.notify_one();
-            });
+                    drop(permit);
+                    let mut in_flight = lock(&in_flight);
+                    for id in &ids {
+                        in_flight.remove(id);
+                    }
+                    drop(in_flight);
+                    wake.notify_one();
+                });
+            }
         }
         if fetched == limit && dispatched > 0 {
             Ok(Dispatch::More)
@@ -282,9 +304,10 @@ fn next_pause(pause: Duration) -> Duration {
 
 /// Time from `now` until `next` (the next lease due after the leases just handed out, whose tasks
 /// wake the loop when they finish), at most [`MAX_SLEEP`].
-fn next_sleep(next: Option<i64>, now: i64) -> Duration {
+fn next_sleep(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
     match next {
-        Some(at) => Duration::from_millis((at - now).max(0) as u64).min(MAX_SLEEP),
+        // A time already past is no wait at all (`to_std` refuses negative spans).
+        Some(at) => (at - now).to_std().unwrap_or_default().min(MAX_SLEEP),
         None => MAX_SLEEP,
     }
 }
@@ -295,10 +318,14 @@ mod tests {
 
     #[test]
     fn sleeps_until_the_next_due_time_at_most_max_sleep() {
-        assert_eq!(next_sleep(None, 1_000), MAX_SLEEP);
-        assert_eq!(next_sleep(Some(1_500), 1_000), Duration::from_millis(500));
-        assert_eq!(next_sleep(Some(500), 1_000), Duration::ZERO);
-        assert_eq!(next_sleep(Some(i64::MAX), 0), MAX_SLEEP);
+        let at = |ms| DateTime::from_timestamp_millis(ms).unwrap();
+        assert_eq!(next_sleep(None, at(1_000)), MAX_SLEEP);
+        assert_eq!(
+            next_sleep(Some(at(1_500)), at(1_000)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(next_sleep(Some(at(500)), at(1_000)), Duration::ZERO);
+        assert_eq!(next_sleep(Some(DateTime::<Utc>::MAX_UTC), at(0)), MAX_SLEEP);
     }
 
     #[test]

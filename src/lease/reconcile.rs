@@ -34,9 +34,8 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::decode_list;
 use crate::error::Result;
-use crate::store::{to_millis, CatalogStore, ADOPTED_WITHOUT_LEASE};
+use crate::store::{CatalogStore, LeaseStore, ReconcileStore, ADOPTED_WITHOUT_LEASE};
 use crate::AppState;
 
 /// Sweeps that must agree before an orphaned user is dropped.
@@ -149,7 +148,7 @@ async fn sweep_connection(
             outcome,
             error,
         };
-    let now = to_millis(Utc::now());
+    let now = Utc::now();
     for candidate in &candidates {
         let (user, lease) = (&candidate.username, candidate.lease_id.as_str());
         if on_database.contains(user) && marked_by_another(user) {
@@ -193,10 +192,7 @@ async fn sweep_connection(
         // The lease's own revocation statements if its row is still there, else the engine's.
         // Its database too: only the lease row proves which database is the user's.
         let (statements, database) = match state.store.get_lease(lease).await? {
-            Some(row) => (
-                decode_list("revocation_statements", &row.revocation_statements)?,
-                row.database_name,
-            ),
+            Some(row) => (row.revocation_statements, row.database_name),
             None => (Vec::new(), None),
         };
         let request = DeleteUserRequest {
@@ -292,7 +288,7 @@ pub async fn run(state: AppState, interval: Duration, shutdown: CancellationToke
             _ = shutdown.cancelled() => return,
         }
         let now = Utc::now();
-        let ran_before = to_millis(now - chrono::Duration::from_std(interval).unwrap_or_default());
+        let ran_before = now - chrono::Duration::from_std(interval).unwrap_or_default();
         let claim = state.replica.claim(now);
         match state.store.claim_job("reconcile", &claim, ran_before).await {
             Ok(true) => {}
@@ -307,7 +303,7 @@ pub async fn run(state: AppState, interval: Duration, shutdown: CancellationToke
         }
         if let Err(error) = state
             .store
-            .finish_job("reconcile", state.replica.id(), to_millis(Utc::now()))
+            .finish_job("reconcile", state.replica.id(), Utc::now())
             .await
         {
             tracing::warn!(%error, "cannot record the reconciliation sweep");

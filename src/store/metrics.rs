@@ -1,4 +1,5 @@
-//! The one query behind the lease gauges of `sys/metrics`: live leases per role and connection.
+//! The one query behind the lease gauges of `sys/metrics` ([`MetricsStore`]): live leases per
+//! role and connection.
 //!
 //! The gauges are computed from the store at scrape time, never kept in memory, so that several
 //! replicas sharing one store all report the same truth, and a restart loses nothing.
@@ -35,9 +36,17 @@ const LIVE_LEASE_COUNTS: &str = "SELECT role_name, connection_name,
      GROUP BY role_name, connection_name
      ORDER BY role_name, connection_name";
 
-impl Store {
+/// What `sys/metrics` reads from the store when scraped.
+// Implemented and called inside this crate on concrete types only, so each call site knows
+// whether the futures are `Send`.
+#[allow(async_fn_in_trait)]
+pub trait MetricsStore {
     /// Live leases per (role, connection), for the gauges of `sys/metrics`.
-    pub async fn live_lease_counts(&self) -> Result<Vec<LiveLeaseCount>> {
+    async fn live_lease_counts(&self) -> Result<Vec<LiveLeaseCount>>;
+}
+
+impl MetricsStore for Store {
+    async fn live_lease_counts(&self) -> Result<Vec<LiveLeaseCount>> {
         Ok(with_pool!(self, |pool| sqlx::query_as(LIVE_LEASE_COUNTS)
             .bind(super::LeaseState::Active.as_str())
             .bind(super::LeaseState::Revoking.as_str())

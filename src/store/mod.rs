@@ -14,7 +14,9 @@
 //! - [`RotationStore`] (`static_roles.rs`): static roles, their claims and history, and the
 //!   pending admin passwords of connections.
 //! - [`MetaStore`] (`meta.rs`): named values of the installation.
-//! - Leases, reconciliation and replicas: `leases.rs`, `reconcile.rs`, `replicas.rs`.
+//! - [`LeaseStore`] (`leases.rs`): leases; [`ReconcileStore`] (`reconcile.rs`): the users issued
+//!   and periodic jobs; [`ReplicaStore`] (`replicas.rs`): the replica registry, the change feed,
+//!   anomaly event windows; [`MetricsStore`] (`metrics.rs`): the lease gauges.
 //!
 //! Callers bring the traits they use into scope (`use crate::store::{CatalogStore, ...}`). Row
 //! formats never leave this module: each table's `*Row` struct is private to its file and
@@ -44,14 +46,15 @@ macro_rules! with_pool {
     }};
 }
 
-/// Binds a [`Claim`]'s values to `$1` (claimant), `$2` (now), `$3` (until), `$4` (stale before).
+/// Binds a [`Claim`]'s values to `$1` (claimant), `$2` (now), `$3` (until), `$4` (stale before),
+/// its times in the store's milliseconds.
 macro_rules! bind_claim {
     ($query:expr, $claim:expr) => {
         $query
-            .bind($claim.by)
-            .bind($claim.now)
-            .bind($claim.until)
-            .bind($claim.stale_before)
+            .bind($claim.by())
+            .bind($crate::store::to_millis($claim.now()))
+            .bind($crate::store::to_millis($claim.until()))
+            .bind($crate::store::to_millis($claim.stale_before()))
     };
 }
 
@@ -83,11 +86,11 @@ use sqlx::SqlitePool;
 pub use audit::{Alert, AuditDevice, AuditStore};
 pub use catalog::{CatalogStore, Connection, ConnectionDeletion, Role};
 pub use identity::{IdentityStore, Policy, Token};
-pub use leases::{IdRange, LeaseRow, LeaseState};
+pub use leases::{DueLease, IdRange, Lease, LeaseState, LeaseStore};
 pub use meta::MetaStore;
-pub use metrics::LiveLeaseCount;
-pub use reconcile::{IssuedUserRow, ADOPTED_WITHOUT_LEASE};
-pub use replicas::{Change, ChangeFeed, Claim, ReplicaRow};
+pub use metrics::{LiveLeaseCount, MetricsStore};
+pub use reconcile::{IssuedUser, ReconcileStore, ADOPTED_WITHOUT_LEASE};
+pub use replicas::{Change, ChangeFeed, Claim, Replica, ReplicaStore};
 pub use static_roles::{
     Promotion, RotationRecord, RotationStore, StaticRole, StaticRoleConfig, ROTATION_HISTORY_LEN,
 };
@@ -138,12 +141,18 @@ impl From<sqlx::migrate::MigrateError> for Error {
 }
 
 /// Milliseconds since the epoch, the store's time unit.
-pub fn to_millis(at: DateTime<Utc>) -> i64 {
+pub(crate) fn to_millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
 }
 
-pub fn from_millis(ms: i64) -> DateTime<Utc> {
+pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// `at` cut to the store's resolution (whole milliseconds, rounded down as [`to_millis`] does),
+/// so a time handed in compares equal to the same time read back.
+fn whole_millis(at: DateTime<Utc>) -> DateTime<Utc> {
+    from_millis(to_millis(at))
 }
 
 /// Which engine holds the store, with its connection pool.

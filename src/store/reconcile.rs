@@ -1,34 +1,103 @@
-//! Store queries for reconciliation and periodic jobs (migration 0011): the record of every user
-//! this installation issued, which users on record have no live lease, and the claims that let one
-//! replica at a time run a periodic job.
+//! Store queries for reconciliation and periodic jobs (migration 0011, [`ReconcileStore`]): the
+//! record of every user this installation issued, which users on record have no live lease, and
+//! the claims that let one replica at a time run a periodic job.
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
-use super::{Claim, Store};
+use super::{from_millis, to_millis, Claim, Store};
 use crate::error::Result;
 
 /// A user on record as issued by this installation.
-#[derive(Debug, Clone, FromRow)]
-pub struct IssuedUserRow {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedUser {
     pub connection_name: String,
     pub username: String,
     /// The lease it was issued under (its row may be gone after the tombstone period).
     pub lease_id: String,
-    pub issued_at: i64,
+    pub issued_at: DateTime<Utc>,
     /// Sweeps in a row that found the user on its database without a live lease.
     pub suspect_sweeps: i64,
-    pub suspect_since: Option<i64>,
+    /// When the first of those sweeps ran.
+    pub suspect_since: Option<DateTime<Utc>>,
 }
 
-impl Store {
+/// A row of `issued_users`, times in milliseconds.
+#[derive(FromRow)]
+struct IssuedUserRow {
+    connection_name: String,
+    username: String,
+    lease_id: String,
+    issued_at: i64,
+    suspect_sweeps: i64,
+    suspect_since: Option<i64>,
+}
+
+impl From<IssuedUserRow> for IssuedUser {
+    fn from(row: IssuedUserRow) -> Self {
+        Self {
+            connection_name: row.connection_name,
+            username: row.username,
+            lease_id: row.lease_id,
+            issued_at: from_millis(row.issued_at),
+            suspect_sweeps: row.suspect_sweeps,
+            suspect_since: row.suspect_since.map(from_millis),
+        }
+    }
+}
+
+/// Reconciliation and periodic jobs: the users this installation issued (written with their
+/// lease, see [`LeaseStore::insert_lease`](super::LeaseStore::insert_lease)), which of them no
+/// live lease covers, and the claims on periodic jobs.
+// Implemented and called inside this crate on concrete types only, so each call site knows
+// whether the futures are `Send`.
+#[allow(async_fn_in_trait)]
+pub trait ReconcileStore {
     /// Users on record for `connection` that no live lease covers: those a reconciliation sweep
     /// looks for on the database. A user being created has a live (`creating`) lease, so it is
     /// never among them.
-    pub async fn orphan_candidates(&self, connection: &str) -> Result<Vec<IssuedUserRow>> {
-        Ok(with_pool!(self, |pool| {
+    async fn orphan_candidates(&self, connection: &str) -> Result<Vec<IssuedUser>>;
+
+    /// Which of `usernames` are on record as issued on `connection`.
+    async fn issued_among(&self, connection: &str, usernames: &[String])
+        -> Result<HashSet<String>>;
+
+    /// Counts one more sweep (at `now`) that found `username` orphaned, unless a new lease took
+    /// it up since `expected_lease`; returns the sweeps counted so far, 0 if the record moved on.
+    async fn mark_suspect(
+        &self,
+        connection: &str,
+        username: &str,
+        expected_lease: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64>;
+
+    /// Forgets the record of a user that is gone from its database (dropped, or never there).
+    async fn forget_issued_user(
+        &self,
+        connection: &str,
+        username: &str,
+        expected_lease: &str,
+    ) -> Result<bool>;
+
+    /// Claims the periodic job `name` when its claim is free and it last ran at or before
+    /// `ran_before` (so a job due every hour runs once an hour across all replicas).
+    async fn claim_job(
+        &self,
+        name: &str,
+        claim: &Claim<'_>,
+        ran_before: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Records that `by` finished job `name` at `now`, giving up its claim.
+    async fn finish_job(&self, name: &str, by: &str, now: DateTime<Utc>) -> Result<()>;
+}
+
+impl ReconcileStore for Store {
+    async fn orphan_candidates(&self, connection: &str) -> Result<Vec<IssuedUser>> {
+        let rows: Vec<IssuedUserRow> = with_pool!(self, |pool| {
             sqlx::query_as(
             "SELECT i.* FROM issued_users i
              WHERE i.connection_name = $1
@@ -40,11 +109,11 @@ impl Store {
         .bind(connection)
         .fetch_all(pool)
         .await?
-        }))
+        });
+        Ok(rows.into_iter().map(IssuedUser::from).collect())
     }
 
-    /// Which of `usernames` are on record as issued on `connection`.
-    pub async fn issued_among(
+    async fn issued_among(
         &self,
         connection: &str,
         usernames: &[String],
@@ -69,14 +138,12 @@ impl Store {
         Ok(known)
     }
 
-    /// Counts one more sweep that found `username` orphaned (unless a new lease took it up since
-    /// `expected_lease`); returns the sweeps counted so far, 0 if the record moved on.
-    pub async fn mark_suspect(
+    async fn mark_suspect(
         &self,
         connection: &str,
         username: &str,
         expected_lease: &str,
-        now: i64,
+        now: DateTime<Utc>,
     ) -> Result<i64> {
         Ok(with_pool!(self, |pool| sqlx::query_scalar(
             "UPDATE issued_users SET suspect_sweeps = suspect_sweeps + 1,
@@ -87,14 +154,13 @@ impl Store {
         .bind(connection)
         .bind(username)
         .bind(expected_lease)
-        .bind(now)
+        .bind(to_millis(now))
         .fetch_optional(pool)
         .await?
         .unwrap_or(0)))
     }
 
-    /// Forgets the record of a user that is gone from its database (dropped, or never there).
-    pub async fn forget_issued_user(
+    async fn forget_issued_user(
         &self,
         connection: &str,
         username: &str,
@@ -116,9 +182,12 @@ impl Store {
 
     // ---- periodic jobs ----------------------------------------------------------------------
 
-    /// Claims the periodic job `name` when its claim is free and it last ran at or before
-    /// `ran_before` (so a job due every hour runs once an hour across all replicas).
-    pub async fn claim_job(&self, name: &str, claim: &Claim<'_>, ran_before: i64) -> Result<bool> {
+    async fn claim_job(
+        &self,
+        name: &str,
+        claim: &Claim<'_>,
+        ran_before: DateTime<Utc>,
+    ) -> Result<bool> {
         with_pool!(self, |pool| sqlx::query(
             "INSERT INTO jobs (name) VALUES ($1) ON CONFLICT (name) DO NOTHING"
         )
@@ -133,22 +202,21 @@ impl Store {
         );
         let done = with_pool!(self, |pool| bind_claim!(sqlx::query(&sql), claim)
             .bind(name)
-            .bind(ran_before)
+            .bind(to_millis(ran_before))
             .execute(pool)
             .await?
             .rows_affected());
         Ok(done > 0)
     }
 
-    /// Records that `by` finished job `name` at `now`, giving up its claim.
-    pub async fn finish_job(&self, name: &str, by: &str, now: i64) -> Result<()> {
+    async fn finish_job(&self, name: &str, by: &str, now: DateTime<Utc>) -> Result<()> {
         with_pool!(self, |pool| sqlx::query(
             "UPDATE jobs SET claimed_by = NULL, claim_until = NULL, last_run_at = $3
              WHERE name = $1 AND claimed_by = $2"
         )
         .bind(name)
         .bind(by)
-        .bind(now)
+        .bind(to_millis(now))
         .execute(pool)
         .await?
         .rows_affected());
