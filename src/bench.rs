@@ -16,7 +16,6 @@
 //!    floor (the password itself in `CREATE ROLE`, hashed by the server with its 4,096
 //!    iterations), in interleaved rounds. Every other measurement then runs with the verifiers on
 //!    both sides too.
-//!
 //! 5. With `--bulk N` ([`bulk`]), bulk revocation of N users: one revoke-prefix, and the reaper
 //!    draining N leases that fell due together (with the API's latency meanwhile), each against
 //!    the engine's plain drop of N users on as many connections.
