@@ -16,6 +16,9 @@
 //!    floor (the password itself in `CREATE ROLE`, hashed by the server with its 4,096
 //!    iterations), in interleaved rounds. Every other measurement then runs with the verifiers on
 //!    both sides too.
+//! 5. With `--bulk N` ([`bulk`]), bulk revocation of N users: one revoke-prefix, and the reaper
+//!    draining N leases that fell due together (with the API's latency meanwhile), each against
+//!    the engine's plain drop of N users on as many connections.
 //!
 //! With `--leases N` the store first gets N live leases (rows only: no database user exists for
 //! them, and the store is a temporary one), every measurement runs with them there, and a
@@ -27,6 +30,7 @@
 //! error as the run goes. [`peers`] is the other mode: two Vault-API servers side by side
 //! (`lessor bench --servers`, which `scripts/bench-openbao.sh` drives).
 
+pub mod bulk;
 pub mod peers;
 
 use std::collections::BTreeMap;
@@ -148,8 +152,19 @@ impl Direct {
 
     /// Creates one user with a generated name and password, as Lessor would; returns its name.
     async fn create(&mut self, engine: Engine, statements: &[String]) -> Result<String> {
+        self.create_named(engine, statements, None).await
+    }
+
+    /// [`Self::create`] with the username from `template` (Lessor's syntax; `None`: the
+    /// default).
+    async fn create_named(
+        &mut self,
+        engine: Engine,
+        statements: &[String],
+        template: Option<&str>,
+    ) -> Result<String> {
         let username = generate_username(
-            None,
+            template,
             engine.0.max_username_len,
             UsernameContext {
                 role: "bench",
@@ -212,6 +227,8 @@ pub struct BenchOptions {
     /// direct side follows too. Anything but `Password` also measures issuance against the
     /// default-iterations floor; engines that compute no verifiers refuse it.
     pub password_authentication: PasswordAuthentication,
+    /// Users per bulk revocation measurement ([`bulk`]); 0 leaves it out.
+    pub bulk: usize,
 }
 
 /// Rounds of the floor comparison, each running its blocks one after the other, so drift in the
@@ -279,6 +296,8 @@ pub struct Parameters {
     pub rounds: usize,
     pub expiring_leases: usize,
     pub leases: usize,
+    /// Users per bulk revocation measurement (`--bulk`; 0: not measured).
+    pub bulk: usize,
     /// `sqlite` (a temporary file) or `postgres` (a throwaway database).
     pub store: &'static str,
     pub replicas: usize,
@@ -338,6 +357,9 @@ pub struct EngineReport {
     /// `--password-authentication scram-sha-256`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub floor: Vec<FloorLevel>,
+    /// Bulk revocation against the engine's plain drop (only with `--bulk N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bulk: Option<bulk::Bulk>,
 }
 
 /// Throughput at one concurrency level: `rounds` pairs of blocks, Lessor's and the direct one,
@@ -728,6 +750,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report> {
             rounds: options.rounds,
             expiring_leases: options.expiring_leases,
             leases: options.seeded_leases,
+            bulk: options.bulk,
             store: match options.store {
                 BenchStore::Sqlite => "sqlite",
                 BenchStore::Postgres { .. } => "postgres",
@@ -992,6 +1015,11 @@ async fn run_engine(
         }
     }
 
+    let bulk = match options.bulk {
+        0 => None,
+        users => Some(bulk::measure(target, engine, &url_secret, mode, users).await?),
+    };
+
     Ok(EngineReport {
         label,
         server_version,
@@ -1003,6 +1031,7 @@ async fn run_engine(
         throughput,
         reaper,
         floor,
+        bulk,
     })
 }
 
@@ -1455,6 +1484,9 @@ impl EngineReport {
         );
         for floor in &self.floor {
             floor.markdown(out, p);
+        }
+        if let Some(bulk) = &self.bulk {
+            bulk.markdown(out);
         }
     }
 }

@@ -248,6 +248,12 @@ struct BenchArgs {
     /// 1,000-key LIST page of them. The leases are rows only: no database user is made.
     #[arg(long, default_value_t = 0, value_name = "N")]
     leases: usize,
+    /// Also measure bulk revocation of N users per engine (issue 10 asks for 10000): one
+    /// revoke-prefix of N leases, and the reaper draining N leases that fall due together (with
+    /// the API's lookup latency meanwhile against idle), each against the engine's plain drop
+    /// (DROP ROLE / DROP USER IF EXISTS) of N users on 4 connections. 0: not measured.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    bulk: usize,
     /// Print one JSON object on standard output instead of the Markdown report (progress goes
     /// to standard error either way).
     #[arg(long)]
@@ -256,7 +262,7 @@ struct BenchArgs {
     /// (JSON) names them, with token files, and the roles to measure on both
     /// (scripts/bench-openbao.sh writes one). Takes --concurrency, --pairs-per-worker, --rounds,
     /// --json and --output.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["engines", "targets", "leases", "replicas", "password_authentication", "scram_iterations"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["engines", "targets", "leases", "bulk", "replicas", "password_authentication", "scram_iterations"])]
     servers: Option<PathBuf>,
     /// Measure only these engines (comma-separated short names; default: every engine built in
     /// that offers a direct baseline: postgres, mysql, redis).
@@ -739,6 +745,7 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
             rounds: args.rounds.max(1),
             expiring_leases: args.expiring_leases.max(1),
             seeded_leases: args.leases,
+            bulk: args.bulk,
             targets: bench_targets(&args.engines, &args.targets)?,
             password_authentication: bench_password_authentication(
                 &args.password_authentication,

@@ -1,7 +1,7 @@
 //! `lessor bench --json` at tiny sizes against the real PostgreSQL and MariaDB: standard output is
-//! one JSON object whose ratios and figures are there and plausible, progress goes to standard
-//! error, and nothing is left behind (the seeded leases are rows in a temporary store; the
-//! suite's leftovers check covers database users). And `lessor bench --servers`, the side-by-side
+//! one JSON object whose ratios and figures are there and plausible (also `--bulk`'s bulk
+//! revocation), progress goes to standard error, and nothing is left behind (the seeded leases
+//! are rows in a temporary store; the suite's leftovers check covers database users). And `lessor bench --servers`, the side-by-side
 //! mode `scripts/bench-openbao.sh` drives, against two in-process Lessors.
 
 mod common;
@@ -97,8 +97,25 @@ async fn users_named(prefix: &str) -> Vec<String> {
     users
 }
 
+/// Held for the whole of a test that runs Lessor's own measurements: those make `v-bench-...`
+/// users for a while, and each such test checks at its end that none is left, so two of them
+/// (separate processes under nextest) must not overlap. A PostgreSQL advisory lock, released when
+/// the returned session closes.
+async fn bench_lock() -> tokio_postgres::Client {
+    let session = pg_admin().await;
+    session
+        .execute(
+            "SELECT pg_advisory_lock(hashtext('lessor tests/bench.rs'))",
+            &[],
+        )
+        .await
+        .unwrap();
+    session
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_json_reports_ratios_raw_figures_and_a_seeded_store() {
+    let _exclusive = bench_lock().await;
     let (stdout, stderr) = bench(
         [
             "--json",
@@ -200,6 +217,109 @@ async fn bench_json_reports_ratios_raw_figures_and_a_seeded_store() {
         "progress goes to standard error:\n{stderr}"
     );
     // The seeded leases never had users; Lessor's and the direct side's are all dropped.
+    let left = users_named("v-bench").await;
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// `--bulk 50` on PostgreSQL: revoke-prefix of 50 leases and the reaper draining 50 leases that
+/// fell due together, each against 50 plain `DROP ROLE IF EXISTS` on 4 connections, and the
+/// lookup latency during the drain against idle; every figure is there and positive, and no user
+/// of the run is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_bulk_times_revoke_prefix_and_a_reaper_backlog_against_plain_drops() {
+    let _exclusive = bench_lock().await;
+    let (stdout, stderr) = bench(
+        [
+            "--json",
+            "--engines",
+            "postgres",
+            "--target",
+            &format!("postgres={}", postgres_url()),
+            "--iterations",
+            "1",
+            "--concurrency",
+            "1",
+            "--pairs-per-worker",
+            "1",
+            "--rounds",
+            "1",
+            "--expiring-leases",
+            "1",
+            "--bulk",
+            "50",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("standard output is not one JSON object ({e}):\n{stdout}"));
+    assert_eq!(report["parameters"]["bulk"], 50);
+    let bulk = &report["engines"]["postgres"]["bulk"];
+    assert_eq!(bulk["users"], 50, "{bulk}");
+    assert_eq!(bulk["connections"], 4);
+    for figure in [
+        "revoke_prefix_ratio",
+        "reaper_drain_ratio",
+        "drain_p50_latency_ratio",
+        "drain_p99_latency_ratio",
+        "revoke_prefix/setup_seconds",
+        "revoke_prefix/answer_seconds",
+        "revoke_prefix/seconds",
+        "revoke_prefix/users_per_sec",
+        "direct_drop/setup_seconds",
+        "direct_drop/seconds",
+        "direct_drop/users_per_sec",
+        "reaper_backlog/setup_seconds",
+        "reaper_backlog/drain_seconds",
+        "reaper_backlog/users_per_sec",
+        "reaper_backlog/idle/requests",
+        "reaper_backlog/idle/p50_ms",
+        "reaper_backlog/idle/p99_ms",
+        "reaper_backlog/drain/requests",
+        "reaper_backlog/drain/p50_ms",
+        "reaper_backlog/drain/p99_ms",
+    ] {
+        positive(&report, &format!("/engines/postgres/bulk/{figure}"));
+    }
+    // The ratios are the raw figures' ratios (to the rounding of each).
+    let users_per_sec = |side: &str| positive(bulk, &format!("/{side}/users_per_sec"));
+    let direct = users_per_sec("direct_drop");
+    for (ratio, side) in [
+        ("revoke_prefix_ratio", "revoke_prefix"),
+        ("reaper_drain_ratio", "reaper_backlog"),
+    ] {
+        let expected = users_per_sec(side) / direct;
+        let reported = positive(bulk, &format!("/{ratio}"));
+        assert!(
+            (reported - expected).abs() <= 0.01 * expected + 0.001,
+            "{ratio} = {reported}, expected {expected}"
+        );
+    }
+    let p99 = |phase: &str| positive(bulk, &format!("/reaper_backlog/{phase}/p99_ms"));
+    let expected = p99("drain") / p99("idle");
+    let reported = positive(bulk, "/drain_p99_latency_ratio");
+    assert!(
+        (reported - expected).abs() <= 0.01 * expected + 0.001,
+        "drain_p99_latency_ratio = {reported}, expected {expected}"
+    );
+    // Users per second are users over the seconds reported.
+    let seconds = positive(bulk, "/revoke_prefix/seconds");
+    assert!(positive(bulk, "/revoke_prefix/answer_seconds") <= seconds);
+    assert!((users_per_sec("revoke_prefix") * seconds - 50.0).abs() < 2.5);
+    assert!(check_ratios(&report, "") > 10);
+    assert!(
+        stderr.contains("timing PUT sys/leases/revoke-prefix/database/creds/bench-postgres-bulk")
+            && stderr.contains("timing the reaper's drain")
+            && stderr.contains("bench: done"),
+        "progress goes to standard error:\n{stderr}"
+    );
+
+    // Nothing of the run is left: not the bulk users, not the rest of the benchmark's.
+    let prefix = bulk["username_prefix"].as_str().unwrap();
+    assert!(prefix.starts_with("v-bulk-"), "{prefix}");
+    let left = users_named(prefix).await;
+    assert!(left.is_empty(), "left behind: {left:?}");
     let left = users_named("v-bench").await;
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -7,7 +7,16 @@ use lessor_plugin::{DirectSession, NewUserRequest, PluginError, Secret};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
-use crate::{create_on, error, render_creation, revoke_on, user_hosts, CreationFailure};
+use crate::{create_on, error, render_creation, revoke_on, sql, user_hosts, CreationFailure};
+
+/// Users whose names match a `LIKE` pattern made by [`sql::like_prefix`].
+const USERS_LIKE: &str =
+    "SELECT DISTINCT User FROM mysql.user WHERE User LIKE ? ESCAPE '!' ORDER BY User";
+
+/// [`USERS_LIKE`]' count. `mysql.user.User` has a binary collation (`utf8mb3_bin` on MariaDB
+/// 10.11), so `LIKE` matches the exact prefix.
+const COUNT_USERS_LIKE: &str =
+    "SELECT COUNT(DISTINCT User) FROM mysql.user WHERE User LIKE ? ESCAPE '!'";
 
 /// One admin connection used the way a hand-written script would.
 pub struct MySqlDirect {
@@ -57,5 +66,37 @@ impl DirectSession for MySqlDirect {
     async fn delete_user(&mut self, username: &str) -> Result<(), PluginError> {
         lessor_plugin::check_username(username)?;
         revoke_on(&mut self.conn, username, None, None).await
+    }
+
+    /// `DROP USER IF EXISTS` of the account at `'%'` alone.
+    async fn drop_user(&mut self, username: &str) -> Result<(), PluginError> {
+        lessor_plugin::check_username(username)?;
+        self.conn
+            .query_drop(format!(
+                "DROP USER IF EXISTS {}",
+                sql::account(username, sql::DEFAULT_HOST)
+            ))
+            .await
+            .map_err(|e| error::classify(&e, "dropping the user", None))
+    }
+
+    async fn users_with_prefix(&mut self, prefix: &str) -> Result<Vec<String>, PluginError> {
+        let mut users: Vec<String> = self
+            .conn
+            .exec(USERS_LIKE, (sql::like_prefix(prefix),))
+            .await
+            .map_err(|e| error::classify(&e, "listing users", None))?;
+        // LIKE follows the column's collation; the exact prefix test keeps the contract exact.
+        users.retain(|user| user.starts_with(prefix));
+        Ok(users)
+    }
+
+    async fn count_users_with_prefix(&mut self, prefix: &str) -> Result<usize, PluginError> {
+        let count: Option<u64> = self
+            .conn
+            .exec_first(COUNT_USERS_LIKE, (sql::like_prefix(prefix),))
+            .await
+            .map_err(|e| error::classify(&e, "counting users", None))?;
+        Ok(usize::try_from(count.unwrap_or_default()).unwrap_or(usize::MAX))
     }
 }

@@ -223,6 +223,21 @@ pub trait DirectSession: Send {
 
     /// The engine's built-in revocation, on this session.
     async fn delete_user(&mut self, username: &str) -> Result<(), PluginError>;
+
+    /// The engine's plain drop statement and nothing else (PostgreSQL `DROP ROLE IF EXISTS`,
+    /// MySQL/MariaDB `DROP USER IF EXISTS` of the account at `'%'`, where the `lessor dev`
+    /// read-only role creates it; Redis `ACL DELUSER`): no existence check, no lock-out, no end
+    /// of sessions. The floor `lessor bench --bulk` measures bulk revocation against.
+    async fn drop_user(&mut self, username: &str) -> Result<(), PluginError>;
+
+    /// The users whose names start with `prefix` (an exact prefix, no pattern), sorted.
+    async fn users_with_prefix(&mut self, prefix: &str) -> Result<Vec<String>, PluginError>;
+
+    /// How many users' names start with `prefix`: what `lessor bench --bulk` polls while a
+    /// revocation drains. Engines that can count on the server answer without the names.
+    async fn count_users_with_prefix(&mut self, prefix: &str) -> Result<usize, PluginError> {
+        Ok(self.users_with_prefix(prefix).await?.len())
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,12 @@ use lessor_plugin::{
 use tokio_postgres::NoTls;
 
 use crate::error::classify;
-use crate::{create_on, revoke_on, statement_password, LOCK_TIMEOUT, ROLE_EXISTS};
+use crate::{
+    create_on, quote_ident, revoke_on, statement_password, LIST_USERS, LOCK_TIMEOUT, ROLE_EXISTS,
+};
+
+/// [`LIST_USERS`]' count.
+const COUNT_USERS: &str = "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, $1)";
 
 /// One admin connection used the way a hand-written script would.
 pub struct PostgresDirect {
@@ -90,5 +95,32 @@ impl DirectSession for PostgresDirect {
     async fn delete_user(&mut self, username: &str) -> Result<(), PluginError> {
         lessor_plugin::check_username(username)?;
         revoke_on(&mut self.client, &[LOCK_TIMEOUT], username, &[], None).await
+    }
+
+    /// `DROP ROLE IF EXISTS` alone, in its own implicit transaction.
+    async fn drop_user(&mut self, username: &str) -> Result<(), PluginError> {
+        lessor_plugin::check_username(username)?;
+        self.client
+            .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(username)))
+            .await
+            .map_err(|e| classify(&e, &[]))
+    }
+
+    async fn users_with_prefix(&mut self, prefix: &str) -> Result<Vec<String>, PluginError> {
+        let rows = self
+            .client
+            .query(LIST_USERS, &[&prefix])
+            .await
+            .map_err(|e| classify(&e, &[]))?;
+        Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect())
+    }
+
+    async fn count_users_with_prefix(&mut self, prefix: &str) -> Result<usize, PluginError> {
+        let row = self
+            .client
+            .query_one(COUNT_USERS, &[&prefix])
+            .await
+            .map_err(|e| classify(&e, &[]))?;
+        Ok(usize::try_from(row.get::<_, i64>(0)).unwrap_or_default())
     }
 }

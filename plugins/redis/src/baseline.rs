@@ -58,4 +58,20 @@ impl DirectSession for RedisDirect {
         lessor_plugin::check_username(username)?;
         acl::delete(&mut self.conn, username).await.map(drop)
     }
+
+    /// `ACL DELUSER` alone (it answers 0 for a user that is not there).
+    async fn drop_user(&mut self, username: &str) -> Result<(), PluginError> {
+        lessor_plugin::check_username(username)?;
+        let _deleted: i64 = redis::cmd("ACL")
+            .arg("DELUSER")
+            .arg(username)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| error::classify(&e, "deleting the user", None))?;
+        Ok(())
+    }
+
+    async fn users_with_prefix(&mut self, prefix: &str) -> Result<Vec<String>, PluginError> {
+        acl::users_with_prefix(&mut self.conn, prefix).await
+    }
 }

@@ -1,0 +1,729 @@
+//! `lessor bench --bulk N`: bulk revocation through Lessor against the engine's plain drop
+//! (issue 10, target 2). Per engine:
+//!
+//! 1. **revoke-prefix**: N credentials issued through Lessor under one role (setup, not timed,
+//!    [`SETUP_WORKERS`] requests at a time), then one
+//!    `PUT sys/leases/revoke-prefix/database/creds/<role>`, timed until it answers. Every user
+//!    must be gone then; if some are not, the clock runs on until the last one is (polled).
+//! 2. **direct drop**: N users created directly with the same creation SQL (setup, not timed),
+//!    then dropped with the engine's plain drop statement alone ([`DirectSession::drop_user`]:
+//!    PostgreSQL `DROP ROLE IF EXISTS`, MariaDB `DROP USER IF EXISTS`) on [`CONNECTIONS`]
+//!    connections, timed: the baseline of both ratios.
+//! 3. **reaper backlog**: N credentials issued in batches, each batch with the TTL (whole seconds)
+//!    that makes it fall due at one planned moment a few seconds after the setup ends; the clock
+//!    runs from the earliest possible expiry until the database has no user of the role left
+//!    (polled every [`POLL_EVERY`]). Meanwhile one client looks up one live lease
+//!    (`PUT sys/leases/lookup`), one request after the other, [`PROBE_GAP`] apart; the same client
+//!    measured the same while idle, between the end of the setup and the expiry.
+//!
+//! Lessor's connection for this holds [`CONNECTIONS`] database connections, as the direct side
+//! does. Every user the measurement makes is named `v-bulk-<tag>-...` (the tag is random per run);
+//! whatever the outcome, any user left with that prefix is dropped at the end.
+//!
+//! [`DirectSession::drop_user`]: lessor_plugin::DirectSession::drop_user
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use lessor_plugin::{PasswordAuthentication, Secret};
+use rand::Rng;
+use serde::Serialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{bench_error, per_sec, progress, ratio, round_to, summarize, Direct, Engine, Target};
+use crate::error::{Error, Result};
+
+/// Database connections on each side: Lessor's connection pool, and the direct sessions that drop
+/// users (issue 10's baseline: "10,000 direct DROP ROLE IF EXISTS on 4 connections").
+pub const CONNECTIONS: usize = 4;
+
+/// Issue requests in flight at once while setting up (not timed).
+const SETUP_WORKERS: usize = 8;
+
+/// Credentials issued per batch of the backlog's setup; each batch gets its own TTL.
+const BACKLOG_BATCH: usize = 64;
+
+/// How often the database's count of the role's users is polled.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+
+/// The pause between two lookups of the latency probe, so that it samples the API rather than
+/// loading it.
+const PROBE_GAP: Duration = Duration::from_millis(10);
+
+/// The backlog falls due this long after the setup's planned end (twice the revoke-prefix
+/// setup): the idle latency is measured meanwhile.
+const IDLE_WINDOW: Duration = Duration::from_secs(3);
+
+/// The least idle time the backlog's setup must leave before the expiry.
+const MIN_IDLE: Duration = Duration::from_secs(1);
+
+/// A progress line at most this often during a long wait.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// Bulk revocation of `users` users, through Lessor and with the engine's plain drop.
+#[derive(Debug, Serialize)]
+pub struct Bulk {
+    /// Users revoked in each of the three measurements.
+    pub users: usize,
+    /// Database connections on each side.
+    pub connections: usize,
+    /// What every username of the measurement starts with (random per run).
+    pub username_prefix: String,
+    pub revoke_prefix: RevokePrefix,
+    pub direct_drop: DirectDrop,
+    pub reaper_backlog: ReaperBacklog,
+    /// revoke-prefix users/s over direct users/s (1.0 is free; higher is better).
+    pub revoke_prefix_ratio: f64,
+    /// The reaper's users/s over direct users/s (1.0 is free; higher is better).
+    pub reaper_drain_ratio: f64,
+    /// Lookup latency during the drain over idle (1.0 is unaffected; lower is better).
+    pub drain_p50_latency_ratio: f64,
+    pub drain_p99_latency_ratio: f64,
+}
+
+/// One `PUT sys/leases/revoke-prefix/...` of every lease of a role.
+#[derive(Debug, Serialize)]
+pub struct RevokePrefix {
+    pub path: String,
+    /// Issuing the users through Lessor (setup, not timed).
+    pub setup_seconds: f64,
+    /// Until the request answered.
+    pub answer_seconds: f64,
+    /// Users of the role still in the database when it answered (0 while revoke-prefix is
+    /// synchronous).
+    pub users_left_at_answer: usize,
+    /// Until the last user was gone: the answer, or the poll that found none left.
+    pub seconds: f64,
+    pub users_per_sec: f64,
+}
+
+/// The baseline: the engine's plain drop statement, user by user, on [`CONNECTIONS`] sessions.
+#[derive(Debug, Serialize)]
+pub struct DirectDrop {
+    /// Creating the users directly (setup, not timed).
+    pub setup_seconds: f64,
+    pub seconds: f64,
+    pub users_per_sec: f64,
+}
+
+/// The reaper revoking a backlog of leases that fell due together.
+#[derive(Debug, Serialize)]
+pub struct ReaperBacklog {
+    /// Issuing the users through Lessor (setup, not timed).
+    pub setup_seconds: f64,
+    /// How long after the earliest possible expiry the last lease could expire (TTLs are whole
+    /// seconds, set batch by batch). The drain is timed from the earliest.
+    pub expiry_spread_seconds: f64,
+    /// From the earliest possible expiry until the database had no user of the role left.
+    pub drain_seconds: f64,
+    pub users_per_sec: f64,
+    /// The latency probe between the setup and the expiry.
+    pub idle: ProbeLatency,
+    /// The latency probe from the expiry until the last user was gone.
+    pub drain: ProbeLatency,
+}
+
+/// `PUT sys/leases/lookup` of one live lease, one request after the other, [`PROBE_GAP`] apart.
+#[derive(Debug, Serialize)]
+pub struct ProbeLatency {
+    pub requests: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+}
+
+impl Direct {
+    async fn count_users_with_prefix(&mut self, prefix: &str) -> Result<usize> {
+        self.0
+            .count_users_with_prefix(prefix)
+            .await
+            .map_err(|e| bench_error("count users", e))
+    }
+
+    async fn drop_user(&mut self, username: &str) -> Result<()> {
+        self.0
+            .drop_user(username)
+            .await
+            .map_err(|e| bench_error("direct drop", e))
+    }
+
+    /// Fails unless exactly `expected` users' names start with `prefix`.
+    async fn expect_users(&mut self, prefix: &str, expected: usize) -> Result<()> {
+        let found = self.count_users_with_prefix(prefix).await?;
+        if found == expected {
+            Ok(())
+        } else {
+            Err(bench_error(
+                "bulk",
+                format!("{found} users named {prefix}* in the database, expected {expected}"),
+            ))
+        }
+    }
+}
+
+/// Every bulk measurement for one engine; then any user the measurement made that is still
+/// there is dropped, whatever the outcome (and is an error if the measurement succeeded).
+pub(super) async fn measure(
+    target: &Target,
+    engine: Engine,
+    url: &Secret,
+    mode: PasswordAuthentication,
+    users: usize,
+) -> Result<Bulk> {
+    let tag: String = rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(5)
+        .map(|b| char::from(b).to_ascii_lowercase())
+        .collect();
+    let prefix = format!("v-bulk-{tag}-");
+    let measured = run(target, engine, url, mode, users, &prefix).await;
+    let swept = sweep(engine, url, mode, &prefix).await;
+    match (measured, swept) {
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        (Ok(_), Ok(left)) if left > 0 => Err(bench_error(
+            "bulk",
+            format!("{left} users named {prefix}* were left behind (now dropped)"),
+        )),
+        (Ok(bulk), Ok(_)) => Ok(bulk),
+    }
+}
+
+/// Drops every user whose name starts with `prefix` with the engine's built-in revocation;
+/// returns how many there were.
+async fn sweep(
+    engine: Engine,
+    url: &Secret,
+    mode: PasswordAuthentication,
+    prefix: &str,
+) -> Result<usize> {
+    let mut session = Direct::connect(engine, url, mode).await?;
+    let left = session
+        .0
+        .users_with_prefix(prefix)
+        .await
+        .map_err(|e| bench_error("list users", e))?;
+    if !left.is_empty() {
+        progress(format!(
+            "{}: dropping {} users named {prefix}* left by the bulk measurement",
+            engine.label(),
+            left.len()
+        ));
+    }
+    for user in &left {
+        session.delete(user).await?;
+    }
+    Ok(left.len())
+}
+
+async fn run(
+    target: &Target,
+    engine: Engine,
+    url: &Secret,
+    mode: PasswordAuthentication,
+    users: usize,
+    prefix: &str,
+) -> Result<Bulk> {
+    let label = engine.label();
+    let connection = format!("{}-bulk", engine.slug());
+    let mut settings = json!({
+        "plugin_name": engine.0.plugin_name(),
+        "connection_url": url.expose(),
+        "allowed_roles": "*",
+        "max_open_connections": CONNECTIONS,
+    });
+    if let Some(iterations) = mode.generated_iterations() {
+        settings["password_authentication"] = json!(mode.name());
+        settings["scram_iterations"] = json!(iterations);
+    }
+    target
+        .call(
+            reqwest::Method::POST,
+            &format!("database/config/{connection}"),
+            Some(settings),
+        )
+        .await?;
+    let mut watcher = Direct::connect(engine, url, mode).await?;
+
+    // 1. revoke-prefix.
+    let prefix_role = Role {
+        name: connection.clone(),
+        connection: connection.clone(),
+        prefix: format!("{prefix}p-"),
+    };
+    prefix_role.write(target, engine, 3_600).await?;
+    progress(format!(
+        "{label}: bulk revocation of {users} users: issuing them through Lessor under role {} \
+         ({SETUP_WORKERS} requests at a time; setup, not timed)",
+        prefix_role.name
+    ));
+    let started = Instant::now();
+    prefix_role.issue(target, users, Some(label)).await?;
+    let prefix_setup = started.elapsed();
+    watcher.expect_users(&prefix_role.prefix, users).await?;
+    let path = format!(
+        "sys/leases/revoke-prefix/database/creds/{}",
+        prefix_role.name
+    );
+    progress(format!("{label}: timing PUT {path} of {users} leases"));
+    let started = Instant::now();
+    target.call(reqwest::Method::PUT, &path, None).await?;
+    let answered = started.elapsed();
+    let left_at_answer = watcher.count_users_with_prefix(&prefix_role.prefix).await?;
+    let gone = if left_at_answer == 0 {
+        answered
+    } else {
+        progress(format!(
+            "{label}: revoke-prefix answered with {left_at_answer} users still there; waiting for them"
+        ));
+        wait_until_gone(&mut watcher, label, &prefix_role.prefix, started, users).await?
+    };
+    let revoke_prefix = RevokePrefix {
+        path,
+        setup_seconds: seconds(prefix_setup),
+        answer_seconds: seconds(answered),
+        users_left_at_answer: left_at_answer,
+        seconds: seconds(gone),
+        users_per_sec: per_sec(users, gone),
+    };
+    progress(format!(
+        "{label}: revoke-prefix: {users} users gone in {:.2} s ({:.1} users/s)",
+        revoke_prefix.seconds, revoke_prefix.users_per_sec
+    ));
+
+    // 2. The direct side.
+    let direct_drop = direct_drop(engine, url, mode, users, &format!("{prefix}d-")).await?;
+    watcher.expect_users(&format!("{prefix}d-"), 0).await?;
+
+    // 3. The reaper's backlog, with the lookup probe on a live lease of the first role.
+    let backlog_role = Role {
+        name: format!("{}-backlog", engine.slug()),
+        connection,
+        prefix: format!("{prefix}r-"),
+    };
+    let (probe_lease, _) = target.issue(&prefix_role.name).await?;
+    let reaper_backlog = reaper_backlog(
+        target,
+        engine,
+        &mut watcher,
+        &backlog_role,
+        users,
+        prefix_setup,
+        &probe_lease,
+    )
+    .await?;
+    target.revoke(&probe_lease).await?;
+
+    let direct = direct_drop.users_per_sec;
+    Ok(Bulk {
+        users,
+        connections: CONNECTIONS,
+        username_prefix: prefix.to_owned(),
+        revoke_prefix_ratio: ratio(revoke_prefix.users_per_sec, direct),
+        reaper_drain_ratio: ratio(reaper_backlog.users_per_sec, direct),
+        drain_p50_latency_ratio: ratio(reaper_backlog.drain.p50_ms, reaper_backlog.idle.p50_ms),
+        drain_p99_latency_ratio: ratio(reaper_backlog.drain.p99_ms, reaper_backlog.idle.p99_ms),
+        revoke_prefix,
+        direct_drop,
+        reaper_backlog,
+    })
+}
+
+/// A role of the bulk connection whose usernames start with `prefix`.
+struct Role {
+    name: String,
+    connection: String,
+    prefix: String,
+}
+
+impl Role {
+    /// Writes the role with this TTL (and max TTL), in whole seconds.
+    async fn write(&self, target: &Target, engine: Engine, ttl_seconds: u64) -> Result<()> {
+        target
+            .call(
+                reqwest::Method::POST,
+                &format!("database/roles/{}", self.name),
+                Some(json!({
+                    "db_name": self.connection,
+                    "creation_statements": engine.creation(),
+                    "default_ttl": ttl_seconds,
+                    "max_ttl": ttl_seconds,
+                    "username_template": format!("{}{{{{random}}}}", self.prefix),
+                })),
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Issues `count` credentials, [`SETUP_WORKERS`] requests at a time, checking each
+    /// username's prefix; with `report` (a label), a progress line every tenth.
+    async fn issue(&self, target: &Target, count: usize, report: Option<&str>) -> Result<()> {
+        let done = AtomicUsize::new(0);
+        let every = (count / 10).max(1);
+        let started = Instant::now();
+        futures::stream::iter(0..count)
+            .map(|_| target.issue(&self.name))
+            .buffer_unordered(SETUP_WORKERS)
+            .try_for_each(|(_, username)| {
+                let outcome = if username.starts_with(&self.prefix) {
+                    let issued = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if let Some(label) = report.filter(|_| issued % every == 0) {
+                        progress(format!(
+                            "{label}: issued {issued} of {count} ({:.1} s)",
+                            started.elapsed().as_secs_f64()
+                        ));
+                    }
+                    Ok(())
+                } else {
+                    Err(bench_error(
+                        "bulk",
+                        format!(
+                            "role {} issued a user whose name does not start with {}",
+                            self.name, self.prefix
+                        ),
+                    ))
+                };
+                futures::future::ready(outcome)
+            })
+            .await
+    }
+}
+
+/// Creates `users` users named `prefix...` directly on [`CONNECTIONS`] sessions (setup), then
+/// times dropping them with the engine's plain drop on the same sessions.
+async fn direct_drop(
+    engine: Engine,
+    url: &Secret,
+    mode: PasswordAuthentication,
+    users: usize,
+    prefix: &str,
+) -> Result<DirectDrop> {
+    let label = engine.label();
+    progress(format!(
+        "{label}: creating {users} users directly on {CONNECTIONS} connections (setup, not timed)"
+    ));
+    let sessions = Direct::connect_many(engine, url, mode, CONNECTIONS).await?;
+    let statements = engine.creation();
+    let template = format!("{prefix}{{{{random}}}}");
+    let started = Instant::now();
+    let mut creators = Vec::new();
+    for (index, mut session) in sessions.into_iter().enumerate() {
+        let share = users / CONNECTIONS + usize::from(index < users % CONNECTIONS);
+        let (statements, template) = (statements.clone(), template.clone());
+        creators.push(tokio::spawn(async move {
+            let mut names = Vec::with_capacity(share);
+            for _ in 0..share {
+                names.push(
+                    session
+                        .create_named(engine, &statements, Some(&template))
+                        .await?,
+                );
+            }
+            Ok::<_, Error>((session, names))
+        }));
+    }
+    let mut created = Vec::new();
+    for creator in creators {
+        created.push(creator.await.map_err(|e| bench_error("worker", e))??);
+    }
+    let setup = started.elapsed();
+    progress(format!(
+        "{label}: timing the engine's plain drop of {users} users on {CONNECTIONS} connections"
+    ));
+    let started = Instant::now();
+    let mut droppers = Vec::new();
+    for (mut session, names) in created {
+        droppers.push(tokio::spawn(async move {
+            for name in &names {
+                session.drop_user(name).await?;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for dropper in droppers {
+        dropper.await.map_err(|e| bench_error("worker", e))??;
+    }
+    let elapsed = started.elapsed();
+    let direct = DirectDrop {
+        setup_seconds: seconds(setup),
+        seconds: seconds(elapsed),
+        users_per_sec: per_sec(users, elapsed),
+    };
+    progress(format!(
+        "{label}: direct drop: {users} users in {:.2} s ({:.1} users/s)",
+        direct.seconds, direct.users_per_sec
+    ));
+    Ok(direct)
+}
+
+/// Issues `users` credentials of `role` whose expiries all fall on one planned moment (to the
+/// TTL's whole second), probes the API while idle, then times the reaper's drain with the probe
+/// running.
+async fn reaper_backlog(
+    target: &Target,
+    engine: Engine,
+    watcher: &mut Direct,
+    role: &Role,
+    users: usize,
+    prefix_setup: Duration,
+    probe_lease: &str,
+) -> Result<ReaperBacklog> {
+    let label = engine.label();
+    // The same number of issues took `prefix_setup` a moment ago; twice that leaves room for a
+    // slower machine.
+    let planned = prefix_setup * 2 + IDLE_WINDOW;
+    let started = Instant::now();
+    let expiry = started + planned;
+    progress(format!(
+        "{label}: reaper backlog of {users} users: issuing them through Lessor under role {} in \
+         batches of {BACKLOG_BATCH}, each with the TTL that makes it fall due {:.1} s from now \
+         (setup, not timed)",
+        role.name,
+        planned.as_secs_f64()
+    ));
+    let (mut first_expiry, mut last_expiry) = (None::<Instant>, expiry);
+    let mut issued = 0;
+    let report_every = (users / 10).max(BACKLOG_BATCH);
+    let mut next_report = report_every;
+    while issued < users {
+        let now = Instant::now();
+        let remaining = expiry.saturating_duration_since(now);
+        if remaining < MIN_IDLE {
+            return Err(bench_error(
+                "bulk",
+                format!(
+                    "the reaper backlog's setup ran past the {:.1} s planned from the revoke-prefix \
+                     setup; the machine is busier now than then, so run it again",
+                    planned.as_secs_f64()
+                ),
+            ));
+        }
+        let ttl = Duration::from_secs(remaining.as_secs_f64().ceil() as u64);
+        role.write(target, engine, ttl.as_secs()).await?;
+        let batch = BACKLOG_BATCH.min(users - issued);
+        role.issue(target, batch, None).await?;
+        // Each lease of the batch expires at its issue time (between `now` and here) plus `ttl`.
+        first_expiry = Some(first_expiry.map_or(now + ttl, |first| first.min(now + ttl)));
+        last_expiry = last_expiry.max(Instant::now() + ttl);
+        issued += batch;
+        if issued >= next_report || issued == users {
+            progress(format!(
+                "{label}: issued {issued} of {users} ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            ));
+            next_report = issued + report_every;
+        }
+    }
+    let setup = started.elapsed();
+    let first_expiry = first_expiry.unwrap_or(expiry);
+    watcher.expect_users(&role.prefix, users).await?;
+    if first_expiry.saturating_duration_since(Instant::now()) < MIN_IDLE {
+        return Err(bench_error(
+            "bulk",
+            "the reaper backlog's setup ended too close to the expiry to measure the idle latency; \
+             the machine is busier now than during the revoke-prefix setup, so run it again",
+        ));
+    }
+
+    progress(format!(
+        "{label}: latency probe while idle, until the backlog falls due in {:.1} s",
+        first_expiry
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64()
+    ));
+    let probe = Probe::start(target, probe_lease);
+    tokio::time::sleep_until((first_expiry - Duration::from_millis(100)).into()).await;
+    let idle = probe.finish().await?;
+    tokio::time::sleep_until(first_expiry.into()).await;
+
+    progress(format!(
+        "{label}: {users} leases due; timing the reaper's drain, with the latency probe running"
+    ));
+    let probe = Probe::start(target, probe_lease);
+    let gone = wait_until_gone(watcher, label, &role.prefix, first_expiry, users).await?;
+    let drain = probe.finish().await?;
+    let backlog = ReaperBacklog {
+        setup_seconds: seconds(setup),
+        expiry_spread_seconds: seconds(last_expiry.saturating_duration_since(first_expiry)),
+        drain_seconds: seconds(gone),
+        users_per_sec: per_sec(users, gone),
+        idle,
+        drain,
+    };
+    progress(format!(
+        "{label}: reaper drain: {users} users gone {:.2} s after the first expiry ({:.1} users/s); \
+         lookup p99 {:.2} ms idle, {:.2} ms during the drain",
+        backlog.drain_seconds, backlog.users_per_sec, backlog.idle.p99_ms, backlog.drain.p99_ms
+    ));
+    Ok(backlog)
+}
+
+/// Polls the count of users named `prefix...` every [`POLL_EVERY`] until none is left; returns
+/// the time from `since` to the poll that found none. Gives up after a minute plus 100 ms per
+/// user.
+async fn wait_until_gone(
+    watcher: &mut Direct,
+    label: &str,
+    prefix: &str,
+    since: Instant,
+    users: usize,
+) -> Result<Duration> {
+    let limit = Duration::from_secs(60) + Duration::from_millis(100) * users as u32;
+    let mut next_report = Instant::now() + REPORT_EVERY;
+    loop {
+        let left = watcher.count_users_with_prefix(prefix).await?;
+        let now = Instant::now();
+        if left == 0 {
+            return Ok(now.saturating_duration_since(since));
+        }
+        if now.saturating_duration_since(since) > limit {
+            return Err(bench_error(
+                "bulk",
+                format!(
+                    "{left} users named {prefix}* still there {:.0} s later",
+                    limit.as_secs_f64()
+                ),
+            ));
+        }
+        if now >= next_report {
+            progress(format!(
+                "{label}: {left} users left after {:.1} s",
+                now.saturating_duration_since(since).as_secs_f64()
+            ));
+            next_report = now + REPORT_EVERY;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// A client looking up one lease, one request after the other, until stopped.
+struct Probe {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<Vec<Duration>>>,
+}
+
+impl Probe {
+    fn start(target: &Target, lease: &str) -> Self {
+        let stop = CancellationToken::new();
+        let (url, token, body) = (
+            format!("{}/v1/sys/leases/lookup", target.base),
+            target.token.clone(),
+            json!({ "lease_id": lease }),
+        );
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut samples = Vec::new();
+            // At least one request, however short the window.
+            loop {
+                let started = Instant::now();
+                let response = http
+                    .put(&url)
+                    .header("X-Vault-Token", token.expose())
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(|e| bench_error("lookup", e))?;
+                let status = response.status();
+                response
+                    .bytes()
+                    .await
+                    .map_err(|e| bench_error("lookup", e))?;
+                if !status.is_success() {
+                    return Err(bench_error("lookup", status));
+                }
+                samples.push(started.elapsed());
+                tokio::select! {
+                    () = stopped.cancelled() => break,
+                    () = tokio::time::sleep(PROBE_GAP) => {}
+                }
+            }
+            Ok(samples)
+        });
+        Self { stop, task }
+    }
+
+    async fn finish(mut self) -> Result<ProbeLatency> {
+        self.stop.cancel();
+        let mut samples = (&mut self.task)
+            .await
+            .map_err(|e| bench_error("lookup probe", e))??;
+        let latency = summarize(&mut samples);
+        Ok(ProbeLatency {
+            requests: samples.len(),
+            p50_ms: latency.p50_ms,
+            p99_ms: latency.p99_ms,
+            mean_ms: latency.mean_ms,
+        })
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn seconds(d: Duration) -> f64 {
+    round_to(d.as_secs_f64(), 3)
+}
+
+impl Bulk {
+    /// The engine's bulk section of the Markdown report.
+    pub(super) fn markdown(&self, out: &mut String) {
+        let backlog = &self.reaper_backlog;
+        let _ = writeln!(
+            out,
+            "Bulk revocation of {} users ({} database connections on each side; setup not timed):\n",
+            self.users, self.connections
+        );
+        let _ = writeln!(
+            out,
+            "| revocation | setup s | seconds | users/s | Lessor / direct |\n|---|---|---|---|---|"
+        );
+        let _ = writeln!(
+            out,
+            "| `PUT {}` (answered in {:.2} s, {} users left then) | {:.2} | {:.2} | {:.1} | {:.2} |",
+            self.revoke_prefix.path,
+            self.revoke_prefix.answer_seconds,
+            self.revoke_prefix.users_left_at_answer,
+            self.revoke_prefix.setup_seconds,
+            self.revoke_prefix.seconds,
+            self.revoke_prefix.users_per_sec,
+            self.revoke_prefix_ratio,
+        );
+        let _ = writeln!(
+            out,
+            "| reaper backlog, from the first expiry until the last user was gone (expiries spread over {:.2} s) | {:.2} | {:.2} | {:.1} | {:.2} |",
+            backlog.expiry_spread_seconds,
+            backlog.setup_seconds,
+            backlog.drain_seconds,
+            backlog.users_per_sec,
+            self.reaper_drain_ratio,
+        );
+        let _ = writeln!(
+            out,
+            "| direct: the engine's plain drop, user by user | {:.2} | {:.2} | {:.1} | |",
+            self.direct_drop.setup_seconds,
+            self.direct_drop.seconds,
+            self.direct_drop.users_per_sec,
+        );
+        let _ = writeln!(
+            out,
+            "\n`PUT sys/leases/lookup` of one live lease, one request after the other, {} ms apart: idle p50 {:.2} ms, p99 {:.2} ms \
+             ({} requests); during the drain p50 {:.2} ms, p99 {:.2} ms ({} requests); during / idle: p50 {:.2}x, \
+             p99 {:.2}x.\n",
+            PROBE_GAP.as_millis(),
+            backlog.idle.p50_ms,
+            backlog.idle.p99_ms,
+            backlog.idle.requests,
+            backlog.drain.p50_ms,
+            backlog.drain.p99_ms,
+            backlog.drain.requests,
+            self.drain_p50_latency_ratio,
+            self.drain_p99_latency_ratio,
+        );
+    }
+}
