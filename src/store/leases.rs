@@ -819,23 +819,46 @@ impl LeaseStore for Store {
             StoreKind::Postgres => "FOR UPDATE SKIP LOCKED",
             StoreKind::Sqlite => "",
         };
-        let sql = format!(
+        // Two queries, not one with an OR: each is a range of its own index (`leases_due` up to
+        // now, `leases_in_flight`), where the OR made both engines walk the whole due index
+        // (0.55 s at 1,000,000 leases, with SQLite's write lock held).
+        let due = format!(
             "UPDATE leases SET claimed_by = $1, claim_until = $3
              WHERE id IN (
                  SELECT id FROM leases
-                 WHERE state IN ('creating', 'active', 'revoking')
-                     AND ((next_action_at <= $2 AND {unclaimed})
-                          OR (state IN ('creating', 'revoking') AND claimed_by <> $1 AND {dead}))
+                 WHERE state IN ('creating', 'active', 'revoking') AND next_action_at <= $2
+                     AND {unclaimed}
                  ORDER BY next_action_at LIMIT $5 {skip_locked}
              )
              RETURNING *",
             unclaimed = claim.unclaimed_sql("leases"),
+        );
+        // In flight on a dead replica, whatever their next action's time: taken over at once.
+        let orphaned = format!(
+            "UPDATE leases SET claimed_by = $1, claim_until = $3
+             WHERE id IN (
+                 SELECT id FROM leases
+                 WHERE state IN ('creating', 'revoking') AND claimed_by IS NOT NULL
+                     AND claimed_by <> $1 AND {dead}
+                 ORDER BY next_action_at LIMIT $5 {skip_locked}
+             )
+             RETURNING *",
             dead = claim.dead_sql("leases"),
         );
-        let rows: Vec<LeaseRow> = with_pool!(self, |pool| bind_claim!(sqlx::query_as(&sql), claim)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?);
+        let mut rows: Vec<LeaseRow> =
+            with_pool!(self, |pool| bind_claim!(sqlx::query_as(&orphaned), claim)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?);
+        let room = limit - rows.len() as i64;
+        if room > 0 {
+            let more: Vec<LeaseRow> =
+                with_pool!(self, |pool| bind_claim!(sqlx::query_as(&due), claim)
+                    .bind(room)
+                    .fetch_all(pool)
+                    .await?);
+            rows.extend(more);
+        }
         Ok(rows.into_iter().map(DueLease::from).collect())
     }
 
