@@ -764,8 +764,10 @@ async fn three_replicas_revoke_each_of_2000_expiring_leases_exactly_once_though_
             &token,
             "POST",
             &format!("database/roles/{role}"),
+            // Long enough that all 2,000 are issued before the first expires, even on a loaded
+            // 2-core machine (issuing took 13 to 55 s here), so every user is counted alive.
             Some(json!({
-                "db_name": "pg", "default_ttl": "40s", "max_ttl": "40s",
+                "db_name": "pg", "default_ttl": "90s", "max_ttl": "90s",
             })),
         )
         .await;

@@ -679,11 +679,7 @@ impl DatabasePlugin for MySqlPlugin {
         &self,
         requests: &[DeleteUserRequest<'_>],
     ) -> Vec<Result<(), PluginError>> {
-        let mut outcomes = Vec::with_capacity(requests.len());
-        for request in requests {
-            outcomes.push(self.delete_user(request).await);
-        }
-        outcomes
+        lessor_plugin::delete_each(self, requests).await
     }
 
     #[tracing::instrument(skip_all, fields(username = %username), err)]

@@ -525,6 +525,19 @@ const URL_CREDENTIAL: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHA
     .remove(b'.')
     .remove(b'~');
 
+/// [`DatabasePlugin::delete_users`] for an engine that does not batch: each request through
+/// [`DatabasePlugin::delete_user`], in order.
+pub async fn delete_each(
+    plugin: &(impl DatabasePlugin + ?Sized),
+    requests: &[DeleteUserRequest<'_>],
+) -> Vec<Result<(), PluginError>> {
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for request in requests {
+        outcomes.push(plugin.delete_user(request).await);
+    }
+    outcomes
+}
+
 /// Refuses a username longer than the engine's limit, before anything reaches the server: some
 /// engines silently cut a long name (PostgreSQL at 63 bytes), and the user dropped at revocation
 /// would then not be the one created.

@@ -322,11 +322,7 @@ impl DatabasePlugin for RedisPlugin {
         &self,
         requests: &[DeleteUserRequest<'_>],
     ) -> Vec<Result<(), PluginError>> {
-        let mut outcomes = Vec::with_capacity(requests.len());
-        for request in requests {
-            outcomes.push(self.delete_user(request).await);
-        }
-        outcomes
+        lessor_plugin::delete_each(self, requests).await
     }
 
     /// A fresh connection that logs in as the user (`AUTH`) and sends `PING`. A user allowed no
