@@ -957,7 +957,6 @@ impl Store {
     /// reconciliation has nothing to find, and the caller gives the leases an expiry it will not
     /// reach if the reaper is to leave them alone.
     pub async fn seed_leases(&self, leases: &[Lease]) -> Result<()> {
-        let list = |statements: &[String]| serde_json::to_string(statements).unwrap_or_default();
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             for chunk in leases.chunks(SEED_ROWS_PER_STATEMENT) {
@@ -973,9 +972,9 @@ impl Store {
                         .push_bind(&lease.role_name)
                         .push_bind(&lease.connection_name)
                         .push_bind(&lease.username)
-                        .push_bind(list(&lease.revocation_statements))
-                        .push_bind(list(&lease.rollback_statements))
-                        .push_bind(list(&lease.renew_statements))
+                        .push_bind(encode_statements(&lease.revocation_statements))
+                        .push_bind(encode_statements(&lease.rollback_statements))
+                        .push_bind(encode_statements(&lease.renew_statements))
                         .push_bind(to_millis(lease.issued_at))
                         .push_bind(lease.last_renewed_at.map(to_millis))
                         .push_bind(to_millis(lease.expires_at))
