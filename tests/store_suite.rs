@@ -64,6 +64,7 @@ where
 }
 
 both_stores!(
+    lease_writes_made_together_share_commits_and_fail_alone,
     prefix_ranges_match_whole_path_segments,
     a_connection_in_use_is_not_deleted_and_a_lease_needs_its_connection,
     lease_states_move_forward_only,
@@ -304,6 +305,51 @@ async fn a_connection_in_use_is_not_deleted_and_a_lease_needs_its_connection(sto
         ),
         "{refused:?}"
     );
+}
+
+/// Lease writes in flight together are committed in groups (issue 10): each still answers for
+/// itself, and one that fails (a duplicate id, a missing connection) fails alone, without losing
+/// the others' writes.
+async fn lease_writes_made_together_share_commits_and_fail_alone(store: &Store) {
+    store.upsert_connection(&connection("db")).await.unwrap();
+    let ids: Vec<String> = (0..40)
+        .map(|i| format!("database/creds/r/g{i:02}"))
+        .collect();
+    let mut orphan = lease("database/creds/r/orphan", LeaseState::Creating, 1_000);
+    orphan.connection_name = "gone".into();
+    let mut writes = vec![orphan];
+    writes.extend(ids.iter().map(|id| lease(id, LeaseState::Creating, 1_000)));
+    // The same id twice: the second insert must fail, and only it.
+    writes.push(lease(&ids[7], LeaseState::Creating, 1_000));
+    let inserted =
+        futures::future::join_all(writes.iter().map(|lease| store.insert_lease(lease))).await;
+    assert!(
+        matches!(&inserted[0], Err(lessor::error::Error::NotFound { .. })),
+        "a lease of a missing connection is refused: {:?}",
+        inserted[0]
+    );
+    assert!(inserted[1..=40].iter().all(Result::is_ok), "{inserted:?}");
+    assert!(inserted[41].is_err(), "a duplicate lease id is refused");
+    assert!(store
+        .get_lease("database/creds/r/orphan")
+        .await
+        .unwrap()
+        .is_none());
+
+    let commits_before = store.lease_write_commits();
+    let activated =
+        futures::future::join_all(ids.iter().map(|id| store.activate_lease(id, at(5_000)))).await;
+    assert!(activated.into_iter().all(|done| done.unwrap()));
+    let commits = store.lease_write_commits() - commits_before;
+    assert!(
+        commits < ids.len() as u64 / 2,
+        "40 activations in flight together took {commits} commits"
+    );
+    for id in &ids {
+        let row = store.get_lease(id).await.unwrap().unwrap();
+        assert_eq!(row.state, LeaseState::Active, "{id}");
+        assert_eq!(row.next_action_at, at(5_000));
+    }
 }
 
 async fn lease_states_move_forward_only(store: &Store) {

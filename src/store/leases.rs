@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
+use super::writer::LeaseWrite;
 use super::{from_millis, to_millis, Claim, Store, StoreKind};
 use crate::error::{Error, Result};
 
@@ -174,7 +175,7 @@ struct LeaseRow {
 }
 
 /// A statement list as the `leases` table holds it (a JSON array of strings).
-fn encode_statements(statements: &[String]) -> String {
+pub(super) fn encode_statements(statements: &[String]) -> String {
     // A list of strings always serializes.
     serde_json::to_string(statements).unwrap_or_else(|_| "[]".to_owned())
 }
@@ -439,64 +440,11 @@ pub trait LeaseStore {
 
 impl LeaseStore for Store {
     async fn insert_lease(&self, lease: &Lease) -> Result<()> {
-        // Bound straight from the lease, converted on the way: this is the hot path's write.
-        let issued_at = to_millis(lease.issued_at);
-        let done = with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let done = sqlx::query(
-            "INSERT INTO leases (id, role_name, connection_name, username, revocation_statements, rollback_statements,
-                 renew_statements, issued_at, last_renewed_at, expires_at, max_expires_at, state, next_action_at,
-                 attempts, last_error, revoked_at, owner, revoke_requested, token_accessor, claimed_by, claim_until,
-                 database_name, owner_display_name)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $23, $24
-             WHERE EXISTS (SELECT 1 FROM connections WHERE name = $22)",
-        )
-        .bind(&lease.id)
-        .bind(&lease.role_name)
-        .bind(&lease.connection_name)
-        .bind(&lease.username)
-        .bind(encode_statements(&lease.revocation_statements))
-        .bind(encode_statements(&lease.rollback_statements))
-        .bind(encode_statements(&lease.renew_statements))
-        .bind(issued_at)
-        .bind(lease.last_renewed_at.map(to_millis))
-        .bind(to_millis(lease.expires_at))
-        .bind(to_millis(lease.max_expires_at))
-        .bind(lease.state)
-        .bind(to_millis(lease.next_action_at))
-        .bind(lease.attempts)
-        .bind(&lease.last_error)
-        .bind(lease.revoked_at.map(to_millis))
-        .bind(&lease.owner)
-        .bind(lease.revoke_requested)
-        .bind(&lease.token_accessor)
-        .bind(&lease.claimed_by)
-        .bind(lease.claim_until.map(to_millis))
-        .bind(&lease.connection_name)
-        .bind(&lease.database_name)
-        .bind(&lease.owner_display_name)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-            if done > 0 {
-                // The proof that this installation made the user, durable before the user exists.
-                sqlx::query(
-                    "INSERT INTO issued_users (connection_name, username, lease_id, issued_at)
-                     VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (connection_name, username) DO UPDATE SET lease_id = excluded.lease_id,
-                         issued_at = excluded.issued_at, suspect_sweeps = 0, suspect_since = NULL",
-                )
-                .bind(&lease.connection_name)
-                .bind(&lease.username)
-                .bind(&lease.id)
-                .bind(issued_at)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-            }
-            done
-        });
-        if done == 0 {
+        // The hot path's first write, grouped with others waiting (see `writer.rs`).
+        let inserted = self
+            .write_lease(LeaseWrite::Insert(Box::new(lease.clone())))
+            .await?;
+        if inserted == 0 {
             return Err(Error::not_found("connection", &lease.connection_name));
         }
         Ok(())
@@ -593,18 +541,11 @@ impl LeaseStore for Store {
     }
 
     async fn activate_lease(&self, id: &str, next_action_at: DateTime<Utc>) -> Result<bool> {
-        let done = with_pool!(self, |pool| {
-            sqlx::query(
-            "UPDATE leases SET state = 'active', next_action_at = $1, claimed_by = NULL, claim_until = NULL
-             WHERE id = $2 AND state = 'creating' AND revoke_requested = FALSE",
-        )
-        .bind(to_millis(next_action_at))
-        .bind(id)
-        .execute(pool)
-        .await?
-        .rows_affected()
-        });
-        Ok(done > 0)
+        let write = LeaseWrite::Activate {
+            id: id.to_owned(),
+            next_action_at,
+        };
+        Ok(self.write_lease(write).await? > 0)
     }
 
     async fn request_revocation(&self, id: &str) -> Result<bool> {
@@ -655,21 +596,12 @@ impl LeaseStore for Store {
         claim: &Claim<'_>,
         due_by: Option<DateTime<Utc>>,
     ) -> Result<bool> {
-        let sql = format!(
-            "UPDATE leases SET state = 'revoking', next_action_at = $3, claimed_by = $1, claim_until = $3
-             WHERE id = $5 AND state IN ('active', 'revoking') AND {free}
-                 AND ($6 IS NULL OR next_action_at <= $6)",
-            free = claim.free_sql("leases")
-        );
-        Ok(
-            with_pool!(self, |pool| bind_claim!(sqlx::query(&sql), claim)
-                .bind(id)
-                .bind(due_by.map(to_millis))
-                .execute(pool)
-                .await?
-                .rows_affected())
-                > 0,
-        )
+        let write = LeaseWrite::MarkRevoking {
+            id: id.to_owned(),
+            claim: claim.into(),
+            due_by,
+        };
+        Ok(self.write_lease(write).await? > 0)
     }
 
     async fn mark_revoking_many(
@@ -766,32 +698,13 @@ impl LeaseStore for Store {
         note: Option<&str>,
         user_dropped: bool,
     ) -> Result<()> {
-        let now = to_millis(now);
-        with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let gone: Option<(String, String)> = sqlx::query_as(
-                "UPDATE leases SET state = 'revoked', revoked_at = $1, last_error = COALESCE($2, last_error),
-                     claimed_by = NULL, claim_until = NULL
-                 WHERE id = $3 AND state != 'revoked'
-                 RETURNING connection_name, username",
-            )
-            .bind(now)
-            .bind(note)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let (Some((connection, username)), true) = (gone, user_dropped) {
-                sqlx::query(
-                    "DELETE FROM issued_users WHERE connection_name = $1 AND username = $2 AND lease_id = $3",
-                )
-                .bind(connection)
-                .bind(username)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-        });
+        let write = LeaseWrite::MarkRevoked {
+            id: id.to_owned(),
+            now,
+            note: note.map(str::to_owned),
+            user_dropped,
+        };
+        self.write_lease(write).await?;
         Ok(())
     }
 

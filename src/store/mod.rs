@@ -71,6 +71,7 @@ mod replicas;
 mod static_roles;
 mod token_roles;
 mod wrapping;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -201,6 +202,8 @@ pub struct Store {
     cache: Arc<cache::ReadCache>,
     /// Store operations run, shared by every clone: what a request costs, for tests and tuning.
     operations: Arc<AtomicU64>,
+    /// The task that commits the hot path's lease writes in groups (see `writer.rs`).
+    writer: writer::GroupWriter,
 }
 
 /// Connect options of a store URL (`sqlite:///path/lessor.db`, `sqlite::memory:` or a plain path).
@@ -315,13 +318,27 @@ impl Store {
         Ok(Self::over(Backend::Postgres(pool)))
     }
 
-    /// A store over `backend` with an empty read cache.
+    /// A store over `backend` with an empty read cache, and its lease writer started.
     fn over(backend: Backend) -> Self {
         Self {
+            writer: writer::GroupWriter::start(backend.clone()),
             backend,
             cache: Arc::default(),
             operations: Arc::default(),
         }
+    }
+
+    /// Transactions the lease writer has committed (see `writer.rs`): fewer than the lease writes
+    /// it ran when they came together and shared a commit.
+    pub fn lease_write_commits(&self) -> u64 {
+        self.writer.commits()
+    }
+
+    /// Runs one of the hot path's lease writes in the writer's next group (see `writer.rs`);
+    /// the rows its main statement changed. Counted as one store operation.
+    async fn write_lease(&self, write: writer::LeaseWrite) -> Result<u64> {
+        self.count_operation();
+        self.writer.write(write).await
     }
 
     /// Which engine holds this store.
