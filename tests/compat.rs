@@ -59,6 +59,20 @@ async fn legacy_lease_paths_renew_and_revoke_a_real_login() {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(!pg_role_exists(&admin, &second_user).await);
+    // Revoking it again succeeds (the lease exists, revoked); a lease that never existed is 404.
+    let (status, _) = server
+        .call("PUT", &format!("sys/revoke/{second}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = server
+        .call(
+            "PUT",
+            "sys/leases/revoke",
+            Some(json!({ "lease_id": format!("database/creds/{role}/never-issued") })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.to_string().contains("never-issued"), "{body}");
 
     let mut users = Vec::new();
     for _ in 0..3 {

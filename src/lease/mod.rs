@@ -700,9 +700,16 @@ impl LeaseManager {
     /// whose user is still being created succeeds too: its issuer drops the user.
     #[tracing::instrument(skip_all, fields(lease_id = %lease_id), err)]
     pub async fn revoke(&self, lease_id: &str) -> Result<()> {
-        self.lease(lease_id).await?;
-        self.revoke_lease(lease_id, Revoker::Request { force: false })
-            .await
+        check_lease_path("lease_id", lease_id)?;
+        // One read of the row decides both "no such lease" and what to do with it.
+        if self
+            .revoke_found(lease_id, Revoker::Request { force: false })
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::not_found("lease", lease_id))
+        }
     }
 
     /// Revokes the lease `lease_id` as `revoker` (see [`Revoker`]), under the lease's lock (this
@@ -711,13 +718,20 @@ impl LeaseManager {
     /// lease waits for that replica to finish (or its claim to end), so it answers only once the
     /// user is gone or the revocation failed.
     pub(crate) async fn revoke_lease(&self, lease_id: &str, revoker: Revoker) -> Result<()> {
+        self.revoke_found(lease_id, revoker).await.map(|_found| ())
+    }
+
+    /// [`Self::revoke_lease`], answering whether the lease existed when first read.
+    async fn revoke_found(&self, lease_id: &str, revoker: Revoker) -> Result<bool> {
         let _serial = self.lock_for(lease_id).lock().await;
         let give_up_at =
             tokio::time::Instant::now() + self.replica.claim_length() + crate::replica::STALE_AFTER;
+        let mut first_read = true;
         loop {
             let Some(lease) = self.store.get_lease(lease_id).await? else {
-                return Ok(());
+                return Ok(!first_read);
             };
+            first_read = false;
             let now = Utc::now();
             if revoker == Revoker::Reaper
                 && lease.state == LeaseState::Active
@@ -727,15 +741,15 @@ impl LeaseManager {
                 self.store
                     .release_lease_claim(lease_id, self.replica.id())
                     .await?;
-                return Ok(());
+                return Ok(true);
             }
             let claim = self.replica.claim(now);
             let claimed = match (lease.state, revoker) {
-                (LeaseState::Revoked, _) => return Ok(()),
+                (LeaseState::Revoked, _) => return Ok(true),
                 (LeaseState::Creating, Revoker::Request { .. }) => {
                     if self.store.request_revocation(lease_id).await? {
                         tracing::info!(username = %lease.username, "revocation requested while the user is being created; its issuer drops it");
-                        return Ok(());
+                        return Ok(true);
                     }
                     false
                 }
@@ -762,12 +776,12 @@ impl LeaseManager {
             };
             if claimed {
                 let force = matches!(revoker, Revoker::Request { force: true });
-                return self.drop_user(lease, force).await;
+                return self.drop_user(lease, force).await.map(|()| true);
             }
             // The lease moved on, or another replica holds it. The reaper leaves it to that
             // replica (or to a later pass); the others look again until that claim ends.
             if revoker == Revoker::Reaper {
-                return Ok(());
+                return Ok(true);
             }
             if tokio::time::Instant::now() >= give_up_at {
                 return Err(Error::Unavailable(format!(
