@@ -309,6 +309,7 @@ pub(crate) async fn with_background_tasks(
     ));
     tasks.spawn(replica::follow_changes(state.clone(), cancel.clone()));
     tasks.spawn(lease::reaper::run(state.leases.clone(), cancel.clone()));
+    tasks.spawn(lease::pool::run(state.leases.clone(), cancel.clone()));
     tasks.spawn(lease::reconcile::run(
         state.clone(),
         state.reconcile_interval,
@@ -332,6 +333,9 @@ pub(crate) async fn with_background_tasks(
     // Rotations run in tasks of their own (a disconnected client cannot cut one short); they
     // finish before the pools they use are closed.
     state.rotation.wait_for_rotations().await;
+    // Pooled users' passwords die with this process: their users go now rather than wait for
+    // the next start (or another replica) to find them.
+    state.leases.drain_warm_pools_at_stop().await;
     // Only now, with nothing of this replica's still running, are its claims given up.
     state.replica.leave(&state.store).await;
     state.engines.close_all().await;

@@ -855,6 +855,7 @@ async fn catalog_and_identity_values_come_back_as_written(store: &Store) {
         options: [("schema".to_owned(), "app".to_owned())].into(),
         database_per_lease: false,
         template_database: None,
+        warm_pool_size: 0,
         created_at: at(1_700_000_000_001),
         updated_at: at(1_700_000_000_002),
     };
@@ -1023,6 +1024,7 @@ async fn a_write_is_in_force_on_the_next_read_despite_the_read_cache(store: &Sto
         options: Default::default(),
         database_per_lease: false,
         template_database: None,
+        warm_pool_size: 0,
         created_at: at(1),
         updated_at: at(1),
     };

@@ -508,7 +508,9 @@ impl MySqlPlugin {
         let result = async {
             let hosts = user_hosts(&mut conn, username).await?;
             if hosts.is_empty() {
-                return Err(PluginError::Rejected(format!("user {username} does not exist")));
+                return Err(PluginError::Rejected(format!(
+                    "user {username} does not exist"
+                )));
             }
             let what = if lock { "LOCK" } else { "UNLOCK" };
             for host in &hosts {
