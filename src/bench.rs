@@ -32,6 +32,7 @@
 
 pub mod bulk;
 pub mod peers;
+pub mod warm;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -229,6 +230,8 @@ pub struct BenchOptions {
     pub password_authentication: PasswordAuthentication,
     /// Users per bulk revocation measurement ([`bulk`]); 0 leaves it out.
     pub bulk: usize,
+    /// The warm pool size of the warm pool measurement ([`warm`]); 0 leaves it out.
+    pub warm_pool: usize,
 }
 
 /// Rounds of the floor comparison, each running its blocks one after the other, so drift in the
@@ -298,6 +301,8 @@ pub struct Parameters {
     pub leases: usize,
     /// Users per bulk revocation measurement (`--bulk`; 0: not measured).
     pub bulk: usize,
+    /// Warm pool size (`--warm-pool`; 0: not measured).
+    pub warm_pool: usize,
     /// `sqlite` (a temporary file) or `postgres` (a throwaway database).
     pub store: &'static str,
     pub replicas: usize,
@@ -360,6 +365,9 @@ pub struct EngineReport {
     /// Bulk revocation against the engine's plain drop (only with `--bulk N`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bulk: Option<bulk::Bulk>,
+    /// Issuance from a warm pool (only with `--warm-pool N`, on engines that keep one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<warm::WarmPool>,
 }
 
 /// Throughput at one concurrency level: `rounds` pairs of blocks, Lessor's and the direct one,
@@ -563,6 +571,8 @@ struct Target {
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
     /// The first replica's store, which `--leases` seeds directly.
     store: Store,
+    /// The first replica's lease manager, whose warm pool counts what it issued (`--warm-pool`).
+    leases: crate::lease::LeaseManager,
     /// The throwaway store database and the admin URL that drops it.
     store_database: Option<(String, String)>,
     _dir: tempfile::TempDir,
@@ -602,12 +612,13 @@ impl Target {
             ));
         }
         let token = crate::auth::generate_token();
-        let (mut bases, mut stops, mut store) = (Vec::new(), Vec::new(), None);
+        let (mut bases, mut stops, mut store, mut leases) = (Vec::new(), Vec::new(), None, None);
         for replica in 0..options.replicas.max(1) {
             let state = AppState::open(&settings).await?;
             if replica == 0 {
                 state.auth.install_root_token(&token).await?;
                 store = Some(state.store.clone());
+                leases = Some(state.leases.clone());
             }
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -631,6 +642,7 @@ impl Target {
             token,
             stops,
             store: store.ok_or_else(|| bench_error("start", "no replica"))?,
+            leases: leases.ok_or_else(|| bench_error("start", "no replica"))?,
             store_database,
             _dir: dir,
         })
@@ -751,6 +763,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report> {
             expiring_leases: options.expiring_leases,
             leases: options.seeded_leases,
             bulk: options.bulk,
+            warm_pool: options.warm_pool,
             store: match options.store {
                 BenchStore::Sqlite => "sqlite",
                 BenchStore::Postgres { .. } => "postgres",
@@ -1020,6 +1033,11 @@ async fn run_engine(
         users => Some(bulk::measure(target, engine, &url_secret, mode, users).await?),
     };
 
+    let warm_pool = match options.warm_pool {
+        0 => None,
+        size => warm::measure(target, engine, slug, size).await?,
+    };
+
     Ok(EngineReport {
         label,
         server_version,
@@ -1032,6 +1050,7 @@ async fn run_engine(
         reaper,
         floor,
         bulk,
+        warm_pool,
     })
 }
 
@@ -1487,6 +1506,9 @@ impl EngineReport {
         }
         if let Some(bulk) = &self.bulk {
             bulk.markdown(out);
+        }
+        if let Some(warm_pool) = &self.warm_pool {
+            warm_pool.markdown(out);
         }
     }
 }
