@@ -46,6 +46,16 @@ const TIDY_EVERY: Duration = Duration::from_secs(5);
 /// quickly, few enough to leave the target's connections and this process's CPU to issuance.
 const REFILL_CONCURRENCY: usize = 4;
 
+/// After an issue took a pooled user, the refill waits until no issue came for this long (or
+/// [`REFILL_MAX_DELAY`] passed): a creation running beside an issue slows it down (the target's
+/// CPU hashing the password, the store's write lock), and the pool is there to make issues fast.
+const REFILL_QUIET: Duration = Duration::from_millis(200);
+const REFILL_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// A pool with fewer ready users than this fraction of its size refills at once, quiet or not,
+/// so that a long run of issues (a burst) finds users still being made.
+const LOW_WATER_DIVISOR: usize = 4;
+
 /// The display name a pooled user's name is made with (`{{display_name}}` in a username
 /// template): its requester is not known before it is issued.
 pub const POOL_DISPLAY_NAME: &str = "pool";
@@ -71,6 +81,8 @@ struct PoolState {
 #[derive(Default)]
 struct RolePool {
     ready: VecDeque<Ready>,
+    /// The role's `warm_pool_size` at the last refill pass.
+    size: usize,
     /// Bumped by every drain: a creation begun before it drops its user instead of queueing it.
     generation: u64,
     /// Creations in flight.
@@ -153,6 +165,13 @@ impl WarmPool {
     /// Credentials issued from a pool by this process since it started.
     pub fn issued(&self) -> u64 {
         self.issued.load(Ordering::Relaxed)
+    }
+
+    /// Whether a pool is below its low water mark (see [`LOW_WATER_DIVISOR`]).
+    fn running_low(&self) -> bool {
+        self.lock().roles.values().any(|pool| {
+            pool.size > 0 && (pool.ready.len() + pool.creating) * LOW_WATER_DIVISOR < pool.size
+        })
     }
 
     /// Users of `role` ready to issue in this process.
@@ -500,6 +519,7 @@ impl LeaseManager {
                 let pool = state.roles.entry(name.clone()).or_default();
                 let have = pool.ready.len() + pool.creating;
                 let size = role.warm_pool_size as usize;
+                pool.size = size;
                 (
                     size.saturating_sub(have),
                     pool.ready.len().saturating_sub(size),
@@ -527,6 +547,11 @@ impl LeaseManager {
             }
         }
         // Pools of roles gone or set to 0.
+        for (name, pool) in self.pool.lock().roles.iter_mut() {
+            if !live.contains(name) {
+                pool.size = 0;
+            }
+        }
         let gone = self
             .pool
             .remove_ready(|r, _| !live.contains(r), |r| !live.contains(r));
@@ -721,7 +746,16 @@ pub async fn run(leases: LeaseManager, cancel: CancellationToken) {
         leases.tend_pools(&cancel, tidy).await;
         tokio::select! {
             _ = tokio::time::sleep(TIDY_EVERY) => {}
-            _ = leases.pool.wake.notified() => {}
+            _ = leases.pool.wake.notified() => {
+                let deadline = tokio::time::Instant::now() + REFILL_MAX_DELAY;
+                while !leases.pool.running_low() && tokio::time::Instant::now() < deadline {
+                    tokio::select! {
+                        _ = tokio::time::sleep(REFILL_QUIET) => break,
+                        _ = leases.pool.wake.notified() => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+            }
             _ = cancel.cancelled() => return,
         }
     }
