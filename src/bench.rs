@@ -569,6 +569,9 @@ struct Target {
     http: reqwest::Client,
     token: Secret,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// The replicas' serving tasks, awaited at the end so that each stops cleanly (its warm
+    /// pools dropped, its database pools closed) before the process exits.
+    serving: Vec<tokio::task::JoinHandle<Result<()>>>,
     /// The first replica's store, which `--leases` seeds directly.
     store: Store,
     /// The first replica's lease manager, whose warm pool counts what it issued (`--warm-pool`).
@@ -613,6 +616,7 @@ impl Target {
         }
         let token = crate::auth::generate_token();
         let (mut bases, mut stops, mut store, mut leases) = (Vec::new(), Vec::new(), None, None);
+        let mut serving = Vec::new();
         for replica in 0..options.replicas.max(1) {
             let state = AppState::open(&settings).await?;
             if replica == 0 {
@@ -630,9 +634,9 @@ impl Target {
                     .map_err(|e| bench_error("listen", e))?
             ));
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(crate::serve(listener, state, async {
+            serving.push(tokio::spawn(crate::serve(listener, state, async {
                 let _ = stopped.await;
-            }));
+            })));
             stops.push(stop);
         }
         Ok(Self {
@@ -641,6 +645,7 @@ impl Target {
             http: reqwest::Client::new(),
             token,
             stops,
+            serving,
             store: store.ok_or_else(|| bench_error("start", "no replica"))?,
             leases: leases.ok_or_else(|| bench_error("start", "no replica"))?,
             store_database,
@@ -652,6 +657,14 @@ impl Target {
     async fn finish(mut self) -> Result<()> {
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
+        }
+        for serving in self.serving.drain(..) {
+            match tokio::time::timeout(Duration::from_secs(60), serving).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => progress(format!("a replica stopped with an error: {error}")),
+                Ok(Err(error)) => progress(format!("a replica's task failed: {error}")),
+                Err(_) => progress("a replica did not stop within 60 s"),
+            }
         }
         if let Some((admin_url, name)) = self.store_database.take() {
             // The replicas close their pools as they stop; FORCE ends what is left.

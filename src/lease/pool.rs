@@ -527,7 +527,7 @@ impl LeaseManager {
                 )
             };
             if excess > 0 {
-                // The size went down: the newest ready users go.
+                // The size went down: the oldest ready users go.
                 let mut extra = excess;
                 let removed = self.pool.remove_ready(
                     |r, _| {
@@ -573,7 +573,14 @@ impl LeaseManager {
         }
         let failures = futures::stream::iter(jobs)
             .map(|(name, role, version, generation)| async move {
-                let made = if cancel.is_cancelled() {
+                let drained = self
+                    .pool
+                    .lock()
+                    .roles
+                    .get(&name)
+                    .is_none_or(|pool| pool.generation != generation);
+                let made = if cancel.is_cancelled() || drained {
+                    // Stopping, or the pool was drained since this pass began.
                     Ok(())
                 } else {
                     self.make_pooled_user(&name, &role, version, generation)
