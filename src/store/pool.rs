@@ -173,8 +173,8 @@ impl PoolStore for Store {
     }
 
     async fn holds_pooled_user(&self, id: &str, claimant: &str) -> Result<bool> {
-        let found: Option<i64> = with_pool!(self, |pool| sqlx::query_scalar(
-            "SELECT 1 FROM pooled_users WHERE id = $1 AND claimed_by = $2"
+        let found: Option<String> = with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT id FROM pooled_users WHERE id = $1 AND claimed_by = $2"
         )
         .bind(id)
         .bind(claimant)
