@@ -346,6 +346,85 @@ async fn pooled_users_of_a_dead_replica_are_dropped_at_start_and_the_pool_refill
     stop_and_check_nothing_left(server, &role).await;
 }
 
+/// Two replicas on one PostgreSQL store: each keeps its own pool (passwords never leave the
+/// process that made them) and issues from it; a role rewrite on one drops the other's pooled
+/// users too, and both refill with users of the new version; a clean stop of one drops only its
+/// own.
+#[tokio::test]
+async fn replicas_keep_their_own_pools_and_a_rewrite_on_one_drains_all() {
+    let store = StoreDatabase::create().await;
+    let role = unique("shared");
+    let prefix = format!("v-{role}-");
+    let admin = pg_admin().await;
+    let a = TestServer::start_on(&store, |_| {}).await;
+    let b = TestServer::start_on(&store, |_| {}).await;
+    a.add_postgres("pg").await;
+    a.write_role(
+        &role,
+        json!({ "db_name": "pg", "creation_statements": [READONLY], "warm_pool_size": 2 }),
+    )
+    .await;
+    wait_until_ready(&a, &role, 2).await;
+    wait_until_ready(&b, &role, 2).await;
+    assert_eq!(a.state.store.count_pooled_users().await.unwrap(), 4);
+    let first: Vec<String> = pg_users(&admin, &prefix)
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(first.len(), 4);
+
+    let before = b.state.leases.warm_pool().issued();
+    let (_, username, password) = b.creds(&role).await;
+    assert_eq!(b.state.leases.warm_pool().issued(), before + 1);
+    pg_login(&username, &password)
+        .await
+        .expect("issued by b from its pool");
+
+    let plain = READONLY.replace(" IN ROLE pg_read_all_data", "");
+    a.write_role(&role, json!({ "creation_statements": [plain] }))
+        .await;
+    for name in first.iter().filter(|name| **name != username) {
+        assert!(!pg_role_exists(&admin, name).await, "{name} was drained");
+    }
+    wait_until_ready(&a, &role, 2).await;
+    wait_until_ready(&b, &role, 2).await;
+    let (_, username, _) = b.creds(&role).await;
+    let member: bool = admin
+        .query_one(
+            "SELECT pg_has_role($1, 'pg_read_all_data', 'MEMBER')",
+            &[&username],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!member, "b issues users of the new version");
+
+    // A revoke-prefix on a drops b's pooled users too; b notices at its next tidy pass (within
+    // seconds) and refills.
+    a.revoke_everything().await;
+    let refilled = eventually(FILL_LIMIT, || async {
+        b.state.store.count_pooled_users().await.unwrap() == 4
+            && pg_users(&admin, &prefix).await.len() == 4
+            && b.state.leases.warm_pool().ready(&role) == 2
+    })
+    .await;
+    assert!(
+        refilled.is_some(),
+        "both pools refilled after the revoke-prefix"
+    );
+    wait_until_ready(&a, &role, 2).await;
+    a.stop().await;
+    assert_eq!(
+        pg_users(&admin, &prefix).await.len(),
+        2,
+        "a clean stop drops only the stopping replica's pooled users"
+    );
+    b.stop().await;
+    assert_eq!(pg_users(&admin, &prefix).await, vec![]);
+    store.drop_now().await;
+}
+
 #[tokio::test]
 async fn reconciliation_leaves_pooled_users_alone() {
     let role = unique("recon");

@@ -466,6 +466,7 @@ impl LeaseManager {
             if !taken? {
                 // Taken over meanwhile (the role was rewritten, a revoke-prefix, ...): it must
                 // not be issued.
+                self.pool.row_lost();
                 self.drop_lost_pooled_user(
                     &lease.connection_name,
                     &username,

@@ -68,6 +68,9 @@ pub struct WarmPool {
     wake: Notify,
     /// Credentials issued from a pool since start (tests and `lessor bench` read it).
     issued: AtomicU64,
+    /// A take found its row gone (another replica took the pool over): the next pass tidies at
+    /// once rather than at its usual time, so the stale ready users go soon.
+    tidy_soon: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -155,6 +158,12 @@ impl WarmPool {
     /// Ends this process's work on a pooled user's row (issued, dropped or given up).
     pub(crate) fn release(&self, id: &str) {
         self.lock().busy.remove(id);
+    }
+
+    /// Notes that a pooled user's row was taken over while this process had it ready.
+    pub(crate) fn row_lost(&self) {
+        self.tidy_soon.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
     }
 
     /// Counts a credential issued from a pool.
@@ -746,7 +755,8 @@ pub async fn run(leases: LeaseManager, cancel: CancellationToken) {
     // every wake-up (a burst of issues wakes the task once per refill pass).
     let mut next_tidy = tokio::time::Instant::now();
     loop {
-        let tidy = tokio::time::Instant::now() >= next_tidy;
+        let tidy = tokio::time::Instant::now() >= next_tidy
+            || leases.pool.tidy_soon.swap(false, Ordering::Relaxed);
         if tidy {
             next_tidy = tokio::time::Instant::now() + TIDY_EVERY;
         }
