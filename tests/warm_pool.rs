@@ -245,6 +245,32 @@ async fn rewriting_or_deleting_the_role_drains_its_pool() {
     stop_and_check_nothing_left(server, &role).await;
 }
 
+/// A connection whose roles keep pools can be deleted: the pooled users go first, and none is
+/// made for a role whose connection is gone.
+#[tokio::test]
+async fn deleting_the_connection_drops_its_pools() {
+    let role = unique("conn");
+    let server = TestServer::start().await;
+    let admin = pg_admin().await;
+    server.add_postgres("pgdel").await;
+    server
+        .write_role(
+            &role,
+            json!({ "db_name": "pgdel", "creation_statements": [READONLY], "warm_pool_size": 2 }),
+        )
+        .await;
+    wait_until_ready(&server, &role, 2).await;
+    let (status, body) = server.call("DELETE", "database/config/pgdel", None).await;
+    assert!(status.is_success(), "{status} {body}");
+    assert_eq!(pg_users(&admin, &format!("v-{role}-")).await, vec![]);
+    assert_eq!(server.state.store.count_pooled_users().await.unwrap(), 0);
+    // The role outlives its connection; its pool stays empty.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(server.state.leases.warm_pool().ready(&role), 0);
+    assert_eq!(pg_users(&admin, &format!("v-{role}-")).await, vec![]);
+    stop_and_check_nothing_left(server, &role).await;
+}
+
 #[tokio::test]
 async fn revoke_prefix_drops_pooled_users_and_the_pool_refills_with_new_ones() {
     let role = unique("leak");

@@ -515,6 +515,12 @@ impl LeaseManager {
             if role.warm_pool_size == 0 {
                 continue;
             }
+            // A role its connection no longer allows (or whose connection is gone) cannot be
+            // issued: its pool goes, and comes back when it is allowed again.
+            if let Err(error) = self.catalog.check_allowed(&role.db_name, &name).await {
+                tracing::debug!(role = %name, %error, "no warm pool for a role that cannot be issued");
+                continue;
+            }
             let version = fingerprint(&role);
             live.insert(name.clone());
             // Ready users of an older version go; the rest is the deficit.
@@ -587,7 +593,7 @@ impl LeaseManager {
                     .lock()
                     .roles
                     .get(&name)
-                    .is_none_or(|pool| pool.generation != generation);
+                    .map_or(true, |pool| pool.generation != generation);
                 let made = if cancel.is_cancelled() || drained {
                     // Stopping, or the pool was drained since this pass began.
                     Ok(())
