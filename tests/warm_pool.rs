@@ -86,6 +86,22 @@ async fn a_credential_from_the_pool_logs_in_and_is_refused_after_revocation() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(read["data"]["warm_pool_size"], json!(3));
     assert_eq!(read["data"]["warm_pool_ready"], json!(3));
+    let metrics = server
+        .http
+        .get(format!("{}/v1/sys/metrics?format=prometheus", server.base))
+        .header("X-Vault-Token", ROOT_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "lessor_warm_pool_ready{{role=\"{role}\",connection=\"pg\"}} 3"
+        )),
+        "{metrics}"
+    );
 
     let issued_before = server.state.leases.warm_pool().issued();
     let (lease_id, username, password) = server.creds(&role).await;

@@ -86,6 +86,8 @@ struct RolePool {
     ready: VecDeque<Ready>,
     /// The role's `warm_pool_size` at the last refill pass.
     size: usize,
+    /// The role's connection at the last refill pass (a metric label).
+    connection: String,
     /// Bumped by every drain: a creation begun before it drops its user instead of queueing it.
     generation: u64,
     /// Creations in flight.
@@ -181,6 +183,20 @@ impl WarmPool {
         self.lock().roles.values().any(|pool| {
             pool.size > 0 && (pool.ready.len() + pool.creating) * LOW_WATER_DIVISOR < pool.size
         })
+    }
+
+    /// Every role's pool in this process with its size set, for the metrics.
+    pub fn counts(&self) -> Vec<crate::metrics::WarmPoolCount> {
+        self.lock()
+            .roles
+            .iter()
+            .filter(|(_, pool)| pool.size > 0)
+            .map(|(role, pool)| crate::metrics::WarmPoolCount {
+                role_name: role.clone(),
+                connection_name: pool.connection.clone(),
+                ready: pool.ready.len() as i64,
+            })
+            .collect()
     }
 
     /// Users of `role` ready to issue in this process.
@@ -535,6 +551,7 @@ impl LeaseManager {
                 let have = pool.ready.len() + pool.creating;
                 let size = role.warm_pool_size as usize;
                 pool.size = size;
+                pool.connection.clone_from(&role.db_name);
                 (
                     size.saturating_sub(have),
                     pool.ready.len().saturating_sub(size),
