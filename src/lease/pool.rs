@@ -43,8 +43,9 @@ use crate::store::{CatalogStore, IdRange, PoolStore, PooledSelection, PooledUser
 const TIDY_EVERY: Duration = Duration::from_secs(5);
 
 /// Pooled users created at once by the refill task: enough to refill a pool drained by a burst
-/// quickly, few enough to leave the target's connections and this process's CPU to issuance.
-const REFILL_CONCURRENCY: usize = 4;
+/// in seconds, few enough to leave most of the target's connections (4 by default) and CPU to
+/// issuance.
+const REFILL_CONCURRENCY: usize = 2;
 
 /// After an issue took a pooled user, the refill waits until no issue came for this long (or
 /// [`REFILL_MAX_DELAY`] passed): a creation running beside an issue slows it down (the target's
