@@ -261,10 +261,11 @@ async fn rewriting_or_deleting_the_role_drains_its_pool() {
     stop_and_check_nothing_left(server, &role).await;
 }
 
-/// A connection whose roles keep pools can be deleted: the pooled users go first, and none is
-/// made for a role whose connection is gone.
+/// Rewriting a connection drops the pooled users made through it (the pools refill); a
+/// connection whose roles keep pools can be deleted: the pooled users go first, and none is made
+/// for a role whose connection is gone.
 #[tokio::test]
-async fn deleting_the_connection_drops_its_pools() {
+async fn rewriting_or_deleting_the_connection_drops_its_pools() {
     let role = unique("conn");
     let server = TestServer::start().await;
     let admin = pg_admin().await;
@@ -275,6 +276,18 @@ async fn deleting_the_connection_drops_its_pools() {
             json!({ "db_name": "pgdel", "creation_statements": [READONLY], "warm_pool_size": 2 }),
         )
         .await;
+    wait_until_ready(&server, &role, 2).await;
+    // Rewriting the connection drops the users made through it as it was; the pool refills.
+    let before: Vec<String> = pg_users(&admin, &format!("v-{role}-"))
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(before.len(), 2);
+    server.add_postgres("pgdel").await;
+    for name in &before {
+        assert!(!pg_role_exists(&admin, name).await, "{name} was dropped");
+    }
     wait_until_ready(&server, &role, 2).await;
     let (status, body) = server.call("DELETE", "database/config/pgdel", None).await;
     assert!(status.is_success(), "{status} {body}");

@@ -152,7 +152,26 @@ pub async fn write_connection(
         body.refuse_unsupported(field, why)?;
     }
     body.finish()?;
+    // Pooled users were made through the connection as it is now: they go first, through it, so
+    // that none is left where changed settings (another server, say) would no longer reach.
+    drain_pools_on_connection(&state, &name).await?;
     Ok(written(state.catalog.write_connection(&name, input).await?))
+}
+
+/// Drops the warm pools of every role on `connection` (they refill afterwards, if the role can
+/// still be issued).
+async fn drain_pools_on_connection(
+    state: &AppState,
+    connection: &str,
+) -> Result<(), super::ApiError> {
+    for role in state.catalog.list_roles().await? {
+        if let Ok(found) = state.catalog.role(&role).await {
+            if found.db_name == connection && found.warm_pool_size > 0 {
+                state.leases.drain_warm_pool(&role).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 pub async fn delete_connection(
@@ -162,13 +181,7 @@ pub async fn delete_connection(
 ) -> ApiResult {
     // Pooled users of the connection's roles go first: they are not leases, but their users
     // could never be dropped without it.
-    for role in state.catalog.list_roles().await? {
-        if let Ok(found) = state.catalog.role(&role).await {
-            if found.db_name == *name && found.warm_pool_size > 0 {
-                state.leases.drain_warm_pool(&role).await?;
-            }
-        }
-    }
+    drain_pools_on_connection(&state, &name).await?;
     state.catalog.delete_connection(&name).await?;
     Ok(written(vec![]))
 }
