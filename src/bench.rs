@@ -19,6 +19,9 @@
 //! 5. With `--bulk N` ([`bulk`]), bulk revocation of N users: one revoke-prefix, and the reaper
 //!    draining N leases that fell due together (with the API's latency meanwhile), each against
 //!    the engine's plain drop of N users on as many connections.
+//! 6. With `--warm-pool N` ([`warm`]), issuance from a role's warm pool of N users one at a time
+//!    against Lessor's own HTTP round trip and against issuance without a pool, and a burst of
+//!    1,000 requests at concurrency 32 from a full pool.
 //!
 //! With `--leases N` the store first gets N live leases (rows only: no database user exists for
 //! them, and the store is a temporary one), every measurement runs with them there, and a

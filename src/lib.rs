@@ -6,7 +6,8 @@
 //! - [`api`]: axum handlers on Vault's paths behind one decision point (canonical path, route
 //!   table, policy gate), one error type rendered as `{"errors": [...]}`.
 //! - [`names`]: the checked name types handlers take (`RoleName`, `LeaseId`, ...).
-//! - [`lease`]: the lease manager (issue, renew, revoke, revoke-prefix) and the [`lease::reaper`].
+//! - [`lease`]: the lease manager (issue, renew, revoke, revoke-prefix), the [`lease::reaper`]
+//!   and the roles' warm pools of users created ahead of demand ([`lease::pool`]).
 //! - [`catalog`]: connections and roles, validated before they are stored.
 //! - [`rotation`]: static roles and admin passwords, rotated in two phases by the [`rotation::rotator`].
 //! - [`engines`]: the compile-time registry of engine plugins and the cache of connected ones.

@@ -9,6 +9,10 @@
 //! creation deadline. So a revocation can never be marked done before the user it should drop
 //! exists. The password is returned once and never stored.
 //!
+//! A role with a warm pool ([`pool`]) issues a user created ahead of demand when one is ready:
+//! its row becomes the lease (`creating`) in one transaction, the user is activated, and the
+//! lease moves to `active` as above; anything failing on that path falls back to creating a user.
+//!
 //! Operations on one lease (renew, revoke, the reaper's revocation) are serialized inside this
 //! process by a striped set of async mutexes and re-read the lease after taking it, so a renewal
 //! cannot interleave with a drop on the target (PostgreSQL answers that with "tuple concurrently
@@ -384,11 +388,12 @@ impl LeaseManager {
         max_ttl: Duration,
         pooled: Option<pool::Taken>,
     ) -> Result<Attempt> {
-        let (lease_id, username, password, password_strength) = match &pooled {
+        let from_pool = pooled.is_some();
+        let (lease_id, username, password, password_strength) = match pooled {
             Some(taken) => (
-                taken.id.clone(),
-                taken.username.clone(),
-                taken.password.clone(),
+                taken.id,
+                taken.username,
+                taken.password,
                 lessor_plugin::PasswordStrength::Guessable,
             ),
             None => {
@@ -458,7 +463,7 @@ impl LeaseManager {
             database_name: role.database_per_lease.then(|| username.clone()),
         };
 
-        if pooled.is_some() {
+        if from_pool {
             // The pooled row becomes the lease in one transaction, only while this replica
             // still holds it; from then on the user's fate is the lease's, as for a new user.
             let taken = self.store.take_pooled_user(self.replica.id(), &lease).await;
