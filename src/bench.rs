@@ -19,6 +19,9 @@
 //! 5. With `--bulk N` ([`bulk`]), bulk revocation of N users: one revoke-prefix, and the reaper
 //!    draining N leases that fell due together (with the API's latency meanwhile), each against
 //!    the engine's plain drop of N users on as many connections.
+//! 6. With `--warm-pool N` ([`warm`]), issuance from a role's warm pool of N users one at a time
+//!    against Lessor's own HTTP round trip and against issuance without a pool, and a burst of
+//!    1,000 requests at concurrency 32 from a full pool.
 //!
 //! With `--leases N` the store first gets N live leases (rows only: no database user exists for
 //! them, and the store is a temporary one), every measurement runs with them there, and a
@@ -32,6 +35,7 @@
 
 pub mod bulk;
 pub mod peers;
+pub mod warm;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -229,6 +233,8 @@ pub struct BenchOptions {
     pub password_authentication: PasswordAuthentication,
     /// Users per bulk revocation measurement ([`bulk`]); 0 leaves it out.
     pub bulk: usize,
+    /// The warm pool size of the warm pool measurement ([`warm`]); 0 leaves it out.
+    pub warm_pool: usize,
 }
 
 /// Rounds of the floor comparison, each running its blocks one after the other, so drift in the
@@ -298,6 +304,8 @@ pub struct Parameters {
     pub leases: usize,
     /// Users per bulk revocation measurement (`--bulk`; 0: not measured).
     pub bulk: usize,
+    /// Warm pool size (`--warm-pool`; 0: not measured).
+    pub warm_pool: usize,
     /// `sqlite` (a temporary file) or `postgres` (a throwaway database).
     pub store: &'static str,
     pub replicas: usize,
@@ -360,6 +368,9 @@ pub struct EngineReport {
     /// Bulk revocation against the engine's plain drop (only with `--bulk N`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bulk: Option<bulk::Bulk>,
+    /// Issuance from a warm pool (only with `--warm-pool N`, on engines that keep one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<warm::WarmPool>,
 }
 
 /// Throughput at one concurrency level: `rounds` pairs of blocks, Lessor's and the direct one,
@@ -561,8 +572,13 @@ struct Target {
     http: reqwest::Client,
     token: Secret,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// The replicas' serving tasks, awaited at the end so that each stops cleanly (its warm
+    /// pools dropped, its database pools closed) before the process exits.
+    serving: Vec<tokio::task::JoinHandle<Result<()>>>,
     /// The first replica's store, which `--leases` seeds directly.
     store: Store,
+    /// The first replica's lease manager, whose warm pool counts what it issued (`--warm-pool`).
+    leases: crate::lease::LeaseManager,
     /// The throwaway store database and the admin URL that drops it.
     store_database: Option<(String, String)>,
     _dir: tempfile::TempDir,
@@ -602,12 +618,14 @@ impl Target {
             ));
         }
         let token = crate::auth::generate_token();
-        let (mut bases, mut stops, mut store) = (Vec::new(), Vec::new(), None);
+        let (mut bases, mut stops, mut store, mut leases) = (Vec::new(), Vec::new(), None, None);
+        let mut serving = Vec::new();
         for replica in 0..options.replicas.max(1) {
             let state = AppState::open(&settings).await?;
             if replica == 0 {
                 state.auth.install_root_token(&token).await?;
                 store = Some(state.store.clone());
+                leases = Some(state.leases.clone());
             }
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -619,9 +637,9 @@ impl Target {
                     .map_err(|e| bench_error("listen", e))?
             ));
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(crate::serve(listener, state, async {
+            serving.push(tokio::spawn(crate::serve(listener, state, async {
                 let _ = stopped.await;
-            }));
+            })));
             stops.push(stop);
         }
         Ok(Self {
@@ -630,7 +648,9 @@ impl Target {
             http: reqwest::Client::new(),
             token,
             stops,
+            serving,
             store: store.ok_or_else(|| bench_error("start", "no replica"))?,
+            leases: leases.ok_or_else(|| bench_error("start", "no replica"))?,
             store_database,
             _dir: dir,
         })
@@ -640,6 +660,14 @@ impl Target {
     async fn finish(mut self) -> Result<()> {
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
+        }
+        for serving in self.serving.drain(..) {
+            match tokio::time::timeout(Duration::from_secs(60), serving).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => progress(format!("a replica stopped with an error: {error}")),
+                Ok(Err(error)) => progress(format!("a replica's task failed: {error}")),
+                Err(_) => progress("a replica did not stop within 60 s"),
+            }
         }
         if let Some((admin_url, name)) = self.store_database.take() {
             // The replicas close their pools as they stop; FORCE ends what is left.
@@ -751,6 +779,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report> {
             expiring_leases: options.expiring_leases,
             leases: options.seeded_leases,
             bulk: options.bulk,
+            warm_pool: options.warm_pool,
             store: match options.store {
                 BenchStore::Sqlite => "sqlite",
                 BenchStore::Postgres { .. } => "postgres",
@@ -1020,6 +1049,11 @@ async fn run_engine(
         users => Some(bulk::measure(target, engine, &url_secret, mode, users).await?),
     };
 
+    let warm_pool = match options.warm_pool {
+        0 => None,
+        size => warm::measure(target, engine, slug, size).await?,
+    };
+
     Ok(EngineReport {
         label,
         server_version,
@@ -1032,6 +1066,7 @@ async fn run_engine(
         reaper,
         floor,
         bulk,
+        warm_pool,
     })
 }
 
@@ -1487,6 +1522,9 @@ impl EngineReport {
         }
         if let Some(bulk) = &self.bulk {
             bulk.markdown(out);
+        }
+        if let Some(warm_pool) = &self.warm_pool {
+            warm_pool.markdown(out);
         }
     }
 }

@@ -407,6 +407,10 @@ pub struct ConnectionDetails {
     pub ca_cert_set: Option<bool>,
 }
 
+/// The largest `warm_pool_size` a role may ask for: each pooled user is a real user on the
+/// target and a password in this process's memory.
+pub const MAX_WARM_POOL_SIZE: u32 = 1000;
+
 /// What an operator may write to `database/roles/:name`. `None` keeps the stored value on update.
 #[derive(Debug, Default)]
 pub struct RoleInput {
@@ -423,6 +427,8 @@ pub struct RoleInput {
     pub database_per_lease: Option<bool>,
     /// Copy those databases from this one; empty clears it.
     pub template_database: Option<String>,
+    /// Users kept created ahead of demand (0: none), see [`crate::lease::pool`].
+    pub warm_pool_size: Option<u32>,
 }
 
 /// A role as the API shows it.
@@ -440,6 +446,10 @@ pub struct RoleView {
     pub credential_type: &'static str,
     pub database_per_lease: bool,
     pub template_database: String,
+    pub warm_pool_size: u32,
+    /// Users ready in this replica's pool (the API fills it in for a role with a pool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_pool_ready: Option<usize>,
 }
 
 /// System-wide lease limits.
@@ -958,6 +968,29 @@ impl Catalog {
                 .validate_database_per_lease(template_database.as_deref())
                 .map_err(|e| Error::invalid(e.to_string()))?;
         }
+        let warm_pool_size = input
+            .warm_pool_size
+            .or_else(|| existing.as_ref().map(|r| r.warm_pool_size))
+            .unwrap_or(0);
+        if warm_pool_size > MAX_WARM_POOL_SIZE {
+            return Err(Error::invalid(format!(
+                "warm_pool_size: at most {MAX_WARM_POOL_SIZE}, not {warm_pool_size}"
+            )));
+        }
+        if warm_pool_size > 0 {
+            if database_per_lease {
+                return Err(Error::invalid(
+                    "warm_pool_size: a role with database_per_lease cannot keep a warm pool \
+                     (each lease's database is made for it at issue)",
+                ));
+            }
+            if !plugin.supports_warm_pool() {
+                return Err(Error::invalid(format!(
+                    "warm_pool_size: the {} engine cannot keep a warm pool",
+                    plugin.engine()
+                )));
+            }
+        }
         let template = UsernameTemplate::parse(
             username_template
                 .as_deref()
@@ -988,6 +1021,7 @@ impl Catalog {
             options,
             database_per_lease,
             template_database,
+            warm_pool_size,
             created_at: now,
             updated_at: now,
         };
@@ -1024,6 +1058,8 @@ impl Catalog {
             credential_type: "password",
             database_per_lease: role.database_per_lease,
             template_database: role.template_database.unwrap_or_default(),
+            warm_pool_size: role.warm_pool_size,
+            warm_pool_ready: None,
         })
     }
 

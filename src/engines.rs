@@ -155,6 +155,27 @@ impl DatabasePlugin for Deadlined {
             .await
     }
 
+    fn supports_warm_pool(&self) -> bool {
+        self.inner.supports_warm_pool()
+    }
+
+    async fn create_pooled_user(&self, request: &NewUserRequest<'_>) -> Result<(), PluginError> {
+        self.bounded("create_pooled_user", self.inner.create_pooled_user(request))
+            .await
+    }
+
+    async fn activate_pooled_user(
+        &self,
+        username: &str,
+        expiration: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), PluginError> {
+        self.bounded(
+            "activate_pooled_user",
+            self.inner.activate_pooled_user(username, expiration),
+        )
+        .await
+    }
+
     async fn update_user(&self, request: &UpdateUserRequest<'_>) -> Result<(), PluginError> {
         self.bounded("update_user", self.inner.update_user(request))
             .await

@@ -6,7 +6,8 @@
 //! - [`api`]: axum handlers on Vault's paths behind one decision point (canonical path, route
 //!   table, policy gate), one error type rendered as `{"errors": [...]}`.
 //! - [`names`]: the checked name types handlers take (`RoleName`, `LeaseId`, ...).
-//! - [`lease`]: the lease manager (issue, renew, revoke, revoke-prefix) and the [`lease::reaper`].
+//! - [`lease`]: the lease manager (issue, renew, revoke, revoke-prefix), the [`lease::reaper`]
+//!   and the roles' warm pools of users created ahead of demand ([`lease::pool`]).
 //! - [`catalog`]: connections and roles, validated before they are stored.
 //! - [`rotation`]: static roles and admin passwords, rotated in two phases by the [`rotation::rotator`].
 //! - [`engines`]: the compile-time registry of engine plugins and the cache of connected ones.
@@ -309,6 +310,7 @@ pub(crate) async fn with_background_tasks(
     ));
     tasks.spawn(replica::follow_changes(state.clone(), cancel.clone()));
     tasks.spawn(lease::reaper::run(state.leases.clone(), cancel.clone()));
+    tasks.spawn(lease::pool::run(state.leases.clone(), cancel.clone()));
     tasks.spawn(lease::reconcile::run(
         state.clone(),
         state.reconcile_interval,
@@ -332,6 +334,9 @@ pub(crate) async fn with_background_tasks(
     // Rotations run in tasks of their own (a disconnected client cannot cut one short); they
     // finish before the pools they use are closed.
     state.rotation.wait_for_rotations().await;
+    // Pooled users' passwords die with this process: their users go now rather than wait for
+    // the next start (or another replica) to find them.
+    state.leases.drain_warm_pools_at_stop().await;
     // Only now, with nothing of this replica's still running, are its claims given up.
     state.replica.leave(&state.store).await;
     state.engines.close_all().await;

@@ -254,6 +254,11 @@ struct BenchArgs {
     /// (DROP ROLE / DROP USER IF EXISTS) of N users on 4 connections. 0: not measured.
     #[arg(long, default_value_t = 0, value_name = "N")]
     bulk: usize,
+    /// Also measure issuance from a warm pool of N users per engine that keeps one (issue 10,
+    /// target 4): one at a time against Lessor's own HTTP round trip and against issuance without
+    /// a pool, and a burst of 1,000 at concurrency 32 from a full pool. 0: not measured.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    warm_pool: usize,
     /// Print one JSON object on standard output instead of the Markdown report (progress goes
     /// to standard error either way).
     #[arg(long)]
@@ -262,7 +267,7 @@ struct BenchArgs {
     /// (JSON) names them, with token files, and the roles to measure on both
     /// (scripts/bench-openbao.sh writes one). Takes --concurrency, --pairs-per-worker, --rounds,
     /// --json and --output.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["engines", "targets", "leases", "bulk", "replicas", "password_authentication", "scram_iterations"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["engines", "targets", "leases", "bulk", "warm_pool", "replicas", "password_authentication", "scram_iterations"])]
     servers: Option<PathBuf>,
     /// Measure only these engines (comma-separated short names; default: every engine built in
     /// that offers a direct baseline: postgres, mysql, redis).
@@ -746,6 +751,7 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
             expiring_leases: args.expiring_leases.max(1),
             seeded_leases: args.leases,
             bulk: args.bulk,
+            warm_pool: args.warm_pool,
             targets: bench_targets(&args.engines, &args.targets)?,
             password_authentication: bench_password_authentication(
                 &args.password_authentication,

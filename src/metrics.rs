@@ -366,9 +366,18 @@ pub fn observe_request(route: &str, method: &str, elapsed: Duration) {
         .observe(elapsed.as_secs_f64());
 }
 
+/// One role's warm pool in this process, for the `lessor_warm_pool_ready` gauge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmPoolCount {
+    pub role_name: String,
+    pub connection_name: String,
+    /// Users ready to issue.
+    pub ready: i64,
+}
+
 /// The text exposition (format 0.0.4) of every metric, with the lease gauges set from `live`
-/// (this scrape's read of the store).
-pub fn render(live: &[LiveLeaseCount]) -> String {
+/// (this scrape's read of the store) and the warm pool gauge from `pools` (this replica's).
+pub fn render(live: &[LiveLeaseCount], pools: &[WarmPoolCount]) -> String {
     let active = Family::<LeaseLabels, Gauge>::default();
     let revoking = Family::<LeaseLabels, Gauge>::default();
     for row in live {
@@ -378,8 +387,20 @@ pub fn render(live: &[LiveLeaseCount]) -> String {
         }
     }
 
+    let ready = Family::<LeaseLabels, Gauge>::default();
+    for pool in pools {
+        if let Some(labels) = LeaseLabels::checked(&pool.role_name, &pool.connection_name) {
+            ready.get_or_create(&labels).set(pool.ready);
+        }
+    }
+
     let m = metrics();
     let mut registry = Registry::default();
+    registry.register(
+        "lessor_warm_pool_ready",
+        "Users ready in this replica's warm pool of a role (see warm_pool_size), by role and connection",
+        ready,
+    );
     registry.register(
         "lessor_leases_active",
         "Leases whose credential is live, by role and connection (from the store, all replicas)",
@@ -467,13 +488,24 @@ mod tests {
         lease_issue(&labels, Outcome::Success, Duration::from_millis(30));
         lease_issue(&labels, Outcome::Failure, Duration::from_millis(3));
         observe_request("/v1/unit/{name}", "GET", Duration::from_millis(30));
-        let text = render(&[LiveLeaseCount {
-            role_name: "unit-role".into(),
-            connection_name: "unit-db".into(),
-            active: 3,
-            revoking: 1,
-        }]);
+        let text = render(
+            &[LiveLeaseCount {
+                role_name: "unit-role".into(),
+                connection_name: "unit-db".into(),
+                active: 3,
+                revoking: 1,
+            }],
+            &[WarmPoolCount {
+                role_name: "unit-role".into(),
+                connection_name: "unit-db".into(),
+                ready: 7,
+            }],
+        );
         assert!(text.contains("# TYPE lessor_leases_active gauge"), "{text}");
+        assert!(
+            text.contains("lessor_warm_pool_ready{role=\"unit-role\",connection=\"unit-db\"} 7"),
+            "{text}"
+        );
         assert!(text.contains("lessor_leases_active{role=\"unit-role\",connection=\"unit-db\"} 3"));
         assert!(
             text.contains("lessor_leases_revoking{role=\"unit-role\",connection=\"unit-db\"} 1")
@@ -497,12 +529,19 @@ mod tests {
     fn unchecked_names_never_become_labels() {
         assert!(LeaseLabels::checked("../etc", "db").is_none());
         assert!(LeaseLabels::checked("role", "a b").is_none());
-        let text = render(&[LiveLeaseCount {
-            role_name: "bad\"name".into(),
-            connection_name: "db".into(),
-            active: 1,
-            revoking: 0,
-        }]);
+        let text = render(
+            &[LiveLeaseCount {
+                role_name: "bad\"name".into(),
+                connection_name: "db".into(),
+                active: 1,
+                revoking: 0,
+            }],
+            &[WarmPoolCount {
+                role_name: "bad\"name".into(),
+                connection_name: "db".into(),
+                ready: 1,
+            }],
+        );
         assert!(!text.contains("bad"), "{text}");
     }
 }

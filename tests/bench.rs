@@ -324,6 +324,75 @@ async fn bench_bulk_times_revoke_prefix_and_a_reaper_backlog_against_plain_drops
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// `--warm-pool 10` on PostgreSQL: the round trips, issuance with and without a pool, and a burst
+/// of 1,000 from a full pool are all reported; every issue of the one-at-a-time run came from the
+/// pool, at least the pool's worth of the burst did, and no user of the run is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_warm_pool_times_issuance_from_the_pool_against_the_round_trip() {
+    let _exclusive = bench_lock().await;
+    let (stdout, stderr) = bench(
+        [
+            "--json",
+            "--engines",
+            "postgres",
+            "--target",
+            &format!("postgres={}", postgres_url()),
+            "--iterations",
+            "1",
+            "--concurrency",
+            "1",
+            "--pairs-per-worker",
+            "1",
+            "--rounds",
+            "1",
+            "--expiring-leases",
+            "1",
+            "--warm-pool",
+            "10",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("standard output is not one JSON object ({e}):\n{stdout}"));
+    assert_eq!(report["parameters"]["warm_pool"], 10);
+    let warm = &report["engines"]["postgres"]["warm_pool"];
+    assert_eq!(warm["pool_size"], 10, "{warm}");
+    for figure in [
+        "fill_seconds",
+        "health/p50_ms",
+        "lookup_self/p50_ms",
+        "without_pool/p50_ms",
+        "from_pool/p50_ms",
+        "from_pool/p99_ms",
+        "burst/seconds",
+        "burst/issues_per_sec",
+        "burst/latency/p50_ms",
+        "burst/latency/p99_ms",
+    ] {
+        positive(warm, &format!("/{figure}"));
+    }
+    assert_eq!(warm["from_pool_requests"], 10);
+    assert_eq!(
+        warm["from_pool_count"], 10,
+        "while the pool lasts, every issue is from it"
+    );
+    assert_eq!(warm["burst"]["requests"], 1000);
+    assert_eq!(warm["burst"]["workers"], 32);
+    let from_pool = warm["burst"]["from_pool"].as_u64().unwrap();
+    assert!((10..=1000).contains(&from_pool), "{from_pool}");
+    let expected = positive(warm, "/from_pool/p50_ms") - positive(warm, "/health/p50_ms");
+    let reported = warm["p50_over_health_ms"].as_f64().unwrap();
+    assert!(
+        (reported - expected).abs() < 0.002,
+        "{reported} vs {expected}"
+    );
+    assert!(stderr.contains("burst of 1000 issues") && stderr.contains("bench: done"));
+    let left = users_named("v-bench").await;
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_servers_compares_two_vault_api_servers_side_by_side() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use common::StoreDatabase;
 use lessor::store::{
     CatalogStore, Claim, Connection, ConnectionDeletion, DueLease, IdRange, IdentityStore, Lease,
-    LeaseState, LeaseStore, MetaStore, ReconcileStore, ReplicaStore, RotationStore, Store,
-    WrappingStore,
+    LeaseState, LeaseStore, MetaStore, PoolStore, PooledSelection, PooledUser, ReconcileStore,
+    ReplicaStore, RotationStore, Store, WrappingStore,
 };
 
 /// Runs `check` on a fresh SQLite store, then on a fresh PostgreSQL store, dropping both after.
@@ -82,6 +82,7 @@ both_stores!(
     a_write_is_in_force_on_the_next_read_despite_the_read_cache,
     a_lease_reads_back_as_written,
     periodic_jobs_run_once_per_period,
+    pooled_users_are_issued_by_their_holder_only_and_taken_over_when_it_dies,
 );
 
 /// A time as the store keeps it (to the millisecond).
@@ -901,6 +902,7 @@ async fn catalog_and_identity_values_come_back_as_written(store: &Store) {
         options: [("schema".to_owned(), "app".to_owned())].into(),
         database_per_lease: false,
         template_database: None,
+        warm_pool_size: 0,
         created_at: at(1_700_000_000_001),
         updated_at: at(1_700_000_000_002),
     };
@@ -1069,6 +1071,7 @@ async fn a_write_is_in_force_on_the_next_read_despite_the_read_cache(store: &Sto
         options: Default::default(),
         database_per_lease: false,
         template_database: None,
+        warm_pool_size: 0,
         created_at: at(1),
         updated_at: at(1),
     };
@@ -1159,4 +1162,157 @@ async fn a_write_is_in_force_on_the_next_read_despite_the_read_cache(store: &Sto
     assert!(store.get_token("hash-root").await.unwrap().is_some());
     assert!(store.delete_token_orphaning_children("root").await.unwrap());
     assert_eq!(store.get_token("hash-root").await.unwrap(), None);
+}
+
+fn pooled(id: &str, role: &str, holder: &str) -> PooledUser {
+    PooledUser {
+        id: id.to_owned(),
+        role_name: role.to_owned(),
+        connection_name: "db".into(),
+        username: format!("u-{}", id.rsplit('/').next().unwrap()),
+        revocation_statements: vec!["DROP ROLE \"{{name}}\"".into()],
+        created_at: at(5),
+        claimed_by: holder.to_owned(),
+    }
+}
+
+/// A pooled user is recorded (and on record as issued, yet never an orphan candidate); only its
+/// holder turns it into a lease, once; anybody takes rows over by role, by id range or from a
+/// dead holder, after which the old holder can no longer issue them; forgetting one forgets its
+/// record as issued too.
+async fn pooled_users_are_issued_by_their_holder_only_and_taken_over_when_it_dies(store: &Store) {
+    let now = 1_000_000;
+    store.upsert_connection(&connection("db")).await.unwrap();
+    store
+        .register_replica("a", "", at(now), false)
+        .await
+        .unwrap();
+    store
+        .register_replica("b", "", at(now), false)
+        .await
+        .unwrap();
+    let mut missing = pooled("database/creds/r/x", "r", "a");
+    missing.connection_name = "gone".into();
+    assert!(store.insert_pooled_user(&missing).await.is_err());
+    for (id, role) in [
+        ("database/creds/r/1", "r"),
+        ("database/creds/r/2", "r"),
+        ("database/creds/r2/3", "r2"),
+        ("database/creds/s/4", "s"),
+    ] {
+        store
+            .insert_pooled_user(&pooled(id, role, "a"))
+            .await
+            .unwrap();
+    }
+    let held = store.pooled_users_held_by("a").await.unwrap();
+    assert_eq!(held.len(), 4);
+    assert_eq!(held[0], pooled("database/creds/r/1", "r", "a"));
+    assert_eq!(store.count_pooled_users().await.unwrap(), 4);
+    assert!(store
+        .holds_pooled_user("database/creds/r/1", "a")
+        .await
+        .unwrap());
+    assert!(!store
+        .holds_pooled_user("database/creds/r/1", "b")
+        .await
+        .unwrap());
+    let issued: Vec<String> = ["u-1", "u-2", "u-3", "u-4"].map(String::from).to_vec();
+    assert_eq!(
+        store.issued_among("db", &issued).await.unwrap().len(),
+        4,
+        "pooled users are on record as issued"
+    );
+    assert!(
+        store.orphan_candidates("db").await.unwrap().is_empty(),
+        "a pooled user is live for reconciliation"
+    );
+
+    // Issuing: only the holder, once; the row becomes the lease.
+    let mut issued_lease = lease("database/creds/r/1", LeaseState::Creating, now + 90_000);
+    issued_lease.username = "u-1".into();
+    assert!(!store.take_pooled_user("b", &issued_lease).await.unwrap());
+    assert!(store
+        .get_lease("database/creds/r/1")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.take_pooled_user("a", &issued_lease).await.unwrap());
+    assert!(!store.take_pooled_user("a", &issued_lease).await.unwrap());
+    assert_eq!(
+        store.get_lease("database/creds/r/1").await.unwrap(),
+        Some(issued_lease.clone())
+    );
+    assert!(!store
+        .holds_pooled_user("database/creds/r/1", "a")
+        .await
+        .unwrap());
+    assert!(store.orphan_candidates("db").await.unwrap().is_empty());
+
+    // Taken over by role and by range, whoever holds them; the old holder cannot issue them.
+    let by_role = store
+        .take_over_pooled_users(&claim("b", now), PooledSelection::OfRole("r"))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_role.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+        ["database/creds/r/2"]
+    );
+    assert_eq!(by_role[0].claimed_by, "b");
+    let mut second = lease("database/creds/r/2", LeaseState::Creating, now + 90_000);
+    second.username = "u-2".into();
+    assert!(!store.take_pooled_user("a", &second).await.unwrap());
+    let range = IdRange::under("database/creds/r2");
+    let by_range = store
+        .take_over_pooled_users(&claim("b", now), PooledSelection::InRange(&range))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_range.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+        ["database/creds/r2/3"],
+        "a range covers whole path segments only"
+    );
+
+    // Nothing of a live replica is taken as a dead one's; once a stops beating, its rows are.
+    let live = store
+        .take_over_pooled_users(&claim("b", now + 1), PooledSelection::OfDeadReplicas)
+        .await
+        .unwrap();
+    assert!(live.is_empty(), "{live:?}");
+    store
+        .heartbeat_replica("b", at(now + 20_000))
+        .await
+        .unwrap();
+    let dead = store
+        .take_over_pooled_users(&claim("b", now + 20_000), PooledSelection::OfDeadReplicas)
+        .await
+        .unwrap();
+    assert_eq!(
+        dead.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+        ["database/creds/s/4"]
+    );
+
+    // Forgetting: only by the holder; the record as issued goes with the row.
+    store
+        .forget_pooled_user("database/creds/s/4", "a")
+        .await
+        .unwrap();
+    assert!(store
+        .holds_pooled_user("database/creds/s/4", "b")
+        .await
+        .unwrap());
+    for id in [
+        "database/creds/r/2",
+        "database/creds/r2/3",
+        "database/creds/s/4",
+    ] {
+        store.forget_pooled_user(id, "b").await.unwrap();
+    }
+    assert_eq!(store.count_pooled_users().await.unwrap(), 0);
+    let left = store.issued_among("db", &issued).await.unwrap();
+    assert_eq!(
+        left.into_iter().collect::<Vec<_>>(),
+        ["u-1"],
+        "only the issued lease's user stays on record"
+    );
 }

@@ -161,7 +161,7 @@ async fn metrics(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&live),
+        render(&live, &state.leases.warm_pool().counts()),
     )
         .into_response())
 }

@@ -110,6 +110,7 @@ pub const ROLE_BODY: &[BodyField] = &[
     field("options", FieldKind::Object),
     field("database_per_lease", FieldKind::Boolean),
     field("template_database", FieldKind::String),
+    field("warm_pool_size", FieldKind::Integer),
 ];
 
 pub async fn write_connection(
@@ -151,7 +152,26 @@ pub async fn write_connection(
         body.refuse_unsupported(field, why)?;
     }
     body.finish()?;
+    // Pooled users were made through the connection as it is now: they go first, through it, so
+    // that none is left where changed settings (another server, say) would no longer reach.
+    drain_pools_on_connection(&state, &name).await?;
     Ok(written(state.catalog.write_connection(&name, input).await?))
+}
+
+/// Drops the warm pools of every role on `connection` (they refill afterwards, if the role can
+/// still be issued).
+async fn drain_pools_on_connection(
+    state: &AppState,
+    connection: &str,
+) -> Result<(), super::ApiError> {
+    for role in state.catalog.list_roles().await? {
+        if let Ok(found) = state.catalog.role(&role).await {
+            if found.db_name == connection && found.warm_pool_size > 0 {
+                state.leases.drain_warm_pool(&role).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 pub async fn delete_connection(
@@ -159,6 +179,9 @@ pub async fn delete_connection(
     _caller: Caller,
     name: ConnectionName,
 ) -> ApiResult {
+    // Pooled users of the connection's roles go first: they are not leases, but their users
+    // could never be dropped without it.
+    drain_pools_on_connection(&state, &name).await?;
     state.catalog.delete_connection(&name).await?;
     Ok(written(vec![]))
 }
@@ -199,7 +222,11 @@ pub async fn read_role(
     _caller: Caller,
     name: RoleName,
 ) -> ApiResult {
-    Ok(respond(state.catalog.read_role(&name).await?))
+    let mut view = state.catalog.read_role(&name).await?;
+    if view.warm_pool_size > 0 {
+        view.warm_pool_ready = Some(state.leases.warm_pool().ready(&name));
+    }
+    Ok(respond(view))
 }
 
 pub async fn write_role(
@@ -224,6 +251,7 @@ pub async fn write_role(
         options,
         database_per_lease: body.boolean("database_per_lease")?,
         template_database: body.string("template_database")?,
+        warm_pool_size: body.integer("warm_pool_size")?,
     };
     match body.string("credential_type")?.as_deref() {
         None | Some("") | Some("password") => {}
@@ -238,7 +266,17 @@ pub async fn write_role(
         "only password credentials are supported, which take no configuration",
     )?;
     body.finish()?;
-    Ok(written(state.catalog.write_role(&name, input).await?))
+    let before = state
+        .catalog
+        .role(&name)
+        .await
+        .ok()
+        .map(|role| crate::lease::pool::fingerprint(&role));
+    let mut warnings = state.catalog.write_role(&name, input).await?;
+    if let Some(warning) = state.leases.warm_pool_role_written(&name, before).await {
+        warnings.push(warning);
+    }
+    Ok(written(warnings))
 }
 
 pub async fn delete_role(
@@ -247,6 +285,8 @@ pub async fn delete_role(
     name: RoleName,
 ) -> ApiResult {
     state.catalog.delete_role(&name).await?;
+    // No user made for the role may be issued any more, nor kept.
+    state.leases.drain_warm_pool(&name).await?;
     Ok(written(vec![]))
 }
 

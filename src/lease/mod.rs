@@ -9,11 +9,16 @@
 //! creation deadline. So a revocation can never be marked done before the user it should drop
 //! exists. The password is returned once and never stored.
 //!
+//! A role with a warm pool ([`pool`]) issues a user created ahead of demand when one is ready:
+//! its row becomes the lease (`creating`) in one transaction, the user is activated, and the
+//! lease moves to `active` as above; anything failing on that path falls back to creating a user.
+//!
 //! Operations on one lease (renew, revoke, the reaper's revocation) are serialized inside this
 //! process by a striped set of async mutexes and re-read the lease after taking it, so a renewal
 //! cannot interleave with a drop on the target (PostgreSQL answers that with "tuple concurrently
 //! updated").
 
+pub mod pool;
 pub mod reaper;
 pub mod reconcile;
 pub mod retry;
@@ -36,7 +41,7 @@ use crate::catalog::{check_name, Catalog};
 use crate::engines::Engines;
 use crate::error::{Error, Result};
 use crate::replica::Replica;
-use crate::store::{IdRange, Lease, LeaseState, LeaseStore, Store};
+use crate::store::{IdRange, Lease, LeaseState, LeaseStore, PoolStore, Store};
 use retry::RetryPolicy;
 
 /// Revocations run at most this many at a time for bulk operations, so a revoke-prefix of
@@ -81,6 +86,13 @@ pub(crate) enum Revoker {
     Reaper,
     /// The issuer whose activation failed: drops the user it just created.
     Issuer,
+}
+
+/// How one try at issuing ended (see [`LeaseManager::issue_attempt`]).
+enum Attempt {
+    Issued(IssuedCredentials),
+    /// The pooled user could not be issued (and is being dropped): create one instead.
+    PoolFailed,
 }
 
 /// After this many failed attempts a lease is listed as irrevocable (`sys/leases?type=irrevocable`):
@@ -179,6 +191,8 @@ pub struct LeaseManager {
     replica: Replica,
     /// How failed revocations are retried and when they are flagged.
     retry: RetryPolicy,
+    /// The warm pools' users ready to issue, with their passwords (see [`pool`]).
+    pool: Arc<pool::WarmPool>,
     #[cfg(feature = "fault-injection")]
     fault: Arc<std::sync::Mutex<Option<FaultPoint>>>,
 }
@@ -224,6 +238,7 @@ impl LeaseManager {
             replica,
             retry,
             reaper_wake: Arc::new(Notify::new()),
+            pool: Arc::default(),
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -329,32 +344,92 @@ impl LeaseManager {
         };
         let ttl = default_ttl.min(max_ttl);
 
-        let template = UsernameTemplate::parse(
-            role.username_template
-                .as_deref()
-                .unwrap_or(lessor_plugin::credentials::DEFAULT_USERNAME_TEMPLATE),
-        )
-        .map_err(|e| Error::Internal(format!("stored username template is invalid: {e}")))?;
-        let username = template
-            .generate(
-                plugin.max_username_len(),
-                UsernameContext {
-                    role: role_name,
-                    display_name: &requester.display_name,
-                },
-            )
-            .map_err(|e| Error::invalid(e.to_string()))?;
-        let crate::password_policy::GeneratedPassword {
-            password,
-            strength: password_strength,
-        } = crate::password_policy::generate_for_row(&self.store, &connection).await?;
+        // A warm pool's user first, if the role has one ready of its current version; if
+        // issuing it fails for any reason, a user is created as usual.
+        let version = (role.warm_pool_size > 0).then(|| pool::fingerprint(&role));
+        let mut from_pool = version.and_then(|version| self.pool.take(role_name, version));
+        loop {
+            let pooled = from_pool.take();
+            let pooled_id = pooled.as_ref().map(|taken| taken.id.clone());
+            let attempt = self
+                .issue_attempt(
+                    role_name,
+                    &role,
+                    &connection,
+                    plugin.as_ref(),
+                    requester,
+                    ttl,
+                    max_ttl,
+                    pooled,
+                )
+                .await;
+            if let Some(id) = &pooled_id {
+                // Whatever happened, this task is done with the pooled row.
+                self.pool.release(id);
+            }
+            match attempt? {
+                Attempt::Issued(credentials) => return Ok(credentials),
+                Attempt::PoolFailed => continue,
+            }
+        }
+    }
+
+    /// One try at issuing: with a pooled user if given (answering [`Attempt::PoolFailed`] when
+    /// it cannot be issued, after seeing to its drop), otherwise with a user created now.
+    #[allow(clippy::too_many_arguments)]
+    async fn issue_attempt(
+        &self,
+        role_name: &str,
+        role: &crate::catalog::Role,
+        connection: &crate::store::Connection,
+        plugin: &dyn lessor_plugin::DatabasePlugin,
+        requester: &Requester,
+        ttl: Duration,
+        max_ttl: Duration,
+        pooled: Option<pool::Taken>,
+    ) -> Result<Attempt> {
+        let from_pool = pooled.is_some();
+        let (lease_id, username, password, password_strength) = match pooled {
+            Some(taken) => (
+                taken.id,
+                taken.username,
+                taken.password,
+                lessor_plugin::PasswordStrength::Guessable,
+            ),
+            None => {
+                let template = UsernameTemplate::parse(
+                    role.username_template
+                        .as_deref()
+                        .unwrap_or(lessor_plugin::credentials::DEFAULT_USERNAME_TEMPLATE),
+                )
+                .map_err(|e| {
+                    Error::Internal(format!("stored username template is invalid: {e}"))
+                })?;
+                let username = template
+                    .generate(
+                        plugin.max_username_len(),
+                        UsernameContext {
+                            role: role_name,
+                            display_name: &requester.display_name,
+                        },
+                    )
+                    .map_err(|e| Error::invalid(e.to_string()))?;
+                let crate::password_policy::GeneratedPassword { password, strength } =
+                    crate::password_policy::generate_for_row(&self.store, connection).await?;
+                (
+                    format!("database/creds/{role_name}/{}", random_suffix(24)),
+                    username,
+                    password,
+                    strength,
+                )
+            }
+        };
 
         let now = Utc::now();
         let expires_at =
             now + chrono::Duration::from_std(ttl).map_err(|e| Error::Internal(e.to_string()))?;
         let max_expires_at = now
             + chrono::Duration::from_std(max_ttl).map_err(|e| Error::Internal(e.to_string()))?;
-        let lease_id = format!("database/creds/{role_name}/{}", random_suffix(24));
         let creation_deadline = now + chrono::Duration::seconds(CREATION_DEADLINE.as_secs() as i64);
         tracing::Span::current().record("lease_id", lease_id.as_str());
 
@@ -387,49 +462,87 @@ impl LeaseManager {
             // safe identifier.
             database_name: role.database_per_lease.then(|| username.clone()),
         };
-        // The durable write comes first: from here on, the user's fate is recorded. The reaper
-        // needs no wake-up: the creation deadline is further than its longest sleep.
-        self.store.insert_lease(&lease).await?;
 
-        #[cfg(feature = "fault-injection")]
-        self.take_fault(FaultPoint::AfterLeaseWrite, &lease).await?;
-
-        let created = tokio::time::timeout(
-            CREATE_TIMEOUT,
-            plugin.create_user(&NewUserRequest {
-                username: &username,
-                password: &password,
-                password_strength,
-                expiration: expires_at,
-                statements: &role.creation_statements,
-                options: &role.options,
-                database: lease.database_name.as_deref().map(|name| NewDatabase {
-                    name,
-                    template: role.template_database.as_deref(),
-                }),
-            }),
-        )
-        .await;
-        match created {
-            Ok(Ok(())) => {}
-            Ok(Err(create_error)) => {
-                self.roll_back(&lease).await;
-                return Err(Error::database(
-                    format!("cannot create a user for role {role_name}"),
-                    create_error,
-                ));
+        if from_pool {
+            // The pooled row becomes the lease in one transaction, only while this replica
+            // still holds it; from then on the user's fate is the lease's, as for a new user.
+            let taken = self.store.take_pooled_user(self.replica.id(), &lease).await;
+            self.pool.release(&lease_id);
+            if !taken? {
+                // Taken over meanwhile (the role was rewritten, a revoke-prefix, ...): it must
+                // not be issued.
+                self.pool.row_lost();
+                self.drop_lost_pooled_user(
+                    &lease.connection_name,
+                    &username,
+                    &lease.revocation_statements,
+                )
+                .await;
+                return Ok(Attempt::PoolFailed);
             }
-            Err(_elapsed) => {
-                // The statement may still land on the server, so dropping the user now could
-                // come too early: the lease stays `creating` for the reaper's deadline.
-                tracing::error!(username = %username, timeout_secs = CREATE_TIMEOUT.as_secs(), "user creation timed out; the reaper drops the user at the creation deadline");
-                return Err(Error::database(
-                    format!("cannot create a user for role {role_name}"),
-                    lessor_plugin::PluginError::Unavailable(format!(
-                        "no answer within {} s",
-                        CREATE_TIMEOUT.as_secs()
-                    )),
-                ));
+            let activated = tokio::time::timeout(
+                CREATE_TIMEOUT,
+                plugin.activate_pooled_user(&username, expires_at),
+            )
+            .await;
+            match activated {
+                Ok(Ok(())) => self.pool.count_issued(),
+                Ok(Err(error)) => {
+                    tracing::warn!(username = %username, %error, "cannot activate a pooled user; dropping it and creating a user instead");
+                    self.roll_back(&lease).await;
+                    return Ok(Attempt::PoolFailed);
+                }
+                Err(_elapsed) => {
+                    // As for a creation that timed out: the reaper drops it at the deadline.
+                    tracing::error!(username = %username, "activating a pooled user timed out; creating a user instead");
+                    return Ok(Attempt::PoolFailed);
+                }
+            }
+        } else {
+            // The durable write comes first: from here on, the user's fate is recorded. The
+            // reaper needs no wake-up: the creation deadline is further than its longest sleep.
+            self.store.insert_lease(&lease).await?;
+
+            #[cfg(feature = "fault-injection")]
+            self.take_fault(FaultPoint::AfterLeaseWrite, &lease).await?;
+
+            let created = tokio::time::timeout(
+                CREATE_TIMEOUT,
+                plugin.create_user(&NewUserRequest {
+                    username: &username,
+                    password: &password,
+                    password_strength,
+                    expiration: expires_at,
+                    statements: &role.creation_statements,
+                    options: &role.options,
+                    database: lease.database_name.as_deref().map(|name| NewDatabase {
+                        name,
+                        template: role.template_database.as_deref(),
+                    }),
+                }),
+            )
+            .await;
+            match created {
+                Ok(Ok(())) => {}
+                Ok(Err(create_error)) => {
+                    self.roll_back(&lease).await;
+                    return Err(Error::database(
+                        format!("cannot create a user for role {role_name}"),
+                        create_error,
+                    ));
+                }
+                Err(_elapsed) => {
+                    // The statement may still land on the server, so dropping the user now could
+                    // come too early: the lease stays `creating` for the reaper's deadline.
+                    tracing::error!(username = %username, timeout_secs = CREATE_TIMEOUT.as_secs(), "user creation timed out; the reaper drops the user at the creation deadline");
+                    return Err(Error::database(
+                        format!("cannot create a user for role {role_name}"),
+                        lessor_plugin::PluginError::Unavailable(format!(
+                            "no answer within {} s",
+                            CREATE_TIMEOUT.as_secs()
+                        )),
+                    ));
+                }
             }
         }
 
@@ -459,14 +572,14 @@ impl LeaseManager {
             .database_name
             .as_deref()
             .and_then(|database| plugin.user_connection_url(&username, Some(database)));
-        Ok(IssuedCredentials {
+        Ok(Attempt::Issued(IssuedCredentials {
             lease_id,
             username,
             password,
             lease_duration: ttl,
             database: lease.database_name,
             connection_url,
-        })
+        }))
     }
 
     /// Undoes a failed creation: drops whatever part of the user exists and marks the lease
@@ -885,6 +998,11 @@ impl LeaseManager {
             }
         }
         let range = IdRange::under(prefix);
+        // The warm pools' users under the prefix go too (a leak response must not leave users
+        // made before it): they are not leases, so they are not counted.
+        if let Err(error) = self.drain_warm_pools_in(&range).await {
+            tracing::warn!(%error, "cannot drop the pooled users under the prefix; they are dropped later");
+        }
         let store = &self.store;
         let tally = self
             .revoke_pages(

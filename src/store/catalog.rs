@@ -73,6 +73,8 @@ pub struct Role {
     pub database_per_lease: bool,
     /// What those databases are copied from (PostgreSQL `TEMPLATE`).
     pub template_database: Option<String>,
+    /// Users kept created ahead of demand, unable to log in until issued (0: no pool).
+    pub warm_pool_size: u32,
     /// Kept as first written: an upsert of an existing role does not change it.
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -174,6 +176,7 @@ struct RoleRow {
     options: String,
     database_per_lease: bool,
     template_database: Option<String>,
+    warm_pool_size: i64,
     created_at: i64,
     updated_at: i64,
 }
@@ -210,6 +213,7 @@ impl TryFrom<RoleRow> for Role {
             username_template: row.username_template,
             database_per_lease: row.database_per_lease,
             template_database: row.template_database,
+            warm_pool_size: u32::try_from(row.warm_pool_size).unwrap_or(0),
         })
     }
 }
@@ -345,7 +349,8 @@ impl CatalogStore for Store {
             "DELETE FROM connections WHERE name = $1
                  AND NOT EXISTS (SELECT 1 FROM leases
                                  WHERE connection_name = $1 AND state IN ('creating', 'active', 'revoking'))
-                 AND NOT EXISTS (SELECT 1 FROM static_roles WHERE db_name = $1)",
+                 AND NOT EXISTS (SELECT 1 FROM static_roles WHERE db_name = $1)
+                 AND NOT EXISTS (SELECT 1 FROM pooled_users WHERE connection_name = $1)",
         )
         .bind(name)
         .execute(pool)
@@ -372,14 +377,15 @@ impl CatalogStore for Store {
             sqlx::query(
             "INSERT INTO roles (name, db_name, creation_statements, revocation_statements, rollback_statements,
                  renew_statements, default_ttl_secs, max_ttl_secs, username_template, options, created_at, updated_at,
-                 database_per_lease, template_database)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                 database_per_lease, template_database, warm_pool_size)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT (name) DO UPDATE SET db_name = excluded.db_name,
                  creation_statements = excluded.creation_statements, revocation_statements = excluded.revocation_statements,
                  rollback_statements = excluded.rollback_statements, renew_statements = excluded.renew_statements,
                  default_ttl_secs = excluded.default_ttl_secs, max_ttl_secs = excluded.max_ttl_secs,
                  username_template = excluded.username_template, options = excluded.options, updated_at = excluded.updated_at,
-                 database_per_lease = excluded.database_per_lease, template_database = excluded.template_database",
+                 database_per_lease = excluded.database_per_lease, template_database = excluded.template_database,
+                 warm_pool_size = excluded.warm_pool_size",
         )
         .bind(&role.name)
         .bind(&role.db_name)
@@ -395,6 +401,7 @@ impl CatalogStore for Store {
         .bind(to_millis(role.updated_at))
         .bind(role.database_per_lease)
         .bind(&role.template_database)
+        .bind(i64::from(role.warm_pool_size))
         .execute(pool)
         .await?.rows_affected()
         });

@@ -289,6 +289,71 @@ impl IdRange {
     }
 }
 
+/// Writes `$lease` in the transaction `$tx` with the record that this installation issued its
+/// user, unless its connection is gone; evaluates to the lease rows written (0 or 1). Shared by
+/// [`LeaseStore::insert_lease`] and the warm pool's take
+/// ([`PoolStore::take_pooled_user`](super::PoolStore::take_pooled_user)), which moves a pooled
+/// user into `leases`.
+macro_rules! insert_lease_in {
+    ($tx:expr, $lease:expr) => {{
+        let lease: &$crate::store::Lease = $lease;
+        // Bound straight from the lease, converted on the way: this is the hot path's write.
+        let issued_at = $crate::store::to_millis(lease.issued_at);
+        let done = sqlx::query(
+            "INSERT INTO leases (id, role_name, connection_name, username, revocation_statements, rollback_statements,
+                 renew_statements, issued_at, last_renewed_at, expires_at, max_expires_at, state, next_action_at,
+                 attempts, last_error, revoked_at, owner, revoke_requested, token_accessor, claimed_by, claim_until,
+                 database_name, owner_display_name)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $23, $24
+             WHERE EXISTS (SELECT 1 FROM connections WHERE name = $22)",
+        )
+        .bind(&lease.id)
+        .bind(&lease.role_name)
+        .bind(&lease.connection_name)
+        .bind(&lease.username)
+        .bind($crate::store::leases::encode_statements(&lease.revocation_statements))
+        .bind($crate::store::leases::encode_statements(&lease.rollback_statements))
+        .bind($crate::store::leases::encode_statements(&lease.renew_statements))
+        .bind(issued_at)
+        .bind(lease.last_renewed_at.map($crate::store::to_millis))
+        .bind($crate::store::to_millis(lease.expires_at))
+        .bind($crate::store::to_millis(lease.max_expires_at))
+        .bind(lease.state)
+        .bind($crate::store::to_millis(lease.next_action_at))
+        .bind(lease.attempts)
+        .bind(&lease.last_error)
+        .bind(lease.revoked_at.map($crate::store::to_millis))
+        .bind(&lease.owner)
+        .bind(lease.revoke_requested)
+        .bind(&lease.token_accessor)
+        .bind(&lease.claimed_by)
+        .bind(lease.claim_until.map($crate::store::to_millis))
+        .bind(&lease.connection_name)
+        .bind(&lease.database_name)
+        .bind(&lease.owner_display_name)
+        .execute($tx)
+        .await?
+        .rows_affected();
+        if done > 0 {
+            // The proof that this installation made the user, durable before the user exists.
+            sqlx::query(
+                "INSERT INTO issued_users (connection_name, username, lease_id, issued_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (connection_name, username) DO UPDATE SET lease_id = excluded.lease_id,
+                     issued_at = excluded.issued_at, suspect_sweeps = 0, suspect_since = NULL",
+            )
+            .bind(&lease.connection_name)
+            .bind(&lease.username)
+            .bind(&lease.id)
+            .bind(issued_at)
+            .execute($tx)
+            .await?;
+        }
+        done
+    }};
+}
+pub(super) use insert_lease_in;
+
 /// Leases: issuing, renewing and revoking them, the reaper's claims on due leases, prefix and
 /// owner listings through the primary key, tidying tombstones, and counts.
 // Implemented and called inside this crate on concrete types only, so each call site knows

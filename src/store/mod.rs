@@ -66,6 +66,7 @@ mod identity;
 mod leases;
 mod meta;
 mod metrics;
+mod pool;
 mod reconcile;
 mod replicas;
 mod static_roles;
@@ -90,6 +91,7 @@ pub use identity::{IdentityStore, Policy, Token};
 pub use leases::{DueLease, IdRange, Lease, LeaseState, LeaseStore};
 pub use meta::MetaStore;
 pub use metrics::{LiveLeaseCount, MetricsStore};
+pub use pool::{PoolStore, PooledSelection, PooledUser};
 pub use reconcile::{IssuedUser, ReconcileStore, ADOPTED_WITHOUT_LEASE};
 pub use replicas::{Change, ChangeFeed, Claim, Replica, ReplicaStore};
 pub use static_roles::{

@@ -57,7 +57,7 @@ impl From<IssuedUserRow> for IssuedUser {
 pub trait ReconcileStore {
     /// Users on record for `connection` that no live lease covers: those a reconciliation sweep
     /// looks for on the database. A user being created has a live (`creating`) lease, so it is
-    /// never among them.
+    /// never among them; nor is a user in a warm pool (see [`super::PoolStore`]).
     async fn orphan_candidates(&self, connection: &str) -> Result<Vec<IssuedUser>>;
 
     /// Which of `usernames` are on record as issued on `connection`.
@@ -104,6 +104,8 @@ impl ReconcileStore for Store {
                  AND NOT EXISTS (SELECT 1 FROM leases l
                                  WHERE l.connection_name = i.connection_name AND l.username = i.username
                                      AND l.state IN ('creating', 'active', 'revoking'))
+                 AND NOT EXISTS (SELECT 1 FROM pooled_users p
+                                 WHERE p.connection_name = i.connection_name AND p.username = i.username)
              ORDER BY i.username"
         )
         .bind(connection)
@@ -245,6 +247,8 @@ impl Store {
              WHERE NOT EXISTS (SELECT 1 FROM leases l
                                WHERE l.connection_name = $1 AND l.username = $2
                                    AND l.state IN ('creating', 'active', 'revoking'))
+                 AND NOT EXISTS (SELECT 1 FROM pooled_users p
+                                 WHERE p.connection_name = $1 AND p.username = $2)
              ON CONFLICT (connection_name, username) DO NOTHING"
         )
         .bind(connection)

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
+use super::leases::insert_lease_in;
 use super::{to_millis, Backend, Claim, Lease};
 use crate::error::{Error, Result};
 
@@ -166,63 +167,7 @@ macro_rules! run_group {
         let mut changed = Vec::with_capacity($writes.len());
         for write in $writes {
             let rows = match write {
-                LeaseWrite::Insert(lease) => {
-                    let issued_at = to_millis(lease.issued_at);
-                    let rows = sqlx::query(
-                        "INSERT INTO leases (id, role_name, connection_name, username, revocation_statements,
-                             rollback_statements, renew_statements, issued_at, last_renewed_at, expires_at,
-                             max_expires_at, state, next_action_at, attempts, last_error, revoked_at, owner,
-                             revoke_requested, token_accessor, claimed_by, claim_until, database_name,
-                             owner_display_name)
-                         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                             $18, $19, $20, $21, $23, $24
-                         WHERE EXISTS (SELECT 1 FROM connections WHERE name = $22)",
-                    )
-                    .bind(&lease.id)
-                    .bind(&lease.role_name)
-                    .bind(&lease.connection_name)
-                    .bind(&lease.username)
-                    .bind(super::leases::encode_statements(&lease.revocation_statements))
-                    .bind(super::leases::encode_statements(&lease.rollback_statements))
-                    .bind(super::leases::encode_statements(&lease.renew_statements))
-                    .bind(issued_at)
-                    .bind(lease.last_renewed_at.map(to_millis))
-                    .bind(to_millis(lease.expires_at))
-                    .bind(to_millis(lease.max_expires_at))
-                    .bind(lease.state)
-                    .bind(to_millis(lease.next_action_at))
-                    .bind(lease.attempts)
-                    .bind(&lease.last_error)
-                    .bind(lease.revoked_at.map(to_millis))
-                    .bind(&lease.owner)
-                    .bind(lease.revoke_requested)
-                    .bind(&lease.token_accessor)
-                    .bind(&lease.claimed_by)
-                    .bind(lease.claim_until.map(to_millis))
-                    .bind(&lease.connection_name)
-                    .bind(&lease.database_name)
-                    .bind(&lease.owner_display_name)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if rows > 0 {
-                        // The proof that this installation made the user, durable before the
-                        // user exists.
-                        sqlx::query(
-                            "INSERT INTO issued_users (connection_name, username, lease_id, issued_at)
-                             VALUES ($1, $2, $3, $4)
-                             ON CONFLICT (connection_name, username) DO UPDATE SET lease_id = excluded.lease_id,
-                                 issued_at = excluded.issued_at, suspect_sweeps = 0, suspect_since = NULL",
-                        )
-                        .bind(&lease.connection_name)
-                        .bind(&lease.username)
-                        .bind(&lease.id)
-                        .bind(issued_at)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    rows
-                }
+                LeaseWrite::Insert(lease) => insert_lease_in!(&mut *tx, lease),
                 LeaseWrite::Activate { id, next_action_at } => sqlx::query(
                     "UPDATE leases SET state = 'active', next_action_at = $1, claimed_by = NULL, claim_until = NULL
                      WHERE id = $2 AND state = 'creating' AND revoke_requested = FALSE",

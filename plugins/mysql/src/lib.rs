@@ -45,6 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use lessor_plugin::{
     check_password, check_username, render_statements, split_statements, ConnectionSettings,
     DatabasePlugin, DefaultStatements, DeleteUserRequest, DirectSession, EngineDescriptor,
@@ -499,6 +500,33 @@ async fn run_statements(
     Ok(())
 }
 
+impl MySqlPlugin {
+    /// `ACCOUNT LOCK` (or `UNLOCK`) on every host of `username`; an error if it has none.
+    async fn set_account_lock(&self, username: &str, lock: bool) -> Result<(), PluginError> {
+        check_username(username)?;
+        let mut conn = self.conn().await?;
+        let result = async {
+            let hosts = user_hosts(&mut conn, username).await?;
+            if hosts.is_empty() {
+                return Err(PluginError::Rejected(format!(
+                    "user {username} does not exist"
+                )));
+            }
+            let what = if lock { "LOCK" } else { "UNLOCK" };
+            for host in &hosts {
+                let account = sql::account(username, host);
+                conn.query_drop(format!("ALTER USER {account} ACCOUNT {what}"))
+                    .await
+                    .map_err(|e| error::classify(&e, "locking or unlocking the user", None))?;
+            }
+            Ok(())
+        }
+        .await;
+        conn.release();
+        result
+    }
+}
+
 #[async_trait]
 impl DatabasePlugin for MySqlPlugin {
     fn engine(&self) -> &'static str {
@@ -601,6 +629,49 @@ impl DatabasePlugin for MySqlPlugin {
                 Err(err)
             }
         }
+    }
+
+    fn supports_warm_pool(&self) -> bool {
+        true
+    }
+
+    /// As `create_user`, then `ACCOUNT LOCK` on every host of the account. DDL is not
+    /// transactional here, so the account exists unlocked between its creation and the lock;
+    /// that is still safe: its password exists only in Lessor's memory (never stored, never
+    /// returned), so nobody can log in during that moment. Should the lock fail, the account is
+    /// dropped and the pool makes another.
+    #[tracing::instrument(skip_all, fields(username = %request.username), err)]
+    async fn create_pooled_user(&self, request: &NewUserRequest<'_>) -> Result<(), PluginError> {
+        if request.database.is_some() {
+            return Err(PluginError::invalid(
+                "warm_pool_size",
+                "a role with database_per_lease cannot keep a warm pool",
+            ));
+        }
+        self.create_user(request).await?;
+        let locked = self.set_account_lock(request.username, true).await;
+        if let Err(error) = &locked {
+            let cleanup = self
+                .delete_user(&DeleteUserRequest::builtin(request.username))
+                .await;
+            if let Err(cleanup) = cleanup {
+                tracing::warn!(error = %cleanup, "could not drop the pooled user whose lock failed; the pool retries");
+            }
+            tracing::warn!(%error, "could not lock a pooled user; dropped it");
+        }
+        locked
+    }
+
+    /// `ACCOUNT UNLOCK` on every host of the account. MySQL has no expiry to set: the reaper
+    /// enforces it, as for any lease.
+    #[tracing::instrument(skip_all, fields(username = %username), err)]
+    async fn activate_pooled_user(
+        &self,
+        username: &str,
+        expiration: DateTime<Utc>,
+    ) -> Result<(), PluginError> {
+        let _ = expiration;
+        self.set_account_lock(username, false).await
     }
 
     /// MySQL has no expiry to move, so an expiration change runs only a role's own renew

@@ -92,6 +92,7 @@ pub async fn run(harness: &dyn Harness) -> Vec<&'static str> {
     scenario!("rollback after a failed creation", kit.rollback());
     scenario!("username limits", kit.username_limits());
     scenario!("throwaway database", kit.throwaway_database());
+    scenario!("warm pool", kit.warm_pool());
     assert!(
         failures.is_empty(),
         "{} engine failed {} of {} conformance scenarios:\n{}",
@@ -596,6 +597,84 @@ impl Kit<'_> {
     }
 
     /// `database_per_lease`: a database made with the user, usable by it, and gone with it.
+    /// A pooled user cannot log in with its password until activated, then can (until deleted);
+    /// an engine without a pool refuses both halves.
+    async fn warm_pool(&self) -> Outcome {
+        let name = self.name();
+        let password = generate_password(32);
+        let request = NewUserRequest {
+            username: &name,
+            password: &password,
+            password_strength: PasswordStrength::Guessable,
+            // In the past: the pool's users are not meant to log in before they are issued.
+            expiration: Utc::now() - chrono::Duration::hours(1),
+            statements: &[],
+            options: &RoleOptions::new(),
+            database: None,
+        };
+        if !self.plugin().supports_warm_pool() {
+            ensure(
+                self.plugin().create_pooled_user(&request).await.is_err(),
+                || "an engine without a warm pool created a pooled user".into(),
+            )?;
+            return ensure(!self.harness.user_exists(&name).await, || {
+                "a refused pooled creation left a user".into()
+            });
+        }
+        self.plugin()
+            .create_pooled_user(&request)
+            .await
+            .map_err(|e| format!("create_pooled_user: {e}"))?;
+        ensure(self.harness.user_exists(&name).await, || {
+            "the user does not exist after create_pooled_user".into()
+        })?;
+        ensure(!self.logs_in(&name, &password).await, || {
+            "a pooled user logs in before it is activated".into()
+        })?;
+        self.plugin()
+            .activate_pooled_user(&name, in_one_hour())
+            .await
+            .map_err(|e| format!("activate_pooled_user: {e}"))?;
+        let mut session = self
+            .harness
+            .login(&name, &password, None)
+            .await
+            .map_err(|e| format!("the activated user cannot log in: {e}"))?;
+        session
+            .ping()
+            .await
+            .map_err(|e| format!("query as the activated user: {e}"))?;
+        drop(session);
+        self.delete(&name)
+            .await
+            .map_err(|e| format!("delete_user of an activated pooled user: {e}"))?;
+        ensure(!self.logs_in(&name, &password).await, || {
+            "the activated user still logs in after delete_user".into()
+        })?;
+        // A pooled user never issued goes the same way.
+        let unused = self.name();
+        self.plugin()
+            .create_pooled_user(&NewUserRequest {
+                username: &unused,
+                ..request
+            })
+            .await
+            .map_err(|e| format!("create_pooled_user: {e}"))?;
+        self.delete(&unused)
+            .await
+            .map_err(|e| format!("delete_user of a pooled user: {e}"))?;
+        ensure(!self.harness.user_exists(&unused).await, || {
+            "a pooled user still exists after delete_user".into()
+        })?;
+        let activate_missing = self
+            .plugin()
+            .activate_pooled_user(&random_name(), in_one_hour())
+            .await;
+        ensure(activate_missing.is_err(), || {
+            "activating a user that does not exist succeeded".into()
+        })
+    }
+
     async fn throwaway_database(&self) -> Outcome {
         let probe = random_name();
         if self.harness.database_exists(&probe).await.is_none() {

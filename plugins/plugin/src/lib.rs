@@ -474,6 +474,37 @@ pub trait DatabasePlugin: Send + Sync {
     /// transaction where the engine allows, and a failed creation leaves nothing behind.
     async fn create_user(&self, request: &NewUserRequest<'_>) -> Result<(), PluginError>;
 
+    /// Whether the engine can keep users created ahead of demand that cannot log in until
+    /// activated: a role's `warm_pool_size` is refused, naming the field, where it cannot.
+    fn supports_warm_pool(&self) -> bool {
+        false
+    }
+
+    /// Creates a user for a role's warm pool as [`DatabasePlugin::create_user`] does (same
+    /// statements, same marker), except that it cannot log in until
+    /// [`DatabasePlugin::activate_pooled_user`]; [`DatabasePlugin::delete_user`] removes it. The
+    /// request's `database` is never set (`database_per_lease` roles have no pool).
+    async fn create_pooled_user(&self, request: &NewUserRequest<'_>) -> Result<(), PluginError> {
+        let _ = request;
+        Err(PluginError::Config(format!(
+            "the {} engine has no warm pool",
+            self.engine()
+        )))
+    }
+
+    /// Lets a pooled user log in until `expiration` (enforced by the engine where it can be).
+    async fn activate_pooled_user(
+        &self,
+        username: &str,
+        expiration: DateTime<Utc>,
+    ) -> Result<(), PluginError> {
+        let _ = (username, expiration);
+        Err(PluginError::Config(format!(
+            "the {} engine has no warm pool",
+            self.engine()
+        )))
+    }
+
     /// Sets a new password and/or moves the expiry (where the engine enforces one) of an
     /// existing user: static roles, admin rotation, renewals.
     async fn update_user(&self, request: &UpdateUserRequest<'_>) -> Result<(), PluginError>;

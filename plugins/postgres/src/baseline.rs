@@ -10,7 +10,8 @@ use tokio_postgres::NoTls;
 
 use crate::error::classify;
 use crate::{
-    create_on, quote_ident, revoke_on, statement_password, LIST_USERS, LOCK_TIMEOUT, ROLE_EXISTS,
+    create_on, quote_ident, revoke_on, statement_password, Login, LIST_USERS, LOCK_TIMEOUT,
+    ROLE_EXISTS,
 };
 
 /// [`LIST_USERS`]' count.
@@ -87,6 +88,7 @@ impl DirectSession for PostgresDirect {
             request,
             &password,
             self.user_marker.as_ref(),
+            Login::Allowed,
         )
         .await
     }

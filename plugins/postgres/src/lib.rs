@@ -371,6 +371,14 @@ fn valid_until(username: &str, at: DateTime<Utc>) -> String {
     )
 }
 
+/// Whether a user being created may log in: a warm pool's users may not until activated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Login {
+    Allowed,
+    /// `NOLOGIN` in the creating transaction itself, so the role never exists able to log in.
+    Refused,
+}
+
 /// `create_user`'s work on one connection: the rendered creation statements, then `VALID UNTIL`,
 /// in one transaction; then the user's own database, if asked for. Also what `lessor bench` runs
 /// directly, so both sides run the same SQL. Empty `statements` mean the default creation.
@@ -383,6 +391,7 @@ async fn create_on(
     request: &NewUserRequest<'_>,
     password: &StatementPassword,
     marker: Option<&UserMarker>,
+    login: Login,
 ) -> Result<(), PluginError> {
     let username = request.username;
     lessor_plugin::check_username_len(username, MAX_USERNAME_LEN)?;
@@ -416,6 +425,11 @@ async fn create_on(
             quote_ident(username),
             quote_literal(&marker.text())
         ));
+    }
+    if login == Login::Refused {
+        // After the role's own statements, which usually say LOGIN, and before the commit: no
+        // session can ever see this role able to log in.
+        trailer.push_str(&format!("; ALTER ROLE {} NOLOGIN", quote_ident(username)));
     }
     run_in_transaction(
         client,
@@ -859,6 +873,7 @@ impl DatabasePlugin for PostgresPlugin {
             request,
             &password,
             self.user_marker.as_ref(),
+            Login::Allowed,
         )
         .await;
         if let (Ok(()), Some(database)) = (&result, request.database) {
@@ -879,6 +894,63 @@ impl DatabasePlugin for PostgresPlugin {
                 }
             }
         }
+        client.release();
+        result
+    }
+
+    fn supports_warm_pool(&self) -> bool {
+        true
+    }
+
+    /// As `create_user`, with `NOLOGIN` in the same transaction (and the expiry the request
+    /// gives, which the pool sets in the past). No database: pooling roles have none.
+    #[tracing::instrument(skip_all, fields(engine = "postgres", username = %request.username), err)]
+    async fn create_pooled_user(&self, request: &NewUserRequest<'_>) -> Result<(), PluginError> {
+        if request.database.is_some() {
+            return Err(PluginError::invalid(
+                "warm_pool_size",
+                "a role with database_per_lease cannot keep a warm pool",
+            ));
+        }
+        let password = statement_password(
+            self.password_authentication,
+            request.password,
+            request.password_strength,
+        )
+        .await?;
+        let mut client = self.client().await?;
+        let result = create_on(
+            &mut client,
+            &self.limits(),
+            request,
+            &password,
+            self.user_marker.as_ref(),
+            Login::Refused,
+        )
+        .await;
+        client.release();
+        result
+    }
+
+    /// `ALTER ROLE .. LOGIN VALID UNTIL ..`: one statement, so one round trip on the hot path
+    /// (its implicit transaction needs no lock timeout of its own: it takes only the role's row).
+    #[tracing::instrument(skip_all, fields(engine = "postgres", username = %username), err)]
+    async fn activate_pooled_user(
+        &self,
+        username: &str,
+        expiration: DateTime<Utc>,
+    ) -> Result<(), PluginError> {
+        check_username(username)?;
+        let statement = format!(
+            "ALTER ROLE {} LOGIN VALID UNTIL '{}'",
+            quote_ident(username),
+            format_expiration(expiration)
+        );
+        let client = self.client().await?;
+        let result = client
+            .batch_execute(&statement)
+            .await
+            .map_err(|e| classify(&e, &[]));
         client.release();
         result
     }

@@ -511,7 +511,7 @@ async fn conformance_kit_passes() {
         admin: admin_client().await,
     };
     let ran = lessor_plugin::conformance::run(&harness).await;
-    assert_eq!(ran.len(), 11, "every scenario ran: {ran:?}");
+    assert_eq!(ran.len(), 12, "every scenario ran: {ran:?}");
 }
 
 /// The same scenarios with `password_authentication = "scram-sha-256"` and one iteration: every
@@ -528,7 +528,7 @@ async fn conformance_kit_passes_with_scram_verifiers() {
         admin: admin_client().await,
     };
     let ran = lessor_plugin::conformance::run(&harness).await;
-    assert_eq!(ran.len(), 11, "every scenario ran: {ran:?}");
+    assert_eq!(ran.len(), 12, "every scenario ran: {ran:?}");
 }
 
 #[tokio::test]

@@ -208,7 +208,7 @@ async fn conformance_kit_passes() {
         plugin: admin().await,
     };
     let ran = lessor_plugin::conformance::run(&harness).await;
-    assert_eq!(ran.len(), 11, "every scenario ran: {ran:?}");
+    assert_eq!(ran.len(), 12, "every scenario ran: {ran:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

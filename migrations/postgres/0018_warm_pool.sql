@@ -1,0 +1,17 @@
+-- Warm pools (issue 10): a role may keep warm_pool_size users created ahead of demand, unable to
+-- log in until issued. Each pooled user has a row here, written before the user is created and
+-- claimed by the replica that holds its password (in memory only, never stored); issuing moves it
+-- into `leases` under the same id. Rows whose replica is dead are dropped by the survivors. Its
+-- user is also on record in `issued_users`, under this id.
+ALTER TABLE roles ADD COLUMN warm_pool_size BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE pooled_users (
+    id                    TEXT COLLATE "C" PRIMARY KEY,
+    role_name             TEXT COLLATE "C" NOT NULL,
+    connection_name       TEXT COLLATE "C" NOT NULL,
+    username              TEXT COLLATE "C" NOT NULL,
+    revocation_statements TEXT NOT NULL DEFAULT '[]',
+    created_at            BIGINT NOT NULL,
+    claimed_by            TEXT COLLATE "C" NOT NULL
+);
+CREATE INDEX pooled_users_claimed_by ON pooled_users (claimed_by);
+CREATE INDEX pooled_users_user ON pooled_users (connection_name, username);
