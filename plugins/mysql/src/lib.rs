@@ -77,6 +77,11 @@ const CONSERVATIVE_USERNAME_LIMIT: usize = 32;
 /// `GRANT` stuck behind a long application transaction would otherwise hang the caller.
 const LOCK_WAIT_TIMEOUT_SECS: u32 = 30;
 
+/// How long an idle admin connection stays in the pool before it is closed: long enough to
+/// carry a pause between bursts of requests, short enough not to hold server sessions for an idle
+/// broker.
+const IDLE_CONNECTION_TTL: Duration = Duration::from_secs(60);
+
 /// Used when the connection settings carry a zero connect timeout, which would fail every call.
 const FALLBACK_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -157,9 +162,16 @@ pub async fn connect(settings: ConnectionSettings) -> Result<MySqlPlugin, Plugin
     // idle connection and paid for a whole new login, which `lessor bench` measured at several
     // milliseconds per operation. The admin sessions set no state beyond `setup`'s, so there is
     // nothing to reset.
+    //
+    // An idle lifetime above zero: with none, mysql_async keeps at most the constraints' minimum
+    // (0 here) of idle connections and disconnects every other one the moment it comes back,
+    // so each operation logged in anew (issue 10's profile: a login per credential, a tenth of
+    // the broker's CPU). Idle connections now stay, up to `max_open_connections`, for
+    // `IDLE_CONNECTION_TTL`.
     .pool_opts(
         PoolOpts::default()
             .with_constraints(constraints)
+            .with_inactive_connection_ttl(IDLE_CONNECTION_TTL)
             .with_reset_connection(false),
     );
     let connect_timeout = if settings.connect_timeout.is_zero() {

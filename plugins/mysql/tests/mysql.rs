@@ -602,3 +602,84 @@ async fn a_template_database_is_refused() {
     plugin.validate_database_per_lease(None).unwrap();
     plugin.close().await;
 }
+
+/// The admin pool keeps its connections between operations (issue 10): with no idle lifetime
+/// set, the driver closed every connection the moment it came back to the pool, and each
+/// operation logged in anew. Checked with an admin account of the test's own, whose sessions the
+/// server lists: across twenty issue-and-revoke pairs one after the other, the plugin uses no
+/// more connections than `max_open_connections`, and they are still open afterwards.
+#[tokio::test]
+async fn admin_connections_are_kept_between_operations() {
+    let admin_user = username("pooladm", 32);
+    // Letters, digits and dashes only, so the password needs no escaping in the URL.
+    let admin_password = Secret::new(username("pw", 32));
+    let mut root = Conn::new(admin_opts()).await.expect("admin login");
+    root.query_drop(format!(
+        "CREATE USER '{admin_user}'@'%' IDENTIFIED BY '{}'",
+        admin_password.expose()
+    ))
+    .await
+    .unwrap();
+    root.query_drop(format!(
+        "GRANT ALL PRIVILEGES ON *.* TO '{admin_user}'@'%' WITH GRANT OPTION"
+    ))
+    .await
+    .unwrap();
+
+    let server = Opts::from_url(&admin_url()).unwrap();
+    let mut own = settings(&format!(
+        "mysql://{{{{username}}}}:{{{{password}}}}@{}:{}/",
+        server.ip_or_hostname(),
+        server.tcp_port()
+    ));
+    own.username = admin_user.clone();
+    own.password = admin_password.clone();
+    let plugin = connect(own).await.expect("connect as the test's admin");
+
+    let mut sessions_seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let user = username("reuse", plugin.max_username_len());
+        let password = generate_password(32);
+        create(&plugin, &user, &password, &[], &RoleOptions::new()).await;
+        plugin
+            .delete_user(&DeleteUserRequest {
+                username: &user,
+                statements: &[],
+                database: None,
+            })
+            .await
+            .unwrap();
+        // Give a returned connection the moment the driver takes to put it back (or close it).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let ids: Vec<u64> = root
+            .exec(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?",
+                (&admin_user,),
+            )
+            .await
+            .unwrap();
+        sessions_seen.extend(ids);
+    }
+    let still_open: Vec<u64> = root
+        .exec(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?",
+            (&admin_user,),
+        )
+        .await
+        .unwrap();
+    plugin.close().await;
+    root.query_drop(format!("DROP USER '{admin_user}'@'%'"))
+        .await
+        .unwrap();
+    root.disconnect().await.unwrap();
+
+    assert!(
+        !still_open.is_empty(),
+        "the plugin's idle admin connections stay open between operations"
+    );
+    assert!(
+        sessions_seen.len() <= 4,
+        "20 operations one after the other used {} admin connections (max_open_connections 4)",
+        sessions_seen.len()
+    );
+}
