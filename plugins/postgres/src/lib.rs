@@ -164,13 +164,17 @@ pub async fn connect(settings: ConnectionSettings) -> Result<PostgresPlugin, Plu
     let timeout = config::effective_timeout(settings.connect_timeout);
     // A pool of zero would make every operation wait for a slot that never frees.
     let max_size = usize::try_from(settings.max_open_connections.max(1)).unwrap_or(usize::MAX);
-    // `Verified` runs an empty query before handing out a pooled connection: one extra round trip
-    // on rare operations, in exchange for not failing the first operation after a server restart.
+    // `Fast` hands out a pooled connection after checking only that its connection task is still
+    // running, without a query: `Verified` ran an empty query first, one more round trip on every
+    // issue and revocation (issue 10). A server that restarts or ends a session closes the
+    // socket, which ends that task, so such a connection is still discarded rather than used;
+    // only a connection that died silently (a network cut) fails its next operation, which the
+    // reaper retries and a client sees as 503.
     let manager = Manager::from_config(
         pg_config.clone(),
         tls.connector.clone(),
         ManagerConfig {
-            recycling_method: RecyclingMethod::Verified,
+            recycling_method: RecyclingMethod::Fast,
         },
     );
     let pool = Pool::builder(manager)
