@@ -289,6 +289,27 @@ impl IdRange {
     }
 }
 
+/// Records in `issued_users`, inside the transaction `$tx`, that this installation made the user
+/// `$username` on `$connection` for `$lease_id` (a lease, or a pooled user's row): the proof
+/// reconciliation relies on, written before the user exists.
+macro_rules! record_issued_user {
+    ($tx:expr, $connection:expr, $username:expr, $lease_id:expr, $issued_at:expr) => {
+        sqlx::query(
+            "INSERT INTO issued_users (connection_name, username, lease_id, issued_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (connection_name, username) DO UPDATE SET lease_id = excluded.lease_id,
+                 issued_at = excluded.issued_at, suspect_sweeps = 0, suspect_since = NULL",
+        )
+        .bind($connection)
+        .bind($username)
+        .bind($lease_id)
+        .bind($issued_at)
+        .execute($tx)
+        .await?
+    };
+}
+pub(super) use record_issued_user;
+
 /// Writes `$lease` in the transaction `$tx` with the record that this installation issued its
 /// user, unless its connection is gone; evaluates to the lease rows written (0 or 1). Shared by
 /// [`LeaseStore::insert_lease`] and the warm pool's take
@@ -336,18 +357,13 @@ macro_rules! insert_lease_in {
         .rows_affected();
         if done > 0 {
             // The proof that this installation made the user, durable before the user exists.
-            sqlx::query(
-                "INSERT INTO issued_users (connection_name, username, lease_id, issued_at)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (connection_name, username) DO UPDATE SET lease_id = excluded.lease_id,
-                     issued_at = excluded.issued_at, suspect_sweeps = 0, suspect_since = NULL",
-            )
-            .bind(&lease.connection_name)
-            .bind(&lease.username)
-            .bind(&lease.id)
-            .bind(issued_at)
-            .execute($tx)
-            .await?;
+            $crate::store::leases::record_issued_user!(
+                $tx,
+                &lease.connection_name,
+                &lease.username,
+                &lease.id,
+                issued_at
+            );
         }
         done
     }};

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
-use super::leases::{encode_statements, insert_lease_in};
+use super::leases::{encode_statements, insert_lease_in, record_issued_user};
 use super::{from_millis, to_millis, Claim, IdRange, Lease, Store};
 use crate::error::{Error, Result};
 
@@ -130,18 +130,13 @@ impl PoolStore for Store {
             .rows_affected();
             if done > 0 {
                 // As for a lease: the proof this installation made the user, before it exists.
-                sqlx::query(
-                    "INSERT INTO issued_users (connection_name, username, lease_id, issued_at)
-                     VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (connection_name, username) DO UPDATE SET lease_id = excluded.lease_id,
-                         issued_at = excluded.issued_at, suspect_sweeps = 0, suspect_since = NULL",
-                )
-                .bind(&user.connection_name)
-                .bind(&user.username)
-                .bind(&user.id)
-                .bind(created_at)
-                .execute(&mut *tx)
-                .await?;
+                record_issued_user!(
+                    &mut *tx,
+                    &user.connection_name,
+                    &user.username,
+                    &user.id,
+                    created_at
+                );
                 tx.commit().await?;
             }
             done
