@@ -916,7 +916,7 @@ async fn f4_the_reaper_takes_a_creating_lease_only_after_its_creation_deadline()
         creating_lease(&server, &role, now + chrono::Duration::seconds(60)).await;
     let (dead_id, dead_user) =
         creating_lease(&server, &role, now - chrono::Duration::milliseconds(1)).await;
-    server.state.leases.reaper_wake().notify_one();
+    server.state.leases.reaper_wake().wake();
 
     // The issuer of `dead` is past its deadline: the reaper drops its user.
     let admin = pg_admin().await;
@@ -966,7 +966,7 @@ async fn f4_the_reaper_takes_a_creating_lease_only_after_its_creation_deadline()
         .reschedule_creating(&live_id, Utc::now())
         .await
         .unwrap();
-    server.state.leases.reaper_wake().notify_one();
+    server.state.leases.reaper_wake().wake();
     eventually(Duration::from_secs(10), || async {
         !pg_role_exists(&admin, &live_user).await
     })

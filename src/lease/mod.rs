@@ -35,7 +35,6 @@ use lessor_plugin::{
 };
 use rand::Rng;
 use serde::Serialize;
-use tokio::sync::Notify;
 
 use crate::catalog::{check_name, Catalog};
 use crate::engines::Engines;
@@ -183,7 +182,7 @@ pub struct LeaseManager {
     engines: Engines,
     catalog: Catalog,
     /// Wakes the reaper when a lease with an earlier deadline than it is sleeping towards appears.
-    reaper_wake: Arc<Notify>,
+    reaper_wake: Arc<reaper::ReaperAlarm>,
     /// Serializes renew and revoke of one lease within this process (see the module
     /// documentation); across replicas, the lease's claim in the store does.
     locks: Arc<[tokio::sync::Mutex<()>]>,
@@ -237,7 +236,7 @@ impl LeaseManager {
             catalog,
             replica,
             retry,
-            reaper_wake: Arc::new(Notify::new()),
+            reaper_wake: Arc::default(),
             pool: Arc::default(),
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -267,7 +266,7 @@ impl LeaseManager {
     }
 
     /// The reaper's wake-up signal.
-    pub fn reaper_wake(&self) -> Arc<Notify> {
+    pub fn reaper_wake(&self) -> Arc<reaper::ReaperAlarm> {
         self.reaper_wake.clone()
     }
 
@@ -298,7 +297,7 @@ impl LeaseManager {
             self.store
                 .reschedule_creating(&lease.id, lease.expires_at)
                 .await?;
-            self.reaper_wake.notify_one();
+            self.reaper_wake.wake();
             return Err(Error::Internal(format!("injected fault at {point:?}")));
         }
         Ok(())
@@ -565,7 +564,7 @@ impl LeaseManager {
             }));
         }
         // The expiry may be earlier than what the reaper sleeps towards.
-        self.reaper_wake.notify_one();
+        self.reaper_wake.due_at(expires_at);
 
         tracing::info!(username = %username, ttl_secs = ttl.as_secs(), "issued credential");
         let connection_url = lease
@@ -619,7 +618,7 @@ impl LeaseManager {
         if let Err(e) = recorded {
             tracing::error!(lease_id = %lease.id, error = %e, "cannot record rollback; the lease stays due at its expiry");
         }
-        self.reaper_wake.notify_one();
+        self.reaper_wake.wake();
     }
 
     async fn lease(&self, lease_id: &str) -> Result<Lease> {
@@ -801,7 +800,7 @@ impl LeaseManager {
                 "lease is revoked and cannot be renewed: {lease_id}"
             )));
         }
-        self.reaper_wake.notify_one();
+        self.reaper_wake.wake();
         Ok(Renewed {
             lease_id: lease_id.to_owned(),
             lease_duration: (new_expires - now).to_std().unwrap_or_default(),
@@ -975,7 +974,7 @@ impl LeaseManager {
         } else {
             tracing::warn!(lease_id = %lease.id, attempts, %error, "revocation failed; will retry");
         }
-        self.reaper_wake.notify_one();
+        self.reaper_wake.wake();
         Err(error)
     }
 

@@ -21,6 +21,7 @@
 //! with the number of failures, not one per lease.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -59,10 +60,58 @@ struct StoreTrouble {
     recorded: usize,
 }
 
+/// How the rest of the process wakes the reaper: at once ([`ReaperAlarm::wake`]: work that needs
+/// it now, like a retry to schedule), or only when a new lease falls due before the time the
+/// reaper already sleeps towards ([`ReaperAlarm::due_at`]). Issuing wakes it the second way: a
+/// wake-up per credential cost a pass over the due leases (two claiming writes and a read on the
+/// store) for nothing, since a new lease is rarely due sooner than the next pass.
+pub struct ReaperAlarm {
+    notify: Notify,
+    /// When the sleeping reaper looks again, in milliseconds since the epoch; `i64::MAX` while it
+    /// is awake, so that a lease written during a pass (which may have read the store before the
+    /// lease was there) always wakes it once more.
+    planned_ms: AtomicI64,
+}
+
+impl Default for ReaperAlarm {
+    fn default() -> Self {
+        Self {
+            notify: Notify::new(),
+            planned_ms: AtomicI64::new(i64::MAX),
+        }
+    }
+}
+
+impl ReaperAlarm {
+    /// Wakes the reaper now (or its next sleep returns at once).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// A lease falls due at `at`: wakes the reaper if that is before its planned look.
+    pub fn due_at(&self, at: DateTime<Utc>) {
+        if at.timestamp_millis() < self.planned_ms.load(Ordering::SeqCst) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Sleeps for `sleep_for` or until woken, whichever comes first; awake again on return.
+    async fn sleep_until(&self, sleep_for: Duration) {
+        let until = Utc::now() + chrono::Duration::from_std(sleep_for).unwrap_or_default();
+        self.planned_ms
+            .store(until.timestamp_millis(), Ordering::SeqCst);
+        tokio::select! {
+            _ = tokio::time::sleep(sleep_for) => {}
+            _ = self.notify.notified() => {}
+        }
+        self.planned_ms.store(i64::MAX, Ordering::SeqCst);
+    }
+}
+
 /// The reaper's bookkeeping of revocations it has handed out.
 struct Reaper {
     leases: LeaseManager,
-    wake: Arc<Notify>,
+    wake: Arc<ReaperAlarm>,
     shutdown: CancellationToken,
     /// Ids of leases handed to a task and not finished, so a later pass does not hand them out
     /// twice while they wait for their connection's turn or for a slow database.
@@ -163,8 +212,7 @@ pub async fn run(leases: LeaseManager, shutdown: CancellationToken) {
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(sleep_for) => {}
-            _ = reaper.wake.notified() => {}
+            _ = reaper.wake.sleep_until(sleep_for) => {}
             _ = shutdown.cancelled() => break,
         }
     }
@@ -271,7 +319,7 @@ impl Reaper {
                         in_flight.remove(id);
                     }
                     drop(in_flight);
-                    wake.notify_one();
+                    wake.wake();
                 });
             }
         }
@@ -315,6 +363,40 @@ fn next_sleep(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issuing rings the alarm only for a lease due before the reaper's planned look, and always
+    /// while the reaper is awake (its pass may have read the store before the lease was there).
+    #[tokio::test]
+    async fn the_alarm_rings_only_for_a_lease_due_before_the_planned_look() {
+        let alarm = Arc::new(ReaperAlarm::default());
+        alarm.due_at(Utc::now() + chrono::Duration::hours(1));
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            alarm.sleep_until(Duration::from_secs(60)),
+        )
+        .await
+        .expect("a lease written while the reaper was awake makes its next sleep end at once");
+
+        let sleeper = tokio::spawn({
+            let alarm = alarm.clone();
+            async move { alarm.sleep_until(Duration::from_secs(3600)).await }
+        });
+        while alarm.planned_ms.load(Ordering::SeqCst) == i64::MAX {
+            tokio::task::yield_now().await;
+        }
+        alarm.due_at(Utc::now() + chrono::Duration::hours(2));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !sleeper.is_finished(),
+            "a lease due after the planned look leaves the reaper asleep"
+        );
+        alarm.due_at(Utc::now() + chrono::Duration::minutes(1));
+        tokio::time::timeout(Duration::from_secs(1), sleeper)
+            .await
+            .expect("a lease due before the planned look wakes the reaper")
+            .unwrap();
+        assert_eq!(alarm.planned_ms.load(Ordering::SeqCst), i64::MAX);
+    }
 
     #[test]
     fn sleeps_until_the_next_due_time_at_most_max_sleep() {
