@@ -288,6 +288,10 @@ impl Store {
             // only an OS crash can lose the last transactions.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
+            // Checkpoints run in the background every second (`writer.rs`); SQLite's automatic
+            // one, inside whichever commit crosses the threshold, stays as a backstop at 16,384
+            // pages (64 MiB of WAL) rather than its default 1,000.
+            .pragma("wal_autocheckpoint", "16384")
             .foreign_keys(true);
         // No ping before each use: a SQLite connection is a file handle that does not go stale,
         // and the ping was a measurable share of the hot path (issue 10's profile).
