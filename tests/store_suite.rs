@@ -1327,7 +1327,9 @@ async fn sqlite_checkpoints_its_wal_in_the_background() {
     let path = dir.path().join("lessor.db");
     let store = Store::open(&path.display().to_string()).await.unwrap();
     store.upsert_connection(&connection("db")).await.unwrap();
-    let ids: Vec<String> = (0..20).map(|i| format!("database/creds/r/c{i:02}")).collect();
+    let ids: Vec<String> = (0..20)
+        .map(|i| format!("database/creds/r/c{i:02}"))
+        .collect();
     for id in &ids {
         store
             .insert_lease(&lease(id, LeaseState::Creating, 1_000))

@@ -38,6 +38,13 @@ const ADDRESS_REWRITE_AFTER: Duration = Duration::from_secs(60);
 /// Pairs remembered as recently written before the memory is cleared (and rebuilt from the store).
 const REMEMBERED_ADDRESSES: usize = 10_000;
 
+/// How long repeats of an open alert are counted in memory before they are written (see
+/// `OpenAlert`): the most its count and `last_seen` in the store lag behind.
+const ALERT_REWRITE_AFTER: Duration = Duration::from_secs(1);
+
+/// Open alerts remembered at most; past that, the ones already written are forgotten.
+const REMEMBERED_ALERTS: usize = 10_000;
+
 /// Durations in the rules: seconds, or strings such as `"60s"` and `"7d"`.
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -319,6 +326,23 @@ impl Window {
 /// When this process last wrote each (identity, address) pair's `last_seen`.
 type RecordedAddresses = HashMap<(String, String), DateTime<Utc>>;
 
+/// An open alert's rule, identity, address and role.
+type AlertKey = (&'static str, String, String, String);
+
+/// An open alert this process wrote lately. Repeats within [`ALERT_REWRITE_AFTER`] of that write
+/// are counted here and written once, by the next [`Monitor::flush_alerts`]: an identity that
+/// keeps reading past the burst threshold would otherwise make every one of its reads look the
+/// alert up and write it (issue 10: a store write per credential, contending with the lease
+/// writes).
+struct OpenAlert {
+    id: i64,
+    count: i64,
+    last_seen: DateTime<Utc>,
+    written_at: DateTime<Utc>,
+    /// Counted here since the last write.
+    dirty: bool,
+}
+
 /// The anomaly monitor. Cheap to clone.
 #[derive(Clone)]
 pub struct Monitor {
@@ -329,6 +353,10 @@ pub struct Monitor {
     /// repeat read within [`ADDRESS_REWRITE_AFTER`] is known without asking the store. The store
     /// stays the shared truth for first sight: a pair not remembered here goes to it.
     recorded_addresses: Arc<Mutex<RecordedAddresses>>,
+    /// Open alerts written lately, with the repeats not yet written (see [`OpenAlert`]).
+    open_alerts: Arc<Mutex<HashMap<AlertKey, OpenAlert>>>,
+    /// A flush of `open_alerts` is on its way.
+    flush_scheduled: Arc<std::sync::atomic::AtomicBool>,
     http: reqwest::Client,
 }
 
@@ -372,6 +400,8 @@ impl Monitor {
             rules: Arc::new(RwLock::new(rules)),
             windows: Arc::default(),
             recorded_addresses: Arc::default(),
+            open_alerts: Arc::default(),
+            flush_scheduled: Arc::default(),
             http: reqwest::Client::new(),
         })
     }
@@ -425,6 +455,8 @@ impl Monitor {
 
     /// Newest first.
     pub async fn alerts(&self, limit: i64) -> Result<Vec<Value>> {
+        // What this process counted and has not written yet is part of the answer.
+        self.flush_alerts().await;
         Ok(self
             .store
             .recent_alerts(limit)
@@ -606,9 +638,93 @@ impl Monitor {
         Ok(())
     }
 
+    /// Notes that the open alert `key` (row `id`) was written with `count` at `now`.
+    fn remember_alert(&self, key: AlertKey, id: i64, count: i64, now: DateTime<Utc>) {
+        let mut open_alerts = self.open_alerts.lock().unwrap_or_else(|p| p.into_inner());
+        if open_alerts.len() >= REMEMBERED_ALERTS && !open_alerts.contains_key(&key) {
+            // Forgetting a written alert costs one lookup later; a dirty one is kept until flushed.
+            open_alerts.retain(|_, open| open.dirty);
+        }
+        open_alerts.insert(
+            key,
+            OpenAlert {
+                id,
+                count,
+                last_seen: now,
+                written_at: now,
+                dirty: false,
+            },
+        );
+    }
+
+    /// Writes the repeats counted in memory within [`ALERT_REWRITE_AFTER`], unless a write is
+    /// already on its way.
+    fn schedule_alert_flush(&self) {
+        if self
+            .flush_scheduled
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let monitor = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ALERT_REWRITE_AFTER).await;
+            monitor.flush_alerts().await;
+        });
+    }
+
+    /// Writes every open alert's repeats counted in memory since its last write.
+    pub async fn flush_alerts(&self) {
+        self.flush_scheduled
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let now = Utc::now();
+        let due: Vec<(i64, i64, DateTime<Utc>)> = self
+            .open_alerts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values_mut()
+            .filter(|open| open.dirty)
+            .map(|open| {
+                open.dirty = false;
+                open.written_at = now;
+                (open.id, open.count, open.last_seen)
+            })
+            .collect();
+        for (id, count, last_seen) in due {
+            if let Err(error) = self.store.update_alert(id, count, last_seen).await {
+                tracing::warn!(%error, alert = id, count, "cannot record an open alert's repeats; its count lags until its next repeat");
+            }
+        }
+    }
+
     async fn raise(&self, rules: &MonitorRules, raise: Raise<'_>) -> Result<()> {
         let now = Utc::now();
+        let key: AlertKey = (
+            raise.rule,
+            raise.actor.identity.clone(),
+            raise.address.clone(),
+            raise.role.to_owned(),
+        );
         if let Some(since) = raise.open_since {
+            let fresh_after = since
+                .max(now - chrono::Duration::from_std(ALERT_REWRITE_AFTER).unwrap_or_default());
+            let counted_here = {
+                let mut open_alerts = self.open_alerts.lock().unwrap_or_else(|p| p.into_inner());
+                match open_alerts.get_mut(&key) {
+                    // Written within the window, so still open: count it here.
+                    Some(open) if open.written_at > fresh_after => {
+                        open.count = raise.count.unwrap_or(open.count + 1).max(open.count);
+                        open.last_seen = now;
+                        open.dirty = true;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if counted_here {
+                self.schedule_alert_flush();
+                return Ok(());
+            }
             if let Some(open) = self
                 .store
                 .open_alert(
@@ -621,7 +737,9 @@ impl Monitor {
                 .await?
             {
                 let count = raise.count.unwrap_or(open.count + 1).max(open.count);
-                return self.store.update_alert(open.id, count, now).await;
+                self.store.update_alert(open.id, count, now).await?;
+                self.remember_alert(key, open.id, count, now);
+                return Ok(());
             }
         }
         let mut row = Alert {
@@ -637,6 +755,9 @@ impl Monitor {
             detail: raise.detail,
         };
         row.id = self.store.insert_alert(&row).await?;
+        if raise.open_since.is_some() {
+            self.remember_alert(key, row.id, row.count, now);
+        }
         tracing::warn!(
             rule = %row.rule,
             identity = %row.identity,
@@ -689,6 +810,42 @@ async fn send_webhook(http: reqwest::Client, settings: WebhookSettings, alert: V
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    /// An identity reading on and on past the burst threshold costs the store one alert write
+    /// per second, not a lookup and a write per read, and the alert still shows every read.
+    #[tokio::test]
+    async fn repeats_of_an_open_alert_are_written_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("lessor.db").display().to_string())
+            .await
+            .unwrap();
+        let monitor = Monitor::open(store.clone(), MonitorRules::default())
+            .await
+            .unwrap();
+        let actor = Actor {
+            identity: "entity-1".into(),
+            display_name: "svc".into(),
+            address: None,
+        };
+        let threshold = MonitorRules::default().burst.threshold as usize;
+        for _ in 0..=threshold {
+            monitor.credential_read(&actor, "app").await.unwrap();
+        }
+        let before = store.operations_run();
+        for _ in 0..50 {
+            monitor.credential_read(&actor, "app").await.unwrap();
+        }
+        let spent = store.operations_run() - before;
+        assert!(
+            spent <= 2,
+            "50 reads into an open burst alert took {spent} store operations"
+        );
+        let alerts = monitor.alerts(10).await.unwrap();
+        let bursts: Vec<&Value> = alerts.iter().filter(|a| a["rule"] == "burst").collect();
+        assert_eq!(bursts.len(), 1, "{alerts:?}");
+        assert_eq!(bursts[0]["count"], json!(threshold + 51));
+        store.close().await;
+    }
 
     #[test]
     fn defaults_follow_the_issue() {
