@@ -706,13 +706,18 @@ impl Monitor {
             raise.role.to_owned(),
         );
         if let Some(since) = raise.open_since {
-            let fresh_after = since
-                .max(now - chrono::Duration::from_std(ALERT_REWRITE_AFTER).unwrap_or_default());
+            let written_after =
+                now - chrono::Duration::from_std(ALERT_REWRITE_AFTER).unwrap_or_default();
             let counted_here = {
                 let mut open_alerts = self.open_alerts.lock().unwrap_or_else(|p| p.into_inner());
                 match open_alerts.get_mut(&key) {
-                    // Written within the window, so still open: count it here.
-                    Some(open) if open.written_at > fresh_after => {
+                    // Still open (seen within the window as the store judges it), and either
+                    // written lately or holding repeats a scheduled flush will write: count it
+                    // here. Otherwise the store is asked, as another replica may have counted too.
+                    Some(open)
+                        if open.last_seen >= since
+                            && (open.dirty || open.written_at > written_after) =>
+                    {
                         open.count = raise.count.unwrap_or(open.count + 1).max(open.count);
                         open.last_seen = now;
                         open.dirty = true;
@@ -844,6 +849,20 @@ mod tests {
         let bursts: Vec<&Value> = alerts.iter().filter(|a| a["rule"] == "burst").collect();
         assert_eq!(bursts.len(), 1, "{alerts:?}");
         assert_eq!(bursts[0]["count"], json!(threshold + 51));
+
+        // Past the scheduled flush, repeats go on into the same alert.
+        for _ in 0..5 {
+            monitor.credential_read(&actor, "app").await.unwrap();
+        }
+        tokio::time::sleep(ALERT_REWRITE_AFTER + Duration::from_millis(300)).await;
+        let stored = store.recent_alerts(10).await.unwrap();
+        let bursts: Vec<&Alert> = stored.iter().filter(|a| a.rule == "burst").collect();
+        assert_eq!(bursts.len(), 1);
+        assert_eq!(
+            bursts[0].count,
+            threshold as i64 + 56,
+            "the flush wrote the repeats to the store without a read of the alerts"
+        );
         store.close().await;
     }
 
