@@ -100,12 +100,6 @@ pub(super) struct GroupWriter {
     commits: Arc<AtomicU64>,
 }
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("write", &self.write).finish()
-    }
-}
-
 impl GroupWriter {
     /// Starts the writer task of the store over `backend` (on the current Tokio runtime).
     pub(super) fn start(backend: Backend) -> Self {
