@@ -999,7 +999,14 @@ async fn catalog_and_identity_values_come_back_as_written(store: &Store) {
         error: Some("refused".into()),
     };
     store.insert_rotation_record("s", &record).await.unwrap();
-    assert_eq!(store.rotation_history("s").await.unwrap(), [record]);
+    let (role, history) = store.static_role_with_history("s").await.unwrap().unwrap();
+    assert_eq!(role.name, "s");
+    assert_eq!(history, [record]);
+    assert!(store
+        .static_role_with_history("absent")
+        .await
+        .unwrap()
+        .is_none());
 
     store
         .meta_set_json("json", &serde_json::json!({"a": [1, 2]}))

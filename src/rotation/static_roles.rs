@@ -432,11 +432,12 @@ impl Rotator {
 
     pub async fn read_static_role(&self, name: &str) -> Result<StaticRoleView> {
         check_name("static role name", name)?;
-        let row = self.static_row(name).await?;
-        let history = self
+        let (row, history) = self
             .store
-            .rotation_history(name)
+            .static_role_with_history(name)
             .await?
+            .ok_or_else(|| Error::not_found("static role", name))?;
+        let history = history
             .into_iter()
             .map(|r| RotationRecord {
                 time: rfc3339(r.at),

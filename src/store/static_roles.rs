@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::codec::{self, encode_list};
-use super::{from_millis, to_millis, Claim, Store};
+use super::{from_millis, to_millis, Backend, Claim, Store};
 use crate::error::{Error, Result};
 
 /// How many rotations of each static role the history keeps.
@@ -263,8 +263,13 @@ pub trait RotationStore {
     async fn static_roles_with_pending(&self, claim: &Claim<'_>) -> Result<Vec<String>>;
     /// Appends to a role's history, keeping the last [`ROTATION_HISTORY_LEN`] entries.
     async fn insert_rotation_record(&self, name: &str, record: &RotationRecord) -> Result<()>;
-    /// A role's rotation history, newest first.
-    async fn rotation_history(&self, name: &str) -> Result<Vec<RotationRecord>>;
+    /// A role and its rotation history (newest first), read from one snapshot of the store: a
+    /// rotation that lands between the two reads cannot show its history entry beside the
+    /// schedule it replaced.
+    async fn static_role_with_history(
+        &self,
+        name: &str,
+    ) -> Result<Option<(StaticRole, Vec<RotationRecord>)>>;
 
     // ---- admin (root) rotation --------------------------------------------------------------
 
@@ -568,18 +573,56 @@ impl RotationStore for Store {
         })
     }
 
-    async fn rotation_history(&self, name: &str) -> Result<Vec<RotationRecord>> {
-        let rows: Vec<RotationRecordRow> = with_pool!(self, |pool| {
-            sqlx::query_as(
-            "SELECT at, username, cause, outcome, error FROM static_role_rotations WHERE role_name = $1
-             ORDER BY id DESC LIMIT $2",
-        )
-        .bind(name)
-        .bind(ROTATION_HISTORY_LEN)
-        .fetch_all(pool)
-        .await?
-        });
-        Ok(rows.into_iter().map(RotationRecord::from).collect())
+    async fn static_role_with_history(
+        &self,
+        name: &str,
+    ) -> Result<Option<(StaticRole, Vec<RotationRecord>)>> {
+        const ROLE: &str = "SELECT * FROM static_roles WHERE name = $1";
+        const HISTORY: &str =
+            "SELECT at, username, cause, outcome, error FROM static_role_rotations
+             WHERE role_name = $1 ORDER BY id DESC LIMIT $2";
+        self.count_operation();
+        // SQLite's deferred transaction reads from one snapshot from its first read on;
+        // PostgreSQL's default (read committed) takes one per statement, so it is asked for a
+        // repeatable read.
+        let (row, history): (Option<StaticRoleRow>, Vec<RotationRecordRow>) = match &self.backend {
+            Backend::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let row = sqlx::query_as(ROLE)
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let history = sqlx::query_as(HISTORY)
+                    .bind(name)
+                    .bind(ROTATION_HISTORY_LEN)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                (row, history)
+            }
+            Backend::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .execute(&mut *tx)
+                    .await?;
+                let row = sqlx::query_as(ROLE)
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let history = sqlx::query_as(HISTORY)
+                    .bind(name)
+                    .bind(ROTATION_HISTORY_LEN)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                (row, history)
+            }
+        };
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some((
+            StaticRole::try_from(row)?,
+            history.into_iter().map(RotationRecord::from).collect(),
+        )))
     }
 
     // ---- admin (root) rotation ------------------------------------------------------------------
