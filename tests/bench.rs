@@ -482,7 +482,8 @@ async fn bench_servers_compares_two_vault_api_servers_side_by_side() {
 }
 
 /// `Store::seed_leases`, which `--leases` uses, on both store engines: the rows come back as
-/// written, live, in one page of their prefix, in statements of several hundred rows.
+/// written, live, in one page of their prefix, in statements of several hundred rows; then
+/// `Store::expire_role_leases_at` (`--bulk`'s backlog) moves all of them to one expiry.
 #[tokio::test]
 async fn seed_leases_writes_live_rows_on_sqlite_and_postgres() {
     use chrono::{Duration, TimeZone, Utc};
@@ -545,6 +546,29 @@ async fn seed_leases_writes_live_rows_on_sqlite_and_postgres() {
         assert_eq!(
             last.next_action_at.timestamp_millis(),
             far.timestamp_millis()
+        );
+        // The reaper backlog of `--bulk` falls due at one moment this way.
+        let soon = Utc::now() + Duration::seconds(3);
+        assert_eq!(
+            store.expire_role_leases_at("seeded", soon).await.unwrap(),
+            rows.len() as u64,
+            "{url}"
+        );
+        assert_eq!(
+            store.expire_role_leases_at("absent", soon).await.unwrap(),
+            0
+        );
+        let moved = store
+            .get_lease("database/creds/seeded/000007")
+            .await
+            .unwrap()
+            .expect("a moved row");
+        assert_eq!(
+            (
+                moved.expires_at.timestamp_millis(),
+                moved.next_action_at.timestamp_millis()
+            ),
+            (soon.timestamp_millis(), soon.timestamp_millis())
         );
         store.close().await;
     }

@@ -43,8 +43,9 @@ pub const CONNECTIONS: usize = 4;
 /// Issue requests in flight at once while setting up (not timed).
 const SETUP_WORKERS: usize = 8;
 
-/// Credentials issued per batch of the backlog's setup; each batch gets its own TTL.
-const BACKLOG_BATCH: usize = 64;
+/// The backlog's TTL while it is issued: long enough that none falls due before the store moves
+/// them all to one expiry.
+const BACKLOG_TTL: Duration = Duration::from_secs(3600);
 
 /// How often the database's count of the role's users is polled.
 const POLL_EVERY: Duration = Duration::from_millis(20);
@@ -53,12 +54,8 @@ const POLL_EVERY: Duration = Duration::from_millis(20);
 /// loading it.
 const PROBE_GAP: Duration = Duration::from_millis(10);
 
-/// The backlog falls due this long after the setup's planned end (twice the revoke-prefix
-/// setup): the idle latency is measured meanwhile.
+/// The backlog falls due this long after its setup: the idle latency is measured meanwhile.
 const IDLE_WINDOW: Duration = Duration::from_secs(3);
-
-/// The least idle time the backlog's setup must leave before the expiry.
-const MIN_IDLE: Duration = Duration::from_secs(1);
 
 /// A progress line at most this often during a long wait.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
@@ -114,10 +111,8 @@ pub struct DirectDrop {
 pub struct ReaperBacklog {
     /// Issuing the users through Lessor (setup, not timed).
     pub setup_seconds: f64,
-    /// How long after the earliest possible expiry the last lease could expire (TTLs are whole
-    /// seconds, set batch by batch). The drain is timed from the earliest.
-    pub expiry_spread_seconds: f64,
-    /// From the earliest possible expiry until the database had no user of the role left.
+    /// From the moment the whole backlog fell due until the database had no user of the role
+    /// left.
     pub drain_seconds: f64,
     pub users_per_sec: f64,
     /// The latency probe between the setup and the expiry.
@@ -310,7 +305,6 @@ async fn run(
         &mut watcher,
         &backlog_role,
         users,
-        prefix_setup,
         &probe_lease,
     )
     .await?;
@@ -458,74 +452,45 @@ async fn direct_drop(
     Ok(direct)
 }
 
-/// Issues `users` credentials of `role` whose expiries all fall on one planned moment (to the
-/// TTL's whole second), probes the API while idle, then times the reaper's drain with the probe
-/// running.
+/// Issues `users` credentials of `role` with an hour's TTL (setup), then makes them all fall due
+/// at one moment [`IDLE_WINDOW`] later through the store, probes the API while idle, and times the
+/// reaper's drain from that moment with the probe running. Through the API alone the backlog
+/// could not fall due at once: a TTL counts from each lease's own issue, in whole seconds.
 async fn reaper_backlog(
     target: &Target,
     engine: Engine,
     watcher: &mut Direct,
     role: &Role,
     users: usize,
-    prefix_setup: Duration,
     probe_lease: &str,
 ) -> Result<ReaperBacklog> {
     let label = engine.label();
-    // The same number of issues took `prefix_setup` a moment ago; twice that leaves room for a
-    // slower machine.
-    let planned = prefix_setup * 2 + IDLE_WINDOW;
-    let started = Instant::now();
-    let expiry = started + planned;
     progress(format!(
-        "{label}: reaper backlog of {users} users: issuing them through Lessor under role {} in \
-         batches of {BACKLOG_BATCH}, each with the TTL that makes it fall due {:.1} s from now \
-         (setup, not timed)",
-        role.name,
-        planned.as_secs_f64()
+        "{label}: reaper backlog of {users} users: issuing them through Lessor under role {} \
+         with an hour's TTL (setup, not timed)",
+        role.name
     ));
-    let (mut first_expiry, mut last_expiry) = (None::<Instant>, expiry);
-    let mut issued = 0;
-    let report_every = (users / 10).max(BACKLOG_BATCH);
-    let mut next_report = report_every;
-    while issued < users {
-        let now = Instant::now();
-        let remaining = expiry.saturating_duration_since(now);
-        if remaining < MIN_IDLE {
-            return Err(bench_error(
-                "bulk",
-                format!(
-                    "the reaper backlog's setup ran past the {:.1} s planned from the revoke-prefix \
-                     setup; the machine is busier now than then, so run it again",
-                    planned.as_secs_f64()
-                ),
-            ));
-        }
-        let ttl = Duration::from_secs(remaining.as_secs_f64().ceil() as u64);
-        role.write(target, engine, ttl.as_secs()).await?;
-        let batch = BACKLOG_BATCH.min(users - issued);
-        role.issue(target, batch, None).await?;
-        // Each lease of the batch expires at its issue time (between `now` and here) plus `ttl`.
-        first_expiry = Some(first_expiry.map_or(now + ttl, |first| first.min(now + ttl)));
-        last_expiry = last_expiry.max(Instant::now() + ttl);
-        issued += batch;
-        if issued >= next_report || issued == users {
-            progress(format!(
-                "{label}: issued {issued} of {users} ({:.1} s)",
-                started.elapsed().as_secs_f64()
-            ));
-            next_report = issued + report_every;
-        }
-    }
+    let started = Instant::now();
+    role.write(target, engine, BACKLOG_TTL.as_secs()).await?;
+    role.issue(target, users, Some(label)).await?;
     let setup = started.elapsed();
-    let first_expiry = first_expiry.unwrap_or(expiry);
     watcher.expect_users(&role.prefix, users).await?;
-    if first_expiry.saturating_duration_since(Instant::now()) < MIN_IDLE {
+
+    let window = chrono::Duration::from_std(IDLE_WINDOW)
+        .map_err(|e| bench_error("bulk", format!("idle window: {e}")))?;
+    let (first_expiry, due_at) = (Instant::now() + IDLE_WINDOW, chrono::Utc::now() + window);
+    let moved = target
+        .store
+        .expire_role_leases_at(&role.name, due_at)
+        .await?;
+    if moved != users as u64 {
         return Err(bench_error(
             "bulk",
-            "the reaper backlog's setup ended too close to the expiry to measure the idle latency; \
-             the machine is busier now than during the revoke-prefix setup, so run it again",
+            format!("{moved} of the backlog's {users} leases were active to move to one expiry"),
         ));
     }
+    // The reaper sleeps towards the hour-long expiries; tell it about the earlier one.
+    target.leases.reaper_wake().due_at(due_at);
 
     progress(format!(
         "{label}: latency probe while idle, until the backlog falls due in {:.1} s",
@@ -546,7 +511,6 @@ async fn reaper_backlog(
     let drain = probe.finish().await?;
     let backlog = ReaperBacklog {
         setup_seconds: seconds(setup),
-        expiry_spread_seconds: seconds(last_expiry.saturating_duration_since(first_expiry)),
         drain_seconds: seconds(gone),
         users_per_sec: per_sec(users, gone),
         idle,
@@ -696,8 +660,7 @@ impl Bulk {
         );
         let _ = writeln!(
             out,
-            "| reaper backlog, from the first expiry until the last user was gone (expiries spread over {:.2} s) | {:.2} | {:.2} | {:.1} | {:.2} |",
-            backlog.expiry_spread_seconds,
+            "| reaper backlog, from the moment all of it fell due until the last user was gone | {:.2} | {:.2} | {:.1} | {:.2} |",
             backlog.setup_seconds,
             backlog.drain_seconds,
             backlog.users_per_sec,

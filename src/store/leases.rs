@@ -992,6 +992,24 @@ impl Store {
         });
         Ok(())
     }
+
+    /// Makes every active lease of `role` fall due at `at`, in one statement, and returns how
+    /// many it moved: `lessor bench` builds its reaper backlog this way, so that the whole backlog
+    /// is due at one moment instead of spread over the seconds its issuing took (a lease's TTL
+    /// counts from its own issue, in whole seconds).
+    pub async fn expire_role_leases_at(&self, role: &str, at: DateTime<Utc>) -> Result<u64> {
+        let at = to_millis(at);
+        Ok(with_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE leases SET expires_at = $1, next_action_at = $1 WHERE role_name = $2 AND state = 'active'",
+        )
+        .bind(at)
+        .bind(role)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        }))
+    }
 }
 
 #[cfg(test)]
