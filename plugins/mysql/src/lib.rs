@@ -424,6 +424,68 @@ async fn revoke_on(
     Ok(())
 }
 
+/// `revoke_on` for many users with the default revocation and no database, in a fixed number of
+/// statements whatever their count: their accounts in one `SELECT`, one `ALTER USER ... ACCOUNT
+/// LOCK` of all of them, their sessions in one `SELECT` and a `KILL` each, one `DROP USER` of all
+/// of them. MariaDB takes its privilege lock once per statement, so a hundred users cost about
+/// what one does. A statement fails whole when one account is a problem, so the caller then
+/// revokes one by one, which names the culprit; every step here is idempotent for that rerun.
+async fn revoke_batch_on(conn: &mut Conn, usernames: &[&str]) -> Result<(), PluginError> {
+    let placeholders = vec!["?"; usernames.len()].join(", ");
+    let params: Vec<mysql_async::Value> = usernames.iter().map(|u| (*u).into()).collect();
+    let accounts: Vec<(String, String)> = conn
+        .exec(
+            format!("SELECT User, Host FROM mysql.user WHERE User IN ({placeholders})"),
+            params.clone(),
+        )
+        .await
+        .map_err(|e| error::classify(&e, "looking up the users' hosts in mysql.user", None))?;
+    let mut spliced = Vec::with_capacity(accounts.len());
+    for (username, host) in &accounts {
+        // The names came back from the server: checked again before they are spliced.
+        check_username(username)?;
+        sql::check_server_host(host)?;
+        spliced.push(sql::account(username, host));
+    }
+    let spliced = spliced.join(", ");
+    // Lock before killing, so a killed client cannot log in again before the drop. IF EXISTS:
+    // an account dropped meanwhile by a concurrent revocation is no failure of this one.
+    if !accounts.is_empty() {
+        conn.query_drop(format!("ALTER USER IF EXISTS {spliced} ACCOUNT LOCK"))
+            .await
+            .map_err(|e| error::classify(&e, "locking the users", None))?;
+    }
+    // As in `revoke_on`, even for users already gone: an earlier attempt may have dropped one
+    // before its sessions ended.
+    let sessions: Vec<u64> = conn
+        .exec(
+            format!("SELECT ID FROM information_schema.PROCESSLIST WHERE USER IN ({placeholders})"),
+            params,
+        )
+        .await
+        .map_err(|e| error::classify(&e, "listing the users' sessions", None))?;
+    for id in &sessions {
+        // `id` is an integer the server gave us, so formatting it into the statement is safe.
+        match conn.query_drop(format!("KILL CONNECTION {id}")).await {
+            Ok(()) => {}
+            Err(e) if error::server_code(&e) == Some(error::code::NO_SUCH_THREAD) => {}
+            Err(e) => return Err(error::classify(&e, "killing a session of the users", None)),
+        }
+    }
+    if !accounts.is_empty() {
+        conn.query_drop(format!("DROP USER IF EXISTS {spliced}"))
+            .await
+            .map_err(|e| error::classify(&e, "dropping the users", None))?;
+    }
+    tracing::info!(
+        users = usernames.len(),
+        accounts = accounts.len(),
+        killed = sessions.len(),
+        "revoked users"
+    );
+    Ok(())
+}
+
 /// The creation statements of a request, rendered before anything runs so that a template error
 /// touches nothing. The engine's default creation is per host: the role's `host` option.
 fn render_creation(request: &NewUserRequest<'_>) -> Result<Vec<Secret>, PluginError> {
@@ -756,13 +818,47 @@ impl DatabasePlugin for MySqlPlugin {
         result
     }
 
-    /// One by one: each user's drop is its own few statements, and MariaDB's `DROP USER` of a
-    /// list fails whole when one user is a problem, which would hide which.
+    /// The users with the default revocation and no database of their own in one batch
+    /// ([`revoke_batch_on`]); the rest, and all of them should the batch fail, one by one, so that
+    /// a failure is reported for the user it belongs to.
     async fn delete_users(
         &self,
         requests: &[DeleteUserRequest<'_>],
     ) -> Vec<Result<(), PluginError>> {
-        lessor_plugin::delete_each(self, requests).await
+        let batchable = |request: &DeleteUserRequest<'_>| {
+            uses_default(request.statements, &[])
+                && request.database.is_none()
+                && check_username(request.username).is_ok()
+        };
+        let batch: Vec<&str> = requests
+            .iter()
+            .filter(|r| batchable(r))
+            .map(|r| r.username)
+            .collect();
+        let batch_done = batch.len() > 1
+            && match self.conn().await {
+                Ok(mut conn) => {
+                    let result = revoke_batch_on(&mut conn, &batch).await;
+                    conn.release();
+                    match result {
+                        Ok(()) => true,
+                        Err(error) => {
+                            tracing::warn!(%error, "batch revocation failed; revoking one by one");
+                            false
+                        }
+                    }
+                }
+                Err(_) => false,
+            };
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in requests {
+            outcomes.push(if batch_done && batchable(request) {
+                Ok(())
+            } else {
+                self.delete_user(request).await
+            });
+        }
+        outcomes
     }
 
     #[tracing::instrument(skip_all, fields(username = %username), err)]

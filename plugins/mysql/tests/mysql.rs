@@ -150,6 +150,102 @@ async fn create(
         .unwrap_or_else(|e| panic!("create_user({user}): {e}"));
 }
 
+/// Log lines written while a test runs, in a buffer the test reads.
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// `delete_users` of default-revocation users takes them in one batch (a fixed number of
+/// statements, not four per user), and the batch does what one by one does: accounts locked and
+/// dropped on every host, open sessions ended, a user that never existed and a repeated name no
+/// failure. Told apart from the one-by-one fallback by the plugin's own log line.
+#[tokio::test]
+async fn default_revocations_are_batched_and_end_every_session() {
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let plugin = plugin().await;
+    let password = generate_password(32);
+    let users: Vec<String> = (0..5)
+        .map(|_| username("batch", plugin.max_username_len()))
+        .collect();
+    for user in &users {
+        create(&plugin, user, &password, &[], &RoleOptions::new()).await;
+    }
+    // A second account of the first user, on another host (made by hand: the plugin refuses to
+    // take over an existing name): both go.
+    let mut root = Conn::new(admin_opts()).await.expect("admin login");
+    root.query_drop(format!(
+        "CREATE USER '{}'@'127.0.0.1' IDENTIFIED BY '{}'",
+        users[0],
+        password.expose()
+    ))
+    .await
+    .unwrap();
+    root.disconnect().await.unwrap();
+    let mut session = login(&users[1], &password).await.unwrap();
+    session.query_drop("SELECT 1").await.unwrap();
+
+    let never = username("never", plugin.max_username_len());
+    let mut names: Vec<&str> = users.iter().map(String::as_str).collect();
+    names.push(&never);
+    names.push(&users[2]);
+    let requests: Vec<DeleteUserRequest<'_>> = names
+        .iter()
+        .map(|name| DeleteUserRequest {
+            username: name,
+            statements: &[],
+            database: None,
+        })
+        .collect();
+    let outcomes = plugin.delete_users(&requests).await;
+    plugin.close().await;
+    assert_eq!(outcomes.len(), requests.len());
+    for (name, outcome) in names.iter().zip(&outcomes) {
+        assert!(outcome.is_ok(), "{name}: {outcome:?}");
+    }
+    for user in &users {
+        assert!(hosts_of(user).await.is_empty(), "{user} still has accounts");
+        assert!(
+            login(user, &password).await.is_err(),
+            "{user} still logs in"
+        );
+    }
+    assert!(
+        session.query_drop("SELECT 1").await.is_err(),
+        "a session open at the revocation survived it"
+    );
+    let logs = logs.text();
+    assert!(
+        logs.contains("revoked users") && logs.contains("users=7") && logs.contains("accounts=6"),
+        "one batch of 7 names (6 accounts) was revoked:\n{logs}"
+    );
+    assert!(
+        !logs.contains("revoking one by one") && !logs.contains("revoked user "),
+        "the batch fell back to one by one:\n{logs}"
+    );
+}
+
 #[tokio::test]
 async fn custom_revocation_statements_run_after_the_sessions_end() {
     let plugin = plugin().await;
