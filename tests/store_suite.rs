@@ -12,9 +12,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::StoreDatabase;
 use lessor::store::{
-    CatalogStore, Claim, Connection, ConnectionDeletion, DueLease, IdRange, IdentityStore, Lease,
-    LeaseState, LeaseStore, MetaStore, PoolStore, PooledSelection, PooledUser, ReconcileStore,
-    ReplicaStore, RotationStore, Store, WrappingStore,
+    CatalogStore, Claim, Connection, ConnectionDeletion, IdRange, IdentityStore, Lease, LeaseState,
+    LeaseStore, MetaStore, PoolStore, PooledSelection, PooledUser, ReconcileStore, ReplicaStore,
+    RotationStore, Store, WrappingStore,
 };
 
 /// Runs `check` on a fresh SQLite store, then on a fresh PostgreSQL store, dropping both after.
@@ -435,8 +435,21 @@ async fn claims_keep_replicas_apart_until_the_holder_dies(store: &Store) {
             .unwrap(),
         "a live replica's claim holds"
     );
+    // The claim marked them `revoking` under a's claim, due again when it lapses, and returned
+    // them whole: the reaper drops their users from that.
+    let row = store.get_lease(&a_ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.claimed_by.as_deref(), row.next_action_at),
+        (LeaseState::Revoking, Some("a"), claim("a", now).until())
+    );
+    assert!(taken_by_a
+        .iter()
+        .all(|due| due.state == LeaseState::Revoking
+            && due.lease.as_ref().is_some_and(|l| l.id == due.id
+                && l.state == LeaseState::Revoking
+                && l.claimed_by.as_deref() == Some("a"))));
     assert!(store
-        .mark_revoking(&a_ids[0], &claim("a", now + 1), Some(at(now + 1)))
+        .mark_revoking(&a_ids[0], &claim("a", now + 1), None)
         .await
         .unwrap());
 
@@ -497,12 +510,20 @@ async fn a_creating_lease_is_left_to_a_live_issuer(store: &Store) {
     let later = claim("reaper", now + 15_000);
     let due = store.claim_due_leases(&later, 10).await.unwrap();
     assert_eq!(
-        due,
-        [DueLease {
-            id: creating.id.clone(),
-            connection_name: "db".into(),
-            state: LeaseState::Creating,
-        }]
+        due.iter()
+            .map(|d| (d.id.as_str(), d.connection_name.as_str(), d.state))
+            .collect::<Vec<_>>(),
+        [(creating.id.as_str(), "db", LeaseState::Creating)]
+    );
+    // A `creating` lease keeps its state and deadline until the revocation takes it over.
+    let taken = due[0].lease.as_ref().expect("the row decodes");
+    assert_eq!(
+        (
+            taken.state,
+            taken.next_action_at,
+            taken.claimed_by.as_deref()
+        ),
+        (LeaseState::Creating, at(now + 90_000), Some("reaper"))
     );
     assert!(store
         .take_over_creating(&creating.id, &later, false)

@@ -1083,6 +1083,35 @@ impl LeaseManager {
             .collect()
     }
 
+    /// The reaper's revocation of leases [`LeaseStore::claim_due_leases`] claimed: a live one is
+    /// already `revoking` under this replica's claim, so its user is dropped at once from the
+    /// lease the claim returned (no read, no second claim); a `creating` one, or one whose row
+    /// did not decode, goes through [`Self::revoke_lease`], which takes it over from its issuer.
+    /// Outcomes in the order of `due`.
+    pub(crate) async fn revoke_due(&self, due: Vec<crate::store::DueLease>) -> Vec<Result<()>> {
+        let ids: Vec<String> = due.iter().map(|d| d.id.clone()).collect();
+        let mut stripes: Vec<usize> = ids.iter().map(|id| self.stripe_of(id)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(self.locks[stripe].lock().await);
+        }
+        let (claimed, others): (Vec<_>, Vec<_>) = due
+            .into_iter()
+            .partition(|d| d.state == LeaseState::Revoking && d.lease.is_some());
+        let claimed: Vec<Lease> = claimed.into_iter().filter_map(|d| d.lease).collect();
+        let mut outcomes = self.drop_users(claimed, false).await;
+        drop(guards);
+        for other in others {
+            let outcome = self.revoke_lease(&other.id, Revoker::Reaper).await;
+            outcomes.insert(other.id, outcome);
+        }
+        ids.iter()
+            .map(|id| outcomes.remove(id).unwrap_or(Ok(())))
+            .collect()
+    }
+
     /// Drops the users of leases marked `revoking` by this replica, one `delete_users` per
     /// connection, then records the successes in one transaction and each failure as
     /// [`Self::drop_user`] does.

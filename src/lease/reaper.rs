@@ -31,9 +31,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{LeaseManager, Revoker};
+use super::LeaseManager;
 use crate::error::Error;
-use crate::store::{LeaseState, LeaseStore, StoreKind};
+use crate::store::{DueLease, LeaseStore, StoreKind};
 
 /// How many due leases one pass takes from the store (beyond those already being revoked).
 const BATCH: i64 = 64;
@@ -261,7 +261,7 @@ impl Reaper {
         let mut dispatched = 0;
         // Per connection, in batches: each batch is claimed, dropped and recorded in a few
         // round trips (`LeaseManager::revoke_batch`).
-        let mut by_connection: std::collections::BTreeMap<String, Vec<(String, bool)>> =
+        let mut by_connection: std::collections::BTreeMap<String, Vec<DueLease>> =
             std::collections::BTreeMap::new();
         for lease in due {
             if !lock(&self.in_flight).insert(lease.id.clone()) {
@@ -271,7 +271,7 @@ impl Reaper {
             by_connection
                 .entry(lease.connection_name.clone())
                 .or_default()
-                .push((lease.id.clone(), lease.state == LeaseState::Active));
+                .push(lease);
         }
         for (connection, leases) in by_connection {
             for batch in leases.chunks(super::REVOCATION_BATCH) {
@@ -289,18 +289,23 @@ impl Reaper {
                         permit = semaphore.acquire_owned() => permit.ok(),
                         _ = shutdown.cancelled() => None,
                     };
-                    let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+                    let ids: Vec<String> = batch.iter().map(|d| d.id.clone()).collect();
+                    // Expired, as opposed to a retry or a take-over of a lease not yet at its end.
+                    let expired: Vec<bool> = batch
+                        .iter()
+                        .map(|d| d.lease.as_ref().is_some_and(|l| l.expires_at <= queried_at))
+                        .collect();
                     if permit.is_some() {
-                        // revoke_batch records database failures and schedules the retries
+                        // revoke_due records database failures and schedules the retries
                         // itself; a store failure cannot be recorded, so it is the loop's to
                         // pause on.
-                        let outcomes = leases.revoke_batch(&ids, Revoker::Reaper).await;
+                        let outcomes = leases.revoke_due(batch).await;
                         let mut trouble = lock(&trouble);
-                        for ((id, expired), outcome) in batch.iter().zip(outcomes) {
+                        for ((id, expired), outcome) in ids.iter().zip(expired).zip(outcomes) {
                             match outcome {
                                 Ok(()) => {
                                     trouble.recorded += 1;
-                                    if *expired {
+                                    if expired {
                                         tracing::info!(lease_id = %id, "expired lease revoked");
                                     }
                                 }

@@ -135,15 +135,20 @@ pub struct Lease {
     pub database_name: Option<String>,
 }
 
-/// A lease the reaper claimed: what it needs to schedule the revocation, which reads the whole
-/// lease again under the lease's lock. No statement list is decoded, so one lease whose lists
-/// cannot be read fails its own revocation, never the claim of the batch it came in.
+/// A lease the reaper claimed. A live one is `revoking` under the reaper's claim from the claim
+/// on, and comes with the whole lease, so its user is dropped without another read or write;
+/// a `creating` one is taken over from its issuer by the revocation, which reads it again. A row
+/// whose statement lists cannot be decoded comes without `lease` and fails its own revocation,
+/// never the claim of the batch it came in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueLease {
     pub id: String,
     /// Revocations are limited per connection.
     pub connection_name: String,
+    /// The state after the claim: `revoking`, or `creating`.
     pub state: LeaseState,
+    /// The lease as the claim left it, when its row decoded.
+    pub lease: Option<Lease>,
 }
 
 /// A row of `leases`: times in milliseconds since the epoch, statement lists as JSON text.
@@ -236,10 +241,15 @@ impl TryFrom<LeaseRow> for Lease {
 
 impl From<LeaseRow> for DueLease {
     fn from(row: LeaseRow) -> Self {
+        let (id, connection_name, state) = (row.id.clone(), row.connection_name.clone(), row.state);
+        let lease = Lease::try_from(row)
+            .map_err(|error| tracing::warn!(lease_id = %id, %error, "a due lease's row cannot be decoded; it is revoked on its own"))
+            .ok();
         Self {
-            id: row.id,
-            connection_name: row.connection_name,
-            state: row.state,
+            id,
+            connection_name,
+            state,
+            lease,
         }
     }
 }
@@ -498,9 +508,12 @@ pub trait LeaseStore {
 
     /// Claims the leases due at `claim.now()` that nobody holds, oldest first, at most `limit`,
     /// and returns them: live leases whose next action is due, and `creating` leases whose
-    /// issuer's claim is free (creation deadline passed, or the issuer is dead). Leases the
-    /// claimant already holds (being revoked by it right now) are not returned again, so a reaper
-    /// never re-reads what it has dispatched. On PostgreSQL the rows are taken `FOR UPDATE SKIP
+    /// issuer's claim is free (creation deadline passed, or the issuer is dead). A live lease is
+    /// marked `revoking` in the same statement, its next look moved to `claim.until()`, as
+    /// [`LeaseStore::mark_revoking`] would: the claimed leases leave the due range at once, so
+    /// the next pass does not walk over them, and the reaper drops their users from what this
+    /// returns. Leases the claimant already holds (being revoked by it right now) are not
+    /// returned again, so a reaper never re-reads what it has dispatched. On PostgreSQL the rows are taken `FOR UPDATE SKIP
     /// LOCKED`, so replicas sweeping together split the work instead of queueing on each other's
     /// rows; SQLite has one writer at a time anyway.
     async fn claim_due_leases(&self, claim: &Claim<'_>, limit: i64) -> Result<Vec<DueLease>>;
@@ -816,8 +829,13 @@ impl LeaseStore for Store {
         // Two queries, not one with an OR: each is a range of its own index (`leases_due` up to
         // now, `leases_in_flight`), where the OR made both engines walk the whole due index
         // (0.55 s at 1,000,000 leases, with SQLite's write lock held).
+        // A `creating` lease keeps its state and deadline: its issuer may still be at work, and
+        // taking it over is the revocation's step (`take_over_creating`).
+        let claimed = "claimed_by = $1, claim_until = $3,
+             state = CASE WHEN state = 'creating' THEN state ELSE 'revoking' END,
+             next_action_at = CASE WHEN state = 'creating' THEN next_action_at ELSE $3 END";
         let due = format!(
-            "UPDATE leases SET claimed_by = $1, claim_until = $3
+            "UPDATE leases SET {claimed}
              WHERE id IN (
                  SELECT id FROM leases
                  WHERE state IN ('creating', 'active', 'revoking') AND next_action_at <= $2
@@ -829,7 +847,7 @@ impl LeaseStore for Store {
         );
         // In flight on a dead replica, whatever their next action's time: taken over at once.
         let orphaned = format!(
-            "UPDATE leases SET claimed_by = $1, claim_until = $3
+            "UPDATE leases SET {claimed}
              WHERE id IN (
                  SELECT id FROM leases
                  WHERE state IN ('creating', 'revoking') AND claimed_by IS NOT NULL
