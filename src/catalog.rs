@@ -997,6 +997,13 @@ impl Catalog {
                 .unwrap_or(lessor_plugin::credentials::DEFAULT_USERNAME_TEMPLATE),
         )
         .map_err(|e| Error::invalid(e.to_string()))?;
+        if warm_pool_size > 0 && template.uses_display_name() {
+            return Err(Error::invalid(
+                "warm_pool_size: a pooled user is named before anybody asks for it, so the role's \
+                 username_template cannot use the requester's display name ({{display_name}} or \
+                 .DisplayName)",
+            ));
+        }
         template
             .check_fits(
                 plugin.max_username_len(),

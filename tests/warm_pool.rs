@@ -289,6 +289,15 @@ async fn rewriting_or_deleting_the_connection_drops_its_pools() {
         assert!(!pg_role_exists(&admin, name).await, "{name} was dropped");
     }
     wait_until_ready(&server, &role, 2).await;
+    // Rewrites back to back, then the delete, each while the pool is refilling after the one
+    // before. The refill is paused from each drain to its write, so the delete must find nothing
+    // pooled and succeed the first time. (Once, under load, a creation landing between the
+    // drain and the delete made it fail; this does not force that timing, it only gives it more
+    // chances.)
+    for _ in 0..3 {
+        server.add_postgres("pgdel").await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
     let (status, body) = server.call("DELETE", "database/config/pgdel", None).await;
     assert!(status.is_success(), "{status} {body}");
     assert_eq!(pg_users(&admin, &format!("v-{role}-")).await, vec![]);
@@ -501,6 +510,131 @@ async fn reconciliation_leaves_pooled_users_alone() {
     assert_eq!(pg_users(&admin, &format!("v-{role}-")).await.len(), 2);
     assert_eq!(server.state.leases.warm_pool().ready(&role), 2);
     stop_and_check_nothing_left(server, &role).await;
+}
+
+/// A password policy rewritten drains the pools of the connections that generate by it (their
+/// users' passwords were made under the old rules), and the refilled pool's passwords follow the
+/// new ones: the credential issued from it has the new length and alphabet, logs in, and is
+/// refused after revocation.
+#[tokio::test]
+async fn rewriting_a_password_policy_drains_the_pools_that_generate_by_it() {
+    let role = unique("ppol");
+    let policy = unique("ppol");
+    let server = TestServer::start().await;
+    let admin = pg_admin().await;
+    let write_policy = |length: u32, charset: &'static str| {
+        let server = &server;
+        let policy = &policy;
+        async move {
+            let text =
+                format!("length = {length}\nrule \"charset\" {{\n  charset = \"{charset}\"\n}}\n");
+            let (status, body) = server
+                .call(
+                    "POST",
+                    &format!("sys/policies/password/{policy}"),
+                    Some(json!({ "policy": text })),
+                )
+                .await;
+            assert!(status.is_success(), "{status} {body}");
+        }
+    };
+    write_policy(24, "abcdefghijklmnopqrstuvwxyz0123456789").await;
+    server
+        .add_connection(
+            "pgpol",
+            json!({ "plugin_name": "postgresql-database-plugin", "connection_url": postgres_url(),
+                    "allowed_roles": "*", "password_policy": policy }),
+        )
+        .await;
+    server
+        .write_role(
+            &role,
+            json!({ "db_name": "pgpol", "creation_statements": [READONLY], "warm_pool_size": 2 }),
+        )
+        .await;
+    wait_until_ready(&server, &role, 2).await;
+    let before: Vec<String> = pg_users(&admin, &format!("v-{role}-"))
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(before.len(), 2);
+
+    const UPPER: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    write_policy(40, UPPER).await;
+    for name in &before {
+        assert!(!pg_role_exists(&admin, name).await, "{name} was dropped");
+    }
+    wait_until_ready(&server, &role, 2).await;
+    let issued_before = server.state.leases.warm_pool().issued();
+    let (lease, username, password) = server.creds(&role).await;
+    assert_eq!(
+        server.state.leases.warm_pool().issued(),
+        issued_before + 1,
+        "the credential came from the refilled pool"
+    );
+    assert!(!before.contains(&username), "{username} was drained");
+    assert_eq!(password.len(), 40, "the new policy's length");
+    assert!(
+        password.chars().all(|c| UPPER.contains(c)),
+        "the new policy's alphabet"
+    );
+    pg_login(&username, &password)
+        .await
+        .expect("the login works");
+    let (status, body) = server
+        .call(
+            "PUT",
+            "sys/leases/revoke",
+            Some(json!({ "lease_id": lease })),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    assert!(pg_login(&username, &password).await.is_err());
+    assert!(!pg_role_exists(&admin, &username).await);
+    stop_and_check_nothing_left(server, &role).await;
+}
+
+/// A pooled user is named before anybody asks for it, so a role whose username template uses
+/// the requester's display name (in either syntax) cannot keep a pool; the same template
+/// without a pool is fine.
+#[tokio::test]
+async fn a_pool_is_refused_for_a_template_with_the_display_name() {
+    let server = TestServer::start().await;
+    server.add_postgres("pg").await;
+    let role = unique("dn");
+    for template in [
+        "v-{{display_name}}-{{random}}",
+        "{{.DisplayName | truncate 8}}_{{random 20}}",
+    ] {
+        let (status, answer) = server
+            .call(
+                "POST",
+                &format!("database/roles/{role}"),
+                Some(
+                    json!({ "db_name": "pg", "warm_pool_size": 1, "username_template": template }),
+                ),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{template}: {answer}");
+        assert!(
+            answer.to_string().contains("warm_pool_size")
+                && answer.to_string().contains("display name"),
+            "{answer}"
+        );
+    }
+    let (status, _) = server
+        .call("GET", &format!("database/roles/{role}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no refused role was written");
+    server
+        .write_role(
+            &role,
+            json!({ "db_name": "pg", "creation_statements": [READONLY],
+                    "username_template": "v-{{display_name}}-{{random}}" }),
+        )
+        .await;
+    server.stop().await;
 }
 
 #[tokio::test]

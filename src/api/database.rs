@@ -153,9 +153,30 @@ pub async fn write_connection(
     }
     body.finish()?;
     // Pooled users were made through the connection as it is now: they go first, through it, so
-    // that none is left where changed settings (another server, say) would no longer reach.
+    // that none is left where changed settings (another server, say) would no longer reach; and
+    // none is made until the new settings are written.
+    let _paused = state.leases.pause_warm_pools_on(&name).await;
     drain_pools_on_connection(&state, &name).await?;
     Ok(written(state.catalog.write_connection(&name, input).await?))
+}
+
+/// Drops the warm pools of every role on a connection that generates its passwords by the
+/// password policy `policy`: their passwords were made under the policy's old rules. Called
+/// after the policy changed: a user whose creation is still running then is dropped when it
+/// finishes (the drain started a new generation of its pool), and the refill generates by the
+/// new rules.
+pub(super) async fn drain_pools_under_password_policy(
+    state: &AppState,
+    policy: &str,
+) -> Result<(), super::ApiError> {
+    for connection in state.catalog.list_connections().await? {
+        if let Ok(found) = state.catalog.read_connection(&connection).await {
+            if found.password_policy == policy {
+                drain_pools_on_connection(state, &connection).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Drops the warm pools of every role on `connection` (they refill afterwards, if the role can
@@ -180,7 +201,8 @@ pub async fn delete_connection(
     name: ConnectionName,
 ) -> ApiResult {
     // Pooled users of the connection's roles go first: they are not leases, but their users
-    // could never be dropped without it.
+    // could never be dropped without it. None is made meanwhile, or the delete would find it.
+    let _paused = state.leases.pause_warm_pools_on(&name).await;
     drain_pools_on_connection(&state, &name).await?;
     state.catalog.delete_connection(&name).await?;
     Ok(written(vec![]))

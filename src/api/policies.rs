@@ -130,10 +130,12 @@ async fn write_password(
         .ok_or_else(|| ApiError::bad_request("policy: required"))?;
     body.finish()?;
     password_policies(&state).write(&name, &text).await?;
+    super::database::drain_pools_under_password_policy(&state, &name).await?;
     Ok(written(vec![]))
 }
 
 async fn delete_password(State(state): State<AppState>, name: PolicyName) -> ApiResult {
+    // A policy in use is refused here, so no pool was made by it.
     password_policies(&state).delete(&name).await?;
     Ok(written(vec![]))
 }

@@ -57,8 +57,9 @@ const REFILL_MAX_DELAY: Duration = Duration::from_secs(2);
 /// so that a long run of issues (a burst) finds users still being made.
 const LOW_WATER_DIVISOR: usize = 4;
 
-/// The display name a pooled user's name is made with (`{{display_name}}` in a username
-/// template): its requester is not known before it is issued.
+/// The display name a pooled user's name is made with: its requester is not known before it is
+/// issued. A role whose username template uses the display name cannot keep a pool (refused
+/// when it is written), so this reaches a name only for a role written before that check.
 pub const POOL_DISPLAY_NAME: &str = "pool";
 
 /// The in-memory half of every warm pool of this process: the passwords.
@@ -80,6 +81,9 @@ struct PoolState {
     /// Pooled users this process is working on outside a ready queue (being created, issued or
     /// dropped): the tidy pass leaves their rows alone.
     busy: HashSet<String>,
+    /// Connections being rewritten or deleted, with how many such operations hold each: no
+    /// pooled user is made through them meanwhile (see [`LeaseManager::pause_warm_pools_on`]).
+    paused: HashMap<String, usize>,
 }
 
 #[derive(Default)]
@@ -200,6 +204,21 @@ impl WarmPool {
             .collect()
     }
 
+    /// Whether no pooled user may be made through `connection` now.
+    fn is_paused(&self, connection: &str) -> bool {
+        self.lock().paused.contains_key(connection)
+    }
+
+    /// Pooled users being made through `connection` by this process right now.
+    fn creating_on(&self, connection: &str) -> usize {
+        self.lock()
+            .roles
+            .values()
+            .filter(|pool| pool.connection == connection)
+            .map(|pool| pool.creating)
+            .sum()
+    }
+
     /// Users of `role` ready to issue in this process.
     pub fn ready(&self, role: &str) -> usize {
         self.lock()
@@ -244,10 +263,55 @@ impl WarmPool {
     }
 }
 
+/// Holds the warm pools of one connection paused (see [`LeaseManager::pause_warm_pools_on`])
+/// until dropped.
+pub struct PausedPools {
+    leases: LeaseManager,
+    connection: String,
+}
+
+impl Drop for PausedPools {
+    fn drop(&mut self) {
+        let mut state = self.leases.pool.lock();
+        if let Some(holders) = state.paused.get_mut(&self.connection) {
+            *holders -= 1;
+            if *holders == 0 {
+                state.paused.remove(&self.connection);
+            }
+        }
+        drop(state);
+        self.leases.wake_warm_pool();
+    }
+}
+
 impl LeaseManager {
     /// This process's warm pools.
     pub fn warm_pool(&self) -> &WarmPool {
         &self.pool
+    }
+
+    /// Stops this process making pooled users through `connection` until the guard is dropped,
+    /// and waits (at most the creation deadline) for those it is making to finish: a connection
+    /// about to be rewritten or deleted has its pools drained, and a user made between the drain
+    /// and the write would be made through the old settings, or be left with no connection to
+    /// drop it through. Another replica's refill is not paused; its users are found by the drain
+    /// that follows its next look at the role.
+    pub async fn pause_warm_pools_on(&self, connection: &str) -> PausedPools {
+        *self
+            .pool
+            .lock()
+            .paused
+            .entry(connection.to_owned())
+            .or_default() += 1;
+        let guard = PausedPools {
+            leases: self.clone(),
+            connection: connection.to_owned(),
+        };
+        let deadline = tokio::time::Instant::now() + CREATE_TIMEOUT;
+        while self.pool.creating_on(connection) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        guard
     }
 
     /// Wakes the refill task (a role was written: its pool may need filling or draining).
@@ -538,6 +602,12 @@ impl LeaseManager {
                 tracing::debug!(role = %name, %error, "no warm pool for a role that cannot be issued");
                 continue;
             }
+            // Its connection is being rewritten or deleted (and its pools drained): nothing is
+            // made through it until that is done.
+            if self.pool.is_paused(&role.db_name) {
+                live.insert(name.clone());
+                continue;
+            }
             let version = fingerprint(&role);
             live.insert(name.clone());
             // Ready users of an older version go; the rest is the deficit.
@@ -611,7 +681,8 @@ impl LeaseManager {
                     .lock()
                     .roles
                     .get(&name)
-                    .map_or(true, |pool| pool.generation != generation);
+                    .map_or(true, |pool| pool.generation != generation)
+                    || self.pool.is_paused(&role.db_name);
                 let made = if cancel.is_cancelled() || drained {
                     // Stopping, or the pool was drained since this pass began.
                     Ok(())

@@ -359,6 +359,19 @@ impl UsernameTemplate {
         }
     }
 
+    /// Whether a name made by this template depends on the requester's display name
+    /// (`{{display_name}}`, or `.DisplayName` in Vault's syntax).
+    pub fn uses_display_name(&self) -> bool {
+        match &self.0 {
+            Syntax::Lessor(template) => template
+                .before_random
+                .iter()
+                .chain(&template.after_random)
+                .any(|piece| matches!(piece, Piece::DisplayName)),
+            Syntax::Vault(template) => template.uses_display_name(),
+        }
+    }
+
     /// Checks, when a role is written, that the template yields usernames the engine accepts:
     /// for Lessor's syntax, that the random part and what follows fit in `max_len`; for Vault's,
     /// that names rendered for `context` fit, pass [`check_username`] and differ from each other.
@@ -607,6 +620,29 @@ pub fn generate_username(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn templates_say_whether_they_use_the_display_name() {
+        use super::UsernameTemplate;
+        for (text, uses) in [
+            ("v-{{role}}-{{random}}", false),
+            ("v-{{display_name}}-{{random}}", true),
+            ("v-{{random}}-{{display_name}}", true),
+            ("{{.RoleName | truncate 10}}-{{random 20}}", false),
+            ("{{.DisplayName}}_{{random 8}}", true),
+            (
+                r#"{{printf "v_%s_%s" (.DisplayName | truncate 8 | uppercase) (random 20)}}"#,
+                true,
+            ),
+            (
+                r#"{{printf "v_%s_%s" (.RoleName | truncate 8) (random 20)}}"#,
+                false,
+            ),
+        ] {
+            let template = UsernameTemplate::parse(text).unwrap();
+            assert_eq!(template.uses_display_name(), uses, "{text}");
+        }
+    }
+
     use super::*;
 
     const CONTEXT: UsernameContext<'static> = UsernameContext {

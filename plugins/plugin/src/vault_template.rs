@@ -134,6 +134,18 @@ enum Expr {
     Call(Func, Vec<Expr>),
 }
 
+impl Expr {
+    /// Whether the expression reads `field` anywhere. Bounded: the parser limits how deep calls
+    /// nest.
+    fn reads(&self, field: Field) -> bool {
+        match self {
+            Self::Field(found) => *found == field,
+            Self::Str(_) | Self::Int(_) => false,
+            Self::Call(_, args) => args.iter().any(|arg| arg.reads(field)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Text(String),
@@ -144,6 +156,15 @@ enum Part {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct VaultTemplate {
     parts: Vec<Part>,
+}
+
+impl VaultTemplate {
+    /// Whether a rendered name depends on the display name (`.DisplayName`, `display_name`).
+    pub(crate) fn uses_display_name(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|part| matches!(part, Part::Action(expr) if expr.reads(Field::DisplayName)))
+    }
 }
 
 /// What a template is rendered with.
