@@ -1048,13 +1048,7 @@ impl LeaseManager {
     /// tells those cases apart. The leases' locks are held throughout, in stripe order, so a
     /// renew or a single revoke in this process waits as it would for [`Self::revoke_lease`].
     pub(crate) async fn revoke_batch(&self, ids: &[String], revoker: Revoker) -> Vec<Result<()>> {
-        let mut stripes: Vec<usize> = ids.iter().map(|id| self.stripe_of(id)).collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut guards = Vec::with_capacity(stripes.len());
-        for stripe in stripes {
-            guards.push(self.locks[stripe].lock().await);
-        }
+        let guards = self.lock_all(ids).await;
         let now = Utc::now();
         let claim = self.replica.claim(now);
         let due_by = (revoker == Revoker::Reaper).then_some(now);
@@ -1083,13 +1077,9 @@ impl LeaseManager {
             .collect()
     }
 
-    /// The reaper's revocation of leases [`LeaseStore::claim_due_leases`] claimed: a live one is
-    /// already `revoking` under this replica's claim, so its user is dropped at once from the
-    /// lease the claim returned (no read, no second claim); a `creating` one, or one whose row
-    /// did not decode, goes through [`Self::revoke_lease`], which takes it over from its issuer.
-    /// Outcomes in the order of `due`.
-    pub(crate) async fn revoke_due(&self, due: Vec<crate::store::DueLease>) -> Vec<Result<()>> {
-        let ids: Vec<String> = due.iter().map(|d| d.id.clone()).collect();
+    /// The locks of every lease in `ids`, taken in stripe order so that two batches sharing
+    /// stripes cannot deadlock.
+    async fn lock_all(&self, ids: &[String]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
         let mut stripes: Vec<usize> = ids.iter().map(|id| self.stripe_of(id)).collect();
         stripes.sort_unstable();
         stripes.dedup();
@@ -1097,6 +1087,17 @@ impl LeaseManager {
         for stripe in stripes {
             guards.push(self.locks[stripe].lock().await);
         }
+        guards
+    }
+
+    /// The reaper's revocation of leases [`LeaseStore::claim_due_leases`] claimed: a live one is
+    /// already `revoking` under this replica's claim, so its user is dropped at once from the
+    /// lease the claim returned (no read, no second claim); a `creating` one, or one whose row
+    /// did not decode, goes through [`Self::revoke_lease`], which takes it over from its issuer.
+    /// Outcomes in the order of `due`.
+    pub(crate) async fn revoke_due(&self, due: Vec<crate::store::DueLease>) -> Vec<Result<()>> {
+        let ids: Vec<String> = due.iter().map(|d| d.id.clone()).collect();
+        let guards = self.lock_all(&ids).await;
         let (claimed, others): (Vec<_>, Vec<_>) = due
             .into_iter()
             .partition(|d| d.state == LeaseState::Revoking && d.lease.is_some());

@@ -581,13 +581,18 @@ impl RotationStore for Store {
         const HISTORY: &str =
             "SELECT at, username, cause, outcome, error FROM static_role_rotations
              WHERE role_name = $1 ORDER BY id DESC LIMIT $2";
-        self.count_operation();
         // SQLite's deferred transaction reads from one snapshot from its first read on;
         // PostgreSQL's default (read committed) takes one per statement, so it is asked for a
         // repeatable read.
-        let (row, history): (Option<StaticRoleRow>, Vec<RotationRecordRow>) = match &self.backend {
-            Backend::Sqlite(pool) => {
+        let repeatable_read = matches!(self.backend, Backend::Postgres(_));
+        let (row, history): (Option<StaticRoleRow>, Vec<RotationRecordRow>) =
+            with_pool!(self, |pool| {
                 let mut tx = pool.begin().await?;
+                if repeatable_read {
+                    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 let row = sqlx::query_as(ROLE)
                     .bind(name)
                     .fetch_optional(&mut *tx)
@@ -599,25 +604,7 @@ impl RotationStore for Store {
                     .await?;
                 tx.commit().await?;
                 (row, history)
-            }
-            Backend::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .execute(&mut *tx)
-                    .await?;
-                let row = sqlx::query_as(ROLE)
-                    .bind(name)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let history = sqlx::query_as(HISTORY)
-                    .bind(name)
-                    .bind(ROTATION_HISTORY_LEN)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                (row, history)
-            }
-        };
+            });
         let Some(row) = row else { return Ok(None) };
         Ok(Some((
             StaticRole::try_from(row)?,
