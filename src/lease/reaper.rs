@@ -1,8 +1,9 @@
 //! The reaper: the background task that revokes expired leases and retries failed revocations.
 //!
-//! It keeps no lease table in memory. Each pass asks the store for what is due (in batches, through
-//! the `leases_due` index) and hands each lease to its own task, with at most
-//! [`PER_CONNECTION`] revocations running at a time on any one connection: a database that hangs
+//! It keeps no lease table in memory. Each pass claims what is due (in batches, through the
+//! `leases_due` index; the claim also marks a live lease `revoking` and returns it whole, so it
+//! is never read again) and hands the leases, a batch per connection, to tasks, with at most
+//! [`PER_CONNECTION`] batches running at a time on any one connection: a database that hangs
 //! holds up only its own leases, never the expiry of users on other databases. Then it sleeps until
 //! the next due time or until woken, because a lease with an earlier deadline appeared or a
 //! revocation finished (`select!` on a deadline, a `Notify` and the shutdown token). Start-up cost
@@ -37,7 +38,7 @@ use crate::store::{DueLease, LeaseStore, StoreKind};
 
 /// How many due leases one pass takes from the store (beyond those already being revoked).
 const BATCH: i64 = 64;
-/// Concurrent revocations on one connection, so the reaper cannot exhaust a target's connections.
+/// Concurrent revocation batches on one connection, so the reaper cannot exhaust a target's connections.
 pub const PER_CONNECTION: usize = 4;
 /// Revocations handed out and not yet finished, across connections; past this the reaper waits.
 const MAX_IN_FLIGHT: usize = 1024;
