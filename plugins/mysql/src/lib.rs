@@ -830,35 +830,14 @@ impl DatabasePlugin for MySqlPlugin {
                 && request.database.is_none()
                 && check_username(request.username).is_ok()
         };
-        let batch: Vec<&str> = requests
-            .iter()
-            .filter(|r| batchable(r))
-            .map(|r| r.username)
-            .collect();
-        let batch_done = batch.len() > 1
-            && match self.conn().await {
-                Ok(mut conn) => {
-                    let result = revoke_batch_on(&mut conn, &batch).await;
-                    conn.release();
-                    match result {
-                        Ok(()) => true,
-                        Err(error) => {
-                            tracing::warn!(%error, "batch revocation failed; revoking one by one");
-                            false
-                        }
-                    }
-                }
-                Err(_) => false,
-            };
-        let mut outcomes = Vec::with_capacity(requests.len());
-        for request in requests {
-            outcomes.push(if batch_done && batchable(request) {
-                Ok(())
-            } else {
-                self.delete_user(request).await
-            });
-        }
-        outcomes
+        lessor_plugin::delete_batched(self, requests, batchable, |usernames| async move {
+            let mut conn = self.conn().await?;
+            let names: Vec<&str> = usernames.iter().map(String::as_str).collect();
+            let result = revoke_batch_on(&mut conn, &names).await;
+            conn.release();
+            result
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(username = %username), err)]

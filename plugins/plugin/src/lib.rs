@@ -569,6 +569,46 @@ pub async fn delete_each(
     outcomes
 }
 
+/// [`DatabasePlugin::delete_users`] for an engine that revokes many users in a fixed number of
+/// statements: the requests `batchable` accepts (two or more) go to `revoke_batch` together; the
+/// others, and all of them should the batch fail, through [`DatabasePlugin::delete_user`] one by
+/// one, so that a failure is reported for the user it belongs to. The batch's steps must be
+/// idempotent, since its users may be revoked again after it failed half way.
+pub async fn delete_batched<P, B, F>(
+    plugin: &P,
+    requests: &[DeleteUserRequest<'_>],
+    batchable: impl Fn(&DeleteUserRequest<'_>) -> bool,
+    revoke_batch: B,
+) -> Vec<Result<(), PluginError>>
+where
+    P: DatabasePlugin + ?Sized,
+    B: FnOnce(Vec<String>) -> F,
+    F: std::future::Future<Output = Result<(), PluginError>>,
+{
+    let batch: Vec<String> = requests
+        .iter()
+        .filter(|r| batchable(r))
+        .map(|r| r.username.to_owned())
+        .collect();
+    let batch_done = batch.len() > 1
+        && match revoke_batch(batch).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "batch revocation failed; revoking one by one");
+                false
+            }
+        };
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for request in requests {
+        outcomes.push(if batch_done && batchable(request) {
+            Ok(())
+        } else {
+            plugin.delete_user(request).await
+        });
+    }
+    outcomes
+}
+
 /// Refuses a username longer than the engine's limit, before anything reaches the server: some
 /// engines silently cut a long name (PostgreSQL at 63 bytes), and the user dropped at revocation
 /// would then not be the one created.

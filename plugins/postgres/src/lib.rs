@@ -1031,37 +1031,14 @@ impl DatabasePlugin for PostgresPlugin {
                 && check_username(request.username).is_ok()
                 && lessor_plugin::check_username_len(request.username, MAX_USERNAME_LEN).is_ok()
         };
-        let batch: Vec<&str> = requests
-            .iter()
-            .filter(|r| batchable(r))
-            .map(|r| r.username)
-            .collect();
-        let batch_done = batch.len() > 1
-            && {
-                match self.client().await {
-                    Ok(mut client) => {
-                        let result = revoke_batch_on(&mut client, &self.limits(), &batch).await;
-                        client.release();
-                        match result {
-                            Ok(()) => true,
-                            Err(error) => {
-                                tracing::warn!(error = %classify(&error, &[]), "batch revocation failed; revoking one by one");
-                                false
-                            }
-                        }
-                    }
-                    Err(_) => false,
-                }
-            };
-        let mut outcomes = Vec::with_capacity(requests.len());
-        for request in requests {
-            outcomes.push(if batch_done && batchable(request) {
-                Ok(())
-            } else {
-                self.delete_user(request).await
-            });
-        }
-        outcomes
+        lessor_plugin::delete_batched(self, requests, batchable, |usernames| async move {
+            let mut client = self.client().await?;
+            let names: Vec<&str> = usernames.iter().map(String::as_str).collect();
+            let result = revoke_batch_on(&mut client, &self.limits(), &names).await;
+            client.release();
+            result.map_err(|error| classify(&error, &[]))
+        })
+        .await
     }
 
     // A refused login is an expected answer (resolving a pending rotation), hence warn, not error.
