@@ -1039,20 +1039,19 @@ impl LeaseManager {
         total.into_result("obtained by the revoked tokens")
     }
 
-    /// Revokes the leases `ids` as `revoker` (a client's bulk request, or the reaper), as
+    /// Revokes the leases `ids` for a client's bulk request (`force` as in `revoke-force`), as
     /// [`Self::revoke_lease`] revokes each, with one outcome per id, in order; but the common case
     /// in few round trips: the leases that can be claimed at once are claimed in one store
     /// statement, their users dropped by one `delete_users` per connection, and their end
     /// recorded in one transaction. The rest (still being created, held by another replica,
-    /// renewed since the reaper saw them, already revoked) go through [`Self::revoke_lease`], which
-    /// tells those cases apart. The leases' locks are held throughout, in stripe order, so a
-    /// renew or a single revoke in this process waits as it would for [`Self::revoke_lease`].
-    pub(crate) async fn revoke_batch(&self, ids: &[String], revoker: Revoker) -> Vec<Result<()>> {
+    /// already revoked) go through [`Self::revoke_lease`], which tells those cases apart. The
+    /// leases' locks are held throughout, in stripe order, so a renew or a single revoke in this
+    /// process waits as it would for [`Self::revoke_lease`]. (The reaper's batches go through
+    /// [`Self::revoke_due`].)
+    pub(crate) async fn revoke_batch(&self, ids: &[String], force: bool) -> Vec<Result<()>> {
         let guards = self.lock_all(ids).await;
-        let now = Utc::now();
-        let claim = self.replica.claim(now);
-        let due_by = (revoker == Revoker::Reaper).then_some(now);
-        let claimed = match self.store.mark_revoking_many(ids, &claim, due_by).await {
+        let claim = self.replica.claim(Utc::now());
+        let claimed = match self.store.mark_revoking_many(ids, &claim).await {
             Ok(claimed) => claimed,
             Err(error) => {
                 drop(guards);
@@ -1063,12 +1062,14 @@ impl LeaseManager {
                     .collect();
             }
         };
-        let force = matches!(revoker, Revoker::Request { force: true });
         let claimed_ids: HashSet<String> = claimed.iter().map(|l| l.id.clone()).collect();
         let mut outcomes: HashMap<String, Result<()>> = self.drop_users(claimed, force).await;
         drop(guards);
         for id in ids.iter().filter(|id| !claimed_ids.contains(*id)) {
-            outcomes.insert(id.clone(), self.revoke_lease(id, revoker).await);
+            outcomes.insert(
+                id.clone(),
+                self.revoke_lease(id, Revoker::Request { force }).await,
+            );
         }
         ids.iter()
             .map(|id| {
@@ -1218,17 +1219,14 @@ impl LeaseManager {
                 .chunks(REVOCATION_BATCH)
                 .map(<[String]>::to_vec)
                 .collect();
-            let results: Vec<Result<()>> =
-                futures::stream::iter(batches)
-                    .map(|batch| async move {
-                        self.revoke_batch(&batch, Revoker::Request { force }).await
-                    })
-                    .buffer_unordered(BULK_REVOCATION_CONCURRENCY)
-                    .collect::<Vec<_>>()
-                    .await
-                    .into_iter()
-                    .flatten()
-                    .collect();
+            let results: Vec<Result<()>> = futures::stream::iter(batches)
+                .map(|batch| async move { self.revoke_batch(&batch, force).await })
+                .buffer_unordered(BULK_REVOCATION_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
             for outcome in results {
                 match outcome {
                     Ok(()) => tally.revoked += 1,

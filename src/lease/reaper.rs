@@ -260,8 +260,8 @@ impl Reaper {
         let due = self.leases.store().claim_due_leases(&claim, limit).await?;
         let fetched = due.len() as i64;
         let mut dispatched = 0;
-        // Per connection, in batches: each batch is claimed, dropped and recorded in a few
-        // round trips (`LeaseManager::revoke_batch`).
+        // Per connection, in batches: each batch, claimed above, is dropped and recorded in a
+        // few round trips (`LeaseManager::revoke_due`).
         let mut by_connection: std::collections::BTreeMap<String, Vec<DueLease>> =
             std::collections::BTreeMap::new();
         for lease in due {

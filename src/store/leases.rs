@@ -468,15 +468,11 @@ pub trait LeaseStore {
         due_by: Option<DateTime<Utc>>,
     ) -> Result<bool>;
 
-    /// [`LeaseStore::mark_revoking`] for several leases in one statement (bulk revocation and
-    /// the reaper's batches): returns the leases claimed, as they are now. The others are left
-    /// for [`LeaseStore::mark_revoking`] one by one, which tells their cases apart.
-    async fn mark_revoking_many(
-        &self,
-        ids: &[String],
-        claim: &Claim<'_>,
-        due_by: Option<DateTime<Utc>>,
-    ) -> Result<Vec<Lease>>;
+    /// [`LeaseStore::mark_revoking`] without a due time, for several leases in one statement
+    /// (a client's bulk revocation; the reaper's claim marks its leases itself): returns the
+    /// leases claimed, as they are now. The others are left for [`LeaseStore::mark_revoking`] one
+    /// by one, which tells their cases apart.
+    async fn mark_revoking_many(&self, ids: &[String], claim: &Claim<'_>) -> Result<Vec<Lease>>;
 
     /// [`LeaseStore::mark_revoked`] of several leases whose users were dropped, in one
     /// transaction.
@@ -698,28 +694,21 @@ impl LeaseStore for Store {
         Ok(self.write_lease(write).await? > 0)
     }
 
-    async fn mark_revoking_many(
-        &self,
-        ids: &[String],
-        claim: &Claim<'_>,
-        due_by: Option<DateTime<Utc>>,
-    ) -> Result<Vec<Lease>> {
+    async fn mark_revoking_many(&self, ids: &[String], claim: &Claim<'_>) -> Result<Vec<Lease>> {
         let mut claimed = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(BATCH_BINDS) {
-            // $1-$4 are the claim's, $5 the due time, then the ids.
+            // $1-$4 are the claim's, then the ids.
             let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 6)).collect();
+                (0..chunk.len()).map(|i| format!("${}", i + 5)).collect();
             let sql = format!(
                 "UPDATE leases SET state = 'revoking', next_action_at = $3, claimed_by = $1, claim_until = $3
                  WHERE id IN ({ids}) AND state IN ('active', 'revoking') AND {free}
-                     AND ($5 IS NULL OR next_action_at <= $5)
                  RETURNING *",
                 ids = placeholders.join(", "),
                 free = claim.free_sql("leases")
             );
             let rows: Vec<LeaseRow> = with_pool!(self, |pool| {
-                let mut query =
-                    bind_claim!(sqlx::query_as(&sql), claim).bind(due_by.map(to_millis));
+                let mut query = bind_claim!(sqlx::query_as(&sql), claim);
                 for id in chunk {
                     query = query.bind(id);
                 }
