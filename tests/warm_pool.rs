@@ -33,6 +33,15 @@ async fn pg_users(admin: &tokio_postgres::Client, prefix: &str) -> Vec<(String, 
         .collect()
 }
 
+/// The names of the PostgreSQL roles `role` made (`v-<role>-...`), pooled or issued.
+async fn pooled_names(admin: &tokio_postgres::Client, role: &str) -> Vec<String> {
+    pg_users(admin, &format!("v-{role}-"))
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}
+
 async fn wait_until_ready(server: &TestServer, role: &str, size: usize) {
     let filled = eventually(FILL_LIMIT, || async {
         server.state.leases.warm_pool().ready(role) == size
@@ -203,11 +212,7 @@ async fn rewriting_or_deleting_the_role_drains_its_pool() {
     let server = pg_server_with_pool(&role, 2).await;
     let admin = pg_admin().await;
     wait_until_ready(&server, &role, 2).await;
-    let first: Vec<String> = pg_users(&admin, &format!("v-{role}-"))
-        .await
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
+    let first = pooled_names(&admin, &role).await;
     assert_eq!(first.len(), 2);
 
     // Only the size changes: the users are kept.
@@ -278,11 +283,7 @@ async fn rewriting_or_deleting_the_connection_drops_its_pools() {
         .await;
     wait_until_ready(&server, &role, 2).await;
     // Rewriting the connection drops the users made through it as it was; the pool refills.
-    let before: Vec<String> = pg_users(&admin, &format!("v-{role}-"))
-        .await
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
+    let before = pooled_names(&admin, &role).await;
     assert_eq!(before.len(), 2);
     server.add_postgres("pgdel").await;
     for name in &before {
@@ -317,10 +318,9 @@ async fn revoke_prefix_drops_pooled_users_and_the_pool_refills_with_new_ones() {
     wait_until_ready(&server, &role, 2).await;
     let (_, issued, password) = server.creds(&role).await;
     wait_until_ready(&server, &role, 2).await;
-    let pooled: Vec<String> = pg_users(&admin, &format!("v-{role}-"))
+    let pooled: Vec<String> = pooled_names(&admin, &role)
         .await
         .into_iter()
-        .map(|(name, _)| name)
         .filter(|name| *name != issued)
         .collect();
     assert_eq!(pooled.len(), 2);
@@ -553,11 +553,7 @@ async fn rewriting_a_password_policy_drains_the_pools_that_generate_by_it() {
         )
         .await;
     wait_until_ready(&server, &role, 2).await;
-    let before: Vec<String> = pg_users(&admin, &format!("v-{role}-"))
-        .await
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
+    let before = pooled_names(&admin, &role).await;
     assert_eq!(before.len(), 2);
 
     const UPPER: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";

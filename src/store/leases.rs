@@ -509,9 +509,9 @@ pub trait LeaseStore {
     /// [`LeaseStore::mark_revoking`] would: the claimed leases leave the due range at once, so
     /// the next pass does not walk over them, and the reaper drops their users from what this
     /// returns. Leases the claimant already holds (being revoked by it right now) are not
-    /// returned again, so a reaper never re-reads what it has dispatched. On PostgreSQL the rows are taken `FOR UPDATE SKIP
-    /// LOCKED`, so replicas sweeping together split the work instead of queueing on each other's
-    /// rows; SQLite has one writer at a time anyway.
+    /// returned again, so a reaper never re-reads what it has dispatched. On PostgreSQL the rows
+    /// are taken `FOR UPDATE SKIP LOCKED`, so replicas sweeping together split the work instead
+    /// of queueing on each other's rows; SQLite has one writer at a time anyway.
     async fn claim_due_leases(&self, claim: &Claim<'_>, limit: i64) -> Result<Vec<DueLease>>;
 
     /// Leases still being revoked after at least `min_attempts` failed attempts, by id.
