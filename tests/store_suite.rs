@@ -1385,3 +1385,21 @@ async fn sqlite_checkpoints_its_wal_in_the_background() {
         "every lease is in the database file itself"
     );
 }
+
+/// An in-memory SQLite store is refused by name: it would forget every lease, and so every user
+/// it issued, at exit (and the lease writer's own connection could not share it).
+#[tokio::test]
+async fn an_in_memory_sqlite_store_is_refused() {
+    for url in ["sqlite::memory:", "sqlite://lessor?mode=memory"] {
+        match Store::open(url).await {
+            Err(lessor::Error::Config(message)) => {
+                assert!(
+                    message.contains("store_url") && message.contains("in-memory"),
+                    "{url}: {message}"
+                )
+            }
+            Err(other) => panic!("{url}: not a configuration error: {other:?}"),
+            Ok(_) => panic!("{url}: an in-memory store was opened"),
+        }
+    }
+}

@@ -299,23 +299,40 @@ impl IdRange {
     }
 }
 
+/// `$1` made the user `$2` on the connection for the lease (or pooled user's row) `$3` at `$4`
+/// (see `record_issued_user!`).
+pub(super) const RECORD_ISSUED_USER: &str =
+    "INSERT INTO issued_users (connection_name, username, lease_id, issued_at)
+     VALUES ($1, $2, $3, $4)
+     ON CONFLICT (connection_name, username) DO UPDATE SET lease_id = excluded.lease_id,
+         issued_at = excluded.issued_at, suspect_sweeps = 0, suspect_since = NULL";
+
+/// Forgets the record of the user `$2` on the connection `$1` if it is still the lease `$3`'s.
+pub(super) const FORGET_ISSUED_USER: &str =
+    "DELETE FROM issued_users WHERE connection_name = $1 AND username = $2 AND lease_id = $3";
+
+/// A new lease row, its columns bound `$1` to `$24` in the order `insert_lease_in!` and the
+/// SQLite writer (`writer.rs`) bind them, written only while its connection (`$22`) exists.
+pub(super) const INSERT_LEASE: &str =
+    "INSERT INTO leases (id, role_name, connection_name, username, revocation_statements, rollback_statements,
+         renew_statements, issued_at, last_renewed_at, expires_at, max_expires_at, state, next_action_at,
+         attempts, last_error, revoked_at, owner, revoke_requested, token_accessor, claimed_by, claim_until,
+         database_name, owner_display_name)
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $23, $24
+     WHERE EXISTS (SELECT 1 FROM connections WHERE name = $22)";
+
 /// Records in `issued_users`, inside the transaction `$tx`, that this installation made the user
 /// `$username` on `$connection` for `$lease_id` (a lease, or a pooled user's row): the proof
 /// reconciliation relies on, written before the user exists.
 macro_rules! record_issued_user {
     ($tx:expr, $connection:expr, $username:expr, $lease_id:expr, $issued_at:expr) => {
-        sqlx::query(
-            "INSERT INTO issued_users (connection_name, username, lease_id, issued_at)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (connection_name, username) DO UPDATE SET lease_id = excluded.lease_id,
-                 issued_at = excluded.issued_at, suspect_sweeps = 0, suspect_since = NULL",
-        )
-        .bind($connection)
-        .bind($username)
-        .bind($lease_id)
-        .bind($issued_at)
-        .execute($tx)
-        .await?
+        sqlx::query($crate::store::leases::RECORD_ISSUED_USER)
+            .bind($connection)
+            .bind($username)
+            .bind($lease_id)
+            .bind($issued_at)
+            .execute($tx)
+            .await?
     };
 }
 pub(super) use record_issued_user;
@@ -330,41 +347,40 @@ macro_rules! insert_lease_in {
         let lease: &$crate::store::Lease = $lease;
         // Bound straight from the lease, converted on the way: this is the hot path's write.
         let issued_at = $crate::store::to_millis(lease.issued_at);
-        let done = sqlx::query(
-            "INSERT INTO leases (id, role_name, connection_name, username, revocation_statements, rollback_statements,
-                 renew_statements, issued_at, last_renewed_at, expires_at, max_expires_at, state, next_action_at,
-                 attempts, last_error, revoked_at, owner, revoke_requested, token_accessor, claimed_by, claim_until,
-                 database_name, owner_display_name)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $23, $24
-             WHERE EXISTS (SELECT 1 FROM connections WHERE name = $22)",
-        )
-        .bind(&lease.id)
-        .bind(&lease.role_name)
-        .bind(&lease.connection_name)
-        .bind(&lease.username)
-        .bind($crate::store::leases::encode_statements(&lease.revocation_statements))
-        .bind($crate::store::leases::encode_statements(&lease.rollback_statements))
-        .bind($crate::store::leases::encode_statements(&lease.renew_statements))
-        .bind(issued_at)
-        .bind(lease.last_renewed_at.map($crate::store::to_millis))
-        .bind($crate::store::to_millis(lease.expires_at))
-        .bind($crate::store::to_millis(lease.max_expires_at))
-        .bind(lease.state)
-        .bind($crate::store::to_millis(lease.next_action_at))
-        .bind(lease.attempts)
-        .bind(&lease.last_error)
-        .bind(lease.revoked_at.map($crate::store::to_millis))
-        .bind(&lease.owner)
-        .bind(lease.revoke_requested)
-        .bind(&lease.token_accessor)
-        .bind(&lease.claimed_by)
-        .bind(lease.claim_until.map($crate::store::to_millis))
-        .bind(&lease.connection_name)
-        .bind(&lease.database_name)
-        .bind(&lease.owner_display_name)
-        .execute($tx)
-        .await?
-        .rows_affected();
+        let done = sqlx::query($crate::store::leases::INSERT_LEASE)
+            .bind(&lease.id)
+            .bind(&lease.role_name)
+            .bind(&lease.connection_name)
+            .bind(&lease.username)
+            .bind($crate::store::leases::encode_statements(
+                &lease.revocation_statements,
+            ))
+            .bind($crate::store::leases::encode_statements(
+                &lease.rollback_statements,
+            ))
+            .bind($crate::store::leases::encode_statements(
+                &lease.renew_statements,
+            ))
+            .bind(issued_at)
+            .bind(lease.last_renewed_at.map($crate::store::to_millis))
+            .bind($crate::store::to_millis(lease.expires_at))
+            .bind($crate::store::to_millis(lease.max_expires_at))
+            .bind(lease.state)
+            .bind($crate::store::to_millis(lease.next_action_at))
+            .bind(lease.attempts)
+            .bind(&lease.last_error)
+            .bind(lease.revoked_at.map($crate::store::to_millis))
+            .bind(&lease.owner)
+            .bind(lease.revoke_requested)
+            .bind(&lease.token_accessor)
+            .bind(&lease.claimed_by)
+            .bind(lease.claim_until.map($crate::store::to_millis))
+            .bind(&lease.connection_name)
+            .bind(&lease.database_name)
+            .bind(&lease.owner_display_name)
+            .execute($tx)
+            .await?
+            .rows_affected();
         if done > 0 {
             // The proof that this installation made the user, durable before the user exists.
             $crate::store::leases::record_issued_user!(

@@ -82,7 +82,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::SqlitePool;
 
 pub use audit::{Alert, AuditDevice, AuditStore};
@@ -208,6 +208,21 @@ pub struct Store {
     writer: writer::GroupWriter,
 }
 
+/// How long a SQLite store connection waits for another's write lock before failing.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The settings of every SQLite store connection, the pool's and the lease writer's alike.
+const SQLITE_PRAGMAS: [(&str, &str); 3] = [
+    // WAL + NORMAL is durable across process crashes (what the lease lifecycle relies on); only
+    // an OS crash can lose the last transactions.
+    ("synchronous", "NORMAL"),
+    // Checkpoints run in the background every second (`writer.rs`); SQLite's automatic one,
+    // inside whichever commit crosses the threshold, stays as a backstop at 16,384 pages (64 MiB
+    // of WAL) rather than its default 1,000.
+    ("wal_autocheckpoint", "16384"),
+    ("foreign_keys", "ON"),
+];
+
 /// Connect options of a store URL (`sqlite:///path/lessor.db`, `sqlite::memory:` or a plain path).
 fn store_options(url: &str) -> Result<SqliteConnectOptions> {
     Ok(if url.starts_with("sqlite:") {
@@ -224,8 +239,8 @@ pub fn file_path(url: &str) -> Result<Option<PathBuf>> {
     }
     let options = store_options(url)?;
     let path = options.get_filename();
-    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" || url.contains("mode=memory")
-    {
+    // sqlx names an in-memory database `file:sqlx-in-memory-N`, so the URL is what tells.
+    if path.as_os_str().is_empty() || url.contains(":memory:") || url.contains("mode=memory") {
         return Ok(None);
     }
     Ok(Some(path.to_path_buf()))
@@ -278,21 +293,24 @@ impl Store {
     /// later the main file's mode. Existing files with a wider mode are narrowed to 0600.
     async fn open_sqlite(url: &str) -> Result<Self> {
         let options = store_options(url)?;
-        if let Some(path) = file_path(url)? {
-            make_private(&path)?;
-        }
-        let options = options
+        // The lease writer has a connection of its own (`writer.rs`), which an in-memory
+        // database could not share; and a store that forgets its leases at exit would leave
+        // every user it issued behind.
+        let path = file_path(url)?.ok_or_else(|| {
+            Error::Config(
+                "store_url: an in-memory SQLite store is not supported (its leases, and so its \
+                 users, would be forgotten at exit); give a file"
+                    .into(),
+            )
+        })?;
+        make_private(&path)?;
+        let mut options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL is durable across process crashes (what the lease lifecycle relies on);
-            // only an OS crash can lose the last transactions.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            // Checkpoints run in the background every second (`writer.rs`); SQLite's automatic
-            // one, inside whichever commit crosses the threshold, stays as a backstop at 16,384
-            // pages (64 MiB of WAL) rather than its default 1,000.
-            .pragma("wal_autocheckpoint", "16384")
-            .foreign_keys(true);
+            .busy_timeout(SQLITE_BUSY_TIMEOUT);
+        for (pragma, value) in SQLITE_PRAGMAS {
+            options = options.pragma(pragma, value);
+        }
         // No ping before each use: a SQLite connection is a file handle that does not go stale,
         // and the ping was a measurable share of the hot path (issue 10's profile).
         let pool = SqlitePoolOptions::new()
@@ -302,7 +320,8 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self::over(Backend::Sqlite(pool)))
+        let writer = writer::GroupWriter::start_sqlite(pool.clone(), &path)?;
+        Ok(Self::over(Backend::Sqlite(pool), writer))
     }
 
     /// Connects to the PostgreSQL store at `url` and runs pending migrations. sqlx's migrator
@@ -321,13 +340,14 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self::over(Backend::Postgres(pool)))
+        let writer = writer::GroupWriter::start_postgres(pool.clone());
+        Ok(Self::over(Backend::Postgres(pool), writer))
     }
 
-    /// A store over `backend` with an empty read cache, and its lease writer started.
-    fn over(backend: Backend) -> Self {
+    /// A store over `backend` with an empty read cache, and its lease writer.
+    fn over(backend: Backend, writer: writer::GroupWriter) -> Self {
         Self {
-            writer: writer::GroupWriter::start(backend.clone()),
+            writer,
             backend,
             cache: Arc::default(),
             operations: Arc::default(),
@@ -386,6 +406,7 @@ impl Store {
 
     /// Closes every connection of the pool (a test's last step, or shutdown).
     pub async fn close(&self) {
+        self.writer.close().await;
         with_pool!(self, |pool| pool.close().await)
     }
 }

@@ -240,14 +240,12 @@ impl PoolStore for Store {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some((connection, username)) = forgotten {
-                sqlx::query(
-                    "DELETE FROM issued_users WHERE connection_name = $1 AND username = $2 AND lease_id = $3",
-                )
-                .bind(&connection)
-                .bind(&username)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(super::leases::FORGET_ISSUED_USER)
+                    .bind(&connection)
+                    .bind(&username)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
         });

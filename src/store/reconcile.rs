@@ -169,15 +169,13 @@ impl ReconcileStore for Store {
         expected_lease: &str,
     ) -> Result<bool> {
         let done = with_pool!(self, |pool| {
-            sqlx::query(
-            "DELETE FROM issued_users WHERE connection_name = $1 AND username = $2 AND lease_id = $3"
-        )
-        .bind(connection)
-        .bind(username)
-        .bind(expected_lease)
-        .execute(pool)
-        .await?
-        .rows_affected()
+            sqlx::query(super::leases::FORGET_ISSUED_USER)
+                .bind(connection)
+                .bind(username)
+                .bind(expected_lease)
+                .execute(pool)
+                .await?
+                .rows_affected()
         });
         Ok(done > 0)
     }

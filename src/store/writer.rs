@@ -6,9 +6,11 @@
 //! sqlx's worker thread, and writers on different connections queue for SQLite's one write lock;
 //! on PostgreSQL a WAL flush per write. Under load most of a broker's store time went there.
 //!
-//! So these four writes go to one task per store, which takes every write waiting when it comes
+//! So these four writes go to one writer per store, which takes every write waiting when it comes
 //! round (up to [`MAX_GROUP`]), runs them in one transaction and commits once: the commit, and
-//! on PostgreSQL the flush, is shared by the whole group. A write still answers only after the
+//! on PostgreSQL the flush, is shared by the whole group. On PostgreSQL the writer is a task on
+//! the pool; on SQLite it is a thread with a connection of its own (see [`SqliteWriter`]), so a
+//! group's statements run without a hop to another thread each. A write still answers only after the
 //! commit that holds it, so it is as durable as before, and the lease row is still written before
 //! the user is created. The writes of one caller keep their order (the caller waits for each).
 //!
@@ -17,6 +19,7 @@
 //! work with it; every write here is a conditional statement that is safe to run again after a
 //! rollback.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +27,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use super::leases::insert_lease_in;
-use super::{to_millis, Backend, Claim, Lease};
+use super::leases::{
+    encode_statements, insert_lease_in, FORGET_ISSUED_USER, INSERT_LEASE, RECORD_ISSUED_USER,
+};
+use super::{to_millis, Claim, Lease};
 use crate::error::{Error, Result};
 
 /// Writes one group takes at most: enough to share a commit among every request a busy 2-core
@@ -92,24 +97,44 @@ struct Job {
     answer: oneshot::Sender<Result<u64>>,
 }
 
-/// The handle on a store's writer task; cheap to clone. The task ends when the last handle goes.
+/// What the writer is handed: a write, or the store's close (answered once the writer has let go
+/// of its connection).
+enum Message {
+    Write(Job),
+    Close(oneshot::Sender<()>),
+}
+
+/// The handle on a store's writer; cheap to clone. The writer ends when the store is closed or
+/// the last handle goes.
 #[derive(Clone, Debug)]
 pub(super) struct GroupWriter {
-    jobs: mpsc::Sender<Job>,
+    messages: mpsc::Sender<Message>,
     /// Transactions the writer committed: fewer than the writes when groups formed.
     commits: Arc<AtomicU64>,
 }
 
 impl GroupWriter {
-    /// Starts the writer task of the store over `backend` (on the current Tokio runtime).
-    pub(super) fn start(backend: Backend) -> Self {
-        let (jobs, queue) = mpsc::channel(QUEUE);
+    /// Starts the writer of the SQLite store in the file `path` (whose pool is `pool`): a thread
+    /// of its own with a connection of its own (see [`SqliteWriter`]).
+    pub(super) fn start_sqlite(pool: sqlx::SqlitePool, path: &Path) -> Result<Self> {
+        let connection = SqliteWriter::open(path)?;
+        let (messages, queue) = mpsc::channel(QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
-        if let Backend::Sqlite(pool) = &backend {
-            tokio::spawn(checkpoint_in_background(pool.clone(), jobs.downgrade()));
-        }
-        tokio::spawn(run(backend, queue, commits.clone()));
-        Self { jobs, commits }
+        tokio::spawn(checkpoint_in_background(pool, messages.downgrade()));
+        let counted = commits.clone();
+        std::thread::Builder::new()
+            .name("lessor-store-writer".into())
+            .spawn(move || run_on_thread(connection, queue, &counted))
+            .map_err(|e| Error::Internal(format!("cannot start the store's writer thread: {e}")))?;
+        Ok(Self { messages, commits })
+    }
+
+    /// Starts the writer task of the PostgreSQL store over `pool` (on the current Tokio runtime).
+    pub(super) fn start_postgres(pool: sqlx::PgPool) -> Self {
+        let (messages, queue) = mpsc::channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run_task(pool, queue, commits.clone()));
+        Self { messages, commits }
     }
 
     /// Transactions committed so far.
@@ -120,41 +145,117 @@ impl GroupWriter {
     /// Runs `write` in the next group and answers once that group has committed.
     pub(super) async fn write(&self, write: LeaseWrite) -> Result<u64> {
         let (answer, answered) = oneshot::channel();
-        let gone = || Error::StoreUnavailable("the store's writer has stopped".into());
-        self.jobs
-            .send(Job { write, answer })
+        self.messages
+            .send(Message::Write(Job { write, answer }))
             .await
-            .map_err(|_| gone())?;
-        answered.await.map_err(|_| gone())?
+            .map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
+
+    /// Stops the writer once the writes already handed over are done; later writes fail as on
+    /// a closed pool.
+    pub(super) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.messages.send(Message::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
     }
 }
 
-async fn run(backend: Backend, mut queue: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let jobs = std::mem::take(&mut group);
-        let writes: Vec<&LeaseWrite> = jobs.iter().map(|job| &job.write).collect();
-        match commit(&backend, &writes, &commits).await {
-            Ok(rows) => {
-                for (job, rows) in jobs.into_iter().zip(rows) {
-                    let _ = job.answer.send(Ok(rows));
-                }
-            }
-            Err(error) if jobs.len() == 1 => {
-                if let Some(job) = jobs.into_iter().next() {
-                    let _ = job.answer.send(Err(error));
-                }
-            }
-            Err(_) => {
-                // Rolled back: each write again in a transaction of its own, so the failure
-                // stays with the write that caused it.
-                for job in jobs {
-                    let alone = commit(&backend, &[&job.write], &commits).await;
-                    let _ = job.answer.send(alone.map(|rows| rows[0]));
-                }
+fn stopped() -> Error {
+    Error::StoreUnavailable("the store's writer has stopped".into())
+}
+
+/// Commits groups of lease writes in one transaction each; the rows each write changed.
+#[allow(async_fn_in_trait)] // implemented and called in this module only
+trait GroupCommit {
+    async fn commit(&mut self, writes: &[&LeaseWrite]) -> Result<Vec<u64>>;
+}
+
+/// Commits `jobs` as one group through `committer` and answers each. A group that fails is
+/// rolled back and each write run again in a transaction of its own, so the failure stays with
+/// the write that caused it.
+async fn settle(committer: &mut impl GroupCommit, jobs: Vec<Job>, commits: &AtomicU64) {
+    if jobs.is_empty() {
+        return;
+    }
+    let writes: Vec<&LeaseWrite> = jobs.iter().map(|job| &job.write).collect();
+    let outcome = committer.commit(&writes).await;
+    drop(writes);
+    match outcome {
+        Ok(rows) => {
+            commits.fetch_add(1, Ordering::Relaxed);
+            for (job, rows) in jobs.into_iter().zip(rows) {
+                let _ = job.answer.send(Ok(rows));
             }
         }
-        group = Vec::with_capacity(MAX_GROUP);
+        Err(error) if jobs.len() == 1 => {
+            if let Some(job) = jobs.into_iter().next() {
+                let _ = job.answer.send(Err(error));
+            }
+        }
+        Err(_) => {
+            for job in jobs {
+                let alone = committer.commit(&[&job.write]).await;
+                if alone.is_ok() {
+                    commits.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = job.answer.send(alone.map(|rows| rows[0]));
+            }
+        }
+    }
+}
+
+/// Sorts `messages` into the writes of one group and, if the store is closing, the close.
+fn group_of(messages: Vec<Message>) -> (Vec<Job>, Option<oneshot::Sender<()>>) {
+    let mut jobs = Vec::with_capacity(messages.len());
+    let mut close = None;
+    for message in messages {
+        match message {
+            Message::Write(job) => jobs.push(job),
+            Message::Close(done) => close = Some(done),
+        }
+    }
+    (jobs, close)
+}
+
+/// The PostgreSQL writer: a task that takes every write waiting, up to [`MAX_GROUP`].
+async fn run_task(pool: sqlx::PgPool, mut queue: mpsc::Receiver<Message>, commits: Arc<AtomicU64>) {
+    let mut committer = PgGroups(pool);
+    let mut messages = Vec::with_capacity(MAX_GROUP);
+    while queue.recv_many(&mut messages, MAX_GROUP).await > 0 {
+        let (jobs, close) = group_of(std::mem::take(&mut messages));
+        settle(&mut committer, jobs, &commits).await;
+        if let Some(done) = close {
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// The SQLite writer's thread: waits for a write, takes every other write waiting (up to
+/// [`MAX_GROUP`]) and commits them together. Each group's statements run on this thread, with
+/// no hop to another thread per statement; the futures `settle` makes here are ready at once.
+fn run_on_thread(
+    mut writer: SqliteWriter,
+    mut queue: mpsc::Receiver<Message>,
+    commits: &AtomicU64,
+) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut messages = vec![first];
+        while messages.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(message) => messages.push(message),
+                Err(_) => break,
+            }
+        }
+        let (jobs, close) = group_of(messages);
+        futures::executor::block_on(settle(&mut writer, jobs, commits));
+        if let Some(done) = close {
+            drop(writer);
+            let _ = done.send(());
+            return;
+        }
     }
 }
 
@@ -167,7 +268,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// `fsync` of the database file, so every write grouped into that commit waited for it; the
 /// profile put a tenth of SQLite's time in checkpoints and syncs. A `PASSIVE` checkpoint never
 /// blocks writers or readers, so running it here costs the hot path nothing.
-async fn checkpoint_in_background(pool: sqlx::SqlitePool, writer: mpsc::WeakSender<Job>) {
+async fn checkpoint_in_background(pool: sqlx::SqlitePool, writer: mpsc::WeakSender<Message>) {
     loop {
         tokio::time::sleep(CHECKPOINT_EVERY).await;
         if writer.upgrade().is_none() || pool.is_closed() {
@@ -184,31 +285,48 @@ async fn checkpoint_in_background(pool: sqlx::SqlitePool, writer: mpsc::WeakSend
     }
 }
 
-/// The body of [`commit`], compiled once per engine as `with_pool!` does: one SQL text for both.
-macro_rules! run_group {
-    ($pool:expr, $writes:expr) => {{
-        let mut tx = $pool.begin().await?;
-        let mut changed = Vec::with_capacity($writes.len());
-        for write in $writes {
+/// `creating -> active` at `$1` for the lease `$2`, unless a revoke was requested meanwhile.
+const ACTIVATE: &str =
+    "UPDATE leases SET state = 'active', next_action_at = $1, claimed_by = NULL, claim_until = NULL
+     WHERE id = $2 AND state = 'creating' AND revoke_requested = FALSE";
+
+/// `-> revoked` at `$1` with the note `$2` for the lease `$3`; answers the lease's user.
+const MARK_REVOKED: &str =
+    "UPDATE leases SET state = 'revoked', revoked_at = $1, last_error = COALESCE($2, last_error),
+         claimed_by = NULL, claim_until = NULL
+     WHERE id = $3 AND state != 'revoked'
+     RETURNING connection_name, username";
+
+/// `active|revoking -> revoking` under the claim (`$1`-`$4`, see `bind_claim!`) for the lease
+/// `$5`, only while due by `$6` unless that is NULL.
+fn mark_revoking_sql(claim: &Claim<'_>) -> String {
+    format!(
+        "UPDATE leases SET state = 'revoking', next_action_at = $3, claimed_by = $1, claim_until = $3
+         WHERE id = $5 AND state IN ('active', 'revoking') AND {free}
+             AND ($6 IS NULL OR next_action_at <= $6)",
+        free = claim.free_sql("leases")
+    )
+}
+
+/// The PostgreSQL store's groups, on a connection of its pool.
+struct PgGroups(sqlx::PgPool);
+
+impl GroupCommit for PgGroups {
+    async fn commit(&mut self, writes: &[&LeaseWrite]) -> Result<Vec<u64>> {
+        let mut tx = self.0.begin().await?;
+        let mut changed = Vec::with_capacity(writes.len());
+        for write in writes {
             let rows = match write {
                 LeaseWrite::Insert(lease) => insert_lease_in!(&mut *tx, lease),
-                LeaseWrite::Activate { id, next_action_at } => sqlx::query(
-                    "UPDATE leases SET state = 'active', next_action_at = $1, claimed_by = NULL, claim_until = NULL
-                     WHERE id = $2 AND state = 'creating' AND revoke_requested = FALSE",
-                )
-                .bind(to_millis(*next_action_at))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
+                LeaseWrite::Activate { id, next_action_at } => sqlx::query(ACTIVATE)
+                    .bind(to_millis(*next_action_at))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
                 LeaseWrite::MarkRevoking { id, claim, due_by } => {
                     let claim = claim.borrowed();
-                    let sql = format!(
-                        "UPDATE leases SET state = 'revoking', next_action_at = $3, claimed_by = $1, claim_until = $3
-                         WHERE id = $5 AND state IN ('active', 'revoking') AND {free}
-                             AND ($6 IS NULL OR next_action_at <= $6)",
-                        free = claim.free_sql("leases")
-                    );
+                    let sql = mark_revoking_sql(&claim);
                     bind_claim!(sqlx::query(&sql), claim)
                         .bind(id)
                         .bind(due_by.map(to_millis))
@@ -222,27 +340,20 @@ macro_rules! run_group {
                     note,
                     user_dropped,
                 } => {
-                    let gone: Option<(String, String)> = sqlx::query_as(
-                        "UPDATE leases SET state = 'revoked', revoked_at = $1, last_error = COALESCE($2, last_error),
-                             claimed_by = NULL, claim_until = NULL
-                         WHERE id = $3 AND state != 'revoked'
-                         RETURNING connection_name, username",
-                    )
-                    .bind(to_millis(*now))
-                    .bind(note)
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                    let gone: Option<(String, String)> = sqlx::query_as(MARK_REVOKED)
+                        .bind(to_millis(*now))
+                        .bind(note)
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
                     let rows = u64::from(gone.is_some());
                     if let (Some((connection, username)), true) = (gone, *user_dropped) {
-                        sqlx::query(
-                            "DELETE FROM issued_users WHERE connection_name = $1 AND username = $2 AND lease_id = $3",
-                        )
-                        .bind(connection)
-                        .bind(username)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
+                        sqlx::query(FORGET_ISSUED_USER)
+                            .bind(connection)
+                            .bind(username)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                     rows
                 }
@@ -250,20 +361,193 @@ macro_rules! run_group {
             changed.push(rows);
         }
         tx.commit().await?;
-        Ok::<_, Error>(changed)
-    }};
+        Ok(changed)
+    }
 }
 
-/// Runs `writes` in one transaction, in order, and commits; the rows each changed.
-async fn commit(
-    backend: &Backend,
-    writes: &[&LeaseWrite],
-    commits: &AtomicU64,
-) -> Result<Vec<u64>> {
-    let changed = match backend {
-        Backend::Sqlite(pool) => run_group!(pool, writes),
-        Backend::Postgres(pool) => run_group!(pool, writes),
-    }?;
-    commits.fetch_add(1, Ordering::Relaxed);
-    Ok(changed)
+/// The SQLite store's writer: a connection of its own, driven by rusqlite on the writer's
+/// thread. Through sqlx, every statement, `BEGIN` and `COMMIT` was a hop to sqlx's worker thread
+/// and back (seven per issued credential, each two thread switches); the profile of issue 10
+/// put a third of Lessor's CPU in those threads, half of it in the handing over. Here a group
+/// costs one hand-over in and one answer out per write. The connection's page cache also
+/// stays warm: no other connection writes the lease rows in between.
+struct SqliteWriter(rusqlite::Connection);
+
+impl SqliteWriter {
+    /// Opens the store's file, already migrated, with the settings the pool's connections have
+    /// (`open_sqlite`): WAL, `synchronous = NORMAL`, the same busy timeout and checkpoint
+    /// backstop, foreign keys enforced.
+    fn open(path: &Path) -> Result<Self> {
+        let connection = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite_error)?;
+        connection
+            .busy_timeout(super::SQLITE_BUSY_TIMEOUT)
+            .map_err(sqlite_error)?;
+        for (pragma, value) in super::SQLITE_PRAGMAS {
+            connection
+                .pragma_update(None, pragma, value)
+                .map_err(sqlite_error)?;
+        }
+        Ok(Self(connection))
+    }
+}
+
+/// rusqlite's errors as the store's (see `impl From<sqlx::Error> for Error`): SQLite's messages
+/// never quote bound values.
+fn sqlite_error(error: rusqlite::Error) -> Error {
+    Error::Store(error.to_string())
+}
+
+/// Runs `sql` on `transaction` with `values` bound to `$1`, `$2`, ... (the numbered placeholders
+/// the SQL texts share with PostgreSQL; SQLite numbers named parameters by first appearance, so
+/// each is bound by its name), ready to run.
+fn run_numbered<'t>(
+    transaction: &'t rusqlite::Transaction<'_>,
+    sql: &str,
+    values: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<rusqlite::CachedStatement<'t>> {
+    let mut statement = transaction.prepare_cached(sql)?;
+    if statement.parameter_count() != values.len() {
+        return Err(rusqlite::Error::InvalidParameterCount(
+            values.len(),
+            statement.parameter_count(),
+        ));
+    }
+    for (number, value) in values.iter().enumerate() {
+        let name = format!("${}", number + 1);
+        let index = statement
+            .parameter_index(&name)?
+            .ok_or(rusqlite::Error::InvalidParameterName(name))?;
+        statement.raw_bind_parameter(index, value)?;
+    }
+    Ok(statement)
+}
+
+/// [`run_numbered`] for a statement without results: the rows it changed.
+fn execute_numbered(
+    transaction: &rusqlite::Transaction<'_>,
+    sql: &str,
+    values: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<u64> {
+    Ok(run_numbered(transaction, sql, values)?.raw_execute()? as u64)
+}
+
+impl SqliteWriter {
+    fn commit_group(&mut self, writes: &[&LeaseWrite]) -> rusqlite::Result<Vec<u64>> {
+        // IMMEDIATE: the write lock is taken (or waited for) at the start, so no statement can
+        // meet another connection's newer commit half way and fail with a stale snapshot.
+        let transaction = self
+            .0
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut changed = Vec::with_capacity(writes.len());
+        for write in writes {
+            let rows = match write {
+                LeaseWrite::Insert(lease) => {
+                    let issued_at = to_millis(lease.issued_at);
+                    let done = execute_numbered(
+                        &transaction,
+                        INSERT_LEASE,
+                        &[
+                            &lease.id,
+                            &lease.role_name,
+                            &lease.connection_name,
+                            &lease.username,
+                            &encode_statements(&lease.revocation_statements),
+                            &encode_statements(&lease.rollback_statements),
+                            &encode_statements(&lease.renew_statements),
+                            &issued_at,
+                            &lease.last_renewed_at.map(to_millis),
+                            &to_millis(lease.expires_at),
+                            &to_millis(lease.max_expires_at),
+                            &lease.state.as_str(),
+                            &to_millis(lease.next_action_at),
+                            &lease.attempts,
+                            &lease.last_error,
+                            &lease.revoked_at.map(to_millis),
+                            &lease.owner,
+                            &lease.revoke_requested,
+                            &lease.token_accessor,
+                            &lease.claimed_by,
+                            &lease.claim_until.map(to_millis),
+                            &lease.connection_name,
+                            &lease.database_name,
+                            &lease.owner_display_name,
+                        ],
+                    )?;
+                    if done > 0 {
+                        execute_numbered(
+                            &transaction,
+                            RECORD_ISSUED_USER,
+                            &[
+                                &lease.connection_name,
+                                &lease.username,
+                                &lease.id,
+                                &issued_at,
+                            ],
+                        )?;
+                    }
+                    done
+                }
+                LeaseWrite::Activate { id, next_action_at } => {
+                    execute_numbered(&transaction, ACTIVATE, &[&to_millis(*next_action_at), id])?
+                }
+                LeaseWrite::MarkRevoking { id, claim, due_by } => {
+                    let claim = claim.borrowed();
+                    execute_numbered(
+                        &transaction,
+                        &mark_revoking_sql(&claim),
+                        &[
+                            &claim.by(),
+                            &to_millis(claim.now()),
+                            &to_millis(claim.until()),
+                            &to_millis(claim.stale_before()),
+                            id,
+                            &due_by.map(to_millis),
+                        ],
+                    )?
+                }
+                LeaseWrite::MarkRevoked {
+                    id,
+                    now,
+                    note,
+                    user_dropped,
+                } => {
+                    let gone: Option<(String, String)> = {
+                        let mut statement = run_numbered(
+                            &transaction,
+                            MARK_REVOKED,
+                            &[&to_millis(*now), note, id],
+                        )?;
+                        let mut rows = statement.raw_query();
+                        match rows.next()? {
+                            Some(row) => Some((row.get(0)?, row.get(1)?)),
+                            None => None,
+                        }
+                    };
+                    let rows = u64::from(gone.is_some());
+                    if let (Some((connection, username)), true) = (gone, *user_dropped) {
+                        execute_numbered(
+                            &transaction,
+                            FORGET_ISSUED_USER,
+                            &[&connection, &username, id],
+                        )?;
+                    }
+                    rows
+                }
+            };
+            changed.push(rows);
+        }
+        transaction.commit()?;
+        Ok(changed)
+    }
+}
+
+impl GroupCommit for SqliteWriter {
+    async fn commit(&mut self, writes: &[&LeaseWrite]) -> Result<Vec<u64>> {
+        // A failed group's transaction is rolled back when it is dropped.
+        self.commit_group(writes).map_err(sqlite_error)
+    }
 }
