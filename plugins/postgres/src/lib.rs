@@ -57,6 +57,7 @@ use lessor_plugin::{
     StatementTemplate, TemplateValues, UpdateUserRequest, UserMarker, SCRAM_DEFAULT_ITERATIONS,
 };
 use std::collections::HashMap;
+use tokio_postgres::error::SqlState;
 
 use crate::error::{classify, is_undefined_object, login_error, pool_error};
 
@@ -333,10 +334,27 @@ impl PostgresPlugin {
     }
 }
 
+/// Runs `parts` after `limits` (lock and statement timeouts) as one simple query, so in one
+/// round trip and one transaction: the server runs the statements of one query as one implicit
+/// transaction, in which `SET LOCAL` holds until its end and a failing statement rolls all of it
+/// back and leaves the session idle. Nothing is left to undo, even when this future is dropped
+/// half-way. Run a statement at a time, with `BEGIN` and `COMMIT`, the same work took a round
+/// trip each (five or six to create a user), each a wake-up of both sides on the same cores.
+/// Each `;` between the parts stands on a line of its own, so a part that ends in a `--` comment
+/// cannot swallow it, and the next part with it.
+async fn run_as_one_query<'a>(
+    client: &tokio_postgres::Client,
+    limits: &[&'a str],
+    parts: impl IntoIterator<Item = &'a str>,
+) -> Result<(), tokio_postgres::Error> {
+    let parts: Vec<&str> = limits.iter().copied().chain(parts).collect();
+    // It may hold rendered statements, passwords and all.
+    let script = Secret::new(parts.join("\n;\n"));
+    client.batch_execute(script.expose()).await
+}
+
 /// Runs `statements` and then `trailer` (if any) in one transaction that starts with `limits`
-/// (lock and statement timeouts). `secrets` are redacted from any server message. On error the
-/// transaction is dropped uncommitted, which makes the driver send `ROLLBACK` before the
-/// connection's next use.
+/// ([`run_as_one_query`]). `secrets` are redacted from any server message.
 async fn run_in_transaction(
     client: &mut tokio_postgres::Client,
     limits: &[&str],
@@ -344,26 +362,10 @@ async fn run_in_transaction(
     trailer: Option<&str>,
     secrets: &[&str],
 ) -> Result<(), PluginError> {
-    let tx = client
-        .transaction()
+    let parts = statements.iter().map(Secret::expose).chain(trailer);
+    run_as_one_query(client, limits, parts)
         .await
-        .map_err(|e| classify(&e, secrets))?;
-    for limit in limits {
-        tx.batch_execute(limit)
-            .await
-            .map_err(|e| classify(&e, secrets))?;
-    }
-    for statement in statements {
-        tx.batch_execute(statement.expose())
-            .await
-            .map_err(|e| classify(&e, secrets))?;
-    }
-    if let Some(trailer) = trailer {
-        tx.batch_execute(trailer)
-            .await
-            .map_err(|e| classify(&e, secrets))?;
-    }
-    tx.commit().await.map_err(|e| classify(&e, secrets))
+        .map_err(|error| classify(&error, secrets))
 }
 
 /// The statement that sets a role's expiry in the database itself.
@@ -512,30 +514,29 @@ async fn revoke_on(
     if let Some(database) = database {
         check_database_name("database", database)?;
     }
-    if !role_exists(client, username).await? {
-        // The role may have gone in an earlier attempt that failed before its database did.
-        if let Some(database) = database {
-            drop_database(client, database).await?;
-        }
-        return Ok(());
-    }
+    // No existence check first: `ALTER ROLE ... NOLOGIN`, the first step, fails with "undefined
+    // object" when the role is missing, and only then is its existence asked.
     match revoke_existing(client, limits, username, custom, database).await {
         Ok(()) => Ok(()),
         Err(err) if is_undefined_object(&err) => {
-            // Dropped under us by a concurrent revocation: done, if it is really gone. The
-            // failed transaction's ROLLBACK is queued ahead of this query on the connection.
+            // Gone already (an earlier attempt, or a concurrent revocation dropped it under us),
+            // if it is really gone; a custom statement may name some other missing object.
             if role_exists(client, username).await? {
-                Err(classify(&err, &[]))
-            } else {
-                Ok(())
+                return Err(classify(&err, &[]));
             }
+            // The role may have gone in an earlier attempt that failed before its database did.
+            if let Some(database) = database {
+                drop_database(client, database).await?;
+            }
+            Ok(())
         }
         Err(err) => Err(classify(&err, &[])),
     }
 }
 
-/// The revocation proper, after the existence check. A concurrent revocation (another replica,
-/// an operator) may drop the role half-way; the caller treats "undefined object" as done.
+/// The revocation proper. A missing role, or a concurrent revocation (another replica, an
+/// operator) dropping it half-way, surfaces as "undefined object", which the caller treats as
+/// done once it has checked the role is gone.
 async fn revoke_existing(
     client: &mut tokio_postgres::Client,
     limits: &[&str],
@@ -546,13 +547,8 @@ async fn revoke_existing(
     let ident = quote_ident(username);
 
     // Committed on its own first, so no new session can start while we end the current ones.
-    let tx = client.transaction().await?;
-    for limit in limits {
-        tx.batch_execute(limit).await?;
-    }
-    tx.batch_execute(&format!("ALTER ROLE {ident} NOLOGIN"))
-        .await?;
-    tx.commit().await?;
+    let nologin = format!("ALTER ROLE {ident} NOLOGIN");
+    run_as_one_query(client, limits, [nologin.as_str()]).await?;
 
     // The username is bound as a parameter, never formatted into this query.
     client.execute(TERMINATE_SESSIONS, &[&username]).await?;
@@ -562,30 +558,31 @@ async fn revoke_existing(
         drop_database_raw(client, database).await?;
     }
 
-    let tx = client.transaction().await?;
-    for limit in limits {
-        tx.batch_execute(limit).await?;
+    if !custom.is_empty() {
+        return run_as_one_query(client, limits, custom.iter().map(Secret::expose)).await;
     }
-    if custom.is_empty() {
-        // REASSIGN OWNED and DROP OWNED act only in the database this connection is in (plus
-        // shared objects). Objects the role owns or privileges it holds in *other* databases
-        // make DROP ROLE fail with SQLSTATE 2BP01 (Rejected, with the server's detail naming
-        // the database); such roles need custom revocation statements or an operator.
-        let row = tx.query_one(HAS_DEPENDENCIES, &[&username]).await?;
-        if row.get::<_, bool>(0) {
-            tx.batch_execute(&format!(
-                "REASSIGN OWNED BY {ident} TO CURRENT_USER; DROP OWNED BY {ident}"
-            ))
-            .await?;
-        }
-        tx.batch_execute(&format!("DROP ROLE IF EXISTS {ident}"))
-            .await?;
-    } else {
-        for statement in custom {
-            tx.batch_execute(statement.expose()).await?;
-        }
+    let drop_role = format!("DROP ROLE IF EXISTS {ident}");
+    let refused = match run_as_one_query(client, limits, [drop_role.as_str()]).await {
+        Err(error) if error.code() == Some(&SqlState::DEPENDENT_OBJECTS_STILL_EXIST) => error,
+        done => return done,
+    };
+    // The role owns objects or holds privileges somewhere. REASSIGN OWNED and DROP OWNED act
+    // only in the database this connection is in (plus shared objects), so they are run only
+    // when that is where the dependencies are; objects or privileges in *other* databases keep
+    // the server's refusal (Rejected, its detail naming the database): such roles need custom
+    // revocation statements or an operator.
+    let here = client.query_one(HAS_DEPENDENCIES, &[&username]).await?;
+    if !here.get::<_, bool>(0) {
+        return Err(refused);
     }
-    tx.commit().await
+    let reassign = format!("REASSIGN OWNED BY {ident} TO CURRENT_USER");
+    let drop_owned = format!("DROP OWNED BY {ident}");
+    run_as_one_query(
+        client,
+        limits,
+        [reassign.as_str(), drop_owned.as_str(), drop_role.as_str()],
+    )
+    .await
 }
 
 /// The built-in revocation of several roles at once, in the same steps as [`revoke_existing`]
@@ -608,41 +605,32 @@ async fn revoke_batch_on(
     }
     let idents: Vec<String> = present.iter().map(|name| quote_ident(name)).collect();
 
-    let tx = client.transaction().await?;
-    for limit in limits {
-        tx.batch_execute(limit).await?;
-    }
-    let nologin: String = idents
+    let nologin: Vec<String> = idents
         .iter()
-        .map(|ident| format!("ALTER ROLE {ident} NOLOGIN;"))
+        .map(|ident| format!("ALTER ROLE {ident} NOLOGIN"))
         .collect();
-    tx.batch_execute(&nologin).await?;
-    tx.commit().await?;
+    run_as_one_query(client, limits, nologin.iter().map(String::as_str)).await?;
 
     client
         .execute(TERMINATE_SESSIONS_OF_ANY, &[&present])
         .await?;
 
-    let tx = client.transaction().await?;
-    for limit in limits {
-        tx.batch_execute(limit).await?;
-    }
-    let dependent: Vec<String> = tx
+    // A dependency that appears between this look and the drop makes the drop fail, and the
+    // caller then revokes each role alone, which looks again.
+    let dependent: Vec<String> = client
         .query(WITH_DEPENDENCIES, &[&present])
         .await?
         .iter()
         .map(|row| quote_ident(&row.get::<_, String>(0)))
         .collect();
+    let mut steps = Vec::with_capacity(3);
     if !dependent.is_empty() {
         let owners = dependent.join(", ");
-        tx.batch_execute(&format!(
-            "REASSIGN OWNED BY {owners} TO CURRENT_USER; DROP OWNED BY {owners}"
-        ))
-        .await?;
+        steps.push(format!("REASSIGN OWNED BY {owners} TO CURRENT_USER"));
+        steps.push(format!("DROP OWNED BY {owners}"));
     }
-    tx.batch_execute(&format!("DROP ROLE IF EXISTS {}", idents.join(", ")))
-        .await?;
-    tx.commit().await
+    steps.push(format!("DROP ROLE IF EXISTS {}", idents.join(", ")));
+    run_as_one_query(client, limits, steps.iter().map(String::as_str)).await
 }
 
 /// Drops a user's throwaway database, ending any session still in it (`WITH (FORCE)`,

@@ -321,6 +321,57 @@ async fn revocation_drops_a_role_that_owns_objects() {
         .expect("cleanup");
 }
 
+/// A role that owns objects in *another* database cannot be dropped from this one: the
+/// revocation keeps the server's refusal, which names that database, and never reassigns
+/// anything here (there is nothing here to reassign). Once the objects are gone, it succeeds.
+#[tokio::test]
+async fn revocation_of_a_role_owning_objects_elsewhere_is_refused_naming_the_database() {
+    let plugin = admin().await;
+    let admin = admin_client().await;
+    let name = unique_name("elsewhere");
+    let password = generate_password(32);
+    create(&plugin, &name, &password, in_one_hour(), &[]).await;
+
+    let database = unique_name("otherdb");
+    admin
+        .batch_execute(&format!(r#"CREATE DATABASE "{database}""#))
+        .await
+        .expect("create the other database");
+    let mut config: tokio_postgres::Config = admin_url().parse().expect("admin URL");
+    config.dbname(&database);
+    let (other, connection) = config.connect(NoTls).await.expect("connect to it");
+    let driver = tokio::spawn(connection);
+    other
+        .batch_execute(&format!(
+            r#"CREATE TABLE owned_elsewhere (id int); ALTER TABLE owned_elsewhere OWNER TO "{name}""#
+        ))
+        .await
+        .expect("a table owned by the role in the other database");
+    drop(other);
+    let _ = driver.await;
+
+    let err = plugin
+        .delete_user(&DeleteUserRequest::builtin(&name))
+        .await
+        .expect_err("the role owns a table in another database");
+    assert!(matches!(err, PluginError::Rejected(_)), "{err:?}");
+    assert!(
+        err.to_string().contains(&database),
+        "the refusal names the database: {err}"
+    );
+    assert!(role_exists(&admin, &name).await, "the role is still there");
+
+    admin
+        .batch_execute(&format!(r#"DROP DATABASE "{database}" WITH (FORCE)"#))
+        .await
+        .expect("cleanup: the other database");
+    plugin
+        .delete_user(&DeleteUserRequest::builtin(&name))
+        .await
+        .expect("revoke once nothing depends on the role");
+    assert!(!role_exists(&admin, &name).await);
+}
+
 #[tokio::test]
 async fn failed_creation_is_rejected_and_leaves_no_role() {
     let plugin = admin().await;
@@ -374,6 +425,72 @@ async fn failed_creation_is_rejected_and_leaves_no_role() {
         !message.contains(password.expose()),
         "the password leaked into: {message}"
     );
+    assert!(!role_exists(&admin, &name).await);
+}
+
+/// Creation goes to the server as one query (one round trip): a statement that fails when it
+/// runs, after the role exists, still undoes the whole creation, and leaves the session usable
+/// (the plugin has one connection here, so the next creation runs on the same session); a
+/// statement ending in a `--` comment does not swallow the next one.
+#[tokio::test]
+async fn creation_in_one_query_is_all_or_nothing_and_leaves_the_session_clean() {
+    let plugin = connect(ConnectionSettings {
+        max_open_connections: 1,
+        ..settings(&admin_url())
+    })
+    .await
+    .expect("connect");
+    let admin = admin_client().await;
+    let options = RoleOptions::new();
+    let name = unique_name("halfway");
+    let password = generate_password(32);
+    let statements = vec![
+        r#"CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'"#
+            .to_owned(),
+        r#"GRANT "lessor_no_such_role_ever" TO "{{name}}""#.to_owned(),
+    ];
+    let err = plugin
+        .create_user(&NewUserRequest {
+            username: &name,
+            password: &password,
+            password_strength: lessor_plugin::PasswordStrength::Unguessable,
+            expiration: in_one_hour(),
+            statements: &statements,
+            options: &options,
+            database: None,
+        })
+        .await
+        .expect_err("granting a missing role must fail creation");
+    assert!(
+        err.to_string().contains("lessor_no_such_role_ever"),
+        "the server's reason is kept: {err}"
+    );
+    assert!(
+        !role_exists(&admin, &name).await,
+        "the failed creation left its role behind"
+    );
+
+    let commented = vec![
+        r#"CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' -- made by the test"#
+            .to_owned(),
+        r#"GRANT pg_read_all_data TO "{{name}}""#.to_owned(),
+    ];
+    create(&plugin, &name, &password, in_one_hour(), &commented).await;
+    let granted: bool = admin
+        .query_one(
+            "SELECT pg_has_role($1::text, 'pg_read_all_data', 'MEMBER')",
+            &[&name],
+        )
+        .await
+        .expect("pg_has_role")
+        .get(0);
+    assert!(granted, "the statement after the comment did not run");
+    let user = login(&name, &password).await.expect("the new login works");
+    drop(user);
+    plugin
+        .delete_user(&DeleteUserRequest::builtin(&name))
+        .await
+        .expect("revoke");
     assert!(!role_exists(&admin, &name).await);
 }
 
