@@ -1139,6 +1139,25 @@ mod tests {
         store
     }
 
+    /// SQLite's plan for `sql` with `values` bound: the `detail` of each step (the index and the
+    /// constraints it uses), joined with "; ".
+    async fn query_plan(store: &Store, sql: &str, values: &[&str]) -> String {
+        use sqlx::Row;
+        let sql = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut query = sqlx::query(&sql);
+        for value in values {
+            query = query.bind(*value);
+        }
+        let steps: Vec<String> = query
+            .fetch_all(store.sqlite_pool().unwrap())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect();
+        steps.join("; ")
+    }
+
     #[tokio::test]
     async fn prefix_queries_match_path_segments_through_the_primary_key() {
         let dir = tempfile::tempdir().unwrap();
@@ -1199,40 +1218,19 @@ mod tests {
             .unwrap();
         assert!(elsewhere.is_empty(), "{elsewhere:?}");
 
-        // The plan's `detail` column names the index and the constraints it uses.
-        use sqlx::Row;
-        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {LIVE_IDS_IN_RANGE}"))
-            .bind("a/")
-            .bind("a0")
-            .bind("")
-            .bind(10)
-            .fetch_all(store.sqlite_pool().unwrap())
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get::<String, _>("detail"))
-            .collect();
-        let plan = plan.join("; ");
+        let plan = query_plan(&store, LIVE_IDS_IN_RANGE, &["a/", "a0", "", "10"]).await;
         assert!(
             plan.contains("sqlite_autoindex_leases_1") && plan.contains("id>? AND id<?"),
             "not a primary-key range scan: {plan}"
         );
         eprintln!("plan: {plan}");
         // One owner's leases come from the owner index, not a scan of every lease in the range.
-        let plan: Vec<String> =
-            sqlx::query(&format!("EXPLAIN QUERY PLAN {LIVE_IDS_OF_OWNER_IN_RANGE}"))
-                .bind("a/")
-                .bind("a0")
-                .bind("")
-                .bind(10)
-                .bind("someone")
-                .fetch_all(store.sqlite_pool().unwrap())
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.get::<String, _>("detail"))
-                .collect();
-        let plan = plan.join("; ");
+        let plan = query_plan(
+            &store,
+            LIVE_IDS_OF_OWNER_IN_RANGE,
+            &["a/", "a0", "", "10", "someone"],
+        )
+        .await;
         assert!(
             plan.contains("leases_owner_display_name"),
             "not through the owner index: {plan}"
@@ -1282,20 +1280,7 @@ mod tests {
             assert_eq!(state, expected, "{id}");
         }
 
-        use sqlx::Row;
-        let plan: Vec<String> = sqlx::query(&format!(
-            "EXPLAIN QUERY PLAN {}",
-            forget_issued_users_sql("$1, $2")
-        ))
-        .bind(ids[0])
-        .bind(ids[1])
-        .fetch_all(store.sqlite_pool().unwrap())
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get::<String, _>("detail"))
-        .collect();
-        let plan = plan.join("; ");
+        let plan = query_plan(&store, &forget_issued_users_sql("$1, $2"), &ids[..2]).await;
         assert!(
             plan.contains("SEARCH issued_users USING INDEX sqlite_autoindex_issued_users_1")
                 && !plan.contains("SCAN"),

@@ -145,6 +145,19 @@ async fn create(
     expiration: DateTime<Utc>,
     statements: &[String],
 ) {
+    try_create(plugin, username, password, expiration, statements)
+        .await
+        .unwrap_or_else(|err| panic!("create_user({username}) failed: {err}"));
+}
+
+/// [`create`], answering the plugin's error instead of failing the test.
+async fn try_create(
+    plugin: &PostgresPlugin,
+    username: &str,
+    password: &Secret,
+    expiration: DateTime<Utc>,
+    statements: &[String],
+) -> Result<(), PluginError> {
     let options = RoleOptions::new();
     plugin
         .create_user(&NewUserRequest {
@@ -157,7 +170,6 @@ async fn create(
             database: None,
         })
         .await
-        .unwrap_or_else(|err| panic!("create_user({username}) failed: {err}"));
 }
 
 /// Guards against a server that trusts every login, where none of the refusals below would mean
@@ -376,25 +388,17 @@ async fn revocation_of_a_role_owning_objects_elsewhere_is_refused_naming_the_dat
 async fn failed_creation_is_rejected_and_leaves_no_role() {
     let plugin = admin().await;
     let admin = admin_client().await;
-    let options = RoleOptions::new();
 
-    // The second statement fails after the first created the role: the transaction undoes it.
+    // The second statement is not SQL: nothing of the creation may remain. (The server parses
+    // the whole query before running any of it; a statement failing as it runs is the next
+    // test's.)
     let name = unique_name("broken");
     let password = generate_password(32);
     let statements = vec![
         r#"CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}';"#.to_owned(),
         "THIS IS NOT SQL".to_owned(),
     ];
-    let err = plugin
-        .create_user(&NewUserRequest {
-            username: &name,
-            password: &password,
-            password_strength: lessor_plugin::PasswordStrength::Unguessable,
-            expiration: in_one_hour(),
-            statements: &statements,
-            options: &options,
-            database: None,
-        })
+    let err = try_create(&plugin, &name, &password, in_one_hour(), &statements)
         .await
         .expect_err("a syntax error must fail creation");
     assert!(matches!(err, PluginError::Rejected(_)), "{err:?}");
@@ -406,16 +410,7 @@ async fn failed_creation_is_rejected_and_leaves_no_role() {
 
     // A syntax error right at the password makes the server quote it; it must not reach the error.
     let statements = vec![r#"CREATE ROLE "{{name}}" LOGIN '{{password}}'"#.to_owned()];
-    let err = plugin
-        .create_user(&NewUserRequest {
-            username: &name,
-            password: &password,
-            password_strength: lessor_plugin::PasswordStrength::Unguessable,
-            expiration: in_one_hour(),
-            statements: &statements,
-            options: &options,
-            database: None,
-        })
+    let err = try_create(&plugin, &name, &password, in_one_hour(), &statements)
         .await
         .expect_err("a syntax error must fail creation");
     let message = err.to_string();
@@ -441,7 +436,6 @@ async fn creation_in_one_query_is_all_or_nothing_and_leaves_the_session_clean() 
     .await
     .expect("connect");
     let admin = admin_client().await;
-    let options = RoleOptions::new();
     let name = unique_name("halfway");
     let password = generate_password(32);
     let statements = vec![
@@ -449,16 +443,7 @@ async fn creation_in_one_query_is_all_or_nothing_and_leaves_the_session_clean() 
             .to_owned(),
         r#"GRANT "lessor_no_such_role_ever" TO "{{name}}""#.to_owned(),
     ];
-    let err = plugin
-        .create_user(&NewUserRequest {
-            username: &name,
-            password: &password,
-            password_strength: lessor_plugin::PasswordStrength::Unguessable,
-            expiration: in_one_hour(),
-            statements: &statements,
-            options: &options,
-            database: None,
-        })
+    let err = try_create(&plugin, &name, &password, in_one_hour(), &statements)
         .await
         .expect_err("granting a missing role must fail creation");
     assert!(
