@@ -255,14 +255,7 @@ async fn dynamic_credentials_with_one_iteration_log_in_and_carry_only_the_verifi
         "a password one character off is refused"
     );
 
-    let (status, body) = server
-        .call(
-            "PUT",
-            "sys/leases/revoke",
-            Some(json!({ "lease_id": lease })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    server.revoke_lease(&lease).await;
     assert!(
         !pg_role_exists(&admin, &user).await,
         "revoked: the user is gone"
@@ -272,14 +265,12 @@ async fn dynamic_credentials_with_one_iteration_log_in_and_carry_only_the_verifi
     // A password policy whose passwords can be guessed (20 characters of 62: about 115 bits)
     // gets PostgreSQL's full 4,096 iterations, whatever the connection says.
     let policy = unique("weak");
-    let (status, body) = server
-        .call(
-            "POST",
-            &format!("sys/policies/password/{policy}"),
-            Some(json!({ "policy": "length = 20\nrule \"charset\" { charset = \"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789\" }" })),
+    server
+        .write_password_policy(
+            &policy,
+            "length = 20\nrule \"charset\" { charset = \"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789\" }",
         )
         .await;
-    assert!(status.is_success(), "{body}");
     let (status, body) = server
         .call(
             "POST",

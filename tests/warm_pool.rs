@@ -155,14 +155,7 @@ async fn a_credential_from_the_pool_logs_in_and_is_refused_after_revocation() {
     // The pool refills in the background.
     wait_until_ready(&server, &role, 3).await;
 
-    let (status, _) = server
-        .call(
-            "PUT",
-            "sys/leases/revoke",
-            Some(json!({ "lease_id": lease_id })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    server.revoke_lease(&lease_id).await;
     assert!(pg_login(&username, &password).await.is_err());
     assert!(!pg_role_exists(&admin, &username).await);
 
@@ -522,23 +515,15 @@ async fn rewriting_a_password_policy_drains_the_pools_that_generate_by_it() {
     let policy = unique("ppol");
     let server = TestServer::start().await;
     let admin = pg_admin().await;
-    let write_policy = |length: u32, charset: &'static str| {
-        let server = &server;
-        let policy = &policy;
-        async move {
-            let text =
-                format!("length = {length}\nrule \"charset\" {{\n  charset = \"{charset}\"\n}}\n");
-            let (status, body) = server
-                .call(
-                    "POST",
-                    &format!("sys/policies/password/{policy}"),
-                    Some(json!({ "policy": text })),
-                )
-                .await;
-            assert!(status.is_success(), "{status} {body}");
-        }
+    let policy_text = |length: u32, charset: &str| {
+        format!("length = {length}\nrule \"charset\" {{\n  charset = \"{charset}\"\n}}\n")
     };
-    write_policy(24, "abcdefghijklmnopqrstuvwxyz0123456789").await;
+    server
+        .write_password_policy(
+            &policy,
+            &policy_text(24, "abcdefghijklmnopqrstuvwxyz0123456789"),
+        )
+        .await;
     server
         .add_connection(
             "pgpol",
@@ -557,7 +542,9 @@ async fn rewriting_a_password_policy_drains_the_pools_that_generate_by_it() {
     assert_eq!(before.len(), 2);
 
     const UPPER: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    write_policy(40, UPPER).await;
+    server
+        .write_password_policy(&policy, &policy_text(40, UPPER))
+        .await;
     for name in &before {
         assert!(!pg_role_exists(&admin, name).await, "{name} was dropped");
     }
@@ -578,14 +565,7 @@ async fn rewriting_a_password_policy_drains_the_pools_that_generate_by_it() {
     pg_login(&username, &password)
         .await
         .expect("the login works");
-    let (status, body) = server
-        .call(
-            "PUT",
-            "sys/leases/revoke",
-            Some(json!({ "lease_id": lease })),
-        )
-        .await;
-    assert!(status.is_success(), "{status} {body}");
+    server.revoke_lease(&lease).await;
     assert!(pg_login(&username, &password).await.is_err());
     assert!(!pg_role_exists(&admin, &username).await);
     stop_and_check_nothing_left(server, &role).await;
@@ -739,14 +719,7 @@ mod mariadb {
         mysql_login(&username, &password)
             .await
             .expect("a credential from the pool logs in");
-        let (status, _) = server
-            .call(
-                "PUT",
-                "sys/leases/revoke",
-                Some(json!({ "lease_id": lease_id })),
-            )
-            .await;
-        assert_eq!(status, StatusCode::NO_CONTENT);
+        server.revoke_lease(&lease_id).await;
         assert!(mysql_login(&username, &password).await.is_err());
         assert!(!mysql_users(&prefix).await.contains(&username));
         server.stop().await;

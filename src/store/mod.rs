@@ -28,7 +28,9 @@
 //! written once, in SQL both engines run (`$1` placeholders, `ON CONFLICT`, `RETURNING`,
 //! `TRUE`/`FALSE`), and [`with_pool!`] compiles it for each. The engines differ only where the
 //! SQL must (claims take `FOR UPDATE SKIP LOCKED` on PostgreSQL), and one test suite
-//! (`tests/store_suite.rs`) runs against both.
+//! (`tests/store_suite.rs`) runs against both. One part runs the shared texts another way: on
+//! SQLite, the hot path's lease writes are bound through rusqlite on a thread of their own
+//! (`writer.rs`).
 //!
 //! Sealing happens above (callers pass sealed strings, in fields named `*_sealed`), and no query
 //! loads all leases: the reaper asks for what is due, in batches, through the `leases_due` index.

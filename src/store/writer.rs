@@ -401,26 +401,28 @@ fn sqlite_error(error: rusqlite::Error) -> Error {
     Error::Store(error.to_string())
 }
 
-/// Runs `sql` on `transaction` with `values` bound to `$1`, `$2`, ... (the numbered placeholders
-/// the SQL texts share with PostgreSQL; SQLite numbers named parameters by first appearance, so
-/// each is bound by its name), ready to run.
+/// Prepares `sql` on `transaction` with `values` bound to `$1`, `$2`, ... (the numbered
+/// placeholders the SQL texts share with PostgreSQL). SQLite numbers named parameters by first
+/// appearance (`$22` may come after `$23`) and gives a repeated one a single index, so each index
+/// is bound by the number in its name. Every value must have its placeholder and every
+/// placeholder its value.
 fn run_numbered<'t>(
     transaction: &'t rusqlite::Transaction<'_>,
     sql: &str,
     values: &[&dyn rusqlite::ToSql],
 ) -> rusqlite::Result<rusqlite::CachedStatement<'t>> {
     let mut statement = transaction.prepare_cached(sql)?;
-    if statement.parameter_count() != values.len() {
-        return Err(rusqlite::Error::InvalidParameterCount(
-            values.len(),
-            statement.parameter_count(),
-        ));
+    let count = statement.parameter_count();
+    if count != values.len() {
+        return Err(rusqlite::Error::InvalidParameterCount(values.len(), count));
     }
-    for (number, value) in values.iter().enumerate() {
-        let name = format!("${}", number + 1);
-        let index = statement
-            .parameter_index(&name)?
-            .ok_or(rusqlite::Error::InvalidParameterName(name))?;
+    for index in 1..=count {
+        let name = statement.parameter_name(index).unwrap_or_default();
+        let value = name
+            .strip_prefix('$')
+            .and_then(|number| number.parse::<usize>().ok())
+            .and_then(|number| values.get(number.checked_sub(1)?))
+            .ok_or_else(|| rusqlite::Error::InvalidParameterName(name.to_owned()))?;
         statement.raw_bind_parameter(index, value)?;
     }
     Ok(statement)

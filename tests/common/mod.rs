@@ -142,6 +142,37 @@ impl Api {
         .await;
     }
 
+    /// Writes the password policy `name` (its HCL `text`) and asserts it was accepted.
+    pub async fn write_password_policy(&self, name: &str, text: &str) {
+        let (status, answer) = self
+            .call(
+                "POST",
+                &format!("sys/policies/password/{name}"),
+                Some(json!({ "policy": text })),
+            )
+            .await;
+        assert!(
+            status.is_success(),
+            "password policy {name} refused: {status} {answer}"
+        );
+    }
+
+    /// Revokes the lease `lease_id` (`PUT sys/leases/revoke`) and asserts Vault's answer, 204.
+    pub async fn revoke_lease(&self, lease_id: &str) {
+        let (status, answer) = self
+            .call(
+                "PUT",
+                "sys/leases/revoke",
+                Some(json!({ "lease_id": lease_id })),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::NO_CONTENT,
+            "revoking {lease_id}: {answer}"
+        );
+    }
+
     /// Writes a role and asserts it was accepted.
     pub async fn write_role(&self, name: &str, body: Value) {
         let (status, answer) = self
