@@ -37,7 +37,7 @@ use crate::error::Error;
 use crate::store::{DueLease, LeaseStore, StoreKind};
 
 /// How many due leases one pass takes from the store (beyond those already being revoked).
-const BATCH: i64 = 64;
+pub const BATCH: i64 = 64;
 /// Concurrent revocation batches on one connection, so the reaper cannot exhaust a target's connections.
 pub const PER_CONNECTION: usize = 4;
 /// Revocations handed out and not yet finished, across connections; past this the reaper waits.
