@@ -9,7 +9,7 @@ use mysql_async::{Conn, Opts, OptsBuilder};
 
 use crate::{create_on, error, render_creation, revoke_on, sql, user_hosts, CreationFailure};
 
-/// Users whose names match a `LIKE` pattern made by [`sql::like_prefix`].
+/// Users whose names match a `LIKE` pattern made by [`lessor_plugin::like_prefix`].
 const USERS_LIKE: &str =
     "SELECT DISTINCT User FROM mysql.user WHERE User LIKE ? ESCAPE '!' ORDER BY User";
 
@@ -83,7 +83,7 @@ impl DirectSession for MySqlDirect {
     async fn users_with_prefix(&mut self, prefix: &str) -> Result<Vec<String>, PluginError> {
         let mut users: Vec<String> = self
             .conn
-            .exec(USERS_LIKE, (sql::like_prefix(prefix),))
+            .exec(USERS_LIKE, (lessor_plugin::like_prefix(prefix),))
             .await
             .map_err(|e| error::classify(&e, "listing users", None))?;
         // LIKE follows the column's collation; the exact prefix test keeps the contract exact.
@@ -94,7 +94,7 @@ impl DirectSession for MySqlDirect {
     async fn count_users_with_prefix(&mut self, prefix: &str) -> Result<usize, PluginError> {
         let count: Option<u64> = self
             .conn
-            .exec_first(COUNT_USERS_LIKE, (sql::like_prefix(prefix),))
+            .exec_first(COUNT_USERS_LIKE, (lessor_plugin::like_prefix(prefix),))
             .await
             .map_err(|e| error::classify(&e, "counting users", None))?;
         Ok(usize::try_from(count.unwrap_or_default()).unwrap_or(usize::MAX))

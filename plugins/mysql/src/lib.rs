@@ -851,7 +851,7 @@ impl DatabasePlugin for MySqlPlugin {
         let users: Result<Vec<String>, _> = conn
             .exec(
                 "SELECT DISTINCT User FROM mysql.user WHERE User LIKE ? ESCAPE '!' ORDER BY User",
-                (sql::like_prefix(prefix),),
+                (lessor_plugin::like_prefix(prefix),),
             )
             .await;
         conn.release();

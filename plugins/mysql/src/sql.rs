@@ -103,20 +103,6 @@ pub fn database_ident(name: &str) -> Result<String, PluginError> {
     Ok(format!("`{name}`"))
 }
 
-/// Escapes `%`, `_` and the escape character itself for a `LIKE ... ESCAPE '!'` pattern. `!` is
-/// the escape character rather than `\` so the pattern means the same under `NO_BACKSLASH_ESCAPES`.
-pub fn like_prefix(prefix: &str) -> String {
-    let mut out = String::with_capacity(prefix.len() + 1);
-    for c in prefix.chars() {
-        if matches!(c, '!' | '%' | '_') {
-            out.push('!');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
-}
-
 /// The longest username the server accepts, from its `VERSION()` string: 80 on MariaDB (10.0
 /// and later), 32 on MySQL 5.7 and later (and servers that claim MySQL compatibility, such as
 /// Aurora), 16 on older MySQL.
@@ -174,13 +160,6 @@ mod tests {
         for bad in ["a'b", "a\\b", "a b"] {
             assert!(check_server_host(bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn like_prefix_escapes_wildcards() {
-        assert_eq!(like_prefix("v-app_"), "v-app!_%");
-        assert_eq!(like_prefix("50%!"), "50!%!!%");
-        assert_eq!(like_prefix(""), "%");
     }
 
     #[test]

@@ -625,6 +625,22 @@ pub fn check_username_len(username: &str, limit: usize) -> Result<(), PluginErro
     Ok(())
 }
 
+/// The pattern for `LIKE ... ESCAPE '!'` that matches the names starting with `prefix`: `%`, `_`
+/// and `!` itself escaped, then `%`. `!` rather than `\` so that the pattern means the same
+/// under MySQL's `NO_BACKSLASH_ESCAPES`. A prefix `LIKE`, unlike PostgreSQL's `starts_with`, is
+/// an index range on both engines: a role catalog grown large by churn is not read whole.
+pub fn like_prefix(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '!' | '%' | '_') {
+            out.push('!');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
 /// Percent-encodes a username or password for the user part of a URL, so that a password with
 /// `@`, `:` or `/` cannot change what the URL means. The rule of URL-form connection strings;
 /// engines whose drivers read other forms have their own rules.
@@ -689,6 +705,13 @@ fn verbatim(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn like_prefix_escapes_wildcards() {
+        assert_eq!(like_prefix("v-app_"), "v-app!_%");
+        assert_eq!(like_prefix("50%!"), "50!%!!%");
+        assert_eq!(like_prefix(""), "%");
+    }
 
     #[test]
     fn secret_debug_and_display_are_redacted() {

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// [`LIST_USERS`]' count.
-const COUNT_USERS: &str = "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, $1)";
+const COUNT_USERS: &str = "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1 ESCAPE '!'";
 
 /// One admin connection used the way a hand-written script would.
 pub struct PostgresDirect {
@@ -111,7 +111,7 @@ impl DirectSession for PostgresDirect {
     async fn users_with_prefix(&mut self, prefix: &str) -> Result<Vec<String>, PluginError> {
         let rows = self
             .client
-            .query(LIST_USERS, &[&prefix])
+            .query(LIST_USERS, &[&lessor_plugin::like_prefix(prefix)])
             .await
             .map_err(|e| classify(&e, &[]))?;
         Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect())
@@ -120,7 +120,7 @@ impl DirectSession for PostgresDirect {
     async fn count_users_with_prefix(&mut self, prefix: &str) -> Result<usize, PluginError> {
         let row = self
             .client
-            .query_one(COUNT_USERS, &[&prefix])
+            .query_one(COUNT_USERS, &[&lessor_plugin::like_prefix(prefix)])
             .await
             .map_err(|e| classify(&e, &[]))?;
         Ok(usize::try_from(row.get::<_, i64>(0)).unwrap_or_default())
