@@ -627,8 +627,9 @@ pub fn check_username_len(username: &str, limit: usize) -> Result<(), PluginErro
 
 /// The pattern for `LIKE ... ESCAPE '!'` that matches the names starting with `prefix`: `%`, `_`
 /// and `!` itself escaped, then `%`. `!` rather than `\` so that the pattern means the same
-/// under MySQL's `NO_BACKSLASH_ESCAPES`. A prefix `LIKE`, unlike PostgreSQL's `starts_with`, is
-/// an index range on both engines: a role catalog grown large by churn is not read whole.
+/// under MySQL's `NO_BACKSLASH_ESCAPES`. On PostgreSQL a prefix `LIKE`, unlike `starts_with`,
+/// reads a range of the role name index, so a role catalog grown large by churn is not read whole
+/// (MySQL's user table is keyed by host first, so there it filters either way).
 pub fn like_prefix(prefix: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + 1);
     for c in prefix.chars() {
