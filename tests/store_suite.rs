@@ -1403,3 +1403,89 @@ async fn an_in_memory_sqlite_store_is_refused() {
         }
     }
 }
+
+/// A lease write that finds the SQLite store's write lock held by another connection (the
+/// pool's: the reaper's claims, catalog writes) waits for it without stalling the caller's
+/// runtime (the writer waits on a thread of its own), and lands once the lock is let go; a lock
+/// held past the store's busy timeout fails the write with SQLite's own error, and nothing of it
+/// is written.
+#[tokio::test(flavor = "current_thread")]
+async fn sqlite_lease_writes_wait_for_another_connections_write_lock() {
+    use sqlx::{ConnectOptions, Connection as _};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lessor.db");
+    let store = Store::open(&path.display().to_string()).await.unwrap();
+    store.upsert_connection(&connection("db")).await.unwrap();
+    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+
+    // Held for 300 ms: the write waits, and this single-threaded runtime keeps running other
+    // tasks meanwhile (a write that slept in SQLite's busy handler would stall it).
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .insert_lease(&lease(
+                    "database/creds/r/waits",
+                    LeaseState::Creating,
+                    1_000,
+                ))
+                .await
+        }
+    });
+    let ticking = std::time::Instant::now();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        ticking.elapsed() < Duration::from_secs(2),
+        "the runtime kept running while the write waited ({:?} for 300 ms of ticks)",
+        ticking.elapsed()
+    );
+    assert!(!waiting.is_finished(), "the write waits for the lock");
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    waiting
+        .await
+        .unwrap()
+        .expect("the write lands once the lock is free");
+    assert!(store
+        .get_lease("database/creds/r/waits")
+        .await
+        .unwrap()
+        .is_some());
+
+    // Held past the busy timeout (5 s): the write fails, and its lease is not there.
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let refused = store
+        .insert_lease(&lease(
+            "database/creds/r/gives-up",
+            LeaseState::Creating,
+            1_000,
+        ))
+        .await;
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    let error = refused.expect_err("a write waiting past the busy timeout fails");
+    assert!(
+        error.to_string().contains("locked"),
+        "the error names the lock: {error}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    assert!(store
+        .get_lease("database/creds/r/gives-up")
+        .await
+        .unwrap()
+        .is_none());
+    other.close().await.unwrap();
+    store.close().await;
+}
