@@ -26,6 +26,7 @@ use lessor_plugin::{
 use tokio::sync::RwLock;
 
 use crate::error::{Error, Result};
+use crate::revocation_group::{BatchRevoker, RevocationGroup};
 use crate::seal::Sealer;
 use crate::store::{CatalogStore, Connection, Store};
 
@@ -77,38 +78,94 @@ impl Default for TargetDeadlines {
     }
 }
 
-/// A plugin instance whose every call is bounded by the operation deadline. The engines make
-/// their own sessions safe to abandon (a pooled connection dropped mid-call is closed, not
-/// reused), so the timeout may drop a call at any point.
+/// A plugin instance as the rest of Lessor sees it: every call bounded by the operation deadline,
+/// and concurrent revocations with the built-in statements grouped into batches
+/// ([`crate::revocation_group`]). The engines make their own sessions safe to abandon (a pooled
+/// connection dropped mid-call is closed, not reused), so the timeout may drop a call at any point.
 struct Deadlined {
     inner: Arc<dyn DatabasePlugin>,
     /// The connection's name, so that a timeout says which database stalled.
     connection: String,
     limit: Duration,
+    revocations: RevocationGroup,
+    /// `delete_users` on `inner` under the deadline, for the revocation group's batches.
+    revoke_batch: BatchRevoker,
 }
 
 impl Deadlined {
+    fn new(inner: Arc<dyn DatabasePlugin>, connection: &str, limit: Duration) -> Self {
+        let revoke_batch: BatchRevoker = {
+            let inner = inner.clone();
+            let connection = connection.to_owned();
+            Arc::new(move |usernames: Vec<String>| {
+                let inner = inner.clone();
+                let connection = connection.clone();
+                Box::pin(async move {
+                    let requests: Vec<DeleteUserRequest<'_>> = usernames
+                        .iter()
+                        .map(|username| DeleteUserRequest::builtin(username))
+                        .collect();
+                    delete_users_within(&*inner, &connection, limit, &requests).await
+                })
+            })
+        };
+        Self {
+            inner,
+            connection: connection.to_owned(),
+            limit,
+            revocations: RevocationGroup::default(),
+            revoke_batch,
+        }
+    }
+
     async fn bounded<T>(
         &self,
         operation: &'static str,
         call: impl Future<Output = Result<T, PluginError>>,
     ) -> Result<T, PluginError> {
-        match tokio::time::timeout(self.limit, call).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!(
-                    connection = %self.connection,
-                    operation,
-                    limit_ms = self.limit.as_millis() as u64,
-                    "the target database did not answer in time"
-                );
-                Err(PluginError::Unavailable(format!(
-                    "connection {} did not answer within {} ({operation}); the database may be stalled or overloaded",
-                    self.connection,
-                    humantime::format_duration(self.limit)
-                )))
-            }
+        within(&self.connection, self.limit, operation, call).await
+    }
+}
+
+/// `call` unless it takes longer than `limit`; then a transient error naming the connection.
+async fn within<T>(
+    connection: &str,
+    limit: Duration,
+    operation: &'static str,
+    call: impl Future<Output = Result<T, PluginError>>,
+) -> Result<T, PluginError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                connection = %connection,
+                operation,
+                limit_ms = limit.as_millis() as u64,
+                "the target database did not answer in time"
+            );
+            Err(PluginError::Unavailable(format!(
+                "connection {connection} did not answer within {} ({operation}); the database may be stalled or overloaded",
+                humantime::format_duration(limit)
+            )))
         }
+    }
+}
+
+/// `delete_users` with the whole batch under one deadline: each of its steps is one round trip
+/// for all users. A timeout fails every request of the batch.
+async fn delete_users_within(
+    plugin: &dyn DatabasePlugin,
+    connection: &str,
+    limit: Duration,
+    requests: &[DeleteUserRequest<'_>],
+) -> Vec<Result<(), PluginError>> {
+    let all = async { Ok(plugin.delete_users(requests).await) };
+    match within(connection, limit, "delete_users", all).await {
+        Ok(outcomes) => outcomes,
+        Err(timeout) => requests
+            .iter()
+            .map(|_| Err(PluginError::Unavailable(timeout.to_string())))
+            .collect(),
     }
 }
 
@@ -181,24 +238,36 @@ impl DatabasePlugin for Deadlined {
             .await
     }
 
+    /// A revocation with the built-in statements joins the connection's next batch (see
+    /// [`crate::revocation_group`]) where the engine batches; any other runs alone.
     async fn delete_user(&self, request: &DeleteUserRequest<'_>) -> Result<(), PluginError> {
+        if self.inner.batches_deletes()
+            && request.statements.is_empty()
+            && request.database.is_none()
+        {
+            // The caller's wait is bounded too, batches ahead of its own included; its batch,
+            // on a task of its own, still runs to its end.
+            return self
+                .bounded(
+                    "delete_user",
+                    self.revocations
+                        .revoke(request.username, &self.revoke_batch),
+                )
+                .await;
+        }
         self.bounded("delete_user", self.inner.delete_user(request))
             .await
     }
 
-    /// The whole batch under one deadline: each of its steps is one round trip for all users.
+    fn batches_deletes(&self) -> bool {
+        self.inner.batches_deletes()
+    }
+
     async fn delete_users(
         &self,
         requests: &[DeleteUserRequest<'_>],
     ) -> Vec<Result<(), PluginError>> {
-        let all = async { Ok(self.inner.delete_users(requests).await) };
-        match self.bounded("delete_users", all).await {
-            Ok(outcomes) => outcomes,
-            Err(timeout) => requests
-                .iter()
-                .map(|_| Err(PluginError::Unavailable(timeout.to_string())))
-                .collect(),
-        }
+        delete_users_within(&*self.inner, &self.connection, self.limit, requests).await
     }
 
     async fn check_login(&self, username: &str, password: &Secret) -> Result<(), PluginError> {
@@ -300,11 +369,11 @@ impl Engines {
         settings: ConnectionSettings,
     ) -> Result<Arc<dyn DatabasePlugin>, PluginError> {
         let inner = (engine.connect)(settings).await?;
-        Ok(Arc::new(Deadlined {
+        Ok(Arc::new(Deadlined::new(
             inner,
-            connection: name.to_owned(),
-            limit: self.deadlines.operation,
-        }))
+            name,
+            self.deadlines.operation,
+        )))
     }
 
     /// Settings for a connection being written (before it is stored): what the operator wrote,

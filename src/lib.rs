@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod names;
 pub mod password_policy;
 pub mod replica;
+pub mod revocation_group;
 pub mod rotation;
 pub mod seal;
 pub mod store;

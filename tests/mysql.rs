@@ -270,3 +270,51 @@ async fn bad_input_is_refused_with_400_and_nothing_runs_on_mariadb() {
         .expect("the role was not changed by refused writes");
     server.revoke_everything().await;
 }
+
+/// Revocations in flight together on one connection go as batches (src/revocation_group.rs), and
+/// each still answers only once its own user is locked out, its sessions killed and the account
+/// dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_revocations_go_as_batches_and_each_ends_its_own_user() {
+    let role = unique("mygroup");
+    let server = server_with_role(&role, json!({})).await;
+    let mut issued = Vec::new();
+    for _ in 0..16 {
+        issued.push(server.creds(&role).await);
+    }
+    let mut sessions = Vec::new();
+    for (_, username, password) in &issued {
+        sessions.push(
+            mysql_login(username, password)
+                .await
+                .expect("issued login works"),
+        );
+    }
+    let revocations = issued.iter().map(|(lease_id, _, _)| {
+        server.call(
+            "PUT",
+            "sys/leases/revoke",
+            Some(json!({ "lease_id": lease_id })),
+        )
+    });
+    for (status, answer) in futures::future::join_all(revocations).await {
+        assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
+    }
+    for (session, (_, username, password)) in sessions.iter_mut().zip(&issued) {
+        assert!(
+            session.query_drop("SELECT 1").await.is_err(),
+            "the session of {username} was killed"
+        );
+        assert!(mysql_login(username, password).await.is_err());
+        assert!(!mysql_user_exists(username).await, "{username} is dropped");
+    }
+    assert!(
+        server
+            .logs
+            .text()
+            .contains("concurrent revocations go as one batch"),
+        "sixteen revocations at once, two batches at a time: some went together"
+    );
+    let passwords: Vec<&str> = issued.iter().map(|(_, _, p)| p.as_str()).collect();
+    server.assert_logs_free_of(&passwords);
+}

@@ -839,3 +839,56 @@ async fn a_hanging_database_does_not_hold_up_expiry_on_other_connections() {
         .expect("the stuck users are dropped after the database recovers");
     }
 }
+
+/// Revocations in flight together on one connection go as batches (src/revocation_group.rs), and
+/// each still answers only once its own role can no longer log in, its sessions are ended and the
+/// role is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_revocations_go_as_batches_and_each_ends_its_own_role() {
+    assert_postgres_checks_passwords().await;
+    let role = unique("pggroup");
+    let server = server_with_role(&role, json!({})).await;
+    let mut issued = Vec::new();
+    for _ in 0..16 {
+        issued.push(server.creds(&role).await);
+    }
+    let mut sessions = Vec::new();
+    for (_, username, password) in &issued {
+        sessions.push(
+            pg_login(username, password)
+                .await
+                .expect("issued login works"),
+        );
+    }
+    let revocations = issued.iter().map(|(lease_id, _, _)| {
+        server.call(
+            "PUT",
+            "sys/leases/revoke",
+            Some(json!({ "lease_id": lease_id })),
+        )
+    });
+    for (status, answer) in futures::future::join_all(revocations).await {
+        assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
+    }
+    let admin = pg_admin().await;
+    for (session, (_, username, password)) in sessions.iter().zip(&issued) {
+        assert!(
+            session.simple_query("SELECT 1").await.is_err(),
+            "the session of {username} was ended"
+        );
+        assert!(pg_login(username, password).await.is_err());
+        assert!(
+            !pg_role_exists(&admin, username).await,
+            "{username} is dropped"
+        );
+    }
+    assert!(
+        server
+            .logs
+            .text()
+            .contains("concurrent revocations go as one batch"),
+        "sixteen revocations at once, two batches at a time: some went together"
+    );
+    let passwords: Vec<&str> = issued.iter().map(|(_, _, p)| p.as_str()).collect();
+    server.assert_logs_free_of(&passwords);
+}

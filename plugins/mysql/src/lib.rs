@@ -818,6 +818,12 @@ impl DatabasePlugin for MySqlPlugin {
         result
     }
 
+    /// One `ALTER USER`, one `DROP USER` for the whole batch: MariaDB takes its privilege lock once
+    /// per statement.
+    fn batches_deletes(&self) -> bool {
+        true
+    }
+
     /// The users with the default revocation and no database of their own in one batch
     /// ([`revoke_batch_on`]); the rest, and all of them should the batch fail, one by one, so that
     /// a failure is reported for the user it belongs to.

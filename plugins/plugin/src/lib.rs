@@ -513,6 +513,11 @@ pub trait DatabasePlugin: Send + Sync {
     /// that does not exist succeeds.
     async fn delete_user(&self, request: &DeleteUserRequest<'_>) -> Result<(), PluginError>;
 
+    /// Whether [`DatabasePlugin::delete_users`] revokes users with the built-in revocation in
+    /// fewer statements than one by one, so that concurrent revocations gain by waiting for each
+    /// other and going as one batch. No default, so each engine says.
+    fn batches_deletes(&self) -> bool;
+
     /// Deletes several users as [`DatabasePlugin::delete_user`] deletes each, in as few round
     /// trips as the engine can (bulk revocation and the reaper hand over batches); one outcome
     /// per request, in order. No default: an engine says how it batches, or that it does not

@@ -317,6 +317,11 @@ impl DatabasePlugin for RedisPlugin {
         Ok(())
     }
 
+    /// Each user is its own `ACL DELUSER` and session kill; nothing is shared.
+    fn batches_deletes(&self) -> bool {
+        false
+    }
+
     /// One by one: each deletion is already one `MULTI`/`EXEC` round trip.
     async fn delete_users(
         &self,
