@@ -24,12 +24,14 @@ use std::sync::{Arc, Mutex};
 use lessor_plugin::PluginError;
 use tokio::sync::oneshot;
 
-/// Users in one batch at most: the reaper's batch size, which the engines are known to handle.
-pub const MAX_BATCH: usize = 64;
+/// Users in one batch at most: the size of the batches the reaper and revoke-prefix hand the
+/// engines.
+pub const MAX_BATCH: usize = crate::lease::REVOCATION_BATCH;
 
-/// Batches running at once on one connection. Two, not one: while one batch waits on the
-/// database the next can be on the wire, and the callers that came in meanwhile still gather
-/// in the queue behind them.
+/// Batches running at once on one connection. More than one, so that a batch being answered
+/// does not leave the connection idle; not more than two, because a batch wins by holding
+/// the others back: measured against four, two revoked faster on MariaDB at 8 and 32 workers
+/// (docs/benchmarks.md, "Concurrent revocations as one batch").
 pub const RUNNERS: usize = 2;
 
 /// What revokes a batch: the engine's `delete_users` for these usernames, bounded by the
@@ -113,11 +115,10 @@ async fn run_batches(state: Arc<Mutex<Queue>>, revoke_batch: BatchRevoker) {
         let usernames = batch.iter().map(|w| w.username.clone()).collect();
         // On a task of its own, so that a panic in an engine fails this batch's callers with an
         // error instead of taking the runner, and with it the whole queue, down.
-        let outcomes = match tokio::spawn(revoke_batch(usernames)).await {
-            Ok(outcomes) => outcomes,
-            Err(_) => Vec::new(),
-        };
-        let mut outcomes = outcomes.into_iter();
+        let mut outcomes = tokio::spawn(revoke_batch(usernames))
+            .await
+            .unwrap_or_default()
+            .into_iter();
         for waiting in batch {
             let outcome = outcomes.next().unwrap_or_else(|| {
                 Err(PluginError::Unavailable(format!(
