@@ -311,6 +311,29 @@ impl TestServer {
         );
     }
 
+    /// Revokes these leases all at once (every `PUT sys/leases/revoke` in flight together) and
+    /// asserts each answered 204 and that some went to the database as one batch
+    /// (src/revocation_group.rs).
+    pub async fn revoke_all_at_once(&self, issued: &[(String, String, String)]) {
+        let mut revocations = tokio::task::JoinSet::new();
+        for (lease_id, _, _) in issued {
+            let (api, body) = (self.api.clone(), json!({ "lease_id": lease_id }));
+            revocations
+                .spawn(async move { api.call("PUT", "sys/leases/revoke", Some(body)).await });
+        }
+        while let Some(answered) = revocations.join_next().await {
+            let (status, answer) = answered.expect("a revocation task panicked");
+            assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
+        }
+        assert!(
+            self.logs
+                .text()
+                .contains("concurrent revocations go as one batch"),
+            "{} revocations at once, two batches at a time: some went together",
+            issued.len()
+        );
+    }
+
     /// Fails if any of `secrets` appears in the captured log.
     pub fn assert_logs_free_of(&self, secrets: &[&str]) {
         let text = self.logs.text();
