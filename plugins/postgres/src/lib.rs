@@ -90,10 +90,6 @@ const TERMINATE_SESSIONS: &str =
 /// Which of the roles `$1` exist.
 const ROLES_PRESENT: &str = "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)";
 
-/// As [`TERMINATE_SESSIONS`], for all the roles `$1`.
-const TERMINATE_SESSIONS_OF_ANY: &str =
-    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()";
-
 /// As [`HAS_DEPENDENCIES`], for the roles `$1`: those that have any.
 const WITH_DEPENDENCIES: &str = "SELECT r.rolname::text FROM pg_roles r
     WHERE r.rolname = ANY($1) AND EXISTS (
@@ -547,6 +543,16 @@ async fn revoke_existing(
     database: Option<&str>,
 ) -> Result<(), tokio_postgres::Error> {
     let ident = quote_ident(username);
+    let drop_role = format!("DROP ROLE IF EXISTS {ident}");
+
+    if custom.is_empty() && database.is_none() {
+        // The common case, in two round trips.
+        let refused = match revoke_builtin(client, limits, &[username]).await {
+            Err(error) if error.code() == Some(&SqlState::DEPENDENT_OBJECTS_STILL_EXIST) => error,
+            done => return done,
+        };
+        return drop_with_dependencies(client, limits, username, &drop_role, refused).await;
+    }
 
     // Committed on its own first, so no new session can start while we end the current ones.
     let nologin = format!("ALTER ROLE {ident} NOLOGIN");
@@ -563,34 +569,72 @@ async fn revoke_existing(
     if !custom.is_empty() {
         return run_as_one_query(client, limits, custom.iter().map(Secret::expose)).await;
     }
-    let drop_role = format!("DROP ROLE IF EXISTS {ident}");
     let refused = match run_as_one_query(client, limits, [drop_role.as_str()]).await {
         Err(error) if error.code() == Some(&SqlState::DEPENDENT_OBJECTS_STILL_EXIST) => error,
         done => return done,
     };
-    // The role owns objects or holds privileges somewhere. REASSIGN OWNED and DROP OWNED act
-    // only in the database this connection is in (plus shared objects), so they are run only
-    // when that is where the dependencies are; objects or privileges in *other* databases keep
-    // the server's refusal (Rejected, its detail naming the database): such roles need custom
-    // revocation statements or an operator.
+    drop_with_dependencies(client, limits, username, &drop_role, refused).await
+}
+
+/// The built-in revocation of `usernames` (one role, or a batch) in two round trips: `NOLOGIN`
+/// in a transaction of its own, committed before anything else, so that no session can start
+/// again once the sessions are ended; then the roles' sessions ended and the roles dropped in a
+/// second transaction, one simple query. Before, the sessions were ended on their own, with a
+/// parameter, which cost two more round trips (tokio-postgres prepares a statement given as
+/// text, then runs it). `usernames` have passed [`check_username`]; each is written as an
+/// identifier and as a literal. A missing role fails its `ALTER ROLE` ("undefined object"),
+/// and nothing else runs.
+async fn revoke_builtin(
+    client: &tokio_postgres::Client,
+    limits: &[&str],
+    usernames: &[&str],
+) -> Result<(), tokio_postgres::Error> {
+    let idents: Vec<String> = usernames.iter().map(|name| quote_ident(name)).collect();
+    let nologin: Vec<String> = idents
+        .iter()
+        .map(|ident| format!("ALTER ROLE {ident} NOLOGIN"))
+        .collect();
+    run_as_one_query(client, limits, nologin.iter().map(String::as_str)).await?;
+    let literals: Vec<String> = usernames.iter().map(|name| quote_literal(name)).collect();
+    let end_sessions = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename IN ({}) AND pid <> pg_backend_pid()",
+        literals.join(", ")
+    );
+    let drop_roles = format!("DROP ROLE IF EXISTS {}", idents.join(", "));
+    run_as_one_query(client, limits, [end_sessions.as_str(), drop_roles.as_str()]).await
+}
+
+/// After `DROP ROLE` refused (`refused`): the role owns objects or holds privileges somewhere.
+/// REASSIGN OWNED and DROP OWNED act only in the database this connection is in (plus shared
+/// objects), so they are run only when that is where the dependencies are; objects or privileges
+/// in *other* databases keep the server's refusal (Rejected, its detail naming the database):
+/// such roles need custom revocation statements or an operator.
+async fn drop_with_dependencies(
+    client: &mut tokio_postgres::Client,
+    limits: &[&str],
+    username: &str,
+    drop_role: &str,
+    refused: tokio_postgres::Error,
+) -> Result<(), tokio_postgres::Error> {
     let here = client.query_one(HAS_DEPENDENCIES, &[&username]).await?;
     if !here.get::<_, bool>(0) {
         return Err(refused);
     }
+    let ident = quote_ident(username);
     let reassign = format!("REASSIGN OWNED BY {ident} TO CURRENT_USER");
     let drop_owned = format!("DROP OWNED BY {ident}");
     run_as_one_query(
         client,
         limits,
-        [reassign.as_str(), drop_owned.as_str(), drop_role.as_str()],
+        [reassign.as_str(), drop_owned.as_str(), drop_role],
     )
     .await
 }
 
 /// The built-in revocation of several roles at once, in the same steps as [`revoke_existing`]
-/// takes for one (`NOLOGIN` committed first, sessions ended, dependencies reassigned and
-/// dropped, `DROP ROLE`), each step one round trip for all of them. Usernames are checked by the
-/// caller. An error leaves the caller to retry each role alone: every step is safe to repeat.
+/// takes for one: the roles present, then [`revoke_builtin`] for all of them. Only if `DROP ROLE` refuses are the roles' dependencies in this database
+/// reassigned and dropped, and the roles dropped again. Usernames are checked by the caller. An
+/// error leaves the caller to retry each role alone: every step is safe to repeat.
 async fn revoke_batch_on(
     client: &mut tokio_postgres::Client,
     limits: &[&str],
@@ -605,17 +649,11 @@ async fn revoke_batch_on(
     if present.is_empty() {
         return Ok(());
     }
-    let idents: Vec<String> = present.iter().map(|name| quote_ident(name)).collect();
-
-    let nologin: Vec<String> = idents
-        .iter()
-        .map(|ident| format!("ALTER ROLE {ident} NOLOGIN"))
-        .collect();
-    run_as_one_query(client, limits, nologin.iter().map(String::as_str)).await?;
-
-    client
-        .execute(TERMINATE_SESSIONS_OF_ANY, &[&present])
-        .await?;
+    let names: Vec<&str> = present.iter().map(String::as_str).collect();
+    match revoke_builtin(client, limits, &names).await {
+        Err(error) if error.code() == Some(&SqlState::DEPENDENT_OBJECTS_STILL_EXIST) => {}
+        done => return done,
+    }
 
     // A dependency that appears between this look and the drop makes the drop fail, and the
     // caller then revokes each role alone, which looks again.
@@ -625,6 +663,7 @@ async fn revoke_batch_on(
         .iter()
         .map(|row| quote_ident(&row.get::<_, String>(0)))
         .collect();
+    let idents: Vec<String> = present.iter().map(|name| quote_ident(name)).collect();
     let mut steps = Vec::with_capacity(3);
     if !dependent.is_empty() {
         let owners = dependent.join(", ");
@@ -1008,7 +1047,8 @@ impl DatabasePlugin for PostgresPlugin {
         result
     }
 
-    /// Five round trips and one `DROP ROLE` for the whole batch, against three round trips a role.
+    /// The roles present, then two round trips and one `DROP ROLE` for the whole batch, against
+    /// two round trips a role.
     fn batches_deletes(&self) -> bool {
         true
     }

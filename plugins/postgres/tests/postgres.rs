@@ -281,14 +281,15 @@ async fn valid_until_is_always_set_and_renew_moves_it() {
     assert!(matches!(err, PluginError::Rejected(_)), "{err:?}");
 }
 
-#[tokio::test]
-async fn revocation_drops_a_role_that_owns_objects() {
-    let plugin = admin().await;
-    let admin = admin_client().await;
-    let name = unique_name("owner");
+/// A role made through `plugin` that owns a table in schema public; returns the role and the table.
+async fn role_owning_a_table(
+    plugin: &PostgresPlugin,
+    admin: &tokio_postgres::Client,
+    prefix: &str,
+) -> (String, String) {
+    let name = unique_name(prefix);
     let password = generate_password(32);
-    create(&plugin, &name, &password, in_one_hour(), &[]).await;
-
+    create(plugin, &name, &password, in_one_hour(), &[]).await;
     // PostgreSQL 15+ no longer lets PUBLIC create in schema public.
     admin
         .batch_execute(&format!(r#"GRANT CREATE ON SCHEMA public TO "{name}""#))
@@ -299,18 +300,11 @@ async fn revocation_drops_a_role_that_owns_objects() {
     user.batch_execute(&format!(r#"CREATE TABLE public."{table}" (id int)"#))
         .await
         .expect("the user creates a table");
-    drop(user);
+    (name, table)
+}
 
-    plugin
-        .delete_user(&DeleteUserRequest::builtin(&name))
-        .await
-        .expect("revoke of a role owning a table");
-    assert!(
-        !role_exists(&admin, &name).await,
-        "the role must be dropped"
-    );
-
-    // The table was reassigned to the admin, not lost with the role.
+/// The table was reassigned to the admin, not lost with its role; then it is dropped.
+async fn assert_reassigned_then_drop(admin: &tokio_postgres::Client, table: &str) {
     let owner: String = admin
         .query_one(
             "SELECT tableowner::text FROM pg_tables WHERE schemaname = 'public' AND tablename = $1",
@@ -331,6 +325,52 @@ async fn revocation_drops_a_role_that_owns_objects() {
         .batch_execute(&format!(r#"DROP TABLE public."{table}""#))
         .await
         .expect("cleanup");
+}
+
+#[tokio::test]
+async fn revocation_drops_a_role_that_owns_objects() {
+    let plugin = admin().await;
+    let admin = admin_client().await;
+    let (name, table) = role_owning_a_table(&plugin, &admin, "owner").await;
+    plugin
+        .delete_user(&DeleteUserRequest::builtin(&name))
+        .await
+        .expect("revoke of a role owning a table");
+    assert!(
+        !role_exists(&admin, &name).await,
+        "the role must be dropped"
+    );
+    assert_reassigned_then_drop(&admin, &table).await;
+}
+
+/// In a batch, `DROP ROLE` of all of them is refused for the one that owns a table; the batch
+/// then reassigns and drops what that one owns and drops them all, without failing any.
+#[tokio::test]
+async fn batch_revocation_drops_a_role_that_owns_objects_with_the_others() {
+    let plugin = admin().await;
+    let admin = admin_client().await;
+    let (owner, table) = role_owning_a_table(&plugin, &admin, "bowner").await;
+    let plain = unique_name("bplain");
+    let password = generate_password(32);
+    create(&plugin, &plain, &password, in_one_hour(), &[]).await;
+    let session = login(&plain, &password).await.expect("login");
+
+    let requests = [
+        DeleteUserRequest::builtin(&owner),
+        DeleteUserRequest::builtin(&plain),
+    ];
+    for outcome in plugin.delete_users(&requests).await {
+        outcome.expect("each role of the batch is revoked");
+    }
+    for name in [&owner, &plain] {
+        assert!(!role_exists(&admin, name).await, "{name} must be dropped");
+    }
+    assert!(
+        session.simple_query("SELECT 1").await.is_err(),
+        "the session open at revocation was ended"
+    );
+    assert!(login(&plain, &password).await.is_err());
+    assert_reassigned_then_drop(&admin, &table).await;
 }
 
 /// A role that owns objects in *another* database cannot be dropped from this one: the
