@@ -579,11 +579,11 @@ async fn revoke_existing(
 /// The built-in revocation of `usernames` (one role, or a batch) in two round trips: `NOLOGIN`
 /// in a transaction of its own, committed before anything else, so that no session can start
 /// again once the sessions are ended; then the roles' sessions ended and the roles dropped in a
-/// second transaction, one simple query. Before, the sessions were ended on their own, with a
-/// parameter, which cost two more round trips (tokio-postgres prepares a statement given as
-/// text, then runs it). `usernames` have passed [`check_username`]; each is written as an
-/// identifier and as a literal. A missing role fails its `ALTER ROLE` ("undefined object"),
-/// and nothing else runs.
+/// second transaction, one simple query. The usernames go in as literals, not bound parameters,
+/// because a query with parameters costs two round trips of its own (tokio-postgres prepares a
+/// statement given as text, then runs it); they have passed [`check_username`], so they hold
+/// nothing a literal or an identifier could be broken out of. A missing role fails its `ALTER
+/// ROLE` ("undefined object"), and nothing else runs.
 async fn revoke_builtin(
     client: &tokio_postgres::Client,
     limits: &[&str],
@@ -632,9 +632,10 @@ async fn drop_with_dependencies(
 }
 
 /// The built-in revocation of several roles at once, in the same steps as [`revoke_existing`]
-/// takes for one: the roles present, then [`revoke_builtin`] for all of them. Only if `DROP ROLE` refuses are the roles' dependencies in this database
-/// reassigned and dropped, and the roles dropped again. Usernames are checked by the caller. An
-/// error leaves the caller to retry each role alone: every step is safe to repeat.
+/// takes for one: the roles present, then [`revoke_builtin`] for all of them. Only if `DROP
+/// ROLE` refuses are the roles' dependencies in this database reassigned and dropped, and the
+/// roles dropped again. Usernames are checked by the caller. An error leaves the caller to retry
+/// each role alone: every step is safe to repeat.
 async fn revoke_batch_on(
     client: &mut tokio_postgres::Client,
     limits: &[&str],
