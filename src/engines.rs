@@ -241,10 +241,7 @@ impl DatabasePlugin for Deadlined {
     /// A revocation with the built-in statements joins the connection's next batch (see
     /// [`crate::revocation_group`]) where the engine batches; any other runs alone.
     async fn delete_user(&self, request: &DeleteUserRequest<'_>) -> Result<(), PluginError> {
-        if self.inner.batches_deletes()
-            && request.statements.is_empty()
-            && request.database.is_none()
-        {
+        if self.inner.batches_deletes() && request.is_builtin() {
             // The caller's wait is bounded too, batches ahead of its own included; its batch,
             // on a task of its own, still runs to its end.
             return self

@@ -26,13 +26,13 @@ use tokio::sync::oneshot;
 
 /// Users in one batch at most: the size of the batches the reaper and revoke-prefix hand the
 /// engines.
-pub const MAX_BATCH: usize = crate::lease::REVOCATION_BATCH;
+const MAX_BATCH: usize = crate::lease::REVOCATION_BATCH;
 
 /// Batches running at once on one connection. More than one, so that a batch being answered
 /// does not leave the connection idle; not more than two, because a batch wins by holding
 /// the others back: measured against four, two revoked faster on MariaDB at 8 and 32 workers
 /// (docs/benchmarks.md, "Concurrent revocations as one batch").
-pub const RUNNERS: usize = 2;
+const RUNNERS: usize = 2;
 
 /// What revokes a batch: the engine's `delete_users` for these usernames, bounded by the
 /// connection's deadline, one outcome per username in order.

@@ -848,10 +848,7 @@ async fn concurrent_revocations_go_as_batches_and_each_ends_its_own_role() {
     assert_postgres_checks_passwords().await;
     let role = unique("pggroup");
     let server = server_with_role(&role, json!({})).await;
-    let mut issued = Vec::new();
-    for _ in 0..16 {
-        issued.push(server.creds(&role).await);
-    }
+    let issued = server.creds_many(&role, 16).await;
     let mut sessions = Vec::new();
     for (_, username, password) in &issued {
         sessions.push(

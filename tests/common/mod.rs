@@ -311,6 +311,15 @@ impl TestServer {
         );
     }
 
+    /// Asks for `count` credentials of `role`, one after the other: (lease_id, username, password).
+    pub async fn creds_many(&self, role: &str, count: usize) -> Vec<(String, String, String)> {
+        let mut issued = Vec::with_capacity(count);
+        for _ in 0..count {
+            issued.push(self.creds(role).await);
+        }
+        issued
+    }
+
     /// Revokes these leases all at once (every `PUT sys/leases/revoke` in flight together) and
     /// asserts each answered 204 and that some went to the database as one batch
     /// (src/revocation_group.rs).

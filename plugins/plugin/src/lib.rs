@@ -406,6 +406,12 @@ impl<'a> DeleteUserRequest<'a> {
             database: None,
         }
     }
+
+    /// Whether this is [`DeleteUserRequest::builtin`]'s kind of request: no statements of its
+    /// own and no database, so the engine may revoke it in a batch with others.
+    pub fn is_builtin(&self) -> bool {
+        self.statements.is_empty() && self.database.is_none()
+    }
 }
 
 /// The kinds of statement list a role, a static role or a connection carries.

@@ -83,10 +83,6 @@ const DEFAULT_ROTATION: &str = r#"ALTER ROLE "{{name}}" WITH PASSWORD '{{passwor
 
 const ROLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)";
 
-/// Ends every session of the role except our own (in case an operator revokes the admin itself).
-const TERMINATE_SESSIONS: &str =
-    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()";
-
 /// Which of the roles `$1` exist.
 const ROLES_PRESENT: &str = "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)";
 
@@ -554,12 +550,8 @@ async fn revoke_existing(
         return drop_with_dependencies(client, limits, username, &drop_role, refused).await;
     }
 
-    // Committed on its own first, so no new session can start while we end the current ones.
-    let nologin = format!("ALTER ROLE {ident} NOLOGIN");
-    run_as_one_query(client, limits, [nologin.as_str()]).await?;
-
-    // The username is bound as a parameter, never formatted into this query.
-    client.execute(TERMINATE_SESSIONS, &[&username]).await?;
+    lock_out(client, limits, &[username]).await?;
+    run_as_one_query(client, limits, [end_sessions(&[username]).as_str()]).await?;
 
     // The role owns its throwaway database, so the database goes first (DROP ROLE would refuse).
     if let Some(database) = database {
@@ -576,32 +568,51 @@ async fn revoke_existing(
     drop_with_dependencies(client, limits, username, &drop_role, refused).await
 }
 
-/// The built-in revocation of `usernames` (one role, or a batch) in two round trips: `NOLOGIN`
-/// in a transaction of its own, committed before anything else, so that no session can start
-/// again once the sessions are ended; then the roles' sessions ended and the roles dropped in a
-/// second transaction, one simple query. The usernames go in as literals, not bound parameters,
-/// because a query with parameters costs two round trips of its own (tokio-postgres prepares a
-/// statement given as text, then runs it); they have passed [`check_username`], so they hold
-/// nothing a literal or an identifier could be broken out of. A missing role fails its `ALTER
-/// ROLE` ("undefined object"), and nothing else runs.
+/// The built-in revocation of `usernames` (one role, or a batch) in two round trips:
+/// [`lock_out`], then the roles' sessions ended ([`end_sessions`]) and the roles dropped in a
+/// second transaction, one simple query. A missing role fails its `ALTER ROLE` ("undefined
+/// object"), and nothing else runs.
 async fn revoke_builtin(
     client: &tokio_postgres::Client,
     limits: &[&str],
     usernames: &[&str],
 ) -> Result<(), tokio_postgres::Error> {
+    lock_out(client, limits, usernames).await?;
     let idents: Vec<String> = usernames.iter().map(|name| quote_ident(name)).collect();
-    let nologin: Vec<String> = idents
+    let drop_roles = format!("DROP ROLE IF EXISTS {}", idents.join(", "));
+    run_as_one_query(
+        client,
+        limits,
+        [end_sessions(usernames).as_str(), drop_roles.as_str()],
+    )
+    .await
+}
+
+/// `NOLOGIN` for `usernames`, committed in a transaction of its own before anything else, so that
+/// no session can start again once their sessions are ended.
+async fn lock_out(
+    client: &tokio_postgres::Client,
+    limits: &[&str],
+    usernames: &[&str],
+) -> Result<(), tokio_postgres::Error> {
+    let nologin: Vec<String> = usernames
         .iter()
-        .map(|ident| format!("ALTER ROLE {ident} NOLOGIN"))
+        .map(|name| format!("ALTER ROLE {} NOLOGIN", quote_ident(name)))
         .collect();
-    run_as_one_query(client, limits, nologin.iter().map(String::as_str)).await?;
+    run_as_one_query(client, limits, nologin.iter().map(String::as_str)).await
+}
+
+/// The statement that ends every session of `usernames` except our own (in case an operator
+/// revokes the admin itself). The usernames go in as literals, not bound parameters, so that it
+/// can share a simple query with other statements: a query with parameters costs two round trips
+/// of its own (tokio-postgres prepares a statement given as text, then runs it). They have passed
+/// [`check_username`], so they hold nothing a literal could be broken out of.
+fn end_sessions(usernames: &[&str]) -> String {
     let literals: Vec<String> = usernames.iter().map(|name| quote_literal(name)).collect();
-    let end_sessions = format!(
+    format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename IN ({}) AND pid <> pg_backend_pid()",
         literals.join(", ")
-    );
-    let drop_roles = format!("DROP ROLE IF EXISTS {}", idents.join(", "));
-    run_as_one_query(client, limits, [end_sessions.as_str(), drop_roles.as_str()]).await
+    )
 }
 
 /// After `DROP ROLE` refused (`refused`): the role owns objects or holds privileges somewhere.
@@ -1062,8 +1073,7 @@ impl DatabasePlugin for PostgresPlugin {
         requests: &[DeleteUserRequest<'_>],
     ) -> Vec<Result<(), PluginError>> {
         let batchable = |request: &DeleteUserRequest<'_>| {
-            request.statements.is_empty()
-                && request.database.is_none()
+            request.is_builtin()
                 && check_username(request.username).is_ok()
                 && lessor_plugin::check_username_len(request.username, MAX_USERNAME_LEN).is_ok()
         };
