@@ -927,8 +927,7 @@ impl Store {
     /// Live (creating, active or revoking) leases on `connection`.
     pub async fn count_live_leases_on_connection(&self, connection: &str) -> Result<i64> {
         Ok(with_pool!(self, |pool| sqlx::query_scalar(
-            "SELECT COUNT(*) FROM leases
-             WHERE connection_name = $1 AND state IN ('creating', 'active', 'revoking')",
+            COUNT_LIVE_LEASES_ON_CONNECTION
         )
         .bind(connection)
         .fetch_one(pool)
@@ -955,6 +954,11 @@ impl Store {
         .await?))
     }
 }
+
+/// [`Store::count_live_leases_on_connection`]'s query, through `leases_user` (whose first column
+/// is the connection's name).
+const COUNT_LIVE_LEASES_ON_CONNECTION: &str = "SELECT COUNT(*) FROM leases
+     WHERE connection_name = $1 AND state IN ('creating', 'active', 'revoking')";
 
 /// Rows per `INSERT` of [`Store::seed_leases`]: 23 bound values each, well under SQLite's 32,766
 /// and PostgreSQL's 65,535 parameters per statement.
@@ -1043,7 +1047,7 @@ fn forget_issued_users_sql(ids: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use sqlx::sqlite::SqliteConnectOptions;
     use sqlx::SqlitePool;
@@ -1282,8 +1286,7 @@ mod tests {
 
         let plan = query_plan(&store, &forget_issued_users_sql("$1, $2"), &ids[..2]).await;
         assert!(
-            plan.contains("SEARCH issued_users USING INDEX sqlite_autoindex_issued_users_1")
-                && !plan.contains("SCAN"),
+            plan.contains("SEARCH issued_users USING PRIMARY KEY") && !plan.contains("SCAN"),
             "the records are not found by their key: {plan}"
         );
         store.close().await;
@@ -1329,21 +1332,20 @@ mod tests {
         store.close().await;
     }
 
-    /// Migration 0004 rebuilds the leases table: a store written before it keeps its leases.
-    #[tokio::test]
-    async fn leases_survive_the_lifecycle_migration() {
-        let dir = tempfile::tempdir().unwrap();
-        let earlier = dir.path().join("earlier-migrations");
+    /// A store file in `dir` with only the SQLite migrations whose names sort before `first_left_out`:
+    /// what an earlier release left behind, for `Store::open` to migrate the rest of the way.
+    async fn store_migrated_before(dir: &Path, first_left_out: &str) -> (SqlitePool, PathBuf) {
+        let earlier = dir.join("earlier-migrations");
         std::fs::create_dir(&earlier).unwrap();
         let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
         for entry in std::fs::read_dir(&all).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-            if name.as_str() < "0004" {
+            if name.as_str() < first_left_out {
                 std::fs::copy(&path, earlier.join(&name)).unwrap();
             }
         }
-        let file = dir.path().join("lessor.db");
+        let file = dir.join("lessor.db");
         let options = SqliteConnectOptions::new()
             .filename(&file)
             .create_if_missing(true);
@@ -1354,6 +1356,14 @@ mod tests {
             .run(&pool)
             .await
             .unwrap();
+        (pool, file)
+    }
+
+    /// Migration 0004 rebuilds the leases table: a store written before it keeps its leases.
+    #[tokio::test]
+    async fn leases_survive_the_lifecycle_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, file) = store_migrated_before(dir.path(), "0004").await;
         sqlx::query(
             "INSERT INTO leases (id, role_name, connection_name, username, issued_at, expires_at,
                  max_expires_at, state, next_action_at, owner)
@@ -1383,5 +1393,70 @@ mod tests {
         let claim = Claim::new("r", from_millis(10), from_millis(20), from_millis(0));
         assert_eq!(store.claim_due_leases(&claim, 10).await.unwrap().len(), 1);
         store.close().await;
+    }
+
+    /// Migration 0018 drops two indexes every lease write paid for and no query needed, and keeps
+    /// `issued_users` as its primary key alone; a new store has 2,048-byte pages. Searches by
+    /// connection still go through an index, and a store written before keeps its user records.
+    #[tokio::test]
+    async fn lease_writes_touch_fewer_pages_and_searches_keep_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, file) = store_migrated_before(dir.path(), "0018").await;
+        sqlx::query(
+            "INSERT INTO issued_users (connection_name, username, lease_id, issued_at, suspect_sweeps)
+             VALUES ('db', 'v-kept', 'database/creds/r/kept', 7, 1)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = Store::open(&file.display().to_string()).await.unwrap();
+        let sqlite = store.sqlite_pool().unwrap();
+        let kept: (String, String, i64, i64) = sqlx::query_as(
+            "SELECT username, lease_id, issued_at, suspect_sweeps FROM issued_users
+             WHERE connection_name = 'db'",
+        )
+        .fetch_one(sqlite)
+        .await
+        .unwrap();
+        assert_eq!(
+            kept,
+            ("v-kept".into(), "database/creds/r/kept".into(), 7, 1)
+        );
+        let without_rowid: i64 =
+            sqlx::query_scalar("SELECT wr FROM pragma_table_list WHERE name = 'issued_users'")
+                .fetch_one(sqlite)
+                .await
+                .unwrap();
+        assert_eq!(without_rowid, 1, "issued_users still has a rowid b-tree");
+        let dropped: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master
+             WHERE type = 'index' AND name IN ('leases_connection', 'leases_creating')",
+        )
+        .fetch_one(sqlite)
+        .await
+        .unwrap();
+        assert_eq!(dropped, 0);
+        let plan = query_plan(&store, COUNT_LIVE_LEASES_ON_CONNECTION, &["db"]).await;
+        assert!(
+            plan.contains("USING INDEX leases_user") && !plan.contains("SCAN"),
+            "live leases by connection are not found through an index: {plan}"
+        );
+        // The store written before keeps its 4,096-byte pages (WAL mode cannot change them).
+        let old_page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(sqlite)
+            .await
+            .unwrap();
+        assert_eq!(old_page_size, 4096);
+        store.close().await;
+
+        let fresh = store_with_leases(dir.path().join("fresh").as_path(), &[]).await;
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(fresh.sqlite_pool().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(page_size, i64::from(crate::store::SQLITE_PAGE_SIZE));
+        fresh.close().await;
     }
 }
