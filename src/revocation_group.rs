@@ -235,9 +235,11 @@ mod tests {
             "{:?}",
             outcomes[1]
         );
-        let batches = batches.lock().unwrap().clone();
+        let mut batches = batches.lock().unwrap().clone();
         assert_eq!(batches.len(), RUNNERS + 1, "{batches:?}");
-        assert_eq!(batches[RUNNERS], ["v-c", "bad-d", "v-e", "v-f"]);
+        // The four tasks joined the queue in whatever order the runtime ran them.
+        batches[RUNNERS].sort();
+        assert_eq!(batches[RUNNERS], ["bad-d", "v-c", "v-e", "v-f"]);
         assert_eq!(lock(&group.state).runners, 0);
     }
 
