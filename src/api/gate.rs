@@ -519,7 +519,11 @@ async fn withhold(state: &AppState, status: StatusCode, response: &Value) {
         .and_then(Value::as_str)
         .filter(|id| !id.is_empty())
     {
-        match state.leases.revoke(lease_id).await {
+        match state
+            .leases
+            .revoke(lease_id, crate::lease::Holder::Anyone)
+            .await
+        {
             Ok(()) => {
                 tracing::warn!(%lease_id, "response withheld (audit failed); the lease was revoked")
             }

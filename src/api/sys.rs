@@ -29,7 +29,7 @@ pub const RECONCILE_BODY: &[BodyField] = &[
     field("connection", FieldKind::String),
 ];
 use crate::auth::Auth;
-use crate::lease::ListPage;
+use crate::lease::{Holder, ListPage};
 use crate::names::{LeaseId, LeasePrefix};
 use crate::store::LeaseStore;
 use crate::AppState;
@@ -184,30 +184,17 @@ pub async fn lookup_self(caller: Caller) -> Response {
     respond(Auth::describe(&caller.identity, &caller.token))
 }
 
-/// Ownership: a caller may look up, renew or revoke only leases its entity owns, unless it holds
-/// `sudo` on the request path (operators). A lease that does not exist is left to the lease
-/// manager to report.
-async fn check_owner(
-    state: &AppState,
-    caller: &Caller,
-    lease_id: &str,
-    path: &str,
-) -> Result<(), ApiError> {
+/// Whose leases `caller` may act on at `path`: anyone's with `sudo` there, otherwise its own.
+/// The lease manager checks it on the row the operation reads.
+fn holder<'a>(caller: &'a Caller, path: &str) -> Holder<'a> {
     if caller.acl.has_sudo(path) {
-        return Ok(());
-    }
-    if let Some(lease) = state
-        .store
-        .get_lease(lease_id)
-        .await
-        .map_err(ApiError::from)?
-    {
-        if lease.owner != caller.identity.entity_id && lease.owner != caller.identity.accessor {
-            tracing::info!(%lease_id, accessor = %caller.identity.accessor, "refused: the lease belongs to another identity");
-            return Err(crate::Error::PermissionDenied.into());
+        Holder::Anyone
+    } else {
+        Holder::Identity {
+            entity_id: &caller.identity.entity_id,
+            accessor: &caller.identity.accessor,
         }
     }
-    Ok(())
 }
 
 /// The canonical path a request was authorized on (legacy `sys/renew` and current
@@ -232,8 +219,8 @@ pub async fn lookup_lease(
 ) -> ApiResult {
     let lease_id = required_lease_id(&mut body)?;
     body.finish()?;
-    check_owner(&state, &caller, &lease_id, policy_path(&uri)).await?;
-    Ok(respond(state.leases.lookup(&lease_id).await?))
+    let holder = holder(&caller, policy_path(&uri));
+    Ok(respond(state.leases.lookup(&lease_id, holder).await?))
 }
 
 /// `?after=KEY&limit=N` on a lease listing (OpenBao's paging), and Lessor's
@@ -311,10 +298,15 @@ pub async fn list_leases(
     listing(state.leases.list(&prefix, &page.into_page()?).await?)
 }
 
-async fn renew(state: &AppState, lease_id: &LeaseId, mut body: Body) -> ApiResult {
+async fn renew(
+    state: &AppState,
+    lease_id: &LeaseId,
+    holder: Holder<'_>,
+    mut body: Body,
+) -> ApiResult {
     let increment = body.duration("increment")?;
     body.finish()?;
-    let renewed = state.leases.renew(lease_id, increment).await?;
+    let renewed = state.leases.renew(lease_id, increment, holder).await?;
     let mut envelope = Envelope::<()>::new(()).with_warnings(renewed.warnings);
     envelope.data = None;
     envelope.lease_id = renewed.lease_id;
@@ -330,8 +322,7 @@ pub async fn renew_lease(
     mut body: Body,
 ) -> ApiResult {
     let lease_id = required_lease_id(&mut body)?;
-    check_owner(&state, &caller, &lease_id, policy_path(&uri)).await?;
-    renew(&state, &lease_id, body).await
+    renew(&state, &lease_id, holder(&caller, policy_path(&uri)), body).await
 }
 
 pub async fn renew_lease_path(
@@ -341,8 +332,7 @@ pub async fn renew_lease_path(
     lease_id: LeaseId,
     body: Body,
 ) -> ApiResult {
-    check_owner(&state, &caller, &lease_id, policy_path(&uri)).await?;
-    renew(&state, &lease_id, body).await
+    renew(&state, &lease_id, holder(&caller, policy_path(&uri)), body).await
 }
 
 pub async fn revoke_lease(
@@ -354,8 +344,8 @@ pub async fn revoke_lease(
     let lease_id = required_lease_id(&mut body)?;
     body.refuse_unsupported("sync", "revocation is always synchronous here")?;
     body.finish()?;
-    check_owner(&state, &caller, &lease_id, policy_path(&uri)).await?;
-    state.leases.revoke(&lease_id).await?;
+    let holder = holder(&caller, policy_path(&uri));
+    state.leases.revoke(&lease_id, holder).await?;
     Ok(written(vec![]))
 }
 
@@ -367,8 +357,8 @@ pub async fn revoke_lease_path(
     body: Body,
 ) -> ApiResult {
     body.finish()?;
-    check_owner(&state, &caller, &lease_id, policy_path(&uri)).await?;
-    state.leases.revoke(&lease_id).await?;
+    let holder = holder(&caller, policy_path(&uri));
+    state.leases.revoke(&lease_id, holder).await?;
     Ok(written(vec![]))
 }
 

@@ -175,6 +175,41 @@ pub struct Requester {
     pub token_accessor: Option<String>,
 }
 
+/// Whose leases a request may look up, renew or revoke. Checked on the read of the lease row that
+/// the operation itself acts on: the owner check and the operation are one decision on one row,
+/// and a request reads the row once.
+#[derive(Debug, Clone, Copy)]
+pub enum Holder<'a> {
+    /// Any lease: the caller holds `sudo` on the path, or Lessor acts for itself.
+    Anyone,
+    /// Only the leases this identity obtained: a lease whose owner is the caller's entity or,
+    /// for leases of a token without one, the token's accessor.
+    Identity {
+        entity_id: &'a str,
+        accessor: &'a str,
+    },
+}
+
+impl Holder<'_> {
+    /// Refuses `lease` unless it is the holder's.
+    fn check(&self, lease: &Lease) -> Result<()> {
+        match *self {
+            Holder::Anyone => Ok(()),
+            Holder::Identity {
+                entity_id,
+                accessor,
+            } => {
+                if lease.owner == entity_id || lease.owner == accessor {
+                    Ok(())
+                } else {
+                    tracing::info!(lease_id = %lease.id, %accessor, "refused: the lease belongs to another identity");
+                    Err(Error::PermissionDenied)
+                }
+            }
+        }
+    }
+}
+
 /// Issues, renews and revokes leases.
 #[derive(Clone)]
 pub struct LeaseManager {
@@ -621,18 +656,21 @@ impl LeaseManager {
         self.reaper_wake.wake();
     }
 
-    async fn lease(&self, lease_id: &str) -> Result<Lease> {
+    async fn lease(&self, lease_id: &str, holder: Holder<'_>) -> Result<Lease> {
         check_lease_path("lease_id", lease_id)?;
-        self.store
+        let lease = self
+            .store
             .get_lease(lease_id)
             .await?
-            .ok_or_else(|| Error::not_found("lease", lease_id))
+            .ok_or_else(|| Error::not_found("lease", lease_id))?;
+        holder.check(&lease)?;
+        Ok(lease)
     }
 
     /// A lease as `sys/leases/lookup` shows it. A revoked lease answers "invalid lease" (400),
     /// as Vault does: it no longer exists as far as clients are concerned.
-    pub async fn lookup(&self, lease_id: &str) -> Result<LeaseInfo> {
-        let lease = self.lease(lease_id).await?;
+    pub async fn lookup(&self, lease_id: &str, holder: Holder<'_>) -> Result<LeaseInfo> {
+        let lease = self.lease(lease_id, holder).await?;
         if lease.state == LeaseState::Revoked {
             return Err(Error::invalid("invalid lease"));
         }
@@ -716,11 +754,16 @@ impl LeaseManager {
 
     /// Renews a lease by `increment` (or the role's default TTL), never past its max TTL.
     #[tracing::instrument(skip_all, fields(lease_id = %lease_id), err)]
-    pub async fn renew(&self, lease_id: &str, increment: Option<Duration>) -> Result<Renewed> {
+    pub async fn renew(
+        &self,
+        lease_id: &str,
+        increment: Option<Duration>,
+        holder: Holder<'_>,
+    ) -> Result<Renewed> {
         check_lease_path("lease_id", lease_id)?;
         // Taken before reading, so a revocation in progress finishes first and is seen.
         let _serial = self.lock_for(lease_id).lock().await;
-        let lease = self.lease(lease_id).await?;
+        let lease = self.lease(lease_id, holder).await?;
         let renewed = self.renew_loaded(lease_id, &lease, increment).await;
         if let Some(labels) =
             crate::metrics::LeaseLabels::checked(&lease.role_name, &lease.connection_name)
@@ -811,11 +854,11 @@ impl LeaseManager {
     /// Revokes one lease now. Revoking a lease that is already revoked succeeds; revoking one
     /// whose user is still being created succeeds too: its issuer drops the user.
     #[tracing::instrument(skip_all, fields(lease_id = %lease_id), err)]
-    pub async fn revoke(&self, lease_id: &str) -> Result<()> {
+    pub async fn revoke(&self, lease_id: &str, holder: Holder<'_>) -> Result<()> {
         check_lease_path("lease_id", lease_id)?;
-        // One read of the row decides both "no such lease" and what to do with it.
+        // One read of the row decides "no such lease", whose it is and what to do with it.
         if self
-            .revoke_found(lease_id, Revoker::Request { force: false })
+            .revoke_found(lease_id, Revoker::Request { force: false }, holder)
             .await?
         {
             Ok(())
@@ -830,11 +873,19 @@ impl LeaseManager {
     /// lease waits for that replica to finish (or its claim to end), so it answers only once the
     /// user is gone or the revocation failed.
     pub(crate) async fn revoke_lease(&self, lease_id: &str, revoker: Revoker) -> Result<()> {
-        self.revoke_found(lease_id, revoker).await.map(|_found| ())
+        self.revoke_found(lease_id, revoker, Holder::Anyone)
+            .await
+            .map(|_found| ())
     }
 
-    /// [`Self::revoke_lease`], answering whether the lease existed when first read.
-    async fn revoke_found(&self, lease_id: &str, revoker: Revoker) -> Result<bool> {
+    /// [`Self::revoke_lease`], answering whether the lease existed when first read, for a lease
+    /// of `holder`'s (checked on that first read: a lease's owner never changes).
+    async fn revoke_found(
+        &self,
+        lease_id: &str,
+        revoker: Revoker,
+        holder: Holder<'_>,
+    ) -> Result<bool> {
         let _serial = self.lock_for(lease_id).lock().await;
         let give_up_at =
             tokio::time::Instant::now() + self.replica.claim_length() + crate::replica::STALE_AFTER;
@@ -843,6 +894,9 @@ impl LeaseManager {
             let Some(lease) = self.store.get_lease(lease_id).await? else {
                 return Ok(!first_read);
             };
+            if first_read {
+                holder.check(&lease)?;
+            }
             first_read = false;
             let now = Utc::now();
             if revoker == Revoker::Reaper
