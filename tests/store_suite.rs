@@ -69,6 +69,7 @@ both_stores!(
     a_connection_in_use_is_not_deleted_and_a_lease_needs_its_connection,
     lease_states_move_forward_only,
     claims_keep_replicas_apart_until_the_holder_dies,
+    a_client_s_claim_reads_the_lease_it_takes_and_only_its_owner_s,
     a_creating_lease_is_left_to_a_live_issuer,
     the_first_value_stored_wins,
     token_trees_are_deleted_whole,
@@ -476,6 +477,104 @@ async fn claims_keep_replicas_apart_until_the_holder_dies(store: &Store) {
         (at(now), at(now + 20_000))
     );
     assert_eq!(store.forget_replicas("b", at(now + 1)).await.unwrap(), 2);
+}
+
+/// A client's revocation claims and reads its lease in one write: the row comes back as the
+/// claim left it, whole. Nothing comes back, and nothing changes, for another owner's lease, one
+/// held by another live replica, one being created, one already revoked or none at all; the
+/// caller's read then tells those apart.
+async fn a_client_s_claim_reads_the_lease_it_takes_and_only_its_owner_s(store: &Store) {
+    let now = 1_000_000;
+    for replica in ["a", "b"] {
+        store
+            .register_replica(replica, "", at(now), false)
+            .await
+            .unwrap();
+    }
+    store.upsert_connection(&connection("db")).await.unwrap();
+    let mut written = lease("database/creds/r/mine", LeaseState::Active, now + 60_000);
+    written.revocation_statements = vec!["DROP ROLE \"{{name}}\"".into()];
+    written.database_name = Some("scratch".into());
+    store.insert_lease(&written).await.unwrap();
+    let unchanged = || async { store.get_lease(&written.id).await.unwrap().unwrap() };
+
+    for stranger in [Some(("e-other", "a-other")), Some(("", ""))] {
+        let taken = store
+            .claim_for_revocation(&written.id, &claim("a", now), stranger)
+            .await
+            .unwrap();
+        assert!(taken.is_none(), "{stranger:?} took {taken:?}");
+        assert_eq!(unchanged().await.state, LeaseState::Active);
+    }
+    // The owner is matched as the entity or as the token accessor.
+    let taken = store
+        .claim_for_revocation(&written.id, &claim("a", now), Some(("e-other", "o")))
+        .await
+        .unwrap()
+        .expect("the owner's lease is claimed");
+    assert_eq!(
+        (
+            taken.state,
+            taken.claimed_by.as_deref(),
+            taken.next_action_at
+        ),
+        (LeaseState::Revoking, Some("a"), claim("a", now).until())
+    );
+    assert_eq!(
+        (
+            &taken.username,
+            &taken.revocation_statements,
+            &taken.database_name,
+            taken.attempts
+        ),
+        (
+            &written.username,
+            &written.revocation_statements,
+            &written.database_name,
+            0
+        )
+    );
+    assert_eq!(taken, unchanged().await, "the row as the claim left it");
+    // Held by a live replica: not for another, again for its holder (a retry).
+    assert!(store
+        .claim_for_revocation(&written.id, &claim("b", now + 1), None)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .claim_for_revocation(&written.id, &claim("a", now + 1), None)
+        .await
+        .unwrap()
+        .is_some());
+
+    store
+        .mark_revoked(&written.id, at(now + 2), None, true)
+        .await
+        .unwrap();
+    let creating = lease(
+        "database/creds/r/creating",
+        LeaseState::Creating,
+        now + 60_000,
+    );
+    store.insert_lease(&creating).await.unwrap();
+    for id in [
+        written.id.as_str(),
+        creating.id.as_str(),
+        "database/creds/r/none",
+    ] {
+        assert!(
+            store
+                .claim_for_revocation(id, &claim("a", now + 3), None)
+                .await
+                .unwrap()
+                .is_none(),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        store.get_lease(&creating.id).await.unwrap().unwrap().state,
+        LeaseState::Creating
+    );
 }
 
 async fn a_creating_lease_is_left_to_a_live_issuer(store: &Store) {

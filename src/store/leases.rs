@@ -152,8 +152,8 @@ pub struct DueLease {
 }
 
 /// A row of `leases`: times in milliseconds since the epoch, statement lists as JSON text.
-#[derive(FromRow)]
-struct LeaseRow {
+#[derive(Debug, FromRow)]
+pub(super) struct LeaseRow {
     id: String,
     role_name: String,
     connection_name: String,
@@ -177,6 +177,46 @@ struct LeaseRow {
     claimed_by: Option<String>,
     claim_until: Option<i64>,
     database_name: Option<String>,
+}
+
+impl LeaseRow {
+    /// The row as the SQLite lease writer's connection returns it (`RETURNING *`): the columns
+    /// sqlx's `FromRow` reads, by the same names.
+    pub(super) fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        let state: String = row.get("state")?;
+        let state = LeaseState::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                row.as_ref().column_index("state").unwrap_or_default(),
+                rusqlite::types::Type::Text,
+                format!("leases.state: not a lease state: {state:?}").into(),
+            )
+        })?;
+        Ok(Self {
+            id: row.get("id")?,
+            role_name: row.get("role_name")?,
+            connection_name: row.get("connection_name")?,
+            username: row.get("username")?,
+            revocation_statements: row.get("revocation_statements")?,
+            rollback_statements: row.get("rollback_statements")?,
+            renew_statements: row.get("renew_statements")?,
+            issued_at: row.get("issued_at")?,
+            last_renewed_at: row.get("last_renewed_at")?,
+            expires_at: row.get("expires_at")?,
+            max_expires_at: row.get("max_expires_at")?,
+            state,
+            next_action_at: row.get("next_action_at")?,
+            attempts: row.get("attempts")?,
+            last_error: row.get("last_error")?,
+            revoked_at: row.get("revoked_at")?,
+            owner: row.get("owner")?,
+            owner_display_name: row.get("owner_display_name")?,
+            revoke_requested: row.get("revoke_requested")?,
+            token_accessor: row.get("token_accessor")?,
+            claimed_by: row.get("claimed_by")?,
+            claim_until: row.get("claim_until")?,
+            database_name: row.get("database_name")?,
+        })
+    }
 }
 
 /// A statement list as the `leases` table holds it (a JSON array of strings).
@@ -484,6 +524,18 @@ pub trait LeaseStore {
         due_by: Option<DateTime<Utc>>,
     ) -> Result<bool>;
 
+    /// [`LeaseStore::mark_revoking`] without a due time, for a client's revocation of one lease:
+    /// returns the lease as claimed, so the revocation needs no read of its own. With `owner`
+    /// (an entity id and a token accessor), only a lease owned by either. `None` when the lease
+    /// is missing, not live, being created, held by another live replica or someone else's;
+    /// the caller then reads it to tell those cases apart.
+    async fn claim_for_revocation(
+        &self,
+        id: &str,
+        claim: &Claim<'_>,
+        owner: Option<(&str, &str)>,
+    ) -> Result<Option<Lease>>;
+
     /// [`LeaseStore::mark_revoking`] without a due time, for several leases in one statement
     /// (a client's bulk revocation; the reaper's claim marks its leases itself): returns the
     /// leases claimed, as they are now. The others are left for [`LeaseStore::mark_revoking`] one
@@ -550,7 +602,7 @@ impl LeaseStore for Store {
         let inserted = self
             .write_lease(LeaseWrite::Insert(Box::new(lease.clone())))
             .await?;
-        if inserted == 0 {
+        if inserted.rows == 0 {
             return Err(Error::not_found("connection", &lease.connection_name));
         }
         Ok(())
@@ -651,7 +703,7 @@ impl LeaseStore for Store {
             id: id.to_owned(),
             next_action_at,
         };
-        Ok(self.write_lease(write).await? > 0)
+        Ok(self.write_lease(write).await?.rows > 0)
     }
 
     async fn request_revocation(&self, id: &str) -> Result<bool> {
@@ -707,7 +759,25 @@ impl LeaseStore for Store {
             claim: claim.into(),
             due_by,
         };
-        Ok(self.write_lease(write).await? > 0)
+        Ok(self.write_lease(write).await?.rows > 0)
+    }
+
+    async fn claim_for_revocation(
+        &self,
+        id: &str,
+        claim: &Claim<'_>,
+        owner: Option<(&str, &str)>,
+    ) -> Result<Option<Lease>> {
+        let write = LeaseWrite::ClaimForRevocation {
+            id: id.to_owned(),
+            claim: claim.into(),
+            owner: owner.map(|(entity, accessor)| (entity.to_owned(), accessor.to_owned())),
+        };
+        self.write_lease(write)
+            .await?
+            .claimed
+            .map(|row| Lease::try_from(*row))
+            .transpose()
     }
 
     async fn mark_revoking_many(&self, ids: &[String], claim: &Claim<'_>) -> Result<Vec<Lease>> {

@@ -374,7 +374,7 @@ impl Store {
 
     /// Runs one of the hot path's lease writes in the writer's next group (see `writer.rs`);
     /// the rows its main statement changed. Counted as one store operation.
-    async fn write_lease(&self, write: writer::LeaseWrite) -> Result<u64> {
+    async fn write_lease(&self, write: writer::LeaseWrite) -> Result<writer::Written> {
         self.count_operation();
         self.writer.write(write).await
     }

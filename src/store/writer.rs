@@ -28,7 +28,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::leases::{
-    encode_statements, insert_lease_in, FORGET_ISSUED_USER, INSERT_LEASE, RECORD_ISSUED_USER,
+    encode_statements, insert_lease_in, LeaseRow, FORGET_ISSUED_USER, INSERT_LEASE,
+    RECORD_ISSUED_USER,
 };
 use super::{to_millis, Claim, Lease};
 use crate::error::{Error, Result};
@@ -66,7 +67,32 @@ impl OwnedClaim {
     }
 }
 
-/// One of the hot path's lease writes; each answers the rows its main statement changed.
+/// What a lease write answers once its group has committed.
+#[derive(Debug, Default)]
+pub(super) struct Written {
+    /// The rows the write's main statement changed.
+    pub rows: u64,
+    /// For [`LeaseWrite::ClaimForRevocation`], the lease row as the claim left it.
+    pub claimed: Option<Box<LeaseRow>>,
+}
+
+impl Written {
+    fn rows(rows: u64) -> Self {
+        Self {
+            rows,
+            claimed: None,
+        }
+    }
+
+    fn claimed(row: Option<LeaseRow>) -> Self {
+        Self {
+            rows: u64::from(row.is_some()),
+            claimed: row.map(Box::new),
+        }
+    }
+}
+
+/// One of the hot path's lease writes.
 #[derive(Debug)]
 pub(super) enum LeaseWrite {
     /// A new lease row and the record of its user (see `LeaseStore::insert_lease`); 0 rows when
@@ -83,6 +109,13 @@ pub(super) enum LeaseWrite {
         claim: OwnedClaim,
         due_by: Option<DateTime<Utc>>,
     },
+    /// `active|revoking -> revoking` under `claim` for a client's revocation, answering the row
+    /// as claimed; with `owner` (entity id, token accessor) only a lease owned by either.
+    ClaimForRevocation {
+        id: String,
+        claim: OwnedClaim,
+        owner: Option<(String, String)>,
+    },
     /// `-> revoked`, forgetting the user's record when it was dropped.
     MarkRevoked {
         id: String,
@@ -94,7 +127,7 @@ pub(super) enum LeaseWrite {
 
 struct Job {
     write: LeaseWrite,
-    answer: oneshot::Sender<Result<u64>>,
+    answer: oneshot::Sender<Result<Written>>,
 }
 
 /// What the writer is handed: a write, or the store's close (answered once the writer has let go
@@ -143,7 +176,7 @@ impl GroupWriter {
     }
 
     /// Runs `write` in the next group and answers once that group has committed.
-    pub(super) async fn write(&self, write: LeaseWrite) -> Result<u64> {
+    pub(super) async fn write(&self, write: LeaseWrite) -> Result<Written> {
         let (answer, answered) = oneshot::channel();
         self.messages
             .send(Message::Write(Job { write, answer }))
@@ -166,10 +199,10 @@ fn stopped() -> Error {
     Error::StoreUnavailable("the store's writer has stopped".into())
 }
 
-/// Commits groups of lease writes in one transaction each; the rows each write changed.
+/// Commits groups of lease writes in one transaction each; what each write answers.
 #[allow(async_fn_in_trait)] // implemented and called in this module only
 trait GroupCommit {
-    async fn commit(&mut self, writes: &[&LeaseWrite]) -> Result<Vec<u64>>;
+    async fn commit(&mut self, writes: &[&LeaseWrite]) -> Result<Vec<Written>>;
 }
 
 /// Commits `jobs` as one group through `committer` and answers each. A group that fails is
@@ -200,7 +233,9 @@ async fn settle(committer: &mut impl GroupCommit, jobs: Vec<Job>, commits: &Atom
                 if alone.is_ok() {
                     commits.fetch_add(1, Ordering::Relaxed);
                 }
-                let _ = job.answer.send(alone.map(|rows| rows[0]));
+                let _ = job
+                    .answer
+                    .send(alone.map(|written| written.into_iter().next().unwrap_or_default()));
             }
         }
     }
@@ -298,13 +333,27 @@ const MARK_REVOKED: &str =
      RETURNING connection_name, username";
 
 /// `active|revoking -> revoking` under the claim (`$1`-`$4`, see `bind_claim!`) for the lease
-/// `$5`, only while due by `$6` unless that is NULL.
-fn mark_revoking_sql(claim: &Claim<'_>) -> String {
+/// `$5`, where `condition` holds, followed by `tail`.
+fn claim_revoking_sql(claim: &Claim<'_>, condition: &str, tail: &str) -> String {
     format!(
         "UPDATE leases SET state = 'revoking', next_action_at = $3, claimed_by = $1, claim_until = $3
-         WHERE id = $5 AND state IN ('active', 'revoking') AND {free}
-             AND ($6 IS NULL OR next_action_at <= $6)",
+         WHERE id = $5 AND state IN ('active', 'revoking') AND {free} AND {condition} {tail}",
         free = claim.free_sql("leases")
+    )
+}
+
+/// [`claim_revoking_sql`] only while due by `$6` unless that is NULL.
+fn mark_revoking_sql(claim: &Claim<'_>) -> String {
+    claim_revoking_sql(claim, "($6 IS NULL OR next_action_at <= $6)", "")
+}
+
+/// [`claim_revoking_sql`] of a lease owned by `$6` or `$7` (unless `$6` is NULL), answering
+/// the row.
+fn claim_for_revocation_sql(claim: &Claim<'_>) -> String {
+    claim_revoking_sql(
+        claim,
+        "($6 IS NULL OR owner = $6 OR owner = $7)",
+        "RETURNING *",
     )
 }
 
@@ -312,27 +361,43 @@ fn mark_revoking_sql(claim: &Claim<'_>) -> String {
 struct PgGroups(sqlx::PgPool);
 
 impl GroupCommit for PgGroups {
-    async fn commit(&mut self, writes: &[&LeaseWrite]) -> Result<Vec<u64>> {
+    async fn commit(&mut self, writes: &[&LeaseWrite]) -> Result<Vec<Written>> {
         let mut tx = self.0.begin().await?;
         let mut changed = Vec::with_capacity(writes.len());
         for write in writes {
-            let rows = match write {
-                LeaseWrite::Insert(lease) => insert_lease_in!(&mut *tx, lease),
-                LeaseWrite::Activate { id, next_action_at } => sqlx::query(ACTIVATE)
-                    .bind(to_millis(*next_action_at))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected(),
+            let written = match write {
+                LeaseWrite::Insert(lease) => Written::rows(insert_lease_in!(&mut *tx, lease)),
+                LeaseWrite::Activate { id, next_action_at } => Written::rows(
+                    sqlx::query(ACTIVATE)
+                        .bind(to_millis(*next_action_at))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected(),
+                ),
                 LeaseWrite::MarkRevoking { id, claim, due_by } => {
                     let claim = claim.borrowed();
                     let sql = mark_revoking_sql(&claim);
-                    bind_claim!(sqlx::query(&sql), claim)
+                    Written::rows(
+                        bind_claim!(sqlx::query(&sql), claim)
+                            .bind(id)
+                            .bind(due_by.map(to_millis))
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected(),
+                    )
+                }
+                LeaseWrite::ClaimForRevocation { id, claim, owner } => {
+                    let claim = claim.borrowed();
+                    let sql = claim_for_revocation_sql(&claim);
+                    let (entity, accessor) = owner.clone().unzip();
+                    let row: Option<LeaseRow> = bind_claim!(sqlx::query_as(&sql), claim)
                         .bind(id)
-                        .bind(due_by.map(to_millis))
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected()
+                        .bind(entity)
+                        .bind(accessor)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    Written::claimed(row)
                 }
                 LeaseWrite::MarkRevoked {
                     id,
@@ -355,10 +420,10 @@ impl GroupCommit for PgGroups {
                             .execute(&mut *tx)
                             .await?;
                     }
-                    rows
+                    Written::rows(rows)
                 }
             };
-            changed.push(rows);
+            changed.push(written);
         }
         tx.commit().await?;
         Ok(changed)
@@ -438,7 +503,7 @@ fn execute_numbered(
 }
 
 impl SqliteWriter {
-    fn commit_group(&mut self, writes: &[&LeaseWrite]) -> rusqlite::Result<Vec<u64>> {
+    fn commit_group(&mut self, writes: &[&LeaseWrite]) -> rusqlite::Result<Vec<Written>> {
         // IMMEDIATE: the write lock is taken (or waited for) at the start, so no statement can
         // meet another connection's newer commit half way and fail with a stale snapshot.
         let transaction = self
@@ -446,7 +511,7 @@ impl SqliteWriter {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut changed = Vec::with_capacity(writes.len());
         for write in writes {
-            let rows = match write {
+            let written = match write {
                 LeaseWrite::Insert(lease) => {
                     let issued_at = to_millis(lease.issued_at);
                     let done = execute_numbered(
@@ -491,14 +556,16 @@ impl SqliteWriter {
                             ],
                         )?;
                     }
-                    done
+                    Written::rows(done)
                 }
-                LeaseWrite::Activate { id, next_action_at } => {
-                    execute_numbered(&transaction, ACTIVATE, &[&to_millis(*next_action_at), id])?
-                }
+                LeaseWrite::Activate { id, next_action_at } => Written::rows(execute_numbered(
+                    &transaction,
+                    ACTIVATE,
+                    &[&to_millis(*next_action_at), id],
+                )?),
                 LeaseWrite::MarkRevoking { id, claim, due_by } => {
                     let claim = claim.borrowed();
-                    execute_numbered(
+                    Written::rows(execute_numbered(
                         &transaction,
                         &mark_revoking_sql(&claim),
                         &[
@@ -509,7 +576,29 @@ impl SqliteWriter {
                             id,
                             &due_by.map(to_millis),
                         ],
-                    )?
+                    )?)
+                }
+                LeaseWrite::ClaimForRevocation { id, claim, owner } => {
+                    let claim = claim.borrowed();
+                    let (entity, accessor) = owner.as_ref().map(|(e, a)| (e, a)).unzip();
+                    let mut statement = run_numbered(
+                        &transaction,
+                        &claim_for_revocation_sql(&claim),
+                        &[
+                            &claim.by(),
+                            &to_millis(claim.now()),
+                            &to_millis(claim.until()),
+                            &to_millis(claim.stale_before()),
+                            id,
+                            &entity,
+                            &accessor,
+                        ],
+                    )?;
+                    let mut rows = statement.raw_query();
+                    Written::claimed(match rows.next()? {
+                        Some(row) => Some(LeaseRow::from_rusqlite(row)?),
+                        None => None,
+                    })
                 }
                 LeaseWrite::MarkRevoked {
                     id,
@@ -537,10 +626,10 @@ impl SqliteWriter {
                             &[&connection, &username, id],
                         )?;
                     }
-                    rows
+                    Written::rows(rows)
                 }
             };
-            changed.push(rows);
+            changed.push(written);
         }
         transaction.commit()?;
         Ok(changed)
@@ -548,7 +637,7 @@ impl SqliteWriter {
 }
 
 impl GroupCommit for SqliteWriter {
-    async fn commit(&mut self, writes: &[&LeaseWrite]) -> Result<Vec<u64>> {
+    async fn commit(&mut self, writes: &[&LeaseWrite]) -> Result<Vec<Written>> {
         // A failed group's transaction is rolled back when it is dropped.
         self.commit_group(writes).map_err(sqlite_error)
     }
