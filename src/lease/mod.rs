@@ -175,9 +175,10 @@ pub struct Requester {
     pub token_accessor: Option<String>,
 }
 
-/// Whose leases a request may look up, renew or revoke. Checked on the read of the lease row that
-/// the operation itself acts on: the owner check and the operation are one decision on one row,
-/// and a request reads the row once.
+/// Whose leases a request may look up, renew or revoke. Checked on the lease row the operation
+/// itself acts on (the read of a lookup or renewal; for a revocation, the write that claims the
+/// lease, or the read after it): the owner check and the operation are one decision on one row,
+/// and the check costs no store operation of its own.
 #[derive(Debug, Clone, Copy)]
 pub enum Holder<'a> {
     /// Any lease: the caller holds `sudo` on the path, or Lessor acts for itself.
