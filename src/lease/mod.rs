@@ -206,19 +206,12 @@ impl<'a> Holder<'a> {
 
     /// Refuses `lease` unless it is the holder's.
     fn check(&self, lease: &Lease) -> Result<()> {
-        match *self {
-            Holder::Anyone => Ok(()),
-            Holder::Identity {
-                entity_id,
-                accessor,
-            } => {
-                if lease.owner == entity_id || lease.owner == accessor {
-                    Ok(())
-                } else {
-                    tracing::info!(lease_id = %lease.id, %accessor, "refused: the lease belongs to another identity");
-                    Err(Error::PermissionDenied)
-                }
+        match self.owner() {
+            Some((entity_id, accessor)) if lease.owner != entity_id && lease.owner != accessor => {
+                tracing::info!(lease_id = %lease.id, %accessor, "refused: the lease belongs to another identity");
+                Err(Error::PermissionDenied)
             }
+            _ => Ok(()),
         }
     }
 }
@@ -869,7 +862,8 @@ impl LeaseManager {
     #[tracing::instrument(skip_all, fields(lease_id = %lease_id), err)]
     pub async fn revoke(&self, lease_id: &str, holder: Holder<'_>) -> Result<()> {
         check_lease_path("lease_id", lease_id)?;
-        // One read of the row decides "no such lease", whose it is and what to do with it.
+        // The claim that reads the row (or, when it takes nothing, one read) decides "no such
+        // lease", whose it is and what to do with it.
         if self
             .revoke_found(lease_id, Revoker::Request { force: false }, holder)
             .await?
