@@ -62,7 +62,8 @@ impl DirectSession for MySqlDirect {
             })
     }
 
-    /// The built-in revocation: hosts, `ACCOUNT LOCK`, `KILL` sessions, `DROP USER`.
+    /// The built-in revocation: the hosts, then `ACCOUNT LOCK`, `DROP USER` and the sessions in
+    /// one query, then `KILL` of each session.
     async fn delete_user(&mut self, username: &str) -> Result<(), PluginError> {
         lessor_plugin::check_username(username)?;
         revoke_on(&mut self.conn, username, None, None).await

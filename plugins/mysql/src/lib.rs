@@ -17,8 +17,10 @@
 //!   a login stops working when Lessor's reaper revokes it, not before.
 //! - DDL commits implicitly, so creation statements cannot share a transaction. Instead, when one
 //!   fails, the account is dropped on every host before the error is returned.
-//! - Revocation locks the account first (no new logins), then kills its sessions, then drops it:
-//!   `DROP USER` alone leaves open sessions working.
+//! - Revocation locks the account first (no new logins), drops it and kills its sessions:
+//!   `DROP USER` alone leaves open sessions working. The lock, the drop and the list of sessions
+//!   go as one multi-statement query, so a revocation without sessions takes two round trips
+//!   (the account's hosts, then that query).
 //! - A role's `host` option sets the host part of the accounts it creates (default `%`).
 //! - TLS (rustls with ring; see the `tls` module for the modes): when asked for, every connection
 //!   uses it, the admin pool and the login check as the user alike, and never falls back to plain
@@ -354,6 +356,12 @@ async fn kill_sessions(conn: &mut Conn, username: &str) -> Result<usize, PluginE
         )
         .await
         .map_err(|e| error::classify(&e, "listing the user's sessions", None))?;
+    kill_connections(conn, &ids).await
+}
+
+/// `KILL CONNECTION` of each session in `ids`; how many were killed. One that ended on its own
+/// since it was listed is not an error.
+async fn kill_connections(conn: &mut Conn, ids: &[u64]) -> Result<usize, PluginError> {
     let mut killed = 0;
     for id in ids {
         // `id` is an integer the server gave us, so formatting it into the statement is safe.
@@ -366,8 +374,39 @@ async fn kill_sessions(conn: &mut Conn, username: &str) -> Result<usize, PluginE
     Ok(killed)
 }
 
-/// `delete_user`'s work on one connection (also what `lessor bench` runs directly): lock every
-/// account of the user, kill its sessions, then drop it (or run the lease's own statements).
+/// The built-in revocation of `username`, whose accounts are on `hosts` (at least one), in one
+/// round trip: one multi-statement query locks every account, drops it and lists the user's
+/// sessions, which are then killed (sessions outlive `DROP USER`; none can start after the lock).
+/// The username passed `check_username` and the hosts `check_server_host`, so neither holds a
+/// quote. An error here leaves nothing the step-by-step revocation cannot finish: every
+/// statement is `IF EXISTS`.
+async fn lock_drop_and_list(
+    conn: &mut Conn,
+    username: &str,
+    hosts: &[String],
+) -> Result<Vec<u64>, mysql_async::Error> {
+    let accounts: Vec<String> = hosts
+        .iter()
+        .map(|host| sql::account(username, host))
+        .collect();
+    let accounts = accounts.join(", ");
+    let mut results = conn
+        .query_iter(format!(
+            "ALTER USER IF EXISTS {accounts} ACCOUNT LOCK; DROP USER IF EXISTS {accounts}; \
+             SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{username}'"
+        ))
+        .await?;
+    let mut sessions = Vec::new();
+    while !results.is_empty() {
+        sessions.extend(results.collect::<u64>().await?);
+    }
+    Ok(sessions)
+}
+
+/// `delete_user`'s work on one connection (also what `lessor bench` runs directly): with the
+/// built-in revocation, [`lock_drop_and_list`] and a kill of each session; otherwise (or should
+/// that fail) step by step: lock every account of the user, kill its sessions, then drop it (or
+/// run the lease's own statements).
 async fn revoke_on(
     conn: &mut Conn,
     username: &str,
@@ -375,6 +414,21 @@ async fn revoke_on(
     database: Option<&str>,
 ) -> Result<(), PluginError> {
     let hosts = user_hosts(conn, username).await?;
+    if custom.is_none() && database.is_none() && !hosts.is_empty() {
+        match lock_drop_and_list(conn, username, &hosts).await {
+            Ok(sessions) => {
+                let killed = kill_connections(conn, &sessions).await?;
+                tracing::info!(hosts = hosts.len(), killed, "revoked user in one query");
+                return Ok(());
+            }
+            // An old server without `ACCOUNT LOCK` or `IF EXISTS`, or an account in a state
+            // the statements refuse: the steps below name the problem, or work around it.
+            Err(e) => tracing::debug!(
+                code = error::server_code(&e),
+                "revocation in one query failed; going step by step"
+            ),
+        }
+    }
     // Lock before killing, so a killed client cannot simply log in again before the drop.
     for host in &hosts {
         let account = sql::account(username, host);
@@ -464,14 +518,7 @@ async fn revoke_batch_on(conn: &mut Conn, usernames: &[&str]) -> Result<(), Plug
         )
         .await
         .map_err(|e| error::classify(&e, "listing the users' sessions", None))?;
-    for id in &sessions {
-        // `id` is an integer the server gave us, so formatting it into the statement is safe.
-        match conn.query_drop(format!("KILL CONNECTION {id}")).await {
-            Ok(()) => {}
-            Err(e) if error::server_code(&e) == Some(error::code::NO_SUCH_THREAD) => {}
-            Err(e) => return Err(error::classify(&e, "killing a session of the users", None)),
-        }
-    }
+    kill_connections(conn, &sessions).await?;
     if !accounts.is_empty() {
         conn.query_drop(format!("DROP USER IF EXISTS {spliced}"))
             .await

@@ -246,6 +246,74 @@ async fn default_revocations_are_batched_and_end_every_session() {
     );
 }
 
+/// A lone built-in revocation goes in one query after the hosts (lock, drop and the list of
+/// sessions together), and does what the steps did: every host's account gone, the login
+/// refused, an open session ended. Told apart from the step-by-step path by its log line.
+#[tokio::test]
+async fn a_lone_default_revocation_locks_drops_and_lists_sessions_in_one_query() {
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let plugin = plugin().await;
+    let password = generate_password(32);
+    let user = username("onequery", plugin.max_username_len());
+    create(&plugin, &user, &password, &[], &RoleOptions::new()).await;
+    let mut root = Conn::new(admin_opts()).await.expect("admin login");
+    root.query_drop(format!(
+        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{}'",
+        password.expose()
+    ))
+    .await
+    .unwrap();
+    root.disconnect().await.unwrap();
+    assert_eq!(hosts_of(&user).await, ["%", "127.0.0.1"]);
+    let mut sessions = vec![
+        login(&user, &password).await.unwrap(),
+        login(&user, &password).await.unwrap(),
+    ];
+    for session in &mut sessions {
+        session.query_drop("SELECT 1").await.unwrap();
+    }
+
+    plugin
+        .delete_user(&DeleteUserRequest {
+            username: &user,
+            statements: &[],
+            database: None,
+        })
+        .await
+        .unwrap();
+    plugin.close().await;
+    assert!(
+        hosts_of(&user).await.is_empty(),
+        "{user} still has accounts"
+    );
+    assert!(
+        login(&user, &password).await.is_err(),
+        "{user} still logs in"
+    );
+    for mut session in sessions {
+        assert!(
+            session.query_drop("SELECT 1").await.is_err(),
+            "a session open at the revocation survived it"
+        );
+    }
+    let logs = logs.text();
+    assert!(
+        logs.contains("revoked user in one query") && logs.contains("hosts=2 killed=2"),
+        "not revoked in one query:\n{logs}"
+    );
+    assert!(
+        !logs.contains("revoked user hosts="),
+        "the step-by-step path ran too:\n{logs}"
+    );
+}
+
 #[tokio::test]
 async fn custom_revocation_statements_run_after_the_sessions_end() {
     let plugin = plugin().await;
