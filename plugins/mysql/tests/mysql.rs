@@ -165,6 +165,19 @@ impl std::io::Write for CapturedLogs {
 }
 
 impl CapturedLogs {
+    /// Captures this thread's log lines until the guard is dropped.
+    fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let writer = logs.clone();
+        let guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish(),
+        );
+        (logs, guard)
+    }
+
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
@@ -176,14 +189,7 @@ impl CapturedLogs {
 /// failure. Told apart from the one-by-one fallback by the plugin's own log line.
 #[tokio::test]
 async fn default_revocations_are_batched_and_end_every_session() {
-    let logs = CapturedLogs::default();
-    let writer = logs.clone();
-    let _subscriber = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish(),
-    );
+    let (logs, _subscriber) = CapturedLogs::start();
     let plugin = plugin().await;
     let password = generate_password(32);
     let users: Vec<String> = (0..5)
@@ -251,14 +257,7 @@ async fn default_revocations_are_batched_and_end_every_session() {
 /// refused, an open session ended. Told apart from the step-by-step path by its log line.
 #[tokio::test]
 async fn a_lone_default_revocation_locks_drops_and_lists_sessions_in_one_query() {
-    let logs = CapturedLogs::default();
-    let writer = logs.clone();
-    let _subscriber = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish(),
-    );
+    let (logs, _subscriber) = CapturedLogs::start();
     let plugin = plugin().await;
     let password = generate_password(32);
     let user = username("onequery", plugin.max_username_len());
