@@ -3,7 +3,9 @@
 //! text, run a script, cookies, window size, screenshots).
 //!
 //! `chromedriver` runs in a process group of its own, so the browser it starts goes with it when
-//! the driver is dropped: a failing test leaves no browser behind. A missing `chromedriver` is a
+//! the driver is dropped: a failing test leaves no browser behind. Both get a `TMPDIR` of their
+//! own, removed with the driver: Chromium killed that way leaves its temporary directories
+//! (`org.chromium.Chromium.*`) behind otherwise. A missing `chromedriver` is a
 //! failure with the command that installs it, never a hang.
 
 use std::process::{Child, Command, Stdio};
@@ -20,6 +22,8 @@ pub struct Browser {
     /// `http://127.0.0.1:<port>/session/<id>`.
     session: String,
     driver: Child,
+    /// The driver's and the browser's `TMPDIR`; dropped after the driver is stopped (`Drop`).
+    _temporary: tempfile::TempDir,
 }
 
 fn find_program(names: &[&str]) -> Option<String> {
@@ -63,9 +67,11 @@ impl Browser {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
         };
+        let temporary = tempfile::tempdir().expect("a temporary directory for the browser");
         let mut command = Command::new(&driver_path);
         command
             .arg(format!("--port={port}"))
+            .env("TMPDIR", temporary.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
@@ -81,6 +87,7 @@ impl Browser {
             http,
             session: String::new(),
             driver,
+            _temporary: temporary,
         };
         let started = Instant::now();
         loop {
