@@ -374,28 +374,35 @@ async fn kill_connections(conn: &mut Conn, ids: &[u64]) -> Result<usize, PluginE
     Ok(killed)
 }
 
-/// The built-in revocation of `username`, whose accounts are on `hosts` (at least one), in one
-/// round trip: one multi-statement query locks every account, drops it and lists the user's
-/// sessions, which are then killed (sessions outlive `DROP USER`; none can start after the lock).
-/// The username passed `check_username` and the hosts `check_server_host`, so neither holds a
-/// quote. An error here leaves nothing the step-by-step revocation cannot finish: every
-/// statement is `IF EXISTS`.
+/// The built-in revocation of `usernames`, whose accounts are `accounts` (each `'user'@'host'`,
+/// from [`sql::account`]), in one round trip: one multi-statement query locks every account, drops
+/// it and lists the users' sessions, which the caller then kills (sessions outlive `DROP USER`;
+/// none can start after the lock). The sessions are listed for every username, also one with no
+/// account left, in case an earlier attempt dropped it before its sessions ended.
+///
+/// Every username passed `check_username` and every host `check_server_host`, so none holds a
+/// quote and they are spliced as literals. An error here leaves nothing the step-by-step
+/// revocation cannot finish: every statement is `IF EXISTS`.
 async fn lock_drop_and_list(
     conn: &mut Conn,
-    username: &str,
-    hosts: &[String],
+    usernames: &[&str],
+    accounts: &[String],
 ) -> Result<Vec<u64>, mysql_async::Error> {
-    let accounts: Vec<String> = hosts
+    let names = usernames
         .iter()
-        .map(|host| sql::account(username, host))
-        .collect();
-    let accounts = accounts.join(", ");
-    let mut results = conn
-        .query_iter(format!(
-            "ALTER USER IF EXISTS {accounts} ACCOUNT LOCK; DROP USER IF EXISTS {accounts}; \
-             SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{username}'"
-        ))
-        .await?;
+        .map(|username| format!("'{username}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let list = format!("SELECT ID FROM information_schema.PROCESSLIST WHERE USER IN ({names})");
+    let query = if accounts.is_empty() {
+        list
+    } else {
+        let accounts = accounts.join(", ");
+        format!(
+            "ALTER USER IF EXISTS {accounts} ACCOUNT LOCK; DROP USER IF EXISTS {accounts}; {list}"
+        )
+    };
+    let mut results = conn.query_iter(query).await?;
     let mut sessions = Vec::new();
     while !results.is_empty() {
         sessions.extend(results.collect::<u64>().await?);
@@ -415,7 +422,11 @@ async fn revoke_on(
 ) -> Result<(), PluginError> {
     let hosts = user_hosts(conn, username).await?;
     if custom.is_none() && database.is_none() && !hosts.is_empty() {
-        match lock_drop_and_list(conn, username, &hosts).await {
+        let accounts: Vec<String> = hosts
+            .iter()
+            .map(|host| sql::account(username, host))
+            .collect();
+        match lock_drop_and_list(conn, &[username], &accounts).await {
             Ok(sessions) => {
                 let killed = kill_connections(conn, &sessions).await?;
                 tracing::info!(hosts = hosts.len(), killed, "revoked user in one query");
@@ -478,19 +489,19 @@ async fn revoke_on(
     Ok(())
 }
 
-/// `revoke_on` for many users with the default revocation and no database, in a fixed number of
-/// statements whatever their count: their accounts in one `SELECT`, one `ALTER USER ... ACCOUNT
-/// LOCK` of all of them, their sessions in one `SELECT` and a `KILL` each, one `DROP USER` of all
-/// of them. MariaDB takes its privilege lock once per statement, so a hundred users cost about
-/// what one does. A statement fails whole when one account is a problem, so the caller then
-/// revokes one by one, which names the culprit; every step here is idempotent for that rerun.
+/// `revoke_on` for many users with the default revocation and no database, in two round trips
+/// whatever their count (plus a `KILL` per open session): their accounts in one `SELECT`, then
+/// [`lock_drop_and_list`] for all of them. MariaDB takes its privilege lock once per statement,
+/// so a hundred users cost about what one does. A statement fails whole when one account is a
+/// problem, so the caller then revokes one by one, which names the culprit; every step here is
+/// idempotent for that rerun. Every username passed `check_username` (the caller's batch test).
 async fn revoke_batch_on(conn: &mut Conn, usernames: &[&str]) -> Result<(), PluginError> {
     let placeholders = vec!["?"; usernames.len()].join(", ");
     let params: Vec<mysql_async::Value> = usernames.iter().map(|u| (*u).into()).collect();
     let accounts: Vec<(String, String)> = conn
         .exec(
             format!("SELECT User, Host FROM mysql.user WHERE User IN ({placeholders})"),
-            params.clone(),
+            params,
         )
         .await
         .map_err(|e| error::classify(&e, "looking up the users' hosts in mysql.user", None))?;
@@ -501,33 +512,14 @@ async fn revoke_batch_on(conn: &mut Conn, usernames: &[&str]) -> Result<(), Plug
         sql::check_server_host(host)?;
         spliced.push(sql::account(username, host));
     }
-    let spliced = spliced.join(", ");
-    // Lock before killing, so a killed client cannot log in again before the drop. IF EXISTS:
-    // an account dropped meanwhile by a concurrent revocation is no failure of this one.
-    if !accounts.is_empty() {
-        conn.query_drop(format!("ALTER USER IF EXISTS {spliced} ACCOUNT LOCK"))
-            .await
-            .map_err(|e| error::classify(&e, "locking the users", None))?;
-    }
-    // As in `revoke_on`, even for users already gone: an earlier attempt may have dropped one
-    // before its sessions ended.
-    let sessions: Vec<u64> = conn
-        .exec(
-            format!("SELECT ID FROM information_schema.PROCESSLIST WHERE USER IN ({placeholders})"),
-            params,
-        )
+    let sessions = lock_drop_and_list(conn, usernames, &spliced)
         .await
-        .map_err(|e| error::classify(&e, "listing the users' sessions", None))?;
-    kill_connections(conn, &sessions).await?;
-    if !accounts.is_empty() {
-        conn.query_drop(format!("DROP USER IF EXISTS {spliced}"))
-            .await
-            .map_err(|e| error::classify(&e, "dropping the users", None))?;
-    }
+        .map_err(|e| error::classify(&e, "locking, dropping and listing the users", None))?;
+    let killed = kill_connections(conn, &sessions).await?;
     tracing::info!(
         users = usernames.len(),
         accounts = accounts.len(),
-        killed = sessions.len(),
+        killed,
         "revoked users"
     );
     Ok(())

@@ -183,10 +183,10 @@ impl CapturedLogs {
     }
 }
 
-/// `delete_users` of default-revocation users takes them in one batch (a fixed number of
-/// statements, not four per user), and the batch does what one by one does: accounts locked and
-/// dropped on every host, open sessions ended, a user that never existed and a repeated name no
-/// failure. Told apart from the one-by-one fallback by the plugin's own log line.
+/// `delete_users` of default-revocation users takes them in one batch (two queries and a kill per
+/// open session, not four statements per user), and the batch does what one by one does: accounts
+/// locked and dropped on every host, open sessions ended, a user that never existed and a repeated
+/// name no failure. Told apart from the one-by-one fallback by the plugin's own log line.
 #[tokio::test]
 async fn default_revocations_are_batched_and_end_every_session() {
     let (logs, _subscriber) = CapturedLogs::start();
@@ -243,12 +243,73 @@ async fn default_revocations_are_batched_and_end_every_session() {
     );
     let logs = logs.text();
     assert!(
-        logs.contains("revoked users") && logs.contains("users=7") && logs.contains("accounts=6"),
-        "one batch of 7 names (6 accounts) was revoked:\n{logs}"
+        logs.contains("revoked users")
+            && logs.contains("users=7")
+            && logs.contains("accounts=6")
+            && logs.contains("killed=1"),
+        "one batch of 7 names (6 accounts, 1 session) was revoked:\n{logs}"
     );
     assert!(
         !logs.contains("revoking one by one") && !logs.contains("revoked user "),
         "the batch fell back to one by one:\n{logs}"
+    );
+}
+
+/// A batch whose users are already dropped (an earlier attempt got that far) still ends their
+/// sessions, which outlive `DROP USER`: the batch lists sessions for every name, not only for
+/// the accounts it finds.
+#[tokio::test]
+async fn a_batch_of_dropped_users_still_ends_their_sessions() {
+    let (logs, _subscriber) = CapturedLogs::start();
+    let plugin = plugin().await;
+    let password = generate_password(32);
+    let users: Vec<String> = (0..2)
+        .map(|_| username("dropped", plugin.max_username_len()))
+        .collect();
+    let mut sessions = Vec::new();
+    for user in &users {
+        create(&plugin, user, &password, &[], &RoleOptions::new()).await;
+        let mut session = login(user, &password).await.unwrap();
+        session.query_drop("SELECT 1").await.unwrap();
+        sessions.push(session);
+    }
+    let mut root = Conn::new(admin_opts()).await.expect("admin login");
+    for user in &users {
+        root.query_drop(format!("DROP USER '{user}'@'%'"))
+            .await
+            .unwrap();
+    }
+    root.disconnect().await.unwrap();
+    for session in &mut sessions {
+        session
+            .query_drop("SELECT 1")
+            .await
+            .expect("a session outlives DROP USER");
+    }
+
+    let requests: Vec<DeleteUserRequest<'_>> = users
+        .iter()
+        .map(|name| DeleteUserRequest {
+            username: name,
+            statements: &[],
+            database: None,
+        })
+        .collect();
+    let outcomes = plugin.delete_users(&requests).await;
+    plugin.close().await;
+    for (user, outcome) in users.iter().zip(&outcomes) {
+        assert!(outcome.is_ok(), "{user}: {outcome:?}");
+    }
+    for mut session in sessions {
+        assert!(
+            session.query_drop("SELECT 1").await.is_err(),
+            "a session of a dropped user survived the batch"
+        );
+    }
+    let logs = logs.text();
+    assert!(
+        logs.contains("revoked users") && logs.contains("accounts=0 killed=2"),
+        "the batch did not end both sessions:\n{logs}"
     );
 }
 
