@@ -564,13 +564,28 @@ async fn collect_load(
     })
 }
 
+/// The policy of the measured clients' token: what an application that issues and returns its
+/// own credentials needs, and nothing else.
+const CLIENT_POLICY: &str = r#"
+path "database/creds/*" { capabilities = ["read"] }
+path "sys/leases/revoke" { capabilities = ["update"] }
+path "sys/leases/lookup" { capabilities = ["update"] }
+path "auth/token/lookup-self" { capabilities = ["read"] }
+"#;
+const CLIENT_POLICY_NAME: &str = "bench-client";
+
 /// Lessor on loopback with a throwaway store, driven over HTTP: one replica, or several sharing
 /// a PostgreSQL store (`base` is the first; `bases` all of them).
 struct Target {
     base: String,
     bases: Vec<String>,
     http: reqwest::Client,
+    /// The root token, for setting up and tearing down (roles, connections, revoke-prefix).
     token: Secret,
+    /// What the measured clients issue, revoke and look up with: a token holding only
+    /// [`CLIENT_POLICY`], so that each request pays the policy check and the lease-owner check
+    /// an application's token does (root skips both).
+    client_token: Secret,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
     /// The replicas' serving tasks, awaited at the end so that each stops cleanly (its warm
     /// pools dropped, its database pools closed) before the process exits.
@@ -642,10 +657,11 @@ impl Target {
             })));
             stops.push(stop);
         }
-        Ok(Self {
+        let mut target = Self {
             base: bases[0].clone(),
             bases,
             http: reqwest::Client::new(),
+            client_token: token.clone(),
             token,
             stops,
             serving,
@@ -653,7 +669,31 @@ impl Target {
             leases: leases.ok_or_else(|| bench_error("start", "no replica"))?,
             store_database,
             _dir: dir,
-        })
+        };
+        target.client_token = target.make_client_token().await?;
+        Ok(target)
+    }
+
+    /// Writes [`CLIENT_POLICY`] and makes a token holding it alone (with root's, an early
+    /// return would be benchmarked instead of the policy check).
+    async fn make_client_token(&self) -> Result<Secret> {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("sys/policies/acl/{CLIENT_POLICY_NAME}"),
+            Some(json!({ "policy": CLIENT_POLICY })),
+        )
+        .await?;
+        let answer = self
+            .call(
+                reqwest::Method::POST,
+                "auth/token/create",
+                Some(json!({ "policies": [CLIENT_POLICY_NAME], "ttl": "24h" })),
+            )
+            .await?;
+        answer["auth"]["client_token"]
+            .as_str()
+            .map(|token| Secret::new(token.to_owned()))
+            .ok_or_else(|| bench_error("auth/token/create", "no client token in the answer"))
     }
 
     /// Stops the replicas and drops the throwaway store database, if any.
@@ -683,8 +723,29 @@ impl Target {
         Ok(())
     }
 
+    /// A request with the root token (set-up and tear-down).
     async fn call(
         &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        self.call_with(&self.token, method, path, body).await
+    }
+
+    /// A request as the measured clients make it, with [`Target::client_token`].
+    async fn client_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        self.call_with(&self.client_token, method, path, body).await
+    }
+
+    async fn call_with(
+        &self,
+        token: &Secret,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
@@ -692,7 +753,7 @@ impl Target {
         let mut request = self
             .http
             .request(method, format!("{}/v1/{path}", self.base))
-            .header("X-Vault-Token", self.token.expose());
+            .header("X-Vault-Token", token.expose());
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -707,7 +768,7 @@ impl Target {
 
     async fn issue(&self, role: &str) -> Result<(String, String)> {
         let answer = self
-            .call(
+            .client_call(
                 reqwest::Method::GET,
                 &format!("database/creds/{role}"),
                 None,
@@ -722,7 +783,7 @@ impl Target {
     }
 
     async fn revoke(&self, lease_id: &str) -> Result<()> {
-        self.call(
+        self.client_call(
             reqwest::Method::PUT,
             "sys/leases/revoke",
             Some(json!({ "lease_id": lease_id })),
@@ -1587,7 +1648,7 @@ impl WorkerTarget {
     fn new(target: &Target, index: usize, role: &str) -> Self {
         Self {
             base: target.bases[index % target.bases.len()].clone(),
-            token: target.token.clone(),
+            token: target.client_token.clone(),
             http: reqwest::Client::new(),
             role: role.to_owned(),
         }

@@ -573,7 +573,7 @@ impl Probe {
         let stop = CancellationToken::new();
         let (url, token, body) = (
             format!("{}/v1/sys/leases/lookup", target.base),
-            target.token.clone(),
+            target.client_token.clone(),
             json!({ "lease_id": lease }),
         );
         let stopped = stop.clone();

@@ -164,7 +164,7 @@ pub(super) async fn measure(
     .await?;
     let mut lookup_self = time_each(ROUND_TRIPS, || async {
         target
-            .call(reqwest::Method::GET, "auth/token/lookup-self", None)
+            .client_call(reqwest::Method::GET, "auth/token/lookup-self", None)
             .await
             .map(drop)
     })
