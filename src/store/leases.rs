@@ -1087,7 +1087,8 @@ impl Store {
     /// Makes every active lease of `role` fall due at `at`, in one statement, and returns how
     /// many it moved: `lessor bench` builds its reaper backlog this way, so that the whole backlog
     /// is due at one moment instead of spread over the seconds its issuing took (a lease's TTL
-    /// counts from its own issue, in whole seconds).
+    /// counts from its own issue, in whole seconds). It scans the table: no index is kept by role
+    /// for this alone, since every lease write would pay for it (migration 0019).
     pub async fn expire_role_leases_at(&self, role: &str, at: DateTime<Utc>) -> Result<u64> {
         let at = to_millis(at);
         Ok(with_pool!(self, |pool| {
@@ -1462,6 +1463,57 @@ mod tests {
         );
         let claim = Claim::new("r", from_millis(10), from_millis(20), from_millis(0));
         assert_eq!(store.claim_due_leases(&claim, 10).await.unwrap().len(), 1);
+        store.close().await;
+    }
+
+    /// Migration 0019 drops `leases_role`, which every state change of a lease rewrote and no
+    /// request's query used; a store written before keeps its leases, and the one search by
+    /// role (the benchmark's backlog, `expire_role_leases_at`) still finds exactly that role's.
+    #[tokio::test]
+    async fn no_lease_index_is_rewritten_by_a_state_change_for_the_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, file) = store_migrated_before(dir.path(), "0019").await;
+        for (id, role) in [("database/creds/r/a", "r"), ("database/creds/s/b", "s")] {
+            sqlx::query(
+                "INSERT INTO leases (id, role_name, connection_name, username, issued_at,
+                     expires_at, max_expires_at, state, next_action_at, owner)
+                 VALUES ($1, $2, 'db', $1, 1, 2, 3, 'active', 2, 'o')",
+            )
+            .bind(id)
+            .bind(role)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+
+        let store = Store::open(&file.display().to_string()).await.unwrap();
+        let indexes: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_index_list('leases')")
+                .fetch_all(store.sqlite_pool().unwrap())
+                .await
+                .unwrap();
+        assert!(
+            !indexes.iter().any(|name| name == "leases_role"),
+            "{indexes:?}"
+        );
+        assert!(
+            indexes.iter().any(|name| name == "leases_due"),
+            "{indexes:?}"
+        );
+        let at = from_millis(1_000);
+        assert_eq!(store.expire_role_leases_at("r", at).await.unwrap(), 1);
+        let moved = store
+            .get_lease("database/creds/r/a")
+            .await
+            .unwrap()
+            .unwrap();
+        let kept = store
+            .get_lease("database/creds/s/b")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((moved.expires_at, kept.expires_at), (at, from_millis(2)));
         store.close().await;
     }
 
