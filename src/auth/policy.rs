@@ -10,8 +10,8 @@
 //! leases) is stored at first start and attached to new tokens unless asked otherwise.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use serde_json::Value;
@@ -493,15 +493,34 @@ fn compare_priority(a: &str, b: &str) -> Ordering {
         .then_with(|| a.cmp(b))
 }
 
+/// How many distinct lists of policy names keep their compiled [`Acl`]; past it the memo starts
+/// over (a deployment has a handful of such lists, one per kind of client).
+const COMPILED_ACLS_KEPT: usize = 1024;
+
+/// An [`Acl`] and the policy texts it was compiled from (`None` for a name with no policy).
+#[derive(Debug)]
+struct CompiledAcl {
+    texts: Vec<Option<String>>,
+    acl: Arc<Acl>,
+}
+
 /// Policy storage and ACL building.
 #[derive(Clone, Debug)]
 pub struct Policies {
     store: Store,
+    /// Every request with a token other than root needs its policies' ACL; parsing them each
+    /// time was most of the gate's own work. An entry is used only while the texts the store
+    /// gives for its names are the ones it was compiled from, so the store stays the one place
+    /// that knows what a policy says (its cache is invalidated on writes, on every replica).
+    compiled: Arc<Mutex<HashMap<Vec<String>, CompiledAcl>>>,
 }
 
 impl Policies {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            compiled: Arc::default(),
+        }
     }
 
     /// Stores the built-in `default` policy if it is not there yet.
@@ -556,18 +575,46 @@ impl Policies {
         if names.iter().any(|n| n == ROOT_POLICY) {
             return Ok(Arc::new(Acl::root()));
         }
-        let mut policies = Vec::with_capacity(names.len());
+        let mut texts = Vec::with_capacity(names.len());
         for name in names {
-            if let Some(row) = self.store.get_policy(name).await? {
-                match parse_policy(name, &row.text) {
-                    Ok(policy) => policies.push(policy),
-                    Err(e) => {
-                        tracing::error!(policy = ?name, error = %e, "stored policy no longer parses; it grants nothing")
-                    }
+            texts.push(self.store.get_policy(name).await?.map(|row| row.text));
+        }
+        if let Some(compiled) = self.lock_compiled().get(names) {
+            if compiled.texts == texts {
+                return Ok(Arc::clone(&compiled.acl));
+            }
+        }
+        let mut policies = Vec::with_capacity(names.len());
+        for (name, text) in names.iter().zip(&texts) {
+            let Some(text) = text else { continue };
+            match parse_policy(name, text) {
+                Ok(policy) => policies.push(policy),
+                Err(e) => {
+                    tracing::error!(policy = ?name, error = %e, "stored policy no longer parses; it grants nothing")
                 }
             }
         }
-        Ok(Arc::new(Acl::from_policies(&policies)))
+        let acl = Arc::new(Acl::from_policies(&policies));
+        let mut compiled = self.lock_compiled();
+        if compiled.len() >= COMPILED_ACLS_KEPT {
+            compiled.clear();
+        }
+        compiled.insert(
+            names.to_vec(),
+            CompiledAcl {
+                texts,
+                acl: Arc::clone(&acl),
+            },
+        );
+        Ok(acl)
+    }
+
+    /// The memo of compiled ACLs. Never held across an `.await`; a panic while it was held
+    /// leaves at worst a missing entry, so a poisoned lock is taken over.
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<String>, CompiledAcl>> {
+        self.compiled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -581,6 +628,60 @@ mod tests {
             .map(|t| parse_policy("p", t).unwrap())
             .collect();
         Acl::from_policies(&policies)
+    }
+
+    /// A token's ACL is compiled once per set of policy texts: the same names give the same
+    /// compiled ACL while the policies stay as they are, and a policy written or deleted takes
+    /// effect on the next request.
+    #[tokio::test]
+    async fn compiled_acls_follow_every_policy_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("lessor.db").display().to_string())
+            .await
+            .unwrap();
+        let policies = Policies::new(store.clone());
+        let names = vec!["app".to_owned(), "missing".to_owned()];
+        policies
+            .write(
+                "app",
+                r#"path "database/creds/app" { capabilities = ["read"] }"#,
+            )
+            .await
+            .unwrap();
+        let first = policies.acl(&names).await.unwrap();
+        assert!(first.allows("database/creds/app", Operation::Read));
+        let again = policies.acl(&names).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "compiled again for the same texts"
+        );
+
+        policies
+            .write(
+                "app",
+                r#"path "database/creds/other" { capabilities = ["read"] }"#,
+            )
+            .await
+            .unwrap();
+        let rewritten = policies.acl(&names).await.unwrap();
+        assert!(!rewritten.allows("database/creds/app", Operation::Read));
+        assert!(rewritten.allows("database/creds/other", Operation::Read));
+
+        policies
+            .write(
+                "missing",
+                r#"path "sys/leases/lookup" { capabilities = ["update"] }"#,
+            )
+            .await
+            .unwrap();
+        let grown = policies.acl(&names).await.unwrap();
+        assert!(grown.allows("sys/leases/lookup", Operation::Write));
+
+        policies.delete("app").await.unwrap();
+        let shrunk = policies.acl(&names).await.unwrap();
+        assert!(!shrunk.allows("database/creds/other", Operation::Read));
+        assert!(shrunk.allows("sys/leases/lookup", Operation::Write));
+        store.close().await;
     }
 
     #[test]
