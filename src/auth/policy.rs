@@ -508,10 +508,11 @@ struct CompiledAcl {
 #[derive(Clone, Debug)]
 pub struct Policies {
     store: Store,
-    /// Every request with a token other than root needs its policies' ACL; parsing them each
-    /// time was most of the gate's own work. An entry is used only while the texts the store
-    /// gives for its names are the ones it was compiled from, so the store stays the one place
-    /// that knows what a policy says (its cache is invalidated on writes, on every replica).
+    /// Every request with a token other than root needs its policies' ACL; parsing and merging
+    /// them each time cost about 30 µs a request (`lookup-self` in `lessor bench --warm-pool`).
+    /// An entry is used only while the texts the store gives for its names are the ones it was
+    /// compiled from, so the store stays the one place that knows what a policy says (its read
+    /// cache is invalidated by writes on this replica and, through the change feed, on others).
     compiled: Arc<Mutex<HashMap<Vec<String>, CompiledAcl>>>,
 }
 

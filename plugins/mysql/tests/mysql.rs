@@ -183,6 +183,18 @@ impl CapturedLogs {
     }
 }
 
+/// Requests to delete `names` with the built-in revocation, each without a database.
+fn default_deletes<S: AsRef<str>>(names: &[S]) -> Vec<DeleteUserRequest<'_>> {
+    names
+        .iter()
+        .map(|name| DeleteUserRequest {
+            username: name.as_ref(),
+            statements: &[],
+            database: None,
+        })
+        .collect()
+}
+
 /// `delete_users` of default-revocation users takes them in one batch (two queries and a kill per
 /// open session, not four statements per user), and the batch does what one by one does: accounts
 /// locked and dropped on every host, open sessions ended, a user that never existed and a repeated
@@ -216,14 +228,7 @@ async fn default_revocations_are_batched_and_end_every_session() {
     let mut names: Vec<&str> = users.iter().map(String::as_str).collect();
     names.push(&never);
     names.push(&users[2]);
-    let requests: Vec<DeleteUserRequest<'_>> = names
-        .iter()
-        .map(|name| DeleteUserRequest {
-            username: name,
-            statements: &[],
-            database: None,
-        })
-        .collect();
+    let requests = default_deletes(&names);
     let outcomes = plugin.delete_users(&requests).await;
     plugin.close().await;
     assert_eq!(outcomes.len(), requests.len());
@@ -287,14 +292,7 @@ async fn a_batch_of_dropped_users_still_ends_their_sessions() {
             .expect("a session outlives DROP USER");
     }
 
-    let requests: Vec<DeleteUserRequest<'_>> = users
-        .iter()
-        .map(|name| DeleteUserRequest {
-            username: name,
-            statements: &[],
-            database: None,
-        })
-        .collect();
+    let requests = default_deletes(&users);
     let outcomes = plugin.delete_users(&requests).await;
     plugin.close().await;
     for (user, outcome) in users.iter().zip(&outcomes) {
