@@ -918,7 +918,8 @@ async fn f4_the_reaper_takes_a_creating_lease_only_after_its_creation_deadline()
         creating_lease(&server, &role, now - chrono::Duration::milliseconds(1)).await;
     server.state.leases.reaper_wake().wake();
 
-    // The issuer of `dead` is past its deadline: the reaper drops its user.
+    // The issuer of `dead` is past its deadline: the reaper drops its user, then records the
+    // lease revoked (a moment later: the two are waited for, not read in one go).
     let admin = pg_admin().await;
     eventually(Duration::from_secs(10), || async {
         !pg_role_exists(&admin, &dead_user).await
@@ -929,7 +930,11 @@ async fn f4_the_reaper_takes_a_creating_lease_only_after_its_creation_deadline()
         let store = server.state.store.clone();
         async move { store.get_lease(&id).await.unwrap().unwrap() }
     };
-    assert_eq!(state(dead_id).await.state.as_str(), "revoked");
+    eventually(Duration::from_secs(10), || async {
+        state(dead_id.clone()).await.state.as_str() == "revoked"
+    })
+    .await
+    .expect("the lease of the dropped user is recorded revoked");
 
     // The issuer of `live` may still be creating its user: neither the reaper nor a revoke
     // touches the user; the revoke is recorded for the issuer.
