@@ -977,7 +977,11 @@ async fn f4_the_reaper_takes_a_creating_lease_only_after_its_creation_deadline()
     })
     .await
     .expect("the reaper dropped the user at the deadline");
-    assert_eq!(state(live_id).await.state.as_str(), "revoked");
+    eventually(Duration::from_secs(10), || async {
+        state(live_id.clone()).await.state.as_str() == "revoked"
+    })
+    .await
+    .expect("the lease of the dropped user is recorded revoked");
     assert!(Engine::Postgres
         .users_with_prefix(&sweep.prefix)
         .await
