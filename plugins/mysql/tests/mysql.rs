@@ -97,6 +97,30 @@ async fn hosts_of(user: &str) -> Vec<String> {
     hosts
 }
 
+/// Runs `statements` as the admin, for set-up the plugin would refuse (a second account, a
+/// drop behind its back).
+async fn as_root(statements: &[String]) {
+    let mut root = Conn::new(admin_opts()).await.expect("admin login");
+    for statement in statements {
+        root.query_drop(statement).await.unwrap();
+    }
+    root.disconnect().await.unwrap();
+}
+
+/// A session of `user`, logged in and proven live by one query.
+async fn open_session(user: &str, password: &Secret) -> Conn {
+    let mut session = login(user, password).await.unwrap();
+    session.query_drop("SELECT 1").await.unwrap();
+    session
+}
+
+/// Every one of `sessions` was ended by the server: its next query fails.
+async fn assert_ended(sessions: Vec<Conn>, what: &str) {
+    for mut session in sessions {
+        assert!(session.query_drop("SELECT 1").await.is_err(), "{what}");
+    }
+}
+
 /// An expiry change with `statements` (empty: the engine's, which for MySQL is nothing).
 fn renewal<'a>(
     username: &'a str,
@@ -212,17 +236,13 @@ async fn default_revocations_are_batched_and_end_every_session() {
     }
     // A second account of the first user, on another host (made by hand: the plugin refuses to
     // take over an existing name): both go.
-    let mut root = Conn::new(admin_opts()).await.expect("admin login");
-    root.query_drop(format!(
+    as_root(&[format!(
         "CREATE USER '{}'@'127.0.0.1' IDENTIFIED BY '{}'",
         users[0],
         password.expose()
-    ))
-    .await
-    .unwrap();
-    root.disconnect().await.unwrap();
-    let mut session = login(&users[1], &password).await.unwrap();
-    session.query_drop("SELECT 1").await.unwrap();
+    )])
+    .await;
+    let session = open_session(&users[1], &password).await;
 
     let never = username("never", plugin.max_username_len());
     let mut names: Vec<&str> = users.iter().map(String::as_str).collect();
@@ -242,10 +262,11 @@ async fn default_revocations_are_batched_and_end_every_session() {
             "{user} still logs in"
         );
     }
-    assert!(
-        session.query_drop("SELECT 1").await.is_err(),
-        "a session open at the revocation survived it"
-    );
+    assert_ended(
+        vec![session],
+        "a session open at the revocation survived it",
+    )
+    .await;
     let logs = logs.text();
     assert!(
         logs.contains("revoked users")
@@ -274,17 +295,13 @@ async fn a_batch_of_dropped_users_still_ends_their_sessions() {
     let mut sessions = Vec::new();
     for user in &users {
         create(&plugin, user, &password, &[], &RoleOptions::new()).await;
-        let mut session = login(user, &password).await.unwrap();
-        session.query_drop("SELECT 1").await.unwrap();
-        sessions.push(session);
+        sessions.push(open_session(user, &password).await);
     }
-    let mut root = Conn::new(admin_opts()).await.expect("admin login");
-    for user in &users {
-        root.query_drop(format!("DROP USER '{user}'@'%'"))
-            .await
-            .unwrap();
-    }
-    root.disconnect().await.unwrap();
+    let drops: Vec<String> = users
+        .iter()
+        .map(|user| format!("DROP USER '{user}'@'%'"))
+        .collect();
+    as_root(&drops).await;
     for session in &mut sessions {
         session
             .query_drop("SELECT 1")
@@ -298,12 +315,7 @@ async fn a_batch_of_dropped_users_still_ends_their_sessions() {
     for (user, outcome) in users.iter().zip(&outcomes) {
         assert!(outcome.is_ok(), "{user}: {outcome:?}");
     }
-    for mut session in sessions {
-        assert!(
-            session.query_drop("SELECT 1").await.is_err(),
-            "a session of a dropped user survived the batch"
-        );
-    }
+    assert_ended(sessions, "a session of a dropped user survived the batch").await;
     let logs = logs.text();
     assert!(
         logs.contains("revoked users") && logs.contains("accounts=0 killed=2"),
@@ -321,22 +333,16 @@ async fn a_lone_default_revocation_locks_drops_and_lists_sessions_in_one_query()
     let password = generate_password(32);
     let user = username("onequery", plugin.max_username_len());
     create(&plugin, &user, &password, &[], &RoleOptions::new()).await;
-    let mut root = Conn::new(admin_opts()).await.expect("admin login");
-    root.query_drop(format!(
+    as_root(&[format!(
         "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{}'",
         password.expose()
-    ))
-    .await
-    .unwrap();
-    root.disconnect().await.unwrap();
+    )])
+    .await;
     assert_eq!(hosts_of(&user).await, ["%", "127.0.0.1"]);
-    let mut sessions = vec![
-        login(&user, &password).await.unwrap(),
-        login(&user, &password).await.unwrap(),
+    let sessions = vec![
+        open_session(&user, &password).await,
+        open_session(&user, &password).await,
     ];
-    for session in &mut sessions {
-        session.query_drop("SELECT 1").await.unwrap();
-    }
 
     plugin
         .delete_user(&DeleteUserRequest {
@@ -355,12 +361,7 @@ async fn a_lone_default_revocation_locks_drops_and_lists_sessions_in_one_query()
         login(&user, &password).await.is_err(),
         "{user} still logs in"
     );
-    for mut session in sessions {
-        assert!(
-            session.query_drop("SELECT 1").await.is_err(),
-            "a session open at the revocation survived it"
-        );
-    }
+    assert_ended(sessions, "a session open at the revocation survived it").await;
     let logs = logs.text();
     assert!(
         logs.contains("revoked user in one query") && logs.contains("hosts=2 killed=2"),
