@@ -33,7 +33,7 @@ use lessor_plugin::{
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{random_suffix, LeaseManager, CREATE_TIMEOUT};
+use super::{new_lease_id, LeaseManager, CREATE_TIMEOUT};
 use crate::catalog::Role;
 use crate::error::{Error, Result};
 use crate::store::{CatalogStore, IdRange, PoolStore, PooledSelection, PooledUser};
@@ -753,7 +753,7 @@ impl LeaseManager {
             .await?
             .password;
         let row = PooledUser {
-            id: format!("database/creds/{role_name}/{}", random_suffix(24)),
+            id: new_lease_id(role_name, Utc::now()),
             role_name: role_name.to_owned(),
             connection_name: role.db_name.clone(),
             username,
