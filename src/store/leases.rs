@@ -1025,8 +1025,7 @@ impl Store {
     }
 }
 
-/// [`Store::count_live_leases_on_connection`]'s query, through `leases_user` (whose first column
-/// is the connection's name).
+/// [`Store::count_live_leases_on_connection`]'s query, through `leases_connection`.
 const COUNT_LIVE_LEASES_ON_CONNECTION: &str = "SELECT COUNT(*) FROM leases
      WHERE connection_name = $1 AND state IN ('creating', 'active', 'revoking')";
 
@@ -1552,9 +1551,9 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(without_rowid, 1, "issued_users still has a rowid b-tree");
+        // (0020 brings `leases_connection` back, as the only index by connection.)
         let dropped: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sqlite_master
-             WHERE type = 'index' AND name IN ('leases_connection', 'leases_creating')",
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'leases_creating'",
         )
         .fetch_one(sqlite)
         .await
@@ -1562,7 +1561,7 @@ mod tests {
         assert_eq!(dropped, 0);
         let plan = query_plan(&store, COUNT_LIVE_LEASES_ON_CONNECTION, &["db"]).await;
         assert!(
-            plan.contains("USING INDEX leases_user") && !plan.contains("SCAN"),
+            plan.contains("USING INDEX leases_") && !plan.contains("SCAN"),
             "live leases by connection are not found through an index: {plan}"
         );
         // The store written before keeps its 4,096-byte pages (WAL mode cannot change them).
@@ -1580,5 +1579,98 @@ mod tests {
             .unwrap();
         assert_eq!(page_size, i64::from(crate::store::SQLITE_PAGE_SIZE));
         fresh.close().await;
+    }
+
+    /// Migration 0020 drops the index of usernames every lease write paid for: a store written
+    /// before gets a record, pointing at the lease, for each live lease's user, so reconciliation
+    /// (which now follows the record's lease id) still sees every user a live lease covers, and
+    /// still sees the user of a revoked lease as a candidate.
+    #[tokio::test]
+    async fn live_leases_users_stay_on_record_without_the_username_index() {
+        use crate::store::ReconcileStore;
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, file) = store_migrated_before(dir.path(), "0020").await;
+        for (id, username, state) in [
+            ("database/creds/r/unrecorded", "v-unrecorded", "active"),
+            ("database/creds/r/elsewhere", "v-elsewhere", "creating"),
+            ("database/creds/r/revoked", "v-revoked", "revoked"),
+        ] {
+            sqlx::query(
+                "INSERT INTO leases (id, role_name, connection_name, username, issued_at,
+                     expires_at, max_expires_at, state, next_action_at, owner)
+                 VALUES ($1, 'r', 'db', $2, 5, 6, 7, $3, 6, 'o')",
+            )
+            .bind(id)
+            .bind(username)
+            .bind(state)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        // One live lease's user on record for another lease, counted suspect once; the revoked
+        // lease's user on record for it.
+        sqlx::query(
+            "INSERT INTO issued_users (connection_name, username, lease_id, issued_at, suspect_sweeps, suspect_since)
+             VALUES ('db', 'v-elsewhere', 'database/creds/r/older', 1, 1, 2),
+                    ('db', 'v-revoked', 'database/creds/r/revoked', 5, 0, NULL)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = Store::open(&file.display().to_string()).await.unwrap();
+        let sqlite = store.sqlite_pool().unwrap();
+        let records: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT username, lease_id, issued_at, suspect_sweeps FROM issued_users ORDER BY username",
+        )
+        .fetch_all(sqlite)
+        .await
+        .unwrap();
+        assert_eq!(
+            records,
+            vec![
+                (
+                    "v-elsewhere".into(),
+                    "database/creds/r/elsewhere".into(),
+                    5,
+                    0
+                ),
+                ("v-revoked".into(), "database/creds/r/revoked".into(), 5, 0),
+                (
+                    "v-unrecorded".into(),
+                    "database/creds/r/unrecorded".into(),
+                    5,
+                    0
+                ),
+            ]
+        );
+        let candidates: Vec<String> = store
+            .orphan_candidates("db")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|user| user.username)
+            .collect();
+        assert_eq!(candidates, vec!["v-revoked".to_owned()]);
+        let indexes: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_index_list('leases')")
+                .fetch_all(sqlite)
+                .await
+                .unwrap();
+        assert!(
+            !indexes.iter().any(|name| name == "leases_user"),
+            "{indexes:?}"
+        );
+        let plan = query_plan(&store, COUNT_LIVE_LEASES_ON_CONNECTION, &["db"]).await;
+        assert!(
+            plan.contains("USING INDEX leases_connection") && !plan.contains("SCAN"),
+            "live leases by connection are not found through an index: {plan}"
+        );
+        assert_eq!(
+            store.count_live_leases_on_connection("db").await.unwrap(),
+            2
+        );
+        store.close().await;
     }
 }

@@ -57,7 +57,11 @@ impl From<IssuedUserRow> for IssuedUser {
 pub trait ReconcileStore {
     /// Users on record for `connection` that no live lease covers: those a reconciliation sweep
     /// looks for on the database. A user being created has a live (`creating`) lease, so it is
-    /// never among them; nor is a user in a warm pool (see [`super::PoolStore`]).
+    /// never among them; nor is a user in a warm pool (see [`super::PoolStore`]). A live lease's
+    /// user is on record pointing at that lease (written in the lease's own transaction; migration
+    /// 0020, 0021 on PostgreSQL, made it so for older stores), so the test follows the record's
+    /// lease id, the primary key, rather than an index of usernames every lease write would pay
+    /// for.
     async fn orphan_candidates(&self, connection: &str) -> Result<Vec<IssuedUser>>;
 
     /// Which of `usernames` are on record as issued on `connection`.
@@ -102,7 +106,7 @@ impl ReconcileStore for Store {
             "SELECT i.* FROM issued_users i
              WHERE i.connection_name = $1
                  AND NOT EXISTS (SELECT 1 FROM leases l
-                                 WHERE l.connection_name = i.connection_name AND l.username = i.username
+                                 WHERE l.id = i.lease_id
                                      AND l.state IN ('creating', 'active', 'revoking'))
                  AND NOT EXISTS (SELECT 1 FROM pooled_users p
                                  WHERE p.connection_name = i.connection_name AND p.username = i.username)
@@ -231,6 +235,12 @@ impl Store {
     /// Records a user that carries this installation's marker but that the store has no record
     /// of (its record was lost, say with a store restored from an older backup), as counted by
     /// one sweep already, unless a live lease covers it. True when the record was made.
+    ///
+    /// A user with no record has no live lease unless the store broke that rule somehow, and
+    /// dropping a live lease's user is the one mistake this must not make, so the live leases of
+    /// the connection are searched for the name all the same. No index serves that search (see
+    /// migration 0020): it reads the connection's live leases, which is fine for a user found
+    /// once per lost record.
     pub async fn adopt_marked_user(
         &self,
         connection: &str,
