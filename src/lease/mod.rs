@@ -457,6 +457,9 @@ impl LeaseManager {
         pooled: Option<pool::Taken>,
     ) -> Result<Attempt> {
         let from_pool = pooled.is_some();
+        // One moment for the lease: its issue time, and the time a new user's lease id carries
+        // (a pooled row got its id when the pool made it).
+        let now = Utc::now();
         let (lease_id, username, password, password_strength) = match pooled {
             Some(taken) => (
                 taken.id,
@@ -484,16 +487,10 @@ impl LeaseManager {
                     .map_err(|e| Error::invalid(e.to_string()))?;
                 let crate::password_policy::GeneratedPassword { password, strength } =
                     crate::password_policy::generate_for_row(&self.store, connection).await?;
-                (
-                    new_lease_id(role_name, Utc::now()),
-                    username,
-                    password,
-                    strength,
-                )
+                (new_lease_id(role_name, now), username, password, strength)
             }
         };
 
-        let now = Utc::now();
         let expires_at =
             now + chrono::Duration::from_std(ttl).map_err(|e| Error::Internal(e.to_string()))?;
         let max_expires_at = now

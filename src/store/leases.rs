@@ -1429,6 +1429,13 @@ mod tests {
         (pool, file)
     }
 
+    /// Closes the pool of a store [`store_migrated_before`] made, and opens the store as Lessor
+    /// does, which runs the migrations left out.
+    async fn open_after_the_rest(pool: SqlitePool, file: &Path) -> Store {
+        pool.close().await;
+        Store::open(&file.display().to_string()).await.unwrap()
+    }
+
     /// Migration 0004 rebuilds the leases table: a store written before it keeps its leases.
     #[tokio::test]
     async fn leases_survive_the_lifecycle_migration() {
@@ -1442,9 +1449,7 @@ mod tests {
         .execute(&pool)
         .await
         .unwrap();
-        pool.close().await;
-
-        let store = Store::open(&file.display().to_string()).await.unwrap();
+        let store = open_after_the_rest(pool, &file).await;
         let lease = store
             .get_lease("database/creds/r/old")
             .await
@@ -1484,9 +1489,7 @@ mod tests {
             .await
             .unwrap();
         }
-        pool.close().await;
-
-        let store = Store::open(&file.display().to_string()).await.unwrap();
+        let store = open_after_the_rest(pool, &file).await;
         let indexes: Vec<String> =
             sqlx::query_scalar("SELECT name FROM pragma_index_list('leases')")
                 .fetch_all(store.sqlite_pool().unwrap())
@@ -1530,9 +1533,7 @@ mod tests {
         .execute(&pool)
         .await
         .unwrap();
-        pool.close().await;
-
-        let store = Store::open(&file.display().to_string()).await.unwrap();
+        let store = open_after_the_rest(pool, &file).await;
         let sqlite = store.sqlite_pool().unwrap();
         let kept: (String, String, i64, i64) = sqlx::query_as(
             "SELECT username, lease_id, issued_at, suspect_sweeps FROM issued_users
@@ -1617,9 +1618,7 @@ mod tests {
         .execute(&pool)
         .await
         .unwrap();
-        pool.close().await;
-
-        let store = Store::open(&file.display().to_string()).await.unwrap();
+        let store = open_after_the_rest(pool, &file).await;
         let sqlite = store.sqlite_pool().unwrap();
         let records: Vec<(String, String, i64, i64)> = sqlx::query_as(
             "SELECT username, lease_id, issued_at, suspect_sweeps FROM issued_users ORDER BY username",
