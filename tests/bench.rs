@@ -270,6 +270,10 @@ async fn bench_bulk_times_revoke_prefix_and_a_reaper_backlog_against_plain_drops
         "direct_drop/setup_seconds",
         "direct_drop/seconds",
         "direct_drop/users_per_sec",
+        "direct_drop/probe/requests",
+        "direct_drop/probe/p50_ms",
+        "direct_drop/probe/p99_ms",
+        "drain_vs_direct_drop_p99_latency_ratio",
         "reaper_backlog/setup_seconds",
         "reaper_backlog/drain_seconds",
         "reaper_backlog/users_per_sec",
@@ -296,13 +300,26 @@ async fn bench_bulk_times_revoke_prefix_and_a_reaper_backlog_against_plain_drops
             "{ratio} = {reported}, expected {expected}"
         );
     }
-    let p99 = |phase: &str| positive(bulk, &format!("/reaper_backlog/{phase}/p99_ms"));
-    let expected = p99("drain") / p99("idle");
-    let reported = positive(bulk, "/drain_p99_latency_ratio");
-    assert!(
-        (reported - expected).abs() <= 0.01 * expected + 0.001,
-        "drain_p99_latency_ratio = {reported}, expected {expected}"
-    );
+    let p99 = |phase: &str| positive(bulk, &format!("/{phase}/p99_ms"));
+    for (name, during, against) in [
+        (
+            "drain_p99_latency_ratio",
+            "reaper_backlog/drain",
+            "reaper_backlog/idle",
+        ),
+        (
+            "drain_vs_direct_drop_p99_latency_ratio",
+            "reaper_backlog/drain",
+            "direct_drop/probe",
+        ),
+    ] {
+        let expected = p99(during) / p99(against);
+        let reported = positive(bulk, &format!("/{name}"));
+        assert!(
+            (reported - expected).abs() <= 0.01 * expected + 0.001,
+            "{name} = {reported}, expected {expected}"
+        );
+    }
     // Users per second are users over the seconds reported.
     let seconds = positive(bulk, "/revoke_prefix/seconds");
     assert!(positive(bulk, "/revoke_prefix/answer_seconds") <= seconds);

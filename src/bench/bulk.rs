@@ -8,7 +8,8 @@
 //! 2. **direct drop**: N users created directly with the same creation SQL (setup, not timed),
 //!    then dropped with the engine's plain drop statement alone ([`DirectSession::drop_user`]:
 //!    PostgreSQL `DROP ROLE IF EXISTS`, MariaDB `DROP USER IF EXISTS`) on [`CONNECTIONS`]
-//!    connections, timed: the baseline of both ratios.
+//!    connections, timed: the baseline of both ratios. The latency probe of step 3 runs
+//!    meanwhile too: what the same drop work does to the API when Lessor takes no part in it.
 //! 3. **reaper backlog**: N credentials issued in batches, each batch with the TTL (whole seconds)
 //!    that makes it fall due at one planned moment a few seconds after the setup ends; the clock
 //!    runs from the earliest possible expiry until the database has no user of the role left
@@ -79,6 +80,10 @@ pub struct Bulk {
     /// Lookup latency during the drain over idle (1.0 is unaffected; lower is better).
     pub drain_p50_latency_ratio: f64,
     pub drain_p99_latency_ratio: f64,
+    /// Lookup p99 during the reaper's drain over during the direct drop: what Lessor's drain
+    /// does to its API beyond what the database's own drop work does to the machine (1.0 is
+    /// no more; lower is better).
+    pub drain_vs_direct_drop_p99_latency_ratio: f64,
 }
 
 /// One `PUT sys/leases/revoke-prefix/...` of every lease of a role.
@@ -104,6 +109,9 @@ pub struct DirectDrop {
     pub setup_seconds: f64,
     pub seconds: f64,
     pub users_per_sec: f64,
+    /// The latency probe while the users are dropped: Lessor is idle but for the probe, so
+    /// this is what the drop work alone, on the same cores, does to a request.
+    pub probe: ProbeLatency,
 }
 
 /// The reaper revoking a backlog of leases that fell due together.
@@ -295,17 +303,25 @@ async fn run(
         revoke_prefix.seconds, revoke_prefix.users_per_sec
     ));
 
-    // 2. The direct side.
-    let direct_drop = direct_drop(engine, url, mode, users, &format!("{prefix}d-")).await?;
+    // 2. The direct side, with the lookup probe on a live lease of the first role.
+    let (probe_lease, _) = target.issue(&prefix_role.name).await?;
+    let direct_drop = direct_drop(
+        engine,
+        url,
+        mode,
+        users,
+        &format!("{prefix}d-"),
+        (target, &probe_lease),
+    )
+    .await?;
     watcher.expect_users(&format!("{prefix}d-"), 0).await?;
 
-    // 3. The reaper's backlog, with the lookup probe on a live lease of the first role.
+    // 3. The reaper's backlog, with the same probe.
     let backlog_role = Role {
         name: format!("{}-backlog", engine.slug()),
         connection,
         prefix: format!("{prefix}r-"),
     };
-    let (probe_lease, _) = target.issue(&prefix_role.name).await?;
     let reaper_backlog = reaper_backlog(
         target,
         engine,
@@ -326,6 +342,10 @@ async fn run(
         reaper_drain_ratio: ratio(reaper_backlog.users_per_sec, direct),
         drain_p50_latency_ratio: ratio(reaper_backlog.drain.p50_ms, reaper_backlog.idle.p50_ms),
         drain_p99_latency_ratio: ratio(reaper_backlog.drain.p99_ms, reaper_backlog.idle.p99_ms),
+        drain_vs_direct_drop_p99_latency_ratio: ratio(
+            reaper_backlog.drain.p99_ms,
+            direct_drop.probe.p99_ms,
+        ),
         revoke_prefix,
         direct_drop,
         reaper_backlog,
@@ -393,13 +413,15 @@ impl Role {
 }
 
 /// Creates `users` users named `prefix...` directly on [`CONNECTIONS`] sessions (setup), then
-/// times dropping them with the engine's plain drop on the same sessions.
+/// times dropping them with the engine's plain drop on the same sessions, with the latency
+/// probe looking up `probe`'s lease meanwhile.
 async fn direct_drop(
     engine: Engine,
     url: &Secret,
     mode: PasswordAuthentication,
     users: usize,
     prefix: &str,
+    (target, probe_lease): (&Target, &str),
 ) -> Result<DirectDrop> {
     let label = engine.label();
     progress(format!(
@@ -433,6 +455,7 @@ async fn direct_drop(
     progress(format!(
         "{label}: timing the engine's plain drop of {users} users on {CONNECTIONS} connections"
     ));
+    let probe = Probe::start(target, probe_lease);
     let started = Instant::now();
     let mut droppers = Vec::new();
     for (mut session, names) in created {
@@ -451,10 +474,11 @@ async fn direct_drop(
         setup_seconds: seconds(setup),
         seconds: seconds(elapsed),
         users_per_sec: per_sec(users, elapsed),
+        probe: probe.finish().await?,
     };
     progress(format!(
-        "{label}: direct drop: {users} users in {:.2} s ({:.1} users/s)",
-        direct.seconds, direct.users_per_sec
+        "{label}: direct drop: {users} users in {:.2} s ({:.1} users/s); lookup p99 {:.2} ms meanwhile",
+        direct.seconds, direct.users_per_sec, direct.probe.p99_ms
     ));
     Ok(direct)
 }
@@ -707,7 +731,9 @@ impl Bulk {
             "\n`PUT sys/leases/lookup` of one live lease, one request after the other, {} ms apart: idle p50 {:.2} ms, p99 {:.2} ms \
              ({} requests); during the drain p50 {:.2} ms, p99 {:.2} ms ({} requests); during / idle: p50 {:.2}x, \
              p99 {:.2}x. `GET sys/health` after each lookup: idle p50 {:.2} ms, p99 {:.2} ms; during the drain \
-             p50 {:.2} ms, p99 {:.2} ms.\n",
+             p50 {:.2} ms, p99 {:.2} ms. The same probe during the direct drop (Lessor idle but for \
+             it): lookup p50 {:.2} ms, p99 {:.2} ms ({} requests), `sys/health` p99 {:.2} ms; the drain's \
+             lookup p99 over that: {:.2}x.\n",
             PROBE_GAP.as_millis(),
             backlog.idle.p50_ms,
             backlog.idle.p99_ms,
@@ -721,6 +747,11 @@ impl Bulk {
             backlog.idle.health_p99_ms,
             backlog.drain.health_p50_ms,
             backlog.drain.health_p99_ms,
+            self.direct_drop.probe.p50_ms,
+            self.direct_drop.probe.p99_ms,
+            self.direct_drop.probe.requests,
+            self.direct_drop.probe.health_p99_ms,
+            self.drain_vs_direct_drop_p99_latency_ratio,
         );
     }
 }
