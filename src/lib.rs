@@ -182,13 +182,10 @@ impl AppState {
             auth.clone(),
             settings.lease_limits().max_ttl,
         );
-        // A claim outlasts the longest a revocation may take on its target (a connection and one
-        // whole operation, each under its deadline), so a live replica's claim never lapses
-        // while it is still at work.
+        // The longest a revocation or rotation may take on its target: a connection and one whole
+        // operation, each under its deadline. Claims outlast it.
         let deadlines = settings.target_deadlines();
-        let replica = replica::Replica::new(
-            deadlines.connect + deadlines.operation + std::time::Duration::from_secs(15),
-        );
+        let replica = replica::Replica::new(deadlines.connect + deadlines.operation);
         let listen_address = settings.listen.to_string();
         replica.register(&store, &listen_address).await?;
         let rotation = Rotator::new(

@@ -24,18 +24,26 @@ pub const STALE_AFTER: Duration = Duration::from_secs(10);
 /// Registrations dead for this long are removed by the others.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
+/// What a claim lasts beyond the longest piece of work it covers: room for the store writes
+/// around that work and for a moment's wait before it starts.
+const CLAIM_MARGIN: Duration = Duration::from_secs(15);
+
 /// This process's identity among the replicas. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Replica {
     id: Arc<str>,
+    /// The longest one piece of claimed work may take (a connection to a target and one whole
+    /// operation on it, each under its deadline).
+    longest_work: Duration,
     claim_length: Duration,
 }
 
 impl Replica {
     /// A fresh identity (host name and a random suffix, so a restarted process is a new replica
-    /// and its previous incarnation's claims are recognisably another's), whose claims last
-    /// `claim_length`.
-    pub fn new(claim_length: Duration) -> Self {
+    /// and its previous incarnation's claims are recognisably another's), whose claims outlast
+    /// `longest_work` by [`CLAIM_MARGIN`], so a live replica's claim never lapses while it is
+    /// still at work.
+    pub fn new(longest_work: Duration) -> Self {
         let host = std::env::var("HOSTNAME")
             .ok()
             .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
@@ -50,7 +58,8 @@ impl Replica {
         let suffix: u32 = rand::rngs::OsRng.gen();
         Self {
             id: format!("{host}-{suffix:08x}").into(),
-            claim_length,
+            longest_work,
+            claim_length: longest_work + CLAIM_MARGIN,
         }
     }
 
@@ -61,6 +70,14 @@ impl Replica {
     /// How long a claim lasts unless finished or given up.
     pub fn claim_length(&self) -> Duration {
         self.claim_length
+    }
+
+    /// Whether a claim held until `until` still covers the longest piece of work started at
+    /// `now`, with half the margin to spare. Work that waited after its claim was taken (the
+    /// reaper's batches queue for their connection) asks before it starts, and claims again if
+    /// not.
+    pub fn claim_covers_work(&self, until: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        until - now >= chrono_duration(self.longest_work + CLAIM_MARGIN / 2)
     }
 
     /// A claim taken at `now` for the usual length.
@@ -193,4 +210,22 @@ async fn apply(state: &crate::AppState, change: crate::store::Change) {
         }
     }
     tracing::debug!(?change, "applied a change from the store");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_covers_work_until_half_its_margin_is_used_up() {
+        let replica = Replica::new(Duration::from_secs(35));
+        assert_eq!(replica.claim_length(), Duration::from_secs(50));
+        let taken = DateTime::from_timestamp(1_000, 0).unwrap();
+        let until = replica.claim(taken).until();
+        let after = |secs: f64| taken + chrono::Duration::milliseconds((secs * 1000.0) as i64);
+        assert!(replica.claim_covers_work(until, taken));
+        assert!(replica.claim_covers_work(until, after(7.5)));
+        assert!(!replica.claim_covers_work(until, after(7.6)));
+        assert!(!replica.claim_covers_work(until, after(60.0)));
+    }
 }

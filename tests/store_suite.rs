@@ -1588,3 +1588,83 @@ async fn sqlite_lease_writes_wait_for_another_connections_write_lock() {
     other.close().await.unwrap();
     store.close().await;
 }
+
+/// PostgreSQL only (an SQLite store has one writer and no second replica): a take-over that
+/// waits on a row another replica is claiming judges the holder it finds once it gets the row. Here
+/// replica `a` takes a dead replica's pooled user in a transaction that is still open when `c`
+/// asks for the dead replica's rows; `c` waits for the row, and once `a` commits it must see a
+/// live holder and leave the row alone. (The take-over's condition once read the old holder
+/// there, and both replicas held the same row: the same decision that splits a dead replica's
+/// leases and static rotations between the others.)
+#[tokio::test]
+async fn postgres_a_take_over_judges_the_holder_on_the_row_it_gets() {
+    let database = StoreDatabase::create().await;
+    let store = Store::open(&database.url).await.unwrap();
+    let now = 1_000_000;
+    store.upsert_connection(&connection("db")).await.unwrap();
+    store
+        .register_replica("b", "", at(now - 60_000), false)
+        .await
+        .unwrap();
+    for live in ["a", "c"] {
+        store
+            .register_replica(live, "", at(now), false)
+            .await
+            .unwrap();
+    }
+    let id = "database/creds/r/1";
+    store
+        .insert_pooled_user(&pooled(id, "r", "b"))
+        .await
+        .unwrap();
+
+    let other = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let mut taking = other.begin().await.unwrap();
+    let taken = sqlx::query("UPDATE pooled_users SET claimed_by = 'a' WHERE id = $1")
+        .bind(id)
+        .execute(&mut *taking)
+        .await
+        .unwrap();
+    assert_eq!(taken.rows_affected(), 1);
+    let waiting = tokio::spawn({
+        let url = database.url.clone();
+        async move {
+            let store = Store::open(&url).await.unwrap();
+            let taken = store
+                .take_over_pooled_users(&claim("c", now), PooledSelection::OfDeadReplicas)
+                .await
+                .unwrap();
+            store.close().await;
+            taken
+        }
+    });
+    // `c` must be waiting on the row before `a` commits, or it would simply read `a`'s claim.
+    let waiting_for_the_row = "SELECT COUNT(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let mut waited = Duration::ZERO;
+    while sqlx::query_scalar::<_, i64>(waiting_for_the_row)
+        .fetch_one(&other)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            waited < Duration::from_secs(10),
+            "the take-over never waited on the row"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+    taking.commit().await.unwrap();
+    let taken_by_c = waiting.await.unwrap();
+    assert!(
+        taken_by_c.is_empty(),
+        "c took a row live replica a holds: {taken_by_c:?}"
+    );
+    assert_eq!(store.pooled_users_held_by("a").await.unwrap().len(), 1);
+    assert!(store.pooled_users_held_by("c").await.unwrap().is_empty());
+
+    other.close().await;
+    store.close().await;
+    database.drop_now().await;
+}

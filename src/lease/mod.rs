@@ -1029,10 +1029,9 @@ impl LeaseManager {
         .await;
         match outcome {
             Ok(()) => {
-                self.store
-                    .mark_revoked(&lease.id, Utc::now(), None, true)
-                    .await?;
-                tracing::info!(lease_id = %lease.id, username = %lease.username, "revoked");
+                let now = Utc::now();
+                self.store.mark_revoked(&lease.id, now, None, true).await?;
+                log_revoked(&lease, now);
                 record(crate::metrics::Outcome::Success);
                 Ok(())
             }
@@ -1192,9 +1191,10 @@ impl LeaseManager {
 
     /// The reaper's revocation of leases [`LeaseStore::claim_due_leases`] claimed: a live one is
     /// already `revoking` under this replica's claim, so its user is dropped at once from the
-    /// lease the claim returned (no read, no second claim); a `creating` one, or one whose row
-    /// did not decode, goes through [`Self::revoke_lease`], which takes it over from its issuer.
-    /// Outcomes in the order of `due`.
+    /// lease the claim returned (no read; claimed again only if the batch waited so long that
+    /// the claim would not outlast the drop); a `creating` one, or one whose row did not decode,
+    /// goes through [`Self::revoke_lease`], which takes it over from its issuer. Outcomes in the
+    /// order of `due`.
     pub(crate) async fn revoke_due(&self, due: Vec<crate::store::DueLease>) -> Vec<Result<()>> {
         let ids: Vec<String> = due.iter().map(|d| d.id.clone()).collect();
         let guards = self.lock_all(&ids).await;
@@ -1202,7 +1202,35 @@ impl LeaseManager {
             .into_iter()
             .partition(|d| d.state == LeaseState::Revoking && d.lease.is_some());
         let claimed: Vec<Lease> = claimed.into_iter().filter_map(|d| d.lease).collect();
-        let mut outcomes = self.drop_users(claimed, false).await;
+        // A batch may have waited for its connection's turn since the claim: if what is left of
+        // the claim no longer covers a whole drop, claim again first, so the claim cannot lapse
+        // mid-drop and hand the lease to another replica. What is no longer this replica's (its
+        // claim lapsed and another took the lease, or revoked it) is left to its new holder.
+        let now = Utc::now();
+        let (mut claimed, lapsing): (Vec<Lease>, Vec<Lease>) =
+            claimed.into_iter().partition(|lease| {
+                lease
+                    .claim_until
+                    .is_some_and(|until| self.replica.claim_covers_work(until, now))
+            });
+        let mut outcomes = HashMap::new();
+        if !lapsing.is_empty() {
+            let lapsing: Vec<String> = lapsing.into_iter().map(|lease| lease.id).collect();
+            match self
+                .store
+                .mark_revoking_many(&lapsing, &self.replica.claim(now))
+                .await
+            {
+                Ok(still_ours) => claimed.extend(still_ours),
+                Err(error) => {
+                    let message = error.to_string();
+                    for id in lapsing {
+                        outcomes.insert(id, Err(Error::Store(message.clone())));
+                    }
+                }
+            }
+        }
+        outcomes.extend(self.drop_users(claimed, false).await);
         drop(guards);
         for other in others {
             let outcome = self.revoke_lease(&other.id, Revoker::Reaper).await;
@@ -1274,10 +1302,24 @@ impl LeaseManager {
         }
         if !dropped.is_empty() {
             let ids: Vec<String> = dropped.iter().map(|l| l.id.clone()).collect();
-            match self.store.mark_revoked_many(&ids, Utc::now()).await {
-                Ok(()) => {
+            let now = Utc::now();
+            match self
+                .store
+                .mark_revoked_many(&ids, self.replica.id(), now)
+                .await
+            {
+                Ok(marked) => {
+                    let marked: HashSet<String> = marked.into_iter().collect();
                     for lease in &dropped {
-                        tracing::info!(lease_id = %lease.id, username = %lease.username, "revoked");
+                        if marked.contains(&lease.id) {
+                            log_revoked(lease, now);
+                        } else {
+                            // Another replica took the lease over while this one dropped the
+                            // user (the drop outlasted the claim, or this replica's heartbeat
+                            // went stale): it drops the user again, which finds it gone, and
+                            // records the revocation itself.
+                            tracing::warn!(lease_id = %lease.id, username = %lease.username, "user dropped, but another replica took the lease over meanwhile and records its revocation");
+                        }
                         outcomes.insert(lease.id.clone(), Ok(()));
                     }
                 }
@@ -1338,6 +1380,13 @@ impl LeaseManager {
         }
         Ok(tally)
     }
+}
+
+/// The one log line of a recorded revocation, written by whoever recorded it: `expired` when
+/// the lease had reached its end (the reaper's usual work) rather than being revoked early.
+fn log_revoked(lease: &Lease, now: DateTime<Utc>) {
+    let expired = lease.expires_at <= now;
+    tracing::info!(lease_id = %lease.id, username = %lease.username, expired, "revoked");
 }
 
 /// The outcome of a bulk revocation.

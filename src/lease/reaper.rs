@@ -291,25 +291,15 @@ impl Reaper {
                         _ = shutdown.cancelled() => None,
                     };
                     let ids: Vec<String> = batch.iter().map(|d| d.id.clone()).collect();
-                    // Expired, as opposed to a retry or a take-over of a lease not yet at its end.
-                    let expired: Vec<bool> = batch
-                        .iter()
-                        .map(|d| d.lease.as_ref().is_some_and(|l| l.expires_at <= queried_at))
-                        .collect();
                     if permit.is_some() {
                         // revoke_due records database failures and schedules the retries
-                        // itself; a store failure cannot be recorded, so it is the loop's to
-                        // pause on.
+                        // itself, and logs each revocation it records; a store failure cannot
+                        // be recorded, so it is the loop's to pause on.
                         let outcomes = leases.revoke_due(batch).await;
                         let mut trouble = lock(&trouble);
-                        for ((id, expired), outcome) in ids.iter().zip(expired).zip(outcomes) {
+                        for outcome in outcomes {
                             match outcome {
-                                Ok(()) => {
-                                    trouble.recorded += 1;
-                                    if expired {
-                                        tracing::info!(lease_id = %id, "expired lease revoked");
-                                    }
-                                }
+                                Ok(()) => trouble.recorded += 1,
                                 Err(error @ (Error::Store(_) | Error::StoreUnavailable(_))) => {
                                     trouble.failures += 1;
                                     trouble.first.get_or_insert_with(|| error.to_string());

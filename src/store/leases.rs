@@ -542,9 +542,16 @@ pub trait LeaseStore {
     /// by one, which tells their cases apart.
     async fn mark_revoking_many(&self, ids: &[String], claim: &Claim<'_>) -> Result<Vec<Lease>>;
 
-    /// [`LeaseStore::mark_revoked`] of several leases whose users were dropped, in one
-    /// transaction.
-    async fn mark_revoked_many(&self, ids: &[String], now: DateTime<Utc>) -> Result<()>;
+    /// [`LeaseStore::mark_revoked`] of several leases whose users `claimant` dropped, in one
+    /// transaction, and only while `claimant` still holds them: a lease another replica took
+    /// over meanwhile (this one's claim lapsed, or it was judged dead) is that replica's to
+    /// record. Returns the ids this call marked.
+    async fn mark_revoked_many(
+        &self,
+        ids: &[String],
+        claimant: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>>;
 
     /// Gives up `claimant`'s claim on a lease it decided not to act on (renewed since), so a
     /// revoke elsewhere need not wait for the claim to lapse.
@@ -807,38 +814,49 @@ impl LeaseStore for Store {
         Ok(claimed)
     }
 
-    async fn mark_revoked_many(&self, ids: &[String], now: DateTime<Utc>) -> Result<()> {
+    async fn mark_revoked_many(
+        &self,
+        ids: &[String],
+        claimant: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
         let now = to_millis(now);
+        let mut revoked = Vec::with_capacity(ids.len());
+        let placeholders = |count: usize, first: usize| {
+            (0..count)
+                .map(|i| format!("${}", i + first))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         for chunk in ids.chunks(BATCH_BINDS) {
-            let ids_from = |first: usize| {
-                (0..chunk.len())
-                    .map(|i| format!("${}", i + first))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
             let revoke = format!(
                 "UPDATE leases SET state = 'revoked', revoked_at = $1, claimed_by = NULL, claim_until = NULL
-                 WHERE id IN ({}) AND state != 'revoked'",
-                ids_from(2)
+                 WHERE id IN ({}) AND state = 'revoking' AND claimed_by = $2
+                 RETURNING id",
+                placeholders(chunk.len(), 3)
             );
-            // The record of each user goes with its lease, as in `mark_revoked`.
-            let forget = forget_issued_users_sql(&ids_from(1));
-            with_pool!(self, |pool| {
+            let marked: Vec<String> = with_pool!(self, |pool| {
                 let mut tx = pool.begin().await?;
-                let mut query = sqlx::query(&revoke).bind(now);
+                let mut query = sqlx::query_scalar(&revoke).bind(now).bind(claimant);
                 for id in chunk {
                     query = query.bind(id);
                 }
-                query.execute(&mut *tx).await?;
-                let mut query = sqlx::query(&forget);
-                for id in chunk {
-                    query = query.bind(id);
+                let marked: Vec<String> = query.fetch_all(&mut *tx).await?;
+                if !marked.is_empty() {
+                    // The record of each user goes with its lease, as in `mark_revoked`.
+                    let forget = forget_issued_users_sql(&placeholders(marked.len(), 1));
+                    let mut query = sqlx::query(&forget);
+                    for id in &marked {
+                        query = query.bind(id);
+                    }
+                    query.execute(&mut *tx).await?;
                 }
-                query.execute(&mut *tx).await?;
                 tx.commit().await?;
+                marked
             });
+            revoked.extend(marked);
         }
-        Ok(())
+        Ok(revoked)
     }
 
     async fn release_lease_claim(&self, id: &str, claimant: &str) -> Result<()> {
@@ -1312,8 +1330,9 @@ mod tests {
         store.close().await;
     }
 
-    /// A bulk revocation forgets the records of its own leases' users, and no others, finding
-    /// them by primary key rather than reading every record.
+    /// A bulk revocation records only the leases its claimant still holds, once, forgets the
+    /// records of those leases' users and no others, finding them by primary key rather than
+    /// reading every record.
     #[tokio::test]
     async fn bulk_revocation_forgets_its_users_records_through_their_key() {
         let dir = tempfile::tempdir().unwrap();
@@ -1339,11 +1358,31 @@ mod tests {
                 "u-database-creds-r-c"
             ]
         );
-        store
-            .mark_revoked_many(&[ids[0].to_owned(), ids[2].to_owned()], from_millis(5))
+        let claim = Claim::new("me", from_millis(1), from_millis(30_000), from_millis(0));
+        let both = [ids[0].to_owned(), ids[2].to_owned()];
+        assert_eq!(
+            store.mark_revoking_many(&both, &claim).await.unwrap().len(),
+            2
+        );
+        // Marked only under the claimant's own claim.
+        let elsewhere = store
+            .mark_revoked_many(&both, "someone else", from_millis(5))
             .await
             .unwrap();
+        assert!(elsewhere.is_empty(), "{elsewhere:?}");
+        assert_eq!(recorded().await.len(), 3);
+        let mut marked = store
+            .mark_revoked_many(&both, "me", from_millis(5))
+            .await
+            .unwrap();
+        marked.sort();
+        assert_eq!(marked, both);
         assert_eq!(recorded().await, ["u-database-creds-r-b"]);
+        let again = store
+            .mark_revoked_many(&both, "me", from_millis(6))
+            .await
+            .unwrap();
+        assert!(again.is_empty(), "marked twice: {again:?}");
         for id in ids {
             let state = store.get_lease(id).await.unwrap().unwrap().state;
             let expected = if id == ids[1] {

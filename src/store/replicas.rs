@@ -84,10 +84,18 @@ impl Claim<'_> {
         )
     }
 
-    /// SQL that holds when the holder of a row of `table`'s claim is dead.
+    /// SQL that holds when the holder of a row of `table`'s claim is dead: no registration, or
+    /// no heartbeat since `$4`.
+    ///
+    /// A scalar subquery, not `NOT EXISTS`: PostgreSQL turns a `NOT EXISTS` standing alone in a
+    /// WHERE clause into an anti-join, and when a claim's `FOR UPDATE` finds a row another replica
+    /// claimed after this statement's snapshot, its re-check of the new row version does not
+    /// re-run that join: a live replica's fresh claim still read as its dead predecessor's, and
+    /// two replicas took the same lease (or static rotation, or pooled user). A subquery in an
+    /// expression is evaluated again against the version it locks.
     pub(super) fn dead_sql(&self, table: &str) -> String {
         format!(
-            "NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = {table}.claimed_by AND r.heartbeat_at > $4)"
+            "COALESCE((SELECT r.heartbeat_at FROM replicas r WHERE r.id = {table}.claimed_by), 0) <= $4"
         )
     }
 }
