@@ -35,7 +35,6 @@ pub struct Replica {
     /// The longest one piece of claimed work may take (a connection to a target and one whole
     /// operation on it, each under its deadline).
     longest_work: Duration,
-    claim_length: Duration,
 }
 
 impl Replica {
@@ -59,7 +58,6 @@ impl Replica {
         Self {
             id: format!("{host}-{suffix:08x}").into(),
             longest_work,
-            claim_length: longest_work + CLAIM_MARGIN,
         }
     }
 
@@ -69,7 +67,7 @@ impl Replica {
 
     /// How long a claim lasts unless finished or given up.
     pub fn claim_length(&self) -> Duration {
-        self.claim_length
+        self.longest_work + CLAIM_MARGIN
     }
 
     /// Whether a claim held until `until` still covers the longest piece of work started at
@@ -82,7 +80,7 @@ impl Replica {
 
     /// A claim taken at `now` for the usual length.
     pub fn claim(&self, now: DateTime<Utc>) -> Claim<'_> {
-        self.claim_until(now, now + chrono_duration(self.claim_length))
+        self.claim_until(now, now + chrono_duration(self.claim_length()))
     }
 
     /// A claim taken at `now` lasting until `until`.

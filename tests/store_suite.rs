@@ -1627,15 +1627,12 @@ async fn postgres_a_take_over_judges_the_holder_on_the_row_it_gets() {
         .unwrap();
     assert_eq!(taken.rows_affected(), 1);
     let waiting = tokio::spawn({
-        let url = database.url.clone();
+        let store = store.clone();
         async move {
-            let store = Store::open(&url).await.unwrap();
-            let taken = store
+            store
                 .take_over_pooled_users(&claim("c", now), PooledSelection::OfDeadReplicas)
                 .await
-                .unwrap();
-            store.close().await;
-            taken
+                .unwrap()
         }
     });
     // `c` must be waiting on the row before `a` commits, or it would simply read `a`'s claim.

@@ -791,13 +791,11 @@ impl LeaseStore for Store {
         let mut claimed = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(BATCH_BINDS) {
             // $1-$4 are the claim's, then the ids.
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 5)).collect();
             let sql = format!(
                 "UPDATE leases SET state = 'revoking', next_action_at = $3, claimed_by = $1, claim_until = $3
                  WHERE id IN ({ids}) AND state IN ('active', 'revoking') AND {free}
                  RETURNING *",
-                ids = placeholders.join(", "),
+                ids = placeholders(chunk.len(), 5),
                 free = claim.free_sql("leases")
             );
             let rows: Vec<LeaseRow> = with_pool!(self, |pool| {
@@ -822,12 +820,6 @@ impl LeaseStore for Store {
     ) -> Result<Vec<String>> {
         let now = to_millis(now);
         let mut revoked = Vec::with_capacity(ids.len());
-        let placeholders = |count: usize, first: usize| {
-            (0..count)
-                .map(|i| format!("${}", i + first))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         for chunk in ids.chunks(BATCH_BINDS) {
             let revoke = format!(
                 "UPDATE leases SET state = 'revoked', revoked_at = $1, claimed_by = NULL, claim_until = NULL
@@ -1041,6 +1033,14 @@ impl Store {
         .fetch_one(pool)
         .await?))
     }
+}
+
+/// `count` bound parameters from `$first` on, as an `IN (...)` list takes them.
+fn placeholders(count: usize, first: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// [`Store::count_live_leases_on_connection`]'s query, through `leases_connection`.
